@@ -1,0 +1,355 @@
+"""The layer protocol, the run context and the combinators.
+
+A layer is a triple ``(init, apply, kernel)`` of pure functions, as in
+neural-tangents' stax, extended by one idea: the *feature mask*. A width sweep
+runs every width inside one program by building the network at a capacity
+``W`` and masking the features beyond the active width ``w`` (a traced
+number). Every layer therefore threads the mask of its input's last axis:
+
+* ``init(key, spec, ctx) -> (out_spec, params, lr_scale)`` where ``spec`` is a
+  :class:`Spec` (static shape, traced mask) and ``lr_scale`` is a pytree shaped
+  like ``params`` holding the per-parameter learning-rate multiplier that the
+  parametrization demands;
+* ``apply(params, x, feat, ctx) -> (y, out_feat)`` where a :class:`Feat`
+  carries the traced mask and the static fact "this axis scales with width";
+* ``kernel``: the infinite-width limit where one exists (``None`` otherwise).
+
+A mask is ``None`` when every feature is active (statically known), else a
+boolean vector over the last axis. Padded weights are zero at init and receive
+zero gradients because every hidden activation is multiplied by its mask, so
+they stay zero under any elementwise optimizer (STYLE.md, the three rules).
+
+Users rarely call these functions directly: :func:`jaxtheory.nn.model`
+wraps a layer and an input shape into a :class:`Model` with the familiar
+``init(key) -> params`` and ``apply(params, x) -> y``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxtheory.nn.param import rescale_lr_for_gamma
+
+Array = jax.Array
+Params = Any
+Mask = Array | None
+
+PARAMETRIZATIONS = ("sp", "ntk", "mup", "mf")
+
+
+class Feat(NamedTuple):
+  """What a layer knows about the last (feature) axis of its input.
+
+  Attributes:
+    wide: static; the axis scales with the swept width (so a parametrization
+      treats the layer reading it as hidden/readout, not input).
+    mask: ``None`` (every feature active) or a traced boolean vector.
+  """
+  wide: bool = False
+  mask: Mask = None
+
+  def active(self, size: int):
+    """Number of active features: the mask's sum (traced) or ``size``."""
+    return size if self.mask is None else jnp.sum(self.mask)
+
+
+class Spec(NamedTuple):
+  """What ``init`` knows about an activation: its static shape and its features.
+
+  ``shape`` has a leading batch axis.
+  """
+  shape: tuple[int, ...]
+  feat: Feat = Feat()
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Ctx:
+  """The run context shared by every layer of a network.
+
+  Attributes:
+    parametrization: ``'sp'`` (standard), ``'ntk'`` (neural tangent),
+      ``'mup'`` (maximal update) or ``'mf'`` (mean field). Static: changing it
+      recompiles.
+    width: the active width (a traced scalar). ``None`` means the network runs
+      at the width it was built with (no padding).
+    gamma: richness. The network output is multiplied by ``1/gamma`` and the
+      SGD learning rate of every parameter by ``gamma**2`` (Chizat & Bach 2019;
+      Bordelon & Pehlevan 2022): ``gamma -> 0`` is lazy, ``gamma = 1`` the
+      plain parametrization.
+    init_scale: multiplies every weight's init standard deviation (``W_std``).
+  """
+  parametrization: str = dataclasses.field(default="sp", metadata=dict(static=True))
+  width: Any = None
+  gamma: Any = 1.0
+  init_scale: Any = 1.0
+
+  def __post_init__(self):
+    if self.parametrization not in PARAMETRIZATIONS:
+      raise ValueError(
+          f"unknown parametrization {self.parametrization!r}; expected one of "
+          f"{', '.join(PARAMETRIZATIONS)}")
+
+
+class Layer(NamedTuple):
+  """A layer: ``init``, ``apply`` and (where an infinite-width limit exists) ``kernel``."""
+  init: Callable
+  apply: Callable
+  kernel: Callable | None = None
+
+
+# ----------------------------------------------------------------------------
+# Mask helpers (shared by layers).
+
+
+def apply_mask(x: Array, feat: Feat) -> Array:
+  """Zeroes the inactive features of ``x`` (rule 1: every activation is masked)."""
+  return x if feat.mask is None else x * feat.mask.astype(x.dtype)
+
+
+def out_feat(size: int, width_mult: float | None, ctx: Ctx) -> Feat:
+  """Features of a layer output of capacity ``size``.
+
+  ``width_mult=None`` marks a fixed-size output; otherwise the output has
+  ``width_mult * ctx.width`` active features (all ``size`` when unpadded).
+  """
+  if width_mult is None:
+    return Feat()
+  if ctx.width is None:
+    return Feat(True)
+  return Feat(True, jnp.arange(size) < jnp.asarray(ctx.width) * width_mult)
+
+
+def sum_feats(feats: Sequence[Feat]) -> Feat:
+  """Features of a sum of activations (a feature is active if any is)."""
+  wide = any(f.wide for f in feats)
+  if any(f.mask is None for f in feats):
+    return Feat(wide)
+  mask = feats[0].mask
+  for f in feats[1:]:
+    mask = mask | f.mask
+  return Feat(wide, mask)
+
+
+def stable_normal(key, shape, dtype=jnp.float32) -> Array:
+  """Standard normals whose entry ``[i, ..., j]`` does not depend on ``shape``.
+
+  Every leading index is folded into the key and the last axis is drawn as
+  one vector (threefry's counter mode makes a vector's prefix independent of
+  its length). So a weight drawn at a padded capacity agrees, on its active
+  block, with the same weight drawn at the active size: padded == unpadded
+  from the very first step, and networks of different widths share their
+  common sub-network (a nested, width-consistent init).
+  """
+  if len(shape) == 0:
+    return jax.random.normal(key, (), dtype)
+  draw = lambda k: jax.random.normal(k, shape[-1:], dtype)
+  for n in reversed(shape[:-1]):
+    draw = (lambda inner, n: lambda k: jax.vmap(
+        lambda i: inner(jax.random.fold_in(k, i)))(jnp.arange(n)))(draw, n)
+  return draw(key)
+
+
+# ----------------------------------------------------------------------------
+# Combinators.
+
+
+def serial(*layers: Layer) -> Layer:
+  """Composes layers left to right (``serial(f, g)(x) = g(f(x))``)."""
+  layers = tuple(layers)
+
+  def init(key, spec, ctx):
+    params, scales = [], []
+    for i, layer in enumerate(layers):
+      spec, p, s = layer.init(jax.random.fold_in(key, i), spec, ctx)
+      params.append(p)
+      scales.append(s)
+    return spec, tuple(params), tuple(scales)
+
+  def apply(params, x, feat, ctx):
+    for layer, p in zip(layers, params):
+      x, feat = layer.apply(p, x, feat, ctx)
+    return x, feat
+
+  return Layer(init, apply, _combine_kernels("serial", layers))
+
+
+def parallel(*layers: Layer) -> Layer:
+  """Applies ``layers[i]`` to the ``i``-th of a tuple of inputs."""
+  layers = tuple(layers)
+
+  def init(key, specs, ctx):
+    outs = [l.init(jax.random.fold_in(key, i), s, ctx)
+            for i, (l, s) in enumerate(zip(layers, specs))]
+    return tuple(zip(*outs)) if outs else ((), (), ())
+
+  def apply(params, xs, feats, ctx):
+    outs = [l.apply(p, x, f, ctx)
+            for l, p, x, f in zip(layers, params, xs, feats)]
+    return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+  return Layer(init, apply, _combine_kernels("parallel", layers))
+
+
+def fan_out(num: int) -> Layer:
+  """Copies its input ``num`` times into a tuple."""
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return (spec,) * num, (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return (x,) * num, (feat,) * num
+
+  return Layer(init, apply, _kernel_placeholder("fan_out", num=num))
+
+
+def fan_in_sum() -> Layer:
+  """Sums a tuple of activations of equal shape."""
+
+  def init(key, specs, ctx):
+    del key, ctx
+    shapes = {s.shape for s in specs}
+    if len(shapes) != 1:
+      raise ValueError(f"fan_in_sum needs inputs of one shape, got {sorted(shapes)}")
+    return Spec(specs[0].shape, sum_feats([s.feat for s in specs])), (), ()
+
+  def apply(params, xs, feats, ctx):
+    del params, ctx
+    return sum(xs[1:], xs[0]), sum_feats(feats)
+
+  return Layer(init, apply, _kernel_placeholder("fan_in_sum"))
+
+
+def _concat_feats(feats: Sequence[Feat], sizes: Sequence[int]) -> Feat:
+  wide = any(f.wide for f in feats)
+  if all(f.mask is None for f in feats):
+    return Feat(wide)
+  return Feat(wide, jnp.concatenate([
+      jnp.ones((n,), bool) if f.mask is None else f.mask
+      for f, n in zip(feats, sizes)]))
+
+
+def fan_in_concat(axis: int = -1) -> Layer:
+  """Concatenates a tuple of activations along ``axis`` (default: features)."""
+
+  def feats_of(feats, shapes):
+    ndim = len(shapes[0])
+    if axis % ndim == ndim - 1:
+      return _concat_feats(feats, [s[-1] for s in shapes])
+    return sum_feats(feats)
+
+  def init(key, specs, ctx):
+    del key, ctx
+    shape = list(specs[0].shape)
+    shape[axis] = sum(s.shape[axis] for s in specs)
+    return Spec(tuple(shape), feats_of([s.feat for s in specs],
+                                       [s.shape for s in specs])), (), ()
+
+  def apply(params, xs, feats, ctx):
+    del params, ctx
+    return jnp.concatenate(xs, axis=axis), feats_of(feats, [x.shape for x in xs])
+
+  return Layer(init, apply, _kernel_placeholder("fan_in_concat", axis=axis))
+
+
+def identity_layer() -> Layer:
+  """Passes its input through unchanged."""
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return spec, (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x, feat
+
+  return Layer(init, apply, _kernel_placeholder("identity"))
+
+
+def residual(*layers: Layer) -> Layer:
+  """``x + serial(*layers)(x)``: a residual block."""
+  return serial(fan_out(2), parallel(serial(*layers), identity_layer()),
+                fan_in_sum())
+
+
+def frozen(layer: Layer) -> Layer:
+  """The same layer with its parameters held fixed (zero learning rate).
+
+  Used for random-features models and fixed Fourier features: the parameters
+  still exist (so they are saved and can be probed) but never move.
+  """
+
+  def init(key, spec, ctx):
+    spec, params, scales = layer.init(key, spec, ctx)
+    return spec, params, jax.tree.map(lambda s: s * 0, scales)
+
+  def apply(params, x, feat, ctx):
+    return layer.apply(jax.lax.stop_gradient(params), x, feat, ctx)
+
+  return Layer(init, apply, layer.kernel)
+
+
+def _kernel_placeholder(name, **kwargs):
+  # The kernels issue fills these in; a ``None`` kernel marks "no known limit".
+  del name, kwargs
+  return None
+
+
+def _combine_kernels(name, layers: Sequence[Layer]):
+  del name
+  if any(l.kernel is None for l in layers):
+    return None
+  return None
+
+
+# ----------------------------------------------------------------------------
+# Models: a layer plus the shape of one input.
+
+
+class Model(NamedTuple):
+  """A network ready to use: ``init(key, ctx) -> params``, ``apply(params, x, ctx) -> y``.
+
+  Attributes:
+    layer: the root layer.
+    input_shape: the shape of ONE example (no batch axis).
+  """
+  layer: Layer
+  input_shape: tuple[int, ...]
+
+  def init(self, key, ctx: Ctx = Ctx()) -> Params:
+    """Initial parameters (padded entries are exactly zero)."""
+    return self.init_with_lr_scale(key, ctx)[0]
+
+  def init_with_lr_scale(self, key, ctx: Ctx = Ctx()):
+    """``(params, lr_scale)``: parameters and per-parameter LR multipliers."""
+    _, params, scales = self.layer.init(key, Spec((1, *self.input_shape)), ctx)
+    return params, rescale_lr_for_gamma(scales, ctx)
+
+  def output_shape(self, ctx: Ctx = Ctx()) -> tuple[int, ...]:
+    """Shape of the output for one example (no batch axis)."""
+    out = jax.eval_shape(
+        lambda k: self.layer.init(k, Spec((1, *self.input_shape)), ctx)[0].shape,
+        jax.random.key(0))
+    return tuple(out[1:])
+
+  def apply(self, params, x, ctx: Ctx = Ctx()) -> Array:
+    """Outputs for a batch ``x`` of shape ``(batch, *input_shape)``."""
+    x = jnp.asarray(x)
+    if x.shape[1:] != tuple(self.input_shape):
+      raise ValueError(
+          f"model expects inputs of shape (batch, {', '.join(map(str, self.input_shape))})"
+          f" but got {x.shape}")
+    y, _ = self.layer.apply(params, x, Feat(), ctx)
+    return y / ctx.gamma
+
+
+def model(layer: Layer, input_shape: Sequence[int]) -> Model:
+  """Binds a layer to the shape of one input example."""
+  return Model(layer, tuple(int(d) for d in input_shape))

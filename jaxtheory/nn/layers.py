@@ -1,0 +1,399 @@
+"""Layers: dense, conv, pooling, nonlinearities, layer norm, embedding, attention.
+
+Each constructor returns a :class:`~jaxtheory.nn.core.Layer`. Arguments named as
+in neural-tangents mean what they mean there (``W_std``, ``b_std``,
+``padding``, ``strides``). ``width_mult`` marks an output that scales with the
+swept width: the layer is built at its capacity (``out_dim``) and, when the run
+context carries a width ``w``, only the first ``width_mult * w`` features are
+active. Leave it ``None`` for fixed-size outputs (the readout).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxtheory.nn.core import Feat, Layer, Spec, apply_mask, out_feat, stable_normal
+from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
+                                vector_lr, weight_rule)
+
+_FLOAT = lambda: jnp.result_type(float)
+
+
+def _check_positive_int(name, value):
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _row_col_mask(W, fin: Feat, fout: Feat):
+  """Zeroes padded rows (inputs, axis -2) and columns (outputs, axis -1)."""
+  if fin.mask is not None:
+    W = W * fin.mask.astype(W.dtype)[:, None]
+  if fout.mask is not None:
+    W = W * fout.mask.astype(W.dtype)
+  return W
+
+
+class _Affine:
+  """The width bookkeeping shared by dense and conv layers."""
+
+  def __init__(self, out_dim, W_std, b_std, width_mult, receptive=1):
+    self.out_dim, self.W_std, self.b_std = out_dim, W_std, b_std
+    self.width_mult, self.receptive = width_mult, receptive
+
+  def rules(self, fin: Feat, d_in: int, ctx):
+    fout = out_feat(self.out_dim, self.width_mult, ctx)
+    r = role(fin.wide, fout.wide)
+    fan_in = self.receptive * fin.active(d_in)
+    n = fout.active(self.out_dim) if r == "input" else fin.active(d_in)
+    w = weight_rule(ctx, r, fan_in, n, self.W_std)
+    b = None if self.b_std is None else bias_rule(ctx, r, fout.active(self.out_dim), self.b_std)
+    return fout, w, b
+
+  def init_params(self, key, w_shape, fin, d_in, ctx):
+    fout, w, b = self.rules(fin, d_in, ctx)
+    kW, kb = jax.random.split(key)
+    W = stable_normal(kW, w_shape, _FLOAT()) * w.std
+    W = _row_col_mask(W, fin, fout)
+    params, scales = {"W": W}, {"W": w.lr}
+    if b is not None:
+      params["b"] = apply_mask(stable_normal(kb, (self.out_dim,), _FLOAT()) * b.std, fout)
+      scales["b"] = b.lr
+    return fout, params, scales
+
+  def finish(self, params, y, fout, w, b):
+    y = y * w.mult
+    if b is not None:
+      y = y + params["b"] * b.mult
+    return apply_mask(y, fout)
+
+
+def dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None,
+          width_mult: float | None = None) -> Layer:
+  """Fully connected layer on the last axis: ``y = mult * x @ W + b_mult * b``.
+
+  Args:
+    out_dim: output features (the capacity when ``width_mult`` is set).
+    W_std: weight scale (NT's meaning: init std ``W_std / sqrt(fan_in)`` in SP).
+    b_std: bias scale; ``None`` means no bias (as in NT).
+    width_mult: the output has ``width_mult * width`` active features.
+  """
+  _check_positive_int("out_dim", out_dim)
+  aff = _Affine(out_dim, W_std, b_std, width_mult)
+
+  def init(key, spec, ctx):
+    d_in = spec.shape[-1]
+    fout, params, scales = aff.init_params(key, (d_in, out_dim), spec.feat, d_in, ctx)
+    return Spec(spec.shape[:-1] + (out_dim,), fout), params, scales
+
+  def apply(params, x, feat, ctx):
+    fout, w, b = aff.rules(feat, x.shape[-1], ctx)
+    return aff.finish(params, x @ params["W"], fout, w, b), fout
+
+  return Layer(init, apply)
+
+
+_SPATIAL = "DHW"
+
+
+def _conv_dims(nspatial):
+  s = _SPATIAL[-nspatial:] if nspatial <= 3 else None
+  if s is None:
+    raise ValueError("conv supports 1, 2 or 3 spatial dimensions")
+  return ("N" + s + "C", s + "IO", "N" + s + "C")
+
+
+def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+         padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+         width_mult: float | None = None) -> Layer:
+  """Convolution over channels-last inputs ``(batch, *spatial, channels)``.
+
+  1D, 2D or 3D by the length of ``filter_shape``; ``padding`` is ``'SAME'`` or
+  ``'VALID'``. Fan-in is ``prod(filter_shape) * active input channels``.
+  """
+  _check_positive_int("out_chan", out_chan)
+  filter_shape = tuple(filter_shape)
+  strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+  dims = _conv_dims(len(filter_shape))
+  aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape))
+
+  def _conv(x, W):
+    return lax.conv_general_dilated(x, W, strides, padding, dimension_numbers=dims)
+
+  def init(key, spec, ctx):
+    if len(spec.shape) != len(filter_shape) + 2:
+      raise ValueError(
+          f"conv with a {len(filter_shape)}D filter needs inputs (batch, "
+          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
+    c_in = spec.shape[-1]
+    fout, params, scales = aff.init_params(key, filter_shape + (c_in, out_chan),
+                                           spec.feat, c_in, ctx)
+    out_shape = jax.eval_shape(
+        _conv, jax.ShapeDtypeStruct(spec.shape, _FLOAT()),
+        jax.ShapeDtypeStruct(filter_shape + (c_in, out_chan), _FLOAT())).shape
+    return Spec(out_shape, fout), params, scales
+
+  def apply(params, x, feat, ctx):
+    fout, w, b = aff.rules(feat, x.shape[-1], ctx)
+    return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
+
+  return Layer(init, apply)
+
+
+def _stateless(fn: Callable, feat_fn: Callable | None = None, shape_fn=None) -> Layer:
+  """A parameter-free layer from ``fn(x, feat) -> y``."""
+
+  def init(key, spec, ctx):
+    del key
+    out = jax.eval_shape(lambda x: fn(x, spec.feat, ctx),
+                         jax.ShapeDtypeStruct(spec.shape, _FLOAT()))
+    feat = spec.feat if feat_fn is None else feat_fn(spec.feat, spec.shape)
+    return Spec(out.shape, feat), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params
+    return fn(x, feat, ctx), (feat if feat_fn is None else feat_fn(feat, x.shape))
+
+  return Layer(init, apply)
+
+
+def flatten() -> Layer:
+  """Flattens all but the batch axis (channels-last order)."""
+
+  def feat_fn(feat, shape):
+    if feat.mask is None:
+      return feat
+    return Feat(feat.wide, jnp.broadcast_to(feat.mask, shape[1:]).reshape(-1))
+
+  return _stateless(lambda x, f, c: x.reshape(x.shape[0], -1), feat_fn)
+
+
+def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str = "VALID") -> Layer:
+  """Average pooling over spatial axes (NT's ``AvgPool`` with ``normalize_edges=False``)."""
+  window_shape = tuple(window_shape)
+  strides = tuple(strides) if strides is not None else window_shape
+
+  def fn(x, feat, ctx):
+    win = (1,) + window_shape + (1,)
+    st = (1,) + strides + (1,)
+    s = lax.reduce_window(x, 0.0, lax.add, win, st, padding)
+    return s / math.prod(window_shape)
+
+  return _stateless(fn)
+
+
+def global_avg_pool() -> Layer:
+  """Mean over all spatial axes: ``(batch, *spatial, C) -> (batch, C)``."""
+  return _stateless(lambda x, f, c: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))))
+
+
+def take_last() -> Layer:
+  """Keeps the last position of a sequence: ``(batch, T, C) -> (batch, C)``."""
+  return _stateless(lambda x, f, c: x[:, -1])
+
+
+def elementwise(fn: Callable[[jax.Array], jax.Array]) -> Layer:
+  """Any elementwise nonlinearity ``fn``; inactive features stay exactly zero."""
+  return _stateless(lambda x, feat, ctx: apply_mask(fn(x), feat))
+
+
+def relu() -> Layer:
+  return elementwise(jax.nn.relu)
+
+
+def ab_relu(a: float, b: float) -> Layer:
+  """``a * min(x, 0) + b * max(x, 0)`` (NT's ``ABRelu``)."""
+  return elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0))
+
+
+def leaky_relu(alpha: float) -> Layer:
+  return ab_relu(alpha, 1.0)
+
+
+def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+  """``a * erf(b * x) + c`` (NT's ``Erf``)."""
+  return elementwise(lambda x: a * jax.scipy.special.erf(b * x) + c)
+
+
+def tanh() -> Layer:
+  return elementwise(jnp.tanh)
+
+
+def gelu(approximate: bool = False) -> Layer:
+  """GELU; exact (erf-based) by default, as NT's ``Gelu``."""
+  return elementwise(lambda x: jax.nn.gelu(x, approximate=approximate))
+
+
+def sigmoid() -> Layer:
+  return elementwise(jax.nn.sigmoid)
+
+
+def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+  """``a * sin(b * x + c)`` (NT's ``Sin``)."""
+  return elementwise(lambda x: a * jnp.sin(b * x + c))
+
+
+def identity() -> Layer:
+  return elementwise(lambda x: x)
+
+
+def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
+  """Normalizes the last axis over its *active* features (NT's ``LayerNorm``).
+
+  With ``affine=True`` a gain (init 1) and bias (init 0) follow.
+  """
+
+  def normalize(x, feat):
+    n = feat.active(x.shape[-1])
+    xm = apply_mask(x, feat)
+    mu = jnp.sum(xm, -1, keepdims=True) / n
+    var = jnp.sum(apply_mask((x - mu) ** 2, feat), -1, keepdims=True) / n
+    return apply_mask((x - mu) * lax.rsqrt(var + eps), feat)
+
+  def init(key, spec, ctx):
+    del key
+    if not affine:
+      return spec, (), ()
+    d = spec.shape[-1]
+    lr = vector_lr(ctx, spec.feat.active(d)) if spec.feat.wide else LRScale(1.0, 1.0)
+    params = {"g": apply_mask(jnp.ones((d,), _FLOAT()), spec.feat),
+              "b": jnp.zeros((d,), _FLOAT())}
+    return spec, params, {"g": lr, "b": lr}
+
+  def apply(params, x, feat, ctx):
+    y = normalize(x, feat)
+    if affine:
+      y = y * params["g"] + params["b"]
+    return y, feat
+
+  return Layer(init, apply)
+
+
+def embedding(vocab_size: int, dim: int, W_std: float = 1.0,
+              width_mult: float | None = None) -> Layer:
+  """Token embedding: integer inputs ``(batch, T)`` to ``(batch, T, dim)``."""
+  _check_positive_int("vocab_size", vocab_size)
+  _check_positive_int("dim", dim)
+
+  def rules(ctx):
+    fout = out_feat(dim, width_mult, ctx)
+    r = role(False, fout.wide)
+    return fout, weight_rule(ctx, r, 1, fout.active(dim), W_std)
+
+  def init(key, spec, ctx):
+    fout, w = rules(ctx)
+    W = apply_mask(stable_normal(key, (vocab_size, dim), _FLOAT()) * w.std, fout)
+    return Spec(spec.shape + (dim,), fout), {"W": W}, {"W": w.lr}
+
+  def apply(params, x, feat, ctx):
+    fout, w = rules(ctx)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+      raise TypeError(f"embedding expects integer token ids, got {x.dtype}")
+    return jnp.take(params["W"], x, axis=0) * w.mult, fout
+
+  return Layer(init, apply)
+
+
+def positional_embedding(W_std: float = 1.0) -> Layer:
+  """Adds a learned embedding per position to ``(batch, T, dim)`` inputs."""
+
+  def rules(feat, d, ctx):
+    return weight_rule(ctx, role(False, feat.wide), 1, feat.active(d), W_std)
+
+  def init(key, spec, ctx):
+    T, d = spec.shape[-2:]
+    w = rules(spec.feat, d, ctx)
+    P = apply_mask(stable_normal(key, (T, d), _FLOAT()) * w.std, spec.feat)
+    return spec, {"P": P}, {"P": w.lr}
+
+  def apply(params, x, feat, ctx):
+    w = rules(feat, x.shape[-1], ctx)
+    return apply_mask(x + params["P"] * w.mult, feat), feat
+
+  return Layer(init, apply)
+
+
+def causal_self_attention(num_heads: int, W_std: float = 1.0) -> Layer:
+  """Multi-head causal self-attention on ``(batch, T, d_model)``.
+
+  Query, key, value and output weights are stored per head,
+  ``(d_model, heads, d_head)``, so padding ``d_model`` pads each head's
+  dimension and a padded model equals the unpadded one exactly. The active
+  width must be a multiple of ``num_heads``. Scores are scaled by
+  ``1/sqrt(d_head)`` (SP, NTK) or ``1/d_head`` (muP, mf).
+  """
+  _check_positive_int("num_heads", num_heads)
+  H = num_heads
+
+  def feats(feat: Feat, D: int, ctx):
+    dh = D // H
+    if feat.mask is None:
+      return Feat(feat.wide), dh
+    n_head = feat.active(D) // H
+    return Feat(feat.wide, jnp.broadcast_to(jnp.arange(dh) < n_head, (H, dh))), n_head
+
+  def rules(feat, D, ctx):
+    r = role(feat.wide, feat.wide)
+    d = feat.active(D)
+    return weight_rule(ctx, r, d, d, W_std)
+
+  def init(key, spec, ctx):
+    D = spec.shape[-1]
+    if D % H:
+      raise ValueError(f"d_model {D} is not a multiple of num_heads {H}")
+    fh, _ = feats(spec.feat, D, ctx)
+    w = rules(spec.feat, D, ctx)
+    ks = jax.random.split(key, 4)
+    params = {}
+    for k, name in zip(ks[:3], "qkv"):
+      W = stable_normal(k, (D, H, D // H), _FLOAT()) * w.std
+      if spec.feat.mask is not None:
+        W = W * spec.feat.mask[:, None, None] * fh.mask
+      params[name] = W
+    Wo = stable_normal(ks[3], (H, D // H, D), _FLOAT()) * w.std
+    if spec.feat.mask is not None:
+      Wo = Wo * fh.mask[..., None] * spec.feat.mask
+    params["o"] = Wo
+    return spec, params, {n: w.lr for n in params}
+
+  def apply(params, x, feat, ctx):
+    B, T, D = x.shape
+    fh, n_head = feats(feat, D, ctx)
+    w = rules(feat, D, ctx)
+    q, k, v = (jnp.einsum("btd,dhe->bthe", x, params[n]) * w.mult for n in "qkv")
+    s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * attention_scale(ctx, n_head)
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    s = jnp.where(causal, s, -jnp.inf)
+    a = jax.nn.softmax(s, axis=-1)
+    o = jnp.einsum("bhqk,bkhe->bqhe", a, v)
+    y = jnp.einsum("bqhe,hed->bqd", o, params["o"]) * w.mult
+    return apply_mask(y, feat), feat
+
+  return Layer(init, apply)
+
+
+def fourier_features(num: int, scale: float = 1.0) -> Layer:
+  """Fixed random Fourier features ``[sin(2 pi x B), cos(2 pi x B)]`` (Tancik et al. 2020).
+
+  ``B ~ N(0, scale^2)`` of shape ``(d_in, num)`` is a parameter with learning
+  rate zero; the output has ``2 * num`` features.
+  """
+  _check_positive_int("num", num)
+
+  def init(key, spec, ctx):
+    B = jax.random.normal(key, (spec.shape[-1], num), _FLOAT()) * scale
+    zero = LRScale(0.0, 0.0)
+    return Spec(spec.shape[:-1] + (2 * num,)), {"B": B}, {"B": zero}
+
+  def apply(params, x, feat, ctx):
+    z = 2 * jnp.pi * x @ lax.stop_gradient(params["B"])
+    return jnp.concatenate([jnp.sin(z), jnp.cos(z)], -1), Feat()
+
+  return Layer(init, apply)

@@ -1,0 +1,116 @@
+"""Model constructors: MLP, CNN, tiny transformer, deep linear net, random features, Fourier-feature MLP.
+
+Each returns a :class:`~jaxtheory.nn.core.Model` built at ``width`` (the
+capacity). Its hidden widths scale with the swept width, so the same model
+runs any narrower width ``w <= width`` exactly by ``Ctx(width=w)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from jaxtheory.nn import layers as L
+from jaxtheory.nn.core import Layer, Model, frozen, model, residual, serial
+
+Activation = Callable[[], Layer]
+
+
+def _check(name, value, minimum=1):
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def mlp(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
+        activation: Activation = L.relu, W_std: float = 1.0,
+        b_std: float | None = 0.0, out_W_std: float | None = None) -> Model:
+  """``depth`` hidden layers of ``width`` units, then a linear readout.
+
+  Inputs of any shape are flattened first.
+
+  >>> import jax
+  >>> m = mlp((4,), width=8, depth=2, out_dim=3)
+  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.ones((5, 4))).shape
+  (5, 3)
+  """
+  _check("width", width)
+  _check("depth", depth, 0)
+  _check("out_dim", out_dim)
+  hidden = []
+  for _ in range(depth):
+    hidden += [L.dense(width, W_std, b_std, width_mult=1), activation()]
+  out_W = W_std if out_W_std is None else out_W_std
+  pre = [L.flatten()] if len(input_shape) != 1 else []
+  return model(serial(*pre, *hidden, L.dense(out_dim, out_W, b_std)), input_shape)
+
+
+def deep_linear(input_dim: int, width: int, depth: int, out_dim: int,
+                W_std: float = 1.0) -> Model:
+  """A product of ``depth`` matrices, no biases, no nonlinearity (``depth >= 1``)."""
+  _check("depth", depth, 1)
+  hidden = [L.dense(width, W_std, None, width_mult=1) for _ in range(depth - 1)]
+  return model(serial(*hidden, L.dense(out_dim, W_std, None)), (input_dim,))
+
+
+def random_features(input_shape: Sequence[int], num_features: int, out_dim: int,
+                    activation: Activation = L.relu, W_std: float = 1.0,
+                    b_std: float | None = None) -> Model:
+  """Fixed random first layer (``num_features`` wide, the swept width) and a trained readout."""
+  pre = [L.flatten()] if len(input_shape) != 1 else []
+  feats = frozen(L.dense(num_features, W_std, b_std, width_mult=1))
+  return model(serial(*pre, feats, activation(), L.dense(out_dim, 1.0, None)),
+               input_shape)
+
+
+def fourier_mlp(input_dim: int, width: int, depth: int, out_dim: int,
+                num_fourier: int = 64, fourier_scale: float = 10.0,
+                activation: Activation = L.relu, b_std: float | None = 0.0) -> Model:
+  """Coordinate MLP on fixed random Fourier features (Tancik et al. 2020)."""
+  net = mlp((2 * num_fourier,), width, depth, out_dim, activation, b_std=b_std)
+  return model(serial(L.fourier_features(num_fourier, fourier_scale), net.layer),
+               (input_dim,))
+
+
+def cnn(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
+        filter_shape: Sequence[int] = (3, 3), activation: Activation = L.relu,
+        pool: str = "global", W_std: float = 1.0, b_std: float | None = 0.0) -> Model:
+  """``depth`` SAME convolutions of ``width`` channels, pooling, linear readout.
+
+  ``pool`` is ``'global'`` (global average pooling) or ``'flatten'``.
+  Inputs are channels-last ``(*spatial, channels)``.
+  """
+  _check("depth", depth, 1)
+  if len(input_shape) != len(filter_shape) + 1:
+    raise ValueError(
+        f"cnn with a {len(filter_shape)}D filter needs inputs (*spatial, channels) "
+        f"with {len(filter_shape)} spatial axes, got input_shape {tuple(input_shape)}")
+  body = []
+  for _ in range(depth):
+    body += [L.conv(width, filter_shape, padding="SAME", W_std=W_std, b_std=b_std,
+                    width_mult=1), activation()]
+  if pool not in ("global", "flatten"):
+    raise ValueError(f"pool must be 'global' or 'flatten', got {pool!r}")
+  head = L.global_avg_pool() if pool == "global" else L.flatten()
+  return model(serial(*body, head, L.dense(out_dim, W_std, b_std)), input_shape)
+
+
+def transformer(vocab_size: int, seq_len: int, width: int, depth: int, num_heads: int,
+                out_dim: int | None = None, mlp_ratio: int = 4,
+                activation: Activation = L.relu) -> Model:
+  """A tiny pre-LN decoder-only transformer reading the last position.
+
+  Token ids ``(batch, seq_len)`` -> logits ``(batch, out_dim)`` (default
+  ``vocab_size``); used for modular arithmetic (grokking).
+  """
+  _check("depth", depth, 1)
+  blocks = []
+  for _ in range(depth):
+    blocks += [
+        residual(L.layer_norm(1e-5), L.causal_self_attention(num_heads)),
+        residual(L.layer_norm(1e-5),
+                 L.dense(mlp_ratio * width, b_std=0.0, width_mult=mlp_ratio),
+                 activation(), L.dense(width, b_std=0.0, width_mult=1)),
+    ]
+  layer = serial(L.embedding(vocab_size, width, width_mult=1), L.positional_embedding(),
+                 *blocks, L.layer_norm(1e-5), L.take_last(),
+                 L.dense(out_dim or vocab_size))
+  return model(layer, (seq_len,))

@@ -1,0 +1,142 @@
+r"""Parametrizations: how init variance, forward multipliers and LRs scale with width.
+
+Every weight is stored as ``w`` and used as ``W = mult * w`` with
+``w ~ N(0, std^2)`` at init; its learning rate is multiplied by ``lr``. This is
+the abc-parametrization of Yang & Hu (2021, "Tensor Programs IV"): for a layer
+with (active) fan-in ``fan_in``, width ``n`` and ``sigma = W_std * init_scale``,
+
+========  ======  ===========================  =======================  ==================
+param     role    mult                         std                      lr (SGD, Adam)
+========  ======  ===========================  =======================  ==================
+``sp``    any     1                            sigma / sqrt(fan_in)     1, 1
+``ntk``   any     sigma / sqrt(fan_in)         1                        1, 1
+``mup``   input   sqrt(n)                      sigma / sqrt(fan_in n)   1, 1/sqrt(n)
+``mup``   hidden  1                            sigma / sqrt(fan_in)     1, 1/fan_in
+``mup``   output  1 / sqrt(fan_in)             sigma / sqrt(fan_in)     1, 1/sqrt(fan_in)
+``mf``    input   sigma / sqrt(fan_in)         1                        n, 1
+``mf``    hidden  sigma / sqrt(fan_in)         1                        n, 1/sqrt(n)
+``mf``    output  sigma / (sqrt(fan_in) sqrt n) 1                       n, 1
+========  ======  ===========================  =======================  ==================
+
+Roles come from which axes scale with the width: ``input`` reads a fixed axis
+and writes a wide one, ``hidden`` reads and writes wide axes, ``output`` reads a
+wide axis and writes a fixed one; a layer with neither (``fixed``) follows SP.
+``mup`` is muP in the form with SGD learning rates independent of width
+(Tensor Programs IV, Table 1; TP V, Table 3 for Adam); ``mf`` is the mean-field
+/ muP-equivalent NTK-form of Bordelon & Pehlevan (2022): NTK hidden layers, a
+readout divided by an extra ``sqrt(n)``, learning rate multiplied by ``n``.
+Biases follow the NT convention (``b = b_std * beta``, ``beta ~ N(0, 1)``
+under NTK/mf; ``b ~ N(0, b_std^2)`` under SP) and are input-like under muP.
+
+The richness ``gamma`` of :class:`jaxtheory.nn.Ctx` divides the network output
+and multiplies every SGD learning rate by ``gamma^2`` (Adam: ``gamma``), so
+small ``gamma`` is the lazy regime (Chizat, Oyallon & Bach 2019).
+
+Every width-dependent number here is computed from active counts (mask sums),
+never from a shape, so a padded network computes exactly what the network
+built at its active width does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class LRScale(NamedTuple):
+  """Per-parameter learning-rate multipliers for SGD-like and Adam-like optimizers."""
+  sgd: Any
+  adam: Any
+
+
+class Rule(NamedTuple):
+  mult: Any
+  std: Any
+  lr: LRScale
+
+
+def role(in_wide: bool, out_wide: bool) -> str:
+  """The role of a weight reading/writing fixed or wide axes."""
+  return {(False, True): "input", (True, True): "hidden",
+          (True, False): "output", (False, False): "fixed"}[(in_wide, out_wide)]
+
+
+def weight_rule(ctx, role_: str, fan_in, n, W_std: float) -> Rule:
+  """Multiplier, init std and LR multipliers of a weight.
+
+  Args:
+    ctx: the run context (parametrization, init_scale).
+    role_: ``'input'``, ``'hidden'``, ``'output'`` or ``'fixed'``.
+    fan_in: active fan-in (kernel size times active input channels).
+    n: active size of the wide axis the layer touches (its output for an
+      input layer, its input otherwise); ignored for ``'fixed'``.
+    W_std: the layer's weight scale (NT's meaning).
+  """
+  p = ctx.parametrization
+  sigma = W_std * ctx.init_scale
+  rs = lambda x: jax.lax.rsqrt(jnp.asarray(x, jnp.result_type(float)))
+  one = 1.0
+  if p == "sp" or (role_ == "fixed" and p == "mup"):
+    return Rule(one, sigma * rs(fan_in), LRScale(one, one))
+  if p == "ntk" or role_ == "fixed":
+    return Rule(sigma * rs(fan_in), one, LRScale(one, one))
+  if p == "mup":
+    if role_ == "input":
+      return Rule(1 / rs(n), sigma * rs(fan_in) * rs(n), LRScale(one, rs(n)))
+    if role_ == "hidden":
+      return Rule(one, sigma * rs(fan_in), LRScale(one, rs(fan_in) ** 2))
+    return Rule(rs(fan_in), sigma * rs(fan_in), LRScale(one, rs(fan_in)))
+  if p == "mf":
+    n_ = jnp.asarray(n, jnp.result_type(float))
+    if role_ == "input":
+      return Rule(sigma * rs(fan_in), one, LRScale(n_, one))
+    if role_ == "hidden":
+      return Rule(sigma * rs(fan_in), one, LRScale(n_, rs(n)))
+    return Rule(sigma * rs(fan_in) * rs(n), one, LRScale(n_, one))
+  raise ValueError(f"unknown parametrization {p!r}")
+
+
+def bias_rule(ctx, role_: str, n, b_std: float) -> Rule:
+  """Multiplier, init std and LR multipliers of a bias (see module docstring)."""
+  p = ctx.parametrization
+  one = 1.0
+  if p == "sp":
+    return Rule(one, b_std, LRScale(one, one))
+  if p == "ntk":
+    return Rule(b_std, one, LRScale(one, one))
+  out_wide = role_ in ("input", "hidden")
+  if p == "mup":
+    if out_wide:
+      sq = jnp.sqrt(jnp.asarray(n, jnp.result_type(float)))
+      return Rule(sq, b_std / sq, LRScale(one, 1 / sq))
+    return Rule(one, b_std, LRScale(one, one))
+  if p == "mf":
+    n_ = (jnp.asarray(n, jnp.result_type(float))
+          if role_ != "fixed" else one)
+    return Rule(b_std, one, LRScale(n_, one))
+  raise ValueError(f"unknown parametrization {p!r}")
+
+
+def vector_lr(ctx, n) -> LRScale:
+  """LR multipliers of width-sized vectors that are not biases (norm gains)."""
+  if ctx.parametrization in ("mup", "mf"):
+    return LRScale(jnp.asarray(n, jnp.result_type(float)), 1.0)
+  return LRScale(1.0, 1.0)
+
+
+def attention_scale(ctx, head_dim):
+  """Query-key scaling: ``1/sqrt(d_head)`` (SP, NTK) or ``1/d_head`` (muP, mf)."""
+  d = jnp.asarray(head_dim, jnp.result_type(float))
+  return 1 / d if ctx.parametrization in ("mup", "mf") else jax.lax.rsqrt(d)
+
+
+def rescale_lr_for_gamma(scales, ctx):
+  """Applies the richness ``gamma`` to a tree of :class:`LRScale` leaves."""
+  g = ctx.gamma
+  if isinstance(g, (int, float)) and g == 1.0:
+    return scales
+  return jax.tree.map(
+      lambda s: LRScale(s.sgd * g**2, s.adam * g), scales,
+      is_leaf=lambda s: isinstance(s, LRScale))
