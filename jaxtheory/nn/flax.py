@@ -1,0 +1,256 @@
+"""Flax interop: a Flax module (linen or NNX) as a layer or model of this library.
+
+A wrapped module becomes an ordinary ``(init, apply)`` pair over pytrees, so it
+runs everywhere a native model does: under ``jit``, ``grad``, ``vmap`` over
+seeds, inside ``serial`` and in the optax training loops.
+
+What a foreign module cannot do is join a width sweep or a parametrization:
+its layers do not thread feature masks and their init scales and multipliers
+are fixed by the module. So a wrapped module
+
+* runs only under ``Ctx(parametrization='sp', width=None)`` (anything else
+  raises ``ValueError``): sweep widths by building one module per width;
+* always reports ``Feat()`` (a fixed, unmasked feature axis);
+* has every learning-rate multiplier equal to ``LRScale(1.0, 1.0)``.
+
+``ctx.gamma`` works as for native models (it scales the output and the learning
+rates, not the module). Only stateless modules are supported: their variables
+must all be parameters (no ``batch_stats``, no NNX ``BatchStat`` or stored
+``Rngs``), and ``apply`` must be deterministic (e.g. dropout switched off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, model
+from jaxtheory.nn.param import LRScale
+
+__all__ = ["from_linen", "from_nnx", "linen_layer", "nnx_layer"]
+
+# Collections linen may create at init that carry no state: ``sow`` writes
+# ``intermediates``, and ``apply`` without ``mutable`` ignores it.
+_STATELESS_COLLECTIONS = ("intermediates",)
+
+
+def _check_ctx(ctx: Ctx, who: str):
+  if ctx.parametrization != "sp":
+    raise ValueError(
+        f"{who}: a Flax module only supports parametrization 'sp', got "
+        f"{ctx.parametrization!r}; foreign layers cannot be rescaled (build the "
+        f"network from jaxtheory.nn layers to use other parametrizations)")
+  if ctx.width is not None:
+    raise ValueError(
+        f"{who}: the width of a Flax module cannot be padded, so ctx.width must be "
+        f"None; sweep widths by building the module per width")
+  try:
+    scale_is_one = float(ctx.init_scale) == 1.0
+  except (jax.errors.ConcretizationTypeError, TypeError):
+    return  # Traced: cannot be checked here.
+  if not scale_is_one:
+    raise ValueError(
+        f"{who}: a Flax module's init cannot be rescaled, so ctx.init_scale must be "
+        f"1.0, got {ctx.init_scale!r}")
+
+
+def _unit_lr(params):
+  return jax.tree.map(lambda _: LRScale(1.0, 1.0), params)
+
+
+def _fixed_feats(y):
+  return jax.tree.map(lambda _: Feat(), y)
+
+
+def _specs(y, batch: int):
+  return jax.tree.map(lambda a: Spec((batch, *a.shape[1:])), y)
+
+
+def _dtype(input_dtype):
+  return jnp.result_type(float) if input_dtype is None else input_dtype
+
+
+# ----------------------------------------------------------------------------
+# Linen.
+
+
+def linen_layer(module: linen.Module, *, input_dtype: Any = None,
+                sample_input: jax.typing.ArrayLike | None = None) -> Layer:
+  """A linen module as a :class:`~jaxtheory.nn.Layer`.
+
+  ``init`` returns the variables of ``module.init(key, x0)`` (a dict
+  ``{'params': ...}``, exactly what ``module.apply`` takes) and ``apply`` is
+  ``module.apply(params, x)``. ``x0`` is ``sample_input`` if given, else zeros of
+  the input spec's shape and ``input_dtype``.
+
+  Args:
+    module: a linen module whose only variable collection is ``params``.
+    input_dtype: dtype of the dummy init input (default: the float dtype);
+      pass ``jnp.int32`` for token models.
+    sample_input: a batch to trace ``module.init`` with instead of zeros.
+
+  Returns:
+    The layer; its ``init`` raises ``ValueError`` if the module creates other
+    collections (e.g. ``batch_stats``).
+  """
+  if sample_input is not None:
+    sample_input = jnp.asarray(sample_input)
+  name = f"linen module {type(module).__name__}"
+
+  def init(key, spec, ctx):
+    _check_ctx(ctx, name)
+    x0 = sample_input
+    if x0 is None:
+      x0 = jnp.zeros(spec.shape, _dtype(input_dtype))
+    y, variables = module.init_with_output(key, x0)
+    variables = flax.core.unfreeze(variables)
+    for c in _STATELESS_COLLECTIONS:
+      variables.pop(c, None)
+    extra = sorted(set(variables) - {"params"})
+    if extra:
+      raise ValueError(
+          f"{name} has variable collections {extra} besides 'params'; only "
+          f"stateless modules are supported (e.g. LayerNorm instead of BatchNorm)")
+    return _specs(y, spec.shape[0]), variables, _unit_lr(variables)
+
+  def apply(params, x, feat, ctx):
+    del feat
+    _check_ctx(ctx, name)
+    y = module.apply(params, x)
+    return y, _fixed_feats(y)
+
+  return Layer(init, apply)
+
+
+def from_linen(module: linen.Module, input_shape: Sequence[int], *,
+               input_dtype: Any = None,
+               sample_input: jax.typing.ArrayLike | None = None) -> Model:
+  """A linen module as a :class:`~jaxtheory.nn.Model`.
+
+  ``model.init(key)`` equals ``module.init(key, x0)`` and ``model.apply(params,
+  x)`` equals ``module.apply(params, x)``; see :func:`linen_layer`.
+
+  Args:
+    module: a stateless linen module (only a ``params`` collection).
+    input_shape: shape of one example (no batch axis).
+    input_dtype: dtype of the dummy init input; ``jnp.int32`` for tokens.
+    sample_input: a batch ``(batch, *input_shape)`` to trace init with.
+
+  Returns:
+    The model (``Ctx(parametrization='sp', width=None)`` only).
+
+  >>> import jax, jax.numpy as jnp, flax.linen as nn
+  >>> m = from_linen(nn.Dense(3), (4,))
+  >>> params = m.init(jax.random.key(0))
+  >>> m.apply(params, jnp.ones((5, 4))).shape
+  (5, 3)
+  """
+  input_shape = tuple(int(d) for d in input_shape)
+  if sample_input is not None:
+    sample_input = jnp.asarray(sample_input)
+    if sample_input.shape[1:] != input_shape:
+      raise ValueError(
+          f"sample_input must have shape (batch, {', '.join(map(str, input_shape))})"
+          f", got {sample_input.shape}")
+    if input_dtype is None:
+      input_dtype = sample_input.dtype
+  return model(linen_layer(module, input_dtype=input_dtype,
+                           sample_input=sample_input), input_shape)
+
+
+# ----------------------------------------------------------------------------
+# NNX.
+
+
+def _split_params(module: nnx.Module, name: str):
+  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    kinds = sorted({type(v).__name__ for v in
+                    jax.tree.leaves(rest, is_leaf=lambda v: isinstance(v, nnx.Variable))})
+    raise ValueError(
+        f"{name} holds variables other than nnx.Param ({', '.join(kinds)}); only "
+        f"stateless modules are supported (no BatchStat, no stored Rngs)")
+  return graphdef, params
+
+
+def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], *,
+              input_dtype: Any = None) -> Layer:
+  """An NNX module as a :class:`~jaxtheory.nn.Layer`.
+
+  The parameters are the ``nnx.State`` of the module's ``nnx.Param`` variables
+  (a plain pytree); ``apply`` is ``nnx.merge(graphdef, params)(x)``.
+
+  Args:
+    module_or_factory: preferably a factory ``lambda rngs: MyModule(...,
+      rngs=rngs)``, so that ``init(key)`` builds ``factory(nnx.Rngs(key))``
+      (different keys, different draws; ``vmap`` over keys works). A module
+      instance is also accepted: then ``init`` ignores its key and returns the
+      module's current parameters.
+    input_dtype: dtype of the dummy input used to find the output shape.
+
+  Returns:
+    The layer. Raises ``ValueError`` now if the module holds variables other
+    than ``nnx.Param``.
+  """
+  if isinstance(module_or_factory, nnx.Module):
+    instance = module_or_factory
+    name = f"NNX module {type(instance).__name__}"
+    graphdef, _ = _split_params(instance, name)
+    build = lambda key: instance
+  elif callable(module_or_factory):
+    build = lambda key: module_or_factory(nnx.Rngs(key))
+    abstract = nnx.eval_shape(lambda: build(jax.random.key(0)))
+    name = f"NNX module {type(abstract).__name__}"
+    graphdef, _ = _split_params(abstract, name)
+  else:
+    raise TypeError(
+        f"from_nnx expects an nnx.Module or a factory rngs -> nnx.Module, got "
+        f"{type(module_or_factory).__name__}")
+
+  def call(params, x):
+    return nnx.merge(graphdef, params)(x)
+
+  def init(key, spec, ctx):
+    _check_ctx(ctx, name)
+    _, params = _split_params(build(key), name)
+    y = jax.eval_shape(call, params,
+                       jax.ShapeDtypeStruct(spec.shape, _dtype(input_dtype)))
+    return _specs(y, spec.shape[0]), params, _unit_lr(params)
+
+  def apply(params, x, feat, ctx):
+    del feat
+    _check_ctx(ctx, name)
+    y = call(params, x)
+    return y, _fixed_feats(y)
+
+  return Layer(init, apply)
+
+
+def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
+             input_shape: Sequence[int], *, input_dtype: Any = None) -> Model:
+  """An NNX module as a :class:`~jaxtheory.nn.Model`; see :func:`nnx_layer`.
+
+  Args:
+    module_or_factory: a factory ``rngs -> module`` (recommended: ``init(key)``
+      then draws fresh parameters from ``key``) or a module instance (``init``
+      returns its current parameters whatever the key).
+    input_shape: shape of one example (no batch axis).
+    input_dtype: dtype of the dummy input; ``jnp.int32`` for tokens.
+
+  Returns:
+    The model (``Ctx(parametrization='sp', width=None)`` only).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from flax import nnx
+  >>> m = from_nnx(lambda rngs: nnx.Linear(4, 3, rngs=rngs), (4,))
+  >>> params = m.init(jax.random.key(0))
+  >>> m.apply(params, jnp.ones((5, 4))).shape
+  (5, 3)
+  """
+  return model(nnx_layer(module_or_factory, input_dtype=input_dtype), input_shape)
