@@ -334,10 +334,15 @@ class Model(NamedTuple):
 
   def output_shape(self, ctx: Ctx = Ctx()) -> tuple[int, ...]:
     """Shape of the output for one example (no batch axis)."""
-    out = jax.eval_shape(
-        lambda k: self.layer.init(k, Spec((1, *self.input_shape)), ctx)[0].shape,
-        jax.random.key(0))
-    return tuple(out[1:])
+    box = []
+
+    def f(k):
+      spec, params, _ = self.layer.init(k, Spec((1, *self.input_shape)), ctx)
+      box.append(spec.shape)
+      return params
+
+    jax.eval_shape(f, jax.random.key(0))
+    return tuple(box[0][1:])
 
   def apply(self, params, x, ctx: Ctx = Ctx()) -> Array:
     """Outputs for a batch ``x`` of shape ``(batch, *input_shape)``."""

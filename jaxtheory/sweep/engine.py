@@ -1,0 +1,320 @@
+"""The sweep engine: a whole grid of runs trained in one compiled program per width bucket.
+
+>>> import jaxtheory as jt
+>>> from jaxtheory import data, nn, sweep
+>>> ds = data.gaussian_mixture(n_train=64, n_test=64, num_classes=3, input_dim=4)
+>>> s = sweep.Sweep(model=lambda w: nn.mlp((4,), w, 1, 3), data=ds,
+...                 grid=dict(seed=[0, 1], width=[8, 16], lr=[0.1, 0.3]), steps=20, record=5)
+>>> res = sweep.run(s)
+>>> res.train_loss.dims
+('seed', 'width', 'lr', 'step')
+
+How it runs: runs are grouped into width buckets (:func:`grid.buckets`); in
+each bucket the model is built at the bucket's largest width and every run
+passes its own width, seed and hyperparameters as traced scalars, so the
+bucket compiles once. The runs of a bucket execute by ``vmap``, ``lax.map``,
+or ``lax.map`` over chunks of ``vmap`` (``chunked``); ``auto`` picks per
+backend and model size (see :func:`choose_chunk`; measured in
+``benchmarks/sweep_throughput.py``). Training advances in chunks of recording
+points between which the host reports progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtheory.data import Dataset, validate
+from jaxtheory.nn import Model
+from jaxtheory.sweep import grid as G
+from jaxtheory.sweep.results import to_dataset
+from jaxtheory.train import (SWEEPABLE, ConfigError, Optimizer, Trainer, data_arrays,
+                             get_optimizer, schedule, segment, setup)
+
+STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A declarative sweep.
+
+  Attributes:
+    model: ``width -> Model`` building the network at a given width.
+    data: the dataset (see :mod:`jaxtheory.data`).
+    grid: ``axis -> values``; axes are ``seed``, ``width``, ``n_train``,
+      ``label_noise``, ``gamma``, ``init_scale`` and the optimizer's arguments
+      (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...).
+    optimizer: a name in :data:`jaxtheory.train.OPTIMIZERS` or an
+      :class:`~jaxtheory.train.Optimizer`.
+    hparams: fixed values of hyperparameters that are not swept.
+    steps: optimizer steps per run.
+    batch_size: minibatch size; ``None`` is full-batch gradient descent.
+    record: recording schedule (see :func:`jaxtheory.train.schedule`).
+    loss: ``'xent'`` or ``'mse'``; default by the data (classification or not).
+    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
+    metrics: extra recorded metrics ``name -> fn(params, apply, data)``.
+    max_waste: bound on padded / ideal FLOPs within a bucket.
+    dtype: ``'float32'`` or ``'float64'``.
+    name: a label stored with the results.
+  """
+  model: Callable[[int], Model]
+  data: Dataset
+  grid: Mapping[str, Sequence]
+  optimizer: str | Optimizer = "sgd"
+  hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  steps: int = 1000
+  batch_size: int | None = None
+  record: Any = 50
+  loss: str | None = None
+  parametrization: str = "sp"
+  metrics: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
+  max_waste: float = 1.5
+  dtype: str = "float32"
+  name: str = "sweep"
+
+
+@dataclasses.dataclass
+class Plan:
+  """What :func:`run` will do: checked config, runs, buckets."""
+  sweep: Sweep
+  optimizer: Optimizer
+  loss: str
+  grid: dict[str, np.ndarray]
+  flat: dict[str, np.ndarray]
+  index: np.ndarray
+  fixed: dict[str, float]
+  buckets: list[list[int]]
+  schedule: np.ndarray
+  cost: dict[int, float]
+
+
+def _flops(model: Model, dtype) -> float:
+  """Forward FLOPs of one example, from XLA's cost analysis (no compilation)."""
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  x = jax.ShapeDtypeStruct((1, *model.input_shape), dtype)
+  try:
+    cost = jax.jit(model.apply).lower(params, x).cost_analysis()
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  except Exception:  # cost analysis is best-effort across backends
+    flops = 0.0
+  if flops <= 0:
+    flops = float(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+  return flops
+
+
+def plan(s: Sweep) -> Plan:
+  """Validates a sweep and lays out its runs and buckets (no training)."""
+  opt = get_optimizer(s.optimizer)
+  allowed = SWEEPABLE + tuple(n for n in opt.hyper_names if n not in SWEEPABLE)
+  if s.dtype not in ("float32", "float64"):
+    raise ConfigError(f"dtype must be 'float32' or 'float64', got {s.dtype!r}")
+  if s.batch_size is not None and (not isinstance(s.batch_size, int) or s.batch_size <= 0):
+    raise ConfigError(f"batch_size must be a positive integer or None, got {s.batch_size!r}")
+  ds = validate(s.data)
+  for k in s.hparams:
+    if k not in allowed:
+      raise ConfigError(f"unknown hyperparameter {k!r}; known here: {', '.join(allowed)}")
+  g = dict(s.grid)
+  for axis, default in (("seed", 0), ("width", s.hparams.get("width"))):
+    if axis not in g:
+      if default is None:
+        raise ConfigError("give the width to sweep, e.g. grid=dict(width=[64, 128])")
+      g[axis] = [default]
+  grid = G.normalize(g, allowed)
+  n = ds.x_train.shape[0]
+  if "n_train" in grid and grid["n_train"].max() > n:
+    raise ConfigError(f"n_train {grid['n_train'].max()} exceeds the {n} training examples")
+  if "label_noise" in grid and not ds.is_classification:
+    raise ConfigError("label_noise needs a classification dataset")
+  if "label_noise" in grid and (grid["label_noise"].min() < 0 or grid["label_noise"].max() > 1):
+    raise ConfigError("label_noise must lie in [0, 1]")
+  loss = s.loss or ("xent" if ds.is_classification else "mse")
+  if loss not in ("xent", "mse"):
+    raise ConfigError(f"unknown loss {loss!r}; available: xent, mse")
+  if loss == "xent" and not ds.is_classification:
+    raise ConfigError("cross-entropy needs a classification dataset; use loss='mse'")
+  fixed = dict(opt.defaults)
+  fixed.update({k: float(v) for k, v in s.hparams.items() if k != "width"})
+  flat, index = G.expand(grid)
+  dt = jnp.float64 if s.dtype == "float64" else jnp.float32
+  with jax.enable_x64(s.dtype == "float64"):
+    cost = {int(w): _flops(_build(s, int(w), ds), dt) for w in grid["width"]}
+  groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
+  return Plan(s, opt, loss, grid, flat, index, fixed, groups,
+              schedule(s.steps, s.record), cost)
+
+
+def _build(s: Sweep, width: int, ds: Dataset) -> Model:
+  m = s.model(width)
+  if not isinstance(m, Model):
+    raise ConfigError(f"sweep.model(width) must return a jaxtheory Model, got {type(m).__name__}")
+  if tuple(m.input_shape) != tuple(ds.input_shape):
+    raise ConfigError(f"the model expects inputs of shape {tuple(m.input_shape)} but the "
+                      f"dataset {ds.name!r} has inputs of shape {tuple(ds.input_shape)}")
+  out = m.output_shape()
+  if out != (ds.out_dim,):
+    raise ConfigError(f"the model outputs shape {out} per example but the dataset "
+                      f"{ds.name!r} needs ({ds.out_dim},)")
+  return m
+
+
+def choose_chunk(num_runs: int, bytes_per_run: float, backend: str | None = None) -> int:
+  """How many runs to ``vmap`` together (the rest is ``lax.map``-ed).
+
+  On accelerators all runs are vmapped (one wide program). On CPU a vmapped
+  batch wins while its working set stays in cache and loses once it spills
+  (ANCHORS.md: vmap over 64 MLP seeds ran 0.5-1.5x a Python loop, lax.map beat
+  both), so chunks are sized to the per-core L2 cache.
+  """
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return num_runs
+  budget = _CPU_CHUNK_BYTES
+  return int(max(1, min(num_runs, budget // max(bytes_per_run, 1))))
+
+
+_CPU_CHUNK_BYTES = 2 * 2**20
+
+
+def _strategy_chunk(strategy: str, num_runs: int, bytes_per_run: float,
+                    chunk_size: int | None) -> tuple[str, int]:
+  if strategy not in STRATEGIES:
+    raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
+  if strategy == "vmap":
+    return "vmap", num_runs
+  if strategy in ("map", "loop"):
+    return strategy, 1
+  if strategy == "chunked":
+    return "chunked", int(chunk_size or max(1, num_runs // 4))
+  c = choose_chunk(num_runs, bytes_per_run)
+  return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
+
+
+def _bytes_per_run(tr: Trainer, hp1, data) -> float:
+  """Bytes touched by one training step of one run (XLA cost analysis)."""
+  from jaxtheory.train import train_step
+  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
+  try:
+    cost = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).cost_analysis()
+    b = float(cost.get("bytes accessed", 0.0)) if cost else 0.0
+  except Exception:
+    b = 0.0
+  return b or float(sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st)))
+
+
+class Progress:
+  """Receives ``(steps_done, steps_total, info)`` updates; default does nothing."""
+
+  def __call__(self, done: int, total: int, info: str = "") -> None:
+    del done, total, info
+
+
+def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+        record_chunks: int = 20):
+  """Trains every run of the sweep and returns the labelled results.
+
+  Args:
+    s: the sweep.
+    strategy: ``'auto'``, ``'vmap'``, ``'map'``, ``'chunked'`` or ``'loop'``
+      (a Python loop over separately jitted runs: the baseline).
+    chunk_size: runs per vmapped chunk for ``'chunked'``.
+    progress: called as ``progress(steps_done, steps_total, info)``.
+    record_chunks: the host regains control (progress, and later checkpoints)
+      about this many times per run.
+
+  Returns:
+    An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``.
+  """
+  p = plan(s)
+  progress = progress or Progress()
+  with jax.enable_x64(s.dtype == "float64"):
+    return _run(p, strategy, chunk_size, progress, record_chunks)
+
+
+def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
+  s = p.sweep
+  data = data_arrays(s.data)
+  intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
+  K = max(1, math.ceil(len(intervals) / max(1, record_chunks)))
+  n_chunks = math.ceil(len(intervals) / K)
+  intervals = np.concatenate([intervals, np.zeros(n_chunks * K - len(intervals), np.int32)])
+  total_steps = int(s.steps) * len(p.index)
+  done = 0
+  metrics_by_run: dict[int, dict[str, np.ndarray]] = {}
+  info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
+                          "run_s": 0.0, "backend": jax.default_backend()}
+  float_t = jnp.result_type(float)
+  for members in p.buckets:
+    cap = max(members)
+    model = _build(s, cap, s.data)
+    tr = Trainer(model, p.loss, p.optimizer, s.parametrization, True, s.batch_size,
+                 s.data.num_classes, tuple(s.metrics.items()))
+    runs = np.flatnonzero(np.isin(p.flat["width"], members))
+    hps = {k: jnp.asarray(v[runs], jnp.int32 if k in G.INT_AXES else float_t)
+           for k, v in p.flat.items()}
+    for k, v in p.fixed.items():
+      if k not in hps:
+        hps[k] = jnp.full((len(runs),), v, float_t)
+    hp1 = jax.tree.map(lambda a: a[0], hps)
+    strat, chunk = _strategy_chunk(strategy, len(runs), _bytes_per_run(tr, hp1, data)
+                                   if strategy == "auto" else 0, chunk_size)
+    info["buckets"].append(sorted(members))
+    info["strategy"].append(f"{strat}:{chunk}")
+    counter = [0]
+
+    def per_run(st, hp, d, iv, tr=tr, counter=counter):
+      counter[0] += 1  # runs at trace time only: counts compilations
+      return segment(tr, st, hp, d, iv)
+
+    t0 = time.perf_counter()
+    if strat == "loop":
+      seg = jax.jit(per_run)
+      init = jax.jit(lambda h, d, tr=tr: setup(tr, h, d))
+      for j in range(len(runs)):
+        hp = jax.tree.map(lambda a: a[j], hps)
+        st, outs = init(hp, data), []
+        for c in range(n_chunks):
+          st, m = seg(st, hp, data, intervals[c * K:(c + 1) * K])
+          outs.append(jax.device_get(m))
+          done += int(intervals[c * K:(c + 1) * K].sum())
+          progress(done, total_steps, f"width<={cap}")
+        metrics_by_run[int(runs[j])] = {k: np.concatenate([o[k] for o in outs])
+                                        for k in outs[0]}
+    else:
+      R = len(runs)
+      pad = (-R) % chunk
+      hps_p = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad)]), hps)
+      # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
+      init = jax.jit(lambda hs, d, tr=tr: jax.lax.map(lambda h: setup(tr, h, d), hs))
+      if strat == "vmap":
+        f = jax.vmap(per_run, in_axes=(0, 0, None, None))
+      else:
+        f = lambda st, hp, d, iv: jax.lax.map(lambda a: per_run(a[0], a[1], d, iv), (st, hp),
+                                              batch_size=None if chunk == 1 else chunk)
+      states = init(hps_p, data)
+      seg = jax.jit(f).lower(states, hps_p, data, intervals[:K]).compile()
+      info["compile_s"] += time.perf_counter() - t0
+      outs = []
+      for c in range(n_chunks):
+        iv = intervals[c * K:(c + 1) * K]
+        states, m = seg(states, hps_p, data, iv)
+        outs.append(jax.device_get(m))
+        done += int(iv.sum()) * R
+        progress(done, total_steps, f"width<={cap}")
+      for j, r in enumerate(runs):
+        metrics_by_run[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
+    info["run_s"] += time.perf_counter() - t0
+    info["traces"] += counter[0]
+  info["run_s"] -= info["compile_s"]
+  n_rec = len(p.schedule)
+  metrics = {k: np.stack([metrics_by_run[r][k][:n_rec] for r in range(len(p.index))])
+             for k in metrics_by_run[0]}
+  return to_dataset(p, metrics, info)

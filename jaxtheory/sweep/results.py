@@ -1,0 +1,72 @@
+"""Sweep results as a labelled N-d dataset (xarray), saved as netCDF.
+
+Dimensions are the grid's axes (``seed``, ``width``, then every swept
+hyperparameter in grid order) and ``step``; every recorded metric is a data
+variable; the sweep's configuration and execution facts are attributes.
+Files are written atomically (temporary file + rename), so an interrupted
+save never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+
+def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr.Dataset:
+  """Scatters per-run metric traces ``[run, record]`` into the grid's N-d layout."""
+  axes = list(plan.grid)
+  shape = tuple(len(plan.grid[a]) for a in axes) + (len(plan.schedule),)
+  data_vars = {}
+  for name, per_run in metrics.items():
+    arr = np.full(shape, False if per_run.dtype == bool else np.nan,
+                  dtype=bool if per_run.dtype == bool else np.float64)
+    arr[tuple(plan.index.T)] = per_run
+    data_vars[name] = (axes + ["step"], arr)
+  coords = {a: plan.grid[a] for a in axes}
+  coords["step"] = plan.schedule.astype(np.int64)
+  s = plan.sweep
+  attrs = {
+      "name": s.name,
+      "optimizer": plan.optimizer.name,
+      "loss": plan.loss,
+      "parametrization": s.parametrization,
+      "steps": int(s.steps),
+      "batch_size": -1 if s.batch_size is None else int(s.batch_size),
+      "dataset": s.data.name,
+      "dtype": s.dtype,
+      "fixed_hparams": json.dumps(plan.fixed),
+      "buckets": json.dumps(info["buckets"]),
+      "strategy": json.dumps(info["strategy"]),
+      "traces": int(info["traces"]),
+      "compile_seconds": float(info["compile_s"]),
+      "run_seconds": float(info["run_s"]),
+      "backend": info["backend"],
+  }
+  return xr.Dataset(data_vars, coords, attrs)
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> str:
+  """Writes ``ds`` to ``path`` (netCDF4/HDF5 via h5netcdf) atomically."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=os.path.dirname(os.path.abspath(path)))
+  os.close(fd)
+  try:
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def load(path: str | os.PathLike) -> xr.Dataset:
+  """Opens a saved result fully into memory."""
+  with xr.open_dataset(os.fspath(path), engine="h5netcdf") as ds:
+    return ds.load()

@@ -1,0 +1,366 @@
+"""Training ONE run: losses, optimizers, the step, metric schedules, the compiled loop.
+
+Everything here is written for a single run with its hyperparameters as traced
+scalars (``hp``: a dict of 0-d arrays), so :mod:`jaxtheory.sweep` can
+``vmap``/``lax.map`` it over a whole grid without retracing. A run is
+
+* :func:`setup` ``(hp) -> RunState`` (init, per-run labels and data mask),
+* :func:`segment` ``(state, hp, intervals) -> (state, metrics)``: a
+  ``lax.scan`` over recording points; between two points it takes the
+  interval's number of optimizer steps (a ``fori_loop``) and then records
+  every metric, all inside the compiled program.
+
+A run whose loss or parameters become non-finite is frozen at its last finite
+state and flagged (``diverged``); nothing leaks into other runs of a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtheory.nn import Ctx, LRScale, Model
+
+Array = jax.Array
+
+# ----------------------------------------------------------------------------
+# Losses: weighted means over examples (weights mask the inactive examples of a
+# data-size sweep and the padding of a last minibatch).
+
+
+def mse(f: Array, y: Array, w: Array) -> Array:
+  r"""Half squared error summed over outputs, averaged over examples.
+
+  :math:`\frac{1}{\sum_i w_i} \sum_i w_i \frac12 \|f_i - y_i\|^2` (NT's convention).
+  """
+  if y.ndim == f.ndim - 1:  # integer labels: regress on one-hot targets
+    y = jax.nn.one_hot(y, f.shape[-1], dtype=f.dtype)
+  per = 0.5 * jnp.sum((f - y) ** 2, axis=-1)
+  return jnp.sum(w * per) / jnp.sum(w)
+
+
+def cross_entropy(f: Array, y: Array, w: Array) -> Array:
+  """Softmax cross-entropy with integer labels, averaged over examples."""
+  per = optax.softmax_cross_entropy_with_integer_labels(f, y)
+  return jnp.sum(w * per) / jnp.sum(w)
+
+
+def accuracy(f: Array, y: Array, w: Array) -> Array:
+  """Fraction of correctly classified examples (integer labels)."""
+  return jnp.sum(w * (jnp.argmax(f, -1) == y)) / jnp.sum(w)
+
+
+LOSSES: dict[str, Callable] = {"mse": mse, "xent": cross_entropy}
+
+# ----------------------------------------------------------------------------
+# Optimizers. Each factory takes its hyperparameters as (possibly traced)
+# keyword arguments; ``family`` says which LR multipliers of the
+# parametrization apply (SGD-like or Adam-like scale invariance).
+
+
+class Optimizer(NamedTuple):
+  """An optax optimizer factory and its LR-scaling family.
+
+  Attributes:
+    make: ``make(lr=..., **hyper) -> optax.GradientTransformation``.
+    family: ``'sgd'`` or ``'adam'``: which per-layer LR multipliers of the
+      parametrization apply (see :mod:`jaxtheory.nn.param`).
+    name: for labels and error messages.
+  """
+  make: Callable[..., optax.GradientTransformation]
+  family: str
+  name: str
+
+  @property
+  def hyper_names(self) -> tuple[str, ...]:
+    return tuple(inspect.signature(self.make).parameters)
+
+  @property
+  def defaults(self) -> dict[str, Any]:
+    return {k: p.default for k, p in inspect.signature(self.make).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _sgd(lr=0.1):
+  return optax.sgd(lr)
+
+
+def _momentum(lr=0.1, momentum=0.9):
+  return optax.sgd(lr, momentum=momentum)
+
+
+def _adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+  return optax.adam(lr, b1=b1, b2=b2, eps=eps)
+
+
+def _adamw(lr=1e-3, weight_decay=1e-2, b1=0.9, b2=0.999, eps=1e-8):
+  return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+
+
+def _sgdw(lr=0.1, weight_decay=1e-4, momentum=0.0):
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(lr, momentum=momentum))
+
+
+def _sam(lr=0.1, rho=0.05, momentum=0.0):
+  """SAM (Foret et al. 2021) from ``optax.contrib.sam``, one update per step."""
+  adv = optax.chain(optax.contrib.normalize(), optax.sgd(rho))
+  return optax.contrib.sam(optax.sgd(lr, momentum=momentum), adv, sync_period=2,
+                           opaque_mode=True)
+
+
+def _muon(lr=0.02, beta=0.95, weight_decay=0.0, adam_lr=1e-3):
+  """Muon (``optax.contrib.scale_by_muon``) on 2-D weights, Adam elsewhere.
+
+  optax's own ``muon`` rescales updates by ``sqrt(max(1, fan_out/fan_in))``
+  read from the *shape*, which a padded width sweep must not do; here the
+  Newton-Schulz orthogonalization is optax's and the width factor is applied
+  by :func:`muon_shape_scale` from *active* fan-in/fan-out.
+  """
+  dims = lambda u: jax.tree.map(lambda _: optax.contrib.MuonDimensionNumbers(), u)
+  muon_tx = optax.chain(optax.contrib.scale_by_muon(beta=beta, weight_dimension_numbers=dims),
+                        optax.add_decayed_weights(weight_decay),
+                        optax.scale_by_learning_rate(lr))
+  adam_tx = optax.adam(adam_lr)
+  labels = lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 2 else "adam", params)
+  return optax.partition({"muon": muon_tx, "adam": adam_tx}, labels)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(_sgd, "sgd", "sgd"),
+    "momentum": Optimizer(_momentum, "sgd", "momentum"),
+    "sgdw": Optimizer(_sgdw, "sgd", "sgdw"),
+    "adam": Optimizer(_adam, "adam", "adam"),
+    "adamw": Optimizer(_adamw, "adam", "adamw"),
+    "sam": Optimizer(_sam, "sgd", "sam"),
+    "muon": Optimizer(_muon, "adam", "muon"),
+}
+
+
+class ConfigError(ValueError):
+  """A training or sweep configuration that cannot run, said in one sentence."""
+
+
+def get_optimizer(opt: str | Optimizer) -> Optimizer:
+  if isinstance(opt, Optimizer):
+    return opt
+  if opt not in OPTIMIZERS:
+    raise ConfigError(f"unknown optimizer {opt!r}; available: {', '.join(OPTIMIZERS)}")
+  return OPTIMIZERS[opt]
+
+
+def muon_shape_scale(params0) -> Any:
+  """Muon's width-transfer factor ``sqrt(max(1, fan_out/fan_in))`` from ACTIVE sizes.
+
+  Active rows/columns are those with a nonzero initial weight (padded ones are
+  exactly zero; a Gaussian draw is never exactly zero).
+  """
+
+  def one(p):
+    if p.ndim != 2:
+      return jnp.ones((), p.dtype)
+    fan_in = jnp.sum(jnp.any(p != 0, axis=1))
+    fan_out = jnp.sum(jnp.any(p != 0, axis=0))
+    return jnp.sqrt(jnp.maximum(1.0, fan_out / jnp.maximum(fan_in, 1)))
+
+  return jax.tree.map(one, params0)
+
+
+# ----------------------------------------------------------------------------
+# Recording schedules.
+
+
+def schedule(steps: int, record: int | str | Sequence[int] = 50) -> np.ndarray:
+  """The steps at which metrics are recorded (always including 0 and ``steps``).
+
+  Args:
+    steps: total optimizer steps.
+    record: an int ``n`` (about ``n`` log-spaced points), ``'every:k'``,
+      ``'log:n'``, ``'linear:n'``, or an explicit sequence of steps.
+  """
+  if not isinstance(steps, (int, np.integer)) or steps < 0:
+    raise ConfigError(f"steps must be a non-negative integer, got {steps!r}")
+  if isinstance(record, str):
+    kind, _, num = record.partition(":")
+    try:
+      num = int(num)
+    except ValueError:
+      raise ConfigError(f"record must look like 'every:K', 'log:N' or 'linear:N', got {record!r}") from None
+    if num <= 0:
+      raise ConfigError(f"record count must be positive, got {record!r}")
+    if kind == "every":
+      pts = np.arange(0, steps + 1, num)
+    elif kind == "log":
+      pts = np.unique(np.round(np.geomspace(1, max(steps, 1), num)).astype(int))
+    elif kind == "linear":
+      pts = np.round(np.linspace(0, steps, num)).astype(int)
+    else:
+      raise ConfigError(f"record must be 'every:K', 'log:N' or 'linear:N', got {record!r}")
+  elif isinstance(record, (int, np.integer)):
+    return schedule(steps, f"log:{int(record)}")
+  else:
+    pts = np.asarray(list(record), dtype=int)
+    if pts.size and (pts.min() < 0 or pts.max() > steps):
+      raise ConfigError(f"record steps must lie in [0, {steps}]")
+  return np.unique(np.concatenate([[0], pts, [steps]])).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# One run.
+
+SWEEPABLE = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """Static description of a training run; hyperparameters come in ``hp``.
+
+  Attributes:
+    model: the network, built at the capacity width of its bucket.
+    loss: ``'mse'`` or ``'xent'``.
+    optimizer: an :class:`Optimizer`.
+    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
+    padded: whether ``hp['width']`` is passed to the model as the active width.
+    batch_size: ``None`` for full-batch gradient descent.
+    num_classes: for label noise and accuracy (``None``: regression).
+    metrics: extra metrics ``name -> fn(params, apply, data) -> scalar``,
+      where ``apply(params, x)`` runs the network and ``data`` is the dict of
+      arrays (``x_train``, ``y_train``, ``w_train``, ``x_test``, ``y_test``).
+  """
+  model: Model
+  loss: str
+  optimizer: Optimizer
+  parametrization: str = "sp"
+  padded: bool = True
+  batch_size: int | None = None
+  num_classes: int | None = None
+  metrics: tuple[tuple[str, Callable], ...] = ()
+
+  def ctx(self, hp) -> Ctx:
+    return Ctx(self.parametrization, hp["width"] if self.padded else None,
+               hp.get("gamma", 1.0), hp.get("init_scale", 1.0))
+
+  def tx(self, hp) -> optax.GradientTransformationExtraArgs:
+    kw = {k: hp[k] for k in self.optimizer.hyper_names if k in hp}
+    return optax.with_extra_args_support(self.optimizer.make(**kw))
+
+  def apply(self, params, x, hp):
+    return self.model.apply(params, x, self.ctx(hp))
+
+
+class RunState(NamedTuple):
+  """Everything one run carries between steps (all arrays: checkpointable)."""
+  params: Any
+  opt_state: Any
+  lr_mult: Any      # per-parameter LR multipliers (parametrization x family)
+  labels: Array     # training labels after label noise
+  weights: Array    # 1 for active training examples (data-size sweeps)
+  key: Array        # raw uint32 key data of the run (for minibatch order)
+  step: Array
+  ok: Array         # False once the run diverged (then frozen)
+
+
+def setup(tr: Trainer, hp: Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
+  """Initial state of one run from its hyperparameters."""
+  key = jax.random.key(hp["seed"])
+  ctx = tr.ctx(hp)
+  params, scales = tr.model.init_with_lr_scale(jax.random.fold_in(key, 0), ctx)
+  family = tr.optimizer.family
+  lr_mult = jax.tree.map(
+      lambda s: jnp.asarray(getattr(s, family), jnp.result_type(float)),
+      scales, is_leaf=lambda s: isinstance(s, LRScale))
+  if tr.optimizer.name == "muon":
+    lr_mult = jax.tree.map(jnp.multiply, lr_mult, muon_shape_scale(params))
+  n = data["y_train"].shape[0]
+  n_train = hp.get("n_train", n)
+  weights = (jnp.arange(n) < n_train).astype(jnp.result_type(float))
+  labels = data["y_train"]
+  if tr.num_classes is not None and "label_noise" in hp:
+    kf, kl = jax.random.split(jax.random.fold_in(key, 1))
+    flip = jax.random.uniform(kf, (n,)) < hp["label_noise"]
+    shift = jax.random.randint(kl, (n,), 1, tr.num_classes)
+    labels = jnp.where(flip, (labels + shift) % tr.num_classes, labels)
+  opt_state = tr.tx(hp).init(params)
+  return RunState(params, opt_state, lr_mult, labels, weights,
+                  jax.random.key_data(jax.random.fold_in(key, 2)),
+                  jnp.zeros((), jnp.int32), jnp.ones((), bool))
+
+
+def _batch(tr: Trainer, st: RunState, data):
+  x, y, w = data["x_train"], st.labels, st.weights
+  if tr.batch_size is None:
+    return x, y, w
+  B, n = tr.batch_size, x.shape[0]
+  n_active = jnp.sum(w).astype(jnp.int32)
+  per_epoch = (n_active + B - 1) // B
+  epoch, b = st.step // per_epoch, st.step % per_epoch
+  key = jax.random.fold_in(jax.random.wrap_key_data(st.key), epoch)
+  # A fresh permutation of the active examples each epoch (inactive ones sort last).
+  perm = jnp.argsort(jnp.where(w > 0, jax.random.uniform(key, (n,)), 2.0))
+  pos = b * B + jnp.arange(B)
+  idx = perm[jnp.minimum(pos, n - 1)]
+  return x[idx], y[idx], (pos < n_active).astype(w.dtype) * w[idx]
+
+
+def _all_finite(tree) -> Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(tree)]))
+
+
+def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
+  """One optimizer step; a non-finite result freezes the run instead."""
+  x, y, w = _batch(tr, st, data)
+  loss_fn = lambda p: LOSSES[tr.loss](tr.apply(p, x, hp), y, w)
+  loss, grads = jax.value_and_grad(loss_fn)(st.params)
+  tx = tr.tx(hp)
+  updates, opt_state = tx.update(grads, st.opt_state, st.params,
+                                 grad_fn=lambda p, _: jax.grad(loss_fn)(p))
+  updates = jax.tree.map(jnp.multiply, updates, st.lr_mult)
+  params = optax.apply_updates(st.params, updates)
+  ok = st.ok & jnp.isfinite(loss) & _all_finite(params)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+  return st._replace(params=keep(params, st.params), opt_state=keep(opt_state, st.opt_state),
+                     step=st.step + ok.astype(jnp.int32), ok=ok)
+
+
+def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
+  """Every recorded metric of one run at its current state."""
+  apply = lambda p, x: tr.apply(p, x, hp)
+  f_tr, f_te = apply(st.params, data["x_train"]), apply(st.params, data["x_test"])
+  w_te = jnp.ones(data["y_test"].shape[:1], f_te.dtype)
+  loss = LOSSES[tr.loss]
+  out = {"train_loss": loss(f_tr, st.labels, st.weights),
+         "test_loss": loss(f_te, data["y_test"], w_te)}
+  if tr.num_classes is not None:
+    out["train_acc"] = accuracy(f_tr, st.labels, st.weights)
+    out["test_acc"] = accuracy(f_te, data["y_test"], w_te)
+  out["param_norm"] = optax.tree.norm(st.params)
+  d = dict(data, y_train=st.labels, w_train=st.weights)
+  for name, fn in tr.metrics:
+    out[name] = jnp.asarray(fn(st.params, apply, d))
+  out["diverged"] = ~st.ok
+  return out
+
+
+def segment(tr: Trainer, st: RunState, hp, data, intervals: Array):
+  """Runs ``intervals[i]`` steps then records, for each ``i``: ``(state, metrics[len])``."""
+
+  def body(s, n_steps):
+    s = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(tr, s, hp, data), s)
+    return s, measure(tr, s, hp, data)
+
+  return jax.lax.scan(body, st, intervals)
+
+
+def data_arrays(ds, dtype=None) -> dict[str, Array]:
+  """Device arrays of a :class:`jaxtheory.data.Dataset` (float inputs cast to ``dtype``)."""
+  dtype = dtype or jnp.result_type(float)
+  cast = lambda a: jnp.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else jnp.asarray(a)
+  return {"x_train": cast(ds.x_train), "y_train": cast(ds.y_train),
+          "x_test": cast(ds.x_test), "y_test": cast(ds.y_test)}

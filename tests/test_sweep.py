@@ -1,0 +1,212 @@
+"""The sweep engine: sweep == loop, padded == unpadded, one trace per bucket, labelled results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtheory import data, nn, sweep, train
+from jaxtheory.train import ConfigError
+
+
+@pytest.fixture(scope="module")
+def mixture():
+  return data.gaussian_mixture(n_train=48, n_test=32, num_classes=3, input_dim=5, seed=1)
+
+
+def _mlp(depth=2, act=nn.tanh):
+  return lambda w: nn.mlp((5,), w, depth, 3, activation=act)
+
+
+def _reference(s: sweep.Sweep, width: int):
+  """Independent loop baseline: the network BUILT at ``width`` (no padding), one run per call."""
+  dt = jnp.float64 if s.dtype == "float64" else jnp.float32
+  opt = train.get_optimizer(s.optimizer)
+  tr = train.Trainer(s.model(width), s.loss or "xent", opt, s.parametrization, padded=False,
+                     batch_size=s.batch_size, num_classes=s.data.num_classes)
+  intervals = np.diff(train.schedule(s.steps, s.record), prepend=0).astype(np.int32)
+
+  def one(**hp):
+    with jax.enable_x64(dt == jnp.float64):
+      d = train.data_arrays(s.data)
+      hp = {**opt.defaults, **s.hparams, "width": width, **hp}
+      hp = {k: jnp.asarray(v, jnp.int32 if k in ("seed", "width") else dt) for k, v in hp.items()}
+      st = jax.jit(lambda h, d: train.setup(tr, h, d))(hp, d)
+      _, m = _SEG(tr)(st, hp, d, intervals)
+      return jax.device_get(m)
+
+  return one
+
+
+_SEGS = {}
+
+
+def _SEG(tr):
+  if id(tr) not in _SEGS:
+    _SEGS[id(tr)] = (tr, jax.jit(lambda st, hp, d, iv: train.segment(tr, st, hp, d, iv)))
+  return _SEGS[id(tr)][1]
+
+
+def _assert_close(a, b, tol):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape
+  np.testing.assert_allclose(a, b, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("optimizer,param,extra", [
+    ("adam", "sp", {}), ("sgd", "mup", {}), ("momentum", "ntk", {}),
+    ("adamw", "mf", {"weight_decay": [0.0, 0.1]})])
+def test_sweep_equals_loop_of_unpadded_runs_float64(mixture, optimizer, param, extra):
+  lrs = [0.01, 0.05] if optimizer.startswith("adam") else [0.1, 0.5]
+  s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 3], width=[6, 8, 11], lr=lrs, **extra),
+                  optimizer=optimizer, steps=100, record=4, parametrization=param,
+                  dtype="float64")
+  res = sweep.run(s)
+  assert res.attrs["traces"] == 1
+  assert eval(res.attrs["buckets"]) == [[6, 8, 11]]  # one bucket: padding really happens
+  for w in (6, 11):
+    ref = _reference(s, w)
+    for seed in (0, 3):
+      for lr in lrs:
+        more = {k: v[-1] for k, v in extra.items()}
+        m = ref(seed=seed, lr=lr, **more)
+        sel = dict(seed=seed, width=w, lr=lr, **more)
+        for name in ("train_loss", "test_loss", "param_norm", "train_acc"):
+          _assert_close(res[name].sel(sel), m[name], 1e-10)
+
+
+def test_sweep_equals_loop_float32_minibatch(mixture):
+  s = sweep.Sweep(_mlp(act=nn.relu), mixture, dict(seed=[0, 1], width=[12, 16]),
+                  optimizer="adam", hparams=dict(lr=0.01), steps=100, batch_size=10,
+                  record="every:25")
+  res = sweep.run(s)
+  ref = _reference(s, 12)
+  for seed in (0, 1):
+    _assert_close(res.train_loss.sel(seed=seed, width=12), ref(seed=seed)["train_loss"], 1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_sweep(mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1, 2], width=[8, 12]), steps=30, record=4,
+                  dtype="float64")
+  return s, sweep.run(s, strategy="vmap")
+
+
+@pytest.mark.parametrize("strategy", ["map", "chunked", "loop", "auto"])
+def test_strategies_agree(small_sweep, strategy):
+  s, ref = small_sweep
+  res = sweep.run(s, strategy=strategy, chunk_size=4)
+  _assert_close(res.train_loss, ref.train_loss, 1e-12)
+  assert res.attrs["traces"] == 1
+
+
+def test_one_trace_per_bucket_and_hyperparameters_are_traced(mixture):
+  s = sweep.Sweep(_mlp(), mixture,
+                  dict(seed=[0, 1], width=[4, 8, 64, 96], lr=[0.05, 0.1, 0.2],
+                       init_scale=[0.5, 1.0], gamma=[0.5, 1.0]),
+                  steps=5, record=2)
+  res = sweep.run(s)
+  groups = eval(res.attrs["buckets"])
+  assert len(groups) >= 2
+  assert res.attrs["traces"] == len(groups)
+  assert res.train_loss.dims == ("seed", "width", "lr", "init_scale", "gamma", "step")
+  assert not res.train_loss.isnull().any()
+
+
+def test_identical_results_for_identical_config(mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1], width=[8, 16]), steps=20, record=3,
+                  batch_size=16)
+  a, b = sweep.run(s), sweep.run(s)
+  np.testing.assert_array_equal(a.train_loss.values, b.train_loss.values)
+  assert not np.array_equal(a.train_loss.sel(seed=0).values, a.train_loss.sel(seed=1).values)
+
+
+def test_buckets_bound_padded_flops():
+  cost = lambda w: float(w) ** 2
+  widths = [16, 32, 64, 128, 256, 512, 1024]
+  groups = sweep.buckets(widths, cost, 1.5)
+  assert sorted(w for g in groups for w in g) == widths
+  for g in groups:
+    assert len(g) * cost(max(g)) <= 1.5 * sum(cost(w) for w in g) + 1e-9
+  assert sweep.padded_flops_ratio(groups, cost) <= 1.5
+  dense = list(range(100, 131, 2))
+  assert len(sweep.buckets(dense, cost, 1.5)) == 1
+
+
+def test_n_train_sweep_equals_truncated_dataset(mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8], n_train=[20, 48]), steps=30, record=3,
+                  dtype="float64")
+  res = sweep.run(s)
+  small = mixture._replace(x_train=mixture.x_train[:20], y_train=mixture.y_train[:20])
+  ref = sweep.run(sweep.Sweep(**{**s.__dict__, "data": small, "grid": dict(width=[8])}))
+  _assert_close(res.train_loss.sel(n_train=20, seed=0), ref.train_loss.sel(seed=0), 1e-10)
+  _assert_close(res.test_loss.sel(n_train=20, seed=0), ref.test_loss.sel(seed=0), 1e-10)
+
+
+def test_label_noise_axis(mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8], label_noise=[0.0, 0.5]), steps=40, record=2)
+  res = sweep.run(s)
+  clean = sweep.run(sweep.Sweep(**{**s.__dict__, "grid": dict(width=[8])}))
+  _assert_close(res.train_loss.sel(label_noise=0.0), clean.train_loss, 0)
+  final = res.train_acc.isel(step=-1, seed=0, width=0)
+  assert float(final.sel(label_noise=0.5)) < float(final.sel(label_noise=0.0))
+
+
+@pytest.mark.parametrize("optimizer", sorted(train.OPTIMIZERS))
+def test_every_optimizer_trains_and_is_exact_under_padding(mixture, optimizer):
+  hp = dict(lr=0.02) if optimizer in ("adam", "adamw", "muon") else dict(lr=0.2)
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[6, 9]), optimizer=optimizer, hparams=hp,
+                  steps=100, record=3, dtype="float64")
+  res = sweep.run(s)
+  loss = res.train_loss.sel(seed=0)
+  assert float(loss.isel(step=-1, width=1)) < 0.8 * float(loss.isel(step=0, width=1))
+  _assert_close(res.train_loss.sel(width=6, seed=0), _reference(s, 6)(seed=0)["train_loss"], 1e-10)
+
+
+def test_divergent_run_is_flagged_and_frozen(mixture):
+  s = sweep.Sweep(_mlp(act=nn.relu), mixture, dict(width=[8], lr=[0.1, 1e6]), steps=30, record=4)
+  res = sweep.run(s)
+  assert bool(res.diverged.sel(lr=1e6).isel(step=-1, seed=0))
+  assert not bool(res.diverged.sel(lr=0.1).any())
+  assert np.isfinite(res.param_norm.sel(lr=1e6)).all()
+
+
+def test_results_roundtrip_netcdf(tmp_path, mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1], width=[8], lr=[0.1, 0.2]), steps=5, record=2)
+  res = sweep.run(s)
+  path = sweep.save(res, tmp_path / "r.nc")
+  back = sweep.load(path)
+  np.testing.assert_array_equal(back.train_loss.values, res.train_loss.values)
+  assert list(back.lr.values) == [0.1, 0.2]
+  assert back.attrs["optimizer"] == "sgd"
+
+
+@pytest.mark.parametrize("grid,message", [
+    (dict(width=[0, 8]), "width must be positive"),
+    (dict(width=[8.5]), "width must be integers"),
+    (dict(width=[]), "has no values"),
+    (dict(width=[8], foo=[1]), "unknown sweep axis 'foo'"),
+    (dict(width=[8], n_train=[1000]), "exceeds the 48 training examples"),
+    (dict(width=[8, 8]), "duplicate values"),
+    ({}, "the grid is empty"),
+])
+def test_bad_grids_raise_config_error(mixture, grid, message):
+  with pytest.raises(ConfigError, match=message):
+    sweep.plan(sweep.Sweep(_mlp(), mixture, grid, steps=3))
+
+
+def test_model_data_mismatch_is_a_clear_error(mixture):
+  with pytest.raises(ConfigError, match=r"expects inputs of shape \(7,\)"):
+    sweep.plan(sweep.Sweep(lambda w: nn.mlp((7,), w, 1, 3), mixture, dict(width=[8])))
+  with pytest.raises(ConfigError, match=r"outputs shape \(4,\)"):
+    sweep.plan(sweep.Sweep(lambda w: nn.mlp((5,), w, 1, 4), mixture, dict(width=[8])))
+  with pytest.raises(ConfigError, match="unknown optimizer 'adamm'"):
+    sweep.plan(sweep.Sweep(_mlp(), mixture, dict(width=[8]), optimizer="adamm"))
+  with pytest.raises(ConfigError, match="unknown strategy"):
+    sweep.run(sweep.Sweep(_mlp(), mixture, dict(width=[8]), steps=1), strategy="fast")
+
+
+def test_choose_chunk_policy():
+  assert sweep.choose_chunk(64, 1e3, "gpu") == 64
+  assert sweep.choose_chunk(64, 1e9, "cpu") == 1
+  assert 1 <= sweep.choose_chunk(64, 1e4, "cpu") <= 64
