@@ -1,0 +1,154 @@
+"""The ``jaxtheory`` command line: list and run experiments, list datasets.
+
+    jaxtheory list
+    jaxtheory run width-sweep --set widths=16,32,64 --set steps=300 --out runs/ws
+    jaxtheory data list
+
+A run writes ``results.nc`` (open with ``jaxtheory.sweep.load`` or
+``xarray.open_dataset(..., engine='h5netcdf')``), ``config.json`` and PNG
+figures into its output folder, then prints a summary table. Mistakes in the
+input (an unknown experiment or setting, a malformed or invalid value) print
+one line ``error: ...`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from jaxtheory import __version__
+from jaxtheory.data import LOADERS, DataError
+from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.sweep import STRATEGIES
+from jaxtheory.train import ConfigError
+
+USAGE_ERROR = 2
+
+
+def _first_line(obj) -> str:
+  doc = (getattr(obj, "__doc__", None) or "").strip()
+  return doc.splitlines()[0] if doc else ""
+
+
+def _fail(message: str) -> None:
+  """Prints ``error: message`` as one line on stderr and exits with status 2."""
+  click.echo(f"error: {' '.join(str(message).split())}", err=True)
+  sys.exit(USAGE_ERROR)
+
+
+def _parse_sets(pairs) -> dict[str, str]:
+  out = {}
+  for pair in pairs:
+    key, eq, value = pair.partition("=")
+    if not eq or not key.strip():
+      raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+    out[key.strip()] = value
+  return out
+
+
+@click.group(context_settings=dict(help_option_names=["-h", "--help"]))
+@click.version_option(__version__, prog_name="jaxtheory")
+def cli():
+  """jaxtheory: experiments for the science of deep learning, in JAX."""
+
+
+@cli.command("list")
+def list_experiments():
+  """Lists the experiments."""
+  width = max(map(len, EXPERIMENTS)) + 2
+  for name, module in EXPERIMENTS.items():
+    click.echo(f"{name:<{width}}{_first_line(module)}")
+
+
+@cli.command("run")
+@click.argument("experiment")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field, e.g. --set widths=16,32 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: runs/<experiment>-<timestamp>].")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="How the runs of a width bucket execute.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
+def run_experiment(experiment, sets, out, strategy, no_plots):
+  """Runs EXPERIMENT and saves results.nc, config.json and figures."""
+  from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
+  if experiment not in EXPERIMENTS:
+    _fail(f"unknown experiment {experiment!r}; available: {', '.join(EXPERIMENTS)}")
+  module = EXPERIMENTS[experiment]
+  try:
+    cfg = configure(module.Config, _parse_sets(sets))
+    ds = _run_with_progress(module, cfg, experiment, strategy)
+  except (ConfigError, DataError, ValueError) as e:
+    _fail(str(e))
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  out = out or os.path.join("runs", f"{experiment}-{stamp}")
+  os.makedirs(out, exist_ok=True)
+  results = sweep.save(ds, os.path.join(out, "results.nc"))
+  config = os.path.join(out, "config.json")
+  with open(config, "w", encoding="utf-8") as f:
+    json.dump({"experiment": experiment, "config": dataclasses.asdict(cfg),
+               "strategy": strategy, "jaxtheory": __version__}, f, indent=2)
+    f.write("\n")
+  figures = [] if no_plots else plots.save_default_figures(ds, out)
+  _print_summary(module, ds, experiment, [results, config, *figures])
+
+
+def _run_with_progress(module, cfg, name: str, strategy: str):
+  columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+             TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn())
+  console = Console(stderr=True)
+  # Transient: the bar vanishes when done (the summary reports times) or on error;
+  # no bar at all when stderr is a file or pipe, so an error stays one line.
+  with Progress(*columns, console=console, transient=True,
+                disable=not console.is_terminal) as bar:
+    task = bar.add_task(f"{name}: compiling", total=None)
+
+    def progress(done: int, total: int, info: str = "") -> None:
+      bar.update(task, completed=done, total=total, description=f"{name}: {info}".rstrip(": "))
+
+    return module.run(cfg, progress=progress, strategy=strategy)
+
+
+def _print_summary(module, ds, name: str, paths) -> None:
+  console = Console()
+  seeds = ds.sizes.get("seed", 1)
+  table = Table(title=f"{name}: step {int(ds.step[-1])}, mean of {seeds} "
+                      f"seed{'s' * (seeds != 1)}", title_justify="left")
+  table.add_column("run", style="bold")
+  table.add_column("final train / test")
+  for label, value in module.summary(ds):
+    table.add_row(label, value)
+  console.print(table)
+  for p in paths:
+    console.print(f"wrote {p}", highlight=False, soft_wrap=True)
+
+
+@cli.group("data")
+def data_group():
+  """Datasets."""
+
+
+@data_group.command("list")
+def list_datasets():
+  """Lists the datasets (use them as --set dataset=NAME)."""
+  width = max(map(len, LOADERS)) + 2
+  for name, fn in LOADERS.items():
+    click.echo(f"{name:<{width}}{_first_line(fn)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Entry point of the ``jaxtheory`` console script."""
+  cli.main(args=argv, prog_name="jaxtheory")
+
+
+if __name__ == "__main__":
+  main()

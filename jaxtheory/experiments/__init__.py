@@ -1,0 +1,119 @@
+"""Experiments: one module per phenomenon, runnable from the command line.
+
+An experiment is a module with
+
+* ``Config``: a frozen dataclass whose fields all have defaults and plain
+  types (int, float, str, bool, ``int | None``, tuples of ints or floats);
+* ``run(cfg, progress=None, strategy='auto') -> xarray.Dataset``;
+* ``summary(ds) -> list[tuple[str, str]]``: rows of a summary table;
+* a module docstring whose first line says what it shows.
+
+>>> from jaxtheory.experiments import EXPERIMENTS, configure
+>>> cfg = configure(EXPERIMENTS["width-sweep"].Config, {"widths": "16,32", "steps": "100"})
+>>> cfg.widths, cfg.steps
+((16, 32), 100)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+
+from jaxtheory.experiments import width_sweep
+from jaxtheory.train import ConfigError
+
+EXPERIMENTS: dict[str, types.ModuleType] = {
+    "width-sweep": width_sweep,
+}
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_NONE = ("none", "null", "")
+
+
+def _parse_scalar(tp, text: str):
+  """``text`` as a value of type ``tp``; raises ValueError when it is not one."""
+  if tp is bool:
+    if text.lower() in _TRUE:
+      return True
+    if text.lower() in _FALSE:
+      return False
+    raise ValueError(text)
+  if tp is int:
+    return int(text)
+  if tp is float:
+    return float(text)
+  if tp is str:
+    return text
+  raise TypeError(f"unsupported config field type {tp!r}")
+
+
+_DESCRIBE = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _parse(key: str, tp, text: str):
+  """Parses one ``--set`` value against the field type ``tp``."""
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType):
+    inner = [a for a in args if a is not type(None)]
+    if len(inner) != 1 or len(args) != 2:
+      raise TypeError(f"unsupported config field type {tp!r} for {key}")
+    if text.strip().lower() in _NONE:
+      return None
+    try:
+      return _parse_scalar(inner[0], text.strip())
+    except ValueError:
+      raise ConfigError(f"{key} must be {_DESCRIBE[inner[0]]} or none, got {text!r}") from None
+  if origin is tuple:
+    elem = args[0]
+    if len(args) != 2 or args[1] is not Ellipsis:
+      raise TypeError(f"unsupported config field type {tp!r} for {key}")
+    body = text.strip()
+    if body[:1] + body[-1:] in ("[]", "()"):
+      body = body[1:-1]
+    items = [t.strip() for t in body.split(",")] if body.strip() else []
+    if items and items[-1] == "":  # a trailing comma, as in "16,"
+      items = items[:-1]
+    try:
+      return tuple(_parse_scalar(elem, t) for t in items)
+    except ValueError:
+      example = "16,32,64" if elem is int else "0.1,0.3,1"
+      raise ConfigError(f"{key} must be a comma-separated list of "
+                        f"{_DESCRIBE[elem].split(' ', 1)[1]}s (e.g. {key}={example}), "
+                        f"got {text!r}") from None
+  try:
+    return _parse_scalar(tp, text.strip() if tp is not str else text)
+  except ValueError:
+    raise ConfigError(f"{key} must be {_DESCRIBE[tp]}, got {text!r}") from None
+
+
+def configure(cfg_cls: type, overrides: Mapping[str, str]):
+  """Builds ``cfg_cls`` from its defaults and ``key -> text`` overrides.
+
+  Texts are parsed against the dataclass field types: ``int``, ``float``,
+  ``str``, ``bool`` (true/false/1/0/yes/no), ``int | None`` (``none`` for
+  None) and tuples of ints or floats (``16,32,64`` or ``[16,32,64]``).
+
+  Args:
+    cfg_cls: a frozen config dataclass.
+    overrides: field name -> value as typed on the command line.
+
+  Returns:
+    The config instance.
+
+  Raises:
+    ConfigError: for an unknown key (listing the valid keys) or a value that
+      does not parse as the field's type (saying the expected type).
+  """
+  hints = typing.get_type_hints(cfg_cls)
+  fields = [f.name for f in dataclasses.fields(cfg_cls)]
+  values = {}
+  for key, text in overrides.items():
+    if key not in fields:
+      raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
+    values[key] = _parse(key, hints[key], text)
+  return cfg_cls(**values)
+
+
+__all__ = ["EXPERIMENTS", "configure", "width_sweep"]

@@ -1,0 +1,126 @@
+"""Tests for the command line (jaxtheory.cli) and experiment configuration parsing."""
+
+import dataclasses
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from jaxtheory.cli import cli
+from jaxtheory.data import LOADERS
+from jaxtheory.experiments import EXPERIMENTS, configure, width_sweep
+from jaxtheory.train import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("dataset, widths, seeds, depth, activation, parametrization, optimizer, lr, lrs, "
+        "steps, batch_size, record")
+
+
+def _runner() -> CliRunner:
+  # click < 8.2 mixes stderr into stdout unless told not to (8.2 removed the argument).
+  if "mix_stderr" in inspect.signature(CliRunner).parameters:
+    return CliRunner(mix_stderr=False)
+  return CliRunner()
+
+
+def _invoke(*args):
+  return _runner().invoke(cli, list(args))
+
+
+def test_list_shows_experiments():
+  res = _invoke("list")
+  assert res.exit_code == 0, res.output
+  assert "width-sweep" in res.output
+  assert "Width sweep" in res.output  # the module's one-line docstring
+
+
+def test_data_list_shows_every_loader():
+  res = _invoke("data", "list")
+  assert res.exit_code == 0, res.output
+  for name in LOADERS:
+    assert name in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nope"], "unknown experiment 'nope'; available: width-sweep"),
+    (["run", "width-sweep", "--set", "depht=3"], f"unknown config key 'depht'; valid keys: {KEYS}"),
+    (["run", "width-sweep", "--set", "steps=abc"], "steps must be an integer, got 'abc'"),
+    (["run", "width-sweep", "--set", "widths=16,x"],
+     "widths must be a comma-separated list of integers (e.g. widths=16,32,64), got '16,x'"),
+    (["run", "width-sweep", "--set", "steps"], "--set expects KEY=VALUE, got 'steps'"),
+    (["run", "width-sweep", "--set", "activation=foo"],
+     "unknown activation 'foo'; available: relu, tanh, erf, gelu, sigmoid, sin, identity"),
+    (["run", "width-sweep", "--set", "widths=0,16", "--set", "steps=5"],
+     "width must be positive, got 0"),
+    (["run", "width-sweep", "--set", "dataset=mnist"],
+     "unknown dataset 'mnist'; available: digits, gaussian-mixture, low-rank, "
+     "modular-arithmetic, teacher-student."),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+  res = _runner().invoke(cli, args + ["--out", str(tmp_path / "out")])
+  assert res.exit_code == 2, res.output
+  assert res.stderr == f"error: {message}\n"
+  assert res.stdout == ""
+  assert not (tmp_path / "out").exists()
+
+
+def test_bad_strategy_is_a_usage_error():
+  res = _invoke("run", "width-sweep", "--strategy", "fast")
+  assert res.exit_code == 2
+  assert "'fast' is not one of" in res.stderr
+
+
+def test_run_writes_results_figures_and_config(tmp_path):
+  out = tmp_path / "ws"
+  cmd = [sys.executable, "-m", "jaxtheory", "run", "width-sweep", "--set", "steps=20",
+         "--set", "widths=8,16", "--set", "seeds=2", "--out", str(out)]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
+    assert ds.test_acc.dims == ("seed", "width", "step")
+    assert list(ds.width.values) == [8, 16] and list(ds.seed.values) == [0, 1]
+    assert int(ds.step[-1]) == 20
+  for png in ("train_loss_by_width.png", "test_loss_by_width.png", "test_acc_by_width.png",
+              "final_test_acc_vs_width.png"):
+    assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+  cfg = json.loads((out / "config.json").read_text())
+  assert cfg["experiment"] == "width-sweep"
+  assert cfg["config"]["widths"] == [8, 16] and cfg["config"]["steps"] == 20
+  assert "width=16" in proc.stdout and "compile" in proc.stdout
+  assert str(out / "results.nc") in proc.stdout
+
+
+def test_configure_parses_field_types():
+  cfg = configure(width_sweep.Config, {"widths": "[8, 16]", "lrs": "0.1,1e-2", "seeds": "3",
+                                       "batch_size": "64", "activation": "tanh"})
+  assert cfg.widths == (8, 16) and cfg.lrs == (0.1, 0.01) and cfg.seeds == 3
+  assert cfg.batch_size == 64 and cfg.activation == "tanh"
+  assert configure(width_sweep.Config, {"batch_size": "none"}).batch_size is None
+  assert configure(width_sweep.Config, {"lrs": ""}).lrs == ()
+  assert configure(width_sweep.Config, {}) == width_sweep.Config()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+    ({"batch_size": "all"}, "batch_size must be an integer or none, got 'all'"),
+    ({"lrs": "0.1;0.2"},
+     "lrs must be a comma-separated list of numbers (e.g. lrs=0.1,0.3,1), got '0.1;0.2'"),
+])
+def test_configure_errors(overrides, message):
+  with pytest.raises(ConfigError) as e:
+    configure(width_sweep.Config, overrides)
+  assert str(e.value) == message
+
+
+def test_every_experiment_follows_the_protocol():
+  for module in EXPERIMENTS.values():
+    cfg = module.Config()  # every field has a default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+      setattr(cfg, dataclasses.fields(cfg)[0].name, None)
+    assert callable(module.run) and callable(module.summary) and module.__doc__
