@@ -210,3 +210,29 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e3, "gpu") == 64
   assert sweep.choose_chunk(64, 1e9, "cpu") == 1
   assert 1 <= sweep.choose_chunk(64, 1e4, "cpu") <= 64
+
+
+def test_user_metric_is_recorded_in_the_compiled_loop(mixture):
+  import jax.numpy as jnp
+
+  def margin(params, apply, d):
+    f = apply(params, d["x_test"])
+    return jnp.mean(jnp.max(f, -1) - jnp.min(f, -1))
+
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8]), steps=20, record="every:10",
+                  metrics={"margin": margin})
+  res = sweep.run(s)
+  assert list(res.step.values) == [0, 10, 20]
+  assert res.margin.dims == ("seed", "width", "step")
+  m = res.margin.isel(seed=0, width=0)
+  assert float(m.isel(step=-1)) != float(m.isel(step=0))
+
+
+def test_notebook_runs(tmp_path, monkeypatch):
+  import pathlib
+  import runpy
+  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "width_sweep.py"
+  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "5")
+  monkeypatch.chdir(tmp_path)
+  runpy.run_path(str(nb), run_name="__main__")
+  assert list((tmp_path / "runs").glob("*/*.png"))
