@@ -236,3 +236,15 @@ def test_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   runpy.run_path(str(nb), run_name="__main__")
   assert list((tmp_path / "runs").glob("*/*.png"))
+
+
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_divergent_run_leaves_its_batch_bitwise_unchanged(mixture, strategy):
+  base = dict(seed=[0, 1], width=[8, 12])
+  s = sweep.Sweep(_mlp(act=nn.relu), mixture, dict(base, lr=[0.1, 0.3, 1e6]), steps=30, record=4)
+  bad = sweep.run(s, strategy=strategy)
+  good = sweep.run(sweep.Sweep(**{**s.__dict__, "grid": dict(base, lr=[0.1, 0.3])}),
+                   strategy=strategy)
+  assert bool(bad.diverged.sel(lr=1e6).isel(step=-1).all())
+  for m in ("train_loss", "test_loss", "param_norm"):
+    np.testing.assert_array_equal(bad[m].sel(lr=[0.1, 0.3]).values, good[m].values)

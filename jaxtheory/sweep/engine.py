@@ -209,6 +209,32 @@ def _bytes_per_run(tr: Trainer, hp1, data) -> float:
   return b or float(sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st)))
 
 
+def _shard_runs(f, n_replicated: int):
+  """``f`` applied per device to that device's share of the runs (leading axis).
+
+  The first arguments (states, hyperparameters) are split over a one-axis mesh
+  of every device; the last ``n_replicated`` (data, intervals) are replicated.
+  Runs never communicate, so the result equals the single-device one.
+  """
+  P = jax.sharding.PartitionSpec
+  mesh = _mesh()
+  n_split = 2 if n_replicated == 2 else 1
+  return jax.shard_map(f, mesh=mesh, in_specs=(P("runs"),) * n_split + (P(),) * n_replicated,
+                       out_specs=P("runs"), check_vma=False)
+
+
+def _mesh():
+  return jax.make_mesh((jax.device_count(),), ("runs",))
+
+
+def _place(tree, axis: str | None):
+  """Puts arrays split over the runs mesh (``axis='runs'``) or replicated (``None``)."""
+  if jax.device_count() == 1:
+    return tree
+  sharding = jax.sharding.NamedSharding(_mesh(), jax.sharding.PartitionSpec(axis))
+  return jax.device_put(tree, sharding)
+
+
 class Progress:
   """Receives ``(steps_done, steps_total, info)`` updates; default does nothing."""
 
@@ -250,7 +276,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
   done = 0
   metrics_by_run: dict[int, dict[str, np.ndarray]] = {}
   info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
-                          "run_s": 0.0, "backend": jax.default_backend()}
+                          "run_s": 0.0, "backend": jax.default_backend(), "devices": 1}
   float_t = jnp.result_type(float)
   for members in p.buckets:
     cap = max(members)
@@ -291,22 +317,32 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
                                         for k in outs[0]}
     else:
       R = len(runs)
-      pad = (-R) % chunk
+      n_dev = jax.device_count()
+      # Each device takes an equal share of the runs, a multiple of the chunk.
+      unit = (-(-R // n_dev) if strat == "vmap" else chunk)
+      pad = (-R) % (n_dev * unit)
       hps_p = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad)]), hps)
       # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
-      init = jax.jit(lambda hs, d, tr=tr: jax.lax.map(lambda h: setup(tr, h, d), hs))
+      init_f = lambda hs, d, tr=tr: jax.lax.map(lambda h: setup(tr, h, d), hs)
       if strat == "vmap":
         f = jax.vmap(per_run, in_axes=(0, 0, None, None))
       else:
         f = lambda st, hp, d, iv: jax.lax.map(lambda a: per_run(a[0], a[1], d, iv), (st, hp),
                                               batch_size=None if chunk == 1 else chunk)
-      states = init(hps_p, data)
-      seg = jax.jit(f).lower(states, hps_p, data, intervals[:K]).compile()
+      if n_dev > 1:
+        init_f, f = _shard_runs(init_f, 1), _shard_runs(f, 2)
+        info["devices"] = n_dev
+        hps_p, data_b = _place(hps_p, "runs"), _place(data, None)
+      else:
+        data_b = data
+      init = jax.jit(init_f)
+      states = init(hps_p, data_b)
+      seg = jax.jit(f).lower(states, hps_p, data_b, _place(intervals[:K], None)).compile()
       info["compile_s"] += time.perf_counter() - t0
       outs = []
       for c in range(n_chunks):
         iv = intervals[c * K:(c + 1) * K]
-        states, m = seg(states, hps_p, data, iv)
+        states, m = seg(states, hps_p, data_b, _place(iv, None))
         outs.append(jax.device_get(m))
         done += int(iv.sum()) * R
         progress(done, total_steps, f"width<={cap}")

@@ -47,6 +47,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
       "compile_seconds": float(info["compile_s"]),
       "run_seconds": float(info["run_s"]),
       "backend": info["backend"],
+      "devices": int(info["devices"]),
   }
   return xr.Dataset(data_vars, coords, attrs)
 
