@@ -188,7 +188,7 @@ def test_results_roundtrip_netcdf(tmp_path, mixture):
     (dict(width=[8], foo=[1]), "unknown sweep axis 'foo'"),
     (dict(width=[8], n_train=[1000]), "exceeds the 48 training examples"),
     (dict(width=[8, 8]), "duplicate values"),
-    ({}, "the grid is empty"),
+    ({}, "give the width to sweep"),
 ])
 def test_bad_grids_raise_config_error(mixture, grid, message):
   with pytest.raises(ConfigError, match=message):

@@ -29,6 +29,27 @@ def _check_positive_int(name, value):
     raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _draw_weight(key, shape, fin: Feat):
+  """``stable_normal(key, shape)``, with the input axis (-2) indexed by active rank.
+
+  Active input features need not be a prefix: after ``flatten`` or
+  ``fan_in_concat`` they lie in several blocks. Folding each row's rank among
+  the active features into the key (instead of its position) makes the active
+  rows the very draws of the unpadded weight. With no mask, or a prefix mask,
+  the active rows equal ``stable_normal(key, shape)``.
+  """
+  if fin.mask is None:
+    return stable_normal(key, shape, _FLOAT())
+  m = fin.mask.astype(jnp.int32)
+  rank = jnp.cumsum(m) - m
+  draw = lambda k: jax.vmap(lambda r: stable_normal(
+      jax.random.fold_in(k, r), shape[-1:], _FLOAT()))(rank)
+  for n in reversed(shape[:-2]):
+    draw = (lambda inner, n: lambda k: jax.vmap(
+        lambda i: inner(jax.random.fold_in(k, i)))(jnp.arange(n)))(draw, n)
+  return draw(key)
+
+
 def _row_col_mask(W, fin: Feat, fout: Feat):
   """Zeroes padded rows (inputs, axis -2) and columns (outputs, axis -1)."""
   if fin.mask is not None:
@@ -51,13 +72,15 @@ class _Affine:
     fan_in = self.receptive * fin.active(d_in)
     n = fout.active(self.out_dim) if r == "input" else fin.active(d_in)
     w = weight_rule(ctx, r, fan_in, n, self.W_std)
-    b = None if self.b_std is None else bias_rule(ctx, r, fout.active(self.out_dim), self.b_std)
+    # A bias lives on the output axis; its width is that axis' if wide, else the input's.
+    n_b = fout.active(self.out_dim) if fout.wide else n
+    b = None if self.b_std is None else bias_rule(ctx, r, n_b, self.b_std)
     return fout, w, b
 
   def init_params(self, key, w_shape, fin, d_in, ctx):
     fout, w, b = self.rules(fin, d_in, ctx)
     kW, kb = jax.random.split(key)
-    W = stable_normal(kW, w_shape, _FLOAT()) * w.std
+    W = _draw_weight(kW, w_shape, fin) * w.std
     W = _row_col_mask(W, fin, fout)
     params, scales = {"W": W}, {"W": w.lr}
     if b is not None:
