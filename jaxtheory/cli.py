@@ -78,19 +78,30 @@ def list_experiments():
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="How the runs of a width bucket execute.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
-def run_experiment(experiment, sets, out, strategy, no_plots):
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run in --out from its checkpoint.")
+@click.option("--checkpoint-every", type=float, default=60.0, show_default=True,
+              help="Seconds between checkpoints.")
+def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every):
   """Runs EXPERIMENT and saves results.nc, config.json and figures."""
   from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
   if experiment not in EXPERIMENTS:
     _fail(f"unknown experiment {experiment!r}; available: {', '.join(EXPERIMENTS)}")
   module = EXPERIMENTS[experiment]
-  try:
-    cfg = configure(module.Config, _parse_sets(sets))
-    ds = _run_with_progress(module, cfg, experiment, strategy)
-  except (ConfigError, DataError, ValueError) as e:
-    _fail(str(e))
+  if resume and out is None:
+    _fail("--resume needs the --out folder of the run to continue")
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   out = out or os.path.join("runs", f"{experiment}-{stamp}")
+  ckpt = os.path.join(out, "checkpoint.npz")
+  if not resume and (os.path.exists(ckpt) or os.path.exists(os.path.join(out, "results.nc"))):
+    _fail(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+  try:
+    cfg = configure(module.Config, _parse_sets(sets))
+    ds = _run_with_progress(module, cfg, experiment, dict(
+        strategy=strategy, checkpoint=None if strategy == "loop" else ckpt, resume=resume,
+        checkpoint_interval=checkpoint_every))
+  except (ConfigError, DataError, ValueError) as e:
+    _fail(str(e))
   os.makedirs(out, exist_ok=True)
   results = sweep.save(ds, os.path.join(out, "results.nc"))
   config = os.path.join(out, "config.json")
@@ -102,7 +113,7 @@ def run_experiment(experiment, sets, out, strategy, no_plots):
   _print_summary(module, ds, experiment, [results, config, *figures])
 
 
-def _run_with_progress(module, cfg, name: str, strategy: str):
+def _run_with_progress(module, cfg, name: str, engine: dict):
   columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
              TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn())
   console = Console(stderr=True)
@@ -115,7 +126,7 @@ def _run_with_progress(module, cfg, name: str, strategy: str):
     def progress(done: int, total: int, info: str = "") -> None:
       bar.update(task, completed=done, total=total, description=f"{name}: {info}".rstrip(": "))
 
-    return module.run(cfg, progress=progress, strategy=strategy)
+    return module.run(cfg, progress=progress, **engine)
 
 
 def _print_summary(module, ds, name: str, paths) -> None:

@@ -124,3 +124,18 @@ def test_every_experiment_follows_the_protocol():
     with pytest.raises(dataclasses.FrozenInstanceError):
       setattr(cfg, dataclasses.fields(cfg)[0].name, None)
     assert callable(module.run) and callable(module.summary) and module.__doc__
+
+
+def test_resume_and_refusal_to_overwrite(tmp_path):
+  out = tmp_path / "run"
+  args = ["run", "width-sweep", "--set", "steps=10", "--set", "widths=8", "--set", "seeds=1",
+          "--no-plots", "--out", str(out)]
+  first = _invoke(*args)
+  assert first.exit_code == 0, first.output
+  again = _invoke(*args)
+  assert again.exit_code == 2
+  assert "already holds a run; pass --resume" in again.stderr
+  resumed = _invoke(*args, "--resume")
+  assert resumed.exit_code == 0, resumed.output
+  nores = _invoke("run", "width-sweep", "--resume")
+  assert nores.exit_code == 2 and "--resume needs the --out folder" in nores.stderr

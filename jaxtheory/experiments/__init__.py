@@ -4,7 +4,8 @@ An experiment is a module with
 
 * ``Config``: a frozen dataclass whose fields all have defaults and plain
   types (int, float, str, bool, ``int | None``, tuples of ints or floats);
-* ``run(cfg, progress=None, strategy='auto') -> xarray.Dataset``;
+* ``run(cfg, progress=None, **engine) -> xarray.Dataset`` (``engine``: options of
+  :func:`jaxtheory.sweep.run` such as ``strategy``, ``checkpoint``, ``resume``);
 * ``summary(ds) -> list[tuple[str, str]]``: rows of a summary table;
 * a module docstring whose first line says what it shows.
 

@@ -81,13 +81,14 @@ def _check(cfg: Config) -> None:
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
-        strategy: str = "auto") -> xr.Dataset:
+        **engine) -> xr.Dataset:
   """Trains the grid ``seed x width [x lr]`` and returns its results.
 
   Args:
     cfg: the configuration.
     progress: ``progress(steps_done, steps_total, info)``, called as training advances.
-    strategy: how the engine executes runs (see :func:`jaxtheory.sweep.run`).
+    **engine: execution options of :func:`jaxtheory.sweep.run` (``strategy``,
+      ``checkpoint``, ``resume``, ...).
 
   Returns:
     The results dataset, dims ``(seed, width, [lr,] step)``, with the
@@ -107,7 +108,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       data=ds, grid=grid, optimizer=cfg.optimizer, hparams=hparams, steps=cfg.steps,
       batch_size=cfg.batch_size, record=cfg.record, parametrization=cfg.parametrization,
       name="width-sweep")
-  res = sweep.run(s, strategy=strategy, progress=progress)
+  res = sweep.run(s, progress=progress, **engine)
   res.attrs["experiment"] = "width-sweep"
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return res

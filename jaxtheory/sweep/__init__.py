@@ -3,3 +3,4 @@
 from jaxtheory.sweep.engine import STRATEGIES, Plan, Sweep, choose_chunk, plan, run
 from jaxtheory.sweep.grid import buckets, expand, normalize, padded_flops_ratio
 from jaxtheory.sweep.results import load, save, to_dataset
+from jaxtheory.sweep.checkpoint import CheckpointError

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 
 from jaxtheory.data import Dataset, validate
 from jaxtheory.nn import Model
+from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep.results import to_dataset
 from jaxtheory.train import (SWEEPABLE, ConfigError, Optimizer, Trainer, data_arrays,
@@ -165,25 +167,27 @@ def _build(s: Sweep, width: int, ds: Dataset) -> Model:
   return m
 
 
-def choose_chunk(num_runs: int, bytes_per_run: float, backend: str | None = None) -> int:
-  """How many runs to ``vmap`` together (the rest is ``lax.map``-ed).
+def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None) -> int:
+  """How many runs to ``vmap`` together (chunks are then ``lax.map``-ed).
 
-  On accelerators all runs are vmapped (one wide program). On CPU a vmapped
-  batch wins while its working set stays in cache and loses once it spills
-  (ANCHORS.md: vmap over 64 MLP seeds ran 0.5-1.5x a Python loop, lax.map beat
-  both), so chunks are sized to the per-core L2 cache.
+  On accelerators all runs are vmapped (one wide program). On CPU, vmapping
+  pays while one run's step is too small to keep the cores busy (per-op
+  overhead dominates) and loses once it is large enough, where ``lax.map``
+  keeps each run's working set in cache (ANCHORS.md: vmap over 64 MLP seeds
+  ran 0.5-1.5x a Python loop, lax.map beat both). So on CPU a chunk holds
+  about ``_CPU_CHUNK_FLOPS`` of work per step, measured in
+  ``benchmarks/sweep_throughput.py``.
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return num_runs
-  budget = _CPU_CHUNK_BYTES
-  return int(max(1, min(num_runs, budget // max(bytes_per_run, 1))))
+  return int(max(1, min(num_runs, _CPU_CHUNK_FLOPS // max(flops_per_run_step, 1.0))))
 
 
-_CPU_CHUNK_BYTES = 2 * 2**20
+_CPU_CHUNK_FLOPS = 32e6
 
 
-def _strategy_chunk(strategy: str, num_runs: int, bytes_per_run: float,
+def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
                     chunk_size: int | None) -> tuple[str, int]:
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
@@ -193,20 +197,20 @@ def _strategy_chunk(strategy: str, num_runs: int, bytes_per_run: float,
     return strategy, 1
   if strategy == "chunked":
     return "chunked", int(chunk_size or max(1, num_runs // 4))
-  c = choose_chunk(num_runs, bytes_per_run)
+  c = choose_chunk(num_runs, flops_per_run)
   return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
 
 
-def _bytes_per_run(tr: Trainer, hp1, data) -> float:
-  """Bytes touched by one training step of one run (XLA cost analysis)."""
+def _step_flops(tr: Trainer, hp1, data) -> float:
+  """FLOPs of one training step of one run (XLA cost analysis, no compilation)."""
   from jaxtheory.train import train_step
   st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
   try:
     cost = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).cost_analysis()
-    b = float(cost.get("bytes accessed", 0.0)) if cost else 0.0
-  except Exception:
-    b = 0.0
-  return b or float(sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st)))
+    f = float(cost.get("flops", 0.0)) if cost else 0.0
+  except Exception:  # cost analysis is best-effort across backends
+    f = 0.0
+  return f or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
 
 
 def _shard_runs(f, n_replicated: int):
@@ -244,7 +248,8 @@ class Progress:
 
 def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
         progress: Callable[[int, int, str], None] | None = None,
-        record_chunks: int = 20):
+        record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
+        resume: bool = False, checkpoint_interval: float = 60.0):
   """Trains every run of the sweep and returns the labelled results.
 
   Args:
@@ -253,8 +258,15 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
       (a Python loop over separately jitted runs: the baseline).
     chunk_size: runs per vmapped chunk for ``'chunked'``.
     progress: called as ``progress(steps_done, steps_total, info)``.
-    record_chunks: the host regains control (progress, and later checkpoints)
-      about this many times per run.
+    record_chunks: the host regains control (progress, checkpoints) about
+      this many times per run.
+    checkpoint: path of a checkpoint file (``.npz``). The sweep state is saved
+      there atomically at least every ``checkpoint_interval`` seconds (at a
+      chunk boundary) and whenever a bucket finishes.
+    resume: continue from ``checkpoint`` if it exists (finished buckets are
+      not recomputed). Without ``resume`` an existing checkpoint is an error,
+      never overwritten.
+    checkpoint_interval: seconds between checkpoints (0: every chunk).
 
   Returns:
     An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``.
@@ -262,14 +274,57 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
   p = plan(s)
   progress = progress or Progress()
   with jax.enable_x64(s.dtype == "float64"):
-    return _run(p, strategy, chunk_size, progress, record_chunks)
+    ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
+                                                checkpoint_interval)
+    return _run(p, strategy, chunk_size, progress, record_chunks, ck)
 
 
-def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
+class _Ckpt:
+  """Where and how often to checkpoint; what was loaded on resume."""
+
+  def __init__(self, path, resume, interval):
+    self.path, self.resume, self.interval = path, resume, float(interval)
+    self.saved, self.fp, self.last = None, None, time.perf_counter()
+
+  def open(self, fp):
+    self.fp = fp
+    CK.remove_stale_temporaries(self.path)
+    if os.path.exists(self.path):
+      if not self.resume:
+        raise CK.CheckpointError(
+            f"a checkpoint already exists at {self.path}; resume it or remove it")
+      self.saved = CK.load(self.path, fp)
+
+  def due(self):
+    return time.perf_counter() - self.last >= self.interval
+
+  def save(self, *args):
+    CK.save(self.path, self.fp, *args)
+    self.last = time.perf_counter()
+
+
+def _fingerprint(p: Plan, strategy, chunk_size, K, data) -> str:
+  s = p.sweep
+  shapes = {int(max(b)): str(jax.eval_shape(_build(s, int(max(b)), s.data).init,
+                                            jax.random.key(0))) for b in p.buckets}
+  return CK.fingerprint(dict(
+      grid={k: v.tolist() for k, v in p.grid.items()}, schedule=p.schedule.tolist(),
+      fixed=p.fixed, optimizer=p.optimizer.name, loss=p.loss, param=s.parametrization,
+      steps=s.steps, batch_size=s.batch_size, dtype=s.dtype, buckets=p.buckets,
+      strategy=strategy, chunk_size=chunk_size, K=K, devices=jax.device_count(),
+      shapes=shapes, metrics=sorted(s.metrics), data={k: np.asarray(v) for k, v in data.items()}))
+
+
+def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | None = None):
   s = p.sweep
   data = data_arrays(s.data)
   intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
   K = max(1, math.ceil(len(intervals) / max(1, record_chunks)))
+  if ck is not None:
+    if strategy == "loop":
+      raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
+    ck.open(_fingerprint(p, strategy, chunk_size, K, data))
+  saved = ck.saved if ck is not None else None
   n_chunks = math.ceil(len(intervals) / K)
   intervals = np.concatenate([intervals, np.zeros(n_chunks * K - len(intervals), np.int32)])
   total_steps = int(s.steps) * len(p.index)
@@ -278,7 +333,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
   info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
                           "run_s": 0.0, "backend": jax.default_backend(), "devices": 1}
   float_t = jnp.result_type(float)
-  for members in p.buckets:
+  for b, members in enumerate(p.buckets):
     cap = max(members)
     model = _build(s, cap, s.data)
     # A bucket of one width needs no masks: build it unpadded (fewer ops per step).
@@ -291,7 +346,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
       if k not in hps:
         hps[k] = jnp.full((len(runs),), v, float_t)
     hp1 = jax.tree.map(lambda a: a[0], hps)
-    strat, chunk = _strategy_chunk(strategy, len(runs), _bytes_per_run(tr, hp1, data)
+    strat, chunk = _strategy_chunk(strategy, len(runs), _step_flops(tr, hp1, data)
                                    if strategy == "auto" else 0, chunk_size)
     info["buckets"].append(sorted(members))
     info["strategy"].append(f"{strat}:{chunk}")
@@ -302,6 +357,10 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
       return segment(tr, st, hp, d, iv)
 
     t0 = time.perf_counter()
+    if saved is not None and b < saved["bucket"]:  # finished before the interruption
+      metrics_by_run.update({int(r): saved["done"][int(r)] for r in runs})
+      done += int(s.steps) * len(runs)
+      continue
     if strat == "loop":
       seg = jax.jit(per_run)
       init = jax.jit(lambda h, d, tr=tr: setup(tr, h, d))
@@ -339,15 +398,23 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks):
       states = init(hps_p, data_b)
       seg = jax.jit(f).lower(states, hps_p, data_b, _place(intervals[:K], None)).compile()
       info["compile_s"] += time.perf_counter() - t0
-      outs = []
-      for c in range(n_chunks):
+      outs, start = [], 0
+      if saved is not None and b == saved["bucket"] and saved["chunk"] > 0:
+        states = _place(CK.restore_states(saved["leaves"], states), "runs")
+        outs, start = list(saved["outs"]), saved["chunk"]
+        done += int(intervals[:start * K].sum()) * R
+      for c in range(start, n_chunks):
         iv = intervals[c * K:(c + 1) * K]
         states, m = seg(states, hps_p, data_b, _place(iv, None))
         outs.append(jax.device_get(m))
         done += int(iv.sum()) * R
         progress(done, total_steps, f"width<={cap}")
+        if ck is not None and c + 1 < n_chunks and ck.due():
+          ck.save(metrics_by_run, b, c + 1, states, outs)
       for j, r in enumerate(runs):
         metrics_by_run[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
+      if ck is not None:
+        ck.save(metrics_by_run, b + 1, 0, None, [])
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += counter[0]
   info["run_s"] -= info["compile_s"]
