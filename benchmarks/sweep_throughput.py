@@ -75,9 +75,13 @@ def engine(ds, width, runs, steps, batch, strategy, chunk_size=None):
   s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, DEPTH, 10), ds,
                   dict(seed=list(range(runs)), width=[width]), hparams=dict(lr=0.1),
                   steps=steps, batch_size=batch, record=[steps])
-  # The engine compiles inside run() and reports execution time separately.
-  res = sweep.run(s, strategy=strategy, chunk_size=chunk_size, record_chunks=1)
-  return float(res.attrs["run_seconds"]), {"strategy": res.attrs["strategy"]}
+  # The engine compiles inside run() and reports execution time separately;
+  # best of two, as for the JAX contenders.
+  t = []
+  for _ in range(2):
+    res = sweep.run(s, strategy=strategy, chunk_size=chunk_size, record_chunks=1)
+    t.append(float(res.attrs["run_seconds"]))
+  return min(t), {"strategy": res.attrs["strategy"]}
 
 
 def _jax_single(ds, width, steps, batch):

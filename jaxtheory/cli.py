@@ -82,7 +82,10 @@ def list_experiments():
               help="Continue the interrupted run in --out from its checkpoint.")
 @click.option("--checkpoint-every", type=float, default=60.0, show_default=True,
               help="Seconds between checkpoints.")
-def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every):
+@click.option("--memory-budget", type=float, default=None, metavar="MIB",
+              help="Memory the sweep may use (MiB); runs are split into groups that fit.")
+def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every,
+                   memory_budget):
   """Runs EXPERIMENT and saves results.nc, config.json and figures."""
   from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
   if experiment not in EXPERIMENTS:
@@ -99,7 +102,8 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
     cfg = configure(module.Config, _parse_sets(sets))
     ds = _run_with_progress(module, cfg, experiment, dict(
         strategy=strategy, checkpoint=None if strategy == "loop" else ckpt, resume=resume,
-        checkpoint_interval=checkpoint_every))
+        checkpoint_interval=checkpoint_every,
+        memory_budget=None if memory_budget is None else memory_budget * 2**20))
   except (ConfigError, DataError, ValueError) as e:
     _fail(str(e))
   os.makedirs(out, exist_ok=True)

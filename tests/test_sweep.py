@@ -210,7 +210,8 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e3, "gpu") == 64
   assert sweep.choose_chunk(64, 1e12, "cpu") == 1
   assert sweep.choose_chunk(64, 1e3, "cpu") == 64
-  assert 1 < sweep.choose_chunk(64, 4e6, "cpu") < 64
+  assert 1 < sweep.choose_chunk(64, 20e6, "cpu") < 64
+  assert sweep.choose_chunk(64, 20e6, "cpu", minibatch=True) < sweep.choose_chunk(64, 20e6, "cpu")
 
 
 def test_user_metric_is_recorded_in_the_compiled_loop(mixture):
@@ -276,3 +277,21 @@ def test_minibatch_epochs_visit_every_example_once(mixture):
     x, y, wb = _batch(tr, st._replace(step=jnp.int32(step)), d)
     seen += [int(i) for i, v in zip(y, wb) if v > 0]
   assert sorted(seen) == list(range(n_active))
+
+
+def test_memory_budget_splits_runs_into_groups_with_equal_results(mixture):
+  s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1, 2, 3, 4], width=[8, 12]), steps=20,
+                  record=3)
+  whole = sweep.run(s)
+  from jaxtheory.sweep import engine
+  per_run = engine._memory_per_run(
+      engine._Bucket(sweep.plan(s), [8, 12], train.data_arrays(mixture), "auto", None, None,
+                     1).tr, dict(seed=jnp.int32(0), width=jnp.int32(8), lr=jnp.float32(0.1)),
+      train.data_arrays(mixture))
+  data_bytes = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(train.data_arrays(mixture)))
+  split = sweep.run(s, memory_budget=data_bytes + 3.5 * per_run)
+  assert "x4groups" in split.attrs["strategy"]  # 10 runs, 3 per group
+  assert split.attrs["traces"] == 1
+  np.testing.assert_array_equal(split.train_loss.values, whole.train_loss.values)
+  with pytest.raises(ConfigError, match="needs about .* MiB but the memory budget is"):
+    sweep.run(s, memory_budget=data_bytes + 0.5 * per_run)

@@ -167,28 +167,32 @@ def _build(s: Sweep, width: int, ds: Dataset) -> Model:
   return m
 
 
-def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None) -> int:
+def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None,
+                 minibatch: bool = False) -> int:
   """How many runs to ``vmap`` together (chunks are then ``lax.map``-ed).
 
   On accelerators all runs are vmapped (one wide program). On CPU, vmapping
   pays while one run's step is too small to keep the cores busy (per-op
   overhead dominates) and loses once it is large enough, where ``lax.map``
   keeps each run's working set in cache (ANCHORS.md: vmap over 64 MLP seeds
-  ran 0.5-1.5x a Python loop, lax.map beat both). So on CPU a chunk holds
-  about ``_CPU_CHUNK_FLOPS`` of work per step, measured in
-  ``benchmarks/sweep_throughput.py``.
+  ran 0.5-1.5x a Python loop, lax.map beat both). So a CPU chunk holds about
+  ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps, and
+  40 MFLOP for minibatch steps, whose per-run gathers vectorize worse. Both
+  thresholds come from ``benchmarks/sweep_throughput.py`` on a 2-core CPU
+  (the best of vmap / chunks of 4 / lax.map for MLPs of width 16 to 512).
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return num_runs
-  return int(max(1, min(num_runs, _CPU_CHUNK_FLOPS // max(flops_per_run_step, 1.0))))
+  budget = _CPU_CHUNK_FLOPS["minibatch" if minibatch else "full"]
+  return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
 
 
-_CPU_CHUNK_FLOPS = 32e6
+_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 40e6}
 
 
 def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
-                    chunk_size: int | None) -> tuple[str, int]:
+                    chunk_size: int | None, minibatch: bool = False) -> tuple[str, int]:
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
   if strategy == "vmap":
@@ -197,7 +201,7 @@ def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
     return strategy, 1
   if strategy == "chunked":
     return "chunked", int(chunk_size or max(1, num_runs // 4))
-  c = choose_chunk(num_runs, flops_per_run)
+  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch)
   return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
 
 
@@ -249,7 +253,8 @@ class Progress:
 def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
         progress: Callable[[int, int, str], None] | None = None,
         record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
-        resume: bool = False, checkpoint_interval: float = 60.0):
+        resume: bool = False, checkpoint_interval: float = 60.0,
+        memory_budget: float | None = None):
   """Trains every run of the sweep and returns the labelled results.
 
   Args:
@@ -267,6 +272,9 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
       not recomputed). Without ``resume`` an existing checkpoint is an error,
       never overwritten.
     checkpoint_interval: seconds between checkpoints (0: every chunk).
+    memory_budget: bytes the sweep may hold. Each bucket's runs are split into
+      groups that fit (one compiled program serves all of them); a run that
+      cannot fit alone is a :class:`ConfigError`. ``None``: no limit.
 
   Returns:
     An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``.
@@ -276,7 +284,7 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
   with jax.enable_x64(s.dtype == "float64"):
     ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
                                                 checkpoint_interval)
-    return _run(p, strategy, chunk_size, progress, record_chunks, ck)
+    return _run(p, strategy, chunk_size, progress, record_chunks, ck, memory_budget)
 
 
 class _Ckpt:
@@ -303,7 +311,7 @@ class _Ckpt:
     self.last = time.perf_counter()
 
 
-def _fingerprint(p: Plan, strategy, chunk_size, K, data) -> str:
+def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> str:
   s = p.sweep
   shapes = {int(max(b)): str(jax.eval_shape(_build(s, int(max(b)), s.data).init,
                                             jax.random.key(0))) for b in p.buckets}
@@ -312,10 +320,93 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data) -> str:
       fixed=p.fixed, optimizer=p.optimizer.name, loss=p.loss, param=s.parametrization,
       steps=s.steps, batch_size=s.batch_size, dtype=s.dtype, buckets=p.buckets,
       strategy=strategy, chunk_size=chunk_size, K=K, devices=jax.device_count(),
+      memory_budget=memory_budget,
       shapes=shapes, metrics=sorted(s.metrics), data={k: np.asarray(v) for k, v in data.items()}))
 
 
-def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | None = None):
+def _memory_per_run(tr: Trainer, hp1, data) -> float:
+  """Bytes one run holds while stepping: its state twice plus XLA's temporaries."""
+  from jaxtheory.train import train_step
+  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
+  state_bytes = sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st))
+  mem = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).compile()
+  temp = getattr(mem.memory_analysis(), "temp_size_in_bytes", 0) or 0
+  return float(2 * state_bytes + temp)
+
+
+class _Bucket:
+  """One width bucket: its trainer, runs, strategy, memory groups and compiled programs."""
+
+  def __init__(self, p: Plan, members, data, strategy, chunk_size, memory_budget, K):
+    s = p.sweep
+    float_t = jnp.result_type(float)
+    self.cap = max(members)
+    # A bucket of one width needs no masks: build it unpadded (fewer ops per step).
+    self.tr = Trainer(_build(s, self.cap, s.data), p.loss, p.optimizer, s.parametrization,
+                      len(members) > 1, s.batch_size, s.data.num_classes,
+                      tuple(s.metrics.items()))
+    self.runs = np.flatnonzero(np.isin(p.flat["width"], members))
+    hps = {k: np.asarray(v[self.runs]) for k, v in p.flat.items()}
+    for k, v in p.fixed.items():
+      hps.setdefault(k, np.full((len(self.runs),), v))
+    self.hps = {k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
+                for k, v in hps.items()}
+    hp1 = jax.tree.map(lambda a: a[0], self.hps)
+    R = len(self.runs)
+    self.group = R
+    self.memory = None
+    if memory_budget is not None:
+      per_run = _memory_per_run(self.tr, hp1, data)
+      data_bytes = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(data))
+      fits = int((memory_budget - data_bytes) // per_run)
+      if fits < 1:
+        raise ConfigError(
+            f"one run of width {self.cap} needs about {(per_run + data_bytes) / 2**20:.1f} MiB "
+            f"but the memory budget is {memory_budget / 2**20:.1f} MiB")
+      self.group = min(R, fits)
+      self.memory = data_bytes + self.group * per_run
+    self.strat, self.chunk = _strategy_chunk(
+        strategy, self.group, _step_flops(self.tr, hp1, data) if strategy == "auto" else 0,
+        chunk_size, s.batch_size is not None)
+    n_dev = jax.device_count()
+    # Each device takes an equal share of a group, a multiple of the vmapped chunk.
+    unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk
+    self.padded_group = -(-self.group // (n_dev * unit)) * n_dev * unit
+    self.traces, self.K, self._compiled = [0], K, None
+
+  def groups(self):
+    """``(run indices, hyperparameters padded to the group size)`` per memory group."""
+    for g0 in range(0, len(self.runs), self.group):
+      idx = np.arange(g0, min(g0 + self.group, len(self.runs)))
+      take = np.concatenate([idx, np.repeat(idx[-1:], self.padded_group - len(idx))])
+      yield self.runs[idx], jax.tree.map(lambda a: a[take], self.hps)
+
+  def per_run(self, st, hp, d, iv):
+    self.traces[0] += 1  # runs at trace time only: counts compilations
+    return segment(self.tr, st, hp, d, iv)
+
+  def programs(self, hps, data):
+    """Compiled ``(init, segment)`` for a group, built once per bucket."""
+    if self._compiled is None:
+      tr, chunk = self.tr, self.chunk
+      # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
+      init_f = lambda hs, d: jax.lax.map(lambda h: setup(tr, h, d), hs)
+      if self.strat == "vmap":
+        f = jax.vmap(self.per_run, in_axes=(0, 0, None, None))
+      else:
+        f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
+                                              (st, hp), batch_size=None if chunk == 1 else chunk)
+      if jax.device_count() > 1:
+        init_f, f = _shard_runs(init_f, 1), _shard_runs(f, 2)
+      init = jax.jit(init_f)
+      st = jax.eval_shape(init, hps, data)
+      iv = _place(np.zeros(self.K, np.int32), None)
+      self._compiled = init, jax.jit(f).lower(st, hps, data, iv).compile()
+    return self._compiled
+
+
+def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | None = None,
+         memory_budget: float | None = None):
   s = p.sweep
   data = data_arrays(s.data)
   intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
@@ -323,7 +414,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
   if ck is not None:
     if strategy == "loop":
       raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
-    ck.open(_fingerprint(p, strategy, chunk_size, K, data))
+    ck.open(_fingerprint(p, strategy, chunk_size, K, data, memory_budget))
   saved = ck.saved if ck is not None else None
   n_chunks = math.ceil(len(intervals) / K)
   intervals = np.concatenate([intervals, np.zeros(n_chunks * K - len(intervals), np.int32)])
@@ -331,94 +422,71 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
   done = 0
   metrics_by_run: dict[int, dict[str, np.ndarray]] = {}
   info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
-                          "run_s": 0.0, "backend": jax.default_backend(), "devices": 1}
-  float_t = jnp.result_type(float)
-  for b, members in enumerate(p.buckets):
-    cap = max(members)
-    model = _build(s, cap, s.data)
-    # A bucket of one width needs no masks: build it unpadded (fewer ops per step).
-    tr = Trainer(model, p.loss, p.optimizer, s.parametrization, len(members) > 1, s.batch_size,
-                 s.data.num_classes, tuple(s.metrics.items()))
-    runs = np.flatnonzero(np.isin(p.flat["width"], members))
-    hps = {k: jnp.asarray(v[runs], jnp.int32 if k in G.INT_AXES else float_t)
-           for k, v in p.flat.items()}
-    for k, v in p.fixed.items():
-      if k not in hps:
-        hps[k] = jnp.full((len(runs),), v, float_t)
-    hp1 = jax.tree.map(lambda a: a[0], hps)
-    strat, chunk = _strategy_chunk(strategy, len(runs), _step_flops(tr, hp1, data)
-                                   if strategy == "auto" else 0, chunk_size)
+                          "run_s": 0.0, "backend": jax.default_backend(),
+                          "devices": jax.device_count(), "memory": 0.0}
+  data_b = _place(data, None)
+  unit = -1  # index of a (bucket, memory group): the checkpoint's unit of progress
+  for members in p.buckets:
+    bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K)
     info["buckets"].append(sorted(members))
-    info["strategy"].append(f"{strat}:{chunk}")
-    counter = [0]
-
-    def per_run(st, hp, d, iv, tr=tr, counter=counter):
-      counter[0] += 1  # runs at trace time only: counts compilations
-      return segment(tr, st, hp, d, iv)
-
+    info["strategy"].append(f"{bk.strat}:{bk.chunk}" + (
+        f"x{-(-len(bk.runs) // bk.group)}groups" if bk.group < len(bk.runs) else ""))
+    info["memory"] = max(info["memory"], bk.memory or 0.0)
     t0 = time.perf_counter()
-    if saved is not None and b < saved["bucket"]:  # finished before the interruption
-      metrics_by_run.update({int(r): saved["done"][int(r)] for r in runs})
-      done += int(s.steps) * len(runs)
-      continue
-    if strat == "loop":
-      seg = jax.jit(per_run)
-      init = jax.jit(lambda h, d, tr=tr: setup(tr, h, d))
-      for j in range(len(runs)):
-        hp = jax.tree.map(lambda a: a[j], hps)
-        st, outs = init(hp, data), []
-        for c in range(n_chunks):
-          st, m = seg(st, hp, data, intervals[c * K:(c + 1) * K])
-          outs.append(jax.device_get(m))
-          done += int(intervals[c * K:(c + 1) * K].sum())
-          progress(done, total_steps, f"width<={cap}")
-        metrics_by_run[int(runs[j])] = {k: np.concatenate([o[k] for o in outs])
-                                        for k in outs[0]}
-    else:
-      R = len(runs)
-      n_dev = jax.device_count()
-      # Each device takes an equal share of the runs, a multiple of the chunk.
-      unit = (-(-R // n_dev) if strat == "vmap" else chunk)
-      pad = (-R) % (n_dev * unit)
-      hps_p = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad)]), hps)
-      # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
-      init_f = lambda hs, d, tr=tr: jax.lax.map(lambda h: setup(tr, h, d), hs)
-      if strat == "vmap":
-        f = jax.vmap(per_run, in_axes=(0, 0, None, None))
-      else:
-        f = lambda st, hp, d, iv: jax.lax.map(lambda a: per_run(a[0], a[1], d, iv), (st, hp),
-                                              batch_size=None if chunk == 1 else chunk)
-      if n_dev > 1:
-        init_f, f = _shard_runs(init_f, 1), _shard_runs(f, 2)
-        info["devices"] = n_dev
-        hps_p, data_b = _place(hps_p, "runs"), _place(data, None)
-      else:
-        data_b = data
-      init = jax.jit(init_f)
-      states = init(hps_p, data_b)
-      seg = jax.jit(f).lower(states, hps_p, data_b, _place(intervals[:K], None)).compile()
-      info["compile_s"] += time.perf_counter() - t0
+    for runs, hps in bk.groups():
+      unit += 1
+      if saved is not None and unit < saved["bucket"]:  # finished before the interruption
+        metrics_by_run.update({int(r): saved["done"][int(r)] for r in runs})
+        done += int(s.steps) * len(runs)
+        continue
+      if bk.strat == "loop":
+        done = _run_loop(bk, runs, hps, data, intervals, K, n_chunks, metrics_by_run, done,
+                         lambda d: progress(d, total_steps, f"width<={bk.cap}"))
+        continue
+      hps = _place(hps, "runs")
+      t_c = time.perf_counter()
+      init, seg = bk.programs(hps, data_b)
+      states = init(hps, data_b)
+      info["compile_s"] += time.perf_counter() - t_c
       outs, start = [], 0
-      if saved is not None and b == saved["bucket"] and saved["chunk"] > 0:
+      if saved is not None and unit == saved["bucket"] and saved["chunk"] > 0:
         states = _place(CK.restore_states(saved["leaves"], states), "runs")
         outs, start = list(saved["outs"]), saved["chunk"]
-        done += int(intervals[:start * K].sum()) * R
+        done += int(intervals[:start * K].sum()) * len(runs)
       for c in range(start, n_chunks):
         iv = intervals[c * K:(c + 1) * K]
-        states, m = seg(states, hps_p, data_b, _place(iv, None))
+        states, m = seg(states, hps, data_b, _place(iv, None))
         outs.append(jax.device_get(m))
-        done += int(iv.sum()) * R
-        progress(done, total_steps, f"width<={cap}")
+        done += int(iv.sum()) * len(runs)
+        progress(done, total_steps, f"width<={bk.cap}")
         if ck is not None and c + 1 < n_chunks and ck.due():
-          ck.save(metrics_by_run, b, c + 1, states, outs)
+          ck.save(metrics_by_run, unit, c + 1, states, outs)
       for j, r in enumerate(runs):
         metrics_by_run[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
       if ck is not None:
-        ck.save(metrics_by_run, b + 1, 0, None, [])
+        ck.save(metrics_by_run, unit + 1, 0, None, [])
     info["run_s"] += time.perf_counter() - t0
-    info["traces"] += counter[0]
+    info["traces"] += bk.traces[0]
   info["run_s"] -= info["compile_s"]
   n_rec = len(p.schedule)
   metrics = {k: np.stack([metrics_by_run[r][k][:n_rec] for r in range(len(p.index))])
              for k in metrics_by_run[0]}
   return to_dataset(p, metrics, info)
+
+
+def _run_loop(bk: _Bucket, runs, hps, data, intervals, K, n_chunks, metrics_by_run, done,
+              report):
+  """The baseline: a Python loop over separately jitted single runs."""
+  if bk._compiled is None:
+    bk._compiled = (jax.jit(lambda h, d: setup(bk.tr, h, d)), jax.jit(bk.per_run))
+  init, seg = bk._compiled
+  for j, r in enumerate(runs):
+    hp = jax.tree.map(lambda a: a[j], hps)
+    st, outs = init(hp, data), []
+    for c in range(n_chunks):
+      st, m = seg(st, hp, data, intervals[c * K:(c + 1) * K])
+      outs.append(jax.device_get(m))
+      done += int(intervals[c * K:(c + 1) * K].sum())
+      report(done)
+    metrics_by_run[int(r)] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+  return done

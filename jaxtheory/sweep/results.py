@@ -48,6 +48,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
       "run_seconds": float(info["run_s"]),
       "backend": info["backend"],
       "devices": int(info["devices"]),
+      "memory_estimate_bytes": float(info["memory"]),
   }
   return xr.Dataset(data_vars, coords, attrs)
 
