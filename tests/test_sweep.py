@@ -211,7 +211,7 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e12, "cpu") == 1
   assert sweep.choose_chunk(64, 1e3, "cpu") == 64
   assert 1 < sweep.choose_chunk(64, 20e6, "cpu") < 64
-  assert sweep.choose_chunk(64, 20e6, "cpu", minibatch=True) < sweep.choose_chunk(64, 20e6, "cpu")
+  assert sweep.choose_chunk(64, 40e6, "cpu", minibatch=True) > sweep.choose_chunk(64, 40e6, "cpu")
 
 
 def test_user_metric_is_recorded_in_the_compiled_loop(mixture):

@@ -176,7 +176,7 @@ def serial(*layers: Layer) -> Layer:
       x, feat = layer.apply(p, x, feat, ctx)
     return x, feat
 
-  return Layer(init, apply, _combine_kernels("serial", layers))
+  return Layer(init, apply)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -193,7 +193,7 @@ def parallel(*layers: Layer) -> Layer:
             for l, p, x, f in zip(layers, params, xs, feats)]
     return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
 
-  return Layer(init, apply, _combine_kernels("parallel", layers))
+  return Layer(init, apply)
 
 
 def fan_out(num: int) -> Layer:
@@ -207,7 +207,7 @@ def fan_out(num: int) -> Layer:
     del params, ctx
     return (x,) * num, (feat,) * num
 
-  return Layer(init, apply, _kernel_placeholder("fan_out", num=num))
+  return Layer(init, apply)
 
 
 def fan_in_sum() -> Layer:
@@ -224,7 +224,7 @@ def fan_in_sum() -> Layer:
     del params, ctx
     return sum(xs[1:], xs[0]), sum_feats(feats)
 
-  return Layer(init, apply, _kernel_placeholder("fan_in_sum"))
+  return Layer(init, apply)
 
 
 def _concat_feats(feats: Sequence[Feat], sizes: Sequence[int]) -> Feat:
@@ -256,7 +256,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
     del params, ctx
     return jnp.concatenate(xs, axis=axis), feats_of(feats, [x.shape for x in xs])
 
-  return Layer(init, apply, _kernel_placeholder("fan_in_concat", axis=axis))
+  return Layer(init, apply)
 
 
 def identity_layer() -> Layer:
@@ -270,7 +270,7 @@ def identity_layer() -> Layer:
     del params, ctx
     return x, feat
 
-  return Layer(init, apply, _kernel_placeholder("identity"))
+  return Layer(init, apply)
 
 
 def residual(*layers: Layer) -> Layer:
@@ -294,19 +294,6 @@ def frozen(layer: Layer) -> Layer:
     return layer.apply(jax.lax.stop_gradient(params), x, feat, ctx)
 
   return Layer(init, apply, layer.kernel)
-
-
-def _kernel_placeholder(name, **kwargs):
-  # The kernels issue fills these in; a ``None`` kernel marks "no known limit".
-  del name, kwargs
-  return None
-
-
-def _combine_kernels(name, layers: Sequence[Layer]):
-  del name
-  if any(l.kernel is None for l in layers):
-    return None
-  return None
 
 
 # ----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def save(path: str, fp: str, done: dict[int, dict[str, np.ndarray]], bucket: int
   names = sorted(done[runs[0]]) if runs else []
   for k in names:
     arrays[f"done/{k}"] = np.stack([done[r][k] for r in runs])
-  leaves = [] if states is None else jax.tree.leaves(jax.device_get(states))
+  leaves = [] if states is None else jax.tree.leaves(states)
   for i, leaf in enumerate(leaves):
     arrays[f"state/{i}"] = np.asarray(leaf)
   for c, out in enumerate(outs):

@@ -38,7 +38,7 @@ from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep.results import to_dataset
 from jaxtheory.train import (SWEEPABLE, ConfigError, Optimizer, Trainer, data_arrays,
-                             get_optimizer, schedule, segment, setup)
+                             get_optimizer, schedule, segment, setup, train_step)
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
 
@@ -176,10 +176,11 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   overhead dominates) and loses once it is large enough, where ``lax.map``
   keeps each run's working set in cache (ANCHORS.md: vmap over 64 MLP seeds
   ran 0.5-1.5x a Python loop, lax.map beat both). So a CPU chunk holds about
-  ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps, and
-  40 MFLOP for minibatch steps, whose per-run gathers vectorize worse. Both
-  thresholds come from ``benchmarks/sweep_throughput.py`` on a 2-core CPU
-  (the best of vmap / chunks of 4 / lax.map for MLPs of width 16 to 512).
+  ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps and
+  1 GFLOP for minibatch steps (a minibatch's working set is small, so
+  vmapping pays up to larger models). Both thresholds come from
+  ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
+  chunks of 4 / lax.map for MLPs of width 16 to 512).
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
@@ -188,7 +189,7 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
 
 
-_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 40e6}
+_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 1e9}
 
 
 def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
@@ -207,7 +208,6 @@ def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
 
 def _step_flops(tr: Trainer, hp1, data) -> float:
   """FLOPs of one training step of one run (XLA cost analysis, no compilation)."""
-  from jaxtheory.train import train_step
   st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
   try:
     cost = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).cost_analysis()
@@ -232,15 +232,33 @@ def _shard_runs(f, n_replicated: int):
 
 
 def _mesh():
-  return jax.make_mesh((jax.device_count(),), ("runs",))
+  return jax.make_mesh((jax.device_count(),), ("runs",), devices=jax.devices())
 
 
 def _place(tree, axis: str | None):
-  """Puts arrays split over the runs mesh (``axis='runs'``) or replicated (``None``)."""
+  """Puts arrays split over the runs mesh (``axis='runs'``) or replicated (``None``).
+
+  Works across hosts (``jax.distributed``): every process holds the same host
+  values and supplies the shards of its own devices.
+  """
   if jax.device_count() == 1:
     return tree
   sharding = jax.sharding.NamedSharding(_mesh(), jax.sharding.PartitionSpec(axis))
-  return jax.device_put(tree, sharding)
+
+  def put(a):
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def fetch(tree):
+  """Host numpy copies of (possibly multi-host sharded) arrays; every process gets all."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
+                      tree)
 
 
 class Progress:
@@ -304,10 +322,15 @@ class _Ckpt:
       self.saved = CK.load(self.path, fp)
 
   def due(self):
-    return time.perf_counter() - self.last >= self.interval
+    due = time.perf_counter() - self.last >= self.interval
+    if jax.process_count() > 1:  # every process must agree (saving gathers states)
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+    return due
 
   def save(self, *args):
-    CK.save(self.path, self.fp, *args)
+    if jax.process_index() == 0:  # one writer; every process holds the same values
+      CK.save(self.path, self.fp, *args)
     self.last = time.perf_counter()
 
 
@@ -326,7 +349,6 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> str:
 
 def _memory_per_run(tr: Trainer, hp1, data) -> float:
   """Bytes one run holds while stepping: its state twice plus XLA's temporaries."""
-  from jaxtheory.train import train_step
   st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
   state_bytes = sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st))
   mem = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).compile()
@@ -456,11 +478,11 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
       for c in range(start, n_chunks):
         iv = intervals[c * K:(c + 1) * K]
         states, m = seg(states, hps, data_b, _place(iv, None))
-        outs.append(jax.device_get(m))
+        outs.append(fetch(m))
         done += int(iv.sum()) * len(runs)
         progress(done, total_steps, f"width<={bk.cap}")
         if ck is not None and c + 1 < n_chunks and ck.due():
-          ck.save(metrics_by_run, unit, c + 1, states, outs)
+          ck.save(metrics_by_run, unit, c + 1, fetch(states), outs)
       for j, r in enumerate(runs):
         metrics_by_run[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
       if ck is not None:
@@ -485,7 +507,7 @@ def _run_loop(bk: _Bucket, runs, hps, data, intervals, K, n_chunks, metrics_by_r
     st, outs = init(hp, data), []
     for c in range(n_chunks):
       st, m = seg(st, hp, data, intervals[c * K:(c + 1) * K])
-      outs.append(jax.device_get(m))
+      outs.append(fetch(m))
       done += int(intervals[c * K:(c + 1) * K].sum())
       report(done)
     metrics_by_run[int(r)] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
