@@ -60,11 +60,15 @@ def test_data_list_shows_every_loader():
     (["run", "width-sweep", "--set", "dataset=mnist"],
      "unknown dataset 'mnist'; available: digits, gaussian-mixture, low-rank, "
      "modular-arithmetic, teacher-student."),
+    (["run", "width-sweep", "--set", "optimizer=adamm", "--set", "steps=5"],
+     "unknown optimizer 'adamm'; available: sgd, momentum, sgdw, adam, adamw, sam, muon"),
+    (["run", "width-sweep", "--set", "widths=8", "--set", "steps=5", "--memory-budget", "0.01"],
+     "one run of width 8 needs about"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
   res = _runner().invoke(cli, args + ["--out", str(tmp_path / "out")])
   assert res.exit_code == 2, res.output
-  assert res.stderr == f"error: {message}\n"
+  assert res.stderr.startswith(f"error: {message}") and res.stderr.count("\n") == 1
   assert res.stdout == ""
   assert not (tmp_path / "out").exists()
 
@@ -139,3 +143,16 @@ def test_resume_and_refusal_to_overwrite(tmp_path):
   assert resumed.exit_code == 0, resumed.output
   nores = _invoke("run", "width-sweep", "--resume")
   assert nores.exit_code == 2 and "--resume needs the --out folder" in nores.stderr
+
+
+def test_corrupt_checkpoint_is_exit_2_and_left_alone(tmp_path):
+  out = tmp_path / "run"
+  args = ["run", "width-sweep", "--set", "steps=10", "--set", "widths=8", "--set", "seeds=1",
+          "--no-plots", "--out", str(out)]
+  assert _invoke(*args).exit_code == 0
+  ck = out / "checkpoint.npz"
+  ck.write_bytes(ck.read_bytes()[:100])
+  res = _invoke(*args, "--resume")
+  assert res.exit_code == 2
+  assert res.stderr.startswith(f"error: the checkpoint {ck} is corrupt or truncated")
+  assert len(ck.read_bytes()) == 100

@@ -490,10 +490,22 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += bk.traces[0]
   info["run_s"] -= info["compile_s"]
+  info["peak"] = _peak_memory()
   n_rec = len(p.schedule)
   metrics = {k: np.stack([metrics_by_run[r][k][:n_rec] for r in range(len(p.index))])
              for k in metrics_by_run[0]}
   return to_dataset(p, metrics, info)
+
+
+def _peak_memory() -> float:
+  """Peak memory so far: the devices' peak bytes in use where the backend reports
+  it (GPU/TPU), else this process's peak resident set size (CPU)."""
+  stats = [d.memory_stats() or {} for d in jax.local_devices()]
+  peaks = [st.get("peak_bytes_in_use", 0) for st in stats]
+  if any(peaks):
+    return float(max(peaks))
+  import resource  # pylint: disable=import-outside-toplevel
+  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def _run_loop(bk: _Bucket, runs, hps, data, intervals, K, n_chunks, metrics_by_run, done,

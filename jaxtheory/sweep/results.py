@@ -49,6 +49,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
       "backend": info["backend"],
       "devices": int(info["devices"]),
       "memory_estimate_bytes": float(info["memory"]),
+      "peak_memory_bytes": float(info.get("peak", 0.0)),
   }
   return xr.Dataset(data_vars, coords, attrs)
 
