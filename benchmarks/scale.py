@@ -25,14 +25,14 @@ import json, sys, time
 from jaxtheory import data, nn, sweep
 ds = data.digits()
 s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, 2, 10), ds,
-                dict(seed=list(range(16)), width=[128], lr=[0.05, 0.1]), steps=300,
-                batch_size=128, record="every:15")
+                dict(seed=list(range(16)), width=[128], lr=[0.05, 0.1]), steps=1500,
+                batch_size=128, record="every:75")
 kw = json.loads(sys.argv[1])
 t = time.perf_counter()
 res = sweep.run(s, **kw)
 print(json.dumps(dict(wall=time.perf_counter() - t, run=res.attrs["run_seconds"],
                       compile=res.attrs["compile_seconds"], devices=res.attrs["devices"],
-                      runs=int(res.train_loss.size // res.sizes["step"]), steps=300)))
+                      runs=int(res.train_loss.size // res.sizes["step"]), steps=1500)))
 """
 
 
@@ -46,7 +46,7 @@ def worker(kw: dict, devices: int | None = None) -> dict:
 
 
 def main():
-  print("sweep: 32 runs (16 seeds x 2 lr) of a width-128 MLP on digits, 300 SGD steps, batch 128\n")
+  print("sweep: 32 runs (16 seeds x 2 lr) of a width-128 MLP on digits, 1500 SGD steps, batch 128\n")
   print(f"{'devices':>7s} {'run s':>7s} {'run-steps/s':>12s} {'speed-up':>8s}")
   base = None
   for d in (1, 2, 4, 8):
@@ -55,8 +55,9 @@ def main():
     base = base or rate
     print(f"{r['devices']:7d} {r['run']:7.2f} {rate:12.0f} {rate / base:8.2f}")
   with tempfile.TemporaryDirectory() as tmp:
-    plain = worker(dict())
-    default = worker(dict(checkpoint=os.path.join(tmp, "a.npz")))
+    best = lambda make: min((worker(make(i)) for i in range(2)), key=lambda r: r["run"])
+    plain = best(lambda i: {})
+    default = best(lambda i: dict(checkpoint=os.path.join(tmp, f"a{i}.npz")))
     every = worker(dict(checkpoint=os.path.join(tmp, "b.npz"), checkpoint_interval=0))
     print(f"\ncheckpoint overhead (run time): none {plain['run']:.2f}s, default interval "
           f"{default['run']:.2f}s ({100 * (default['run'] / plain['run'] - 1):+.1f}%), every chunk "

@@ -52,7 +52,8 @@ def test_killed_and_resumed_sweeps_equal_uninterrupted(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         kills += 1
-        assert not out.exists()
+        if out.exists():  # killed after its atomic save: the result is whole
+          break
         if ck.exists():  # whatever was on disk at the kill is a whole checkpoint
           sweep.checkpoint.load(str(ck), sweep.checkpoint.load_fingerprint(str(ck)))
         continue
