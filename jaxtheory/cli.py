@@ -55,6 +55,13 @@ def _parse_sets(pairs) -> dict[str, str]:
   return out
 
 
+def _echo_listing(items) -> None:
+  """One line per item: its name, then the first line of its docstring."""
+  width = max(map(len, items)) + 2
+  for name, obj in items.items():
+    click.echo(f"{name:<{width}}{_first_line(obj)}")
+
+
 @click.group(context_settings=dict(help_option_names=["-h", "--help"]))
 @click.version_option(__version__, prog_name="jaxtheory")
 def cli():
@@ -64,9 +71,7 @@ def cli():
 @cli.command("list")
 def list_experiments():
   """Lists the experiments."""
-  width = max(map(len, EXPERIMENTS)) + 2
-  for name, module in EXPERIMENTS.items():
-    click.echo(f"{name:<{width}}{_first_line(module)}")
+  _echo_listing(EXPERIMENTS)
 
 
 @cli.command("run")
@@ -155,9 +160,7 @@ def data_group():
 @data_group.command("list")
 def list_datasets():
   """Lists the datasets (use them as --set dataset=NAME)."""
-  width = max(map(len, LOADERS)) + 2
-  for name, fn in LOADERS.items():
-    click.echo(f"{name:<{width}}{_first_line(fn)}")
+  _echo_listing(LOADERS)
 
 
 def main(argv: list[str] | None = None) -> None:
