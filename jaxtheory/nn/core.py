@@ -136,7 +136,7 @@ def sum_feats(feats: Sequence[Feat]) -> Feat:
   return Feat(wide, mask)
 
 
-def stable_normal(key, shape, dtype=jnp.float32) -> Array:
+def stable_normal(key, shape, dtype=jnp.float32, row_ids=None) -> Array:
   """Standard normals whose entry ``[i, ..., j]`` does not depend on ``shape``.
 
   Every leading index is folded into the key and the last axis is drawn as
@@ -145,13 +145,22 @@ def stable_normal(key, shape, dtype=jnp.float32) -> Array:
   block, with the same weight drawn at the active size: padded == unpadded
   from the very first step, and networks of different widths share their
   common sub-network (a nested, width-consistent init).
+
+  Args:
+    key: a PRNG key.
+    shape: the shape to draw.
+    dtype: float dtype.
+    row_ids: optional ids folded in for axis -2 instead of ``0..n-1`` (e.g.
+      each input feature's rank among the active ones, when the active
+      features are not a prefix).
   """
   if len(shape) == 0:
     return jax.random.normal(key, (), dtype)
   draw = lambda k: jax.random.normal(k, shape[-1:], dtype)
-  for n in reversed(shape[:-1]):
-    draw = (lambda inner, n: lambda k: jax.vmap(
-        lambda i: inner(jax.random.fold_in(k, i)))(jnp.arange(n)))(draw, n)
+  for axis in reversed(range(len(shape) - 1)):
+    ids = row_ids if (row_ids is not None and axis == len(shape) - 2) else jnp.arange(shape[axis])
+    draw = (lambda inner, ids: lambda k: jax.vmap(
+        lambda i: inner(jax.random.fold_in(k, i)))(ids))(draw, ids)
   return draw(key)
 
 

@@ -41,13 +41,7 @@ def _draw_weight(key, shape, fin: Feat):
   if fin.mask is None:
     return stable_normal(key, shape, _FLOAT())
   m = fin.mask.astype(jnp.int32)
-  rank = jnp.cumsum(m) - m
-  draw = lambda k: jax.vmap(lambda r: stable_normal(
-      jax.random.fold_in(k, r), shape[-1:], _FLOAT()))(rank)
-  for n in reversed(shape[:-2]):
-    draw = (lambda inner, n: lambda k: jax.vmap(
-        lambda i: inner(jax.random.fold_in(k, i)))(jnp.arange(n)))(draw, n)
-  return draw(key)
+  return stable_normal(key, shape, _FLOAT(), row_ids=jnp.cumsum(m) - m)
 
 
 def _row_col_mask(W, fin: Feat, fout: Feat):

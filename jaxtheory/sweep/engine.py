@@ -97,18 +97,21 @@ class Plan:
   cost: dict[int, float]
 
 
+def _xla_flops(lowered) -> float:
+  """FLOPs from XLA's cost analysis of a lowered program (0 where unavailable)."""
+  try:
+    cost = lowered.cost_analysis()
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+  except Exception:  # cost analysis is best-effort across backends
+    return 0.0
+
+
 def _flops(model: Model, dtype) -> float:
   """Forward FLOPs of one example, from XLA's cost analysis (no compilation)."""
   params = jax.eval_shape(model.init, jax.random.key(0))
   x = jax.ShapeDtypeStruct((1, *model.input_shape), dtype)
-  try:
-    cost = jax.jit(model.apply).lower(params, x).cost_analysis()
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  except Exception:  # cost analysis is best-effort across backends
-    flops = 0.0
-  if flops <= 0:
-    flops = float(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
-  return flops
+  flops = _xla_flops(jax.jit(model.apply).lower(params, x))
+  return flops or float(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
 def plan(s: Sweep) -> Plan:
@@ -206,28 +209,28 @@ def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
   return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
 
 
+def _lowered_step(tr: Trainer, hp1, data):
+  """``(state shapes, lowered train step)`` of one run: lowering, no compilation."""
+  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
+  return st, jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data)
+
+
 def _step_flops(tr: Trainer, hp1, data) -> float:
   """FLOPs of one training step of one run (XLA cost analysis, no compilation)."""
-  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
-  try:
-    cost = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).cost_analysis()
-    f = float(cost.get("flops", 0.0)) if cost else 0.0
-  except Exception:  # cost analysis is best-effort across backends
-    f = 0.0
-  return f or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
+  st, lowered = _lowered_step(tr, hp1, data)
+  return _xla_flops(lowered) or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
 
 
-def _shard_runs(f, n_replicated: int):
+def _shard_runs(f, n_split: int, n_replicated: int):
   """``f`` applied per device to that device's share of the runs (leading axis).
 
-  The first arguments (states, hyperparameters) are split over a one-axis mesh
-  of every device; the last ``n_replicated`` (data, intervals) are replicated.
+  The first ``n_split`` arguments (states, hyperparameters) are split over a
+  one-axis mesh of every device; the next ``n_replicated`` (data, intervals)
+  are replicated.
   Runs never communicate, so the result equals the single-device one.
   """
   P = jax.sharding.PartitionSpec
-  mesh = _mesh()
-  n_split = 2 if n_replicated == 2 else 1
-  return jax.shard_map(f, mesh=mesh, in_specs=(P("runs"),) * n_split + (P(),) * n_replicated,
+  return jax.shard_map(f, mesh=_mesh(), in_specs=(P("runs"),) * n_split + (P(),) * n_replicated,
                        out_specs=P("runs"), check_vma=False)
 
 
@@ -349,10 +352,9 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> str:
 
 def _memory_per_run(tr: Trainer, hp1, data) -> float:
   """Bytes one run holds while stepping: its state twice plus XLA's temporaries."""
-  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
+  st, lowered = _lowered_step(tr, hp1, data)
   state_bytes = sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st))
-  mem = jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data).compile()
-  temp = getattr(mem.memory_analysis(), "temp_size_in_bytes", 0) or 0
+  temp = getattr(lowered.compile().memory_analysis(), "temp_size_in_bytes", 0) or 0
   return float(2 * state_bytes + temp)
 
 
@@ -419,7 +421,7 @@ class _Bucket:
         f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
                                               (st, hp), batch_size=None if chunk == 1 else chunk)
       if jax.device_count() > 1:
-        init_f, f = _shard_runs(init_f, 1), _shard_runs(f, 2)
+        init_f, f = _shard_runs(init_f, 1, 1), _shard_runs(f, 2, 2)
       init = jax.jit(init_f)
       st = jax.eval_shape(init, hps, data)
       iv = _place(np.zeros(self.K, np.int32), None)
