@@ -295,3 +295,41 @@ def test_memory_budget_splits_runs_into_groups_with_equal_results(mixture):
   np.testing.assert_array_equal(split.train_loss.values, whole.train_loss.values)
   with pytest.raises(ConfigError, match="needs about .* MiB but the memory budget is"):
     sweep.run(s, memory_budget=data_bytes + 0.5 * per_run)
+
+
+def test_array_metrics_and_returned_params_match_the_recorded_outputs(mixture):
+  """A metric may return an array (its axes are named by ``fn.dims``); the returned
+  final and initial parameters reproduce the recorded outputs at the last and first step."""
+  from jaxtheory.probes import over_runs
+
+  def f_test(params, apply, d):
+    return apply(params, d["x_test"])
+  f_test.dims = ("example", "output")
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8, 12, 32], seed=[0, 1]), steps=20, record=5,
+                  metrics={"f_test": f_test})
+  res, groups = sweep.run(s, return_params=True)
+  assert res.f_test.dims == ("seed", "width", "step", "example", "output")
+  assert res.f_test.shape == (2, 3, len(res.step), 32, 3)
+  p = sweep.plan(s)
+  x = jnp.asarray(mixture.x_test, jnp.float32)
+  for step, gs in ((-1, groups), (0, sweep.initial_params(s))):
+    assert sorted(np.concatenate([g.runs for g in gs]).tolist()) == list(range(6))
+    for g in gs:
+      f = over_runs(lambda pr, c: g.apply(pr, x, c), g.params, g.ctx)
+      grid = sweep.to_grid(p, g.runs, f, ("example", "output"))
+      for j, r in enumerate(g.runs):
+        seed, width = (p.grid[a][i] for a, i in zip(p.grid, p.index[r]))
+        assert g.coords["width"][j] == width and g.coords["seed"][j] == seed
+        want = res.f_test.sel(seed=seed, width=width).isel(step=step).values
+        np.testing.assert_allclose(f[j], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grid.sel(seed=seed, width=width).values, want,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_metric_dims_must_match_the_returned_array(mixture):
+  def bad(params, apply, d):
+    return apply(params, d["x_test"])
+  bad.dims = ("example",)
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8]), steps=2, record=1, metrics={"bad": bad})
+  with pytest.raises(ValueError, match="declares dims"):
+    sweep.run(s)

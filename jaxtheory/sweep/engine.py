@@ -26,14 +26,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.data import Dataset, validate
-from jaxtheory.nn import Model
+from jaxtheory.nn import Ctx, Model
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep.results import to_dataset
@@ -80,6 +80,28 @@ class Sweep:
   max_waste: float = 1.5
   dtype: str = "float32"
   name: str = "sweep"
+
+
+class RunGroup(NamedTuple):
+  """The parameters of a group of runs that share one network (a width bucket).
+
+  Attributes:
+    runs: flat indices of the runs (rows of ``plan.index``).
+    coords: ``axis -> value per run`` (seed, width, lr, ...).
+    model: the network, built at the bucket's capacity width.
+    ctx: the runs' contexts stacked on a leading axis (active width, gamma, ...):
+      ``model.apply(params[i], x, ctx[i])`` is run ``i``'s network.
+    params: the runs' parameters stacked on a leading axis (numpy).
+  """
+  runs: np.ndarray
+  coords: dict[str, np.ndarray]
+  model: Model
+  ctx: Ctx
+  params: Any
+
+  def apply(self, params, x, ctx):
+    """One run's network output (``params``, ``ctx`` of one run); ``jax.vmap`` it over runs."""
+    return self.model.apply(params, x, ctx)
 
 
 @dataclasses.dataclass
@@ -275,7 +297,7 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
         progress: Callable[[int, int, str], None] | None = None,
         record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, checkpoint_interval: float = 60.0,
-        memory_budget: float | None = None):
+        memory_budget: float | None = None, return_params: bool = False):
   """Trains every run of the sweep and returns the labelled results.
 
   Args:
@@ -296,16 +318,41 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     memory_budget: bytes the sweep may hold. Each bucket's runs are split into
       groups that fit (one compiled program serves all of them); a run that
       cannot fit alone is a :class:`ConfigError`. ``None``: no limit.
+    return_params: also return every run's final parameters, as a list of
+      :class:`RunGroup` (one per bucket and memory group), for probes and
+      kernels over the trained sweep (see :func:`jaxtheory.probes.over_runs`).
 
   Returns:
-    An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``.
+    An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``, or
+    ``(dataset, groups)`` with ``return_params``.
   """
   p = plan(s)
   progress = progress or Progress()
   with jax.enable_x64(s.dtype == "float64"):
     ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
                                                 checkpoint_interval)
-    return _run(p, strategy, chunk_size, progress, record_chunks, ck, memory_budget)
+    groups = [] if return_params else None
+    ds = _run(p, strategy, chunk_size, progress, record_chunks, ck, memory_budget, groups)
+  return (ds, groups) if return_params else ds
+
+
+def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGroup]:
+  """Every run's parameters at initialisation (no training), grouped as in :func:`run`.
+
+  The same compiled initialisation as :func:`run`, so these are exactly the
+  parameters a run of the sweep starts from.
+  """
+  p = plan(s)
+  out = []
+  with jax.enable_x64(s.dtype == "float64"):
+    data = data_arrays(s.data)
+    data_b = _place(data, None)
+    for members in p.buckets:
+      bk = _Bucket(p, members, data, "vmap", None, memory_budget, 1)
+      init = jax.jit(jax.vmap(lambda h, d: setup(bk.tr, h, d), in_axes=(0, None)))
+      for runs, hps in bk.groups():
+        out.append(bk.run_group(p, runs, hps, fetch(init(hps, data_b).params)))
+  return out
 
 
 class _Ckpt:
@@ -405,6 +452,13 @@ class _Bucket:
       take = np.concatenate([idx, np.repeat(idx[-1:], self.padded_group - len(idx))])
       yield self.runs[idx], jax.tree.map(lambda a: a[take], self.hps)
 
+  def run_group(self, p: Plan, runs, hps, params) -> RunGroup:
+    n = len(runs)
+    take = lambda a: np.asarray(a)[:n]
+    ctx = jax.vmap(self.tr.ctx)(jax.tree.map(lambda a: jnp.asarray(a)[:n], hps))
+    return RunGroup(np.asarray(runs), {k: v[runs] for k, v in p.flat.items()}, self.tr.model,
+                    ctx, jax.tree.map(take, params))
+
   def per_run(self, st, hp, d, iv):
     self.traces[0] += 1  # runs at trace time only: counts compilations
     return segment(self.tr, st, hp, d, iv)
@@ -430,7 +484,7 @@ class _Bucket:
 
 
 def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | None = None,
-         memory_budget: float | None = None):
+         memory_budget: float | None = None, groups: list | None = None):
   s = p.sweep
   data = data_arrays(s.data)
   intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
@@ -460,12 +514,15 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
     for runs, hps in bk.groups():
       unit += 1
       if saved is not None and unit < saved["bucket"]:  # finished before the interruption
+        if groups is not None:
+          raise ConfigError("return_params cannot return the parameters of runs that finished "
+                            "before the interruption (checkpoints keep their metrics only)")
         metrics_by_run.update({int(r): saved["done"][int(r)] for r in runs})
         done += int(s.steps) * len(runs)
         continue
       if bk.strat == "loop":
         done = _run_loop(bk, runs, hps, data, intervals, K, n_chunks, metrics_by_run, done,
-                         lambda d: progress(d, total_steps, f"width<={bk.cap}"))
+                         lambda d: progress(d, total_steps, f"width<={bk.cap}"), groups, p)
         continue
       hps = _place(hps, "runs")
       t_c = time.perf_counter()
@@ -487,6 +544,8 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
           ck.save(metrics_by_run, unit, c + 1, fetch(states), outs)
       for j, r in enumerate(runs):
         metrics_by_run[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
+      if groups is not None:
+        groups.append(bk.run_group(p, runs, hps, fetch(states.params)))
       if ck is not None:
         ck.save(metrics_by_run, unit + 1, 0, None, [])
     info["run_s"] += time.perf_counter() - t0
@@ -511,11 +570,12 @@ def _peak_memory() -> float:
 
 
 def _run_loop(bk: _Bucket, runs, hps, data, intervals, K, n_chunks, metrics_by_run, done,
-              report):
+              report, groups=None, p=None):
   """The baseline: a Python loop over separately jitted single runs."""
   if bk._compiled is None:
     bk._compiled = (jax.jit(lambda h, d: setup(bk.tr, h, d)), jax.jit(bk.per_run))
   init, seg = bk._compiled
+  finals = []
   for j, r in enumerate(runs):
     hp = jax.tree.map(lambda a: a[j], hps)
     st, outs = init(hp, data), []
@@ -525,4 +585,7 @@ def _run_loop(bk: _Bucket, runs, hps, data, intervals, K, n_chunks, metrics_by_r
       done += int(intervals[c * K:(c + 1) * K].sum())
       report(done)
     metrics_by_run[int(r)] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    finals.append(fetch(st.params))
+  if groups is not None:
+    groups.append(bk.run_group(p, runs, hps, jax.tree.map(lambda *a: np.stack(a), *finals)))
   return done

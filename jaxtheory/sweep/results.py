@@ -23,11 +23,13 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
   axes = list(plan.grid)
   shape = tuple(len(plan.grid[a]) for a in axes) + (len(plan.schedule),)
   data_vars = {}
+  fns = dict(plan.sweep.metrics)
   for name, per_run in metrics.items():
-    arr = np.full(shape, False if per_run.dtype == bool else np.nan,
+    extra = per_run.shape[2:]
+    arr = np.full(shape + extra, False if per_run.dtype == bool else np.nan,
                   dtype=bool if per_run.dtype == bool else np.float64)
     arr[tuple(plan.index.T)] = per_run
-    data_vars[name] = (axes + ["step"], arr)
+    data_vars[name] = (axes + ["step"] + metric_dims(name, fns.get(name), len(extra)), arr)
   coords = {a: plan.grid[a] for a in axes}
   coords["step"] = plan.schedule.astype(np.int64)
   s = plan.sweep
@@ -52,6 +54,30 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
       "peak_memory_bytes": float(info.get("peak", 0.0)),
   }
   return xr.Dataset(data_vars, coords, attrs)
+
+
+def metric_dims(name: str, fn, ndim: int) -> list[str]:
+  """Names of a recorded metric's own axes: ``fn.dims`` if the function sets it,
+  else ``<name>_0, <name>_1, ...`` (a metric may return any fixed-shape array)."""
+  dims = list(getattr(fn, "dims", None) or [f"{name}_{i}" for i in range(ndim)])
+  if len(dims) != ndim:
+    raise ValueError(f"metric {name!r} declares dims {tuple(dims)} but returns {ndim} axes")
+  return dims
+
+
+def to_grid(plan, runs, values, dims=()) -> xr.DataArray:
+  """Per-run values (leading axis over ``runs``, flat run indices) laid out on the grid.
+
+  ``values`` may cover a subset of the runs (e.g. one bucket); the others are NaN.
+  """
+  values = np.asarray(values)
+  axes = list(plan.grid)
+  extra = values.shape[1:]
+  dims = list(dims) or [f"dim_{i}" for i in range(len(extra))]
+  arr = np.full(tuple(len(plan.grid[a]) for a in axes) + extra, np.nan,
+                np.result_type(values.dtype, np.float64))
+  arr[tuple(plan.index[np.asarray(runs)].T)] = values
+  return xr.DataArray(arr, {a: plan.grid[a] for a in axes}, axes + dims)
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> str:

@@ -1,0 +1,1 @@
+"""Infinite-width kernels (NNGP/NTK), empirical NTKs and kernel predictions."""

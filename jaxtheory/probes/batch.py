@@ -1,0 +1,72 @@
+"""Running a per-model probe over a whole sweep: every seed and width in one call.
+
+A probe is written for ONE network (``fn(params, *args) -> pytree``). A sweep
+holds many: parameters stacked on leading axes (e.g. ``(seed, width)``), all at
+the padded capacity of their bucket. :func:`over_runs` maps the probe over
+those leading axes in one compiled program, either vectorised (``vmap``) or as
+a sequential ``lax.map`` (bounded memory), chunked in between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
+              chunk: int | None = None) -> Any:
+  """``fn`` applied to every run stacked on the leading ``batch_dims`` axes.
+
+  Args:
+    fn: a probe of one run, ``fn(*args_of_one_run) -> pytree of arrays``.
+    *args: pytrees; those mapped (see ``in_axes``) carry ``batch_dims``
+      leading run axes of equal sizes.
+    batch_dims: how many leading axes index runs (2 for ``(seed, width)``).
+    in_axes: as in :func:`jax.vmap` (per argument): ``0`` maps an argument,
+      ``None`` shares it between runs.
+    chunk: ``None`` vectorises every run at once; an integer ``c`` maps
+      sequentially over groups of ``c`` runs (``lax.map`` with that batch
+      size), trading speed for memory; ``1`` is a plain sequential map.
+
+  Returns:
+    The outputs of ``fn`` with the ``batch_dims`` run axes in front.
+  """
+  if not isinstance(batch_dims, int) or batch_dims < 1:
+    raise ValueError(f"batch_dims must be a positive integer, got {batch_dims!r}")
+  axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+  if len(axes) != len(args):
+    raise ValueError(f"in_axes has {len(axes)} entries for {len(args)} arguments")
+  mapped = [a for a, ax in zip(args, axes) if ax is not None]
+  if not mapped:
+    raise ValueError("over_runs needs at least one mapped argument (in_axes=0)")
+  leaves = jax.tree.leaves(mapped)
+  if not leaves:
+    raise ValueError("the mapped arguments hold no arrays")
+  lead = tuple(jnp.shape(leaves[0])[:batch_dims])
+  for leaf in leaves:
+    if tuple(jnp.shape(leaf)[:batch_dims]) != lead:
+      raise ValueError(
+          f"every mapped array needs the same {batch_dims} leading run axes; got "
+          f"{tuple(jnp.shape(leaf)[:batch_dims])} and {lead}")
+  n = math.prod(lead)
+  flat = lambda a: jnp.reshape(a, (n,) + jnp.shape(a)[batch_dims:])
+  args = tuple(jax.tree.map(flat, a) if ax is not None else a for a, ax in zip(args, axes))
+  shared = {i: a for i, (a, ax) in enumerate(zip(args, axes)) if ax is None}
+  per_run = tuple(a for a, ax in zip(args, axes) if ax is not None)
+
+  def one(mapped_args):
+    it = iter(mapped_args)
+    full = [shared[i] if i in shared else next(it) for i in range(len(args))]
+    return fn(*full)
+
+  if chunk is None:
+    out = jax.vmap(one)(per_run)
+  else:
+    if not isinstance(chunk, int) or chunk < 1:
+      raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
+    out = jax.lax.map(one, per_run, batch_size=None if chunk == 1 else chunk)
+  return jax.tree.map(lambda a: jnp.reshape(a, lead + a.shape[1:]), out)
