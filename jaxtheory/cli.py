@@ -118,7 +118,8 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
     json.dump({"experiment": experiment, "config": dataclasses.asdict(cfg),
                "strategy": strategy, "jaxtheory": __version__}, f, indent=2)
     f.write("\n")
-  figures = [] if no_plots else plots.save_default_figures(ds, out)
+  make_figures = getattr(module, "figures", plots.save_default_figures)
+  figures = [] if no_plots else make_figures(ds, out)
   _print_summary(module, ds, experiment, [results, config, *figures])
 
 
@@ -148,6 +149,9 @@ def _print_summary(module, ds, name: str, paths) -> None:
   for label, value in module.summary(ds):
     table.add_row(label, value)
   console.print(table)
+  for check in getattr(module, "signature", lambda ds: [])(ds):
+    console.print(check.line(), style="green" if check.passed else "red", highlight=False,
+                  soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, soft_wrap=True)
 

@@ -7,7 +7,15 @@ An experiment is a module with
 * ``run(cfg, progress=None, **engine) -> xarray.Dataset`` (``engine``: options of
   :func:`jaxtheory.sweep.run` such as ``strategy``, ``checkpoint``, ``resume``);
 * ``summary(ds) -> list[tuple[str, str]]``: rows of a summary table;
-* a module docstring whose first line says what it shows.
+* a module docstring whose first line says what it shows;
+
+and optionally
+
+* ``signature(ds) -> list[Check]``: whether the phenomenon's signature
+  appears, each check with the numbers it measured (the CLI prints
+  PASS/FAIL lines);
+* ``figures(ds, out_dir) -> list[str]``: its own PNGs (default:
+  :func:`jaxtheory.plots.save_default_figures`).
 
 >>> from jaxtheory.experiments import EXPERIMENTS, configure
 >>> cfg = configure(EXPERIMENTS["width-sweep"].Config, {"widths": "16,32", "steps": "100"})
@@ -21,9 +29,20 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from jaxtheory.experiments import width_sweep
 from jaxtheory.train import ConfigError
+
+class Check(NamedTuple):
+  """One signature check of an experiment: what, whether it held, and the measured numbers."""
+  name: str
+  passed: bool
+  measured: str
+
+  def line(self) -> str:
+    return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.measured}"
+
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
     "width-sweep": width_sweep,
@@ -117,4 +136,4 @@ def configure(cfg_cls: type, overrides: Mapping[str, str]):
   return cfg_cls(**values)
 
 
-__all__ = ["EXPERIMENTS", "configure", "width_sweep"]
+__all__ = ["EXPERIMENTS", "Check", "configure", "width_sweep"]
