@@ -230,9 +230,12 @@ class Trainer:
     padded: whether ``hp['width']`` is passed to the model as the active width.
     batch_size: ``None`` for full-batch gradient descent.
     num_classes: for label noise and accuracy (``None``: regression).
-    metrics: extra metrics ``name -> fn(params, apply, data) -> scalar``,
+    metrics: extra metrics ``name -> fn(params, apply, data) -> array``,
       where ``apply(params, x)`` runs the network and ``data`` is the dict of
       arrays (``x_train``, ``y_train``, ``w_train``, ``x_test``, ``y_test``).
+      A metric that takes the keywords ``ctx`` and/or ``model`` also gets the
+      run's :class:`~jaxtheory.nn.Ctx` (active width, ...) and the network
+      (built at the bucket's capacity), e.g. to read per-layer activations.
   """
   model: Model
   loss: str
@@ -372,9 +375,18 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   out["param_norm"] = optax.tree.norm(st.params)
   d = dict(data, y_train=st.labels, w_train=st.weights)
   for name, fn in tr.metrics:
-    out[name] = jnp.asarray(fn(st.params, apply, d))
+    kw = {k: v for k, v in (("ctx", tr.ctx(hp)), ("model", tr.model)) if _takes(fn, k)}
+    out[name] = jnp.asarray(fn(st.params, apply, d, **kw))
   out["diverged"] = ~st.ok
   return out
+
+
+def _takes(fn: Callable, name: str) -> bool:
+  """Whether a metric function accepts the keyword ``name``."""
+  try:
+    return name in inspect.signature(fn).parameters
+  except (TypeError, ValueError):  # builtins and some C callables have no signature
+    return False
 
 
 def segment(tr: Trainer, st: RunState, hp, data, intervals: Array):

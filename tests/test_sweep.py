@@ -333,3 +333,13 @@ def test_metric_dims_must_match_the_returned_array(mixture):
   s = sweep.Sweep(_mlp(), mixture, dict(width=[8]), steps=2, record=1, metrics={"bad": bad})
   with pytest.raises(ValueError, match="declares dims"):
     sweep.run(s)
+
+
+def test_metric_may_ask_for_the_run_context_and_model(mixture):
+  def active_width(params, apply, d, ctx, model):
+    assert model.input_shape == (5,)
+    return jnp.asarray(ctx.width, jnp.float32)
+  s = sweep.Sweep(_mlp(), mixture, dict(width=[8, 12]), steps=2, record=1,
+                  metrics={"active_width": active_width})
+  res = sweep.run(s)
+  np.testing.assert_array_equal(res.active_width.isel(seed=0, step=-1).values, [8, 12])
