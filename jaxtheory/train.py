@@ -38,7 +38,9 @@ Array = jax.Array
 def mse(f: Array, y: Array, w: Array) -> Array:
   r"""Half squared error summed over outputs, averaged over examples.
 
-  :math:`\frac{1}{\sum_i w_i} \sum_i w_i \frac12 \|f_i - y_i\|^2` (NT's convention).
+  :math:`\frac{1}{\sum_i w_i} \sum_i w_i \frac12 \|f_i - y_i\|^2`. NT's closed forms
+  divide by ``y.size`` (examples x outputs) instead; see
+  :mod:`jaxtheory.kernels.predict` (``normalization=n``) for the exact mapping.
   """
   if y.ndim == f.ndim - 1:  # integer labels: regress on one-hot targets
     y = jax.nn.one_hot(y, f.shape[-1], dtype=f.dtype)
