@@ -36,6 +36,14 @@ _REDUCED = ("seed", "step")
 _MAX_LEGEND = 8  # more lines than this get a colorbar instead of a legend
 
 
+def new_figure(ncols: int = 1, figsize=(6.0, 4.2), **kw):
+  """``(fig, axes)``: a figure on the Agg canvas (no pyplot) with ``ncols`` axes side by side."""
+  fig = Figure(figsize=figsize, layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, ncols, **kw)
+  return fig, axes
+
+
 def _new_ax(figsize=(6.0, 4.2)) -> Axes:
   fig = Figure(figsize=figsize, layout="constrained")
   FigureCanvasAgg(fig)
@@ -197,8 +205,9 @@ def final_vs_axis(ds: xr.Dataset, metric: str, axis: str = "width", ax: Axes | N
   return ax
 
 
-def _save(ax: Axes, path: str) -> str:
-  fig = ax.figure
+def save_figure(fig_or_ax, path: str) -> str:
+  """Writes a figure (or the figure of an Axes) as PNG and frees its artists."""
+  fig = getattr(fig_or_ax, "figure", fig_or_ax)
   fig.savefig(path, dpi=130)
   fig.clear()  # drop the artists now; Agg figures are never registered with pyplot
   return path
@@ -228,13 +237,13 @@ def save_default_figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str
   if has_width:
     for metric in ("train_loss", "test_loss", "train_acc", "test_acc"):
       if metric in ds:
-        written.append(_save(metric_vs_step(ds, metric, "width"), path(f"{metric}_by_width.png")))
-    written.append(_save(final_vs_axis(ds, test, "width"), path(f"final_{test}_vs_width.png")))
+        written.append(save_figure(metric_vs_step(ds, metric, "width"), path(f"{metric}_by_width.png")))
+    written.append(save_figure(final_vs_axis(ds, test, "width"), path(f"final_{test}_vs_width.png")))
   if "lr" in ds.dims:
     # The widest network, kept as a length-1 axis so the title names it.
     widest = ds.isel(width=[-1]) if has_width else ds
-    written.append(_save(metric_vs_step(widest, test, "lr"), path(f"{test}_by_lr.png")))
+    written.append(save_figure(metric_vs_step(widest, test, "lr"), path(f"{test}_by_lr.png")))
     if has_width:
-      written.append(_save(final_vs_axis(ds, test, "width", color_by="lr"),
+      written.append(save_figure(final_vs_axis(ds, test, "width", color_by="lr"),
                            path(f"final_{test}_vs_width_by_lr.png")))
   return written

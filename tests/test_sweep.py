@@ -343,3 +343,13 @@ def test_metric_may_ask_for_the_run_context_and_model(mixture):
                   metrics={"active_width": active_width})
   res = sweep.run(s)
   np.testing.assert_array_equal(res.active_width.isel(seed=0, step=-1).values, [8, 12])
+
+
+def test_token_models_sweep():
+  """Models reading integer token ids (embeddings) plan and train (their cost is
+  estimated with integer inputs)."""
+  ds = data.modular_arithmetic(p=7, op="add", train_fraction=0.5)
+  s = sweep.Sweep(lambda w: nn.transformer(8, 3, w, 1, 2, out_dim=7), ds,
+                  dict(width=[8, 12]), "adamw", steps=3, record=1)
+  res = sweep.run(s)
+  assert np.isfinite(res.train_loss.values).all()

@@ -128,10 +128,15 @@ def _xla_flops(lowered) -> float:
     return 0.0
 
 
-def _flops(model: Model, dtype) -> float:
-  """Forward FLOPs of one example, from XLA's cost analysis (no compilation)."""
+def _flops(model: Model, dtype, x_dtype=None) -> float:
+  """Forward FLOPs of one example, from XLA's cost analysis (no compilation).
+
+  ``x_dtype``: the inputs' dtype when it is not a float (token ids).
+  """
   params = jax.eval_shape(model.init, jax.random.key(0))
-  x = jax.ShapeDtypeStruct((1, *model.input_shape), dtype)
+  if x_dtype is None or np.issubdtype(x_dtype, np.floating):
+    x_dtype = dtype
+  x = jax.ShapeDtypeStruct((1, *model.input_shape), x_dtype)
   flops = _xla_flops(jax.jit(model.apply).lower(params, x))
   return flops or float(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
@@ -172,7 +177,7 @@ def plan(s: Sweep) -> Plan:
   flat, index = G.expand(grid)
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   with jax.enable_x64(s.dtype == "float64"):
-    cost = {int(w): _flops(_build(s, int(w), ds), dt) for w in grid["width"]}
+    cost = {int(w): _flops(_build(s, int(w), ds), dt, ds.x_train.dtype) for w in grid["width"]}
   groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
   return Plan(s, opt, loss, grid, flat, index, fixed, groups,
               schedule(s.steps, s.record), cost)
