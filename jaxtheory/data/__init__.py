@@ -1,5 +1,8 @@
 """Datasets: the :class:`Dataset` container, transforms, synthetic generators and real loaders.
 
+MNIST and Fashion-MNIST need their files (``jaxtheory data fetch mnist``, see
+:mod:`jaxtheory.data.sources`); everything else loads offline.
+
 >>> from jaxtheory import data
 >>> ds = data.load("modular-arithmetic", p=7, op="add", train_fraction=0.5)
 >>> ds.num_classes, ds.input_shape
@@ -13,7 +16,9 @@ from collections.abc import Callable
 
 from jaxtheory.data.core import (Dataset, DataError, standardize, subset, validate,
                                  with_label_noise)
-from jaxtheory.data.real import digits
+from jaxtheory.data.files import data_dir, read_idx, write_idx
+from jaxtheory.data.real import digits, fashion_mnist, mnist, mnist1d
+from jaxtheory.data.sources import FetchResult, fetch, status
 from jaxtheory.data.synthetic import (MODULAR_OPS, gaussian_mixture, low_rank_ground_truth,
                                       low_rank_matrix, modular_arithmetic, modular_table,
                                       one_hot_pairs, teacher_student)
@@ -21,6 +26,9 @@ from jaxtheory.data.synthetic import (MODULAR_OPS, gaussian_mixture, low_rank_gr
 # For the command line (`jaxtheory data NAME`); library code should call the functions.
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
+    "mnist": mnist,
+    "fashion-mnist": fashion_mnist,
+    "mnist1d": mnist1d,
     "teacher-student": teacher_student,
     "gaussian-mixture": gaussian_mixture,
     "modular-arithmetic": modular_arithmetic,
@@ -58,8 +66,9 @@ def load(name: str, **kwargs) -> Dataset:
 
 
 __all__ = [
-    "Dataset", "DataError", "LOADERS", "MODULAR_OPS", "digits", "gaussian_mixture",
-    "load", "low_rank_ground_truth", "low_rank_matrix", "modular_arithmetic",
-    "modular_table", "one_hot_pairs", "standardize", "subset", "teacher_student",
-    "validate", "with_label_noise",
+    "Dataset", "DataError", "FetchResult", "LOADERS", "MODULAR_OPS", "data_dir", "digits",
+    "fashion_mnist", "fetch", "gaussian_mixture", "load", "low_rank_ground_truth",
+    "low_rank_matrix", "mnist", "mnist1d", "modular_arithmetic", "modular_table",
+    "one_hot_pairs", "read_idx", "standardize", "status", "subset", "teacher_student",
+    "validate", "with_label_noise", "write_idx",
 ]
