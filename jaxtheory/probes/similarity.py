@@ -1,0 +1,296 @@
+r"""Representation similarity: CKA, HSIC, minibatch CKA, mutual nearest neighbours.
+
+Written for ONE pair of representations (``(n, ...)`` arrays of ``n``
+examples; trailing axes are flattened into features) and mapped over a sweep
+with :func:`jaxtheory.probes.over_runs`. Padded widths need no care: zero
+feature columns change neither a linear nor an RBF Gram matrix, so every
+quantity here is exactly the unpadded one.
+
+* HSIC (Gretton et al. 2005), biased :math:`\mathrm{tr}(KHLH)/(n-1)^2` and
+  unbiased (Song et al. 2012);
+* CKA (Kornblith et al. 2019), :math:`\mathrm{HSIC}(K,L)/\sqrt{\mathrm{HSIC}(K,K)\,\mathrm{HSIC}(L,L)}`,
+  with linear or RBF kernels, and layer-by-layer :func:`cka_matrix`;
+* minibatch CKA (Nguyen et al. 2021): unbiased HSIC summed over minibatches,
+  as a streaming accumulator (:func:`cka_init`, :func:`cka_update`,
+  :func:`cka_value`) or in one call (:func:`minibatch_cka`);
+* mutual k-nearest-neighbour alignment (Huh et al. 2024).
+
+>>> import jax
+>>> X = jax.random.normal(jax.random.key(0), (32, 8))
+>>> round(float(cka(X, 2.0 * X)), 5)
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def _flat(x) -> Array:
+  x = jnp.asarray(x)
+  if x.ndim < 1:
+    raise ValueError("a representation needs a leading axis of examples")
+  return x.reshape(x.shape[0], -1)
+
+
+def _safe_ratio(num, den_sq):
+  """``num / sqrt(den_sq)``, and 0 where the denominator is not positive (no NaN)."""
+  ok = den_sq > 0
+  return jnp.where(ok, num / jnp.sqrt(jnp.where(ok, den_sq, 1.0)), 0.0)
+
+
+# ----------------------------------------------------------------------------
+# Kernels and centering.
+
+
+def linear_kernel(x) -> Array:
+  """Gram matrix :math:`XX^\\top` of ``(n, ...)`` features."""
+  X = _flat(x)
+  return X @ X.T
+
+
+def rbf_kernel(x, sigma_frac: float = 0.8) -> Array:
+  r"""RBF Gram matrix :math:`\exp(-\|x_i-x_j\|^2 / (2\sigma^2))`.
+
+  As in Kornblith et al. (2019), :math:`\sigma` is ``sigma_frac`` times the
+  median distance between distinct examples (a bandwidth that is invariant
+  to isotropic scaling of the representation).
+  """
+  X = _flat(x)
+  sq = jnp.sum(X * X, axis=1)
+  d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * X @ X.T, 0.0)
+  iu = np.triu_indices(X.shape[0], 1)  # static: distinct pairs
+  med = jnp.median(jnp.sqrt(d2[iu]))
+  s2 = (sigma_frac * med) ** 2
+  return jnp.exp(-d2 / (2 * jnp.where(s2 > 0, s2, 1.0)))
+
+
+def center(K: Array, unbiased: bool = False) -> Array:
+  r"""Double centering :math:`HKH`, or U-centering for unbiased estimates.
+
+  U-centering (Szekely & Rizzo 2014) zeroes the diagonal and sets
+  :math:`\tilde K_{ij} = K_{ij} - \frac{1}{n-2}\sum_l K_{il}
+  - \frac{1}{n-2}\sum_k K_{kj} + \frac{1}{(n-1)(n-2)}\sum_{kl} K_{kl}`
+  (with the diagonal of ``K`` removed first), so that
+  :math:`\langle\tilde K, \tilde L\rangle / (n(n-3))` is Song et al.'s
+  unbiased HSIC.
+  """
+  n = K.shape[0]
+  if not unbiased:
+    K = K - jnp.mean(K, axis=0, keepdims=True)
+    return K - jnp.mean(K, axis=1, keepdims=True)
+  if n < 4:
+    raise ValueError(f"unbiased HSIC needs at least 4 examples, got {n}")
+  eye = jnp.eye(n, dtype=bool)
+  K = jnp.where(eye, 0.0, K)
+  row = jnp.sum(K, axis=1, keepdims=True) / (n - 2)
+  col = jnp.sum(K, axis=0, keepdims=True) / (n - 2)
+  tot = jnp.sum(K) / ((n - 1) * (n - 2))
+  return jnp.where(eye, 0.0, K - row - col + tot)
+
+
+def hsic(K: Array, L: Array, unbiased: bool = False) -> Array:
+  r"""Hilbert-Schmidt independence criterion of two Gram matrices.
+
+  Biased (Gretton et al. 2005): :math:`\mathrm{tr}(KHLH)/(n-1)^2`.
+  Unbiased (Song et al. 2012), with :math:`\tilde K, \tilde L` the Gram
+  matrices with zeroed diagonals:
+
+  .. math:: \frac{1}{n(n-3)}\Big[\mathrm{tr}(\tilde K\tilde L)
+            + \frac{\mathbf 1^\top\tilde K\mathbf 1\,\mathbf 1^\top\tilde L\mathbf 1}{(n-1)(n-2)}
+            - \frac{2}{n-2}\mathbf 1^\top\tilde K\tilde L\mathbf 1\Big].
+
+  Args:
+    K, L: ``(n, n)`` Gram matrices.
+    unbiased: which estimator (unbiased needs ``n >= 4``).
+  """
+  n = K.shape[0]
+  if not unbiased:
+    return jnp.sum(center(K) * L) / (n - 1) ** 2
+  Kt = jnp.where(jnp.eye(n, dtype=bool), 0.0, K)
+  Lt = jnp.where(jnp.eye(n, dtype=bool), 0.0, L)
+  if n < 4:
+    raise ValueError(f"unbiased HSIC needs at least 4 examples, got {n}")
+  s = (jnp.sum(Kt * Lt) + jnp.sum(Kt) * jnp.sum(Lt) / ((n - 1) * (n - 2))
+       - 2.0 / (n - 2) * jnp.sum(Kt.sum(0) * Lt.sum(0)))
+  return s / (n * (n - 3))
+
+
+def cka_from_grams(K: Array, L: Array, unbiased: bool = False) -> Array:
+  """CKA of two Gram matrices (0 where either is constant, never NaN)."""
+  Kc, Lc = center(K, unbiased), center(L, unbiased)
+  return _safe_ratio(jnp.sum(Kc * Lc), jnp.sum(Kc * Kc) * jnp.sum(Lc * Lc))
+
+
+def cka(x, y, kernel: str = "linear", unbiased: bool = False, sigma_frac: float = 0.8) -> Array:
+  r"""Centered kernel alignment (Kornblith et al. 2019).
+
+  :math:`\mathrm{CKA}(K,L) = \mathrm{HSIC}(K,L)/\sqrt{\mathrm{HSIC}(K,K)\,\mathrm{HSIC}(L,L)}`.
+  Linear CKA is invariant to orthogonal transforms and isotropic scaling of
+  either representation (not to arbitrary invertible linear maps). The
+  biased linear case uses features, :math:`\|Y_c^\top X_c\|_F^2 /
+  (\|X_c^\top X_c\|_F\,\|Y_c^\top Y_c\|_F)`, whichever of ``n`` or the
+  feature counts is smaller.
+
+  Args:
+    x, y: representations ``(n, ...)`` of the same ``n`` examples.
+    kernel: ``'linear'`` or ``'rbf'`` (bandwidth: :func:`rbf_kernel`).
+    unbiased: use the unbiased HSIC (needs ``n >= 4``).
+    sigma_frac: RBF bandwidth as a fraction of the median distance.
+
+  Returns:
+    A scalar in [0, 1] (the unbiased estimate may stray slightly outside);
+    0 when a representation is constant.
+  """
+  X, Y = _flat(x), _flat(y)
+  if X.shape[0] != Y.shape[0]:
+    raise ValueError(f"representations of different numbers of examples: {X.shape[0]} "
+                     f"and {Y.shape[0]}")
+  if kernel == "linear":
+    n, dx, dy = X.shape[0], X.shape[1], Y.shape[1]
+    if not unbiased and max(dx, dy) < n:
+      X = X - X.mean(0)
+      Y = Y - Y.mean(0)
+      num = jnp.sum((Y.T @ X) ** 2)
+      return _safe_ratio(num, jnp.sum((X.T @ X) ** 2) * jnp.sum((Y.T @ Y) ** 2))
+    return cka_from_grams(linear_kernel(X), linear_kernel(Y), unbiased)
+  if kernel == "rbf":
+    return cka_from_grams(rbf_kernel(X, sigma_frac), rbf_kernel(Y, sigma_frac), unbiased)
+  raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+
+
+def cka_matrix(reps_a: Sequence, reps_b: Sequence | None = None, kernel: str = "linear",
+               unbiased: bool = False, sigma_frac: float = 0.8) -> Array:
+  """CKA between every layer of ``reps_a`` and every layer of ``reps_b``.
+
+  Each Gram matrix is formed and centred once; the matrix is then one
+  contraction of the stacked centred Grams.
+
+  Args:
+    reps_a: representations ``(n, ...)`` (a list, one per layer).
+    reps_b: another list; ``None`` compares ``reps_a`` with itself.
+    kernel, unbiased, sigma_frac: as in :func:`cka`.
+
+  Returns:
+    ``(len(reps_a), len(reps_b))`` CKA values.
+  """
+  gram = {"linear": linear_kernel, "rbf": lambda r: rbf_kernel(r, sigma_frac)}.get(kernel)
+  if gram is None:
+    raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+  Ka = jnp.stack([center(gram(r), unbiased) for r in reps_a])
+  Kb = Ka if reps_b is None else jnp.stack([center(gram(r), unbiased) for r in reps_b])
+  if Ka.shape[1] != Kb.shape[1]:
+    raise ValueError("representations of different numbers of examples")
+  num = jnp.einsum("aij,bij->ab", Ka, Kb)
+  na, nb = jnp.einsum("aij,aij->a", Ka, Ka), jnp.einsum("bij,bij->b", Kb, Kb)
+  return _safe_ratio(num, na[:, None] * nb[None, :])
+
+
+# ----------------------------------------------------------------------------
+# Minibatch (streaming) CKA.
+
+
+class CKAState(NamedTuple):
+  """Running sums of unbiased HSIC over minibatches."""
+  xy: Array
+  xx: Array
+  yy: Array
+
+
+def cka_init(dtype=None) -> CKAState:
+  """An empty accumulator."""
+  z = jnp.zeros((), dtype or jnp.result_type(float))
+  return CKAState(z, z, z)
+
+
+def cka_update(state: CKAState, x, y, kernel: str = "linear",
+               sigma_frac: float = 0.8) -> CKAState:
+  """Adds one minibatch (``n >= 4`` examples) of both representations."""
+  if kernel == "linear":
+    K, L = linear_kernel(x), linear_kernel(y)
+  elif kernel == "rbf":
+    K, L = rbf_kernel(x, sigma_frac), rbf_kernel(y, sigma_frac)
+  else:
+    raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+  return CKAState(state.xy + hsic(K, L, True), state.xx + hsic(K, K, True),
+                  state.yy + hsic(L, L, True))
+
+
+def cka_value(state: CKAState) -> Array:
+  r"""Minibatch CKA (Nguyen et al. 2021).
+
+  .. math:: \frac{\sum_b \mathrm{HSIC}_1(K_b, L_b)}
+            {\sqrt{\sum_b \mathrm{HSIC}_1(K_b,K_b)\,\sum_b \mathrm{HSIC}_1(L_b,L_b)}}
+
+  Each :math:`\mathrm{HSIC}_1` is unbiased, so the sums converge to the
+  population values as batches accumulate, whatever the batch size, and
+  the ratio converges to the full-data (population) CKA. A non-positive
+  denominator (possible for the unbiased self-terms of a few tiny batches)
+  gives 0, never NaN.
+  """
+  return _safe_ratio(state.xy, state.xx * state.yy)
+
+
+def minibatch_cka(x, y, batch_size: int, kernel: str = "linear",
+                  sigma_frac: float = 0.8) -> Array:
+  """Minibatch CKA over consecutive batches of ``batch_size`` (a remainder is dropped).
+
+  Args:
+    x, y: representations ``(n, ...)``.
+    batch_size: examples per minibatch (static, ``>= 4``).
+    kernel, sigma_frac: as in :func:`cka`.
+  """
+  X, Y = _flat(x), _flat(y)
+  if batch_size < 4:
+    raise ValueError(f"batch_size must be >= 4 (unbiased HSIC), got {batch_size}")
+  nb = X.shape[0] // batch_size
+  if nb < 1:
+    raise ValueError(f"{X.shape[0]} examples make no batch of {batch_size}")
+  Xb = X[:nb * batch_size].reshape(nb, batch_size, -1)
+  Yb = Y[:nb * batch_size].reshape(nb, batch_size, -1)
+  st = jax.lax.scan(lambda s, b: (cka_update(s, b[0], b[1], kernel, sigma_frac), None),
+                    cka_init(X.dtype), (Xb, Yb))[0]
+  return cka_value(st)
+
+
+# ----------------------------------------------------------------------------
+# Mutual nearest neighbours.
+
+
+def mutual_knn(x, y, k: int = 10, normalize: bool = True) -> Array:
+  r"""Mutual k-nearest-neighbour alignment (Huh et al. 2024).
+
+  For each example :math:`i`, :math:`N_X(i)` is the set of its ``k`` nearest
+  other examples in representation ``x`` (by inner product of the
+  L2-normalised features, i.e. cosine similarity, as in the paper), and
+  likewise :math:`N_Y(i)`; the alignment is
+  :math:`\frac1n\sum_i |N_X(i)\cap N_Y(i)|/k`, in [0, 1].
+
+  Args:
+    x, y: representations ``(n, ...)`` of the same examples.
+    k: neighbours (static, ``< n``).
+    normalize: L2-normalise each example's features first.
+  """
+  X, Y = _flat(x), _flat(y)
+  n = X.shape[0]
+  if not 0 < k < n:
+    raise ValueError(f"k must lie in [1, {n - 1}] for {n} examples, got {k}")
+
+  def neighbours(Z):
+    if normalize:
+      nz = jnp.linalg.norm(Z, axis=1, keepdims=True)
+      Z = Z / jnp.where(nz > 0, nz, 1.0)
+    S = Z @ Z.T
+    S = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, S)
+    idx = jax.lax.top_k(S, k)[1]
+    return jnp.zeros((n, n), bool).at[jnp.arange(n)[:, None], idx].set(True)
+
+  both = neighbours(X) & neighbours(Y)
+  return jnp.mean(jnp.sum(both, axis=1) / k)

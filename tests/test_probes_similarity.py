@@ -1,0 +1,183 @@
+"""Representation similarity: CKA invariances, HSIC estimators, minibatch CKA, mutual kNN."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtheory import nn
+from jaxtheory.probes import over_runs
+from jaxtheory.probes import similarity as S
+
+
+@pytest.fixture(autouse=True)
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _pair(n=64, d=12, noise=0.7, seed=0):
+  rng = np.random.default_rng(seed)
+  X = rng.standard_normal((n, d))
+  Y = np.tanh(X @ rng.standard_normal((d, d + 3))) + noise * rng.standard_normal((n, d + 3))
+  return jnp.asarray(X), jnp.asarray(Y)
+
+
+def _orthogonal(d, seed=1):
+  return jnp.asarray(np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0])
+
+
+@pytest.mark.parametrize("kernel,unbiased", [("linear", False), ("linear", True),
+                                             ("rbf", False), ("rbf", True)])
+def test_cka_identity_and_invariances(kernel, unbiased):
+  X, Y = _pair()
+  f = jax.jit(lambda a, b: S.cka(a, b, kernel, unbiased))
+  np.testing.assert_allclose(f(X, X), 1.0, atol=1e-12)
+  base = f(X, Y)
+  assert 0.05 < base < 0.99
+  Q = _orthogonal(X.shape[1])
+  np.testing.assert_allclose(f(3.7 * X @ Q, Y), base, atol=1e-10)
+  np.testing.assert_allclose(f(X, 0.2 * Y @ _orthogonal(Y.shape[1], 2)), base, atol=1e-10)
+  np.testing.assert_allclose(f(Y, X), base, atol=1e-12)  # symmetric
+  # Padded widths: extra zero features change nothing.
+  np.testing.assert_allclose(f(jnp.pad(X, ((0, 0), (0, 5))), Y), base, atol=1e-12)
+
+
+def test_linear_cka_feature_and_gram_forms_agree_with_reference():
+  X, Y = _pair(n=20, d=30)  # more features than examples: the Gram path
+  Xs, Ys = X[:, :8], Y[:, :8]  # fewer: the feature path
+  for a, b in ((X, Y), (Xs, Ys)):
+    n = a.shape[0]
+    H = np.eye(n) - 1.0 / n
+    K, L = np.asarray(a @ a.T), np.asarray(b @ b.T)
+    hs = lambda K, L: np.trace(K @ H @ L @ H) / (n - 1) ** 2
+    ref = hs(K, L) / np.sqrt(hs(K, K) * hs(L, L))
+    np.testing.assert_allclose(S.cka(a, b), ref, rtol=1e-10)
+    np.testing.assert_allclose(S.hsic(jnp.asarray(K), jnp.asarray(L)), hs(K, L), rtol=1e-10)
+
+
+def test_unbiased_hsic_formula_and_u_centering_agree():
+  X, Y = _pair(n=9)
+  K, L = S.linear_kernel(X), S.rbf_kernel(Y)
+  n = K.shape[0]
+  u = jnp.sum(S.center(K, True) * S.center(L, True)) / (n * (n - 3))
+  np.testing.assert_allclose(S.hsic(K, L, unbiased=True), u, rtol=1e-10)
+  # Unbiasedness: the mean over many small samples matches a large-sample estimate.
+  rng = np.random.default_rng(0)
+  Z = rng.standard_normal((4000, 3))
+  W = Z[:, :1] ** 2 + 0.5 * rng.standard_normal((4000, 1))
+  big = S.hsic(S.linear_kernel(Z[:2000]), S.linear_kernel(W[:2000]), True)
+  small = jax.vmap(lambda z, w: S.hsic(S.linear_kernel(z), S.linear_kernel(w), True))(
+      Z.reshape(500, 8, 3), W.reshape(500, 8, 1))
+  biased = jax.vmap(lambda z, w: S.hsic(S.linear_kernel(z), S.linear_kernel(w), False))(
+      Z.reshape(500, 8, 3), W.reshape(500, 8, 1))
+  se = np.std(small) / np.sqrt(500)
+  assert abs(np.mean(small) - big) < 4 * se
+  assert abs(np.mean(biased) - big) > 4 * se  # the biased estimator is not
+
+
+def test_minibatch_cka_matches_full_data_and_never_nans():
+  X, Y = _pair(n=4096, d=10, noise=1.0)
+  full = S.cka(X, Y, unbiased=True)
+  f = jax.jit(S.minibatch_cka, static_argnums=(2,))
+  np.testing.assert_allclose(f(X, Y, 256), full, atol=0.02)
+  small = f(X, Y, 4)
+  assert np.isfinite(small)
+  np.testing.assert_allclose(small, full, atol=0.05)
+  # The biased CKA averaged over batches of 8 is far off; the minibatch estimator is not.
+  naive = np.mean(jax.vmap(S.cka)(X.reshape(-1, 8, 10), Y.reshape(-1, 8, 13)))
+  assert abs(naive - full) > 0.1
+  # Streaming by hand equals the one-call form.
+  st = S.cka_init()
+  for i in range(0, 1024, 64):
+    st = S.cka_update(st, X[i:i + 64], Y[i:i + 64])
+  np.testing.assert_allclose(S.cka_value(st), f(X[:1024], Y[:1024], 64), rtol=1e-12)
+  # Degenerate batches: constant representations give 0, not NaN.
+  zero = jnp.zeros((16, 3))
+  assert S.minibatch_cka(zero, Y[:16], 4) == 0.0
+  assert S.cka(zero, Y[:16]) == 0.0 and S.cka(zero, Y[:16], unbiased=True) == 0.0
+  assert np.isfinite(S.minibatch_cka(X[:8], Y[:8], 4, kernel="rbf"))
+
+
+def test_rbf_cka_sanity():
+  X, Y = _pair()
+  # Bandwidth to infinity: RBF CKA tends to linear CKA (Kornblith et al. 2019).
+  np.testing.assert_allclose(S.cka(X, Y, "rbf", sigma_frac=200.0), S.cka(X, Y), atol=1e-3)
+  # A monotone nonlinear map hurts linear CKA more than RBF CKA with a small bandwidth.
+  Z = jnp.sin(3.0 * X)
+  assert S.cka(X, Z, "rbf", sigma_frac=0.4) > S.cka(X, Z)
+  # Independent representations: the biased estimate is inflated at n = 64, the unbiased
+  # one is near 0, well below that of dependent representations.
+  R = jax.random.normal(jax.random.key(0), Y.shape, Y.dtype)
+  ind, dep = S.cka(X, R, "rbf", unbiased=True), S.cka(X, Y, "rbf", unbiased=True)
+  assert abs(ind) < 0.1 < 0.3 < dep
+  assert S.cka(X, R, "rbf") > ind + 0.1
+
+
+def test_cka_matrix_is_pairwise_cka():
+  X, Y = _pair(n=40)
+  reps_a = [X, Y, X ** 2]
+  reps_b = [Y, jnp.tanh(X)]
+  for kw in ({}, {"unbiased": True}, {"kernel": "rbf"}):
+    M = S.cka_matrix(reps_a, reps_b, **kw)
+    ref = np.array([[S.cka(a, b, **kw) for b in reps_b] for a in reps_a])
+    np.testing.assert_allclose(M, ref, atol=1e-12)
+  self = S.cka_matrix(reps_a)
+  np.testing.assert_allclose(np.diag(self), 1.0, atol=1e-12)
+  np.testing.assert_allclose(self, self.T, atol=1e-12)
+
+
+def test_mutual_knn():
+  X, Y = _pair(n=80)
+  np.testing.assert_allclose(S.mutual_knn(X, X, 5), 1.0)
+  Q = _orthogonal(X.shape[1])
+  np.testing.assert_allclose(S.mutual_knn(X, 2.0 * X @ Q, 5), 1.0)
+  rng = np.random.default_rng(3)
+  R = jnp.asarray(rng.standard_normal((80, 12)))
+  dep, ind = S.mutual_knn(X, Y, 5), S.mutual_knn(X, R, 5)
+  assert dep > 0.2
+  assert ind < 0.2  # chance level is k / (n - 1) ~ 0.06
+  # Hand count on a tiny example: 1-D points, one nearest neighbour each (no normalisation).
+  a = jnp.array([[0.0], [1.0], [3.0], [7.0]])
+  b = jnp.array([[0.0], [5.0], [6.0], [7.0]])
+  # Similarity is the inner product: neighbours of a: 0->3, 1->3, 2->3, 3->2;
+  # of b: 0->3, 1->3, 2->3, 3->2. All agree.
+  np.testing.assert_allclose(S.mutual_knn(a, b, 1, normalize=False), 1.0)
+  with pytest.raises(ValueError, match="k must lie"):
+    S.mutual_knn(X, Y, 80)
+
+
+def test_over_runs_equals_loop():
+  seeds, widths, cap = [0, 1, 2], [4, 7], 7
+  model = nn.mlp((5,), cap, 2, 3, activation=nn.tanh)
+  x = jax.random.normal(jax.random.key(9), (32, 5))
+
+  def reps(params, width):
+    ctx = nn.Ctx(width=width)
+    h1 = model.layer.apply(params[:2], x, nn.Feat(), ctx)  # dense + tanh: hidden layer 1
+    return [h1[0], model.apply(params, x, ctx)]
+
+  def probe(params, width, ref_params):
+    a, b = reps(params, width), reps(ref_params, cap)
+    return {"cka": S.cka_matrix(a, b), "rbf": S.cka(a[0], b[0], "rbf"),
+            "mb": S.minibatch_cka(a[0], b[0], 8), "knn": S.mutual_knn(a[0], b[0], 4)}
+
+  rows = [[model.init(jax.random.key(s), nn.Ctx(width=w)) for w in widths] for s in seeds]
+  stack = lambda *xs: jnp.stack(xs)
+  P = jax.tree.map(stack, *[jax.tree.map(stack, *r) for r in rows])
+  W = jnp.broadcast_to(jnp.asarray(widths), (len(seeds), len(widths)))
+  ref_params = model.init(jax.random.key(42), nn.Ctx(width=cap))
+  out = jax.jit(lambda P, W: over_runs(probe, P, W, ref_params, batch_dims=2,
+                                       in_axes=(0, 0, None)))(P, W)
+  assert out["cka"].shape == (3, 2, 2, 2)
+  one = jax.jit(probe)
+  for i in range(len(seeds)):
+    for j in range(len(widths)):
+      ref = one(jax.tree.map(lambda a: a[i, j], P), W[i, j], ref_params)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i, j], b, atol=1e-10), out, ref)
+  # Padded == unpadded: the width-4 network built at width 4 has the same CKA.
+  small = nn.mlp((5,), 4, 2, 3, activation=nn.tanh)
+  p4 = small.init(jax.random.key(1))
+  h = small.layer.apply(p4[:2], x, nn.Feat(), nn.Ctx())[0]
+  np.testing.assert_allclose(out["rbf"][1, 0], S.cka(h, reps(ref_params, cap)[0], "rbf"),
+                             atol=1e-10)
