@@ -12,7 +12,9 @@ number). Every layer therefore threads the mask of its input's last axis:
   parametrization demands;
 * ``apply(params, x, feat, ctx) -> (y, out_feat)`` where a :class:`Feat`
   carries the traced mask and the static fact "this axis scales with width";
-* ``kernel``: the infinite-width limit where one exists (``None`` otherwise).
+* ``kernel(k, ctx) -> k``: the infinite-width limit where one exists
+  (``None`` otherwise), a map on :class:`jaxtheory.kernels.analytic.Kernel`
+  (NNGP, NTK and covariances; see :func:`jaxtheory.kernels.analytic.kernel_fn`).
 
 A mask is ``None`` when every feature is active (statically known), else a
 boolean vector over the last axis. Padded weights are zero at init and receive
@@ -33,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxtheory.kernels import analytic
 from jaxtheory.nn.param import rescale_lr_for_gamma
 
 Array = jax.Array
@@ -168,6 +171,13 @@ def stable_normal(key, shape, dtype=jnp.float32, row_ids=None) -> Array:
 # Combinators.
 
 
+def _kernel_of(layer: Layer) -> Callable:
+  """``layer.kernel``, or a clear error naming a layer without an infinite-width limit."""
+  if layer.kernel is None:
+    raise analytic.no_kernel_error(layer)
+  return layer.kernel
+
+
 def serial(*layers: Layer) -> Layer:
   """Composes layers left to right (``serial(f, g)(x) = g(f(x))``)."""
   layers = tuple(layers)
@@ -185,7 +195,12 @@ def serial(*layers: Layer) -> Layer:
       x, feat = layer.apply(p, x, feat, ctx)
     return x, feat
 
-  return Layer(init, apply)
+  def kernel(k, ctx):
+    for layer in layers:
+      k = _kernel_of(layer)(k, ctx)
+    return k
+
+  return Layer(init, apply, kernel)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -202,7 +217,12 @@ def parallel(*layers: Layer) -> Layer:
             for l, p, x, f in zip(layers, params, xs, feats)]
     return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
 
-  return Layer(init, apply)
+  def kernel(ks, ctx):
+    if len(ks) != len(layers):
+      raise ValueError(f"parallel of {len(layers)} layers got {len(ks)} kernels")
+    return tuple(_kernel_of(l)(k, ctx) for l, k in zip(layers, ks))
+
+  return Layer(init, apply, kernel)
 
 
 def fan_out(num: int) -> Layer:
@@ -216,7 +236,7 @@ def fan_out(num: int) -> Layer:
     del params, ctx
     return (x,) * num, (feat,) * num
 
-  return Layer(init, apply)
+  return Layer(init, apply, lambda k, ctx: (k,) * num)
 
 
 def fan_in_sum() -> Layer:
@@ -233,7 +253,7 @@ def fan_in_sum() -> Layer:
     del params, ctx
     return sum(xs[1:], xs[0]), sum_feats(feats)
 
-  return Layer(init, apply)
+  return Layer(init, apply, analytic.fan_in_sum())
 
 
 def _concat_feats(feats: Sequence[Feat], sizes: Sequence[int]) -> Feat:
@@ -265,7 +285,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
     del params, ctx
     return jnp.concatenate(xs, axis=axis), feats_of(feats, [x.shape for x in xs])
 
-  return Layer(init, apply)
+  return Layer(init, apply, analytic.fan_in_concat(axis))
 
 
 def identity_layer() -> Layer:
@@ -279,7 +299,7 @@ def identity_layer() -> Layer:
     del params, ctx
     return x, feat
 
-  return Layer(init, apply)
+  return Layer(init, apply, analytic.identity())
 
 
 def residual(*layers: Layer) -> Layer:
@@ -292,7 +312,9 @@ def frozen(layer: Layer) -> Layer:
   """The same layer with its parameters held fixed (zero learning rate).
 
   Used for random-features models and fixed Fourier features: the parameters
-  still exist (so they are saved and can be probed) but never move.
+  still exist (so they are saved and can be probed) but never move. Its NTK
+  keeps only what flows through the layer (see
+  :func:`jaxtheory.kernels.analytic.frozen`).
   """
 
   def init(key, spec, ctx):
@@ -302,7 +324,10 @@ def frozen(layer: Layer) -> Layer:
   def apply(params, x, feat, ctx):
     return layer.apply(jax.lax.stop_gradient(params), x, feat, ctx)
 
-  return Layer(init, apply, layer.kernel)
+  def kernel(k, ctx):
+    return analytic.frozen(_kernel_of(layer))(k, ctx)
+
+  return Layer(init, apply, kernel)
 
 
 # ----------------------------------------------------------------------------

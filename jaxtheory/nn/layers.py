@@ -2,7 +2,9 @@
 
 Each constructor returns a :class:`~jaxtheory.nn.core.Layer`. Arguments named as
 in neural-tangents mean what they mean there (``W_std``, ``b_std``,
-``padding``, ``strides``). ``width_mult`` marks an output that scales with the
+``padding``, ``strides``). Every layer with an infinite-width limit carries its
+analytic NNGP/NTK map (:mod:`jaxtheory.kernels.analytic`); embeddings,
+attention and Fourier features have ``kernel=None``. ``width_mult`` marks an output that scales with the
 swept width: the layer is built at its capacity (``out_dim``) and, when the run
 context carries a width ``w``, only the first ``width_mult * w`` features are
 active. Leave it ``None`` for fixed-size outputs (the readout).
@@ -10,6 +12,7 @@ active. Leave it ``None`` for fixed-size outputs (the readout).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -17,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtheory.nn.core import Feat, Layer, Spec, apply_mask, out_feat, stable_normal
+from jaxtheory.kernels import analytic
+from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
+                               stable_normal)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
                                 vector_lr, weight_rule)
 
@@ -56,11 +61,33 @@ def _row_col_mask(W, fin: Feat, fout: Feat):
 class _Affine:
   """The width bookkeeping shared by dense and conv layers."""
 
-  def __init__(self, out_dim, W_std, b_std, width_mult, receptive=1):
+  def __init__(self, out_dim, W_std, b_std, width_mult, receptive=1, parametrization=None):
+    if parametrization is not None and parametrization not in PARAMETRIZATIONS:
+      raise ValueError(f"unknown parametrization {parametrization!r}; expected None or one of "
+                       f"{', '.join(PARAMETRIZATIONS)}")
     self.out_dim, self.W_std, self.b_std = out_dim, W_std, b_std
     self.width_mult, self.receptive = width_mult, receptive
+    self.parametrization = parametrization
+
+  def ctx(self, ctx):
+    """The run context with this layer's parametrization override applied."""
+    if self.parametrization is None or self.parametrization == ctx.parametrization:
+      return ctx
+    return dataclasses.replace(ctx, parametrization=self.parametrization)
+
+  def out_channels(self, ctx):
+    """Finite output channels: the active width when swept, else the capacity."""
+    if self.width_mult is None or ctx.width is None:
+      return self.out_dim
+    return self.width_mult * ctx.width
+
+  def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense"):
+    return analytic.affine(self.W_std, self.b_std, self.out_channels,
+                           self.width_mult is not None, self.parametrization,
+                           filter_shape, strides, padding, name)
 
   def rules(self, fin: Feat, d_in: int, ctx):
+    ctx = self.ctx(ctx)
     fout = out_feat(self.out_dim, self.width_mult, ctx)
     r = role(fin.wide, fout.wide)
     fan_in = self.receptive * fin.active(d_in)
@@ -90,7 +117,7 @@ class _Affine:
 
 
 def dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None,
-          width_mult: float | None = None) -> Layer:
+          width_mult: float | None = None, parametrization: str | None = None) -> Layer:
   """Fully connected layer on the last axis: ``y = mult * x @ W + b_mult * b``.
 
   Args:
@@ -98,9 +125,12 @@ def dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None,
     W_std: weight scale (NT's meaning: init std ``W_std / sqrt(fan_in)`` in SP).
     b_std: bias scale; ``None`` means no bias (as in NT).
     width_mult: the output has ``width_mult * width`` active features.
+    parametrization: overrides ``ctx.parametrization`` for this layer (init,
+      apply, learning-rate multipliers and kernel), e.g. NT's per-layer
+      ``parameterization``; ``None`` follows the context.
   """
   _check_positive_int("out_dim", out_dim)
-  aff = _Affine(out_dim, W_std, b_std, width_mult)
+  aff = _Affine(out_dim, W_std, b_std, width_mult, parametrization=parametrization)
 
   def init(key, spec, ctx):
     d_in = spec.shape[-1]
@@ -111,7 +141,7 @@ def dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None,
     fout, w, b = aff.rules(feat, x.shape[-1], ctx)
     return aff.finish(params, x @ params["W"], fout, w, b), fout
 
-  return Layer(init, apply)
+  return Layer(init, apply, aff.kernel())
 
 
 _SPATIAL = "DHW"
@@ -126,11 +156,13 @@ def _conv_dims(nspatial):
 
 def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
          padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
-         width_mult: float | None = None) -> Layer:
+         width_mult: float | None = None, parametrization: str | None = None) -> Layer:
   """Convolution over channels-last inputs ``(batch, *spatial, channels)``.
 
   1D, 2D or 3D by the length of ``filter_shape``; ``padding`` is ``'SAME'`` or
   ``'VALID'``. Fan-in is ``prod(filter_shape) * active input channels``.
+  ``parametrization`` overrides ``ctx.parametrization`` for this layer (see
+  :func:`dense`).
   """
   _check_positive_int("out_chan", out_chan)
   filter_shape = tuple(filter_shape)
@@ -138,7 +170,7 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   if padding not in ("SAME", "VALID"):
     raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
   dims = _conv_dims(len(filter_shape))
-  aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape))
+  aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape), parametrization)
 
   def _conv(x, W):
     return lax.conv_general_dilated(x, W, strides, padding, dimension_numbers=dims)
@@ -160,11 +192,11 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
     fout, w, b = aff.rules(feat, x.shape[-1], ctx)
     return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
 
-  return Layer(init, apply)
+  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv"))
 
 
-def _stateless(fn: Callable, feat_fn: Callable | None = None, shape_fn=None) -> Layer:
-  """A parameter-free layer from ``fn(x, feat) -> y``."""
+def _stateless(fn: Callable, feat_fn: Callable | None = None, kernel=None) -> Layer:
+  """A parameter-free layer from ``fn(x, feat, ctx) -> y`` and its kernel map."""
 
   def init(key, spec, ctx):
     del key
@@ -177,7 +209,7 @@ def _stateless(fn: Callable, feat_fn: Callable | None = None, shape_fn=None) -> 
     del params
     return fn(x, feat, ctx), (feat if feat_fn is None else feat_fn(feat, x.shape))
 
-  return Layer(init, apply)
+  return Layer(init, apply, kernel)
 
 
 def flatten() -> Layer:
@@ -188,7 +220,7 @@ def flatten() -> Layer:
       return feat
     return Feat(feat.wide, jnp.broadcast_to(feat.mask, shape[1:]).reshape(-1))
 
-  return _stateless(lambda x, f, c: x.reshape(x.shape[0], -1), feat_fn)
+  return _stateless(lambda x, f, c: x.reshape(x.shape[0], -1), feat_fn, analytic.flatten())
 
 
 def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -203,31 +235,44 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
     s = lax.reduce_window(x, 0.0, lax.add, win, st, padding)
     return s / math.prod(window_shape)
 
-  return _stateless(fn)
+  return _stateless(fn, kernel=analytic.avg_pool(window_shape, strides, padding))
 
 
 def global_avg_pool() -> Layer:
   """Mean over all spatial axes: ``(batch, *spatial, C) -> (batch, C)``."""
-  return _stateless(lambda x, f, c: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))))
+  return _stateless(lambda x, f, c: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
+                    kernel=analytic.global_avg_pool())
 
 
 def take_last() -> Layer:
   """Keeps the last position of a sequence: ``(batch, T, C) -> (batch, C)``."""
-  return _stateless(lambda x, f, c: x[:, -1])
+  return _stateless(lambda x, f, c: x[:, -1], kernel=analytic.take_last())
 
 
-def elementwise(fn: Callable[[jax.Array], jax.Array]) -> Layer:
-  """Any elementwise nonlinearity ``fn``; inactive features stay exactly zero."""
-  return _stateless(lambda x, feat, ctx: apply_mask(fn(x), feat))
+def _activation(fn: Callable[[jax.Array], jax.Array], kernel) -> Layer:
+  """An elementwise nonlinearity with a closed-form kernel map."""
+  return _stateless(lambda x, feat, ctx: apply_mask(fn(x), feat), kernel=kernel)
+
+
+def elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 25,
+                df: Callable[[jax.Array], jax.Array] | None = None) -> Layer:
+  """Any elementwise nonlinearity ``fn``; inactive features stay exactly zero.
+
+  Its kernel is computed by Gauss-Hermite quadrature of degree ``deg`` (NT's
+  ``ElementwiseNumerical``; see :func:`jaxtheory.kernels.analytic.gauss_hermite`),
+  the NTK with ``df`` (default: the derivative of ``fn`` by autodiff).
+  """
+  return _activation(fn, analytic.gauss_hermite(fn, deg, df, getattr(fn, "__name__", "elementwise")))
 
 
 def relu() -> Layer:
-  return elementwise(jax.nn.relu)
+  return _activation(jax.nn.relu, analytic.relu())
 
 
 def ab_relu(a: float, b: float) -> Layer:
   """``a * min(x, 0) + b * max(x, 0)`` (NT's ``ABRelu``)."""
-  return elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0))
+  return _activation(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
+                     analytic.ab_relu(a, b))
 
 
 def leaky_relu(alpha: float) -> Layer:
@@ -236,29 +281,72 @@ def leaky_relu(alpha: float) -> Layer:
 
 def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
   """``a * erf(b * x) + c`` (NT's ``Erf``)."""
-  return elementwise(lambda x: a * jax.scipy.special.erf(b * x) + c)
+  return _activation(lambda x: a * jax.scipy.special.erf(b * x) + c, analytic.erf(a, b, c))
 
 
-def tanh() -> Layer:
-  return elementwise(jnp.tanh)
+def tanh(deg: int = 25) -> Layer:
+  """``tanh``; kernel by Gauss-Hermite quadrature of degree ``deg``."""
+  return elementwise(jnp.tanh, deg=deg, df=lambda x: 1 - jnp.tanh(x) ** 2)
 
 
 def gelu(approximate: bool = False) -> Layer:
-  """GELU; exact (erf-based) by default, as NT's ``Gelu``."""
-  return elementwise(lambda x: jax.nn.gelu(x, approximate=approximate))
+  """GELU; exact (erf-based) by default, as NT's ``Gelu``.
+
+  The exact GELU has a closed-form kernel; the tanh approximation's kernel is
+  computed by quadrature.
+  """
+  fn = lambda x: jax.nn.gelu(x, approximate=approximate)
+  if approximate:
+    return elementwise(fn)
+  return _activation(fn, analytic.gelu())
 
 
-def sigmoid() -> Layer:
-  return elementwise(jax.nn.sigmoid)
+def sigmoid(deg: int = 25) -> Layer:
+  """The logistic function; kernel by Gauss-Hermite quadrature of degree ``deg``."""
+  return elementwise(jax.nn.sigmoid, deg=deg)
 
 
 def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
   """``a * sin(b * x + c)`` (NT's ``Sin``)."""
-  return elementwise(lambda x: a * jnp.sin(b * x + c))
+  return _activation(lambda x: a * jnp.sin(b * x + c), analytic.sin(a, b, c))
+
+
+def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+  """``a * cos(b * x + c)`` (NT's ``Cos``)."""
+  return _activation(lambda x: a * jnp.cos(b * x + c), analytic.cos(a, b, c))
+
+
+def sign() -> Layer:
+  """``sign(x)`` (NT's ``Sign``; its NTK is zero)."""
+  return _activation(jnp.sign, analytic.sign())
+
+
+def exp(a: float = 1.0, b: float = 1.0) -> Layer:
+  """``a * exp(b * x)`` (NT's ``Exp``)."""
+  return _activation(lambda x: a * jnp.exp(b * x), analytic.exp(a, b))
+
+
+def monomial(degree: int) -> Layer:
+  """``x ** degree`` (NT's ``Monomial``)."""
+  kernel = analytic.monomial(degree)
+  return _activation(lambda x: x ** degree, kernel)
+
+
+def rectified_monomial(degree: int) -> Layer:
+  """``(x >= 0) * x ** degree`` (NT's ``RectifiedMonomial``)."""
+  kernel = analytic.rectified_monomial(degree)
+  return _activation(lambda x: jnp.where(x >= 0, x ** degree, 0.0).astype(x.dtype), kernel)
+
+
+def rbf(gamma: float = 1.0) -> Layer:
+  """``sqrt(2) sin(sqrt(2 gamma) x + pi/4)``, whose NNGP is an RBF kernel (NT's ``Rbf``)."""
+  return _activation(lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(2.0 * gamma) * x + jnp.pi / 4),
+                     analytic.rbf(gamma))
 
 
 def identity() -> Layer:
-  return elementwise(lambda x: x)
+  """The identity as an activation (a deep linear network); its kernel is the identity."""
+  return _activation(lambda x: x, analytic.identity())
 
 
 def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
@@ -290,7 +378,7 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
       y = y * params["g"] + params["b"]
     return y, feat
 
-  return Layer(init, apply)
+  return Layer(init, apply, analytic.layer_norm(eps, affine))
 
 
 def embedding(vocab_size: int, dim: int, W_std: float = 1.0,

@@ -3,6 +3,12 @@
 Each returns a :class:`~jaxtheory.nn.core.Model` built at ``width`` (the
 capacity). Its hidden widths scale with the swept width, so the same model
 runs any narrower width ``w <= width`` exactly by ``Ctx(width=w)``.
+
+Every model except :func:`transformer` and :func:`fourier_mlp` (embeddings,
+attention and random Fourier features have no infinite-width kernel) has
+analytic NNGP and NTK kernels: ``jaxtheory.kernels.analytic.kernel_fn(model,
+ctx)``; under ``'sp'`` the NTK uses the model's finite widths (or
+``ctx.width``), as neural-tangents' standard parameterization does.
 """
 
 from __future__ import annotations

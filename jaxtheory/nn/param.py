@@ -113,8 +113,10 @@ def bias_rule(ctx, role_: str, n, b_std: float) -> Rule:
       return Rule(sq, b_std / sq, LRScale(one, 1 / sq))
     return Rule(one, b_std, LRScale(one, one))
   if p == "mf":
-    n_ = (jnp.asarray(n, jnp.result_type(float))
-          if role_ != "fixed" else one)
+    # A bias on a wide axis moves its features by O(1) only with the width's LR
+    # multiplier; the readout's bias moves the output directly, so it keeps LR 1
+    # (with n it would destabilise gradient descent as the width grows).
+    n_ = jnp.asarray(n, jnp.result_type(float)) if out_wide else one
     return Rule(b_std, one, LRScale(n_, one))
   raise ValueError(f"unknown parametrization {p!r}")
 

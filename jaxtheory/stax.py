@@ -1,0 +1,327 @@
+"""A neural-tangents-compatible facade: ``stax`` names and signatures over :mod:`jaxtheory.nn`.
+
+Every constructor returns ``(init_fn, apply_fn, kernel_fn)`` exactly as
+neural-tangents 0.6.5's ``stax`` does (Novak et al. 2020), so NT code ports by
+changing the import::
+
+  from jaxtheory import stax
+  init_fn, apply_fn, kernel_fn = stax.serial(
+      stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
+  out_shape, params = init_fn(jax.random.key(0), (-1, 10))
+  y = apply_fn(params, x)
+  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: both
+
+* ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
+  a batch axis, which may be ``-1``.
+* ``apply_fn(params, inputs, **kwargs)``; ``params`` are jaxtheory's (dicts of
+  ``W``/``b``), not NT's ``(W, b)`` tuples.
+* ``kernel_fn(x1, x2=None, get=None, **kwargs)``: NNGP and NTK of one output
+  channel in NT's conventions (including the per-layer ``parameterization``,
+  ``'ntk'`` or ``'standard'``), computed by :mod:`jaxtheory.kernels.analytic`.
+  ``get=None`` returns a namedtuple with ``nngp`` and ``ntk`` (NT returns its
+  ``Kernel`` object, whose ``.nngp``/``.ntk`` read the same). ``batch_size=``
+  computes in blocks (NT does this with ``nt.batch``).
+
+Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
+``'VALID'``, strides), ``Relu``, ``ABRelu``, ``LeakyRelu``, ``Abs``, ``Erf``,
+``Gelu``, ``Sin``, ``Cos``, ``Sign``, ``Exp``, ``ExpNormalized``, ``Identity``,
+``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
+``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
+``FanOut``, ``FanInSum``, ``FanInConcat``.
+
+Not covered (a clear error, or simply absent): channels-first or other
+``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding;
+``AvgPool(normalize_edges=True)`` with ``'SAME'`` padding; ``LayerNorm`` over
+non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
+``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
+``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
+``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``, ``Polynomial``,
+``Hermite``, ``Elementwise(nngp_fn=...)``; masking (``mask_constant``);
+``diagonal_batch=False``, a user-chosen ``diagonal_spatial``; passing a
+``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
+result; ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn``,
+``nt.monte_carlo_kernel_fn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+
+from jaxtheory import nn
+from jaxtheory.kernels import analytic
+from jaxtheory.nn import core, layers as L
+
+_CTX = nn.Ctx("ntk")
+_PARAM = {"ntk": "ntk", "standard": "sp"}
+
+
+class _Triple(tuple):
+  """``(init_fn, apply_fn, kernel_fn)`` that remembers the jaxtheory layer behind it."""
+
+  def __new__(cls, layer: core.Layer):
+    obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer)))
+    obj.layer = layer
+    return obj
+
+
+def _is_shape(s) -> bool:
+  return all(isinstance(d, int) for d in s)
+
+
+def _init_fn(layer):
+
+  def to_spec(shape):
+    if _is_shape(shape):
+      return core.Spec(tuple(1 if d == -1 else int(d) for d in shape))
+    return tuple(to_spec(s) for s in shape)
+
+  def to_shape(spec, shape):
+    if isinstance(spec, core.Spec):
+      batch = shape[0] if _is_shape(shape) else -1
+      return (batch,) + tuple(spec.shape[1:])
+    shapes = shape if not _is_shape(shape) else [shape] * len(spec)
+    return tuple(to_shape(s, sh) for s, sh in zip(spec, shapes))
+
+  def init_fn(key, input_shape):
+    spec, params, _ = layer.init(key, to_spec(tuple(input_shape)), _CTX)
+    return to_shape(spec, tuple(input_shape)), params
+
+  return init_fn
+
+
+def _apply_fn(layer):
+
+  def feats(x):
+    return core.Feat() if hasattr(x, "shape") else tuple(feats(a) for a in x)
+
+  def apply_fn(params, inputs, **kwargs):
+    kwargs.pop("rng", None)
+    if kwargs:
+      raise TypeError(f"apply_fn got unsupported keyword arguments {sorted(kwargs)} "
+                      "(masking and dropout are not covered by jaxtheory.stax)")
+    y, _ = layer.apply(params, inputs, feats(inputs), _CTX)
+    return y
+
+  return apply_fn
+
+
+def _kernel_fn(layer):
+  state = {}
+
+  def kernel_fn(x1, x2=None, get=None, *, batch_size=None, diagonal_batch=True,
+                diagonal_spatial=None, **kwargs):
+    if kwargs:
+      raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
+    if diagonal_batch is not True or diagonal_spatial not in (None, False):
+      raise ValueError("jaxtheory.stax computes diagonal_batch=True kernels and chooses the "
+                       "spatial layout itself; other layouts are not covered")
+    if layer.kernel is None:
+      raise analytic.no_kernel_error(layer)
+    if "fn" not in state:
+      state["fn"] = analytic.kernel_fn(layer, _CTX)
+    return state["fn"](x1, x2, ("nngp", "ntk") if get is None else get, batch_size=batch_size)
+
+  return kernel_fn
+
+
+def _layer(t) -> core.Layer:
+  if not isinstance(t, _Triple):
+    raise TypeError("jaxtheory.stax combinators take layers built by jaxtheory.stax "
+                    f"(got {type(t).__name__}); neural-tangents triples cannot be mixed in")
+  return t.layer
+
+
+def _param(parameterization: str) -> str:
+  p = parameterization.lower()
+  if p not in _PARAM:
+    raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+  return _PARAM[p]
+
+
+def _check_axes(batch_axis=0, channel_axis=-1):
+  if batch_axis != 0 or channel_axis not in (-1,):
+    raise ValueError("jaxtheory.stax supports channels-last inputs only (batch_axis=0, "
+                     f"channel_axis=-1), got batch_axis={batch_axis}, channel_axis={channel_axis}")
+
+
+def _check_s(s):
+  if tuple(s) != (1, 1):
+    raise ValueError(f"s={tuple(s)} is not covered (only s=(1, 1))")
+
+
+def _check_padding(padding):
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID' (CIRCULAR is not covered), got {padding!r}")
+
+
+# ----------------------------------------------------------------------------
+# Combinators.
+
+
+def serial(*layers) -> _Triple:
+  """Composes layers left to right (NT's ``stax.serial``)."""
+  return _Triple(nn.serial(*map(_layer, layers)))
+
+
+def parallel(*layers) -> _Triple:
+  """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
+  return _Triple(nn.parallel(*map(_layer, layers)))
+
+
+def FanOut(num: int) -> _Triple:
+  return _Triple(nn.fan_out(num))
+
+
+def FanInSum() -> _Triple:
+  return _Triple(nn.fan_in_sum())
+
+
+def FanInConcat(axis: int = -1) -> _Triple:
+  return _Triple(nn.fan_in_concat(axis))
+
+
+def Identity() -> _Triple:
+  return _Triple(nn.identity_layer())
+
+
+# ----------------------------------------------------------------------------
+# Linear layers.
+
+
+def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
+          channel_axis: int = -1, parameterization: str = "ntk",
+          s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Fully connected layer on the channel axis (NT's ``stax.Dense``)."""
+  _check_axes(batch_axis, channel_axis)
+  _check_s(s)
+  return _Triple(L.dense(out_dim, W_std, b_std, parametrization=_param(parameterization)))
+
+
+def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+         padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+         dimension_numbers: tuple[str, str, str] | None = None, parameterization: str = "ntk",
+         s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Convolution over channels-last inputs (NT's ``stax.Conv``)."""
+  if dimension_numbers is not None:
+    lhs, rhs, out = dimension_numbers
+    if not (lhs[0] == "N" and lhs[-1] == "C" and out == lhs and rhs[-2:] == "IO"
+            and rhs[:-2] == lhs[1:-1]):
+      raise ValueError(f"only channels-last dimension_numbers (e.g. NHWC, HWIO, NHWC) are "
+                       f"covered, got {dimension_numbers}")
+  _check_s(s)
+  _check_padding(padding)
+  return _Triple(L.conv(out_chan, filter_shape, strides, padding, W_std, b_std,
+                        parametrization=_param(parameterization)))
+
+
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
+  _check_axes(batch_axis)
+  if batch_axis_out != 0:
+    raise ValueError("only batch_axis_out=0 is covered")
+  return _Triple(L.flatten())
+
+
+def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
+            padding: str = "VALID", normalize_edges: bool = False, batch_axis: int = 0,
+            channel_axis: int = -1) -> _Triple:
+  """Average pooling; NT's defaults: stride 1, normalized by the window size."""
+  _check_axes(batch_axis, channel_axis)
+  _check_padding(padding)
+  if normalize_edges and padding == "SAME":
+    raise ValueError("AvgPool(normalize_edges=True) with SAME padding is not covered")
+  window_shape = tuple(window_shape)
+  strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
+  return _Triple(L.avg_pool(window_shape, strides, padding))
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  _check_axes(batch_axis, channel_axis)
+  return _Triple(L.global_avg_pool())
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
+              channel_axis: int = -1) -> _Triple:
+  """Layer norm over the channel axis (NT's ``stax.LayerNorm``)."""
+  _check_axes(batch_axis, channel_axis)
+  if axis not in (-1, (-1,), [-1]):
+    raise ValueError(f"LayerNorm over axis={axis!r} is not covered (only the channel axis, -1)")
+  return _Triple(L.layer_norm(eps))
+
+
+# ----------------------------------------------------------------------------
+# Nonlinearities.
+
+
+def Relu(do_stabilize: bool = False) -> _Triple:
+  del do_stabilize  # float64 kernels need no rescaling
+  return _Triple(L.relu())
+
+
+def ABRelu(a: float, b: float, do_stabilize: bool = False) -> _Triple:
+  del do_stabilize
+  return _Triple(L.ab_relu(a, b))
+
+
+def LeakyRelu(alpha: float, do_stabilize: bool = False) -> _Triple:
+  del do_stabilize
+  return _Triple(L.leaky_relu(alpha))
+
+
+def Abs(do_stabilize: bool = False) -> _Triple:
+  del do_stabilize
+  return _Triple(L.ab_relu(-1.0, 1.0))
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
+  return _Triple(L.erf(a, b, c))
+
+
+def Gelu(approximate: bool = False) -> _Triple:
+  """GELU; as in NT, ``approximate`` changes ``apply_fn`` only (the kernel is exact)."""
+  lay = L.gelu(approximate)
+  return _Triple(core.Layer(lay.init, lay.apply, analytic.gelu()))
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
+  return _Triple(L.sin(a, b, c))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
+  return _Triple(L.cos(a, b, c))
+
+
+def Sign() -> _Triple:
+  return _Triple(L.sign())
+
+
+def Exp(a: float = 1.0, b: float = 1.0) -> _Triple:
+  return _Triple(L.exp(a, b))
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False) -> _Triple:
+  """The normalized Gaussian kernel; kernel-only, like NT's (``apply_fn`` raises)."""
+  base = L.identity()
+
+  def apply(params, x, feat, ctx):
+    raise NotImplementedError("ExpNormalized has no finite-width apply_fn (as in NT)")
+
+  return _Triple(core.Layer(base.init, apply, analytic.exp_normalized(gamma, shift, do_clip)))
+
+
+def Monomial(degree: int) -> _Triple:
+  return _Triple(L.monomial(degree))
+
+
+def RectifiedMonomial(degree: int) -> _Triple:
+  return _Triple(L.rectified_monomial(degree))
+
+
+def Rbf(gamma: float = 1.0) -> _Triple:
+  return _Triple(L.rbf(gamma))
+
+
+def ElementwiseNumerical(fn: Callable, deg: int,
+                         df: Callable | None = None) -> _Triple:
+  """Any elementwise ``fn`` with a Gauss-Hermite kernel of degree ``deg``."""
+  return _Triple(L.elementwise(fn, deg=deg, df=df))
