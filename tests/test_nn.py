@@ -470,3 +470,18 @@ def test_attention_rejects_width_not_multiple_of_heads():
   with pytest.raises(ValueError, match=r"d_model 10 is not a multiple of num_heads 3"):
     _abstract_init(nn.model(nn.serial(nn.embedding(VOCAB, 10), nn.causal_self_attention(3)),
                             (4,)))
+
+
+@pytest.mark.parametrize("p", ["mup", "mf"])
+def test_feature_learning_parametrizations_train_alike_at_every_width(p):
+  """muP and mean-field with biases: the same learning rate trains widths 64 and 1024
+  to nearly the same loss (a width-consistent limit); before the readout bias of mf
+  kept LR 1, its LR grew with the width and width 1024 diverged."""
+  from jaxtheory import data, sweep
+  ds = data.teacher_student(n_train=32, n_test=8, input_dim=4, seed=0)
+  s = sweep.Sweep(lambda w: nn.mlp((4,), w, 2, 1, b_std=0.5), ds, dict(width=[64, 1024]),
+                  "sgd", dict(lr=0.5), steps=60, record=2, loss="mse", parametrization=p,
+                  max_waste=1.0)
+  loss = sweep.run(s).train_loss.isel(seed=0, step=-1).values
+  assert np.isfinite(loss).all()
+  np.testing.assert_allclose(loss[1], loss[0], rtol=0.35)
