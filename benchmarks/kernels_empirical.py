@@ -8,7 +8,9 @@ the logits (``trace_axes=(-1,)``), so an ``n x n`` kernel:
 * ``cnn``: conv 64 3x3 SAME, relu, conv 64 3x3 SAME, relu, global average
   pool, dense 10 (``nn.cnn((8, 8, 3), 64, 2, 10)``) on 20 x 8x8x3 inputs.
 
-Contenders: ``jaxtheory.kernels.empirical.empirical_ntk`` with
+Contenders: ``analytic`` (the infinite-width NNGP and NTK of the same
+architecture, :func:`jaxtheory.kernels.analytic.kernel_fn`, jitted once per
+shape), ``jaxtheory.kernels.empirical.empirical_ntk`` with
 ``implementation`` in ``structured`` (= ``auto``), ``jacobian``, ``ntvp``,
 ``structured`` with ``batch_size`` blocks, and ``naive``: the plain rewrite
 ``jax.jacobian`` of the whole batch contracted with ``einsum`` (what one
@@ -37,7 +39,7 @@ import sys
 import time
 
 CASES = ("mlp", "cnn")
-CONTENDERS = ("structured", "jacobian", "ntvp", "structured_bs", "naive")
+CONTENDERS = ("analytic", "structured", "jacobian", "ntvp", "structured_bs", "naive")
 QUICK_CONTENDERS = ("structured", "jacobian", "naive")
 
 
@@ -79,6 +81,13 @@ def worker(case, contender, repeats):
   f, params, x = _setup(case)
   if contender == "naive":
     fn = jax.jit(lambda p, x: _naive(f, p, x))
+  elif contender == "analytic":  # the infinite-width NTK (+ NNGP) of the same network
+    from jaxtheory import nn
+    from jaxtheory.kernels.analytic import kernel_fn
+    model = {"mlp": nn.mlp((32,), 512, 2, 1, b_std=0.05),
+             "cnn": nn.cnn((8, 8, 3), 64, 2, 10, b_std=0.05)}[case]
+    k_fn = kernel_fn(model, nn.Ctx("ntk"))
+    fn = lambda p, x: k_fn(x, None, ("nngp", "ntk")).ntk
   else:
     impl, bs = contender, None
     if contender == "structured_bs":

@@ -29,23 +29,16 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import NamedTuple
 
-from jaxtheory.experiments import width_sweep
+from jaxtheory.experiments.check import Check
+from jaxtheory.experiments import grokking, kernel_limit, matrix_completion, width_sweep
 from jaxtheory.train import ConfigError
-
-class Check(NamedTuple):
-  """One signature check of an experiment: what, whether it held, and the measured numbers."""
-  name: str
-  passed: bool
-  measured: str
-
-  def line(self) -> str:
-    return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.measured}"
-
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
     "width-sweep": width_sweep,
+    "kernel-limit": kernel_limit,
+    "grokking": grokking,
+    "matrix-completion": matrix_completion,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -1,0 +1,217 @@
+r"""Finite width against its limit: a sweep's networks side by side with their kernels.
+
+Trained by full-batch gradient descent on the squared error, a network of
+width :math:`n` in NTK parametrization follows its linearization to within
+:math:`O(n^{-1/2})`, and the linearization follows the infinite-width NTK
+(Jacot et al. 2018; Lee et al. 2019): the closed form
+
+.. math:: f_t = y + e^{-\eta t \Theta / n_{\rm train}} (f_0 - y)
+
+on the training set (and its test-set counterpart). In mean-field / muP
+(and as the richness :math:`\gamma` grows) the kernel itself moves during
+training, by :math:`O(1)` however wide the network, and the network leaves
+the kernel regime (Chizat et al. 2019; Yang & Hu 2021).
+
+:func:`compare` runs a sweep with the recordings this needs (train and test
+outputs, the empirical NTK on a probe set) and returns, per run and recorded
+step:
+
+* ``dev_linear``: :math:`\|f_t - f^{\rm lin}_t\| / \|f^{\rm lin}_t\|` on the
+  test set, where :math:`f^{\rm lin}` is the closed-form gradient flow with
+  the run's own empirical NTK at initialization (the lazy-training
+  prediction);
+* ``dev_ntk`` (NTK parametrization): the same against the analytic
+  infinite-width NTK, started from the run's own initial outputs;
+* ``kernel_movement``: :math:`\|\Theta_t - \Theta_0\|_F / \|\Theta_0\|_F`;
+* ``kernel_alignment``: kernel-target alignment :math:`\langle \Theta_t,
+  YY^\top\rangle_F / (\|\Theta_t\|_F \|YY^\top\|_F)` (Cristianini et al. 2002);
+* ``ntk_init_error`` (NTK parametrization): :math:`\|\Theta_0 -
+  \Theta_\infty\|_F / \|\Theta_\infty\|_F` on the training set;
+
+and :func:`width_exponent` fits the power law of any of them against width.
+
+Every NTK here is the one that drives training: each parameter's Jacobian
+is weighted by its learning-rate multiplier (a frozen layer contributes
+nothing; mean-field multiplies the learning rate by the width).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from jaxtheory.kernels import analytic, empirical, predict
+from jaxtheory.nn import Ctx, LRScale
+from jaxtheory.probes import over_runs
+from jaxtheory.sweep.engine import RunGroup, Sweep, initial_params, plan, run
+from jaxtheory.train import ConfigError, data_arrays, get_optimizer
+
+
+def _outputs(key: str, dims: Sequence[str]):
+  def fn(params, apply, d):
+    return apply(params, d[key])
+  fn.dims = tuple(dims)
+  return fn
+
+
+def _lr_weights(model, ctx: Ctx):
+  """Per-parameter SGD learning-rate multipliers of one run (the NTK's weights)."""
+  _, scales = model.init_with_lr_scale(jax.random.key(0), ctx)
+  return jax.tree.map(lambda s: jnp.asarray(s.sgd, jnp.result_type(float)), scales,
+                      is_leaf=lambda s: isinstance(s, LRScale))
+
+
+def training_ntk(model, params, ctx: Ctx, x1, x2=None, implementation="auto"):
+  r"""The NTK that gradient descent on ``model`` follows: :math:`\sum_p m_p J_p J_p^\top`.
+
+  ``m_p`` is parameter ``p``'s learning-rate multiplier (the parametrization's
+  and the richness ``gamma``'s); the kernel is of the network's output (which
+  ``gamma`` divides), averaged over output channels.
+  """
+  f = lambda p, x: model.apply(p, x, ctx)
+  return empirical.empirical_ntk(f, params, x1, x2, implementation=implementation,
+                                 param_weights=_lr_weights(model, ctx))
+
+
+def _probe_ntk(x_probe, implementation):
+  def fn(params, apply, d, ctx, model):
+    del apply, d
+    return training_ntk(model, params, ctx, x_probe, None, implementation)
+  fn.dims = ("probe_1", "probe_2")
+  return fn
+
+
+def _check(s: Sweep):
+  p = plan(s)
+  if p.loss != "mse":
+    raise ConfigError("the kernel comparison needs the squared error (loss='mse')")
+  if get_optimizer(s.optimizer).name != "sgd" or s.batch_size is not None:
+    raise ConfigError("the kernel comparison needs full-batch gradient descent "
+                      "(optimizer='sgd', batch_size=None)")
+  for axis in ("n_train", "label_noise", "weight_decay"):
+    if axis in p.grid or (axis == "weight_decay" and p.fixed.get(axis, 0.0)):
+      raise ConfigError(f"the kernel comparison does not support a {axis} axis")
+  return p
+
+
+def _targets(ds, dtype):
+  y = np.asarray(ds.y_train)
+  if ds.is_classification:
+    y = np.eye(ds.out_dim)[y]
+  return jnp.asarray(y, dtype)
+
+
+def _rel(a, b, axes):
+  return np.linalg.norm(a - b, axis=axes) / np.linalg.norm(b, axis=axes)
+
+
+def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
+            analytic_kernel: bool | None = None, **engine) -> xr.Dataset:
+  """Runs ``s`` and sets each run beside its kernel predictions (see the module doc).
+
+  Args:
+    s: a full-batch SGD sweep on the squared error.
+    n_probe: the first ``n_probe`` training inputs carry the recorded
+      empirical NTK (movement, alignment).
+    implementation: the empirical NTK's implementation
+      (:func:`jaxtheory.kernels.empirical.empirical_ntk`).
+    analytic_kernel: also compare with the infinite-width NTK (default: when
+      the sweep is in NTK parametrization and its network has one).
+    **engine: options of :func:`jaxtheory.sweep.run`.
+
+  Returns:
+    The sweep's results with ``f_train``, ``f_test``, ``ntk_probe`` and the
+    comparison variables added.
+  """
+  p = _check(s)
+  if not isinstance(n_probe, int) or n_probe < 2:
+    raise ConfigError(f"n_probe must be an integer >= 2, got {n_probe!r}")
+  dtype = jnp.float64 if s.dtype == "float64" else jnp.float32
+  n_probe = min(n_probe, len(s.data.y_train))
+  with jax.enable_x64(s.dtype == "float64"):
+    x_probe = data_arrays(s.data, dtype)["x_train"][:n_probe]
+  metrics = dict(s.metrics, f_train=_outputs("x_train", ("train_example", "output")),
+                 f_test=_outputs("x_test", ("test_example", "output")),
+                 ntk_probe=_probe_ntk(x_probe, implementation))
+  res = run(dataclasses.replace(s, metrics=metrics), **engine)
+  if analytic_kernel is None:
+    analytic_kernel = s.parametrization == "ntk"
+  with jax.enable_x64(s.dtype == "float64"):
+    _add_predictions(res, s, p, initial_params(s), implementation, analytic_kernel, dtype)
+    _add_kernel_dynamics(res, s, n_probe, dtype)
+  return res
+
+
+def _lrs(p, runs):
+  if "lr" in p.flat:
+    return np.asarray(p.flat["lr"])[runs]
+  return np.full(len(runs), p.fixed["lr"])
+
+
+def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic_kernel, dtype):
+  """Adds ``dev_linear`` (and ``dev_ntk``, ``ntk_init_error``) per run and step."""
+  d = data_arrays(s.data, dtype)
+  x_tr, x_te = d["x_train"], d["x_test"]
+  y = _targets(s.data, dtype)
+  n = y.shape[0]
+  steps = res.step.values
+  f_tr, f_te = res.f_train.values, res.f_test.values
+  dims = res.train_loss.dims
+  dev = np.full(f_te.shape[:-2], np.nan)
+  dev_inf = np.full_like(dev, np.nan)
+  init_err = np.full(dev.shape[:-1], np.nan)
+  if analytic_kernel:
+    k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(s.parametrization))
+    k_trtr, k_tetr = k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk")
+  for g in groups:
+    # The lazy prediction of every run of the group, from its own kernel at initialization.
+    th_trtr, th_tetr = over_runs(
+        lambda prm, c: (training_ntk(g.model, prm, c, x_tr, None, implementation),
+                        training_ntk(g.model, prm, c, x_te, x_tr, implementation)),
+        g.params, g.ctx, chunk=1)
+    lrs = _lrs(p, g.runs)
+    for j, r in enumerate(g.runs):
+      idx = tuple(p.index[r])
+      f0_tr, f0_te = f_tr[idx][0], f_te[idx][0]
+      fn = predict.gradient_descent_mse(th_trtr[j], y, float(lrs[j]), normalization=n)
+      dev[idx] = _rel(f_te[idx], np.asarray(fn(steps, f0_tr, f0_te, th_tetr[j])[1]), (-2, -1))
+      if analytic_kernel:
+        fn = predict.gradient_descent_mse(k_trtr, y, float(lrs[j]), normalization=n)
+        dev_inf[idx] = _rel(f_te[idx], np.asarray(fn(steps, f0_tr, f0_te, k_tetr)[1]),
+                            (-2, -1))
+        init_err[idx] = float(jnp.linalg.norm(th_trtr[j] - k_trtr) / jnp.linalg.norm(k_trtr))
+  res["dev_linear"] = (dims, dev)
+  if analytic_kernel:
+    res["dev_ntk"] = (dims, dev_inf)
+    res["ntk_init_error"] = (dims[:-1], init_err)
+
+
+def _add_kernel_dynamics(res, s, n_probe, dtype):
+  th = res.ntk_probe.values
+  th0 = th[..., :1, :, :]
+  res["kernel_movement"] = (res.train_loss.dims,
+                            _rel(th, np.broadcast_to(th0, th.shape), (-2, -1)))
+  y = np.asarray(_targets(s.data, dtype))[:n_probe]
+  yy = y @ y.T
+  num = np.einsum("...ij,ij->...", th, yy)
+  res["kernel_alignment"] = (res.train_loss.dims,
+                             num / (np.linalg.norm(th, axis=(-2, -1)) * np.linalg.norm(yy)))
+
+
+def width_exponent(da: xr.DataArray, step: int = -1) -> float:
+  """Slope of ``log(mean over seeds)`` against ``log(width)`` at a recorded step.
+
+  Other axes than seed and width must be selected away first.
+  """
+  v = da.isel(step=step) if "step" in da.dims else da
+  v = v.mean("seed") if "seed" in v.dims else v
+  extra = [d for d in v.dims if d != "width"]
+  if extra:
+    raise ValueError(f"select the axes {extra} first (e.g. da.sel(lr=0.1))")
+  w = v.width.values.astype(float)
+  return float(np.polyfit(np.log(w), np.log(np.asarray(v.values, float)), 1)[0])
