@@ -87,7 +87,7 @@ def worker(case, contender, repeats):
     model = {"mlp": nn.mlp((32,), 512, 2, 1, b_std=0.05),
              "cnn": nn.cnn((8, 8, 3), 64, 2, 10, b_std=0.05)}[case]
     k_fn = kernel_fn(model, nn.Ctx("ntk"))
-    fn = lambda p, x: k_fn(x, None, ("nngp", "ntk")).ntk
+    fn = jax.jit(lambda p, x: k_fn(x, None, ("nngp", "ntk")).ntk)
   else:
     impl, bs = contender, None
     if contender == "structured_bs":
