@@ -31,7 +31,8 @@ import typing
 from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
-from jaxtheory.experiments import grokking, kernel_limit, matrix_completion, width_sweep
+from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
+                                   matrix_completion, neural_collapse, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -39,6 +40,9 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "kernel-limit": kernel_limit,
     "grokking": grokking,
     "matrix-completion": matrix_completion,
+    "double-descent": double_descent,
+    "neural-collapse": neural_collapse,
+    "edge-of-stability": edge_of_stability,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

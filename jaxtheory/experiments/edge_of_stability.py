@@ -1,0 +1,278 @@
+r"""Edge of stability: under full-batch GD the sharpness rises to 2/eta and hovers there.
+
+Cohen, Kaur, Li, Kolter & Talwalkar (2021), "Gradient descent on neural
+networks typically occurs at the edge of stability". Gradient descent with
+step size :math:`\eta` on a quadratic diverges along any direction of
+curvature above :math:`2/\eta`. On neural network losses the sharpness
+:math:`\lambda_{\max}(\nabla^2 L)` first rises during training (progressive
+sharpening) until it reaches :math:`2/\eta`; then, instead of diverging, GD
+keeps the sharpness hovering at :math:`2/\eta` while the loss keeps falling
+over long time scales, non-monotonically (the edge of stability).
+
+A tanh MLP is trained by full-batch GD with MSE on one-hot targets of a few
+hundred examples (MNIST-1D by default, offline) at several learning rates (the
+grid axis ``lr``, all in one compiled program), the sharpness measured every
+``sharpness_every`` steps by Lanczos inside the training program
+(:func:`jaxtheory.probes.curvature.sharpness_metric`). The smallest learning
+rate is the control: its threshold :math:`2/\eta` is never reached within the
+budget, and the loss falls monotonically. The defaults (256 examples, 2 seeds
+x learning rates 0.01, 0.1, 0.15, 4000 steps, the sharpness every 10 steps)
+take under a minute on a 2-core CPU.
+
+>>> from jaxtheory.experiments import edge_of_stability as eos
+>>> cfg = eos.Config(n_train=20, width=8, seeds=1, lrs=(0.01, 0.1), steps=4,
+...                  sharpness_every=2, lanczos_iters=4)
+>>> eos.run(cfg).sharpness.dims
+('seed', 'lr', 'step')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+import xarray as xr
+
+from jaxtheory import data, nn, sweep
+from jaxtheory.experiments.check import Check
+from jaxtheory.probes.curvature import sharpness_metric
+from jaxtheory.train import ConfigError
+
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "erf": nn.erf}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The edge-of-stability settings (every field overridable by ``--set key=value``).
+
+  Attributes:
+    dataset: ``'digits'``, ``'mnist1d'``, ``'mnist'`` or ``'fashion-mnist'``.
+    n_train: training examples (a seeded subset).
+    standardize: standardize the inputs (per coordinate, train statistics).
+    data_seed: seed of the subset.
+    width: hidden width.
+    depth: hidden layers.
+    activation: tanh, relu, gelu or erf.
+    seeds: number of seeds; runs use seeds ``0..seeds-1``.
+    lrs: GD learning rates; the smallest is the control.
+    steps: full-batch GD steps.
+    sharpness_every: steps between recordings (loss and sharpness).
+    lanczos_iters: Lanczos iterations per sharpness estimate.
+  """
+  dataset: str = "mnist1d"
+  n_train: int = 256
+  standardize: bool = False
+  data_seed: int = 0
+  width: int = 64
+  depth: int = 2
+  activation: str = "tanh"
+  seeds: int = 2
+  lrs: tuple[float, ...] = (0.01, 0.1, 0.15)
+  steps: int = 4000
+  sharpness_every: int = 10
+  lanczos_iters: int = 20
+
+
+def _check(cfg: Config) -> None:
+  if cfg.dataset not in ("digits", "mnist1d", "mnist", "fashion-mnist"):
+    raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: digits, mnist1d, mnist, "
+                      f"fashion-mnist")
+  if cfg.activation not in _ACTIVATIONS:
+    raise ConfigError(f"unknown activation {cfg.activation!r}; available: "
+                      f"{', '.join(_ACTIVATIONS)}")
+  for name in ("n_train", "width", "depth", "seeds", "steps", "sharpness_every",
+               "lanczos_iters"):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
+    raise ConfigError(f"lrs must be positive learning rates, got {cfg.lrs!r}")
+
+
+def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
+        **engine) -> xr.Dataset:
+  """Trains the grid ``seed x lr`` by full-batch GD, recording loss and sharpness.
+
+  Args:
+    cfg: the configuration.
+    progress: ``progress(steps_done, steps_total, info)``, called as training advances.
+    **engine: execution options of :func:`jaxtheory.sweep.run`.
+
+  Returns:
+    The results dataset, dims ``(seed, lr, step)``: losses, accuracies and
+    ``sharpness``; the configuration as JSON in ``attrs['config']``.
+  """
+  _check(cfg)
+  ds = data.load(cfg.dataset, n_train=cfg.n_train, seed=cfg.data_seed,
+                 standardize=cfg.standardize)
+  act = _ACTIVATIONS[cfg.activation]
+  s = sweep.Sweep(
+      model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, activation=act),
+      data=ds, grid=dict(seed=list(range(cfg.seeds)), width=[cfg.width], lr=list(cfg.lrs)),
+      optimizer="sgd", steps=cfg.steps, record=f"every:{cfg.sharpness_every}", loss="mse",
+      metrics={"sharpness": sharpness_metric("mse", num_iters=cfg.lanczos_iters)},
+      name="edge-of-stability")
+  out = sweep.run(s, progress=progress, **engine)
+  res, groups = out if engine.get("return_params") else (out, None)
+  res = res.isel(width=0, drop=True)
+  res["threshold"] = 2.0 / res.lr
+  res.attrs["experiment"] = "edge-of-stability"
+  res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
+  return res if groups is None else (res, groups)
+
+
+# ----------------------------------------------------------------------------
+# Reading the results.
+
+
+def eos_stats(ds: xr.Dataset, reach: float = 0.9) -> dict[tuple[int, float], dict[str, float]]:
+  r"""Per run ``(seed, lr)``: how the sharpness :math:`S` compares with :math:`2/\eta`.
+
+  ``onset`` is the first recorded step with :math:`S \ge` ``reach`` :math:`\cdot 2/\eta`
+  (nan if never) and ``low_ratio`` the lowest :math:`S\eta/2` before it (after
+  the early transient of training, the start of progressive sharpening);
+  after it, ``median_ratio`` is the median of :math:`S\eta/2`,
+  ``within_10`` the fraction of recordings within 10% of :math:`2/\eta`,
+  ``loss_onset``/``loss_end`` the training loss, ``rises`` the number and
+  ``increases`` the fraction of recording intervals over which the loss went
+  up (over the whole run when the onset never comes).
+  """
+  out = {}
+  for seed in ds.seed.values:
+    for lr in ds.lr.values:
+      r = ds.sel(seed=seed, lr=lr)
+      S = r.sharpness.values * lr / 2.0
+      loss = r.train_loss.values
+      steps = r.step.values
+      hit = S >= reach
+      i0 = int(np.argmax(hit)) if hit.any() else None
+      low = S[:i0 + 1] if i0 is not None else S
+      row = {"init_ratio": float(S[0]), "low_ratio": float(np.nanmin(low)),
+             "max_ratio": float(np.nanmax(S)),
+             "onset": float(steps[i0]) if i0 is not None else float("nan"),
+             "loss_init": float(loss[0]), "loss_end": float(loss[-1]),
+             "diverged": bool(r.diverged.values[-1])}
+      if i0 is not None and i0 < len(S) - 1:
+        after = S[i0:]
+        row.update(median_ratio=float(np.median(after)),
+                   within_10=float(np.mean(np.abs(after - 1) <= 0.1)),
+                   loss_onset=float(loss[i0]),
+                   increases=float(np.mean(np.diff(loss[i0:]) > 0)),
+                   rises=int(np.sum(np.diff(loss[i0:]) > 0)))
+      else:
+        row.update(median_ratio=float("nan"), within_10=float("nan"),
+                   loss_onset=float("nan"), increases=float(np.mean(np.diff(loss) > 0)),
+                   rises=int(np.sum(np.diff(loss) > 0)))
+      out[(int(seed), float(lr))] = row
+  return out
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+  """Rows ``(label, value)``: per learning rate, sharpness relative to 2/eta and the loss."""
+  rows = []
+  for (seed, lr), r in eos_stats(ds).items():
+    rows.append((f"seed={seed} lr={lr:g} (2/lr={2 / lr:g})",
+                 f"S*lr/2 {r['init_ratio']:.2f} at init, lowest {r['low_ratio']:.2f}, "
+                 f"max {r['max_ratio']:.2f}, "
+                 f"reaches 0.9 at step {r['onset']:.0f}, then median {r['median_ratio']:.2f} "
+                 f"({100 * r['within_10']:.0f}% within 10%); loss {r['loss_init']:.3g} -> "
+                 f"{r['loss_end']:.3g}, rising over {100 * r['increases']:.0f}% of intervals"))
+  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
+  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  return rows
+
+
+def eos_checks(ds: xr.Dataset, lr: float, start_below: float = 0.7, within: float = 0.7,
+               min_rises: int = 3) -> list:
+  """The three edge-of-stability checks for the runs of one ``lr`` (see :func:`signature`)."""
+  runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
+  sharpen = all(r["low_ratio"] < start_below and np.isfinite(r["onset"]) for r in runs.values())
+  hover = all(abs(r["median_ratio"] - 1) <= 0.1 and r["within_10"] >= within
+              for r in runs.values())
+  falls = all(r["loss_end"] < r["loss_onset"] and r["rises"] >= min_rises
+              and not r["diverged"] for r in runs.values())
+  return [
+      Check(f"lr={lr:g}: progressive sharpening up to 2/lr={2 / lr:g}", bool(sharpen),
+            "; ".join(f"seed {s}: S*lr/2 {r['init_ratio']:.2f} at init, lowest "
+                      f"{r['low_ratio']:.2f}, reaches 0.9 at step {r['onset']:.0f}"
+                      for s, r in runs.items())),
+      Check(f"lr={lr:g}: sharpness then hovers within 10% of 2/lr", bool(hover),
+            "; ".join(f"seed {s}: median S*lr/2 {r['median_ratio']:.3f}, "
+                      f"{100 * r['within_10']:.0f}% of recordings within 10%"
+                      for s, r in runs.items())),
+      Check(f"lr={lr:g}: the loss keeps falling, non-monotonically", bool(falls),
+            "; ".join(f"seed {s}: loss {r['loss_onset']:.3g} at onset -> {r['loss_end']:.3g}, "
+                      f"rising over {r['rises']} intervals ({100 * r['increases']:.0f}%)"
+                      for s, r in runs.items())),
+  ]
+
+
+def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
+              min_rises: int = 3) -> list:
+  r"""The signature checks with their measured numbers.
+
+  For every learning rate above the smallest, in every seed
+  (:func:`eos_checks`): the sharpness is at some point below ``start_below``
+  :math:`\cdot 2/\eta` and then rises to :math:`0.9 \cdot 2/\eta` (progressive
+  sharpening); from then on its median is within 10% of :math:`2/\eta` and at
+  least ``within`` of the recordings are; the loss keeps falling (lower at the
+  end than at the onset) but rises over at least ``min_rises`` recording
+  intervals (non-monotonically). The control (smallest learning rate) never
+  reaches :math:`0.9 \cdot 2/\eta`.
+  """
+  lrs = sorted(float(v) for v in ds.lr.values)
+  checks = []
+  for lr in lrs[1:]:
+    checks += eos_checks(ds, lr, start_below, within, min_rises)
+  if len(lrs) >= 2:
+    lr = lrs[0]
+    runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
+    checks.append(Check(
+        f"control lr={lr:g}: 2/lr={2 / lr:g} is never reached",
+        all(r["max_ratio"] < 0.9 for r in runs.values()),
+        "; ".join(f"seed {s}: max S*lr/2 {r['max_ratio']:.2f}, loss rising over "
+                  f"{r['rises']} intervals" for s, r in runs.items())))
+  else:
+    checks.append(Check("control: a small learning rate", False,
+                        "needs at least two learning rates (the smallest is the control)"))
+  return checks
+
+
+def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
+  """Sharpness (dashed: 2/eta), sharpness relative to 2/eta, and the training loss, per lr."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  fig = Figure(figsize=(14.0, 3.8), layout="constrained")
+  FigureCanvasAgg(fig)
+  ax1, ax2, ax3 = fig.subplots(1, 3)
+  steps = ds.step.values
+  for k, lr in enumerate(ds.lr.values):
+    for j, seed in enumerate(ds.seed.values):
+      r = ds.sel(lr=lr, seed=seed)
+      style = dict(color=f"C{k}", lw=1.2, alpha=1 if j == 0 else 0.5,
+                   label=f"lr {lr:g}" if j == 0 else None)
+      ax1.plot(steps, r.sharpness.values, **style)
+      ax2.plot(steps, r.sharpness.values * lr / 2, **style)
+      ax3.plot(steps, r.train_loss.values, **style)
+    ax1.axhline(2 / lr, color=f"C{k}", ls="--", lw=1)
+  ax2.axhline(1.0, color="k", ls="--", lw=1)
+  ax2.axhspan(0.9, 1.1, color="0.5", alpha=0.15, lw=0)
+  ax1.set_yscale("log")
+  ax1.set_ylabel("sharpness λ_max (dashed: 2/lr)")
+  ax2.set_ylabel("sharpness × lr / 2 (band: ±10%)")
+  ax3.set_ylabel("training loss")
+  ax3.set_yscale("log")
+  for ax in (ax1, ax2, ax3):
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  ax1.legend(fontsize="small")
+  ax2.set_title(f"full-batch GD on {ds.attrs.get('dataset')} ({ds.sizes['seed']} seeds)",
+                fontsize="medium")
+  path = os.path.join(out_dir, "sharpness_and_loss.png")
+  fig.savefig(path, dpi=130)
+  return [path]

@@ -1,0 +1,160 @@
+"""Tests for the double-descent experiment: the closed-form readout, signature, controls, CLI."""
+
+import doctest
+import inspect
+import pathlib
+import runpy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jaxtheory.cli import cli
+from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.experiments import double_descent as D
+from jaxtheory.train import ConfigError
+
+# n = 40 random-feature regressions and a 100-example digits MLP sweep: about 15 s on a
+# 2-core CPU, most of it compiling.
+SMALL = dict(seeds=2, n_train=40, n_test=200,
+             features=(10, 20, 30, 36, 40, 44, 50, 60, 80, 160, 320), ridges=(0.0, 1e-2, 10.0),
+             mlp_n_train=100, widths=(2, 4, 8, 16, 32, 64), steps=1500)
+
+
+@pytest.fixture(scope="module")
+def small():
+  return D.run(D.Config(**SMALL))
+
+
+def test_docstring_examples_run():
+  assert doctest.testmod(D).failed == 0
+
+
+def test_registered():
+  assert EXPERIMENTS["double-descent"] is D
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("part", "cnn", "unknown part 'cnn'; available: both, rf, mlp"),
+    ("ridges", "0.1,1", "ridges must be >= 0 and include 0"),
+    ("features", "10,20", "features needs at least 3 values"),
+    ("mlp_dataset", "cifar", "unknown mlp_dataset 'cifar'"),
+    ("label_noises", "0,1.5", r"label_noises must lie in \[0, 1\)"),
+])
+def test_bad_config(key, value, message):
+  with pytest.raises(ConfigError, match=message):
+    D.run(configure(D.Config, {key: value}))
+
+
+@pytest.mark.parametrize("n,p", [(12, 5), (12, 12), (12, 30)])
+def test_ridge_readout_matches_lstsq_and_ignores_zero_columns(n, p):
+  with jax.enable_x64(True):
+    k = jax.random.split(jax.random.key(0), 4)
+    Phi, Phi_t = jax.random.normal(k[0], (n, p)), jax.random.normal(k[1], (7, p))
+    y, y_t = jax.random.normal(k[2], (n, 2)), jax.random.normal(k[3], (7, 2))
+    ridges = (0.0, 0.1, 3.0)
+    got = np.asarray(D.ridge_readout_losses(Phi, y, Phi_t, y_t, ridges))
+    for j, lam in enumerate(ridges):
+      P, Y = np.asarray(Phi), np.asarray(y)
+      if lam == 0:
+        a = np.linalg.lstsq(P, Y, rcond=None)[0]  # the minimum-norm solution
+      else:
+        a = np.linalg.solve(P.T @ P + n * lam * np.eye(p), P.T @ Y)
+      loss = lambda F, T: 0.5 * np.mean(np.sum((F @ a - T) ** 2, -1))
+      np.testing.assert_allclose(got[:, j], [loss(P, Y), loss(np.asarray(Phi_t), y_t)],
+                                 rtol=1e-8, atol=1e-12)
+    padded = D.ridge_readout_losses(jnp.pad(Phi, ((0, 0), (0, 9))), y,
+                                    jnp.pad(Phi_t, ((0, 0), (0, 9))), y_t, ridges)
+    np.testing.assert_allclose(np.asarray(padded), got, rtol=1e-8, atol=1e-12)
+    # Weights: a 0-weight example is the same as a dropped one.
+    w = jnp.ones(n).at[-2:].set(0.0)
+    masked = D.ridge_readout_losses(Phi, y, Phi_t, y_t, ridges, weights=w)
+    dropped = D.ridge_readout_losses(Phi[:-2], y[:-2], Phi_t, y_t, ridges)
+    np.testing.assert_allclose(np.asarray(masked), np.asarray(dropped), rtol=1e-6, atol=1e-12)
+
+
+def test_peak_prominence():
+  assert D.peak(np.array([1.0, 2.0, 3.0]))[1] == 0.0  # monotone: no peak
+  i, prom = D.peak(np.array([4.0, 2.0, 9.0, 5.0, 1.0]))
+  assert (i, prom) == (2, 7.0)
+  i, prom = D.peak(np.array([1.0, 100.0, 10.0]), log=True)
+  assert i == 1 and prom == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_double_descent_appears(small):
+  checks = D.signature(small)
+  assert len(checks) == 5
+  assert all(c.passed for c in checks), [c.line() for c in checks]
+  ridgeless = D.rf_curves(small)["ridgeless"]
+  assert int(ridgeless.features[int(np.argmax(ridgeless.values))]) == 40  # p = n
+  # Training loss: interpolation (zero) from p = n on, without ridge.
+  train = small.rf_train_loss.sel(ridge=0.0).median("seed")
+  assert float(train.sel(features=40)) < 1e-8 < float(train.sel(features=36))
+
+
+@pytest.mark.slow
+def test_controls_show_no_peak(small):
+  # Large ridge: flat; the optimal ridge is below the ridgeless curve everywhere.
+  curves = D.rf_curves(small)
+  assert D.peak(curves["ridge 10"].values, log=True)[1] < np.log10(1.05)
+  assert bool((curves["optimal ridge"] <= curves["ridgeless"] + 1e-12).all())
+  # No label noise: the MLP's test loss has a much smaller bump than with noise.
+  c = D.mlp_curves(small)["test_loss"]
+  assert D.peak(c.sel(label_noise=0.0).values)[1] < 0.5 * D.peak(
+      c.sel(label_noise=0.2).values)[1]
+  noiseless = small.sel(label_noise=[0.0])
+  lines = [ch.line() for ch in D.signature(noiseless)]
+  assert lines[-1] == ("FAIL  MLP control label_noise=0: a much smaller peak: needs "
+                       "label_noise=0 and a positive label noise in the grid")
+
+
+@pytest.mark.slow
+def test_summary_and_figures(small, tmp_path):
+  rows = dict(D.summary(small))
+  assert rows["RF ridgeless"].startswith("peak at p=40 (n=40)")
+  assert "MLP label_noise=0.2 error" in rows
+  paths = D.figures(small, tmp_path)
+  assert [pathlib.Path(p).name for p in paths] == ["rf_test_loss_vs_features.png",
+                                                    "mlp_test_loss_vs_width.png"]
+  assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
+
+
+def test_parts_run_alone():
+  rf = D.run(D.Config(part="rf", seeds=1, n_train=10, n_test=20, features=(5, 10, 20)))
+  assert "rf_test_loss" in rf and "test_acc" not in rf
+  assert rf.attrs["rf_dataset"] == "teacher-student" and rf.attrs["dtype"] == "float64"
+  mlp = D.run(D.Config(part="mlp", seeds=1, mlp_n_train=30, widths=(2, 4, 8), steps=5,
+                       record=2))
+  assert "rf_test_loss" not in mlp and mlp.test_acc.dims == ("seed", "width", "label_noise",
+                                                             "step")
+
+
+def _runner() -> CliRunner:
+  if "mix_stderr" in inspect.signature(CliRunner).parameters:
+    return CliRunner(mix_stderr=False)
+  return CliRunner()
+
+
+def test_cli_prints_pass_fail_lines(tmp_path):
+  out = tmp_path / "d"
+  args = ["run", "double-descent", "--out", str(out)]
+  for kv in ("seeds=1", "n_train=10", "n_test=20", "features=5,10,20", "ridges=0,1",
+             "mlp_n_train=30", "widths=2,4,8", "steps=10", "record=3"):
+    args += ["--set", kv]
+  res = _runner().invoke(cli, args)
+  assert res.exit_code == 0, res.output
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  assert len(lines) == 5, res.output
+  assert (out / "results.nc").exists() and (out / "rf_test_loss_vs_features.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook_runs(tmp_path, monkeypatch):
+  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "double_descent.py"
+  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "30")
+  monkeypatch.chdir(tmp_path)
+  runpy.run_path(str(nb), run_name="__main__")
+  assert list((tmp_path / "runs").glob("*/*.png"))

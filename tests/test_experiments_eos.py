@@ -1,0 +1,103 @@
+"""Tests for the edge-of-stability experiment: signature, its control, summary, figures, CLI."""
+
+import doctest
+import inspect
+import pathlib
+import runpy
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jaxtheory.cli import cli
+from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.experiments import edge_of_stability as E
+from jaxtheory.train import ConfigError
+
+# lr=0.12 sharpens from ~0.55 x 2/lr to the edge by step ~450, then hovers; lr=0.01 (the
+# control) stays near 0.06 x 2/lr. About 15 s on a 2-core CPU (half of it compilation).
+SMALL = dict(seeds=1, lrs=(0.01, 0.12), steps=2000, lanczos_iters=15)
+
+
+@pytest.fixture(scope="module")
+def small():
+  return E.run(E.Config(**SMALL))
+
+
+def test_docstring_examples_run():
+  assert doctest.testmod(E).failed == 0
+
+
+def test_registered():
+  assert EXPERIMENTS["edge-of-stability"] is E
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("activation", "swish", "unknown activation 'swish'"),
+    ("dataset", "cifar", "unknown dataset 'cifar'"),
+    ("lrs", "0.1,-1", "lrs must be positive"),
+    ("sharpness_every", "0", "sharpness_every must be a positive integer, got 0"),
+])
+def test_bad_config(key, value, message):
+  with pytest.raises(ConfigError, match=message):
+    E.run(configure(E.Config, {key: value}))
+
+
+def test_sharpness_rises_to_two_over_lr_and_hovers(small):
+  checks = E.signature(small)
+  assert len(checks) == 4
+  assert all(c.passed for c in checks), [c.line() for c in checks]
+  st = E.eos_stats(small)[(0, 0.12)]
+  assert st["low_ratio"] < 0.7 and 0 < st["onset"] < 1500
+  assert abs(st["median_ratio"] - 1) < 0.05
+  # The threshold is a data variable: 2 / lr.
+  np.testing.assert_allclose(small.threshold.values, 2 / small.lr.values)
+
+
+def test_control_never_reaches_the_edge(small):
+  control = E.eos_checks(small, 0.01)
+  assert not any(c.passed for c in control), [c.line() for c in control]
+  st = E.eos_stats(small)[(0, 0.01)]
+  assert st["max_ratio"] < 0.2 and st["rises"] == 0
+  only = small.sel(lr=[0.12])
+  assert E.signature(only)[-1].line() == (
+      "FAIL  control: a small learning rate: needs at least two learning rates "
+      "(the smallest is the control)")
+
+
+def test_summary_and_figures(small, tmp_path):
+  rows = dict(E.summary(small))
+  assert rows["seed=0 lr=0.12 (2/lr=16.6667)"].startswith("S*lr/2 0.")
+  assert "reaches 0.9 at step nan" in rows["seed=0 lr=0.01 (2/lr=200)"]
+  paths = E.figures(small, tmp_path)
+  assert [pathlib.Path(p).name for p in paths] == ["sharpness_and_loss.png"]
+  assert pathlib.Path(paths[0]).stat().st_size > 0
+
+
+def _runner() -> CliRunner:
+  if "mix_stderr" in inspect.signature(CliRunner).parameters:
+    return CliRunner(mix_stderr=False)
+  return CliRunner()
+
+
+def test_cli_prints_pass_fail_lines(tmp_path):
+  out = tmp_path / "e"
+  args = ["run", "edge-of-stability", "--out", str(out)]
+  for kv in ("n_train=32", "width=8", "seeds=1", "lrs=0.01,0.1", "steps=20",
+             "sharpness_every=5", "lanczos_iters=4"):
+    args += ["--set", kv]
+  res = _runner().invoke(cli, args)
+  assert res.exit_code == 0, res.output
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  assert len(lines) == 4, res.output
+  assert any("control lr=0.01" in l for l in lines)
+  assert (out / "results.nc").exists() and (out / "sharpness_and_loss.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook_runs(tmp_path, monkeypatch):
+  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "edge_of_stability.py"
+  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "60")
+  monkeypatch.chdir(tmp_path)
+  runpy.run_path(str(nb), run_name="__main__")
+  assert list((tmp_path / "runs").glob("*/*.png"))

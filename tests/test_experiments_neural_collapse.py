@@ -1,0 +1,118 @@
+"""Tests for the neural-collapse experiment: data fallback, signature, its control, CLI."""
+
+import doctest
+import inspect
+import pathlib
+import runpy
+
+import pytest
+from click.testing import CliRunner
+
+from jaxtheory import data
+from jaxtheory.cli import cli
+from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.experiments import neural_collapse as N
+from jaxtheory.train import ConfigError
+
+# digits (always offline): 4 classes x 50 examples; lr=0.1 fits the training set by step
+# ~60 and NC1 then falls >100x by step 10000; lr=1e-4 (the control) never fits it.
+# About 15 s on a 2-core CPU.
+SMALL = dict(dataset="digits", per_class=50, seeds=2, steps=10000, record=30)
+
+
+@pytest.fixture(scope="module")
+def small():
+  return N.run(N.Config(**SMALL))
+
+
+def test_docstring_examples_run():
+  assert doctest.testmod(N).failed == 0
+
+
+def test_registered():
+  assert EXPERIMENTS["neural-collapse"] is N
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("dataset", "cifar10", "unknown dataset 'cifar10'"),
+    ("loss", "hinge", "unknown loss 'hinge'"),
+    ("classes", "3", "classes needs at least 2 classes"),
+    ("lrs", "0", "lrs must be positive"),
+])
+def test_bad_config(key, value, message):
+  with pytest.raises(ConfigError, match=message):
+    N.run(configure(N.Config, {key: value}))
+
+
+def test_auto_dataset_falls_back_to_digits(monkeypatch):
+  def missing(*args, **kwargs):
+    raise data.DataError("no files")
+
+  monkeypatch.setitem(data.LOADERS, "mnist", missing)
+  ds = N.load_data(N.Config(per_class=5))
+  assert ds.name == "digits" and ds.num_classes == 4 and len(ds.y_train) == 20
+
+
+@pytest.mark.slow
+def test_collapse_in_the_terminal_phase(small):
+  assert small.attrs["dataset"] == "digits"
+  assert list(small.collapse.values) == list(N.METRICS)
+  checks = N.signature(small)
+  assert len(checks) == 3
+  assert all(c.passed for c in checks), [c.line() for c in checks]
+  for seed in (0, 1):
+    r = N.terminal_phase(small)[(seed, 0.1)]
+    assert r["zero_error_step"] < 200
+    assert r["nc1_tpt"] / r["nc1_end"] >= 100
+    assert r["nc4_end"] == 1.0  # the decision is the nearest class centre
+    assert r["nc3_end"] < 0.5 * r["nc3_tpt"]  # the readout aligns with the class means
+
+
+@pytest.mark.slow
+def test_control_has_no_terminal_phase_and_no_collapse(small):
+  control = N.collapse_checks(small, 1e-4)
+  assert not any(c.passed for c in control), [c.line() for c in control]
+  nc1 = small.collapse_metrics.sel(lr=1e-4, collapse="nc1").isel(step=-1)
+  nc1_main = small.collapse_metrics.sel(lr=0.1, collapse="nc1").isel(step=-1)
+  assert float(nc1.min()) > 100 * float(nc1_main.max())
+  assert N.signature(small.sel(lr=[0.1]))[-1].passed is False
+
+
+@pytest.mark.slow
+def test_summary_and_figures(small, tmp_path):
+  rows = dict(N.summary(small))
+  assert rows["dataset"] == "digits classes [0, 1, 2, 3]"
+  assert "100% train @ nan" in rows["seed=0 lr=0.0001"]
+  paths = N.figures(small, tmp_path)
+  assert [pathlib.Path(p).name for p in paths] == ["collapse_vs_step.png",
+                                                    "train_acc_by_lr.png"]
+  assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
+
+
+def _runner() -> CliRunner:
+  if "mix_stderr" in inspect.signature(CliRunner).parameters:
+    return CliRunner(mix_stderr=False)
+  return CliRunner()
+
+
+def test_cli_prints_pass_fail_lines(tmp_path):
+  out = tmp_path / "n"
+  args = ["run", "neural-collapse", "--out", str(out)]
+  for kv in ("dataset=digits", "classes=0,1,2", "per_class=10", "width=8", "seeds=1",
+             "steps=20", "record=4"):
+    args += ["--set", kv]
+  res = _runner().invoke(cli, args)
+  assert res.exit_code == 0, res.output
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  assert len(lines) == 3, res.output
+  assert any("control lr=0.0001" in l for l in lines)
+  assert (out / "results.nc").exists() and (out / "collapse_vs_step.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook_runs(tmp_path, monkeypatch):
+  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "neural_collapse.py"
+  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "60")
+  monkeypatch.chdir(tmp_path)
+  runpy.run_path(str(nb), run_name="__main__")
+  assert list((tmp_path / "runs").glob("*/*.png"))
