@@ -20,7 +20,7 @@ import enum
 from jaxtheory import stax
 from jaxtheory.kernels import predict
 from jaxtheory.kernels.empirical import empirical_nngp_fn, empirical_ntk_fn
-from jaxtheory.kernels.predict import linearize, taylor_expand
+from jaxtheory.kernels.taylor import linearize, taylor_expand
 
 
 class NtkImplementation(enum.IntEnum):

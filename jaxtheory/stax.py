@@ -17,7 +17,8 @@ changing the import::
   ``W``/``b``), not NT's ``(W, b)`` tuples.
 * ``kernel_fn(x1, x2=None, get=None, **kwargs)``: NNGP and NTK of one output
   channel in NT's conventions (including the per-layer ``parameterization``,
-  ``'ntk'`` or ``'standard'``), computed by :mod:`jaxtheory.kernels.analytic`.
+  ``'ntk'`` or ``'standard'``), computed by :mod:`jaxtheory.kernels.analytic`
+  (nonlinearities: :mod:`jaxtheory.kernels.nonlinear`).
   ``get=None`` returns a namedtuple with ``nngp`` and ``ntk`` (NT returns its
   ``Kernel`` object, whose ``.nngp``/``.ntk`` read the same). ``batch_size=``
   computes in blocks (NT does this with ``nt.batch``).
@@ -49,7 +50,7 @@ from collections.abc import Callable, Sequence
 
 
 from jaxtheory import nn
-from jaxtheory.kernels import analytic
+from jaxtheory.kernels import analytic, nonlinear
 from jaxtheory.nn import core, layers as L
 
 _CTX = nn.Ctx("ntk")
@@ -280,7 +281,7 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
 def Gelu(approximate: bool = False) -> _Triple:
   """GELU; as in NT, ``approximate`` changes ``apply_fn`` only (the kernel is exact)."""
   lay = L.gelu(approximate)
-  return _Triple(core.Layer(lay.init, lay.apply, analytic.gelu()))
+  return _Triple(core.Layer(lay.init, lay.apply, nonlinear.gelu()))
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
@@ -306,7 +307,7 @@ def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False
   def apply(params, x, feat, ctx):
     raise NotImplementedError("ExpNormalized has no finite-width apply_fn (as in NT)")
 
-  return _Triple(core.Layer(base.init, apply, analytic.exp_normalized(gamma, shift, do_clip)))
+  return _Triple(core.Layer(base.init, apply, nonlinear.exp_normalized(gamma, shift, do_clip)))
 
 
 def Monomial(degree: int) -> _Triple:

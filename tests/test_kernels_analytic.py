@@ -1,4 +1,4 @@
-"""Tests for jaxtheory.kernels.analytic and the jaxtheory.stax facade.
+"""Tests for jaxtheory.kernels.analytic (and .nonlinear) and the jaxtheory.stax facade.
 
 Two kinds of evidence:
 
@@ -21,6 +21,7 @@ import pytest
 
 from jaxtheory import nn, stax
 from jaxtheory.kernels import analytic as A
+from jaxtheory.kernels import nonlinear as N
 
 HERE = pathlib.Path(__file__).parent
 # The env var lets one check a freshly generated reference file without replacing the stored one.
@@ -174,23 +175,23 @@ def _gaussian_kernel(n=5, d=4, key=0):
 
 
 @pytest.mark.parametrize("name,closed,fn,deg,tol", [
-    ("erf", A.erf(1.5, 0.7, 0.2), lambda x: 1.5 * jax.scipy.special.erf(0.7 * x) + 0.2, 60, 1e-7),
-    ("gelu", A.gelu(), lambda x: jax.nn.gelu(x, approximate=False), 60, 1e-7),
-    ("sin", A.sin(1.2, 0.9, 0.3), lambda x: 1.2 * jnp.sin(0.9 * x + 0.3), 60, 1e-7),
-    ("rbf", A.rbf(0.4), lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(0.8) * x + jnp.pi / 4), 60, 1e-7),
-    ("monomial3", A.monomial(3), lambda x: x ** 3, 10, 1e-10),
+    ("erf", N.erf(1.5, 0.7, 0.2), lambda x: 1.5 * jax.scipy.special.erf(0.7 * x) + 0.2, 60, 1e-7),
+    ("gelu", N.gelu(), lambda x: jax.nn.gelu(x, approximate=False), 60, 1e-7),
+    ("sin", N.sin(1.2, 0.9, 0.3), lambda x: 1.2 * jnp.sin(0.9 * x + 0.3), 60, 1e-7),
+    ("rbf", N.rbf(0.4), lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(0.8) * x + jnp.pi / 4), 60, 1e-7),
+    ("monomial3", N.monomial(3), lambda x: x ** 3, 10, 1e-10),
     # Kinks: the rule converges like 1/deg (the NTK integrates a step function).
-    ("rectified_monomial2", A.rectified_monomial(2), lambda x: jnp.where(x > 0, x * x, 0.0),
+    ("rectified_monomial2", N.rectified_monomial(2), lambda x: jnp.where(x > 0, x * x, 0.0),
      100, (1e-3, 1e-2)),
-    ("relu", A.relu(), jax.nn.relu, 100, (1e-2, 0.1)),
-    ("ab_relu", A.ab_relu(-0.4, 1.3), lambda x: jnp.where(x > 0, 1.3 * x, -0.4 * x), 100,
+    ("relu", N.relu(), jax.nn.relu, 100, (1e-2, 0.1)),
+    ("ab_relu", N.ab_relu(-0.4, 1.3), lambda x: jnp.where(x > 0, 1.3 * x, -0.4 * x), 100,
      (1e-2, 0.3)),
 ])
 def test_quadrature_equals_closed_form(name, closed, fn, deg, tol, x64):
   """Gauss-Hermite (NT's ElementwiseNumerical) agrees with each closed form; kinks converge slowly."""
   k = _gaussian_kernel()
   a = closed(k, None)
-  b = A.gauss_hermite(fn, deg)(k, None)
+  b = N.gauss_hermite(fn, deg)(k, None)
   tol_nngp, tol_ntk = (tol, tol) if isinstance(tol, float) else tol
   for f in ("nngp", "ntk", "cov1", "cov2"):
     x, y = getattr(a, f), getattr(b, f)

@@ -9,6 +9,7 @@ import pytest
 
 import jaxtheory.nn as jn
 from jaxtheory.kernels import empirical as E
+from jaxtheory.kernels import structured
 from jaxtheory.nn.flax import from_linen
 
 IMPLS = ("jacobian", "ntvp", "structured")
@@ -133,11 +134,11 @@ def test_structured_uses_gram_form_for_dense_layers(x64):
   p = m.init(jax.random.key(0), jn.Ctx("ntk"))
   g = lambda p, u: m.apply(p, u[None], jn.Ctx("ntk"))[0]
   x = jnp.ones((6, 5))
-  side = E._trace_side(g, p, x)
+  side = structured._trace_side(g, p, x)
   leaves = jax.tree_util.tree_flatten_with_path(p)[0]
   names = {jax.tree_util.keystr(leaves[i][0]) for i in side.sites}
   assert names == {"[0]['W']", "[2]['W']", "[4]['W']"}
-  plan = E._plan(side, side, 6, 6, E._Layout("free", False, ("trace",), 1))
+  plan = structured._plan(side, side, 6, 6, structured._Layout("free", False, ("trace",), 1))
   assert set(plan.values()) == {"gram"}
 
 

@@ -1,4 +1,4 @@
-"""Tests for jaxtheory.kernels.predict: closed forms against independent references.
+"""Tests for kernels.predict, .dynamics and .taylor: closed forms against independent references.
 
 References are computed with numpy/scipy (``solve``, ``expm``, explicit Euler,
 affine maps of Gaussians) in float64, and against actually training a wide
@@ -16,7 +16,7 @@ import pytest
 import scipy.linalg
 
 from jaxtheory import nn, train
-from jaxtheory.kernels import predict
+from jaxtheory.kernels import dynamics, predict, taylor
 
 TOL = 1e-9
 Kernel = collections.namedtuple("Kernel", "nngp ntk")  # NT's kernel-object convention
@@ -239,7 +239,7 @@ def test_bad_shapes_raise(x64):
   with pytest.raises(ValueError, match="get must be among"):
     predict.gp_inference(k_dd, y)("ntkk", k_td)
   with pytest.raises(ValueError, match="square zipped kernel"):
-    predict.max_learning_rate(k_td)
+    dynamics.max_learning_rate(k_td)
 
 
 # ----------------------------------------------------------------------------
@@ -321,18 +321,18 @@ def test_gradient_descent_ode_matches_closed_form(x64):
   y, f0, g0 = _y(4), _y(4, seed=2), _y(2, seed=3)
   nt_mse = lambda f, yy: 0.5 * jnp.mean((f - yy) ** 2)
   ts = jnp.array([0., 2., 5.])
-  ode = predict.gradient_descent(nt_mse, k_dd, y, 0.8)(ts, f0, g0, k_td)
+  ode = dynamics.gradient_descent(nt_mse, k_dd, y, 0.8)(ts, f0, g0, k_td)
   closed = predict.gradient_descent_mse(k_dd, y, 0.8)(ts, f0, g0, k_td)
   chex.assert_trees_all_close(ode, closed, atol=1e-6)
   # Heavy-ball momentum converges to the same fixed point on the train set.
-  mom = predict.gradient_descent(nt_mse, k_dd, y, 1.0, momentum=0.5)(jnp.array([400.]), f0)
+  mom = dynamics.gradient_descent(nt_mse, k_dd, y, 1.0, momentum=0.5)(jnp.array([400.]), f0)
   np.testing.assert_allclose(mom[0], y, atol=1e-4)
 
 
 def test_max_learning_rate_is_the_stability_edge(x64):
   k_dd, _, _ = _psd_joint(6, 0)
   n, y = 6, _y(6)
-  lr_max = float(predict.max_learning_rate(k_dd, y_train_size=n))
+  lr_max = float(dynamics.max_learning_rate(k_dd, y_train_size=n))
   np.testing.assert_allclose(lr_max, 2 * n / np.linalg.eigvalsh(k_dd)[-1], rtol=1e-10)
 
   def final_residual(lr):  # GD in function space on train.mse (normalization n)
@@ -354,22 +354,22 @@ def test_taylor_expand_and_linearize(x64):
   f = lambda p, x: (p["a"] @ x) ** 3 * p["b"] + jnp.sin(p["b"])
   x = jnp.array([1.0, 2.0])
   p = {"a": jnp.array([0.5, 0.1]), "b": jnp.array(0.2)}
-  f_lin = predict.linearize(f, params)
+  f_lin = taylor.linearize(f, params)
   d = jax.tree.map(lambda u, v: u - v, p, params)
   jvp = jax.jvp(lambda q: f(q, x), (params,), (d,))[1]
   np.testing.assert_allclose(f_lin(p, x), f(params, x) + jvp, rtol=1e-12)
-  np.testing.assert_allclose(predict.taylor_expand(f, params, 1)(p, x), f_lin(p, x), rtol=1e-12)
-  np.testing.assert_allclose(predict.taylor_expand(f, params, 0)(p, x), f(params, x))
+  np.testing.assert_allclose(taylor.taylor_expand(f, params, 1)(p, x), f_lin(p, x), rtol=1e-12)
+  np.testing.assert_allclose(taylor.taylor_expand(f, params, 0)(p, x), f(params, x))
   # A degree-4 polynomial in (a, b) is reproduced exactly by its 4th-order expansion.
   poly = lambda p, x: (p["a"] @ x) ** 3 * p["b"]
-  np.testing.assert_allclose(predict.taylor_expand(poly, params, 4)(p, x), poly(p, x),
+  np.testing.assert_allclose(taylor.taylor_expand(poly, params, 4)(p, x), poly(p, x),
                              rtol=1e-12)
-  assert abs(predict.taylor_expand(poly, params, 3)(p, x) - poly(p, x)) > 1e-3
+  assert abs(taylor.taylor_expand(poly, params, 3)(p, x) - poly(p, x)) > 1e-3
   # Degree 2 of sin around 0.3 at 0.5.
-  s2 = predict.taylor_expand(lambda q, _: jnp.sin(q), jnp.array(0.3), 2)(jnp.array(0.5), None)
+  s2 = taylor.taylor_expand(lambda q, _: jnp.sin(q), jnp.array(0.3), 2)(jnp.array(0.5), None)
   np.testing.assert_allclose(s2, np.sin(.3) + np.cos(.3) * .2 - np.sin(.3) * .02, rtol=1e-12)
   with pytest.raises(ValueError, match="degree"):
-    predict.taylor_expand(f, params, -1)
+    taylor.taylor_expand(f, params, -1)
 
 
 # ----------------------------------------------------------------------------
@@ -428,7 +428,7 @@ def test_closed_form_tracks_wide_network_training(x64):
 
   k = jax.jit(_empirical_ntk, static_argnums=0)(f, params, x)
   k_dd, k_td = k[:N_TRAIN, :N_TRAIN], k[N_TRAIN:, :N_TRAIN]
-  lr = X_MAX / 2 * float(predict.max_learning_rate(k_dd, y_train_size=N_TRAIN))
+  lr = X_MAX / 2 * float(dynamics.max_learning_rate(k_dd, y_train_size=N_TRAIN))
   f0_train, f0_test = f(params, x_train), f(params, x_test)
   predict_fn = predict.gradient_descent_mse(k_dd, y, lr, trace_axes=(), normalization=N_TRAIN)
   pred = predict_fn(STEPS, f0_train, f0_test, k_td)
@@ -445,7 +445,7 @@ def test_closed_form_tracks_wide_network_training(x64):
   assert rel(net[0], wrong[0], f0_train) > 0.1  # NT's normalization, unmapped
 
   # The linearized network, trained by the same GD loop.
-  f_lin = lambda p, xx, p0: predict.linearize(f, p0)(p, xx)
+  f_lin = lambda p, xx, p0: taylor.linearize(f, p0)(p, xx)
   lin = run(lambda p, xx: f_lin(p, xx, params), params, x_train, x_test, y, lr, STEPS)
   err_lin = [rel(lin[i], pred[i], f0) for i, f0 in enumerate((f0_train, f0_test))]
   assert max(err_lin) < X_MAX / 2, err_lin

@@ -1,7 +1,9 @@
-r"""Kernel predictions: GP inference, closed-form MSE gradient flow, linearization.
+r"""Kernel predictions: GP inference and closed-form MSE gradient flow.
 
 The names, signatures and conventions are those of neural-tangents'
-``nt.predict`` (0.6.5) and ``nt.linearize`` / ``nt.taylor_expand``:
+``nt.predict`` (0.6.5); gradient descent on other losses (an ODE) and
+:func:`max_learning_rate` live in :mod:`jaxtheory.kernels.dynamics`, NT's
+``nt.linearize`` / ``nt.taylor_expand`` in :mod:`jaxtheory.kernels.taylor`:
 
 * every constructor takes the training data once and returns a
   ``predict_fn`` that is cheap to call many times (the eigendecomposition or
@@ -33,8 +35,8 @@ therefore corresponds to
   ``normalization``, an extension over NT), or equivalently
 * ``gradient_descent_mse(K, y, lr)(t=s * k)`` (NT's convention),
 
-and :func:`max_learning_rate` gives ``train.mse``'s limit with
-``y_train_size=n``.
+and :func:`~jaxtheory.kernels.dynamics.max_learning_rate` gives
+``train.mse``'s limit with ``y_train_size=n``.
 
 References: Jacot, Gabriel & Hongler (2018), "Neural Tangent Kernel",
 arXiv:1806.07572; Lee et al. (2019), "Wide Neural Networks of Any Depth Evolve
@@ -54,11 +56,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-from jax.experimental import ode
 from jax.typing import ArrayLike
 
+from jaxtheory.kernels._zipped import (Axes, _check_kernel, _k_from_2d, _k_to_2d, _layout,
+                                       _Layout, _out_from_2d, _out_to_2d, _test_shape)
+# Re-exported so that this module offers all of NT's ``nt.predict`` names (see jaxtheory.nt).
+from jaxtheory.kernels.dynamics import ODEState, gradient_descent, max_learning_rate  # noqa: F401
+
 Array = jax.Array
-Axes = int | Sequence[int]
 Get = str | Sequence[str] | None
 
 # ----------------------------------------------------------------------------
@@ -76,21 +81,6 @@ class Gaussian(NamedTuple):
   covariance: Array
 
 
-class ODEState(NamedTuple):
-  """State of the function-space ODE solved by :func:`gradient_descent`.
-
-  Attributes:
-    fx_train: train-set outputs.
-    fx_test: test-set outputs (``None``: not tracked).
-    qx_train: train-set auxiliary variable (velocity, with momentum).
-    qx_test: test-set auxiliary variable.
-  """
-  fx_train: Array | None = None
-  fx_test: Array | None = None
-  qx_train: Array | None = None
-  qx_test: Array | None = None
-
-
 _Kernel = collections.namedtuple("Kernel", "nngp ntk", defaults=(None, None))
 
 
@@ -100,85 +90,7 @@ def _gaussians_type(fields: tuple[str, ...]):
 
 
 # ----------------------------------------------------------------------------
-# Layout helpers: NT's zipped kernels <-> 2-D matrices, outputs <-> (N, T).
-
-
-class _Layout(NamedTuple):
-  """How ``y_train``'s axes split into kernel ("sample") axes and traced axes."""
-  ndim: int
-  trace_axes: tuple[int, ...]  # non-negative, sorted
-  sample_shape: tuple[int, ...]  # y_train.shape without trace_axes
-  trace_shape: tuple[int, ...]  # y_train.shape at trace_axes
-
-  def kernel_shape(self, sample_1, sample_2=None) -> tuple[int, ...]:
-    sample_2 = self.sample_shape if sample_2 is None else sample_2
-    return tuple(d for pair in zip(sample_1, sample_2) for d in pair)
-
-
-def _layout(y_train: Array, trace_axes: Axes) -> _Layout:
-  ndim = y_train.ndim
-  if ndim == 0:
-    raise ValueError("y_train must have at least one (batch) axis, got a scalar")
-  axes = (trace_axes,) if isinstance(trace_axes, int) else tuple(trace_axes)
-  for a in axes:
-    if not -ndim <= a < ndim:
-      raise ValueError(f"trace_axes {tuple(axes)} out of range for y_train of shape "
-                       f"{y_train.shape}")
-  axes = tuple(sorted({a % ndim for a in axes}))
-  if 0 in axes:
-    raise ValueError("trace_axes must not contain the batch axis 0 of y_train")
-  sample = tuple(d for i, d in enumerate(y_train.shape) if i not in axes)
-  trace = tuple(y_train.shape[a] for a in axes)
-  return _Layout(ndim, axes, sample, trace)
-
-
-def _out_to_2d(f: Array, lay: _Layout) -> Array:
-  """``f`` of shape ``(*sample, *trace interleaved)`` -> ``(prod sample, prod trace)``."""
-  f = jnp.moveaxis(f, lay.trace_axes, tuple(range(-len(lay.trace_axes), 0)))
-  return f.reshape((-1, math.prod(lay.trace_shape)))
-
-
-def _out_from_2d(f: Array, lay: _Layout, sample_shape, lead=()) -> Array:
-  """Inverse of :func:`_out_to_2d`; ``f`` has shape ``(*lead, N, T)``."""
-  f = f.reshape(tuple(lead) + tuple(sample_shape) + lay.trace_shape)
-  nl, nt = len(lead), len(lay.trace_axes)
-  src = tuple(range(f.ndim - nt, f.ndim))
-  return jnp.moveaxis(f, src, tuple(nl + a for a in lay.trace_axes))
-
-
-def _k_to_2d(k: Array) -> Array:
-  """Zipped ``(a1, b1, a2, b2, ...)`` -> ``(a1 a2 ..., b1 b2 ...)``."""
-  h = k.ndim // 2
-  k = jnp.moveaxis(k, tuple(range(1, k.ndim, 2)), tuple(range(h, k.ndim)))
-  return k.reshape((math.prod(k.shape[:h]), -1))
-
-
-def _k_from_2d(m: Array, shape_1, shape_2, lead=()) -> Array:
-  """Inverse of :func:`_k_to_2d` for ``m`` of shape ``(*lead, A, B)``."""
-  nl, h = len(lead), len(shape_1)
-  m = m.reshape(tuple(lead) + tuple(shape_1) + tuple(shape_2))
-  return jnp.moveaxis(m, tuple(range(nl + h, nl + 2 * h)), tuple(range(nl + 1, nl + 2 * h, 2)))
-
-
-def _check_kernel(k, lay: _Layout, name: str, square: bool = True,
-                  sample_1=None) -> tuple[int, ...]:
-  """Checks a kernel's zipped shape; returns its first (test) sample shape."""
-  shape = tuple(jnp.shape(k))
-  m = len(lay.sample_shape)
-  if len(shape) != 2 * m or shape[1::2] != lay.sample_shape:
-    what = (f"{lay.kernel_shape(lay.sample_shape)}" if square else
-            f"(n_test, {lay.sample_shape[0]}" + ", r, r" * (m - 1) + ")")
-    raise ValueError(
-        f"{name} must have shape {what} (zip of y_train.shape {lay.sample_shape + lay.trace_shape}"
-        f" without trace_axes {lay.trace_axes}), got {shape}")
-  first = shape[::2]
-  if square and first != lay.sample_shape:
-    raise ValueError(f"{name} must be square with shape {lay.kernel_shape(lay.sample_shape)},"
-                     f" got {shape}")
-  if sample_1 is not None and first != tuple(sample_1):
-    raise ValueError(f"{name} has test shape {first} but the test-train kernel has "
-                     f"{tuple(sample_1)}")
-  return first
+# Kernel arguments, ``get`` and shared numerics.
 
 
 def _is_kernel_object(k) -> bool:
@@ -413,14 +325,6 @@ def gradient_descent_mse(
     return fx_train_t, fx_test_t
 
   return predict_fn
-
-
-def _test_shape(lay: _Layout, sample_test) -> tuple[int, ...]:
-  """Shape of test outputs: ``sample_test`` with the trace axes re-inserted."""
-  shape = list(sample_test)
-  for a, d in zip(lay.trace_axes, lay.trace_shape):
-    shape.insert(a, d)
-  return tuple(shape)
 
 
 def _check_predict_inputs(fx_train_0, fx_test_0, k_test_train, lay):
@@ -717,237 +621,3 @@ def gradient_descent_mse_ensemble(
     return _pack(out, single, names)
 
   return predict_fn
-
-
-# ----------------------------------------------------------------------------
-# General losses (ODE) and the largest stable learning rate.
-
-
-def gradient_descent(
-    loss: Callable[[Array, Array], Array],
-    k_train_train: ArrayLike,
-    y_train: ArrayLike,
-    learning_rate: float = 1.,
-    momentum: float | None = None,
-    trace_axes: Axes = (-1,),
-) -> Callable:
-  r"""Function-space gradient flow [with momentum] on any loss, by an ODE solver.
-
-  Solves :math:`\dot f_{\rm train} = -\Theta\,\nabla_f \mathcal L(f_{\rm train}, y)`,
-  :math:`\dot f_{\rm test} = -\Theta_{*d}\nabla_f \mathcal L` in time
-  ``learning_rate * t`` (Lee et al. 2019, sec. 2.2). With ``momentum``
-  (heavy ball, :math:`\mu`) the continuous limit is solved in time
-  ``sqrt(learning_rate) * t``: :math:`\ddot f = -\Theta\nabla\mathcal L -
-  \frac{1 - \mu}{\sqrt{\eta}}\dot f` (NT's convention).
-
-  Args:
-    loss: ``loss(fx_train, y_train) -> scalar``; e.g. NT's MSE
-      ``lambda f, y: 0.5 * jnp.mean((f - y) ** 2)``.
-    k_train_train: train-train NTK (zipped layout).
-    y_train: train targets.
-    learning_rate: step size.
-    momentum: ``None`` for plain gradient flow, else the momentum.
-    trace_axes: axes along which kernels are :math:`\Theta \otimes I`.
-
-  Returns:
-    ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None,
-    k_test_train=None)``; ``t`` must be increasing (``None``: infinity, may
-    not converge). Passing an :class:`ODEState` returns an :class:`ODEState`.
-  """
-  y_train = jnp.asarray(y_train)
-  k_train_train = jnp.asarray(k_train_train)
-  lay = _layout(y_train, trace_axes)
-  _check_kernel(k_train_train, lay, "k_train_train")
-  k_dd = _k_to_2d(k_train_train)
-  dtype = jnp.result_type(k_train_train, y_train)
-  grad_loss = jax.grad(lambda f: loss(f, y_train))
-  if momentum is not None:
-    time_scale = learning_rate ** 0.5
-    friction = (momentum - 1.) / time_scale
-  else:
-    time_scale, friction = learning_rate, None
-
-  def predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None):
-    """Outputs (or the full :class:`ODEState`) at increasing time[s] ``t``."""
-    is_state = isinstance(fx_train_or_state_0, ODEState)
-    if is_state:
-      if fx_test_0 is not None:
-        raise ValueError("pass fx_test_0 inside the ODEState, not separately")
-      state = fx_train_or_state_0
-    else:
-      if fx_train_or_state_0 is None and fx_test_0 is None:
-        raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
-      state = ODEState(fx_train_or_state_0, fx_test_0)
-    if state.fx_test is not None and k_test_train is None:
-      raise ValueError("fx_test_0 is given but k_test_train is None")
-    if momentum is None and (state.qx_train is not None or state.qx_test is not None):
-      raise ValueError("got momentum state variables while momentum is None")
-    sample_test = None
-    if state.fx_test is not None:
-      sample_test = _check_kernel(k_test_train, lay, "k_test_train", square=False)
-      k_td = _k_to_2d(jnp.asarray(k_test_train))
-    test_shape = None if sample_test is None else _test_shape(lay, sample_test)
-    fx_train = (jnp.zeros(y_train.shape, dtype) if state.fx_train is None else
-                jnp.broadcast_to(state.fx_train, y_train.shape).astype(dtype))
-    fx_test = (None if state.fx_test is None else
-               jnp.broadcast_to(state.fx_test, test_shape).astype(dtype))
-    qx_train = qx_test = None
-    if momentum is not None:
-      qx_train = (jnp.zeros_like(fx_train) if state.qx_train is None else
-                  jnp.broadcast_to(state.qx_train, y_train.shape).astype(dtype))
-      if fx_test is not None:
-        qx_test = (jnp.zeros_like(fx_test) if state.qx_test is None else
-                   jnp.broadcast_to(state.qx_test, test_shape).astype(dtype))
-    state0 = ODEState(fx_train, fx_test, qx_train, qx_test)
-
-    def force(f_train):
-      g2 = _out_to_2d(grad_loss(f_train), lay)
-      d_train = -_out_from_2d(k_dd @ g2, lay, lay.sample_shape)
-      d_test = None if fx_test is None else -_out_from_2d(k_td @ g2, lay, sample_test)
-      return d_train, d_test
-
-    def rhs(st, _):
-      d_train, d_test = force(st.fx_train)
-      if momentum is None:
-        return ODEState(d_train, d_test)
-      d_qtrain = d_train + friction * st.qx_train
-      d_qtest = None if d_test is None else d_test + friction * st.qx_test
-      return ODEState(st.qx_train, st.qx_test, d_qtrain, d_qtest)
-
-    t_arr = jnp.asarray(jnp.inf if t is None else t, dtype) * time_scale
-    t_shape = t_arr.shape
-    t_arr = t_arr.reshape(-1)
-    # odeint evaluates at ts[0] = the initial time; prepend 0 (or -tiny when t[0] == 0).
-    t0 = jnp.where(t_arr[0] == 0, -jnp.finfo(dtype).tiny, 0.).astype(dtype)[None]
-    sol = ode.odeint(rhs, state0, jnp.concatenate([t0, t_arr]))
-    sol = jax.tree.map(lambda x: x[1:].reshape(t_shape + x.shape[1:]), sol)
-    if is_state:
-      return sol
-    if fx_train_or_state_0 is not None and fx_test_0 is None:
-      return sol.fx_train
-    if fx_train_or_state_0 is None:
-      return sol.fx_test
-    return sol.fx_train, sol.fx_test
-
-  return predict_fn
-
-
-def max_learning_rate(
-    ntk_train_train: ArrayLike,
-    y_train_size: int | None = None,
-    momentum: float = 0.,
-    eps: float = 1e-12,
-) -> Array:
-  r"""Largest stable learning rate of (momentum) GD on MSE in the linearized regime.
-
-  For the loss :math:`\frac{1}{2N}\|f - y\|^2`, GD multiplies the residual by
-  :math:`I - \frac{\eta}{N}\Theta`, a contraction iff
-  :math:`\eta < 2N/\lambda_{\max}(\Theta)`; with heavy-ball momentum
-  :math:`\mu` the bound is :math:`2(1+\mu)N/\lambda_{\max}` (Goh 2017, "Why
-  Momentum Really Works").
-
-  Args:
-    ntk_train_train: train-train NTK (zipped layout).
-    y_train_size: :math:`N`. ``None`` is the kernel's side length (NT: right
-      when ``trace_axes=()``); NT's MSE wants ``y_train.size``,
-      :func:`jaxtheory.train.mse` wants the number of examples.
-    momentum: heavy-ball momentum.
-    eps: guards a zero kernel.
-
-  Returns:
-    The maximal learning rate (a scalar array).
-
-  >>> import jax.numpy as jnp
-  >>> float(max_learning_rate(jnp.array([[2., 0.], [0., 4.]])))
-  1.0
-  """
-  k = jnp.asarray(ntk_train_train)
-  if k.ndim % 2 or k.ndim == 0 or k.shape[::2] != k.shape[1::2]:
-    raise ValueError(f"ntk_train_train must be a square zipped kernel, got shape {k.shape}")
-  k = _k_to_2d(k)
-  n = k.shape[0] if y_train_size is None else y_train_size
-  lam_max = jnp.linalg.eigvalsh(k)[-1]
-  return 2 * (1 + momentum) * n / (lam_max + eps)
-
-
-# ----------------------------------------------------------------------------
-# Linearization.
-
-
-def _tree_sub(a, b):
-  return jax.tree.map(lambda x, y: x - y, a, b)
-
-
-def linearize(f: Callable, params) -> Callable:
-  r"""First-order Taylor expansion of ``f`` in its parameters around ``params``.
-
-  :math:`f_{\rm lin}(p, x) = f(p_0, x) + J_p f(p_0, x)\,(p - p_0)`, one
-  forward-mode ``jvp`` per call (Lee et al. 2019, eq. 6). Trained by GD on
-  MSE it follows :func:`gradient_descent_mse` with the empirical NTK at
-  :math:`p_0` exactly (up to time discretization).
-
-  Args:
-    f: ``f(params, *args, **kwargs)``, any output pytree.
-    params: the expansion point :math:`p_0`.
-
-  Returns:
-    ``f_lin(p, *args, **kwargs)`` with ``f``'s signature.
-
-  >>> import jax.numpy as jnp
-  >>> f_lin = linearize(jnp.sin, jnp.array(0.))
-  >>> float(f_lin(jnp.array(0.5)))
-  0.5
-  """
-
-  def f_lin(p, *args, **kwargs):
-    y0, dy = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (_tree_sub(p, params),))
-    return jax.tree.map(jnp.add, y0, dy)
-
-  return f_lin
-
-
-def taylor_expand(f: Callable, params, degree: int) -> Callable:
-  r"""Taylor expansion of ``f`` in its parameters around ``params`` to ``degree``.
-
-  :math:`f_{\le d}(p, x) = \sum_{j=0}^{d} \frac{1}{j!} D^j_p f(p_0, x)[\Delta^{\otimes j}]`,
-  :math:`\Delta = p - p_0`, by ``degree`` nested ``jvp``\ s (each level
-  returns all lower derivatives too). ``degree=1`` is :func:`linearize`.
-
-  Args:
-    f: ``f(params, *args, **kwargs)``, any output pytree.
-    params: the expansion point :math:`p_0`.
-    degree: a non-negative integer.
-
-  Returns:
-    ``f_tayl(p, *args, **kwargs)`` with ``f``'s signature.
-
-  >>> import jax.numpy as jnp
-  >>> f2 = taylor_expand(jnp.exp, jnp.array(0.), 2)
-  >>> float(f2(jnp.array(1.)))
-  2.5
-  """
-  if not isinstance(degree, int) or isinstance(degree, bool) or degree < 0:
-    raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
-
-  def f_tayl(p, *args, **kwargs):
-    delta = _tree_sub(p, params)
-
-    def derivs(order):
-      """``q -> [D^0 f(q), D^1 f(q)[delta], ..., D^order f(q)[delta^order]]``."""
-      if order == 0:
-        return lambda q: [f(q, *args, **kwargs)]
-      lower = derivs(order - 1)
-
-      def fn(q):
-        primal, tangent = jax.jvp(lower, (q,), (delta,))
-        return primal + [tangent[-1]]
-
-      return fn
-
-    terms = derivs(degree)(params)
-    out = terms[0]
-    for j, term in enumerate(terms[1:], start=1):
-      out = jax.tree.map(lambda a, b, c=math.factorial(j): a + b / c, out, term)
-    return out
-
-  return f_tayl

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxtheory.kernels import analytic
+from jaxtheory.kernels import analytic, combinators
 from jaxtheory.nn.param import rescale_lr_for_gamma
 
 Array = jax.Array
@@ -253,7 +253,7 @@ def fan_in_sum() -> Layer:
     del params, ctx
     return sum(xs[1:], xs[0]), sum_feats(feats)
 
-  return Layer(init, apply, analytic.fan_in_sum())
+  return Layer(init, apply, combinators.fan_in_sum())
 
 
 def _concat_feats(feats: Sequence[Feat], sizes: Sequence[int]) -> Feat:
@@ -285,7 +285,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
     del params, ctx
     return jnp.concatenate(xs, axis=axis), feats_of(feats, [x.shape for x in xs])
 
-  return Layer(init, apply, analytic.fan_in_concat(axis))
+  return Layer(init, apply, combinators.fan_in_concat(axis))
 
 
 def identity_layer() -> Layer:
@@ -314,7 +314,7 @@ def frozen(layer: Layer) -> Layer:
   Used for random-features models and fixed Fourier features: the parameters
   still exist (so they are saved and can be probed) but never move. Its NTK
   keeps only what flows through the layer (see
-  :func:`jaxtheory.kernels.analytic.frozen`).
+  :func:`jaxtheory.kernels.combinators.frozen`).
   """
 
   def init(key, spec, ctx):
@@ -325,7 +325,7 @@ def frozen(layer: Layer) -> Layer:
     return layer.apply(jax.lax.stop_gradient(params), x, feat, ctx)
 
   def kernel(k, ctx):
-    return analytic.frozen(_kernel_of(layer))(k, ctx)
+    return combinators.frozen(_kernel_of(layer))(k, ctx)
 
   return Layer(init, apply, kernel)
 

@@ -3,7 +3,8 @@
 Each constructor returns a :class:`~jaxtheory.nn.core.Layer`. Arguments named as
 in neural-tangents mean what they mean there (``W_std``, ``b_std``,
 ``padding``, ``strides``). Every layer with an infinite-width limit carries its
-analytic NNGP/NTK map (:mod:`jaxtheory.kernels.analytic`); embeddings,
+analytic NNGP/NTK map (:mod:`jaxtheory.kernels.analytic`; nonlinearities:
+:mod:`jaxtheory.kernels.nonlinear`); embeddings,
 attention and Fourier features have ``kernel=None``. ``width_mult`` marks an output that scales with the
 swept width: the layer is built at its capacity (``out_dim``) and, when the run
 context carries a width ``w``, only the first ``width_mult * w`` features are
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtheory.kernels import analytic
+from jaxtheory.kernels import analytic, nonlinear
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
                                stable_normal)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
@@ -259,20 +260,21 @@ def elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 25,
   """Any elementwise nonlinearity ``fn``; inactive features stay exactly zero.
 
   Its kernel is computed by Gauss-Hermite quadrature of degree ``deg`` (NT's
-  ``ElementwiseNumerical``; see :func:`jaxtheory.kernels.analytic.gauss_hermite`),
+  ``ElementwiseNumerical``; see :func:`jaxtheory.kernels.nonlinear.gauss_hermite`),
   the NTK with ``df`` (default: the derivative of ``fn`` by autodiff).
   """
-  return _activation(fn, analytic.gauss_hermite(fn, deg, df, getattr(fn, "__name__", "elementwise")))
+  name = getattr(fn, "__name__", "elementwise")
+  return _activation(fn, nonlinear.gauss_hermite(fn, deg, df, name))
 
 
 def relu() -> Layer:
-  return _activation(jax.nn.relu, analytic.relu())
+  return _activation(jax.nn.relu, nonlinear.relu())
 
 
 def ab_relu(a: float, b: float) -> Layer:
   """``a * min(x, 0) + b * max(x, 0)`` (NT's ``ABRelu``)."""
   return _activation(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
-                     analytic.ab_relu(a, b))
+                     nonlinear.ab_relu(a, b))
 
 
 def leaky_relu(alpha: float) -> Layer:
@@ -281,7 +283,7 @@ def leaky_relu(alpha: float) -> Layer:
 
 def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
   """``a * erf(b * x) + c`` (NT's ``Erf``)."""
-  return _activation(lambda x: a * jax.scipy.special.erf(b * x) + c, analytic.erf(a, b, c))
+  return _activation(lambda x: a * jax.scipy.special.erf(b * x) + c, nonlinear.erf(a, b, c))
 
 
 def tanh(deg: int = 25) -> Layer:
@@ -298,7 +300,7 @@ def gelu(approximate: bool = False) -> Layer:
   fn = lambda x: jax.nn.gelu(x, approximate=approximate)
   if approximate:
     return elementwise(fn)
-  return _activation(fn, analytic.gelu())
+  return _activation(fn, nonlinear.gelu())
 
 
 def sigmoid(deg: int = 25) -> Layer:
@@ -308,40 +310,40 @@ def sigmoid(deg: int = 25) -> Layer:
 
 def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
   """``a * sin(b * x + c)`` (NT's ``Sin``)."""
-  return _activation(lambda x: a * jnp.sin(b * x + c), analytic.sin(a, b, c))
+  return _activation(lambda x: a * jnp.sin(b * x + c), nonlinear.sin(a, b, c))
 
 
 def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
   """``a * cos(b * x + c)`` (NT's ``Cos``)."""
-  return _activation(lambda x: a * jnp.cos(b * x + c), analytic.cos(a, b, c))
+  return _activation(lambda x: a * jnp.cos(b * x + c), nonlinear.cos(a, b, c))
 
 
 def sign() -> Layer:
   """``sign(x)`` (NT's ``Sign``; its NTK is zero)."""
-  return _activation(jnp.sign, analytic.sign())
+  return _activation(jnp.sign, nonlinear.sign())
 
 
 def exp(a: float = 1.0, b: float = 1.0) -> Layer:
   """``a * exp(b * x)`` (NT's ``Exp``)."""
-  return _activation(lambda x: a * jnp.exp(b * x), analytic.exp(a, b))
+  return _activation(lambda x: a * jnp.exp(b * x), nonlinear.exp(a, b))
 
 
 def monomial(degree: int) -> Layer:
   """``x ** degree`` (NT's ``Monomial``)."""
-  kernel = analytic.monomial(degree)
+  kernel = nonlinear.monomial(degree)
   return _activation(lambda x: x ** degree, kernel)
 
 
 def rectified_monomial(degree: int) -> Layer:
   """``(x >= 0) * x ** degree`` (NT's ``RectifiedMonomial``)."""
-  kernel = analytic.rectified_monomial(degree)
+  kernel = nonlinear.rectified_monomial(degree)
   return _activation(lambda x: jnp.where(x >= 0, x ** degree, 0.0).astype(x.dtype), kernel)
 
 
 def rbf(gamma: float = 1.0) -> Layer:
   """``sqrt(2) sin(sqrt(2 gamma) x + pi/4)``, whose NNGP is an RBF kernel (NT's ``Rbf``)."""
   return _activation(lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(2.0 * gamma) * x + jnp.pi / 4),
-                     analytic.rbf(gamma))
+                     nonlinear.rbf(gamma))
 
 
 def identity() -> Layer:
