@@ -36,18 +36,21 @@ _REDUCED = ("seed", "step")
 _MAX_LEGEND = 8  # more lines than this get a colorbar instead of a legend
 
 
-def new_figure(ncols: int = 1, figsize=(6.0, 4.2), **kw):
-  """``(fig, axes)``: a figure on the Agg canvas (no pyplot) with ``ncols`` axes side by side."""
+def agg_figure(figsize=(6.0, 4.2)) -> Figure:
+  """An empty figure on the Agg canvas (no pyplot: nothing opens or accumulates)."""
   fig = Figure(figsize=figsize, layout="constrained")
   FigureCanvasAgg(fig)
-  axes = fig.subplots(1, ncols, **kw)
-  return fig, axes
+  return fig
+
+
+def new_figure(ncols: int = 1, figsize=(6.0, 4.2), **kw):
+  """``(fig, axes)``: an Agg figure with ``ncols`` axes side by side."""
+  fig = agg_figure(figsize)
+  return fig, fig.subplots(1, ncols, **kw)
 
 
 def _new_ax(figsize=(6.0, 4.2)) -> Axes:
-  fig = Figure(figsize=figsize, layout="constrained")
-  FigureCanvasAgg(fig)
-  return fig.add_subplot()
+  return agg_figure(figsize).add_subplot()
 
 
 def _label(name: str) -> str:

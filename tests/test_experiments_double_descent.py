@@ -3,7 +3,6 @@
 import doctest
 import inspect
 import pathlib
-import runpy
 
 import jax
 import jax.numpy as jnp
@@ -150,11 +149,3 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert len(lines) == 5, res.output
   assert (out / "results.nc").exists() and (out / "rf_test_loss_vs_features.png").exists()
 
-
-@pytest.mark.slow
-def test_notebook_runs(tmp_path, monkeypatch):
-  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "double_descent.py"
-  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "30")
-  monkeypatch.chdir(tmp_path)
-  runpy.run_path(str(nb), run_name="__main__")
-  assert list((tmp_path / "runs").glob("*/*.png"))

@@ -3,7 +3,6 @@
 import doctest
 import inspect
 import pathlib
-import runpy
 
 import numpy as np
 import pytest
@@ -93,11 +92,3 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert any("control lr=0.01" in l for l in lines)
   assert (out / "results.nc").exists() and (out / "sharpness_and_loss.png").exists()
 
-
-@pytest.mark.slow
-def test_notebook_runs(tmp_path, monkeypatch):
-  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "edge_of_stability.py"
-  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "60")
-  monkeypatch.chdir(tmp_path)
-  runpy.run_path(str(nb), run_name="__main__")
-  assert list((tmp_path / "runs").glob("*/*.png"))

@@ -230,15 +230,6 @@ def test_user_metric_is_recorded_in_the_compiled_loop(mixture):
   assert float(m.isel(step=-1)) != float(m.isel(step=0))
 
 
-def test_notebook_runs(tmp_path, monkeypatch):
-  import pathlib
-  import runpy
-  nb = pathlib.Path(__file__).parent.parent / "notebooks" / "width_sweep.py"
-  monkeypatch.setenv("JT_NOTEBOOK_STEPS", "5")
-  monkeypatch.chdir(tmp_path)
-  runpy.run_path(str(nb), run_name="__main__")
-  assert list((tmp_path / "runs").glob("*/*.png"))
-
 
 @pytest.mark.parametrize("strategy", ["map", "vmap"])
 def test_divergent_run_leaves_its_batch_bitwise_unchanged(mixture, strategy):

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from jaxtheory import data, nn, sweep
+from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check
 from jaxtheory.probes.collapse import features_from_apply
 from jaxtheory.train import ConfigError
@@ -429,15 +429,12 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
 def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """Random features: test loss vs p per ridge; MLP: test error and train accuracy vs width."""
   import matplotlib
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   if "rf_test_loss" in ds:
     n = json.loads(ds.attrs["config"])["n_train"]
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = plots.agg_figure((6.0, 4.2))
     ax = fig.subplots()
     p = ds.features.values
     ridges = ds.ridge.values
@@ -459,8 +456,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     fig.savefig(paths[-1], dpi=130)
   if "test_acc" in ds:
     c = mlp_curves(ds)
-    fig = Figure(figsize=(12.0, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = plots.agg_figure((12.0, 3.6))
     axes = fig.subplots(1, 3)
     w = ds.width.values
     for k, ln in enumerate(ds.label_noise.values):

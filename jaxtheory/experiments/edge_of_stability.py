@@ -36,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
-from jaxtheory import data, nn, sweep
+from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check
 from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.train import ConfigError
@@ -243,12 +243,9 @@ def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
 
 def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """Sharpness (dashed: 2/eta), sharpness relative to 2/eta, and the training loss, per lr."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  fig = Figure(figsize=(14.0, 3.8), layout="constrained")
-  FigureCanvasAgg(fig)
+  fig = plots.agg_figure((14.0, 3.8))
   ax1, ax2, ax3 = fig.subplots(1, 3)
   steps = ds.step.values
   for k, lr in enumerate(ds.lr.values):

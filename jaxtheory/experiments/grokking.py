@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from jaxtheory import data, nn, sweep
+from jaxtheory import data, nn, plots, sweep
 from jaxtheory.train import ConfigError
 
 MODELS = ("mlp", "transformer")
@@ -315,14 +315,10 @@ def signature(ds: xr.Dataset, min_ratio: float = 5.0) -> list:
 
 def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """Train/test accuracy vs step per weight decay; Fourier sparsity vs step."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  from jaxtheory import plots
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   wds = ds.weight_decay.values
-  fig = Figure(figsize=(4.0 * len(wds), 3.4), layout="constrained")
-  FigureCanvasAgg(fig)
+  fig = plots.agg_figure((4.0 * len(wds), 3.4))
   axes = fig.subplots(1, len(wds), sharey=True, squeeze=False)[0]
   steps = ds.step.values
   for ax, wd in zip(axes, wds):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from jaxtheory import data, nn, sweep
+from jaxtheory import data, nn, plots, sweep
 from jaxtheory.probes.spectra import effective_rank
 from jaxtheory.train import ConfigError
 
@@ -377,7 +377,6 @@ def signature(ds: xr.Dataset, min_gap: float = 1.2) -> list:
 
 def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """Error and effective rank vs step by depth; singular values vs step per depth."""
-  from jaxtheory import plots
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   written = []
@@ -398,11 +397,8 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
 
 
 def _singular_value_figure(ds: xr.Dataset, path: str) -> str:
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   depths = ds.depth.values
-  fig = Figure(figsize=(3.2 * len(depths), 3.2), layout="constrained")
-  FigureCanvasAgg(fig)
+  fig = plots.agg_figure((3.2 * len(depths), 3.2))
   axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)[0]
   steps = ds.step.values
   for ax, d in zip(axes, depths):

@@ -253,15 +253,12 @@ def signature(ds: xr.Dataset, nc1_drop: float = 100.0, etf_drop: float = 1.25) -
 
 def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """NC1-NC4 against step (one line per learning rate), the zero-error step marked; accuracy."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   names = ("nc1", "nc2_etf", "nc3", "nc4")
   titles = ("NC1: Tr(Σ_W Σ_B⁺)/C", "NC2: distance to simplex ETF",
             "NC3: readout vs class means", "NC4: agreement with NCC")
-  fig = Figure(figsize=(14.0, 3.4), layout="constrained")
-  FigureCanvasAgg(fig)
+  fig = plots.agg_figure((14.0, 3.4))
   axes = fig.subplots(1, 4)
   steps = ds.step.values
   tp = terminal_phase(ds)
