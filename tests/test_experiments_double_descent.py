@@ -1,7 +1,6 @@
 """Tests for the double-descent experiment: the closed-form readout, signature, controls, CLI."""
 
 import doctest
-import inspect
 import pathlib
 
 import jax
@@ -131,11 +130,6 @@ def test_parts_run_alone():
                                                              "step")
 
 
-def _runner() -> CliRunner:
-  if "mix_stderr" in inspect.signature(CliRunner).parameters:
-    return CliRunner(mix_stderr=False)
-  return CliRunner()
-
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "d"
@@ -143,7 +137,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   for kv in ("seeds=1", "n_train=10", "n_test=20", "features=5,10,20", "ridges=0,1",
              "mlp_n_train=30", "widths=2,4,8", "steps=10", "record=3"):
     args += ["--set", kv]
-  res = _runner().invoke(cli, args)
+  res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
   lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
   assert len(lines) == 5, res.output

@@ -1,7 +1,6 @@
 """Tests for the edge-of-stability experiment: signature, its control, summary, figures, CLI."""
 
 import doctest
-import inspect
 import pathlib
 
 import numpy as np
@@ -73,11 +72,6 @@ def test_summary_and_figures(small, tmp_path):
   assert pathlib.Path(paths[0]).stat().st_size > 0
 
 
-def _runner() -> CliRunner:
-  if "mix_stderr" in inspect.signature(CliRunner).parameters:
-    return CliRunner(mix_stderr=False)
-  return CliRunner()
-
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "e"
@@ -85,7 +79,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   for kv in ("n_train=32", "width=8", "seeds=1", "lrs=0.01,0.1", "steps=20",
              "sharpness_every=5", "lanczos_iters=4"):
     args += ["--set", kv]
-  res = _runner().invoke(cli, args)
+  res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
   lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
   assert len(lines) == 4, res.output

@@ -1,7 +1,6 @@
 """Tests for the grokking experiment: progress measure, signature and its control, the CLI."""
 
 import doctest
-import inspect
 import pathlib
 
 import jax
@@ -112,15 +111,10 @@ def test_summary_and_figures(small, tmp_path):
   assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
 
 
-def _runner() -> CliRunner:
-  if "mix_stderr" in inspect.signature(CliRunner).parameters:
-    return CliRunner(mix_stderr=False)
-  return CliRunner()
-
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "g"
-  res = _runner().invoke(cli, ["run", "grokking", "--out", str(out), "--set", "p=11",
+  res = CliRunner().invoke(cli, ["run", "grokking", "--out", str(out), "--set", "p=11",
                                "--set", "width=8", "--set", "embed_dim=4", "--set", "seeds=1",
                                "--set", "steps=20", "--set", "record=4"])
   assert res.exit_code == 0, res.output

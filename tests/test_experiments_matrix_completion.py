@@ -1,7 +1,6 @@
 """Tests for the matrix-completion experiment: model, baseline, signature and its control."""
 
 import doctest
-import inspect
 import pathlib
 
 import jax
@@ -120,15 +119,10 @@ def test_summary_and_figures(small, tmp_path):
       "singular_values.png"}
 
 
-def _runner() -> CliRunner:
-  if "mix_stderr" in inspect.signature(CliRunner).parameters:
-    return CliRunner(mix_stderr=False)
-  return CliRunner()
-
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "mc"
-  res = _runner().invoke(cli, ["run", "matrix-completion", "--out", str(out), "--set", "n=6",
+  res = CliRunner().invoke(cli, ["run", "matrix-completion", "--out", str(out), "--set", "n=6",
                                "--set", "rank=2", "--set", "depths=1,2", "--set", "seeds=1",
                                "--set", "steps=20", "--set", "record=5"])
   assert res.exit_code == 0, res.output

@@ -1,7 +1,6 @@
 """Tests for the neural-collapse experiment: data fallback, signature, its control, CLI."""
 
 import doctest
-import inspect
 import pathlib
 
 import pytest
@@ -88,11 +87,6 @@ def test_summary_and_figures(small, tmp_path):
   assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
 
 
-def _runner() -> CliRunner:
-  if "mix_stderr" in inspect.signature(CliRunner).parameters:
-    return CliRunner(mix_stderr=False)
-  return CliRunner()
-
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "n"
@@ -100,7 +94,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   for kv in ("dataset=digits", "classes=0,1,2", "per_class=10", "width=8", "seeds=1",
              "steps=20", "record=4"):
     args += ["--set", kv]
-  res = _runner().invoke(cli, args)
+  res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
   lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
   assert len(lines) == 3, res.output
