@@ -292,6 +292,7 @@ MODELS = {
                     False, lambda w, W: {"[5]['W']": _block_rows(w, W, repeats=9)}),
     "transformer": (lambda W: nn.transformer(VOCAB, SEQ, W, depth=1, num_heads=HEADS,
                                              out_dim=D_OUT, mlp_ratio=2), True, None),
+    "token_mlp": (lambda W: nn.token_mlp(VOCAB, SEQ, 4, W, D_OUT), True, None),
 }
 
 # name -> (optimizer, the LRScale field that scales its updates)

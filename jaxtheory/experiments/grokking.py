@@ -105,37 +105,10 @@ def _check(cfg: Config) -> None:
 # Models on the tokens [a, b, =].
 
 
-def _token_ids() -> nn.Layer:
-  """Casts inputs to int32 token ids.
-
-  The sweep engine estimates FLOPs by applying the model to float inputs,
-  which :func:`jaxtheory.nn.embedding` rejects; training data arrive as int32
-  and pass through unchanged.
-  """
-  # TODO(library): let the engine's FLOP estimate use the dataset's input dtype.
-  return nn.Layer(lambda key, spec, ctx: (spec, (), ()),
-                  lambda params, x, feat, ctx: (x.astype(jnp.int32), feat))
-
-
-# TODO(library): move to jaxtheory.nn.models (an MLP on token embeddings is generic).
-def embedding_mlp(p: int, embed_dim: int, width: int) -> nn.Model:
-  """Tokens ``[a, b, =]`` -> concatenated embeddings -> ReLU layer -> ``p`` logits.
-
-  >>> import jax
-  >>> m = embedding_mlp(5, 4, 8)
-  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.array([[1, 2, 5]])).shape
-  (1, 5)
-  """
-  return nn.model(nn.serial(
-      _token_ids(), nn.embedding(p + 1, embed_dim), nn.flatten(),
-      nn.dense(width, b_std=0.0, width_mult=1), nn.relu(), nn.dense(p, b_std=0.0)), (3,))
-
-
 def _model(cfg: Config, width: int) -> nn.Model:
   if cfg.model == "mlp":
-    return embedding_mlp(cfg.p, cfg.embed_dim, width)
-  t = nn.transformer(cfg.p + 1, 3, width, cfg.depth, cfg.num_heads, out_dim=cfg.p)
-  return nn.model(nn.serial(_token_ids(), t.layer), t.input_shape)
+    return nn.token_mlp(cfg.p + 1, 3, cfg.embed_dim, width, cfg.p)
+  return nn.transformer(cfg.p + 1, 3, width, cfg.depth, cfg.num_heads, out_dim=cfg.p)
 
 
 # ----------------------------------------------------------------------------

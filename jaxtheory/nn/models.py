@@ -99,6 +99,23 @@ def cnn(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
   return model(serial(*body, head, L.dense(out_dim, W_std, b_std)), input_shape)
 
 
+def token_mlp(vocab_size: int, seq_len: int, embed_dim: int, width: int,
+              out_dim: int, activation: Activation = L.relu) -> Model:
+  """Token ids ``(batch, seq_len)`` -> concatenated embeddings -> one hidden layer -> logits.
+
+  The MLP of grokking studies on modular arithmetic (tokens ``[a, b, =]``).
+
+  >>> import jax
+  >>> m = token_mlp(6, 3, 4, 8, 5)
+  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.array([[1, 2, 5]])).shape
+  (1, 5)
+  """
+  _check("width", width)
+  return model(serial(L.embedding(vocab_size, embed_dim), L.flatten(),
+                      L.dense(width, b_std=0.0, width_mult=1), activation(),
+                      L.dense(out_dim, b_std=0.0)), (seq_len,))
+
+
 def transformer(vocab_size: int, seq_len: int, width: int, depth: int, num_heads: int,
                 out_dim: int | None = None, mlp_ratio: int = 4,
                 activation: Activation = L.relu) -> Model:
