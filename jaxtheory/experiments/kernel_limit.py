@@ -203,14 +203,15 @@ def figures(ds: xr.Dataset, out_dir) -> list[str]:
   last = ds.isel(step=-1)
   fig, axes = plots.new_figure(2, figsize=(10, 4))
   for p in ds.parametrization.values:
-    for ax, var in zip(axes, ("dev_linear", "kernel_movement")):
+    for ax, var, label in zip(axes, ("dev_linear", "kernel_movement"),
+                              (f"{p} vs its kernel at init", str(p))):
       v = last[var].sel(parametrization=p)
-      ax.errorbar(ds.width, v.mean("seed"), v.std("seed"), marker="o", label=str(p))
+      ax.errorbar(ds.width, v.mean("seed"), v.std("seed"), marker="o", label=label)
   w = ds.width.values.astype(float)
   if "dev_ntk" in ds:
     v = last.dev_ntk.sel(parametrization="ntk")
     axes[0].errorbar(ds.width, v.mean("seed"), v.std("seed"), marker="s", ls="--",
-                     label="ntk vs analytic NTK")
+                     label="ntk vs infinite-width NTK")
     ref = float(v.mean("seed")[0]) * (w / w[0]) ** -0.5
     axes[0].plot(w, ref, "k:", label="width^-1/2")
   axes[0].set_title("test-output deviation from the kernel prediction")
