@@ -2,6 +2,8 @@
 
 from typing import NamedTuple
 
+from jaxtheory.train import ConfigError
+
 
 class Check(NamedTuple):
   """One signature check of an experiment: what, whether it held, and the measured numbers."""
@@ -11,3 +13,11 @@ class Check(NamedTuple):
 
   def line(self) -> str:
     return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.measured}"
+
+
+def positive_ints(cfg, *names: str) -> None:
+  """Raises :class:`ConfigError` unless every named field of ``cfg`` is an integer >= 1."""
+  for name in names:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ConfigError(f"{name} must be a positive integer, got {v!r}")

@@ -55,7 +55,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check
+from jaxtheory.experiments.check import Check, positive_ints
 from jaxtheory.probes.collapse import features_from_apply
 from jaxtheory.train import ConfigError
 
@@ -105,10 +105,7 @@ class Config:
 def _check(cfg: Config) -> None:
   if cfg.part not in PARTS:
     raise ConfigError(f"unknown part {cfg.part!r}; available: {', '.join(PARTS)}")
-  for name in ("seeds", "n_train", "n_test", "input_dim", "mlp_n_train", "steps", "record"):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  positive_ints(cfg, "seeds", "n_train", "n_test", "input_dim", "mlp_n_train", "steps", "record")
   if cfg.part in ("both", "rf"):
     if len(cfg.features) < 3:
       raise ConfigError(f"features needs at least 3 values around n_train={cfg.n_train}, "

@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check
+from jaxtheory.experiments.check import Check, positive_ints
 from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.train import ConfigError
 
@@ -83,11 +83,8 @@ def _check(cfg: Config) -> None:
   if cfg.activation not in _ACTIVATIONS:
     raise ConfigError(f"unknown activation {cfg.activation!r}; available: "
                       f"{', '.join(_ACTIVATIONS)}")
-  for name in ("n_train", "width", "depth", "seeds", "steps", "sharpness_every",
-               "lanczos_iters"):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  positive_ints(cfg, "n_train", "width", "depth", "seeds", "steps", "sharpness_every",
+                "lanczos_iters")
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
     raise ConfigError(f"lrs must be positive learning rates, got {cfg.lrs!r}")
 

@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
+from jaxtheory.experiments.check import positive_ints
 from jaxtheory.train import ConfigError
 
 MODELS = ("mlp", "transformer")
@@ -87,11 +88,8 @@ class Config:
 def _check(cfg: Config) -> None:
   if cfg.model not in MODELS:
     raise ConfigError(f"unknown model {cfg.model!r}; available: {', '.join(MODELS)}")
-  for name in ("seeds", "width", "embed_dim", "depth", "num_heads", "steps", "record",
-               "fourier_k"):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  positive_ints(cfg, "seeds", "width", "embed_dim", "depth", "num_heads", "steps", "record",
+                "fourier_k")
   if not cfg.weight_decays:
     raise ConfigError("weight_decays is empty; give at least one, e.g. weight_decays=0,1")
   if any(wd < 0 for wd in cfg.weight_decays):

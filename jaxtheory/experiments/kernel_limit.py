@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check
+from jaxtheory.experiments.check import Check, positive_ints
 from jaxtheory.probes.separation import layer_features
 from jaxtheory.sweep import limits
 from jaxtheory.train import ConfigError
@@ -71,8 +71,7 @@ def _check(cfg: Config):
     raise ConfigError("widths needs at least two widths, e.g. widths=64,256")
   if cfg.rich not in ("mf", "mup"):
     raise ConfigError(f"rich must be 'mf' or 'mup', got {cfg.rich!r}")
-  if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
-    raise ConfigError(f"seeds must be a positive integer, got {cfg.seeds!r}")
+  positive_ints(cfg, "seeds")
 
 
 def coordinate_size(hidden_width: int) -> Callable:

@@ -42,6 +42,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.probes.spectra import effective_rank
+from jaxtheory.experiments.check import positive_ints
 from jaxtheory.train import ConfigError
 
 
@@ -80,10 +81,7 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
-  for name in ("n", "rank", "seeds", "steps", "record", "top_k"):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  positive_ints(cfg, "n", "rank", "seeds", "steps", "record", "top_k")
   if not 0 < cfg.init_scale:
     raise ConfigError(f"init_scale must be positive, got {cfg.init_scale!r}")
   if cfg.rank > cfg.n:

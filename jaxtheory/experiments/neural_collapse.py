@@ -40,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check
+from jaxtheory.experiments.check import Check, positive_ints
 from jaxtheory.probes.collapse import collapse_metric
 from jaxtheory.train import ConfigError
 
@@ -90,10 +90,7 @@ def _check(cfg: Config) -> None:
     raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(DATASETS)}")
   if cfg.loss not in ("mse", "xent"):
     raise ConfigError(f"unknown loss {cfg.loss!r}; available: mse, xent")
-  for name in ("per_class", "seeds", "width", "depth", "steps", "record"):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+  positive_ints(cfg, "per_class", "seeds", "width", "depth", "steps", "record")
   if len(cfg.classes) < 2:
     raise ConfigError(f"classes needs at least 2 classes, got {cfg.classes!r}")
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, sweep
+from jaxtheory.experiments.check import positive_ints
 from jaxtheory.train import ConfigError
 
 # The activations a config can name (a config is plain strings and numbers).
@@ -72,12 +73,10 @@ def _check(cfg: Config) -> None:
   if cfg.parametrization not in nn.PARAMETRIZATIONS:
     raise ConfigError(f"unknown parametrization {cfg.parametrization!r}; available: "
                       f"{', '.join(nn.PARAMETRIZATIONS)}")
-  if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
-    raise ConfigError(f"seeds must be a positive integer, got {cfg.seeds!r}")
+  positive_ints(cfg, "seeds")
   if not cfg.widths:
     raise ConfigError("widths is empty; give at least one width, e.g. widths=64,128")
-  if isinstance(cfg.depth, bool) or not isinstance(cfg.depth, int) or cfg.depth < 1:
-    raise ConfigError(f"depth must be a positive integer, got {cfg.depth!r}")
+  positive_ints(cfg, "depth")
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
