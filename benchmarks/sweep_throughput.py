@@ -31,7 +31,6 @@ import numpy as np
 import optax
 
 from jaxtheory import data, nn, sweep
-from jaxtheory.train import schedule
 
 SHAPES = [  # name, width, runs, steps, batch size (None = full batch)
     ("tiny  w=16 full", 16, 32, 300, None),

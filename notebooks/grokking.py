@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jaxtheory import probes
 from jaxtheory.experiments import grokking
 
 # The test suite sets JT_NOTEBOOK_STEPS and gets a tiny problem.
@@ -71,7 +72,7 @@ axes = fig.subplots(1, len(g.runs), sharey=True, squeeze=False)[0]
 for i, ax in enumerate(axes):
   params = jax.tree.map(lambda a, i=i: a[i], g.params)
   E = grokking.token_embedding(params, cfg.p + 1)[:cfg.p]
-  power = np.asarray(grokking.fourier_power(E))[1:]
+  power = np.asarray(probes.spectra.fourier_power(E))[1:]
   ax.bar(np.arange(1, len(power) + 1), power / power.sum(), color="C0")
   wd, seed = g.coords["weight_decay"][i], g.coords["seed"][i]
   top = 1 + np.argsort(power)[::-1][:cfg.fourier_k]

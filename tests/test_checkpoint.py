@@ -1,6 +1,5 @@
 """Checkpoint and resume: killed at random points, a resumed sweep equals an uninterrupted one."""
 
-import os
 import random
 import signal
 import subprocess

@@ -3,12 +3,11 @@
 import doctest
 import pathlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from jaxtheory.analysis import peak
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import double_descent as D
@@ -46,41 +45,6 @@ def test_bad_config(key, value, message):
     D.run(configure(D.Config, {key: value}))
 
 
-@pytest.mark.parametrize("n,p", [(12, 5), (12, 12), (12, 30)])
-def test_ridge_readout_matches_lstsq_and_ignores_zero_columns(n, p):
-  with jax.enable_x64(True):
-    k = jax.random.split(jax.random.key(0), 4)
-    Phi, Phi_t = jax.random.normal(k[0], (n, p)), jax.random.normal(k[1], (7, p))
-    y, y_t = jax.random.normal(k[2], (n, 2)), jax.random.normal(k[3], (7, 2))
-    ridges = (0.0, 0.1, 3.0)
-    got = np.asarray(D.ridge_readout_losses(Phi, y, Phi_t, y_t, ridges))
-    for j, lam in enumerate(ridges):
-      P, Y = np.asarray(Phi), np.asarray(y)
-      if lam == 0:
-        a = np.linalg.lstsq(P, Y, rcond=None)[0]  # the minimum-norm solution
-      else:
-        a = np.linalg.solve(P.T @ P + n * lam * np.eye(p), P.T @ Y)
-      loss = lambda F, T: 0.5 * np.mean(np.sum((F @ a - T) ** 2, -1))
-      np.testing.assert_allclose(got[:, j], [loss(P, Y), loss(np.asarray(Phi_t), y_t)],
-                                 rtol=1e-8, atol=1e-12)
-    padded = D.ridge_readout_losses(jnp.pad(Phi, ((0, 0), (0, 9))), y,
-                                    jnp.pad(Phi_t, ((0, 0), (0, 9))), y_t, ridges)
-    np.testing.assert_allclose(np.asarray(padded), got, rtol=1e-8, atol=1e-12)
-    # Weights: a 0-weight example is the same as a dropped one.
-    w = jnp.ones(n).at[-2:].set(0.0)
-    masked = D.ridge_readout_losses(Phi, y, Phi_t, y_t, ridges, weights=w)
-    dropped = D.ridge_readout_losses(Phi[:-2], y[:-2], Phi_t, y_t, ridges)
-    np.testing.assert_allclose(np.asarray(masked), np.asarray(dropped), rtol=1e-6, atol=1e-12)
-
-
-def test_peak_prominence():
-  assert D.peak(np.array([1.0, 2.0, 3.0]))[1] == 0.0  # monotone: no peak
-  i, prom = D.peak(np.array([4.0, 2.0, 9.0, 5.0, 1.0]))
-  assert (i, prom) == (2, 7.0)
-  i, prom = D.peak(np.array([1.0, 100.0, 10.0]), log=True)
-  assert i == 1 and prom == pytest.approx(1.0)
-
-
 @pytest.mark.slow
 def test_double_descent_appears(small):
   checks = D.signature(small)
@@ -97,11 +61,11 @@ def test_double_descent_appears(small):
 def test_controls_show_no_peak(small):
   # Large ridge: flat; the optimal ridge is below the ridgeless curve everywhere.
   curves = D.rf_curves(small)
-  assert D.peak(curves["ridge 10"].values, log=True)[1] < np.log10(1.05)
+  assert peak(curves["ridge 10"].values, log=True)[1] < np.log10(1.05)
   assert bool((curves["optimal ridge"] <= curves["ridgeless"] + 1e-12).all())
   # No label noise: the MLP's test loss has a much smaller bump than with noise.
   c = D.mlp_curves(small)["test_loss"]
-  assert D.peak(c.sel(label_noise=0.0).values)[1] < 0.5 * D.peak(
+  assert peak(c.sel(label_noise=0.0).values)[1] < 0.5 * peak(
       c.sel(label_noise=0.2).values)[1]
   noiseless = small.sel(label_noise=[0.0])
   lines = [ch.line() for ch in D.signature(noiseless)]

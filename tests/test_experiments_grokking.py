@@ -1,6 +1,5 @@
 """Tests for the grokking experiment: progress measure, signature and its control, the CLI."""
 
-import doctest
 import pathlib
 
 import jax
@@ -27,29 +26,6 @@ def small():
 
 def test_registered():
   assert EXPERIMENTS["grokking"] is G
-
-
-def test_docstring_examples():
-  runner = doctest.DocTestRunner()
-  for fn in (G.fourier_power,):
-    for t in doctest.DocTestFinder().find(fn, globs=vars(G)):
-      runner.run(t)
-  assert runner.summarize(verbose=False).failed == 0
-
-
-def test_fourier_power_is_parseval_and_sparsity_reads_frequencies():
-  p, d = 13, 6
-  E = jax.random.normal(jax.random.key(0), (p, d))
-  P = G.fourier_power(E)
-  assert P.shape == (p // 2 + 1,)
-  np.testing.assert_allclose(float(P.sum()), p * float(jnp.sum(E ** 2)), rtol=1e-5)
-  t = jnp.arange(p)
-  pure = jnp.stack([jnp.cos(2 * jnp.pi * 4 * t / p), jnp.sin(2 * jnp.pi * 4 * t / p),
-                    jnp.cos(2 * jnp.pi * 2 * t / p) + 3.0], axis=1)  # the constant is ignored
-  assert float(G.fourier_sparsity(pure, 2)) == pytest.approx(1.0, abs=1e-5)
-  assert float(G.fourier_sparsity(pure, 1)) < 0.99
-  # A random embedding spreads its power: top 2 of 6 frequencies hold well under 1.
-  assert 2 / 6 - 0.05 < float(G.fourier_sparsity(E, 2)) < 0.8
 
 
 @pytest.mark.parametrize("model", ["mlp", "transformer"])

@@ -101,3 +101,18 @@ def test_summary_over_runs_equals_loop_and_padded_equals_unpadded():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1, 0], b, rtol=1e-10), out, small)
   assert np.all(out["[2]['W']"]["stable_rank"] >= 1.0)
   assert np.all(out["[2]['W']"]["effective_rank"] <= np.asarray(widths)[None, :] + 1e-9)
+
+
+def test_fourier_power_is_parseval_and_sparsity_reads_frequencies():
+  p, d = 13, 6
+  E = jax.random.normal(jax.random.key(0), (p, d))
+  P = S.fourier_power(E)
+  assert P.shape == (p // 2 + 1,)
+  np.testing.assert_allclose(float(P.sum()), p * float(jnp.sum(E ** 2)), rtol=1e-5)
+  t = jnp.arange(p)
+  pure = jnp.stack([jnp.cos(2 * jnp.pi * 4 * t / p), jnp.sin(2 * jnp.pi * 4 * t / p),
+                    jnp.cos(2 * jnp.pi * 2 * t / p) + 3.0], axis=1)  # the constant is ignored
+  assert float(S.fourier_sparsity(pure, 2)) == pytest.approx(1.0, abs=1e-5)
+  assert float(S.fourier_sparsity(pure, 1)) < 0.99
+  # A random embedding spreads its power: top 2 of 6 frequencies hold well under 1.
+  assert 2 / 6 - 0.05 < float(S.fourier_sparsity(E, 2)) < 0.8

@@ -47,16 +47,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
+from jaxtheory.analysis import first_reached, peak
 from jaxtheory.experiments.check import Check, positive_ints
-from jaxtheory.probes.collapse import features_from_apply
+from jaxtheory.probes.readout import ridge_metric
 from jaxtheory.train import ConfigError
 
 PARTS = ("both", "rf", "mlp")
@@ -119,81 +118,6 @@ def _check(cfg: Config) -> None:
       raise ConfigError(f"widths needs at least 3 values, got {cfg.widths!r}")
     if not cfg.label_noises or any(not 0 <= r < 1 for r in cfg.label_noises):
       raise ConfigError(f"label_noises must lie in [0, 1), got {cfg.label_noises!r}")
-
-
-# ----------------------------------------------------------------------------
-# Ridge regression on a network's penultimate features, as a recorded metric.
-
-
-# TODO(library): jaxtheory.kernels.predict (ridge / min-norm readout on features).
-def ridge_readout_losses(Phi: jax.Array, y: jax.Array, Phi_test: jax.Array, y_test: jax.Array,
-                         ridges: Sequence[float], weights: jax.Array | None = None,
-                         rcond: float | None = None) -> jax.Array:
-  r"""Train and test losses of ridge readouts on fixed features, every ridge from one SVD.
-
-  For each :math:`\lambda` the readout :math:`\hat a_\lambda = \arg\min_a
-  \frac1n \sum_i w_i \|\Phi_i a - y_i\|^2 + \lambda \|a\|^2` (``n = sum(w)``) is
-  :math:`V \mathrm{diag}(s/(s^2 + n\lambda)) U^\top y` for the SVD
-  :math:`\sqrt{w}\,\Phi = U \mathrm{diag}(s) V^\top`; at :math:`\lambda = 0`
-  singular values below ``rcond * max(s)`` are dropped (the minimum-norm
-  least-squares readout). Losses are :func:`jaxtheory.train.mse` (half the
-  squared error summed over outputs, averaged over examples).
-
-  Args:
-    Phi: training features ``(n, p)``; zero columns (padded widths) change nothing.
-    y: training targets ``(n, k)``.
-    Phi_test: test features ``(m, p)``.
-    y_test: test targets ``(m, k)``.
-    ridges: the :math:`\lambda` values (static).
-    weights: ``(n,)`` 0/1 example weights (active examples of a data-size sweep).
-    rcond: relative singular-value cutoff at :math:`\lambda = 0`; default
-      ``10 * eps * max(n, p)``.
-
-  Returns:
-    ``(2, len(ridges))``: train losses then test losses.
-
-  >>> Phi = jnp.eye(3)[:, :2]; y = jnp.array([[1.0], [2.0], [3.0]])
-  >>> [round(float(v), 3) for v in ridge_readout_losses(Phi, y, Phi, y, [0.0])[:, 0]]
-  [1.5, 1.5]
-  """
-  n, p = Phi.shape
-  w = jnp.ones((n,), Phi.dtype) if weights is None else jnp.asarray(weights, Phi.dtype)
-  sw = jnp.sqrt(w)[:, None]
-  U, s, Vt = jnp.linalg.svd(sw * Phi, full_matrices=False)
-  Uty = U.T @ (sw * y)
-  rcond = 10 * jnp.finfo(Phi.dtype).eps * max(n, p) if rcond is None else rcond
-  keep = s > rcond * s[0]
-  n_eff = jnp.sum(w)
-  lam = jnp.asarray(ridges, Phi.dtype)[:, None]
-  safe = jnp.where(keep, s, 1.0)
-  coef = jnp.where(keep, s / (safe**2 + n_eff * lam), 0.0)  # (R, r)
-  A = jnp.einsum("pr,Rr,rk->Rpk", Vt.T, coef, Uty)  # readouts (R, p, k)
-  half_sq = lambda f, t: 0.5 * jnp.sum((f - t) ** 2, axis=-1)  # (R, n)
-  train = jnp.sum(w * half_sq(jnp.einsum("np,Rpk->Rnk", Phi, A), y), -1) / n_eff
-  test = jnp.mean(half_sq(jnp.einsum("mp,Rpk->Rmk", Phi_test, A), y_test), -1)
-  return jnp.stack([train, test])
-
-
-def ridge_metric(ridges: Sequence[float]) -> Callable:
-  """A recorded metric: :func:`ridge_readout_losses` on the network's penultimate features.
-
-  Features come from :func:`jaxtheory.probes.collapse.features_from_apply`
-  and are divided by the square root of the active width (``ctx.width``), so
-  a ridge means the same at every number of features. The metric has dims
-  ``('split', 'ridge')``: ``split`` 0 is train, 1 is test.
-  """
-  ridges = tuple(float(r) for r in ridges)
-
-  def metric(params, apply, d, ctx):
-    Phi = features_from_apply(apply, params, d["x_train"])
-    Phi_test = features_from_apply(apply, params, d["x_test"])
-    p = Phi.shape[-1] if ctx.width is None else ctx.width
-    scale = 1.0 / jnp.sqrt(jnp.asarray(p, Phi.dtype))
-    return ridge_readout_losses(scale * Phi, d["y_train"], scale * Phi_test, d["y_test"],
-                                ridges, d["w_train"])
-
-  metric.dims = ("split", "ridge")
-  return metric
 
 
 # ----------------------------------------------------------------------------
@@ -279,33 +203,6 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 # Reading the results.
 
 
-# TODO(library): a curve-shape helper for jaxtheory.plots / an analysis module.
-def peak(curve: np.ndarray, log: bool = False) -> tuple[int, float]:
-  """``(index, prominence)`` of a curve's most prominent interior peak.
-
-  The prominence of point ``i`` is how far it rises above the lowest point on
-  each side, the smaller of the two: ``min(c[i] - min(c[:i+1]), c[i] - min(c[i:]))``
-  (on ``log10(c)`` when ``log``), so a monotone curve has prominence 0 and a
-  double-descent curve the height of its bump. Non-finite points are skipped.
-
-  >>> peak(np.array([3.0, 2.0, 5.0, 1.0]))
-  (2, 3.0)
-  >>> peak(np.array([3.0, 2.0, 1.0]))[1]
-  0.0
-  """
-  c = np.asarray(curve, np.float64)
-  c = np.log10(c) if log else c
-  c = np.where(np.isfinite(c), c, np.nan)
-  best, where = 0.0, int(np.nanargmax(c)) if np.isfinite(c).any() else 0
-  for i in range(len(c)):
-    if not np.isfinite(c[i]):
-      continue
-    prom = min(c[i] - np.nanmin(c[:i + 1]), c[i] - np.nanmin(c[i:]))
-    if prom > best:
-      best, where = prom, i
-  return where, float(best)
-
-
 def rf_curves(ds: xr.Dataset) -> dict[str, xr.DataArray]:
   """Test loss vs number of features (median over seeds): ridgeless, optimal ridge, largest ridge.
 
@@ -327,8 +224,7 @@ def mlp_curves(ds: xr.Dataset) -> dict[str, xr.DataArray]:
 
 def interpolation_width(train_acc: xr.DataArray, at: float = 0.99) -> float:
   """First width whose final training accuracy (on the noisy labels) reaches ``at`` (or nan)."""
-  hit = np.asarray(train_acc.values) >= at
-  return float(train_acc.width.values[np.argmax(hit)]) if hit.any() else float("nan")
+  return first_reached(train_acc, at, dim="width")
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:

@@ -34,11 +34,12 @@ import os
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
+from jaxtheory.analysis import first_reached
+from jaxtheory.probes.spectra import fourier_sparsity
 from jaxtheory.experiments.check import positive_ints
 from jaxtheory.train import ConfigError
 
@@ -129,46 +130,6 @@ def token_embedding(params, vocab_size: int) -> jax.Array:
   raise ValueError(f"no embedding table with {vocab_size} rows among the parameters")
 
 
-# TODO(library): move to jaxtheory.probes.spectra (Fourier spectrum of an embedding).
-def fourier_power(E: jax.Array) -> jax.Array:
-  r"""Power of each frequency of the token axis of an embedding ``E`` (``(p, d)``).
-
-  :math:`P_k = \sum_j |\hat E_{kj}|^2` with :math:`\hat E = \mathrm{DFT}(E)`
-  along tokens, for :math:`k = 0, \dots, \lfloor p/2 \rfloor`; a frequency and
-  its conjugate :math:`p - k` are one (their powers summed), so
-  :math:`\sum_k P_k = p\,\|E\|_F^2` (Parseval).
-
-  >>> t = jnp.arange(8.0)
-  >>> E = jnp.stack([jnp.cos(2 * jnp.pi * 3 * t / 8), jnp.ones(8)], axis=1)
-  >>> [round(float(x)) for x in fourier_power(E)]
-  [64, 0, 0, 32, 0]
-  """
-  p = E.shape[0]
-  P = jnp.sum(jnp.abs(jnp.fft.rfft(E, axis=0)) ** 2, axis=-1)
-  k = jnp.arange(P.shape[0])
-  return P * jnp.where((k == 0) | (2 * k == p), 1.0, 2.0)
-
-
-# TODO(library): move to jaxtheory.probes.spectra with fourier_power.
-def fourier_sparsity(E: jax.Array, k: int = 5) -> jax.Array:
-  r"""Fraction of an embedding's non-constant Fourier power in its top ``k`` frequencies.
-
-  Nanda et al. (2023): a network that groks modular addition represents tokens
-  by :math:`\cos(2\pi f a/p), \sin(2\pi f a/p)` for a few key frequencies
-  :math:`f`, so the embedding's power concentrates on them. With
-  :math:`P_f` from :func:`fourier_power` (the constant frequency 0, which any
-  bias absorbs, left out),
-
-  .. math:: s_k = \max_{|S| = k} \sum_{f \in S} P_f \Big/ \sum_{f \ge 1} P_f ,
-
-  about :math:`k/\lfloor p/2 \rfloor` for a random embedding and 1 when it uses
-  ``k`` frequencies or fewer.
-  """
-  P = fourier_power(E)[1:]
-  top = jax.lax.top_k(P, min(k, P.shape[0]))[0]
-  return jnp.sum(top) / jnp.maximum(jnp.sum(P), jnp.finfo(P.dtype).tiny)
-
-
 def _metrics(p: int, k: int) -> dict[str, Callable]:
   def sparsity(params, apply, d):
     del apply, d
@@ -217,18 +178,12 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 # Reading the results.
 
 
-def first_step(curve: xr.DataArray, threshold: float) -> float:
-  """First recorded step at which ``curve`` (dims ``(step,)``) reaches ``threshold`` (or nan)."""
-  hit = np.asarray(curve.values) >= threshold
-  return float(curve["step"].values[np.argmax(hit)]) if hit.any() else float("nan")
-
-
 def grokking_times(ds: xr.Dataset, train_at: float = 0.99,
                    test_at: float = 0.95) -> dict[float, tuple[float, float]]:
   """``weight_decay -> (step train acc >= train_at, step test acc >= test_at)``, seed means."""
   mean = ds.mean("seed")
-  return {float(wd): (first_step(mean.train_acc.sel(weight_decay=wd), train_at),
-                      first_step(mean.test_acc.sel(weight_decay=wd), test_at))
+  return {float(wd): (first_reached(mean.train_acc.sel(weight_decay=wd), train_at),
+                      first_reached(mean.test_acc.sel(weight_decay=wd), test_at))
           for wd in ds.weight_decay.values}
 
 

@@ -24,7 +24,6 @@ import json
 import os
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr

@@ -41,6 +41,8 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
+from jaxtheory.analysis import first_reached
+from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
 from jaxtheory.experiments.check import positive_ints
 from jaxtheory.train import ConfigError
@@ -158,60 +160,7 @@ def _metrics(n: int, m: int) -> dict[str, Callable]:
 
 
 # ----------------------------------------------------------------------------
-# The baseline.
-
-
-# TODO(library): move to jaxtheory.probes (or a baselines module): a convex
-# reference any low-rank experiment can reuse.
-def nuclear_norm_completion(M: np.ndarray, mask: np.ndarray, iters: int = 3000,
-                            lam_min: float = 1e-4) -> np.ndarray:
-  r"""Minimum-nuclear-norm completion (approximately) by Soft-Impute with continuation.
-
-  Mazumder, Hastie & Tibshirani (2010): iterate
-  :math:`Z \leftarrow S_\lambda(P_\Omega(M) + P_\Omega^\perp(Z))`, where
-  :math:`S_\lambda` soft-thresholds singular values by :math:`\lambda`; its
-  fixed point minimises :math:`\tfrac12\|P_\Omega(Z - M)\|_F^2 + \lambda\|Z\|_*`.
-  :math:`\lambda` decays geometrically from :math:`\sigma_1(P_\Omega M)` to
-  ``lam_min`` times that (warm starts), approaching
-  :math:`\arg\min \|Z\|_*` subject to :math:`P_\Omega(Z) = P_\Omega(M)`.
-
-  Args:
-    M: the matrix (only its observed entries are read).
-    mask: boolean, ``True`` where observed.
-    iters: total iterations.
-    lam_min: final threshold relative to the first.
-
-  Returns:
-    The completed matrix (float64).
-
-  >>> M = np.outer([1.0, 2.0, 3.0, 1.0], [1.0, -1.0, 2.0, 1.0])
-  >>> mask = np.ones((4, 4), bool)
-  >>> mask[0, 1] = mask[2, 3] = False
-  >>> bool(np.abs(nuclear_norm_completion(M, mask) - M).max() < 1e-2)
-  True
-  """
-  mask = np.asarray(mask, bool)
-  obs = np.where(mask, np.asarray(M, np.float64), 0.0)
-  lam0 = np.linalg.norm(obs, 2)
-  Z = np.zeros_like(obs)
-  for lam in lam0 * np.geomspace(1.0, lam_min, iters):
-    U, s, Vt = np.linalg.svd(np.where(mask, obs, Z), full_matrices=False)
-    Z = (U * np.maximum(s - lam, 0.0)) @ Vt
-  return Z
-
-
-# ----------------------------------------------------------------------------
 # The experiment.
-
-
-# TODO(library): move to jaxtheory.sweep: running one sweep per value of a structural
-# choice (depth here) and concatenating the results along it is not specific to this
-# experiment.
-def _chain_progress(progress, k: int, parts: int):
-  """Progress of part ``k`` of ``parts`` equal sweeps as progress of the whole."""
-  if progress is None:
-    return None
-  return lambda done, total, info="": progress(k * total + done, parts * total, info)
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
@@ -222,7 +171,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     cfg: the configuration.
     progress: ``progress(steps_done, steps_total, info)``, called as training advances.
     **engine: execution options of :func:`jaxtheory.sweep.run`. A checkpoint
-      path gets one file per depth (``<path>.depth<N>.npz``); with
+      path ``x.npz`` gets one file per depth (``x-depth-<N>.npz``); with
       ``return_params=True`` the final parameters come back too.
 
   Returns:
@@ -237,30 +186,20 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   _check(cfg)
   n = cfg.n
   ds = data.low_rank_matrix(n, n, cfg.rank, cfg.observed_fraction, seed=cfg.data_seed)
-  parts, groups = [], {}
-  ckpt = engine.pop("checkpoint", None)
-  for k, depth in enumerate(cfg.depths):
-    s = sweep.Sweep(
-        model=lambda w, depth=depth: factorization(n, n, depth, w), data=ds,
-        grid=dict(seed=list(range(cfg.seeds)), width=[n],
-                  init_scale=[cfg.init_scale ** (1 / depth)]),
-        optimizer="sgd", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record,
-        loss="mse", metrics=_metrics(n, n),
-        name=f"matrix-completion-depth{depth}")
-    out = sweep.run(s, progress=_chain_progress(progress, k, len(cfg.depths)),
-                    checkpoint=None if ckpt is None else f"{os.fspath(ckpt)}.depth{depth}.npz",
-                    **engine)
-    part, groups[depth] = out if engine.get("return_params") else (out, None)
-    parts.append(part.isel(width=0, init_scale=0, drop=True))
-  res = xr.concat(parts, dim=xr.DataArray(list(cfg.depths), dims="depth", name="depth"),
-                  combine_attrs="override")
+  make = lambda depth: sweep.Sweep(
+      model=lambda w: factorization(n, n, depth, w), data=ds,
+      grid=dict(seed=list(range(cfg.seeds)), width=[n],
+                init_scale=[cfg.init_scale ** (1 / depth)]),
+      optimizer="sgd", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record,
+      loss="mse", metrics=_metrics(n, n), name=f"matrix-completion-depth{depth}")
+  out = sweep.run_over("depth", cfg.depths, make, progress=progress,
+                       each=lambda r: r.isel(width=0, init_scale=0, drop=True), **engine)
+  res, groups = out if engine.get("return_params") else (out, None)
   res = res.transpose("seed", "depth", "step", ...)
   res["effective_rank"] = xr.apply_ufunc(
       lambda s: np.asarray(jax.vmap(effective_rank)(s.reshape(-1, n))).reshape(s.shape[:-1]),
       res.singular_values, input_core_dims=[["sv"]])
   res.attrs["top_k"] = min(cfg.top_k, n)
-  for key in ("compile_seconds", "run_seconds"):
-    res.attrs[key] = float(sum(p.attrs[key] for p in parts))
 
   M = data.low_rank_ground_truth(n, n, cfg.rank, seed=cfg.data_seed)
   mask = np.zeros((n, n), bool)
@@ -288,12 +227,8 @@ def half_times(sv: xr.DataArray, k: int) -> np.ndarray:
   Returns:
     Steps, shape ``(..., k)`` (``nan`` where never reached).
   """
-  v = sv.isel(sv=slice(0, k)).transpose(..., "step", "sv").values
-  final = v[..., -1:, :]
-  reached = v >= 0.5 * final
-  steps = sv["step"].values.astype(float)
-  first = np.argmax(reached, axis=-2)
-  return np.where(reached.any(axis=-2), steps[first], np.nan)
+  top = sv.isel(sv=slice(0, k)).transpose(..., "step", "sv")
+  return first_reached(top / top.isel(step=-1), 0.5)
 
 
 def _final(ds: xr.Dataset, metric: str) -> xr.DataArray:

@@ -40,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
+from jaxtheory.analysis import first_reached
 from jaxtheory.experiments.check import Check, positive_ints
 from jaxtheory.probes.collapse import collapse_metric
 from jaxtheory.train import ConfigError
@@ -148,8 +149,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 
 def zero_error_step(train_acc: xr.DataArray) -> float:
   """First recorded step with 100% training accuracy (dims ``(step,)``), or nan."""
-  hit = np.asarray(train_acc.values) >= 1.0
-  return float(train_acc.step.values[np.argmax(hit)]) if hit.any() else float("nan")
+  return first_reached(train_acc, 1.0)
 
 
 def terminal_phase(ds: xr.Dataset) -> dict[tuple[int, float], dict[str, float]]:

@@ -1,4 +1,4 @@
-r"""Weight spectra: singular values, stable and effective rank, heavy-tail exponents.
+r"""Weight spectra: singular values, stable and effective rank, heavy-tail exponents; Fourier spectra.
 
 Written for ONE parameter pytree and mapped over a sweep with
 :func:`jaxtheory.probes.over_runs`. Every leaf with ``ndim >= 2`` is read as a
@@ -193,3 +193,46 @@ def summary(params: PyTree, select=None, k: int | float | None = None,
         "alpha_weighted": alpha * jnp.log10(jnp.max(lam)),
     }
   return out
+
+
+# ----------------------------------------------------------------------------
+# Fourier spectra of a representation along an ordered (cyclic) axis, e.g. the
+# token embedding of modular arithmetic.
+
+
+def fourier_power(E: Array) -> Array:
+  r"""Power of each frequency of the token axis of an embedding ``E`` (``(p, d)``).
+
+  :math:`P_k = \sum_j |\hat E_{kj}|^2` with :math:`\hat E = \mathrm{DFT}(E)`
+  along tokens, for :math:`k = 0, \dots, \lfloor p/2 \rfloor`; a frequency and
+  its conjugate :math:`p - k` are one (their powers summed), so
+  :math:`\sum_k P_k = p\,\|E\|_F^2` (Parseval).
+
+  >>> t = jnp.arange(8.0)
+  >>> E = jnp.stack([jnp.cos(2 * jnp.pi * 3 * t / 8), jnp.ones(8)], axis=1)
+  >>> [round(float(x)) for x in fourier_power(E)]
+  [64, 0, 0, 32, 0]
+  """
+  p = E.shape[0]
+  P = jnp.sum(jnp.abs(jnp.fft.rfft(E, axis=0)) ** 2, axis=-1)
+  k = jnp.arange(P.shape[0])
+  return P * jnp.where((k == 0) | (2 * k == p), 1.0, 2.0)
+
+
+def fourier_sparsity(E: Array, k: int = 5) -> Array:
+  r"""Fraction of an embedding's non-constant Fourier power in its top ``k`` frequencies.
+
+  Nanda et al. (2023): a network that groks modular addition represents tokens
+  by :math:`\cos(2\pi f a/p), \sin(2\pi f a/p)` for a few key frequencies
+  :math:`f`, so the embedding's power concentrates on them. With
+  :math:`P_f` from :func:`fourier_power` (the constant frequency 0, which any
+  bias absorbs, left out),
+
+  .. math:: s_k = \max_{|S| = k} \sum_{f \in S} P_f \Big/ \sum_{f \ge 1} P_f ,
+
+  about :math:`k/\lfloor p/2 \rfloor` for a random embedding and 1 when it uses
+  ``k`` frequencies or fewer.
+  """
+  P = fourier_power(E)[1:]
+  top = jax.lax.top_k(P, min(k, P.shape[0]))[0]
+  return jnp.sum(top) / jnp.maximum(jnp.sum(P), jnp.finfo(P.dtype).tiny)

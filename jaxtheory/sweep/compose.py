@@ -1,0 +1,88 @@
+"""Sweeps over a structural choice: one sweep per value, results joined along a new axis.
+
+Depth, model family, parametrization or data set change the *program*, not
+just its inputs, so they cannot share one compiled sweep. :func:`run_over`
+runs one :class:`~jaxtheory.sweep.Sweep` per value (each with its own
+checkpoint file, so a killed job resumes where it stopped) and concatenates
+the labelled results along a new dimension.
+
+>>> from jaxtheory import data, nn, sweep
+>>> ds = data.teacher_student(n_train=8, n_test=8, input_dim=3)
+>>> make = lambda depth: sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, depth, 1), ds,
+...                                  dict(seed=[0], width=[4]), "sgd", dict(lr=0.1), steps=2)
+>>> sweep.run_over("depth", [1, 2], make, progress=lambda *a: None).train_loss.dims
+('depth', 'seed', 'width', 'step')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import xarray as xr
+
+from jaxtheory.sweep.engine import Sweep, run
+from jaxtheory.train import ConfigError
+
+_SECONDS = ("compile_seconds", "run_seconds")
+
+
+def part_path(checkpoint: str | os.PathLike, dim: str, value: Any) -> str:
+  """The checkpoint file of one part: ``x.npz`` -> ``x-<dim>-<value>.npz``."""
+  root, ext = os.path.splitext(os.fspath(checkpoint))
+  return f"{root}-{dim}-{value}{ext or '.npz'}"
+
+
+def chain_progress(progress: Callable | None, k: int, parts: int) -> Callable | None:
+  """Progress of part ``k`` of ``parts`` (each reporting its own total) as progress of the whole."""
+  if progress is None:
+    return None
+  return lambda done, total, info="": progress(k * total + done, parts * total, info)
+
+
+def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
+             runner: Callable[..., Any] = run, progress: Callable | None = None,
+             checkpoint: str | os.PathLike | None = None,
+             each: Callable[[xr.Dataset], xr.Dataset] | None = None, **engine):
+  """Runs ``make_sweep(v)`` for every ``v`` in ``values``; joins the results along ``dim``.
+
+  Args:
+    dim: name of the new dimension (``'depth'``, ``'model'``, ...).
+    values: its coordinate values (distinct).
+    make_sweep: builds the sweep of one value.
+    runner: what runs one sweep: :func:`jaxtheory.sweep.run` or anything with
+      its signature returning a dataset (e.g. :func:`jaxtheory.sweep.limits.compare`).
+    progress: ``progress(steps_done, steps_total, info)`` over all parts.
+    checkpoint: a path ``x.npz``; part ``v`` checkpoints to ``x-<dim>-<v>.npz``
+      (see :func:`part_path`), so ``resume=True`` skips finished parts.
+    each: applied to every part's dataset before joining, e.g. to drop a
+      one-value axis whose value differs between parts.
+    **engine: the other options of ``runner``; with ``return_params=True``
+      the parameters come back as ``{value: groups}``.
+
+  Returns:
+    The concatenated dataset (``dim`` first; variables a part lacks are NaN
+    there), with ``compile_seconds`` / ``run_seconds`` summed over parts; or
+    ``(dataset, {value: groups})`` with ``return_params``.
+  """
+  values = list(values)
+  if not values:
+    raise ConfigError(f"run_over: no values for {dim!r}")
+  if len({repr(v) for v in values}) != len(values):
+    raise ConfigError(f"run_over: the values of {dim!r} repeat: {values!r}")
+  parts, groups = [], {}
+  for k, v in enumerate(values):
+    opts = dict(engine, progress=chain_progress(progress, k, len(values)))
+    if checkpoint is not None:
+      opts["checkpoint"] = part_path(checkpoint, dim, v)
+    out = runner(make_sweep(v), **opts)
+    part, groups[v] = out if engine.get("return_params") else (out, None)
+    parts.append(part if each is None else each(part))
+  res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
+                  data_vars="all", coords="minimal", compat="override",
+                  combine_attrs="override")
+  for key in _SECONDS:
+    if all(key in p.attrs for p in parts):
+      res.attrs[key] = float(sum(float(p.attrs[key]) for p in parts))
+  return (res, groups) if engine.get("return_params") else res
