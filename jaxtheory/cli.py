@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import json
 import os
 import sys
@@ -101,7 +102,9 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   out = out or os.path.join("runs", f"{experiment}-{stamp}")
   ckpt = os.path.join(out, "checkpoint.npz")
-  if not resume and (os.path.exists(ckpt) or os.path.exists(os.path.join(out, "results.nc"))):
+  # Experiments of several sweeps keep one checkpoint-<axis>-<value>.npz per sweep.
+  held = glob.glob(os.path.join(glob.escape(out), "checkpoint*.npz"))
+  if not resume and (held or os.path.exists(os.path.join(out, "results.nc"))):
     _fail(f"{out} already holds a run; pass --resume to continue it or choose another --out")
   try:
     cfg = configure(module.Config, _parse_sets(sets))

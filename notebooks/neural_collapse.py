@@ -17,7 +17,8 @@
 # (NC4). We train an MLP with weight decay and MSE on a class subset of MNIST (digits
 # when the MNIST files are not installed) and record all four along training, inside the
 # compiled sweep, at every seed and learning rate. The smallest learning rate is the
-# control: it never reaches zero training error within the budget.
+# control: it reaches zero training error late or never, and its features do not
+# collapse.
 #
 # `jupytext --to notebook notebooks/neural_collapse.py` turns this file into a notebook.
 
@@ -53,7 +54,8 @@ for label, value in nc.summary(ds):
 
 # %% [markdown]
 # The signature: from the step where training error first reaches zero, NC1 falls at
-# least 100-fold and the class means move towards a simplex ETF; the control does not.
+# least 100-fold, and the class means end close to a simplex ETF (distance <= 0.25, at
+# least 2x closer than at initialization); the control does not collapse.
 
 # %%
 for check in nc.signature(ds):

@@ -1,17 +1,11 @@
 """Curve readers: first crossing over any axis, peak prominence."""
 
-import doctest
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from jaxtheory import analysis
 from jaxtheory.analysis import first_reached, peak
-
-
-def test_docstring_examples_run():
-  assert doctest.testmod(analysis).failed == 0
 
 
 def test_peak_prominence():

@@ -1,15 +1,10 @@
 """Convex baselines: minimum-nuclear-norm completion."""
 
-import doctest
 
 import numpy as np
 
-from jaxtheory import baselines, data
+from jaxtheory import data
 from jaxtheory.baselines import nuclear_norm_completion
-
-
-def test_docstring_examples_run():
-  assert doctest.testmod(baselines).failed == 0
 
 
 def test_nuclear_norm_completion_recovers_a_well_sampled_low_rank_matrix():

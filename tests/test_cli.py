@@ -145,6 +145,16 @@ def test_resume_and_refusal_to_overwrite(tmp_path):
   assert nores.exit_code == 2 and "--resume needs the --out folder" in nores.stderr
 
 
+def test_a_part_checkpoint_of_a_multi_sweep_experiment_is_not_overwritten(tmp_path):
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "checkpoint-depth-2.npz").write_bytes(b"earlier work")
+  res = _invoke("run", "matrix-completion", "--out", str(out), "--no-plots")
+  assert res.exit_code == 2
+  assert "already holds a run; pass --resume" in res.stderr
+  assert (out / "checkpoint-depth-2.npz").read_bytes() == b"earlier work"
+
+
 def test_corrupt_checkpoint_is_exit_2_and_left_alone(tmp_path):
   out = tmp_path / "run"
   args = ["run", "width-sweep", "--set", "steps=10", "--set", "widths=8", "--set", "seeds=1",

@@ -1,6 +1,5 @@
 """Tests for the matrix-completion experiment: model, baseline, signature and its control."""
 
-import doctest
 import pathlib
 
 import jax
@@ -27,14 +26,6 @@ def small():
 
 def test_registered():
   assert EXPERIMENTS["matrix-completion"] is MC
-
-
-def test_docstring_examples():
-  runner = doctest.DocTestRunner()
-  for fn in (MC.factorization,):
-    for t in doctest.DocTestFinder().find(fn, globs=vars(MC)):
-      runner.run(t)
-  assert runner.summarize(verbose=False).failed == 0
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

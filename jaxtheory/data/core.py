@@ -203,7 +203,8 @@ def validate(ds: Dataset) -> Dataset:
 
 
 def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None,
-           classes: Sequence[int] | None = None, seed: int = 0) -> Dataset:
+           classes: Sequence[int] | None = None, seed: int = 0,
+           balanced: bool = False) -> Dataset:
   """A random subset of a dataset, optionally restricted to some classes.
 
   Examples are drawn without replacement from a seeded permutation, one per
@@ -218,6 +219,10 @@ def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None,
     classes: classification only; the original labels to keep. They are
       relabelled ``classes[i] -> i`` in the order given.
     seed: non-negative integer seed.
+    balanced: classification only; draw the same number of examples from
+      every class (counts differ by at most one when ``n`` is not a multiple
+      of the number of classes, or by what a class lacks), still nested in
+      ``n`` for a fixed seed.
 
   Returns:
     The subset, with ``num_classes = len(classes)`` when ``classes`` is given.
@@ -227,6 +232,11 @@ def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None,
       ``classes`` on a regression dataset.
   """
   seed = _check_seed(seed)
+  if not isinstance(balanced, (bool, np.bool_)):
+    raise DataError(f"balanced must be True or False, got {balanced!r}")
+  if balanced and not ds.is_classification:
+    raise DataError(f"balanced=True needs a classification dataset, but {ds.name!r} is "
+                    f"regression; drop the balanced argument.")
   x_tr, y_tr, x_te, y_te = ds.x_train, ds.y_train, ds.x_test, ds.y_test
   num_classes = ds.num_classes
   if classes is not None:
@@ -257,7 +267,17 @@ def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None,
     if n > len(x):
       raise DataError(f"n_{split}={n} exceeds the {len(x)} {split} examples "
                       f"available; pass n_{split} <= {len(x)}.")
-    idx = _rng(seed, stream).permutation(len(x))[:n]
+    perm = _rng(seed, stream).permutation(len(x))
+    if balanced:
+      # Order by each example's rank within its class (in the permuted order),
+      # then by position: every prefix takes from all classes in turn.
+      yp = y[perm]
+      rank = np.empty(len(perm), np.int64)
+      for c in np.unique(yp):
+        at = np.flatnonzero(yp == c)
+        rank[at] = np.arange(len(at))
+      perm = perm[np.lexsort((np.arange(len(perm)), rank))]
+    idx = perm[:n]
     return x[idx], y[idx]
 
   x_tr, y_tr = pick(x_tr, y_tr, n_train, "train", 0)

@@ -105,30 +105,23 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
                             seed=0)
   model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, b_std=0.1)
   grid = dict(seed=list(range(cfg.seeds)), width=list(cfg.widths))
-  engine.pop("checkpoint", None)  # three sweeps: no single checkpoint file
-  engine.pop("resume", None)
-  engine.pop("checkpoint_interval", None)
-  parts = []
-  for p in ("ntk", cfg.rich):
-    s = sweep.Sweep(model, ds, grid, "sgd", dict(lr=cfg.lr), steps=cfg.steps,
-                    record="log:15", loss="mse", parametrization=p, name=f"kernel-limit-{p}")
-    parts.append(limits.compare(s, progress=progress, **engine))
-  kern = xr.concat([_drop_probe(x) for x in parts], "parametrization", join="outer",
-                   data_vars="all", coords="minimal", compat="override")
-  kern = kern.assign_coords(parametrization=["ntk", cfg.rich])
-  coords = []
-  for p in ("sp", "mup"):
-    s = sweep.Sweep(model, ds, grid, "sgd", dict(lr=cfg.coord_lr), steps=cfg.coord_steps,
-                    record="every:1", loss="mse", parametrization=p,
-                    metrics={"coord_size": coordinate_size(max(cfg.widths))}, max_waste=1.0,
-                    name=f"coord-check-{p}")
-    coords.append(sweep.run(s, progress=progress, **engine).coord_size)
-  cs = xr.concat(coords, "coord_parametrization").assign_coords(
-      coord_parametrization=["sp", "mup"]).rename(step="coord_step")
+  # Four sweeps (each parametrization's program differs), each with its own
+  # checkpoint file: a killed run resumes where it stopped.
+  make = lambda p: sweep.Sweep(model, ds, grid, "sgd", dict(lr=cfg.lr), steps=cfg.steps,
+                               record="log:15", loss="mse", parametrization=p,
+                               name=f"kernel-limit-{p}")
+  kern = sweep.run_over("parametrization", ["ntk", cfg.rich], make, runner=limits.compare,
+                        each=_drop_probe, progress=progress, **engine)
+  make_coord = lambda p: sweep.Sweep(
+      model, ds, grid, "sgd", dict(lr=cfg.coord_lr), steps=cfg.coord_steps, record="every:1",
+      loss="mse", parametrization=p, metrics={"coord_size": coordinate_size(max(cfg.widths))},
+      max_waste=1.0, name=f"coord-check-{p}")
+  coords = sweep.run_over("coord_parametrization", ["sp", "mup"], make_coord,
+                          progress=progress, **engine)
+  cs = coords.coord_size.rename(step="coord_step")
   out = kern.assign(coord_size=cs)
-  out.attrs.update(parts[0].attrs)
-  out.attrs["compile_seconds"] = float(sum(x.attrs["compile_seconds"] for x in parts))
-  out.attrs["run_seconds"] = float(sum(x.attrs["run_seconds"] for x in parts))
+  for key in ("compile_seconds", "run_seconds"):
+    out.attrs[key] = kern.attrs[key] + coords.attrs[key]
   out.attrs["experiment"] = "kernel-limit"
   out.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return out

@@ -14,13 +14,19 @@ them (NC3) and the network's decision becomes the nearest-class-centre rule
 An MLP with weight decay is trained by full-batch SGD with momentum and MSE
 on a class subset of a real image set: MNIST when its files are installed
 (``jaxtheory data fetch mnist``), else scikit-learn's digits
-(``dataset='auto'``; the one used is ``attrs['dataset']``). Fashion-MNIST
-can be named explicitly; its classes 0-3 collapse more slowly (NC1 falls
-50-300x in the default budget). The grid is ``seed x lr``; the smallest
-learning rate is the control: it never reaches the terminal phase within the
-budget, and its features do not collapse. The defaults (4 classes x 100
-examples, 2 seeds x 2 learning rates, 10000 steps) take under a minute on a
-2-core CPU.
+(``dataset='auto'``; the one used is ``attrs['dataset']``). Classes are
+balanced (``per_class`` examples each): with unequal counts the terminal
+geometry is not an ETF. The grid is ``seed x lr``; the smallest learning rate
+is the control: it reaches zero training error late or never, and its
+features do not collapse. The defaults (MNIST classes 0-3 x 100 examples,
+2 seeds x 2 learning rates, 10000 steps) take about a minute on a 2-core CPU:
+zero error by step ~90, then NC1 falls ~400-700x and the class means end
+0.15-0.2 from a simplex ETF (0.63-0.75 at init). Fashion-MNIST can be named
+explicitly but its classes 0-3 (T-shirt, trouser, pullover, dress) are
+harder: in the default budget one seed collapses only partly (NC1 148x, ETF
+distance 0.34) and the other collapses while still fitting (NC1 0.009 at zero
+error, ETF distance 0.05 at the end), so the check from the zero-error step
+fails there; it wants more steps or other classes.
 
 >>> from jaxtheory.experiments import neural_collapse as nc
 >>> cfg = nc.Config(dataset="digits", classes=(0, 1, 2), per_class=10, seeds=1, width=8,
@@ -58,8 +64,9 @@ class Config:
     dataset: ``'auto'`` (MNIST if its files are installed, else digits),
       ``'mnist'``, ``'fashion-mnist'`` or ``'digits'``.
     classes: the class subset.
-    per_class: about this many training examples per class (``len(classes) * per_class``
-      drawn at random).
+    per_class: training examples per class, drawn at random (balanced classes:
+      with unequal counts the class means of the terminal phase are not a
+      simplex ETF).
     data_seed: seed of the subset.
     seeds: number of seeds; runs use seeds ``0..seeds-1``.
     width: hidden width of the MLP.
@@ -99,12 +106,14 @@ def _check(cfg: Config) -> None:
 
 
 def load_data(cfg: Config) -> data.Dataset:
-  """The class subset of ``cfg.dataset``; ``'auto'`` is MNIST, or digits without MNIST's files."""
+  """The balanced class subset of ``cfg.dataset`` (``per_class`` training examples of each
+  class, every test example of them); ``'auto'`` is MNIST, or digits without MNIST's files."""
   names = ("mnist", "digits") if cfg.dataset == "auto" else (cfg.dataset,)
   for i, name in enumerate(names):
     try:
-      return data.load(name, n_train=len(cfg.classes) * cfg.per_class,
-                       classes=list(cfg.classes), seed=cfg.data_seed)
+      ds = data.load(name, classes=list(cfg.classes), seed=cfg.data_seed)
+      return data.subset(ds, n_train=len(cfg.classes) * cfg.per_class, seed=cfg.data_seed,
+                         balanced=True)
     except data.DataError:
       if i == len(names) - 1:
         raise
@@ -187,49 +196,58 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def collapse_checks(ds: xr.Dataset, lr: float, nc1_drop: float = 100.0,
-                    etf_drop: float = 1.25) -> list:
+                    etf_max: float = 0.25, etf_drop: float = 2.0) -> list:
   """The two collapse checks for the runs of one learning rate (see :func:`signature`)."""
   runs = {s: r for (s, l), r in terminal_phase(ds).items() if l == lr}
   with np.errstate(divide="ignore", invalid="ignore"):
     nc1 = {s: r["nc1_tpt"] / r["nc1_end"] for s, r in runs.items()}
-    etf = {s: r["nc2_etf_tpt"] / r["nc2_etf_end"] for s, r in runs.items()}
+    etf = {s: r["nc2_etf_init"] / r["nc2_etf_end"] for s, r in runs.items()}
   t0 = ", ".join(f"{r['zero_error_step']:.0f}" for r in runs.values())
   # Still in the terminal phase at the end (a late instability that kills the
   # features would fake a collapse: NC1 = 0 when every feature is constant).
   fit = all(r["final_train_acc"] >= 1.0 for r in runs.values())
   acc = ", ".join(f"{100 * r['final_train_acc']:.1f}%" for r in runs.values())
+  etf_ok = all(r["nc2_etf_end"] <= etf_max and etf[s] >= etf_drop for s, r in runs.items())
   return [
       Check(f"lr={lr:g}: NC1 falls >= {nc1_drop:g}x after training error reaches zero",
             fit and all(np.isfinite(v) and v >= nc1_drop for v in nc1.values()),
             f"zero error at step {t0}, final train accuracy {acc}; NC1 " + "; ".join(
                 f"seed {s}: {r['nc1_tpt']:.3g} -> {r['nc1_end']:.3g} ({nc1[s]:.0f}x)"
                 for s, r in runs.items())),
-      Check(f"lr={lr:g}: class means approach a simplex ETF (NC2 distance falls "
-            f">= {etf_drop:g}x)",
-            fit and all(np.isfinite(v) and v >= etf_drop for v in etf.values()),
-            "NC2 ETF distance " + "; ".join(
-                f"seed {s}: {r['nc2_etf_tpt']:.3g} -> {r['nc2_etf_end']:.3g} ({etf[s]:.1f}x)"
-                for s, r in runs.items())
+      Check(f"lr={lr:g}: class means approach a simplex ETF (distance ends <= {etf_max:g}, "
+            f">= {etf_drop:g}x below init)",
+            bool(fit and etf_ok),
+            "NC2 ETF distance init -> zero error -> end " + "; ".join(
+                f"seed {s}: {r['nc2_etf_init']:.3g} -> {r['nc2_etf_tpt']:.3g} -> "
+                f"{r['nc2_etf_end']:.3g} ({etf[s]:.1f}x)" for s, r in runs.items())
+            + "; equinorm CV " + ", ".join(f"{r['nc2_equinorm_end']:.3g}" for r in runs.values())
+            + "; equiangle std " + ", ".join(f"{r['nc2_equiangle_end']:.3g}"
+                                             for r in runs.values())
             + "; NC3 " + ", ".join(f"{r['nc3_end']:.3g}" for r in runs.values())
             + "; NC4 " + ", ".join(f"{r['nc4_end']:.3f}" for r in runs.values())),
   ]
 
 
-def signature(ds: xr.Dataset, nc1_drop: float = 100.0, etf_drop: float = 1.25) -> list:
+def signature(ds: xr.Dataset, nc1_drop: float = 100.0, etf_max: float = 0.25,
+              etf_drop: float = 2.0) -> list:
   """The signature checks with their measured numbers.
 
   For every run of a learning rate above the smallest (:func:`collapse_checks`):
-  training error stays zero to the end, NC1 falls at least ``nc1_drop``-fold
-  from the step where training error first reaches zero to the end, and the
-  distance of the class means to a simplex ETF (``nc2_etf``) falls at least
-  ``etf_drop``-fold. The control (the
-  smallest learning rate) reaches neither: it never fits the training set,
-  or NC1 falls less than ``nc1_drop``-fold from initialization.
+  training error stays zero to the end; NC1 falls at least ``nc1_drop``-fold
+  from the step where training error first reaches zero to the end; and the
+  class means approach a simplex ETF: their distance to one (``nc2_etf``,
+  between 0 and about 1.4) ends at most ``etf_max`` and at least
+  ``etf_drop``-fold below its value at initialization. (In a short budget a
+  deep net's means do not reach the ETF exactly: as in Papyan et al., the
+  equinorm and equiangularity measures level off near 0.05-0.1.) The control
+  (the smallest learning rate) never reaches the terminal phase: it never fits
+  the training set, or NC1 falls less than ``nc1_drop``-fold from
+  initialization; its NC2 is reported.
   """
   lrs = sorted(float(v) for v in ds.lr.values)
   checks = []
   for lr in lrs[1:]:
-    checks += collapse_checks(ds, lr, nc1_drop, etf_drop)
+    checks += collapse_checks(ds, lr, nc1_drop, etf_max, etf_drop)
   if len(lrs) >= 2:
     lr = lrs[0]
     runs = {s: r for (s, l), r in terminal_phase(ds).items() if l == lr}
@@ -241,7 +259,9 @@ def signature(ds: xr.Dataset, nc1_drop: float = 100.0, etf_drop: float = 1.25) -
         f"control lr={lr:g}: no terminal phase, no collapse",
         bool(ok),
         "final train accuracy " + ", ".join(f"{100 * a:.1f}%" for a in acc) + "; NC1 "
-        + "; ".join(f"{r['nc1_init']:.3g} -> {r['nc1_end']:.3g}" for r in runs.values())))
+        + "; ".join(f"{r['nc1_init']:.3g} -> {r['nc1_end']:.3g}" for r in runs.values())
+        + "; NC2 ETF distance "
+        + "; ".join(f"{r['nc2_etf_init']:.3g} -> {r['nc2_etf_end']:.3g}" for r in runs.values())))
   else:
     checks.append(Check("control: a small learning rate", False,
                         "needs at least two learning rates (the smallest is the control)"))
