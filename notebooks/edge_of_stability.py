@@ -16,8 +16,10 @@
 # quadratic can survive. It then hovers there while the loss keeps falling, with
 # spikes. We train a tanh MLP with MSE on a few hundred MNIST-1D examples at several
 # learning rates in one compiled sweep; the sharpness is measured by Lanczos inside
-# the training program every few steps. The smallest learning rate is the control:
-# its `2/lr` is far above anything the sharpness reaches within the budget.
+# the training program every few steps. Learning rates are fractions of `2/S0`, with
+# `S0` the sharpness at initialization (measured first), so every run starts below its
+# edge whatever the architecture. The smallest learning rate is the control: its `2/lr`
+# is far above anything the sharpness reaches within the budget.
 #
 # `jupytext --to notebook notebooks/edge_of_stability.py` turns this file into a notebook.
 
@@ -33,13 +35,14 @@ SMALL = "JT_NOTEBOOK_STEPS" in os.environ
 STEPS = int(os.environ.get("JT_NOTEBOOK_STEPS", 4000))
 cfg = eos.Config(steps=STEPS)
 if SMALL:
-  cfg = eos.Config(n_train=64, width=16, seeds=1, lrs=(0.01, 0.15), steps=STEPS,
+  cfg = eos.Config(n_train=64, width=16, seeds=1, lrs=(0.05, 0.8), steps=STEPS,
                    sharpness_every=10, lanczos_iters=8)
 cfg
 
 # %% [markdown]
 # `run` returns an `xarray.Dataset` with dims (seed, lr, step): losses, accuracies,
-# `sharpness`, and the threshold `2/lr`.
+# `sharpness`, and the threshold `2/lr`; `lr` holds the step sizes actually used and
+# `attrs['initial_sharpness']` the `S0` they were set from.
 
 # %%
 ds = eos.run(cfg)

@@ -11,9 +11,10 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import edge_of_stability as E
 from jaxtheory.train import ConfigError
 
-# lr=0.12 sharpens from ~0.55 x 2/lr to the edge by step ~450, then hovers; lr=0.01 (the
-# control) stays near 0.06 x 2/lr. About 15 s on a 2-core CPU (half of it compilation).
-SMALL = dict(seeds=1, lrs=(0.01, 0.12), steps=2000, lanczos_iters=15)
+# Absolute step sizes: lr=0.12 sharpens from ~0.55 x 2/lr to the edge by step ~450, then
+# hovers; lr=0.01 (the control) stays near 0.06 x 2/lr. About 15 s on a 2-core CPU (half
+# of it compilation).
+SMALL = dict(seeds=1, lrs=(0.01, 0.12), relative_lrs=False, steps=2000, lanczos_iters=15)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,22 @@ def test_sharpness_rises_to_two_over_lr_and_hovers(small):
   np.testing.assert_allclose(small.threshold.values, 2 / small.lr.values)
 
 
+@pytest.mark.slow
+def test_relative_learning_rates_start_every_architecture_below_the_edge():
+  # ReLU's initial sharpness is about twice tanh's: absolute step sizes that suit tanh
+  # start a ReLU net past the edge. Fractions of 2/S0 put both at the same place.
+  cfg = E.Config(activation="relu", seeds=2, lrs=(0.05, 0.8), steps=3, sharpness_every=1,
+                 lanczos_iters=15)
+  res = E.run(cfg)
+  s0 = res.attrs["initial_sharpness"]
+  # The sharpness measured before the sweep is the one the sweep records at step 0.
+  np.testing.assert_allclose(s0, np.median(res.sharpness.isel(step=0).values), rtol=1e-4)
+  np.testing.assert_allclose(res.lr.values, [0.05 * 2 / s0, 0.8 * 2 / s0], rtol=1e-3)
+  ratio = (res.sharpness.isel(step=0) * res.lr / 2).values
+  assert np.all(ratio < 0.9), ratio
+  assert E.Config().relative_lrs  # the default
+
+
 def test_control_never_reaches_the_edge(small):
   control = E.eos_checks(small, 0.01)
   assert not any(c.passed for c in control), [c.line() for c in control]
@@ -71,7 +88,8 @@ def test_summary_and_figures(small, tmp_path):
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "e"
   args = ["run", "edge-of-stability", "--out", str(out)]
-  for kv in ("n_train=32", "width=8", "seeds=1", "lrs=0.01,0.1", "steps=20",
+  for kv in ("n_train=32", "width=8", "seeds=1", "lrs=0.01,0.1", "relative_lrs=false",
+             "steps=20",
              "sharpness_every=5", "lanczos_iters=4"):
     args += ["--set", kv]
   res = CliRunner().invoke(cli, args)
