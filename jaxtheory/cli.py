@@ -145,8 +145,10 @@ def _run_with_progress(module, cfg, name: str, engine: dict):
 def _print_summary(module, ds, name: str, paths) -> None:
   console = Console()
   seeds = ds.sizes.get("seed", 1)
-  table = Table(title=f"{name}: step {int(ds.step[-1])}, mean of {seeds} "
-                      f"seed{'s' * (seeds != 1)}", title_justify="left")
+  # Closed-form parts (e.g. random-features regression) have no step axis.
+  at = f"step {int(ds.step[-1])}, " if "step" in ds.coords else ""
+  table = Table(title=f"{name}: {at}mean of {seeds} seed{'s' * (seeds != 1)}",
+                title_justify="left")
   table.add_column("run", style="bold")
   table.add_column("final train / test")
   for label, value in module.summary(ds):

@@ -1,13 +1,14 @@
 """Tests for jaxtheory.data: shapes, determinism, correctness against brute force, errors."""
 
+import hashlib
 import itertools
 
 import numpy as np
 import pytest
 
 from jaxtheory import data
-from jaxtheory.data import (LOADERS, DataError, Dataset, digits, gaussian_mixture, load,
-                            low_rank_ground_truth, low_rank_matrix, modular_arithmetic,
+from jaxtheory.data import (LOADERS, DataError, Dataset, digits, files, gaussian_mixture,
+                            load, low_rank_ground_truth, low_rank_matrix, modular_arithmetic,
                             one_hot_pairs, standardize, subset, teacher_student, validate,
                             with_label_noise)
 
@@ -413,3 +414,60 @@ def test_transform_errors():
     one_hot_pairs(modular_arithmetic(p=7), 5)
   assert str(e.value) == ("x_train has operands outside [0, 5); pass the p the dataset "
                           "was built with.")
+
+
+# --- pooled MNIST / Fashion-MNIST images ---
+
+
+@pytest.fixture
+def tiny_idx(monkeypatch, tmp_path):
+  """A 6x6-image stand-in for MNIST in ``tmp_path/mnist`` (its spec replaces the real one)."""
+  rng = np.random.default_rng(0)
+  arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (8, 6, 6), dtype=np.uint8),
+            "train-labels-idx1-ubyte": (np.arange(8) % 10).astype(np.uint8),
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 6, 6), dtype=np.uint8),
+            "t10k-labels-idx1-ubyte": (np.arange(4) % 10).astype(np.uint8)}
+  (tmp_path / "mnist").mkdir()
+  spec = []
+  for name, a in arrays.items():
+    path = tmp_path / "mnist" / name
+    data.write_idx(str(path), a)
+    spec.append(files.IdxFile(name, a.shape, hashlib.sha256(path.read_bytes()).hexdigest()))
+  monkeypatch.setitem(files.IDX_SETS, "mnist", tuple(spec))
+  return str(tmp_path), arrays
+
+
+def test_mnist_pool_averages_blocks(tiny_idx):
+  root, arrays = tiny_idx
+  full = data.mnist(data_dir=root, flatten=False)
+  for pool in (2, 3):
+    ds = data.mnist(data_dir=root, pool=pool)
+    assert ds.input_shape == ((6 // pool) ** 2,)
+    x = arrays["train-images-idx3-ubyte"].astype(np.float64) / 255
+    k = 6 // pool
+    brute = [[x[:, i * pool:(i + 1) * pool, j * pool:(j + 1) * pool].mean((1, 2))
+              for j in range(k)] for i in range(k)]
+    np.testing.assert_allclose(ds.x_train, np.moveaxis(np.array(brute), 2, 0).reshape(8, -1),
+                               rtol=1e-6)
+  img = data.mnist(data_dir=root, pool=2, flatten=False, n_train=5)
+  assert img.input_shape == (3, 3, 1) and len(img.y_train) == 5
+  assert data.mnist(data_dir=root, pool=1).x_train.shape == (8, 36)
+  np.testing.assert_array_equal(data.mnist(data_dir=root, pool=6).x_train[:, 0],
+                                full.x_train.mean((1, 2, 3)))
+
+
+@pytest.mark.parametrize("pool,message", [
+    (0, "pool must be a positive integer (1: full resolution), got 0."),
+    (2.0, "pool must be a positive integer (1: full resolution), got 2.0."),
+    (True, "pool must be a positive integer (1: full resolution), got True."),
+    (4, "pool=4 does not divide the 6x6 images of 'mnist'; pick one of 1, 2, 3, 6."),
+])
+def test_mnist_pool_errors(tiny_idx, pool, message):
+  with pytest.raises(DataError) as e:
+    load("mnist", data_dir=tiny_idx[0], pool=pool)
+  assert str(e.value) == message
+
+
+def test_pool_is_an_option_of_the_image_sets_only():
+  with pytest.raises(DataError, match="dataset 'digits' got unknown argument"):
+    load("digits", pool=2)

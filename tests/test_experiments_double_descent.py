@@ -13,11 +13,13 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import double_descent as D
 from jaxtheory.train import ConfigError
 
-# n = 40 random-feature regressions and a 100-example digits MLP sweep: about 15 s on a
-# 2-core CPU, most of it compiling.
-SMALL = dict(seeds=2, n_train=40, n_test=200,
+# n = 40 random-feature regressions and the default 1000-example MNIST MLP sweep (14x14
+# inputs) at one seed and five widths: about 45 s on a 2-core CPU.
+SMALL = dict(seeds=1, n_train=40, n_test=200,
              features=(10, 20, 30, 36, 40, 44, 50, 60, 80, 160, 320), ridges=(0.0, 1e-2, 10.0),
-             mlp_n_train=100, widths=(2, 4, 8, 16, 32, 64), steps=1500)
+             widths=(16, 32, 64, 96, 256))
+# A tiny MLP setting for the tests of plumbing (not of the phenomenon).
+TINY_MLP = dict(mlp_dataset="digits", mlp_pool=1, mlp_n_train=30, mlp_n_test=20)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,11 @@ def test_registered():
     ("part", "cnn", "unknown part 'cnn'; available: both, rf, mlp"),
     ("ridges", "0.1,1", "ridges must be >= 0 and include 0"),
     ("features", "10,20", "features needs at least 3 values"),
-    ("mlp_dataset", "cifar", "unknown mlp_dataset 'cifar'"),
+    ("mlp_dataset", "cifar", "unknown mlp_dataset 'cifar'; available: mnist, fashion-mnist, "
+                             "mnist1d, digits"),
+    ("mlp_dataset", "digits", "mlp_pool=2 pools MNIST and Fashion-MNIST images only; set "
+                              "mlp_pool=1 for digits"),
+    ("mlp_pool", "0", "mlp_pool must be a positive integer, got 0"),
     ("label_noises", "0,1.5", r"label_noises must lie in \[0, 1\)"),
 ])
 def test_bad_config(key, value, message):
@@ -55,6 +61,16 @@ def test_double_descent_appears(small):
   # Training loss: interpolation (zero) from p = n on, without ridge.
   train = small.rf_train_loss.sel(ridge=0.0).median("seed")
   assert float(train.sel(features=40)) < 1e-8 < float(train.sel(features=36))
+  # MLP with 20% label noise: the 0-1 test error peaks where the net first fits the noisy
+  # labels, at about n x classes parameters, and falls on both sides.
+  c = D.mlp_curves(small)
+  err = c["test_error"].sel(label_noise=0.2).values
+  i = int(np.argmax(err))
+  w_int = D.interpolation_width(c["train_acc"].sel(label_noise=0.2))
+  assert w_int / 2 <= small.width[i] <= 2 * w_int
+  assert 0.5 <= D.params_per_nk(small, w_int) <= 2.0
+  assert err[i] > err[0] + 0.05 and err[i] > err[-1] + 0.05
+  assert peak(c["test_loss"].sel(label_noise=0.2).values)[1] > 0.1
 
 
 @pytest.mark.slow
@@ -63,13 +79,16 @@ def test_controls_show_no_peak(small):
   curves = D.rf_curves(small)
   assert peak(curves["ridge 10"].values, log=True)[1] < np.log10(1.05)
   assert bool((curves["optimal ridge"] <= curves["ridgeless"] + 1e-12).all())
-  # No label noise: the MLP's test loss has a much smaller bump than with noise.
-  c = D.mlp_curves(small)["test_loss"]
-  assert peak(c.sel(label_noise=0.0).values)[1] < 0.5 * peak(
-      c.sel(label_noise=0.2).values)[1]
-  noiseless = small.sel(label_noise=[0.0])
-  lines = [ch.line() for ch in D.signature(noiseless)]
-  assert lines[-1] == ("FAIL  MLP control label_noise=0: a much smaller peak: needs "
+  # No label noise: the MLP's test error has no peak of the signature's size. Read as if it
+  # were the noisy sweep, the noiseless one fails the MLP check.
+  err = D.mlp_curves(small)["test_error"]
+  assert peak(err.sel(label_noise=0.0).values)[1] < 0.05 <= peak(
+      err.sel(label_noise=0.2).values)[1]
+  as_noisy = small.sel(label_noise=[0.0]).assign_coords(label_noise=[0.2])
+  mlp_check = D.signature(as_noisy)[3]
+  assert mlp_check.name.startswith("MLP label_noise=0.2: test error peaks") and not mlp_check.passed
+  lines = [ch.line() for ch in D.signature(small.sel(label_noise=[0.0]))]
+  assert lines[-1] == ("FAIL  MLP control label_noise=0: no test error peak: needs "
                        "label_noise=0 and a positive label noise in the grid")
 
 
@@ -77,10 +96,14 @@ def test_controls_show_no_peak(small):
 def test_summary_and_figures(small, tmp_path):
   rows = dict(D.summary(small))
   assert rows["RF ridgeless"].startswith("peak at p=40 (n=40)")
-  assert "MLP label_noise=0.2 error" in rows
+  assert rows["MLP label_noise=0.2 fit"].startswith("train accuracy >= 99% from width ")
+  assert "MLP label_noise=0.2 loss" in rows and "MLP label_noise=0 error" in rows
+  assert small.attrs["mlp_dataset"] == "mnist" and small.attrs["mlp_num_classes"] == 10
+  # One hidden layer on 14x14 inputs: width x (196 + 1) + 10 x (width + 1) parameters.
+  np.testing.assert_array_equal(small.num_params, 207 * small.width + 10)
   paths = D.figures(small, tmp_path)
   assert [pathlib.Path(p).name for p in paths] == ["rf_test_loss_vs_features.png",
-                                                    "mlp_test_loss_vs_width.png"]
+                                                    "mlp_test_error_vs_width.png"]
   assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
 
 
@@ -88,18 +111,17 @@ def test_parts_run_alone():
   rf = D.run(D.Config(part="rf", seeds=1, n_train=10, n_test=20, features=(5, 10, 20)))
   assert "rf_test_loss" in rf and "test_acc" not in rf
   assert rf.attrs["rf_dataset"] == "teacher-student" and rf.attrs["dtype"] == "float64"
-  mlp = D.run(D.Config(part="mlp", seeds=1, mlp_n_train=30, widths=(2, 4, 8), steps=5,
-                       record=2))
+  mlp = D.run(D.Config(part="mlp", seeds=1, widths=(2, 4, 8), steps=5, record=2, **TINY_MLP))
   assert "rf_test_loss" not in mlp and mlp.test_acc.dims == ("seed", "width", "label_noise",
                                                              "step")
-
 
 
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "d"
   args = ["run", "double-descent", "--out", str(out)]
   for kv in ("seeds=1", "n_train=10", "n_test=20", "features=5,10,20", "ridges=0,1",
-             "mlp_n_train=30", "widths=2,4,8", "steps=10", "record=3"):
+             "mlp_dataset=digits", "mlp_pool=1", "mlp_n_train=30", "mlp_n_test=20",
+             "widths=2,4,8", "steps=10", "record=3"):
     args += ["--set", kv]
   res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
@@ -107,3 +129,15 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert len(lines) == 5, res.output
   assert (out / "results.nc").exists() and (out / "rf_test_loss_vs_features.png").exists()
 
+
+
+def test_cli_runs_the_closed_form_part_alone(tmp_path):
+  # No training steps, so no step axis: the summary table must not need one.
+  out = tmp_path / "rf"
+  args = ["run", "double-descent", "--out", str(out), "--no-plots"]
+  for kv in ("part=rf", "seeds=1", "n_train=10", "n_test=20", "features=5,10,20", "ridges=0,1"):
+    args += ["--set", kv]
+  res = CliRunner().invoke(cli, args)
+  assert res.exit_code == 0, res.output
+  assert "double-descent: mean of 1 seed" in res.output
+  assert sum(l.startswith(("PASS", "FAIL")) for l in res.output.splitlines()) == 3

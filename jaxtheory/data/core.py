@@ -326,14 +326,18 @@ def with_label_noise(ds: Dataset, rate: float, seed: int) -> Dataset:
   return ds._replace(y_train=y.astype(np.int32))
 
 
-def standardize(ds: Dataset) -> Dataset:
+def standardize(ds: Dataset, min_std: float = 0.0) -> Dataset:
   """Zero-mean, unit-variance inputs, per input coordinate, using train statistics.
 
   Coordinates that are constant on the training set (e.g. border pixels) are
-  centered but not scaled, so no NaN appears.
+  centered but not scaled, so no NaN appears. A coordinate that is almost
+  constant (a pixel inked in one training image of a thousand) would be
+  scaled up enormously and blow up on a test image that inks it: ``min_std``
+  floors the std divided by.
 
   Args:
     ds: a dataset with float inputs.
+    min_std: the smallest std divided by, in input units (``0``: none).
 
   Returns:
     The dataset with float32 standardized ``x_train`` and ``x_test``.
@@ -345,8 +349,9 @@ def standardize(ds: Dataset) -> Dataset:
     raise DataError(f"standardize needs float inputs, but {ds.name!r} has "
                     f"{ds.x_train.dtype} token ids; embed or one-hot them first "
                     f"(e.g. one_hot_pairs).")
+  min_std = _check_real("min_std", min_std)
   x = ds.x_train.astype(np.float64)
-  mean, std = x.mean(axis=0), x.std(axis=0)
+  mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), min_std)
   std = np.where(std > 0, std, 1.0)
   scale = lambda a: ((a.astype(np.float64) - mean) / std).astype(np.float32)
   return ds._replace(x_train=scale(ds.x_train), x_test=scale(ds.x_test))

@@ -4,7 +4,8 @@ Every loader returns float32 inputs (pixels scaled to ``[0, 1]``, or
 standardized with ``standardize=True``) and int32 labels, and takes the same
 options: ``n_train``/``n_test`` (seeded, nested subsets), ``classes``
 (relabelled ``classes[i] -> i``), ``label_noise`` (a fraction of training
-labels flipped), ``seed`` and ``flatten``. MNIST and Fashion-MNIST read the
+labels flipped), ``seed`` and ``flatten``; MNIST and Fashion-MNIST also take
+``pool`` (average-pooled, smaller images). They read the
 files that ``jaxtheory data fetch NAME`` installs (see
 :mod:`jaxtheory.data.files`); a missing or damaged file is a one-sentence
 :class:`DataError` saying what to do.
@@ -116,14 +117,34 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True,
                  classes, label_noise, seed, standardize)
 
 
+def _check_pool(pool) -> int:
+  if isinstance(pool, (bool, np.bool_)) or not isinstance(pool, (int, np.integer)) or pool < 1:
+    raise DataError(f"pool must be a positive integer (1: full resolution), got {pool!r}.")
+  return int(pool)
+
+
+def _avg_pool(x: np.ndarray, pool: int) -> np.ndarray:
+  """Means over non-overlapping ``pool x pool`` blocks of ``(n, h, w)`` images."""
+  n, h, w = x.shape
+  return x.reshape(n, h // pool, pool, w // pool, pool).mean((2, 4), dtype=np.float32)
+
+
 def _idx_images(name: str, n_train, n_test, classes, label_noise, seed, flatten,
-                standardize, data_dir) -> Dataset:
+                standardize, data_dir, pool=1) -> Dataset:
   seed, flatten, label_noise, standardize = _check_options(seed, flatten, label_noise,
                                                            standardize)
+  pool = _check_pool(pool)
   arrays = files.read_set(name, _check_root(data_dir))
+  h, w = arrays["train-images-idx3-ubyte"].shape[1:]
+  if h % pool or w % pool:
+    divisors = [k for k in range(1, min(h, w) + 1) if h % k == 0 and w % k == 0]
+    raise DataError(f"pool={pool} does not divide the {h}x{w} images of {name!r}; pick one "
+                    f"of {', '.join(map(str, divisors))}.")
 
   def images(key):
     x = arrays[key].astype(np.float32) / np.float32(255.0)
+    if pool > 1:
+      x = _avg_pool(x, pool)
     return x.reshape(len(x), -1) if flatten else x[..., None]
 
   ds = Dataset(images("train-images-idx3-ubyte"),
@@ -136,7 +157,7 @@ def _idx_images(name: str, n_train, n_test, classes, label_noise, seed, flatten,
 def mnist(n_train: int | None = None, n_test: int | None = None,
           classes: Sequence[int] | None = None, label_noise: float = 0.0, seed: int = 0,
           flatten: bool = True, standardize: bool = False,
-          data_dir: str | None = None) -> Dataset:
+          data_dir: str | None = None, pool: int = 1) -> Dataset:
   """MNIST handwritten digits: 60000 train and 10000 test 28x28 grayscale images, 10 classes.
 
   LeCun et al. (1998). Reads the official IDX files (raw or gzipped) from
@@ -158,22 +179,24 @@ def mnist(n_train: int | None = None, n_test: int | None = None,
       statistics), ``False`` for pixels in ``[0, 1]``.
     data_dir: the data directory (``None``: ``$JAXTHEORY_DATA`` or
       ``~/.cache/jaxtheory``).
+    pool: average-pool non-overlapping ``pool x pool`` pixel blocks, a divisor
+      of 28 (``2``: 14x14 images, ``4``: 7x7; ``1``: full resolution).
 
   Returns:
     A classification Dataset, float32 inputs and int32 labels.
 
   Raises:
     DataError: if the files are missing (saying how to fetch them) or damaged
-      (naming the file and the problem).
+      (naming the file and the problem), or ``pool`` does not divide the images.
   """
   return _idx_images("mnist", n_train, n_test, classes, label_noise, seed, flatten,
-                     standardize, data_dir)
+                     standardize, data_dir, pool)
 
 
 def fashion_mnist(n_train: int | None = None, n_test: int | None = None,
                   classes: Sequence[int] | None = None, label_noise: float = 0.0,
                   seed: int = 0, flatten: bool = True, standardize: bool = False,
-                  data_dir: str | None = None) -> Dataset:
+                  data_dir: str | None = None, pool: int = 1) -> Dataset:
   """Fashion-MNIST: 60000 train and 10000 test 28x28 grayscale images of clothing, 10 classes.
 
   Xiao, Rasul & Vollgraf (2017). Reads the official IDX files from
@@ -185,7 +208,7 @@ def fashion_mnist(n_train: int | None = None, n_test: int | None = None,
     A classification Dataset, float32 inputs and int32 labels.
   """
   return _idx_images("fashion-mnist", n_train, n_test, classes, label_noise, seed, flatten,
-                     standardize, data_dir)
+                     standardize, data_dir, pool)
 
 
 # --- MNIST-1D ---

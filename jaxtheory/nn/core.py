@@ -29,6 +29,7 @@ wraps a layer and an input shape into a :class:`Model` with the familiar
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -364,6 +365,15 @@ class Model(NamedTuple):
 
     jax.eval_shape(f, jax.random.key(0))
     return tuple(box[0][1:])
+
+  def num_params(self, ctx: Ctx = Ctx()) -> int:
+    """The number of parameter scalars, from their shapes (nothing is computed).
+
+    Counts the network as built: a model built at a sweep's capacity width
+    and run narrower counts its padded entries too.
+    """
+    shapes = jax.eval_shape(lambda k: self.init(k, ctx), jax.random.key(0))
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
   def apply(self, params, x, ctx: Ctx = Ctx()) -> Array:
     """Outputs for a batch ``x`` of shape ``(batch, *input_shape)``."""

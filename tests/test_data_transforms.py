@@ -1,4 +1,4 @@
-"""Balanced class subsets: equal counts per class, nested in n, clear errors."""
+"""Dataset transforms: balanced class subsets, standardization with a floor on the std."""
 
 import numpy as np
 import pytest
@@ -43,3 +43,18 @@ def test_errors(digits):
   reg = data.teacher_student(n_train=8, n_test=4, input_dim=2)
   with pytest.raises(data.DataError, match="balanced=True needs a classification dataset"):
     data.subset(reg, n_train=4, balanced=True)
+
+
+def test_standardize_floors_the_std():
+  x = np.array([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0], [0.01, 7.0]], np.float32)
+  ds = data.Dataset(x, np.arange(4) % 2, x, np.arange(4) % 2, 2, "toy")
+  plain = data.standardize(ds)
+  np.testing.assert_allclose(plain.x_train.std(0), [1.0, 1.0], rtol=1e-5)
+  floored = data.standardize(ds, min_std=0.5)
+  # The nearly constant column is divided by 0.5, not by its std of 0.0043.
+  np.testing.assert_allclose(floored.x_train[:, 0], (x[:, 0] - 0.0025) / 0.5, rtol=1e-5)
+  np.testing.assert_allclose(floored.x_train[:, 1], plain.x_train[:, 1], rtol=1e-6)
+  const = ds._replace(x_train=np.ones_like(x), x_test=np.ones_like(x))
+  assert np.all(data.standardize(const).x_test == 0)  # centred, not scaled: no NaN
+  with pytest.raises(data.DataError, match="min_std must be a finite number >= 0"):
+    data.standardize(ds, min_std=-1.0)
