@@ -486,3 +486,46 @@ def test_feature_learning_parametrizations_train_alike_at_every_width(p):
   loss = sweep.run(s).train_loss.isel(seed=0, step=-1).values
   assert np.isfinite(loss).all()
   np.testing.assert_allclose(loss[1], loss[0], rtol=0.35)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_transformer_matches_a_reference_forward_pass(layer_norm):
+  """One block, with and without layer norms, against the formulas written out; the
+  last block's MLP runs on the last position only, which must not change the output."""
+  V, T, D, H, out = 7, 3, 8, 2, 5
+  m = nn.transformer(V, T, D, depth=1, num_heads=H, out_dim=out, mlp_ratio=2,
+                     layer_norm=layer_norm)
+  p = m.init(jax.random.key(0))
+  leaves, tree = jax.tree.flatten(p)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  p = jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)])
+  E, P = p[0]["W"], p[1]["P"]
+  attn = next(leaf for leaf in jax.tree.leaves(p[2], is_leaf=lambda t: isinstance(t, dict))
+              if isinstance(leaf, dict))
+  mlp = [leaf for leaf in jax.tree.leaves(p[4], is_leaf=lambda t: isinstance(t, dict))
+         if isinstance(leaf, dict)]
+  U = p[-1]["W"]
+
+  def ln(h):
+    if not layer_norm:
+      return h
+    mu = h.mean(-1, keepdims=True)
+    return (h - mu) / jnp.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+  x = jax.random.randint(jax.random.key(2), (4, T), 0, V)
+  h = E[x] + P
+  a = ln(h)
+  q, k, v = (jnp.einsum("btd,dhe->bthe", a, attn[n]) for n in "qkv")
+  s = jnp.einsum("bqhe,bkhe->bhqk", q, k) / jnp.sqrt(D // H)
+  s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -jnp.inf)
+  o = jnp.einsum("bhqk,bkhe->bqhe", jax.nn.softmax(s, -1), v)
+  h = (h + jnp.einsum("bqhe,hed->bqd", o, attn["o"]))[:, -1]
+  h = h + jax.nn.relu(ln(h) @ mlp[0]["W"] + mlp[0]["b"]) @ mlp[1]["W"] + mlp[1]["b"]
+  chex.assert_trees_all_close(m.apply(p, x), ln(h) @ U, rtol=1e-5, atol=1e-5)
+
+
+def test_num_params_counts_every_scalar():
+  m = nn.mlp((5,), 7, 2, 3)
+  assert m.num_params() == (5 * 7 + 7) + (7 * 7 + 7) + (7 * 3 + 3)
+  params = m.init(jax.random.key(0))
+  assert m.num_params() == sum(x.size for x in jax.tree.leaves(params))

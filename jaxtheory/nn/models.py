@@ -118,22 +118,39 @@ def token_mlp(vocab_size: int, seq_len: int, embed_dim: int, width: int,
 
 def transformer(vocab_size: int, seq_len: int, width: int, depth: int, num_heads: int,
                 out_dim: int | None = None, mlp_ratio: int = 4,
-                activation: Activation = L.relu) -> Model:
+                activation: Activation = L.relu, layer_norm: bool = True) -> Model:
   """A tiny pre-LN decoder-only transformer reading the last position.
 
   Token ids ``(batch, seq_len)`` -> logits ``(batch, out_dim)`` (default
-  ``vocab_size``); used for modular arithmetic (grokking).
+  ``vocab_size``); used for modular arithmetic (grokking). Only the last
+  position is read, so the last block's MLP runs on that position alone (the
+  same function, a ``seq_len``-th of that MLP's cost).
+
+  Args:
+    vocab_size: number of token ids.
+    seq_len: tokens per example.
+    width: the model width ``d_model`` (a multiple of ``num_heads``).
+    depth: transformer blocks.
+    num_heads: attention heads.
+    out_dim: logits per example (default ``vocab_size``).
+    mlp_ratio: the MLP's hidden width is ``mlp_ratio * width``.
+    activation: the MLP's nonlinearity.
+    layer_norm: pre-LN blocks and a final layer norm; ``False`` drops every
+      layer norm, as in the grokking transformer of Nanda et al. (2023).
+
+  >>> import jax
+  >>> m = transformer(6, 3, width=8, depth=1, num_heads=2, out_dim=5, layer_norm=False)
+  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.array([[1, 2, 5]])).shape
+  (1, 5)
   """
   _check("depth", depth, 1)
-  blocks = []
-  for _ in range(depth):
-    blocks += [
-        residual(L.layer_norm(1e-5), L.causal_self_attention(num_heads)),
-        residual(L.layer_norm(1e-5),
-                 L.dense(mlp_ratio * width, b_std=0.0, width_mult=mlp_ratio),
-                 activation(), L.dense(width, b_std=0.0, width_mult=1)),
-    ]
-  layer = serial(L.embedding(vocab_size, width, width_mult=1), L.positional_embedding(),
-                 *blocks, L.layer_norm(1e-5), L.take_last(),
-                 L.dense(out_dim or vocab_size))
-  return model(layer, (seq_len,))
+  norm = (lambda: [L.layer_norm(1e-5)]) if layer_norm else list
+  layers = [L.embedding(vocab_size, width, width_mult=1), L.positional_embedding()]
+  for i in range(depth):
+    layers.append(residual(*norm(), L.causal_self_attention(num_heads)))
+    if i == depth - 1:
+      layers.append(L.take_last())
+    layers.append(residual(*norm(), L.dense(mlp_ratio * width, b_std=0.0, width_mult=mlp_ratio),
+                           activation(), L.dense(width, b_std=0.0, width_mult=1)))
+  layers += [*norm(), L.dense(out_dim or vocab_size)]
+  return model(serial(*layers), (seq_len,))
