@@ -196,8 +196,7 @@ def _engine_for(engine: dict, part: str) -> dict:
   """Engine options for one of the two sweeps: each gets its own checkpoint file."""
   if engine.get("checkpoint") is None:
     return engine
-  root, ext = os.path.splitext(os.fspath(engine["checkpoint"]))
-  return dict(engine, checkpoint=f"{root}-{part}{ext or '.npz'}")
+  return dict(engine, checkpoint=sweep.compose.part_path(engine["checkpoint"], "part", part))
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
@@ -208,7 +207,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     cfg: the configuration.
     progress: ``progress(steps_done, steps_total, info)``, called as training advances.
     **engine: execution options of :func:`jaxtheory.sweep.run`; a
-      ``checkpoint`` path ``x.npz`` becomes ``x-rf.npz`` and ``x-mlp.npz``.
+      ``checkpoint`` path ``x.npz`` becomes ``x-part-rf.npz`` and ``x-part-mlp.npz``.
 
   Returns:
     A dataset with ``rf_train_loss``, ``rf_test_loss`` (dims ``(seed,
