@@ -15,6 +15,12 @@ class Check(NamedTuple):
     return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.measured}"
 
 
+def timing_rows(ds) -> list[tuple[str, str]]:
+  """The summary rows every experiment ends with: compile and run seconds of its sweeps."""
+  return [(key, f"{ds.attrs.get(f'{key}_seconds', float('nan')):.1f} s")
+          for key in ("compile", "run")]
+
+
 def positive_ints(cfg, *names: str) -> None:
   """Raises :class:`ConfigError` unless every named field of ``cfg`` is an integer >= 1."""
   for name in names:

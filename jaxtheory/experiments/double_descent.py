@@ -62,7 +62,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached, peak
-from jaxtheory.experiments.check import Check, positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.readout import ridge_metric
 from jaxtheory.train import ConfigError
 
@@ -322,8 +322,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
       rows.append((f"MLP label_noise={ln:g} fit",
                    f"train accuracy >= 99% from width {w_int:g} "
                    f"(params = {params_per_nk(ds, w_int):.2f} nK)"))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.batch import over_runs
 from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.train import ConfigError, data_arrays
@@ -222,8 +222,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                  f"reaches 0.9 at step {r['onset']:.0f}, then median {r['median_ratio']:.2f} "
                  f"({100 * r['within_10']:.0f}% within 10%); loss {r['loss_init']:.3g} -> "
                  f"{r['loss_end']:.3g}, rising over {100 * r['increases']:.0f}% of intervals"))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 

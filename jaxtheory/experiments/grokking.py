@@ -49,7 +49,7 @@ import xarray as xr
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
 from jaxtheory.probes.spectra import fourier_sparsity
-from jaxtheory.experiments.check import Check, positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.train import ConfigError
 
 MODELS = ("mlp", "transformer")
@@ -246,8 +246,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                  f"acc {100 * d.train_acc.item():.1f}% / {100 * d.test_acc.item():.1f}%   "
                  f"99% train @ {t_tr:.0f}, 95% test @ {t_te:.0f}   "
                  f"Fourier sparsity {d.fourier_sparsity.item():.2f}"))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.separation import layer_features
 from jaxtheory.sweep import limits
 from jaxtheory.train import ConfigError
@@ -182,8 +182,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
       rows.append((f"{p} width={w}", f"loss {float(pt.train_loss):.4f} / "
                    f"{float(pt.test_loss):.4f}   {dev}   kernel moved "
                    f"{float(pt.kernel_movement):.3g}"))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 

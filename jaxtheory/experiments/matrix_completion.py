@@ -44,7 +44,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
 from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
-from jaxtheory.experiments.check import positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.train import ConfigError
 
 
@@ -246,8 +246,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                  f"rel. error {d.rel_error.item():.3f}   eff. rank {d.effective_rank.item():.2f}"))
   rows.append(("nuclear norm", f"rel. error {ds.nuclear_rel_error.item():.3f}   "
                                f"eff. rank {ds.nuclear_effective_rank.item():.2f}"))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 
@@ -273,7 +272,6 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5) -> 
   a gap is only as large as the ratio of consecutive true singular values
   (reported with the check).
   """
-  from jaxtheory.experiments.check import Check
   depths = [int(d) for d in ds.depth.values]
   shallow, deep = depths[0], depths[1:]
   if not deep:

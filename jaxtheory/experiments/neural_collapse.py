@@ -47,7 +47,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
-from jaxtheory.experiments.check import Check, positive_ints
+from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.collapse import collapse_metric
 from jaxtheory.train import ConfigError
 
@@ -190,8 +190,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                  f"100% train @ {r['zero_error_step']:.0f}; "
                  + ", ".join(f"{m} {r[f'{m}_tpt']:.3g} -> {r[f'{m}_end']:.3g}"
                              for m in ("nc1", "nc2_etf", "nc3", "nc4"))))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, sweep
-from jaxtheory.experiments.check import positive_ints
+from jaxtheory.experiments.check import positive_ints, timing_rows
 from jaxtheory.train import ConfigError
 
 # The activations a config can name (a config is plain strings and numbers).
@@ -138,6 +138,5 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
     if "diverged" in ds and bool(ds.diverged.isel(step=-1).isel(dict(zip(axes, idx))).any()):
       parts.append("(some seeds diverged)")
     rows.append((label, "   ".join(parts)))
-  rows.append(("compile", f"{ds.attrs.get('compile_seconds', float('nan')):.1f} s"))
-  rows.append(("run", f"{ds.attrs.get('run_seconds', float('nan')):.1f} s"))
+  rows += timing_rows(ds)
   return rows
