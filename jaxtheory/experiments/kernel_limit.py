@@ -1,6 +1,8 @@
 """Kernel limit: finite networks against their infinite-width NTK, lazy vs rich, and the muP coordinate check.
 
-Three sweeps over width x seed (each one compiled program per width bucket):
+Three comparisons, four sweeps over width x seed (each one compiled program per
+width bucket, joined by :func:`jaxtheory.sweep.run_over`, each with its own
+checkpoint file):
 
 1. NTK parametrization, full-batch gradient descent on the squared error: the
    networks approach the closed-form NTK prediction as width grows, their
@@ -94,7 +96,7 @@ def coordinate_size(hidden_width: int) -> Callable:
 
 
 def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
-  """Runs the three sweeps; returns one dataset (see the module doc).
+  """Runs the four sweeps; returns one dataset (see the module doc).
 
   The kernel comparison has dims ``(parametrization, seed, width, step)``; the
   coordinate check ``coord_size`` has ``(coord_parametrization, seed, width,
