@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtheory.errors import ConfigError
 from jaxtheory.nn import Ctx, LRScale, Model
 
 Array = jax.Array
@@ -146,8 +147,6 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
-class ConfigError(ValueError):
-  """A training or sweep configuration that cannot run, said in one sentence."""
 
 
 def get_optimizer(opt: str | Optimizer) -> Optimizer:

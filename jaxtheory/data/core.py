@@ -15,9 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-
-class DataError(ValueError):
-  """Raised for missing or malformed data, with one clear sentence saying how to fix it."""
+from jaxtheory.errors import DataError
 
 
 class Dataset(NamedTuple):

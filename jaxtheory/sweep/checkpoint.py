@@ -22,11 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtheory.train import ConfigError
-
-
-class CheckpointError(ConfigError):
-  """A checkpoint that cannot be used (corrupt, truncated, or of another sweep)."""
+from jaxtheory.errors import CheckpointError
 
 
 def fingerprint(parts: dict[str, Any]) -> str:

@@ -1,0 +1,29 @@
+"""Every error jaxtheory raises on purpose, in one hierarchy.
+
+Each says in one sentence what is wrong and how to fix it, so the command line
+can print it as a single ``error: ...`` line and the Python API can catch it by
+kind. All are :class:`JaxtheoryError`; the ones about a user's input are also
+:class:`ValueError` (as Python's own argument errors are).
+
+>>> from jaxtheory.errors import CheckpointError, ConfigError, JaxtheoryError
+>>> issubclass(CheckpointError, ConfigError) and issubclass(ConfigError, JaxtheoryError)
+True
+"""
+
+from __future__ import annotations
+
+
+class JaxtheoryError(Exception):
+  """Base of every error jaxtheory raises deliberately."""
+
+
+class ConfigError(JaxtheoryError, ValueError):
+  """A training, sweep or experiment configuration that cannot run."""
+
+
+class DataError(JaxtheoryError, ValueError):
+  """Missing or malformed data, with a sentence saying how to fix it."""
+
+
+class CheckpointError(ConfigError):
+  """A checkpoint that cannot be used (corrupt, truncated, or of another sweep)."""
