@@ -27,40 +27,10 @@ import numpy as np
 import optax
 
 from jaxtheory.errors import ConfigError
+from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
 from jaxtheory.nn import Ctx, LRScale, Model
 
 Array = jax.Array
-
-# ----------------------------------------------------------------------------
-# Losses: weighted means over examples (weights mask the inactive examples of a
-# data-size sweep and the padding of a last minibatch).
-
-
-def mse(f: Array, y: Array, w: Array) -> Array:
-  r"""Half squared error summed over outputs, averaged over examples.
-
-  :math:`\frac{1}{\sum_i w_i} \sum_i w_i \frac12 \|f_i - y_i\|^2`. NT's closed forms
-  divide by ``y.size`` (examples x outputs) instead; see
-  :mod:`jaxtheory.kernels.predict` (``normalization=n``) for the exact mapping.
-  """
-  if y.ndim == f.ndim - 1:  # integer labels: regress on one-hot targets
-    y = jax.nn.one_hot(y, f.shape[-1], dtype=f.dtype)
-  per = 0.5 * jnp.sum((f - y) ** 2, axis=-1)
-  return jnp.sum(w * per) / jnp.sum(w)
-
-
-def cross_entropy(f: Array, y: Array, w: Array) -> Array:
-  """Softmax cross-entropy with integer labels, averaged over examples."""
-  per = optax.softmax_cross_entropy_with_integer_labels(f, y)
-  return jnp.sum(w * per) / jnp.sum(w)
-
-
-def accuracy(f: Array, y: Array, w: Array) -> Array:
-  """Fraction of correctly classified examples (integer labels)."""
-  return jnp.sum(w * (jnp.argmax(f, -1) == y)) / jnp.sum(w)
-
-
-LOSSES: dict[str, Callable] = {"mse": mse, "xent": cross_entropy}
 
 # ----------------------------------------------------------------------------
 # Optimizers. Each factory takes its hyperparameters as (possibly traced)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxtheory.train import LOSSES
+from jaxtheory.losses import LOSSES
 
 Array = jax.Array
 PyTree = Any

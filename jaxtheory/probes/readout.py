@@ -34,7 +34,7 @@ def ridge_losses(Phi: jax.Array, y: jax.Array, Phi_test: jax.Array, y_test: jax.
   :math:`V \mathrm{diag}(s/(s^2 + n\lambda)) U^\top y` for the SVD
   :math:`\sqrt{w}\,\Phi = U \mathrm{diag}(s) V^\top`; at :math:`\lambda = 0`
   singular values below ``rcond * max(s)`` are dropped (the minimum-norm
-  least-squares readout). Losses are :func:`jaxtheory.train.mse` (half the
+  least-squares readout). Losses are :func:`jaxtheory.losses.mse` (half the
   squared error summed over outputs, averaged over examples).
 
   Args:
