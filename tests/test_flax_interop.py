@@ -1,6 +1,7 @@
 """Flax interop: wrapped linen and NNX modules behave exactly like the modules."""
 
 import chex
+import numpy as np
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -257,3 +258,39 @@ def test_nnx_batch_stats_raise():
 def test_linen_sample_input_shape_checked():
   with pytest.raises(ValueError, match=r"sample_input must have shape \(batch, 3\)"):
     from_linen(LinenMLP(), (D_IN,), sample_input=jnp.zeros((2, 4)))
+
+
+# ----------------------------------------------------------------------------
+# Width sweeps: a model that cannot be padded is built at each width.
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_width_sweep_of_a_flax_model_equals_separate_runs(kind):
+  """No flag, no error: one bucket per width, seeds and learning rates batched inside
+  it, and every run's trained parameters equal a plain optax loop at that width."""
+  from jaxtheory import data as D, sweep
+  widths, seeds, lrs, steps = [8, 16], [0, 1], [0.05, 0.2], 5
+  build = ((lambda w: from_linen(LinenMLP(w), (D_IN,))) if kind == "linen" else
+           (lambda w: from_nnx(lambda rngs: NNXMLP(w, rngs=rngs), (D_IN,))))
+  ds = D.teacher_student(n_train=16, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)
+  s = sweep.Sweep(build, ds, dict(seed=seeds, width=widths, lr=lrs), "sgd", steps=steps,
+                  record=[steps], loss="mse")
+  assert sweep.plan(s).buckets == [[16], [8]]
+  res, groups = sweep.run(s, return_params=True)
+  assert len(groups) == 2 and all(len(g.runs) == len(seeds) * len(lrs) for g in groups)
+  x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
+  checked = 0
+  for g in groups:
+    for j in range(len(g.runs)):
+      seed, w, lr = (g.coords[k][j] for k in ("seed", "width", "lr"))
+      m = build(int(w))
+      loss = lambda p: jnp.mean(0.5 * jnp.sum((m.apply(p, x) - y) ** 2, -1))
+      p = m.init(jax.random.fold_in(jax.random.key(int(seed)), 0))
+      for _ in range(steps):
+        p = jax.tree.map(lambda a, d: a - lr * d, p, jax.grad(loss)(p))
+      mine = jax.tree.map(lambda a: a[j], g.params)
+      chex.assert_trees_all_close(mine, p, rtol=1e-5, atol=1e-6)
+      got = res.train_loss.sel(seed=seed, width=w, lr=lr).isel(step=-1).item()
+      np.testing.assert_allclose(got, loss(p), rtol=1e-5)
+      checked += 1
+  assert checked == len(widths) * len(seeds) * len(lrs)

@@ -341,9 +341,14 @@ class Model(NamedTuple):
   Attributes:
     layer: the root layer.
     input_shape: the shape of ONE example (no batch axis).
+    paddable: whether the model runs any narrower width by ``Ctx(width=w)``
+      (every layer threads feature masks). ``False`` for foreign modules (Flax,
+      Equinox, a user's own ``init``/``apply``): a width sweep then builds the
+      model at each width, one bucket per width.
   """
   layer: Layer
   input_shape: tuple[int, ...]
+  paddable: bool = True
 
   def init(self, key, ctx: Ctx = Ctx()) -> Params:
     """Initial parameters (padded entries are exactly zero)."""
@@ -386,6 +391,6 @@ class Model(NamedTuple):
     return y / ctx.gamma
 
 
-def model(layer: Layer, input_shape: Sequence[int]) -> Model:
-  """Binds a layer to the shape of one input example."""
-  return Model(layer, tuple(int(d) for d in input_shape))
+def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True) -> Model:
+  """Binds a layer to the shape of one input example (see :class:`Model` for ``paddable``)."""
+  return Model(layer, tuple(int(d) for d in input_shape), bool(paddable))

@@ -4,12 +4,14 @@ A wrapped module becomes an ordinary ``(init, apply)`` pair over pytrees, so it
 runs everywhere a native model does: under ``jit``, ``grad``, ``vmap`` over
 seeds, inside ``serial`` and in the optax training loops.
 
-What a foreign module cannot do is join a width sweep or a parametrization:
+What a foreign module cannot do is run padded or take a parametrization:
 its layers do not thread feature masks and their init scales and multipliers
 are fixed by the module. So a wrapped module
 
 * runs only under ``Ctx(parametrization='sp', width=None)`` (anything else
-  raises ``ValueError``): sweep widths by building one module per width;
+  raises ``ValueError``); its :class:`~jaxtheory.nn.Model` has
+  ``paddable=False``, so a width sweep builds it at each width (one bucket per
+  width, seeds and hyperparameters still batched);
 * always reports ``Feat()`` (a fixed, unmasked feature axis);
 * has every learning-rate multiplier equal to ``LRScale(1.0, 1.0)``.
 
@@ -49,7 +51,7 @@ def _check_ctx(ctx: Ctx, who: str):
   if ctx.width is not None:
     raise ValueError(
         f"{who}: the width of a Flax module cannot be padded, so ctx.width must be "
-        f"None; sweep widths by building the module per width")
+        f"None; a sweep builds such a model at each width by itself")
   try:
     scale_is_one = float(ctx.init_scale) == 1.0
   except (jax.errors.ConcretizationTypeError, TypeError):
@@ -161,7 +163,7 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
     if input_dtype is None:
       input_dtype = sample_input.dtype
   return model(linen_layer(module, input_dtype=input_dtype,
-                           sample_input=sample_input), input_shape)
+                           sample_input=sample_input), input_shape, paddable=False)
 
 
 # ----------------------------------------------------------------------------
@@ -253,4 +255,5 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
   >>> m.apply(params, jnp.ones((5, 4))).shape
   (5, 3)
   """
-  return model(nnx_layer(module_or_factory, input_dtype=input_dtype), input_shape)
+  return model(nnx_layer(module_or_factory, input_dtype=input_dtype), input_shape,
+               paddable=False)

@@ -12,7 +12,10 @@
 How it runs: runs are grouped into width buckets (:func:`grid.buckets`); in
 each bucket the model is built at the bucket's largest width and every run
 passes its own width, seed and hyperparameters as traced scalars, so the
-bucket compiles once. The runs of a bucket execute by ``vmap``, ``lax.map``,
+bucket compiles once. A model that cannot be padded (``Model.paddable`` is
+false: Flax, Equinox, a user's own ``init``/``apply``) gets one bucket per
+width, built at that width; its seeds and hyperparameters still run together.
+The runs of a bucket execute by ``vmap``, ``lax.map``,
 or ``lax.map`` over chunks of ``vmap`` (``chunked``); ``auto`` picks per
 backend and model size (see :func:`choose_chunk`; measured in
 ``benchmarks/sweep_throughput.py``). Training advances in chunks of recording
@@ -177,8 +180,12 @@ def plan(s: Sweep) -> Plan:
   flat, index = G.expand(grid)
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   with jax.enable_x64(s.dtype == "float64"):
-    cost = {int(w): _flops(_build(s, int(w), ds), dt, ds.x_train.dtype) for w in grid["width"]}
-  groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
+    models = {int(w): _build(s, int(w), ds) for w in grid["width"]}
+    cost = {w: _flops(m, dt, ds.x_train.dtype) for w, m in models.items()}
+  if all(m.paddable for m in models.values()):
+    groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
+  else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
+    groups = [[w] for w in sorted(models, reverse=True)]
   return Plan(s, opt, loss, grid, flat, index, fixed, groups,
               schedule(s.steps, s.record), cost)
 
