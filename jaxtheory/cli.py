@@ -26,7 +26,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-from jaxtheory import __version__
+from jaxtheory import __version__, compile_cache
 from jaxtheory.data import LOADERS, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.sweep import STRATEGIES
@@ -90,10 +90,15 @@ def list_experiments():
               help="Seconds between checkpoints.")
 @click.option("--memory-budget", type=float, default=None, metavar="MIB",
               help="Memory the sweep may use (MiB); runs are split into groups that fit.")
+@click.option("--compilation-cache", metavar="DIR|off", default=None,
+              help="Folder of compiled programs reused across runs, or 'off' "
+                   "[default: $JAXTHEORY_COMPILATION_CACHE or ~/.cache/jaxtheory/jax-cache].")
 def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every,
-                   memory_budget):
+                   memory_budget, compilation_cache):
   """Runs EXPERIMENT and saves results.nc, config.json and figures."""
   from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
+  if compilation_cache is not None:
+    compile_cache.enable(compilation_cache)
   if experiment not in EXPERIMENTS:
     _fail(f"unknown experiment {experiment!r}; available: {', '.join(EXPERIMENTS)}")
   module = EXPERIMENTS[experiment]
