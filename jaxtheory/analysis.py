@@ -76,3 +76,94 @@ def peak(curve, log: bool = False) -> tuple[int, float]:
     where = int(np.nanargmax(prom))
     best = float(prom[where])
   return where, best
+
+
+def optimization_status(loss, acc=None, *, diverged: bool = False,
+                        min_drop: float | None = 10.0, collapse: float = 10.0,
+                        acc_drop: float = 0.2) -> str:
+  """Whether one run's training worked: ``'ok'``, or what went wrong, in words.
+
+  A signature check reads a phenomenon from a trained run; a run whose
+  training failed shows no phenomenon for a reason that has nothing to do
+  with it. Failures, checked in this order:
+
+  * diverged: ``diverged`` (the engine's flag) or a non-finite loss;
+  * not converged: the final loss is not ``min_drop`` times below the first
+    (``None``: not checked, for runs that are meant to learn slowly);
+  * collapsed: the final loss is ``collapse`` times above the lowest loss of
+    the run, or the final accuracy ``acc_drop`` below the best one (training
+    that fitted and then broke down).
+
+  Args:
+    loss: the training loss along the steps (1-D).
+    acc: optional training accuracy along the same steps.
+    diverged: the run was flagged as diverged.
+    min_drop: how many times the loss must fall from the first recording.
+    collapse: how many times above its minimum the final loss may sit.
+    acc_drop: how far below its best the final accuracy may sit.
+
+  Returns:
+    ``'ok'`` or a short description starting ``'diverged'``, ``'not converged'``
+    or ``'collapsed'``.
+
+  >>> optimization_status([1.0, 0.1, 0.01])
+  'ok'
+  >>> optimization_status([1.0, 0.9, 0.8])
+  'not converged: loss 1 -> 0.8 (1.2x lower, needs 10x)'
+  >>> optimization_status([1.0, 0.001, 0.5])
+  'collapsed: loss 0.5 at the end, 5e+02x its minimum 0.001'
+  >>> optimization_status([1.0, np.nan])
+  'diverged: non-finite loss'
+  """
+  c = np.asarray(loss, np.float64).ravel()
+  if diverged or not np.isfinite(c).all():
+    return "diverged: non-finite loss" if not diverged else "diverged (flagged by the engine)"
+  first, last, low = c[0], c[-1], c.min()
+  if last > collapse * low and last > 0:
+    return (f"collapsed: loss {last:.3g} at the end, {last / max(low, 1e-300):.2g}x its "
+            f"minimum {low:.3g}")
+  if acc is not None:
+    a = np.asarray(acc, np.float64).ravel()
+    if np.isfinite(a).all() and a.max() - a[-1] > acc_drop:
+      return (f"collapsed: train accuracy {100 * a[-1]:.1f}% at the end, best "
+              f"{100 * a.max():.1f}%")
+  if min_drop is not None and not last * min_drop <= first:
+    return (f"not converged: loss {first:.3g} -> {last:.3g} "
+            f"({first / last if last > 0 else np.inf:.2g}x lower, needs {min_drop:g}x)")
+  return "ok"
+
+
+def failed_runs(ds: xr.Dataset, loss: str = "train_loss", acc: str | None = None,
+                **kw) -> dict[tuple, str]:
+  """:func:`optimization_status` of every run of a results dataset, the failed ones only.
+
+  Args:
+    ds: results with a ``step`` axis (and ``diverged`` if the engine recorded it).
+    loss: the loss variable.
+    acc: an accuracy variable, or None.
+    **kw: thresholds of :func:`optimization_status`.
+
+  Returns:
+    ``{run coordinates (in ``ds[loss]``'s dim order, ``step`` left out): reason}``.
+
+  >>> ds = xr.Dataset({"train_loss": (("seed", "step"), [[1.0, 0.01], [1.0, 0.9]])})
+  >>> failed_runs(ds.assign_coords(seed=[3, 4]))
+  {(4,): 'not converged: loss 1 -> 0.9 (1.1x lower, needs 10x)'}
+  """
+  da = ds[loss].transpose(..., "step")
+  dims = da.dims[:-1]
+  out = {}
+  for idx in np.ndindex(*da.shape[:-1]):
+    sel = dict(zip(dims, idx))
+    key = tuple(v.item() if hasattr(v, "item") else v
+                for v in (da[d].values[i] if d in da.coords else i for d, i in sel.items()))
+    a = ds[acc].isel(sel).values if acc is not None else None
+    div = False
+    if "diverged" in ds:
+      dv = ds["diverged"]
+      dv = dv.isel({d: i for d, i in sel.items() if d in dv.dims})
+      div = bool(np.asarray(dv.values).any())
+    status = optimization_status(da.isel(sel).values, a, diverged=div, **kw)
+    if status != "ok":
+      out[key] = status
+  return out

@@ -160,7 +160,8 @@ def _print_summary(module, ds, name: str, paths) -> None:
     table.add_row(label, value)
   console.print(table)
   for check in getattr(module, "signature", lambda ds: [])(ds):
-    console.print(check.line(), style="green" if check.passed else "red", highlight=False,
+    style = "yellow" if getattr(check, "skipped", False) else "green" if check.passed else "red"
+    console.print(check.line(), style=style, highlight=False,
                   soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, soft_wrap=True)

@@ -41,3 +41,31 @@ def test_first_reached_over_any_axis_and_batch():
   loss = xr.DataArray([3.0, 1.0, 2.0, 0.5], dims="step", coords={"step": [0, 1, 10, 100]})
   assert first_reached(loss, 1.0, below=True) == 1.0
   assert np.isnan(first_reached(loss, 0.1, below=True))
+
+
+def test_optimization_status_names_each_failure():
+  from jaxtheory.analysis import optimization_status
+  assert optimization_status([1.0, 0.5, 0.05]) == "ok"
+  assert optimization_status([1.0, 0.5, 0.2]).startswith("not converged: loss 1 -> 0.2")
+  assert optimization_status([1.0, 0.5, 0.2], min_drop=None) == "ok"
+  assert optimization_status([1.0, 1e-3, 0.5]).startswith("collapsed: loss 0.5 at the end")
+  assert optimization_status([1.0, 1e-3, 1e-3], acc=[0.1, 1.0, 0.5]).startswith(
+      "collapsed: train accuracy 50.0% at the end, best 100.0%")
+  assert optimization_status([1.0, np.inf]) == "diverged: non-finite loss"
+  assert optimization_status([1.0, 0.01], diverged=True).startswith("diverged")
+
+
+def test_failure_detector_fires_on_deliberately_broken_runs():
+  """A real sweep: a step size far past stability diverges, a zero one never converges,
+  a sound one is left alone."""
+  from jaxtheory import data, nn, sweep
+  from jaxtheory.analysis import failed_runs
+  ds = data.gaussian_mixture(n_train=64, n_test=32, num_classes=3, seed=0)
+  s = sweep.Sweep(model=lambda w: nn.mlp(ds.input_shape, w, 1, ds.out_dim), data=ds,
+                  grid=dict(seed=[0], width=[16], lr=[0.0, 0.5, 1e4]), optimizer="sgd",
+                  steps=300, record=5, loss="mse")
+  res = sweep.run(s).isel(width=0, seed=0, drop=True)
+  failed = failed_runs(res, acc="train_acc")
+  assert set(failed) == {(0.0,), (1e4,)}, failed
+  assert failed[0.0,].startswith("not converged")
+  assert failed[1e4,].startswith("diverged")

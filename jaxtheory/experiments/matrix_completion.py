@@ -41,10 +41,10 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.analysis import first_reached
+from jaxtheory.analysis import failed_runs, first_reached
 from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
 from jaxtheory.train import ConfigError
 
 
@@ -257,12 +257,27 @@ def stagger(ds: xr.Dataset) -> xr.DataArray:
   return xr.DataArray(np.stack(t), {"depth": ds.depth.values}, ("depth", "rank"))
 
 
-def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5) -> list:
+def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
+              rank_margin: float = 0.75, error_margin: float = 0.5,
+              min_drop: float = 100.0) -> list:
   r"""Deep factorizations complete with lower rank and error than depth 1, about as well
   as the nuclear norm or better, and learn singular values one by one.
 
   The shallowest depth (normally 1) is the control every deeper one is
-  compared with. Incremental learning is read from the seed-mean half-times
+  compared with; with a single depth the comparisons are skipped and the
+  rest judged on it. Training must first have worked: every run's training
+  loss (observed entries) must end ``min_drop`` times below its value at
+  initialization (:func:`jaxtheory.analysis.optimization_status`); a depth
+  whose runs did not converge, diverged or collapsed is reported as an
+  optimization failure and left out of the comparisons, never read as
+  "depth does not help". Every comparison has a margin that a run still at
+  initialization cannot pass (deeper random products already start at a
+  lower effective rank): a deeper depth's final effective rank must be at most
+  ``rank_margin`` times the control's, and its error on the unobserved
+  entries at most ``error_margin`` times the control's and ``error_margin``
+  times its own at initialization.
+
+  Incremental learning is read from the seed-mean half-times
   :math:`t_1 \le \dots \le t_r` of the top ``rank`` singular values: at the
   deepest depth each must come at least ``min_gap`` times later than the one
   before and the last at least ``min_spread`` times later than the first, and
@@ -273,45 +288,85 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5) -> 
   (reported with the check).
   """
   depths = [int(d) for d in ds.depth.values]
-  shallow, deep = depths[0], depths[1:]
-  if not deep:
-    return [Check("deeper factorizations need two depths", False, f"depths {depths}")]
+  failed = failed_runs(ds.transpose("depth", "seed", ...), min_drop=min_drop)
+  bad = sorted({d for d, _ in failed})
+  checks = [Check(
+      f"training converged at every depth (train loss >= {min_drop:g}x below init)",
+      not failed, "; ".join(f"depth {d} seed {s}: {why}" for (d, s), why in failed.items())
+      or "all runs")]
+  shallow = depths[0] if len(depths) >= 2 else None
+  deep = [d for d in (depths[1:] if shallow is not None else depths) if d not in bad]
   err, erank = _final(ds, "rel_error"), _final(ds, "effective_rank")
+  err0 = ds.rel_error.isel(step=0).mean("seed")
   nuc = float(ds.nuclear_rel_error)
   fmt = lambda da: ", ".join(f"{d}: {da.sel(depth=d).item():.3g}" for d in depths)
   r = int(ds.sizes["rank"])
-  checks = [
-      Check(f"depth > {shallow} reaches lower effective rank than depth {shallow}",
-            all(erank.sel(depth=d) < erank.sel(depth=shallow) for d in deep),
-            f"final effective rank by depth {fmt(erank)} (true rank {r}, nuclear norm "
-            f"{float(ds.nuclear_effective_rank):.3g})"),
-      Check(f"depth > {shallow} reaches lower error on unobserved entries than depth {shallow}",
-            all(err.sel(depth=d) < err.sel(depth=shallow) for d in deep),
-            f"final relative error by depth {fmt(err)}"),
-      Check(f"depth > {shallow} within 1.5x of the nuclear-norm error or better",
-            all(err.sel(depth=d) <= 1.5 * nuc for d in deep),
-            f"nuclear norm {nuc:.3g}; " + ", ".join(f"depth {d}: {err.sel(depth=d).item():.3g}"
-                                                    for d in deep)),
-  ]
+  rank_name = (f"depth > {shallow} reaches an effective rank <= {rank_margin:g}x depth "
+               f"{shallow}'s")
+  err_name = (f"depth > {shallow} reaches an error on unobserved entries <= "
+              f"{error_margin:g}x depth {shallow}'s and its own at init")
+  if shallow is None:
+    checks += [skip("deeper factorizations reach lower effective rank than depth 1",
+                    f"needs two depths (the shallowest is the control), got {depths}"),
+               skip("deeper factorizations reach lower error than depth 1",
+                    f"needs two depths (the shallowest is the control), got {depths}")]
+  elif shallow in bad or not deep:
+    why = (f"optimization failed at depth {shallow} (the control)" if shallow in bad
+           else f"optimization failed at every deeper depth ({bad})")
+    checks += [skip(rank_name, why), skip(err_name, why)]
+  else:
+    checks += [
+        Check(rank_name,
+              all(erank.sel(depth=d) <= rank_margin * erank.sel(depth=shallow) for d in deep),
+              f"final effective rank by depth {fmt(erank)} (true rank {r}, nuclear norm "
+              f"{float(ds.nuclear_effective_rank):.3g})"
+              + (f"; depths {bad} left out (optimization failed)" if bad else "")),
+        Check(err_name,
+              all(err.sel(depth=d) <= error_margin * min(float(err.sel(depth=shallow)),
+                                                         float(err0.sel(depth=d)))
+                  for d in deep),
+              f"final relative error by depth {fmt(err)}; at init {fmt(err0)}"
+              + (f"; depths {bad} left out (optimization failed)" if bad else "")),
+    ]
+  within = f"depth > {shallow} within 1.5x of the nuclear-norm error or better" if shallow \
+      is not None else f"depth {depths[0]} within 1.5x of the nuclear-norm error or better"
+  if deep:
+    checks.append(Check(within, all(err.sel(depth=d) <= 1.5 * nuc for d in deep),
+                        f"nuclear norm {nuc:.3g}; " + ", ".join(
+                            f"depth {d}: {err.sel(depth=d).item():.3g}" for d in deep)))
+  else:
+    checks.append(skip(within, f"optimization failed at every depth compared ({bad})"))
   if r >= 2:
     t = stagger(ds)
-    deepest = t.sel(depth=depths[-1]).values
-    gaps = deepest[1:] / deepest[:-1]
+    top = deep[-1] if deep else depths[-1]
+    deepest = t.sel(depth=top).values
+    with np.errstate(divide="ignore", invalid="ignore"):
+      gaps = deepest[1:] / deepest[:-1]
     sv = np.asarray(ds.true_singular_values.values)
-    checks.append(Check(
-        f"depth {depths[-1]} learns singular values one by one (each >= {min_gap:g}x later, "
-        f"the last >= {min_spread:g}x after the first)",
-        bool(np.all(np.isfinite(gaps)) and np.all(gaps >= min_gap)
-             and deepest[-1] >= min_spread * deepest[0]),
-        "steps to half the final value: " + ", ".join(f"{x:.0f}" for x in deepest)
-        + " (ratios " + ", ".join(f"{x:.2f}" for x in gaps) + "; true singular values "
-        + ", ".join(f"{x:.3g}" for x in sv) + ", ratios "
-        + ", ".join(f"{a / b:.2f}" for a, b in zip(sv[:-1], sv[1:])) + ")"))
-    spread = (t.isel(rank=-1) / t.isel(rank=0)).values
-    checks.append(Check(
-        f"the spread t_{r}/t_1 grows with depth (depth {shallow} learns them together)",
-        bool(np.all(np.isfinite(spread)) and np.all(np.diff(spread) > 0)),
-        "t_r/t_1 by depth " + ", ".join(f"{d}: {x:.2f}" for d, x in zip(depths, spread))))
+    name = (f"depth {top} learns singular values one by one (each >= {min_gap:g}x later, "
+            f"the last >= {min_spread:g}x after the first)")
+    if not deep:
+      checks.append(skip(name, f"optimization failed at depth {top}"))
+    else:
+      checks.append(Check(
+          name,
+          bool(np.all(np.isfinite(gaps)) and np.all(gaps >= min_gap)
+               and deepest[-1] >= min_spread * deepest[0]),
+          "steps to half the final value: " + ", ".join(f"{x:.0f}" for x in deepest)
+          + " (ratios " + ", ".join(f"{x:.2f}" for x in gaps) + "; true singular values "
+          + ", ".join(f"{x:.3g}" for x in sv) + ", ratios "
+          + ", ".join(f"{a / b:.2f}" for a, b in zip(sv[:-1], sv[1:])) + ")"))
+    name = f"the spread t_{r}/t_1 grows with depth (the shallowest learns them together)"
+    trained = [d for d in depths if d not in bad]
+    if len(trained) < 2:
+      checks.append(skip(name, f"needs two depths that trained, got {trained} of {depths}"))
+    else:
+      with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (t.isel(rank=-1) / t.isel(rank=0)).sel(depth=trained).values
+      checks.append(Check(
+          name, bool(np.all(np.isfinite(spread)) and np.all(np.diff(spread) > 0)),
+          "t_r/t_1 by depth " + ", ".join(f"{d}: {x:.2f}" for d, x in zip(trained, spread))
+          + (f"; depths {bad} left out (optimization failed)" if bad else "")))
   return checks
 
 
