@@ -32,50 +32,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, model
-from jaxtheory.nn.param import LRScale
+from jaxtheory.nn.core import Layer, Model, model
+from jaxtheory.nn import foreign
 
 __all__ = ["from_linen", "from_nnx", "linen_layer", "nnx_layer"]
 
 # Collections linen may create at init that carry no state: ``sow`` writes
 # ``intermediates``, and ``apply`` without ``mutable`` ignores it.
 _STATELESS_COLLECTIONS = ("intermediates",)
-
-
-def _check_ctx(ctx: Ctx, who: str):
-  if ctx.parametrization != "sp":
-    raise ValueError(
-        f"{who}: a Flax module only supports parametrization 'sp', got "
-        f"{ctx.parametrization!r}; foreign layers cannot be rescaled (build the "
-        f"network from jaxtheory.nn layers to use other parametrizations)")
-  if ctx.width is not None:
-    raise ValueError(
-        f"{who}: the width of a Flax module cannot be padded, so ctx.width must be "
-        f"None; a sweep builds such a model at each width by itself")
-  try:
-    scale_is_one = float(ctx.init_scale) == 1.0
-  except (jax.errors.ConcretizationTypeError, TypeError):
-    return  # Traced: cannot be checked here.
-  if not scale_is_one:
-    raise ValueError(
-        f"{who}: a Flax module's init cannot be rescaled, so ctx.init_scale must be "
-        f"1.0, got {ctx.init_scale!r}")
-
-
-def _unit_lr(params):
-  return jax.tree.map(lambda _: LRScale(1.0, 1.0), params)
-
-
-def _fixed_feats(y):
-  return jax.tree.map(lambda _: Feat(), y)
-
-
-def _specs(y, batch: int):
-  return jax.tree.map(lambda a: Spec((batch, *a.shape[1:])), y)
-
-
-def _dtype(input_dtype):
-  return jnp.result_type(float) if input_dtype is None else input_dtype
 
 
 # ----------------------------------------------------------------------------
@@ -106,10 +70,10 @@ def linen_layer(module: linen.Module, *, input_dtype: Any = None,
   name = f"linen module {type(module).__name__}"
 
   def init(key, spec, ctx):
-    _check_ctx(ctx, name)
+    foreign.check_ctx(ctx, name)
     x0 = sample_input
     if x0 is None:
-      x0 = jnp.zeros(spec.shape, _dtype(input_dtype))
+      x0 = jnp.zeros(spec.shape, foreign.float_dtype(input_dtype))
     y, variables = module.init_with_output(key, x0)
     variables = flax.core.unfreeze(variables)
     for c in _STATELESS_COLLECTIONS:
@@ -119,13 +83,13 @@ def linen_layer(module: linen.Module, *, input_dtype: Any = None,
       raise ValueError(
           f"{name} has variable collections {extra} besides 'params'; only "
           f"stateless modules are supported (e.g. LayerNorm instead of BatchNorm)")
-    return _specs(y, spec.shape[0]), variables, _unit_lr(variables)
+    return foreign.specs(y, spec.shape[0]), variables, foreign.unit_lr(variables)
 
   def apply(params, x, feat, ctx):
     del feat
-    _check_ctx(ctx, name)
+    foreign.check_ctx(ctx, name)
     y = module.apply(params, x)
-    return y, _fixed_feats(y)
+    return y, foreign.fixed_feats(y)
 
   return Layer(init, apply)
 
@@ -219,17 +183,17 @@ def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], 
     return nnx.merge(graphdef, params)(x)
 
   def init(key, spec, ctx):
-    _check_ctx(ctx, name)
+    foreign.check_ctx(ctx, name)
     _, params = _split_params(build(key), name)
     y = jax.eval_shape(call, params,
-                       jax.ShapeDtypeStruct(spec.shape, _dtype(input_dtype)))
-    return _specs(y, spec.shape[0]), params, _unit_lr(params)
+                       jax.ShapeDtypeStruct(spec.shape, foreign.float_dtype(input_dtype)))
+    return foreign.specs(y, spec.shape[0]), params, foreign.unit_lr(params)
 
   def apply(params, x, feat, ctx):
     del feat
-    _check_ctx(ctx, name)
+    foreign.check_ctx(ctx, name)
     y = call(params, x)
-    return y, _fixed_feats(y)
+    return y, foreign.fixed_feats(y)
 
   return Layer(init, apply)
 

@@ -1,0 +1,57 @@
+"""What every adapter of a foreign module (Flax linen, NNX, Equinox) shares.
+
+A foreign module's layers do not thread feature masks and fix their own init
+scales, so it runs unpadded (``Model.paddable`` is false) and, unless
+reparametrized by its base shapes (:mod:`jaxtheory.nn.base_shapes`), in SP
+only. These helpers check the run context and fill in the parts of the layer
+protocol a foreign module has no say in.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxtheory.nn.core import Ctx, Feat, Spec
+from jaxtheory.nn.param import LRScale
+
+
+def check_ctx(ctx: Ctx, who: str):
+  """Raises ``ValueError`` unless ``ctx`` is one a foreign module can honour."""
+  if ctx.parametrization != "sp":
+    raise ValueError(
+        f"{who}: a foreign module only supports parametrization 'sp', got "
+        f"{ctx.parametrization!r}; foreign layers cannot be rescaled unless the model is "
+        f"wrapped by jaxtheory.nn.base_shapes.parametrize")
+  if ctx.width is not None:
+    raise ValueError(
+        f"{who}: the width of a foreign module cannot be padded, so ctx.width must be "
+        f"None; a sweep builds such a model at each width by itself")
+  try:
+    scale_is_one = float(ctx.init_scale) == 1.0
+  except (jax.errors.ConcretizationTypeError, TypeError):
+    return  # Traced: cannot be checked here.
+  if not scale_is_one:
+    raise ValueError(
+        f"{who}: a foreign module's init cannot be rescaled, so ctx.init_scale must be "
+        f"1.0, got {ctx.init_scale!r}")
+
+
+def unit_lr(params):
+  """Every learning-rate multiplier equal to one."""
+  return jax.tree.map(lambda _: LRScale(1.0, 1.0), params)
+
+
+def fixed_feats(y):
+  """``Feat()`` for every output: a fixed, unmasked feature axis."""
+  return jax.tree.map(lambda _: Feat(), y)
+
+
+def specs(y, batch: int):
+  """Specs of the outputs ``y`` (shapes or arrays) with the batch axis ``batch``."""
+  return jax.tree.map(lambda a: Spec((batch, *a.shape[1:])), y)
+
+
+def float_dtype(input_dtype):
+  """``input_dtype``, defaulting to the float dtype."""
+  return jnp.result_type(float) if input_dtype is None else input_dtype
