@@ -47,7 +47,8 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.analysis import optimization_status
+from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
 from jaxtheory.probes.batch import over_runs
 from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.train import ConfigError, data_arrays
@@ -165,17 +166,26 @@ def initial_sharpness(s: sweep.Sweep, metric) -> np.ndarray:
 # Reading the results.
 
 
-def eos_stats(ds: xr.Dataset, reach: float = 0.9) -> dict[tuple[int, float], dict[str, float]]:
+def eos_stats(ds: xr.Dataset, reach: float = 0.9, edge: float = 0.98,
+              turn: float = 0.02) -> dict[tuple[int, float], dict[str, float]]:
   r"""Per run ``(seed, lr)``: how the sharpness :math:`S` compares with :math:`2/\eta`.
 
-  ``onset`` is the first recorded step with :math:`S \ge` ``reach`` :math:`\cdot 2/\eta`
-  (nan if never) and ``low_ratio`` the lowest :math:`S\eta/2` before it (after
-  the early transient of training, the start of progressive sharpening);
-  after it, ``median_ratio`` is the median of :math:`S\eta/2`,
-  ``within_10`` the fraction of recordings within 10% of :math:`2/\eta`,
-  ``loss_onset``/``loss_end`` the training loss, ``rises`` the number and
-  ``increases`` the fraction of recording intervals over which the loss went
-  up (over the whole run when the onset never comes).
+  ``onset`` is the first recorded step where :math:`S\eta/2` rises to ``reach``
+  from below (nan if never): a run that starts at or above ``reach`` must
+  first leave it, so its onset is the return after the dip, not step 0.
+  ``low_ratio`` is the lowest :math:`S\eta/2` before the onset (the start of
+  progressive sharpening). After it, ``median_ratio`` is the median of
+  :math:`S\eta/2` and ``within_10`` the fraction of recordings within 10% of
+  :math:`2/\eta`; ``edge_step`` is the first step with :math:`S\eta/2 \ge`
+  ``edge`` (the edge itself, nan if never), ``edge_fraction`` the fraction of
+  the recordings after the onset that come after it, and ``turns_back``
+  whether the sharpness later falls ``turn`` (in units of :math:`2/\eta`)
+  below its running maximum: a sharpness still climbing monotonically has
+  not stopped at the edge. ``loss_onset``/``loss_end`` are the training loss,
+  ``rises`` the number and ``increases`` the fraction of recording intervals
+  over which the loss went up (over the whole run when the onset never
+  comes), ``status`` the run's :func:`jaxtheory.analysis.optimization_status`
+  (divergence and collapse only).
   """
   out = {}
   for seed in ds.seed.values:
@@ -184,23 +194,36 @@ def eos_stats(ds: xr.Dataset, reach: float = 0.9) -> dict[tuple[int, float], dic
       S = r.sharpness.values * lr / 2.0
       loss = r.train_loss.values
       steps = r.step.values
-      hit = S >= reach
-      i0 = int(np.argmax(hit)) if hit.any() else None
-      low = S[:i0 + 1] if i0 is not None else S
+      left = np.flatnonzero(~(S >= reach))  # nan counts as below
+      k = int(left[0]) if left.size else len(S)
+      hit = np.flatnonzero(S[k:] >= reach)
+      i0 = k + int(hit[0]) if hit.size else None
+      low = S[k:i0 + 1] if i0 is not None else S[k:] if k < len(S) else S
+      diverged = bool(np.asarray(r.diverged.values).any()) if "diverged" in r else False
       row = {"init_ratio": float(S[0]), "low_ratio": float(np.nanmin(low)),
              "max_ratio": float(np.nanmax(S)),
+             "max_step": float(steps[int(np.nanargmax(S))]),
              "onset": float(steps[i0]) if i0 is not None else float("nan"),
              "loss_init": float(loss[0]), "loss_end": float(loss[-1]),
-             "diverged": bool(r.diverged.values[-1])}
+             "diverged": diverged,
+             "status": optimization_status(loss, diverged=diverged, min_drop=None)}
       if i0 is not None and i0 < len(S) - 1:
         after = S[i0:]
+        at_edge = np.flatnonzero(after >= edge)
+        e = int(at_edge[0]) if at_edge.size else None
+        tail = after[e:] if e is not None else after[:0]
         row.update(median_ratio=float(np.median(after)),
                    within_10=float(np.mean(np.abs(after - 1) <= 0.1)),
+                   edge_step=float(steps[i0 + e]) if e is not None else float("nan"),
+                   edge_fraction=float(len(tail) / len(after)),
+                   turns_back=bool(tail.size and np.any(np.fmax.accumulate(tail) - tail
+                                                        >= turn)),
                    loss_onset=float(loss[i0]),
                    increases=float(np.mean(np.diff(loss[i0:]) > 0)),
                    rises=int(np.sum(np.diff(loss[i0:]) > 0)))
       else:
         row.update(median_ratio=float("nan"), within_10=float("nan"),
+                   edge_step=float("nan"), edge_fraction=0.0, turns_back=False,
                    loss_onset=float("nan"), increases=float(np.mean(np.diff(loss) > 0)),
                    rises=int(np.sum(np.diff(loss) > 0)))
       out[(int(seed), float(lr))] = row
@@ -227,47 +250,82 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def eos_checks(ds: xr.Dataset, lr: float, start_below: float = 0.7, within: float = 0.7,
-               min_rises: int = 3) -> list:
-  """The three edge-of-stability checks for the runs of one ``lr`` (see :func:`signature`)."""
-  runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
-  sharpen = all(r["low_ratio"] < start_below and np.isfinite(r["onset"]) for r in runs.values())
+               min_rises: int = 3, min_edge_fraction: float = 0.25) -> list:
+  """The three edge-of-stability checks for the runs of one ``lr`` (see :func:`signature`).
+
+  A run whose training diverged or collapsed fails with that reason; a run
+  that never reaches ``0.9 * 2/lr`` in its budget is not judged (its checks
+  are skipped, saying so): the edge was not reached, which says nothing
+  about what happens there. The checks judge the runs that reached it.
+  """
+  stats = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
+  broken = {s: r["status"] for s, r in stats.items() if r["status"] != "ok"}
+  runs = {s: r for s, r in stats.items() if np.isfinite(r["onset"]) and s not in broken}
+  unreached = [s for s in stats if s not in runs and s not in broken]
+  names = (f"lr={lr:g}: progressive sharpening up to 2/lr={2 / lr:g}",
+           f"lr={lr:g}: sharpness then reaches 2/lr and hovers within 10% of it",
+           f"lr={lr:g}: the loss keeps falling, non-monotonically")
+  note = ""
+  if unreached:
+    note = "; 0.9 * 2/lr not reached in budget (not judged): " + ", ".join(
+        f"seed {s} (max S*lr/2 {stats[s]['max_ratio']:.2f} at step "
+        f"{stats[s]['max_step']:.0f} of {float(ds.step[-1]):.0f})" for s in unreached)
+  if broken:
+    note += "; optimization failed: " + ", ".join(f"seed {s}: {w}" for s, w in broken.items())
+  if not runs:
+    return [Check(n, False, note[2:], skipped=not broken) for n in names]
+  sharpen = all(r["low_ratio"] < start_below for r in runs.values())
   hover = all(abs(r["median_ratio"] - 1) <= 0.1 and r["within_10"] >= within
+              and r["edge_fraction"] >= min_edge_fraction and r["turns_back"]
               for r in runs.values())
   falls = all(r["loss_end"] < r["loss_onset"] and r["rises"] >= min_rises
-              and not r["diverged"] for r in runs.values())
+              for r in runs.values())
+  ok = not broken
   return [
-      Check(f"lr={lr:g}: progressive sharpening up to 2/lr={2 / lr:g}", bool(sharpen),
+      Check(names[0], bool(ok and sharpen),
             "; ".join(f"seed {s}: S*lr/2 {r['init_ratio']:.2f} at init, lowest "
                       f"{r['low_ratio']:.2f}, reaches 0.9 at step {r['onset']:.0f}"
-                      for s, r in runs.items())),
-      Check(f"lr={lr:g}: sharpness then hovers within 10% of 2/lr", bool(hover),
-            "; ".join(f"seed {s}: median S*lr/2 {r['median_ratio']:.3f}, "
+                      for s, r in runs.items()) + note),
+      Check(names[1], bool(ok and hover),
+            "; ".join(f"seed {s}: reaches 2/lr at step {r['edge_step']:.0f} "
+                      f"({100 * r['edge_fraction']:.0f}% of the time after onset, needs "
+                      f"{100 * min_edge_fraction:.0f}%), "
+                      f"{'turns back' if r['turns_back'] else 'never turns back'}; "
+                      f"median S*lr/2 {r['median_ratio']:.3f}, "
                       f"{100 * r['within_10']:.0f}% of recordings within 10%"
-                      for s, r in runs.items())),
-      Check(f"lr={lr:g}: the loss keeps falling, non-monotonically", bool(falls),
+                      for s, r in runs.items()) + note),
+      Check(names[2], bool(ok and falls),
             "; ".join(f"seed {s}: loss {r['loss_onset']:.3g} at onset -> {r['loss_end']:.3g}, "
                       f"rising over {r['rises']} intervals ({100 * r['increases']:.0f}%)"
-                      for s, r in runs.items())),
+                      for s, r in runs.items()) + note),
   ]
 
 
 def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
-              min_rises: int = 3) -> list:
+              min_rises: int = 3, min_edge_fraction: float = 0.25) -> list:
   r"""The signature checks with their measured numbers.
 
-  For every learning rate above the smallest, in every seed
-  (:func:`eos_checks`): the sharpness is at some point below ``start_below``
-  :math:`\cdot 2/\eta` and then rises to :math:`0.9 \cdot 2/\eta` (progressive
-  sharpening); from then on its median is within 10% of :math:`2/\eta` and at
+  For every learning rate above the smallest, in every seed that reaches
+  :math:`0.9 \cdot 2/\eta` within its budget (:func:`eos_checks`; seeds that
+  do not are reported as "not reached in budget" and, when none does, the
+  checks are skipped): the sharpness is at some point below ``start_below``
+  :math:`\cdot 2/\eta` and then rises to :math:`0.9 \cdot 2/\eta`
+  (progressive sharpening); it then reaches :math:`2/\eta` (within 2%) early
+  enough that at least ``min_edge_fraction`` of the recordings after the onset
+  come after it, turns back at least once (a sharpness still climbing
+  monotonically through :math:`0.9`-:math:`1.0 \cdot 2/\eta` is not hovering),
+  and from the onset on its median is within 10% of :math:`2/\eta` and at
   least ``within`` of the recordings are; the loss keeps falling (lower at the
   end than at the onset) but rises over at least ``min_rises`` recording
-  intervals (non-monotonically). The control (smallest learning rate) never
-  reaches :math:`0.9 \cdot 2/\eta`.
+  intervals (non-monotonically). A run that diverged or collapsed fails as an
+  optimization failure. The control (smallest learning rate) never reaches
+  :math:`0.9 \cdot 2/\eta`; with one learning rate it is skipped.
   """
   lrs = sorted(float(v) for v in ds.lr.values)
   checks = []
-  for lr in lrs[1:]:
-    checks += eos_checks(ds, lr, start_below, within, min_rises)
+  main = lrs[1:] if len(lrs) >= 2 else lrs
+  for lr in main:
+    checks += eos_checks(ds, lr, start_below, within, min_rises, min_edge_fraction)
   if len(lrs) >= 2:
     lr = lrs[0]
     runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
@@ -277,8 +335,8 @@ def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
         "; ".join(f"seed {s}: max S*lr/2 {r['max_ratio']:.2f}, loss rising over "
                   f"{r['rises']} intervals" for s, r in runs.items())))
   else:
-    checks.append(Check("control: a small learning rate", False,
-                        "needs at least two learning rates (the smallest is the control)"))
+    checks.append(skip("control: a small learning rate",
+                       "needs at least two learning rates (the smallest is the control)"))
   return checks
 
 
