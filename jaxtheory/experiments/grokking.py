@@ -49,7 +49,7 @@ import xarray as xr
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
 from jaxtheory.probes.spectra import fourier_sparsity
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
 from jaxtheory.train import ConfigError
 
 MODELS = ("mlp", "transformer")
@@ -222,41 +222,57 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 # Reading the results.
 
 
-def grokking_times(ds: xr.Dataset, train_at: float = 0.99,
-                   test_at: float = 0.95) -> dict[tuple[str, float], tuple[float, float]]:
-  """``(model, weight_decay) -> (step train acc >= train_at, step test acc >= test_at)``.
+def grokking_times(ds: xr.Dataset, train_at: float = 0.99, test_at: float = 0.95
+                   ) -> dict[tuple[str, float], tuple[np.ndarray, np.ndarray]]:
+  """``(model, weight_decay) -> (steps train acc >= train_at, steps test acc >= test_at)``.
 
-  Steps of the seed-mean curves; ``nan`` where never reached.
+  One step per seed (in ``ds.seed`` order), read from each seed's own curves:
+  the seed-mean curve of seeds that grok at different times rises slowly and
+  reads as a late, long grokking no seed had. ``nan`` where never reached.
   """
-  mean = ds.mean("seed")
-  return {(str(m), float(wd)): (first_reached(mean.train_acc.sel(model=m, weight_decay=wd),
-                                              train_at),
-                                first_reached(mean.test_acc.sel(model=m, weight_decay=wd),
-                                              test_at))
-          for m in ds.model.values for wd in ds.weight_decay.values}
+  return {(str(m), float(wd)): (
+      np.atleast_1d(first_reached(ds.train_acc.sel(model=m, weight_decay=wd), train_at)),
+      np.atleast_1d(first_reached(ds.test_acc.sel(model=m, weight_decay=wd), test_at)))
+      for m in ds.model.values for wd in ds.weight_decay.values}
+
+
+def _steps(t: np.ndarray) -> str:
+  return ", ".join(f"{x:.0f}" for x in t)
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   """Rows ``(label, value)``: per model and weight decay, final train/test accuracy
-  (mean over seeds), the steps where they reach 99% / 95%, and the Fourier sparsity."""
+  (mean over seeds), the steps where each seed reaches 99% / 95%, and the Fourier sparsity."""
   rows = []
   for (m, wd), (t_tr, t_te) in grokking_times(ds).items():
     d = ds.sel(model=m, weight_decay=wd).isel(step=-1).mean("seed")
     rows.append((f"{m} weight_decay={wd:g}",
                  f"acc {100 * d.train_acc.item():.1f}% / {100 * d.test_acc.item():.1f}%   "
-                 f"99% train @ {t_tr:.0f}, 95% test @ {t_te:.0f}   "
+                 f"99% train @ {_steps(t_tr)}, 95% test @ {_steps(t_te)}   "
                  f"Fourier sparsity {d.fourier_sparsity.item():.2f}"))
   rows += timing_rows(ds)
   return rows
 
 
-def signature(ds: xr.Dataset, min_ratio: float = 5.0) -> list[Check]:
-  """Per model: grokking with weight decay (test >= 95% at least ``min_ratio`` x later
-  than train >= 99%), the embedding's Fourier sparsity rising there, and none without
-  weight decay (the control) in the same budget."""
+def signature(ds: xr.Dataset, min_ratio: float = 5.0, min_fraction: float = 0.5
+              ) -> list[Check]:
+  """Per model: grokking with weight decay, the embedding's Fourier sparsity rising there,
+  and none without weight decay (the control) in the same budget.
+
+  Read per seed. A seed groks when its test accuracy reaches 95% at least
+  ``min_ratio`` times later than its train accuracy reaches 99%. Grokking is
+  fragile (Power et al. 2022 report it over a narrow band of weight decays
+  and data fractions; its time varies between seeds), so the check reports
+  the fraction of seeds that grok and passes when it is at least
+  ``min_fraction``. A seed that never fits its training set (99%) is an
+  optimization failure: reported as such and not counted either way. The
+  control passes when every seed that fits the training set never reaches
+  95% test accuracy.
+  """
   times = grokking_times(ds)
   last = int(ds.step[-1])
   sparsity = ds.fourier_sparsity.mean("seed")
+  seeds = [int(s) for s in ds.seed.values]
   checks = []
   for m in ds.model.values:
     m = str(m)
@@ -268,27 +284,49 @@ def signature(ds: xr.Dataset, min_ratio: float = 5.0) -> list[Check]:
       if wd == 0:
         continue
       t_tr, t_te = times[m, wd]
-      ratio = t_te / t_tr if t_tr > 0 else float("nan")
-      checks.append(Check(
-          f"{m} weight_decay={wd:g} groks: 95% test >= {min_ratio:g}x later than 99% train",
-          bool(np.isfinite(ratio) and ratio >= min_ratio),
-          f"train 99% at step {t_tr:.0f}, test 95% at step {t_te:.0f} "
-          f"(ratio {ratio:.1f}; budget {last} steps)"))
+      with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(t_tr > 0, t_te / t_tr, np.nan)
+      fitted = np.isfinite(t_tr)
+      groks = fitted & np.isfinite(ratio) & (ratio >= min_ratio)
+      n_fit = int(fitted.sum())
+      frac = groks.sum() / n_fit if n_fit else float("nan")
+      name = (f"{m} weight_decay={wd:g} groks: 95% test >= {min_ratio:g}x later than 99% "
+              f"train, in >= {100 * min_fraction:g}% of seeds")
+      best = ds.train_acc.sel(model=m, weight_decay=wd).max("step").values
+      failed = "".join(f"; seed {s}: optimization failure, train accuracy never reaches 99% "
+                       f"(best {100 * b:.1f}%)" for s, f, b in zip(seeds, fitted, best) if not f)
+      per_seed = "; ".join(f"seed {s}: train 99% at {a:.0f}, test 95% at {b:.0f} (ratio {r:.1f})"
+                           for s, a, b, r, f in zip(seeds, t_tr, t_te, ratio, fitted) if f)
+      if not n_fit:
+        checks.append(Check(name, False, f"no seed fits the training set{failed}"))
+      else:
+        checks.append(Check(
+            name, bool(frac >= min_fraction),
+            f"{int(groks.sum())} of {n_fit} seeds grok ({100 * frac:.0f}%; median ratio "
+            f"{np.median(np.where(np.isfinite(ratio), ratio, np.inf)[fitted]):.1f}, "
+            f"budget {last} steps): "
+            f"{per_seed}{failed}"))
       s = sparsity.sel(model=m, weight_decay=wd)
       s0, s1 = float(s.isel(step=0)), float(s.isel(step=-1))
       checks.append(Check(
           f"{m} weight_decay={wd:g}: the embedding's Fourier sparsity at least doubles",
-          s1 >= 2 * s0, f"top-k power fraction {s0:.2f} at init -> {s1:.2f} at the end"))
+          s1 >= 2 * s0, f"top-k power fraction {s0:.2f} at init -> {s1:.2f} at the end "
+                        f"(mean of {len(seeds)} seeds)"))
     name = f"{m} control weight_decay=0 memorizes without grokking"
     if (m, 0.0) in times:
       t_tr, t_te = times[m, 0.0]
-      best = float(ds.test_acc.sel(model=m, weight_decay=0.0).mean("seed").max())
+      fitted = np.isfinite(t_tr)
+      best = ds.test_acc.sel(model=m, weight_decay=0.0).max("step").values
       checks.append(Check(
-          f"{name} in the same budget", bool(np.isfinite(t_tr) and not np.isfinite(t_te)),
-          f"train 99% at step {t_tr:.0f}, best test accuracy {100 * best:.1f}% "
-          f"within {last} steps"))
+          f"{name} in the same budget",
+          bool(fitted.any() and not np.isfinite(t_te[fitted]).any()),
+          "; ".join(f"seed {s}: " + (f"train 99% at step {a:.0f}" if f else
+                                     "optimization failure: never fits the training set")
+                    + f", best test accuracy {100 * b:.1f}%"
+                    for s, a, f, b in zip(seeds, t_tr, fitted, best))
+          + f" within {last} steps"))
     else:
-      checks.append(Check(name, False, "no weight_decay=0 run in the grid"))
+      checks.append(skip(name, "no weight_decay=0 run in the grid"))
   return checks
 
 
