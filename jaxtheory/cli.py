@@ -22,11 +22,9 @@ import sys
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-from jaxtheory import __version__, compile_cache
+from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.sweep import STRATEGIES
@@ -132,19 +130,11 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
 
 
 def _run_with_progress(module, cfg, name: str, engine: dict):
-  columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-             TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn())
-  console = Console(stderr=True)
-  # Transient: the bar vanishes when done (the summary reports times) or on error;
-  # no bar at all when stderr is a file or pipe, so an error stays one line.
-  with Progress(*columns, console=console, transient=True,
-                disable=not console.is_terminal) as bar:
-    task = bar.add_task(f"{name}: compiling", total=None)
-
-    def progress(done: int, total: int, info: str = "") -> None:
-      bar.update(task, completed=done, total=total, description=f"{name}: {info}".rstrip(": "))
-
-    return module.run(cfg, progress=progress, **engine)
+  # A bar (compiling / running, run-steps per second, time left) in a terminal, removed when
+  # done (the summary reports times); none when stderr is a file or pipe, so an error stays
+  # one line.
+  with progress.reporter(None, name) as report:
+    return module.run(cfg, progress=report, **engine)
 
 
 def _print_summary(module, ds, name: str, paths) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import xarray as xr
 
+from jaxtheory.progress import reporter
 from jaxtheory.sweep.engine import Sweep, run
 from jaxtheory.train import ConfigError
 
@@ -42,7 +43,7 @@ def chain_progress(progress: Callable | None, k: int, parts: int) -> Callable | 
 
 
 def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
-             runner: Callable[..., Any] = run, progress: Callable | None = None,
+             runner: Callable[..., Any] = run, progress: bool | Callable | None = None,
              checkpoint: str | os.PathLike | None = None,
              each: Callable[[xr.Dataset], xr.Dataset] | None = None, **engine):
   """Runs ``make_sweep(v)`` for every ``v`` in ``values``; joins the results along ``dim``.
@@ -53,7 +54,8 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
     make_sweep: builds the sweep of one value.
     runner: what runs one sweep: :func:`jaxtheory.sweep.run` or anything with
       its signature returning a dataset (e.g. :func:`jaxtheory.sweep.limits.compare`).
-    progress: ``progress(steps_done, steps_total, info)`` over all parts.
+    progress: one bar over all parts (``None``, ``True``, ``False`` as in
+      :func:`jaxtheory.sweep.run`), or ``progress(steps_done, steps_total, info)``.
     checkpoint: a path ``x.npz``; part ``v`` checkpoints to ``x-<dim>-<v>.npz``
       (see :func:`part_path`), so ``resume=True`` skips finished parts.
     each: applied to every part's dataset before joining, e.g. to drop a
@@ -72,17 +74,20 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
   if len({repr(v) for v in values}) != len(values):
     raise ConfigError(f"run_over: the values of {dim!r} repeat: {values!r}")
   parts, groups = [], {}
-  for k, v in enumerate(values):
-    opts = dict(engine, progress=chain_progress(progress, k, len(values)))
-    if checkpoint is not None:
-      opts["checkpoint"] = part_path(checkpoint, dim, v)
-    out = runner(make_sweep(v), **opts)
-    part, groups[v] = out if engine.get("return_params") else (out, None)
-    parts.append(part if each is None else each(part))
-  res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
-                  data_vars="all", coords="minimal", compat="override",
-                  combine_attrs="override")
-  for key in _SECONDS:
-    if all(key in p.attrs for p in parts):
-      res.attrs[key] = float(sum(float(p.attrs[key]) for p in parts))
+  with reporter(progress, f"sweep over {dim}") as report:
+    for k, v in enumerate(values):
+      part_report = lambda d, t, info="", v=v: report(d, t, f"{info} ({dim}={v})".lstrip())
+      opts = dict(engine, progress=chain_progress(part_report, k, len(values)))
+      if checkpoint is not None:
+        opts["checkpoint"] = part_path(checkpoint, dim, v)
+      out = runner(make_sweep(v), **opts)
+      part, groups[v] = out if engine.get("return_params") else (out, None)
+      parts.append(part if each is None else each(part))
+    res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
+                    data_vars="all", coords="minimal", compat="override",
+                    combine_attrs="override")
+    for key in _SECONDS:
+      if all(key in p.attrs for p in parts):
+        res.attrs[key] = float(sum(float(p.attrs[key]) for p in parts))
+    report.close(res)
   return (res, groups) if engine.get("return_params") else res

@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxtheory.data import Dataset, validate
 from jaxtheory.nn import Ctx, Model
+from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep.results import to_dataset
@@ -306,7 +307,7 @@ class Progress:
 
 
 def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: bool | Callable[[int, int, str], None] | None = None,
         record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, checkpoint_interval: float = 60.0,
         memory_budget: float | None = None, return_params: bool = False):
@@ -317,7 +318,10 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     strategy: ``'auto'``, ``'vmap'``, ``'map'``, ``'chunked'`` or ``'loop'``
       (a Python loop over separately jitted runs: the baseline).
     chunk_size: runs per vmapped chunk for ``'chunked'``.
-    progress: called as ``progress(steps_done, steps_total, info)``.
+    progress: ``None``: a progress bar and a summary line in terminals and
+      notebooks; ``True``: also in files and pipes; ``False``: silent; or a
+      function called as ``progress(steps_done, steps_total, info)`` (see
+      :mod:`jaxtheory.progress`).
     record_chunks: the host regains control (progress, checkpoints) about
       this many times per run.
     checkpoint: path of a checkpoint file (``.npz``). The sweep state is saved
@@ -338,13 +342,14 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``, or
     ``(dataset, groups)`` with ``return_params``.
   """
-  p = plan(s)
-  progress = progress or Progress()
-  with jax.enable_x64(s.dtype == "float64"):
-    ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
-                                                checkpoint_interval)
-    groups = [] if return_params else None
-    ds = _run(p, strategy, chunk_size, progress, record_chunks, ck, memory_budget, groups)
+  with reporter(progress, s.name) as report:
+    p = plan(s)
+    with jax.enable_x64(s.dtype == "float64"):
+      ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
+                                                  checkpoint_interval)
+      groups = [] if return_params else None
+      ds = _run(p, strategy, chunk_size, report, record_chunks, ck, memory_budget, groups)
+    report.close(ds)
   return (ds, groups) if return_params else ds
 
 
@@ -538,6 +543,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
         continue
       hps = _place(hps, "runs")
       t_c = time.perf_counter()
+      progress(done, total_steps, f"compiling width<={bk.cap}")
       init, seg = bk.programs(hps, data_b)
       states = init(hps, data_b)
       info["compile_s"] += time.perf_counter() - t_c
