@@ -10,8 +10,11 @@ scalars (``hp``: a dict of 0-d arrays), so :mod:`jaxtheory.sweep` can
   interval's number of optimizer steps (a ``fori_loop``) and then records
   every metric, all inside the compiled program.
 
-A run whose loss or parameters become non-finite is frozen at its last finite
-state and flagged (``diverged``); nothing leaks into other runs of a batch.
+A run whose loss, parameters or recorded metrics become non-finite is frozen
+and flagged (``diverged``) from the record where the first non-finite value
+appears; its recorded metrics keep their last finite values and
+``diverged_step`` says at which step it diverged. Nothing leaks into other
+runs of a batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtheory.data import data_arrays  # noqa: F401 (re-exported)
 from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
 from jaxtheory.nn import Ctx, LRScale, Model
@@ -156,8 +160,10 @@ def schedule(steps: int, record: int | str | Sequence[int] = 50) -> np.ndarray:
     record: an int ``n`` (about ``n`` log-spaced points), ``'every:k'``,
       ``'log:n'``, ``'linear:n'``, or an explicit sequence of steps.
   """
-  if not isinstance(steps, (int, np.integer)) or steps < 0:
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
     raise ConfigError(f"steps must be a non-negative integer, got {steps!r}")
+  if steps > 2**31 - 1:  # the step counter is an int32 in the compiled program
+    raise ConfigError(f"steps must be at most {2**31 - 1} (2^31 - 1), got {steps}")
   if isinstance(record, str):
     kind, _, num = record.partition(":")
     try:
@@ -180,6 +186,7 @@ def schedule(steps: int, record: int | str | Sequence[int] = 50) -> np.ndarray:
     pts = np.asarray(list(record), dtype=int)
     if pts.size and (pts.min() < 0 or pts.max() > steps):
       raise ConfigError(f"record steps must lie in [0, {steps}]")
+  pts = pts[pts <= steps]  # steps=0 records step 0 only (and trains no step)
   return np.unique(np.concatenate([[0], pts, [steps]])).astype(np.int32)
 
 
@@ -239,6 +246,8 @@ class RunState(NamedTuple):
   key: Array        # raw uint32 key data of the run (for minibatch order)
   step: Array
   ok: Array         # False once the run diverged (then frozen)
+  last: Any = None  # the last finite recorded metrics (NaN before the first record)
+  diverged_step: Array | None = None  # step of the first non-finite value; -1: none
 
 
 def setup(tr: Trainer, hp: Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
@@ -262,9 +271,26 @@ def setup(tr: Trainer, hp: Mapping[str, Array], data: Mapping[str, Array]) -> Ru
     shift = jax.random.randint(kl, (n,), 1, tr.num_classes)
     labels = jnp.where(flip, (labels + shift) % tr.num_classes, labels)
   opt_state = tr.tx(hp).init(params)
-  return RunState(params, opt_state, lr_mult, labels, weights,
-                  jax.random.key_data(jax.random.fold_in(key, 2)),
-                  jnp.zeros((), jnp.int32), jnp.ones((), bool))
+  st = RunState(params, opt_state, lr_mult, labels, weights,
+                jax.random.key_data(jax.random.fold_in(key, 2)),
+                jnp.zeros((), jnp.int32), jnp.ones((), bool))
+  shapes = jax.eval_shape(lambda st, hp, d: measure(tr, st, hp, d), st, hp, data)
+  last = {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.inexact) else 0, v.dtype)
+          for k, v in shapes.items() if k != "diverged"}
+  return st._replace(last=last, diverged_step=jnp.full((), -1, jnp.int32))
+
+
+def _hold_finite(st: RunState, m: dict[str, Array]) -> tuple[RunState, dict[str, Array]]:
+  """Flags divergence on the record of the first non-finite metric; holds the last finite ones."""
+  finite = _all_finite([v for v in m.values() if jnp.issubdtype(v.dtype, jnp.inexact)])
+  ok = st.ok & finite
+  # A failed step froze the run before counting itself (step + 1); non-finite
+  # metrics of a state that stepped fine belong to that state's step.
+  at = jnp.where(st.ok, st.step, st.step + 1)
+  dstep = jnp.where((st.diverged_step < 0) & ~ok, at, st.diverged_step)
+  last = {k: jnp.where(finite, m[k], v) for k, v in st.last.items()}
+  out = dict(last, diverged=~ok, diverged_step=dstep)
+  return st._replace(ok=ok, last=last, diverged_step=dstep), out
 
 
 def _permute(i: Array, n: Array, key) -> Array:
@@ -365,14 +391,6 @@ def segment(tr: Trainer, st: RunState, hp, data, intervals: Array):
 
   def body(s, n_steps):
     s = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(tr, s, hp, data), s)
-    return s, measure(tr, s, hp, data)
+    return _hold_finite(s, measure(tr, s, hp, data))
 
   return jax.lax.scan(body, st, intervals)
-
-
-def data_arrays(ds, dtype=None) -> dict[str, Array]:
-  """Device arrays of a :class:`jaxtheory.data.Dataset` (float inputs cast to ``dtype``)."""
-  dtype = dtype or jnp.result_type(float)
-  cast = lambda a: jnp.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else jnp.asarray(a)
-  return {"x_train": cast(ds.x_train), "y_train": cast(ds.y_train),
-          "x_test": cast(ds.x_test), "y_test": cast(ds.y_test)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from jaxtheory.data.core import (Dataset, DataError, standardize, subset, validate,
+from jaxtheory.data.core import (Dataset, DataError, data_arrays, standardize, subset, validate,
                                  with_label_noise)
 from jaxtheory.data.files import data_dir, read_idx, write_idx
 from jaxtheory.data.real import digits, fashion_mnist, mnist, mnist1d

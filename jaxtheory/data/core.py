@@ -13,6 +13,8 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.errors import DataError
@@ -353,3 +355,15 @@ def standardize(ds: Dataset, min_std: float = 0.0) -> Dataset:
   std = np.where(std > 0, std, 1.0)
   scale = lambda a: ((a.astype(np.float64) - mean) / std).astype(np.float32)
   return ds._replace(x_train=scale(ds.x_train), x_test=scale(ds.x_test))
+
+
+def data_arrays(ds: Dataset, dtype=None) -> dict[str, jax.Array]:
+  """Device arrays of a dataset: ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+
+  Float inputs and targets are cast to ``dtype`` (default: JAX's default float,
+  float64 under ``jax.enable_x64``); integer labels and token ids stay integers.
+  """
+  dtype = dtype or jnp.result_type(float)
+  cast = lambda a: jnp.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else jnp.asarray(a)
+  return {"x_train": cast(ds.x_train), "y_train": cast(ds.y_train),
+          "x_test": cast(ds.x_test), "y_test": cast(ds.y_test)}
