@@ -1,6 +1,6 @@
 """Tests for jaxtheory.nn: padded == unpadded, init scales, bad input.
 
-The central invariance (STYLE.md, "Padded widths"): a network built at a
+The central invariance (ARCHITECTURE.md, "Padded widths"): a network built at a
 capacity ``BIG`` and run at active width ``SMALL`` by ``Ctx(p, width=SMALL)``
 computes exactly what the network built at ``SMALL`` computes -- outputs,
 gradients and parameters after 100 optimizer steps -- and its padded

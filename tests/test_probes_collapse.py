@@ -153,7 +153,7 @@ def _host_params(model, seed, width=None):
   rng = np.random.default_rng(seed)
   params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32) / 3,
                         jax.eval_shape(model.init, jax.random.key(0)))
-  if width is not None:  # hidden units beyond the active width are zero (STYLE.md rule 3)
+  if width is not None:  # hidden units beyond the active width are zero (padded weights stay zero)
     last = len(params) - 1
     for i, p in enumerate(params):
       if isinstance(p, dict):

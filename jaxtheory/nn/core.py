@@ -19,7 +19,7 @@ number). Every layer therefore threads the mask of its input's last axis:
 A mask is ``None`` when every feature is active (statically known), else a
 boolean vector over the last axis. Padded weights are zero at init and receive
 zero gradients because every hidden activation is multiplied by its mask, so
-they stay zero under any elementwise optimizer (STYLE.md, the three rules).
+they stay zero under any elementwise optimizer (ARCHITECTURE.md, "Padded widths").
 
 Users rarely call these functions directly: :func:`jaxtheory.nn.model`
 wraps a layer and an input shape into a :class:`Model` with the familiar

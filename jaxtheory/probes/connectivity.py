@@ -41,7 +41,7 @@ two dense/conv layers (an affine layer norm, attention) and nested combinators
 Padded widths. Only *active* units are permuted: the first ``width`` units of
 every group when ``width`` is given (the ``Ctx(width=...)`` of the run), else
 the units with a nonzero weight or bias in either network (padded units are
-exactly zero, STYLE.md rule 3). Inactive units stay in place, so a padded
+exactly zero at init and stay zero). Inactive units stay in place, so a padded
 network stays padded and computes the same function under its mask.
 
 A permutation ``p`` of a group maps unit ``k`` of the result to unit ``p[k]``

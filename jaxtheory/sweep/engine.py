@@ -212,7 +212,7 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   On accelerators all runs are vmapped (one wide program). On CPU, vmapping
   pays while one run's step is too small to keep the cores busy (per-op
   overhead dominates) and loses once it is large enough, where ``lax.map``
-  keeps each run's working set in cache (ANCHORS.md: vmap over 64 MLP seeds
+  keeps each run's working set in cache (measured on a 2-core CPU: vmap over 64 MLP seeds
   ran 0.5-1.5x a Python loop, lax.map beat both). So a CPU chunk holds about
   ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps and
   1 GFLOP for minibatch steps (a minibatch's working set is small, so

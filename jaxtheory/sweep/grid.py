@@ -7,7 +7,7 @@ hyperparameter (learning rate, weight decay, ``n_train``, ``label_noise``,
 
 Widths run together by padding to the largest width of their *bucket*;
 :func:`buckets` groups widths so that the FLOPs actually executed stay within
-``max_waste`` times the unpadded ideal (STYLE.md: padded widths).
+``max_waste`` times the unpadded ideal (ARCHITECTURE.md, "Padded widths").
 """
 
 from __future__ import annotations
