@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import glob
 import json
+import inspect
 import os
+import re
+import shlex
 import sys
 
 import click
@@ -26,7 +30,7 @@ from rich.table import Table
 
 from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
-from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.experiments import EXPERIMENTS, configure, describe, format_value
 from jaxtheory.sweep import STRATEGIES
 from jaxtheory.train import ConfigError
 
@@ -40,8 +44,62 @@ def _first_line(obj) -> str:
 
 def _fail(message: str) -> None:
   """Prints ``error: message`` as one line on stderr and exits with status 2."""
-  click.echo(f"error: {' '.join(str(message).split())}", err=True)
+  click.echo(f"error: {_did_you_mean(' '.join(str(message).split()))}", err=True)
   sys.exit(USAGE_ERROR)
+
+
+# Messages of the form "unknown KIND 'NAME'; available: A, B, C".
+_UNKNOWN = re.compile(r"unknown [\w -]+? '(?P<got>[^']*)'; (?:available|valid keys|known here): "
+                      r"(?P<names>[^;]*)")
+
+
+def _did_you_mean(message: str) -> str:
+  """Appends the closest valid name to an "unknown ... 'x'; available: ..." message."""
+  m = _UNKNOWN.search(message)
+  if m is None:
+    return message
+  names = [n.strip().rstrip(".") for n in m["names"].split(",")]
+  close = difflib.get_close_matches(m["got"], names, n=1, cutoff=0.6)
+  if not close:
+    return message
+  return message + (" Did you mean" if message.endswith(".") else "; did you mean") + \
+      f" {close[0]!r}?"
+
+
+def _plain(text: str) -> str:
+  """Docstring text without its reST markup (``x``, :func:`a.b`)."""
+  return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+
+
+class _RunCommand(click.Command):
+  """``jaxtheory run NAME --help`` also shows NAME's summary and every setting."""
+
+  def parse_args(self, ctx, args):
+    ctx.meta["run_args"] = list(args)  # --help is eager: the name is not parsed yet
+    return super().parse_args(ctx, args)
+
+  def format_help_text(self, ctx, formatter):
+    name = next((a for a in ctx.meta.get("run_args", ()) if a in EXPERIMENTS), None)
+    if name is None:
+      super().format_help_text(ctx, formatter)
+      return
+    module = EXPERIMENTS[name]
+    doc = _plain(inspect.getdoc(module) or "").split("\n\n")
+    with formatter.indentation():
+      formatter.write_paragraph()
+      formatter.write_text(doc[0])
+      if len(doc) > 1 and not doc[1].startswith(">>>"):
+        formatter.write_paragraph()
+        formatter.write_text(doc[1])
+    rows = describe(module.Config)
+    formatter.write_paragraph()
+    with formatter.section(f"Settings of {name} (--set KEY=VALUE; jaxtheory show {name} "
+                           "prints them all)"):
+      formatter.write_dl([(key, f"{_plain(meaning)} [{kind}; default: {default or repr('')}]")
+                          for key, kind, default, meaning in rows])
+    with formatter.indentation():
+      formatter.write_paragraph()
+      formatter.write_text(f"Runs {name} and saves results.nc, config.json and figures.")
 
 
 def _parse_sets(pairs) -> dict[str, str]:
@@ -73,7 +131,7 @@ def list_experiments():
   _echo_listing(EXPERIMENTS)
 
 
-@cli.command("run")
+@cli.command("run", cls=_RunCommand)
 @click.argument("experiment")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config field, e.g. --set widths=16,32 (repeatable).")
@@ -93,7 +151,10 @@ def list_experiments():
                    "[default: $JAXTHEORY_COMPILATION_CACHE or ~/.cache/jaxtheory/jax-cache].")
 def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every,
                    memory_budget, compilation_cache):
-  """Runs EXPERIMENT and saves results.nc, config.json and figures."""
+  """Runs EXPERIMENT and saves results.nc, config.json and figures.
+
+  `jaxtheory run EXPERIMENT --help` lists its settings; `jaxtheory list`, the experiments.
+  """
   from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
   if compilation_cache is not None:
     compile_cache.enable(compilation_cache)
@@ -155,6 +216,18 @@ def _print_summary(module, ds, name: str, paths) -> None:
                   soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, soft_wrap=True)
+
+
+@cli.command("show")
+@click.argument("experiment")
+def show_experiment(experiment):
+  """Prints EXPERIMENT's default settings as a command line to edit and run."""
+  if experiment not in EXPERIMENTS:
+    _fail(f"unknown experiment {experiment!r}; available: {', '.join(EXPERIMENTS)}")
+  cfg = EXPERIMENTS[experiment].Config()
+  sets = " ".join(f"--set {shlex.quote(f'{f.name}={format_value(getattr(cfg, f.name))}')}"
+                  for f in dataclasses.fields(cfg))
+  click.echo(f"jaxtheory run {experiment} {sets}")
 
 
 @cli.group("data")

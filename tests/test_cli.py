@@ -166,3 +166,43 @@ def test_corrupt_checkpoint_is_exit_2_and_left_alone(tmp_path):
   assert res.exit_code == 2
   assert res.stderr.startswith(f"error: the checkpoint {ck} is corrupt or truncated")
   assert len(ck.read_bytes()) == 100
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_run_name_help_lists_every_setting(name):
+  from jaxtheory.cli import _plain  # pylint: disable=import-outside-toplevel
+  from jaxtheory.experiments import describe  # pylint: disable=import-outside-toplevel
+  res = _invoke("run", name, "--help")
+  assert res.exit_code == 0, res.output
+  text = " ".join(res.output.split())
+  module = EXPERIMENTS[name]
+  assert " ".join(_plain(module.__doc__.strip().splitlines()[0]).split()) in text
+  rows = describe(module.Config)
+  assert [r[0] for r in rows] == [f.name for f in dataclasses.fields(module.Config)]
+  for key, kind, default, meaning in rows:
+    assert meaning, f"{name}: Config field {key} has no line in its Attributes section"
+    assert f" {key} {' '.join(_plain(meaning).split())} [{kind}; default: {default}" in text
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_show_prints_the_defaults_as_a_command_line(name):
+  import shlex  # pylint: disable=import-outside-toplevel
+  res = _invoke("show", name)
+  assert res.exit_code == 0, res.output
+  words = shlex.split(res.output)
+  assert words[:3] == ["jaxtheory", "run", name] and words[3::2] == ["--set"] * (len(words[3:]) // 2)
+  sets = dict(w.split("=", 1) for w in words[4::2])
+  assert configure(EXPERIMENTS[name].Config, sets) == EXPERIMENTS[name].Config()
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["run", "widht-sweep"], "; did you mean 'width-sweep'?"),
+    (["show", "grokin"], "; did you mean 'grokking'?"),
+    (["run", "width-sweep", "--set", "depht=3"], "; did you mean 'depth'?"),
+    (["run", "width-sweep", "--set", "activation=rleu"], "; did you mean 'relu'?"),
+    (["run", "width-sweep", "--set", "dataset=minst"], " Did you mean 'mnist'?"),
+])
+def test_unknown_names_get_did_you_mean(args, hint, tmp_path):
+  res = _runner().invoke(cli, args + (["--out", str(tmp_path / "o")] if args[0] == "run" else []))
+  assert res.exit_code == 2, res.output
+  assert res.stderr.rstrip("\n").endswith(hint) and res.stderr.count("\n") == 1

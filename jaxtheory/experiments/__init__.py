@@ -26,13 +26,14 @@ and optionally
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   matrix_completion, neural_collapse, width_sweep)
+                                   matrix_completion, neural_collapse, separation, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -43,6 +44,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "double-descent": double_descent,
     "neural-collapse": neural_collapse,
     "edge-of-stability": edge_of_stability,
+    "separation": separation,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -133,4 +135,63 @@ def configure(cfg_cls: type, overrides: Mapping[str, str]):
   return cfg_cls(**values)
 
 
-__all__ = ["EXPERIMENTS", "Check", "configure", "width_sweep"]
+def format_value(value) -> str:
+  """A config value as typed after ``--set key=`` (tuples as ``16,32``, None as ``none``)."""
+  if value is None:
+    return "none"
+  if isinstance(value, bool):
+    return str(value).lower()
+  if isinstance(value, tuple):
+    return ",".join(format_value(v) for v in value)
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+def _type_text(tp) -> str:
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType):
+    return " or ".join("none" if a is type(None) else _type_text(a) for a in args)
+  if origin is tuple:
+    return f"list of {_type_text(args[0])}"
+  return getattr(tp, "__name__", str(tp))
+
+
+def _attributes(doc: str) -> dict[str, str]:
+  """``name -> meaning`` from the ``Attributes:`` section of a Google-style docstring."""
+  out, name, lines = {}, None, doc.splitlines()
+  start = next((i for i, l in enumerate(lines) if l.strip() == "Attributes:"), None)
+  if start is None:
+    return out
+  indent = None
+  for line in lines[start + 1:]:
+    if not line.strip():
+      continue
+    depth = len(line) - len(line.lstrip())
+    if indent is None:
+      indent = depth
+    if depth < indent:  # the next section
+      break
+    key, colon, text = line.strip().partition(":")
+    if depth == indent and colon and key.split(" ")[0].isidentifier():
+      name = key.split(" ")[0]
+      out[name] = text.strip()
+    elif name is not None:
+      out[name] += " " + line.strip()
+  return out
+
+
+def describe(cfg_cls: type) -> list[tuple[str, str, str, str]]:
+  """``(key, type, default, meaning)`` of every field of a config dataclass.
+
+  The meaning comes from the ``Attributes:`` section of its docstring.
+
+  >>> describe(EXPERIMENTS["width-sweep"].Config)[1]
+  ('widths', 'list of int', '16,32,64,128', 'hidden widths to sweep.')
+  """
+  hints = typing.get_type_hints(cfg_cls)
+  meaning = _attributes(inspect.getdoc(cfg_cls) or "")
+  cfg = cfg_cls()
+  return [(f.name, _type_text(hints[f.name]), format_value(getattr(cfg, f.name)),
+           meaning.get(f.name, "")) for f in dataclasses.fields(cfg_cls)]
+
+
+__all__ = ["EXPERIMENTS", "Check", "configure", "describe", "format_value", "width_sweep"]
