@@ -31,7 +31,7 @@ from rich.table import Table
 from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure, describe, format_value
-from jaxtheory.sweep import STRATEGIES
+from jaxtheory.sweep import STRATEGIES, outdir
 from jaxtheory.train import ConfigError
 
 USAGE_ERROR = 2
@@ -166,28 +166,79 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   out = out or os.path.join("runs", f"{experiment}-{stamp}")
   ckpt = os.path.join(out, "checkpoint.npz")
-  # Experiments of several sweeps keep one checkpoint-<axis>-<value>.npz per sweep.
-  held = glob.glob(os.path.join(glob.escape(out), "checkpoint*.npz"))
-  if not resume and (held or os.path.exists(os.path.join(out, "results.nc"))):
-    _fail(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+  if resume and strategy == "loop":
+    _fail("--strategy loop keeps no checkpoint, so it cannot --resume; use another strategy")
   try:
     cfg = configure(module.Config, _parse_sets(sets))
-    ds = _run_with_progress(module, cfg, experiment, dict(
-        strategy=strategy, checkpoint=None if strategy == "loop" else ckpt, resume=resume,
-        checkpoint_interval=checkpoint_every,
-        memory_budget=None if memory_budget is None else memory_budget * 2**20))
   except (ConfigError, DataError, ValueError) as e:
     _fail(str(e))
-  os.makedirs(out, exist_ok=True)
-  results = sweep.save(ds, os.path.join(out, "results.nc"))
+  created = not os.path.exists(out)
   config = os.path.join(out, "config.json")
-  with open(config, "w", encoding="utf-8") as f:
-    json.dump({"experiment": experiment, "config": dataclasses.asdict(cfg),
-               "strategy": strategy, "jaxtheory": __version__}, f, indent=2)
-    f.write("\n")
-  make_figures = getattr(module, "figures", plots.save_default_figures)
-  figures = [] if no_plots else make_figures(ds, out)
+  settings = {"experiment": experiment, "config": dataclasses.asdict(cfg), "strategy": strategy}
+  try:
+    # The folder is this run's until it ends: a second run into it is refused at once.
+    with outdir.lock(os.path.join(out, ".lock"), f"the output folder {out}"):
+      _claim(out, resume, settings)
+      if not resume or not os.path.exists(config):
+        outdir.write_bytes(config, (json.dumps(dict(settings, jaxtheory=__version__), indent=2)
+                                    + "\n").encode(), "config file")
+      ds = _run_with_progress(module, cfg, experiment, dict(
+          strategy=strategy, checkpoint=None if strategy == "loop" else ckpt, resume=resume,
+          checkpoint_interval=checkpoint_every,
+          memory_budget=None if memory_budget is None else memory_budget * 2**20))
+      results = sweep.save(ds, os.path.join(out, "results.nc"))
+      make_figures = getattr(module, "figures", plots.save_default_figures)
+      figures = [] if no_plots else make_figures(ds, out)
+  except (ConfigError, DataError, ValueError, OSError) as e:
+    if created:  # nothing of a run that never trained stays behind
+      _remove_if_unused(out)
+    _fail(f"cannot write into {out}: {outdir.reason(e)}" if isinstance(e, OSError) else str(e))
   _print_summary(module, ds, experiment, [results, config, *figures])
+
+
+def _claim(out: str, resume: bool, settings: dict) -> None:
+  """Refuses to overwrite a run in ``out`` that this one cannot prove to continue."""
+  outdir.sweep_stale(out)  # temporaries of killed runs (never a live one's)
+  # Experiments of several sweeps keep one checkpoint-<axis>-<value>.npz per sweep.
+  held = glob.glob(os.path.join(glob.escape(out), "checkpoint*.npz"))
+  finished = os.path.exists(os.path.join(out, "results.nc"))
+  if not resume and (held or finished):
+    raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
+                      "another --out")
+  if resume and finished and not held:
+    raise ConfigError(f"nothing to resume in {out}: it holds finished results but no checkpoint "
+                      "that proves they come from these settings; choose another --out")
+  if not resume:
+    return
+  try:
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+      old = json.load(f)
+  except FileNotFoundError:
+    return  # a run killed before it wrote its settings: the checkpoint's fingerprint decides
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {out}/config.json to check the settings of the run to "
+                      f"resume ({type(e).__name__}); choose another --out") from None
+  before = dict(old.get("config", {}), experiment=old.get("experiment"),
+                strategy=old.get("strategy"))
+  now = dict(settings["config"], experiment=settings["experiment"],
+             strategy=settings["strategy"])
+  diff = [f"{k} was {json.dumps(before.get(k))}, now {json.dumps(now.get(k))}"
+          for k in sorted(set(before) | set(now))
+          if json.dumps(before.get(k)) != json.dumps(now.get(k))]
+  if diff:
+    raise ConfigError(f"--resume with other settings than the run in {out} ({'; '.join(diff)}); "
+                      "resume with the same settings or choose another --out")
+
+
+def _remove_if_unused(out: str) -> None:
+  """Removes ``out`` if it holds only this run's config.json (no checkpoint, no results)."""
+  try:
+    if set(os.listdir(out)) <= {"config.json"}:
+      for name in os.listdir(out):
+        os.remove(os.path.join(out, name))
+      os.rmdir(out)
+  except OSError:
+    pass
 
 
 def _run_with_progress(module, cfg, name: str, engine: dict):

@@ -238,8 +238,20 @@ def candidate_dirs(name: str, root: str | None = None) -> list[str]:
 
 
 def locate(name: str, root: str | None = None) -> str | None:
-  """The first candidate directory holding any file of set ``name``, or None."""
+  """The first candidate directory holding any file of set ``name``, or None.
+
+  Raises:
+    DataError: a candidate directory exists but cannot be read (it is not
+      reported as missing: fetching again would not help).
+  """
   for folder in candidate_dirs(name, root):
+    try:
+      os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+      continue
+    except OSError as e:
+      raise DataError(f"cannot read the data folder {folder}: {e.strerror or e}; fix its "
+                      "permissions or point $JAXTHEORY_DATA elsewhere.") from None
     if any(find_file(folder, f.name) for f in IDX_SETS[name]):
       return folder
   return None

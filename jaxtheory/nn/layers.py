@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtheory.errors import ConfigError
 from jaxtheory.kernels import analytic, nonlinear
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
                                stable_normal)
@@ -139,10 +140,18 @@ def dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None,
     return Spec(spec.shape[:-1] + (out_dim,), fout), params, scales
 
   def apply(params, x, feat, ctx):
+    _check_float_input("dense", x)
     fout, w, b = aff.rules(feat, x.shape[-1], ctx)
     return aff.finish(params, x @ params["W"], fout, w, b), fout
 
   return Layer(init, apply, aff.kernel())
+
+
+def _check_float_input(layer: str, x) -> None:
+  """Integer inputs (token ids) would be multiplied as numbers: refuse them at trace time."""
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    raise ConfigError(f"a {layer} layer got {x.dtype} inputs (token ids?); embed them first "
+                      "(nn.embedding) or convert the data to floats")
 
 
 _SPATIAL = "DHW"
@@ -190,6 +199,7 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
     return Spec(out_shape, fout), params, scales
 
   def apply(params, x, feat, ctx):
+    _check_float_input("conv", x)
     fout, w, b = aff.rules(feat, x.shape[-1], ctx)
     return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
 

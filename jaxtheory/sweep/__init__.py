@@ -5,4 +5,5 @@ from jaxtheory.sweep.engine import (STRATEGIES, Plan, RunGroup, Sweep, choose_ch
 from jaxtheory.sweep.grid import buckets, expand, normalize, padded_flops_ratio
 from jaxtheory.sweep.results import load, save, to_dataset, to_grid
 from jaxtheory.sweep.checkpoint import CheckpointError
+from jaxtheory.sweep.outdir import FolderBusyError, OutputError
 from jaxtheory.sweep.compose import run_over

@@ -6,8 +6,10 @@ its runs (parameters, optimizer state, RNG, step, divergence flags) and the
 metrics recorded so far. It is written to a temporary file, flushed to disk
 and renamed over the old one, so a kill at any instant leaves either the old
 or the new checkpoint, never a torn one. A fingerprint of everything that
-shapes the computation (grid, schedule, hyperparameters, data, parameter
-shapes, strategy, devices) guards against resuming a different sweep.
+determines the result (grid, schedule, hyperparameters, data content, the
+jaxprs of the model, optimizer and metric functions, strategy, devices) is
+stored part by part, so resuming a different sweep is refused with the parts
+that changed named.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
@@ -23,25 +24,45 @@ import jax
 import numpy as np
 
 from jaxtheory.errors import CheckpointError
+from jaxtheory.sweep import outdir
 
 
-def fingerprint(parts: dict[str, Any]) -> str:
-  """A stable hash of JSON-able parts (arrays are hashed by their bytes)."""
-
+def _digest(o: Any) -> str:
   def enc(o):
     if isinstance(o, np.ndarray):
       return {"shape": list(o.shape), "dtype": str(o.dtype),
               "sha": hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest()}
-    if isinstance(o, (np.integer, np.floating)):
+    if isinstance(o, (np.integer, np.floating, np.bool_)):
       return o.item()
     raise TypeError(type(o))
 
-  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=enc).encode()).hexdigest()
+  return hashlib.sha256(json.dumps(o, sort_keys=True, default=enc).encode()).hexdigest()
 
 
-def save(path: str, fp: str, done: dict[int, dict[str, np.ndarray]], bucket: int,
+def fingerprint(parts: dict[str, Any]) -> dict[str, str]:
+  """A stable hash of each of the JSON-able ``parts`` (arrays are hashed by their bytes).
+
+  The keys name the parts in words (``'the model'``, ``"metric 'acc'"``), so
+  a mismatch can say what changed.
+  """
+  return {name: _digest(part) for name, part in parts.items()}
+
+
+def changed(old: dict[str, str] | str, new: dict[str, str]) -> list[str]:
+  """The names of the parts that differ between two fingerprints."""
+  if not isinstance(old, dict):  # a checkpoint of an older jaxtheory: one opaque hash
+    return ["the jaxtheory version that wrote it"]
+  return [k for k in list(new) + [k for k in old if k not in new] if old.get(k) != new.get(k)]
+
+
+def save(path: str, fp: dict[str, str], done: dict[int, dict[str, np.ndarray]], bucket: int,
          chunk: int, states: Any | None, outs: list[dict[str, np.ndarray]]) -> None:
-  """Writes a checkpoint atomically (temporary file, fsync, rename)."""
+  """Writes a checkpoint atomically (owned temporary file, fsync, rename).
+
+  Raises:
+    OutputError: the file cannot be written (e.g. the disk is full); the
+      previous checkpoint is left intact.
+  """
   arrays: dict[str, np.ndarray] = {}
   runs = sorted(done)
   arrays["done_runs"] = np.asarray(runs, np.int64)
@@ -57,63 +78,70 @@ def save(path: str, fp: str, done: dict[int, dict[str, np.ndarray]], bucket: int
   meta = dict(fingerprint=fp, bucket=bucket, chunk=chunk, n_state=len(leaves),
               n_out=len(outs), metrics=names)
   arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=d)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  outdir.write_atomic(path, lambda f: np.savez(f, **arrays), "checkpoint")
 
 
-def remove_stale_temporaries(path: str) -> None:
-  """Deletes temporary files left by a save that was killed before its rename."""
-  d = os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(d):
-    for name in os.listdir(d):
-      if name.endswith(".npz.tmp"):
-        os.remove(os.path.join(d, name))
+def remove_stale_temporaries(path: str) -> list[str]:
+  """Deletes temporaries that dead processes left next to ``path`` (never a live one's)."""
+  return outdir.sweep_stale(os.path.dirname(os.path.abspath(path)))
 
 
-def load(path: str, fp: str, state_like: Any | None = None) -> dict[str, Any]:
-  """Reads a checkpoint written by :func:`save` for the sweep with fingerprint ``fp``.
-
-  Raises:
-    CheckpointError: the file is corrupt or truncated, or belongs to another sweep.
-  """
+def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """``(meta, arrays)`` of a checkpoint file, or a one-sentence CheckpointError."""
   try:
     with np.load(path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
-          UnicodeDecodeError) as e:
+  except OSError as e:
+    if e.errno is not None:
+      raise CheckpointError(f"cannot read the checkpoint {path}: {outdir.reason(e)}") from None
+    raise CheckpointError(f"the checkpoint {path} is corrupt or truncated (OSError); "
+                          "remove it to start the sweep over") from None
+  except (ValueError, EOFError, zipfile.BadZipFile) as e:
     raise CheckpointError(
         f"the checkpoint {path} is corrupt or truncated ({type(e).__name__}); "
         "remove it to start the sweep over") from None
-  if meta.get("fingerprint") != fp:
+  try:
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    for k in ("fingerprint", "bucket", "chunk", "n_state", "n_out", "metrics"):
+      meta[k]  # pylint: disable=pointless-statement
+  except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+    raise CheckpointError(f"{path} is not a jaxtheory sweep checkpoint (it lacks the sweep's "
+                          "metadata); remove it or choose another output") from None
+  return meta, arrays
+
+
+def load(path: str, fp: dict[str, str], state_like: Any | None = None) -> dict[str, Any]:
+  """Reads a checkpoint written by :func:`save` for the sweep with fingerprint ``fp``.
+
+  Raises:
+    CheckpointError: the file is unreadable, corrupt or truncated, not a
+      checkpoint, or belongs to another sweep (naming what changed).
+  """
+  del state_like
+  meta, arrays = _read(path)
+  diff = changed(meta["fingerprint"], fp)
+  if diff:
     raise CheckpointError(
-        f"the checkpoint {path} belongs to a different sweep (its configuration, data or "
-        "devices changed); use another output folder or remove it")
-  done = {int(r): {k: arrays[f"done/{k}"][i] for k in meta["metrics"]}
-          for i, r in enumerate(arrays["done_runs"])}
-  outs = []
-  for c in range(meta["n_out"]):
-    prefix = f"out/{c}/"
-    outs.append({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-  leaves = [arrays[f"state/{i}"] for i in range(meta["n_state"])]
+        f"the checkpoint {path} belongs to a different sweep ({', '.join(diff)} changed); "
+        "resume with the settings it was started with, or use another output folder")
+  try:
+    done = {int(r): {k: arrays[f"done/{k}"][i] for k in meta["metrics"]}
+            for i, r in enumerate(arrays["done_runs"])}
+    outs = []
+    for c in range(meta["n_out"]):
+      prefix = f"out/{c}/"
+      outs.append({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+    leaves = [arrays[f"state/{i}"] for i in range(meta["n_state"])]
+  except (KeyError, IndexError, TypeError):
+    raise CheckpointError(f"the checkpoint {path} is incomplete (arrays are missing); "
+                          "remove it to start the sweep over") from None
   return dict(done=done, bucket=meta["bucket"], chunk=meta["chunk"], outs=outs,
               leaves=leaves)
 
 
-def load_fingerprint(path: str) -> str:
+def load_fingerprint(path: str) -> dict[str, str]:
   """The fingerprint stored in a checkpoint (for tools and tests)."""
-  with np.load(path, allow_pickle=False) as z:
-    return json.loads(z["meta"].tobytes().decode())["fingerprint"]
+  return _read(path)[0]["fingerprint"]
 
 
 def restore_states(leaves, like):

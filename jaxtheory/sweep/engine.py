@@ -24,6 +24,7 @@ points between which the host reports progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -40,6 +41,7 @@ from jaxtheory.nn import Ctx, Model
 from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
+from jaxtheory.sweep import guard, outdir
 from jaxtheory.sweep.results import to_dataset
 from jaxtheory.train import (SWEEPABLE, ConfigError, Optimizer, Trainer, data_arrays,
                              get_optimizer, schedule, segment, setup, train_step)
@@ -121,6 +123,7 @@ class Plan:
   buckets: list[list[int]]
   schedule: np.ndarray
   cost: dict[int, float]
+  state_bytes: dict[int, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
 
 def _xla_flops(lowered) -> float:
@@ -154,6 +157,7 @@ def plan(s: Sweep) -> Plan:
   if s.batch_size is not None and (not isinstance(s.batch_size, int) or s.batch_size <= 0):
     raise ConfigError(f"batch_size must be a positive integer or None, got {s.batch_size!r}")
   ds = validate(s.data)
+  sched = schedule(s.steps, s.record)
   for k in s.hparams:
     if k not in allowed:
       raise ConfigError(f"unknown hyperparameter {k!r}; known here: {', '.join(allowed)}")
@@ -176,19 +180,29 @@ def plan(s: Sweep) -> Plan:
     raise ConfigError(f"unknown loss {loss!r}; available: xent, mse")
   if loss == "xent" and not ds.is_classification:
     raise ConfigError("cross-entropy needs a classification dataset; use loss='mse'")
+  guard.check_hparams({k: v for k, v in s.hparams.items() if k != "width"})
+  guard.check_hparams({k: v for k, v in grid.items() if k not in G.INT_AXES})
   fixed = dict(opt.defaults)
   fixed.update({k: float(v) for k, v in s.hparams.items() if k != "width"})
-  flat, index = G.expand(grid)
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   with jax.enable_x64(s.dtype == "float64"):
     models = {int(w): _build(s, int(w), ds) for w in grid["width"]}
+    # Sizes from shapes alone, before anything is lowered or compiled.
+    state_bytes = {w: guard.run_state_bytes(m, opt, fixed, np.dtype(dt).itemsize)
+                   for w, m in models.items()}
+    guard.check_size(_runs_per_width(grid), state_bytes, len(sched), 7 + len(s.metrics))
     cost = {w: _flops(m, dt, ds.x_train.dtype) for w, m in models.items()}
+  flat, index = G.expand(grid)
   if all(m.paddable for m in models.values()):
     groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
   else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
     groups = [[w] for w in sorted(models, reverse=True)]
-  return Plan(s, opt, loss, grid, flat, index, fixed, groups,
-              schedule(s.steps, s.record), cost)
+  return Plan(s, opt, loss, grid, flat, index, fixed, groups, sched, cost, state_bytes)
+
+
+def _runs_per_width(grid) -> dict[int, int]:
+  per = math.prod(len(v) for k, v in grid.items() if k != "width")
+  return {int(w): per for w in grid["width"]}
 
 
 def _build(s: Sweep, width: int, ds: Dataset) -> Model:
@@ -342,8 +356,12 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``, or
     ``(dataset, groups)`` with ``return_params``.
   """
-  with reporter(progress, s.name) as report:
+  guard.check_options(strategy, chunk_size, record_chunks, checkpoint_interval, memory_budget,
+                      STRATEGIES)
+  with _owned(checkpoint) as checkpoint, reporter(progress, s.name) as report:
     p = plan(s)
+    guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),
+                     7 + len(s.metrics), memory_budget)
     with jax.enable_x64(s.dtype == "float64"):
       ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
                                                   checkpoint_interval)
@@ -370,6 +388,21 @@ def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGrou
       for runs, hps in bk.groups():
         out.append(bk.run_group(p, runs, hps, fetch(init(hps, data_b).params)))
   return out
+
+
+@contextlib.contextmanager
+def _owned(checkpoint):
+  """Checks the checkpoint's folder is writable and holds its lock for the whole run."""
+  if checkpoint is None:
+    yield None
+    return
+  path = os.path.abspath(os.fspath(checkpoint))
+  outdir.ensure_dir(os.path.dirname(path), "the checkpoint's folder")
+  if jax.process_index() != 0:  # one writer; the others hold the same values
+    yield path
+    return
+  with outdir.lock(path + ".lock", f"the checkpoint {path}"):
+    yield path
 
 
 class _Ckpt:
@@ -401,17 +434,31 @@ class _Ckpt:
     self.last = time.perf_counter()
 
 
-def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> str:
+def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> dict[str, str]:
+  """Everything that determines the results, part by part (see :mod:`jaxtheory.sweep.guard`)."""
   s = p.sweep
-  shapes = {int(max(b)): str(jax.eval_shape(_build(s, int(max(b)), s.data).init,
-                                            jax.random.key(0))) for b in p.buckets}
-  return CK.fingerprint(dict(
-      grid={k: v.tolist() for k, v in p.grid.items()}, schedule=p.schedule.tolist(),
-      fixed=p.fixed, optimizer=p.optimizer.name, loss=p.loss, param=s.parametrization,
-      steps=s.steps, batch_size=s.batch_size, dtype=s.dtype, buckets=p.buckets,
-      strategy=strategy, chunk_size=chunk_size, K=K, devices=jax.device_count(),
-      memory_budget=memory_budget,
-      shapes=shapes, metrics=sorted(s.metrics), data={k: np.asarray(v) for k, v in data.items()}))
+  per_bucket = {}
+  float_t = jnp.result_type(float)
+  for members in p.buckets:
+    cap = int(max(members))
+    tr = Trainer(_build(s, cap, s.data), p.loss, p.optimizer, s.parametrization,
+                 len(members) > 1, s.batch_size, s.data.num_classes, tuple(s.metrics.items()))
+    r = int(np.flatnonzero(np.isin(p.flat["width"], members))[0])
+    hp1 = {k: jnp.asarray(v[r], jnp.int32 if k in G.INT_AXES else float_t)
+           for k, v in p.flat.items()}
+    hp1.update({k: jnp.asarray(v, float_t) for k, v in p.fixed.items() if k not in hp1})
+    per_bucket[cap] = guard.computation(tr, hp1, data)
+  general = {f"the {k} values": v.tolist() for k, v in p.grid.items()}
+  general.update({f"hyperparameter {k}": v for k, v in p.fixed.items()})
+  general.update({
+      "the recording schedule": p.schedule.tolist(), "the loss": p.loss,
+      "the parametrization": s.parametrization, "steps": s.steps, "batch_size": s.batch_size,
+      "dtype": s.dtype, "the width buckets": p.buckets, "the metric names": sorted(s.metrics),
+      "the data": {k: np.asarray(v) for k, v in data.items()},
+      "the execution (strategy, chunk size, devices, memory budget)": dict(
+          strategy=strategy, chunk_size=chunk_size, K=K, devices=jax.device_count(),
+          memory_budget=memory_budget)})
+  return guard.fingerprint(general, per_bucket)
 
 
 def _memory_per_run(tr: Trainer, hp1, data) -> float:

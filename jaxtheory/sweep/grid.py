@@ -21,6 +21,9 @@ import numpy as np
 from jaxtheory.train import ConfigError
 
 INT_AXES = ("seed", "width", "n_train")
+# Integer axes are traced as int32 (jax.random.key takes the seed as one): a
+# larger value would wrap around (seed 2**32 would silently be seed 0).
+INT_MAX = 2**31 - 1
 
 
 def normalize(grid: Mapping[str, Sequence], allowed: Sequence[str]) -> dict[str, np.ndarray]:
@@ -28,7 +31,8 @@ def normalize(grid: Mapping[str, Sequence], allowed: Sequence[str]) -> dict[str,
 
   Raises:
     ConfigError: an unknown axis, an empty axis, duplicate values, or
-      non-positive / non-integer widths, seeds or sample counts.
+      non-positive / non-integer widths, seeds or sample counts, integers
+    beyond :data:`INT_MAX`, non-numbers or non-finite values.
   """
   if not grid:
     raise ConfigError("the grid is empty: give at least one axis, e.g. width=[64, 128]")
@@ -39,19 +43,32 @@ def normalize(grid: Mapping[str, Sequence], allowed: Sequence[str]) -> dict[str,
     vals = [values] if np.isscalar(values) else list(values)
     if not vals:
       raise ConfigError(f"sweep axis {name!r} has no values")
-    if len(set(vals)) != len(vals):
+    try:
+      repeats = len(set(vals)) != len(vals)
+    except TypeError:
+      raise ConfigError(f"sweep axis {name!r} must be a list of numbers, got {vals!r}") from None
+    if repeats:
       raise ConfigError(f"sweep axis {name!r} has duplicate values: {vals}")
     if name in INT_AXES:
       for v in vals:
-        if isinstance(v, bool) or not float(v).is_integer():
+        try:
+          integral = not isinstance(v, (bool, str, bytes)) and float(v).is_integer()
+        except (TypeError, ValueError, OverflowError):
+          integral = False
+        if not integral:
           raise ConfigError(f"{name} must be integers, got {v!r}")
         if int(v) < (0 if name == "seed" else 1):
           raise ConfigError(f"{name} must be {'non-negative' if name == 'seed' else 'positive'}, got {v!r}")
+        if int(v) > INT_MAX:
+          raise ConfigError(f"{name} must be at most {INT_MAX} (2^31 - 1: the compiled program "
+                            f"holds it as a 32-bit integer), got {int(v)}")
       arr = np.asarray([int(v) for v in vals], np.int64)
     else:
       try:
+        if any(isinstance(v, (bool, str, bytes)) for v in vals):
+          raise TypeError
         arr = np.asarray([float(v) for v in vals], np.float64)
-      except (TypeError, ValueError):
+      except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"sweep axis {name!r} must be numbers, got {vals}") from None
       if not np.all(np.isfinite(arr)):
         raise ConfigError(f"sweep axis {name!r} must be finite, got {vals}")

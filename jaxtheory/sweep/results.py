@@ -3,19 +3,25 @@
 Dimensions are the grid's axes (``seed``, ``width``, then every swept
 hyperparameter in grid order) and ``step``; every recorded metric is a data
 variable; the sweep's configuration and execution facts are attributes.
-Files are written atomically (temporary file + rename), so an interrupted
-save never leaves a half-written result.
+``diverged`` flags, per record, a run frozen after a non-finite value (its
+metrics keep their last finite values) and ``diverged_step`` (per run, NaN
+when it never diverged) the step where that happened.
+Files are written atomically (an owned temporary file + rename, see
+:mod:`jaxtheory.sweep.outdir`), so an interrupted or failed save never leaves
+a half-written result nor damages the previous one.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from jaxtheory.sweep import outdir
 
 
 def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr.Dataset:
@@ -25,6 +31,12 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
   data_vars = {}
   fns = dict(plan.sweep.metrics)
   for name, per_run in metrics.items():
+    if name == "diverged_step":  # one value per run: its last record holds it
+      arr = np.full(shape[:-1], np.nan)
+      last = per_run[:, -1].astype(np.float64)
+      arr[tuple(plan.index.T)] = np.where(last < 0, np.nan, last)
+      data_vars[name] = (axes, arr)
+      continue
     extra = per_run.shape[2:]
     arr = np.full(shape + extra, False if per_run.dtype == bool else np.nan,
                   dtype=bool if per_run.dtype == bool else np.float64)
@@ -81,21 +93,32 @@ def to_grid(plan, runs, values, dims=()) -> xr.DataArray:
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> str:
-  """Writes ``ds`` to ``path`` (netCDF4/HDF5 via h5netcdf) atomically."""
+  """Writes ``ds`` to ``path`` (netCDF4/HDF5 via h5netcdf) atomically.
+
+  The file is encoded in memory, then written through an owned temporary
+  file, so a full disk or a permission error is one :class:`OutputError`
+  and the previous file at ``path`` stays intact.
+  """
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=os.path.dirname(os.path.abspath(path)))
-  os.close(fd)
-  try:
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  data = ds.to_netcdf(engine="h5netcdf")
+  return outdir.write_bytes(path, data, "results file")
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-  """Opens a saved result fully into memory."""
-  with xr.open_dataset(os.fspath(path), engine="h5netcdf") as ds:
-    return ds.load()
+  """Opens a saved result fully into memory.
+
+  Raises:
+    OutputError: the file is missing, unreadable, truncated or not a netCDF file.
+  """
+  path = os.fspath(path)
+  try:
+    with open(path, "rb") as f:
+      blob = f.read()
+  except OSError as e:
+    raise outdir.OutputError(f"cannot read the results file {path}: {outdir.reason(e)}") from None
+  try:
+    with xr.open_dataset(io.BytesIO(blob), engine="h5netcdf") as ds:
+      return ds.load()
+  except (OSError, ValueError, KeyError) as e:
+    raise outdir.OutputError(f"the results file {path} is truncated or not a netCDF file "
+                             f"({type(e).__name__}); run the sweep again to rewrite it") from None
