@@ -11,3 +11,11 @@ from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv,
 from jaxtheory.nn.models import (cnn, deep_linear, fourier_mlp, mlp, random_features, token_mlp,
                                  transformer)
 from jaxtheory.nn.param import LRScale
+
+
+def __getattr__(name: str):
+  # `flax` imports Flax: loaded on first use, so importing jaxtheory stays light.
+  if name == "flax":
+    import importlib  # pylint: disable=import-outside-toplevel
+    return importlib.import_module("jaxtheory.nn.flax")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
