@@ -1,10 +1,12 @@
 """Tests for the double-descent experiment: the closed-form readout, signature, controls, CLI."""
 
 import doctest
+import json
 import pathlib
 
 import numpy as np
 import pytest
+import xarray as xr
 from click.testing import CliRunner
 
 from jaxtheory.analysis import peak
@@ -15,7 +17,9 @@ from jaxtheory.train import ConfigError
 
 # n = 40 random-feature regressions and the default 1000-example MNIST MLP sweep (14x14
 # inputs) at one seed and five widths: about 45 s on a 2-core CPU.
-SMALL = dict(seeds=1, n_train=40, n_test=200,
+# Input dimension 5: with 40 examples of a 20-dimensional teacher no ridge predicts much
+# better than zero, and the control could not be told from a zero readout.
+SMALL = dict(seeds=1, n_train=40, n_test=200, input_dim=5,
              features=(10, 20, 30, 36, 40, 44, 50, 60, 80, 160, 320), ridges=(0.0, 1e-2, 10.0),
              widths=(16, 32, 64, 96, 256))
 # A tiny MLP setting for the tests of plumbing (not of the phenomenon).
@@ -107,6 +111,40 @@ def test_summary_and_figures(small, tmp_path):
   assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
 
 
+def _rf(curves: dict, null: float, n: int = 40):
+  """A random-features results dataset (one seed) from test-loss curves by ridge."""
+  p = [10, 20, 30, 40, 50, 80, 160]
+  ridges = list(curves)
+  loss = np.array([curves[r] for r in ridges], float).T[None]
+  return xr.Dataset({"rf_test_loss": (("seed", "features", "ridge"), loss),
+                     "rf_train_loss": (("seed", "features", "ridge"), 0 * loss),
+                     "rf_null_test_loss": null},
+                    coords={"features": p, "ridge": ridges},
+                    attrs={"config": json.dumps({"n_train": n})})
+
+
+def test_the_control_is_not_a_zero_predictor():
+  ridgeless = [0.2, 0.4, 1.0, 10.0, 1.5, 0.5, 0.3]
+  null = 0.13
+  # The old control: ridge 10 predicts zero at every p (test loss = the zero predictor's), so
+  # its curve is flat for no reason of interest; ridge 0.01 predicts but keeps a bump.
+  ds = _rf({0.0: ridgeless, 1e-2: [0.06, 0.06, 0.08, 0.11, 0.08, 0.06, 0.055],
+            10.0: [null] * 7}, null)
+  assert peak(D.rf_curves(ds)["ridge 10"].values, log=True)[1] < np.log10(1.2)  # old: PASS
+  assert D.fixed_ridge(ds) == 1e-2
+  control = [c for c in D.signature(ds) if "control" in c.name][0]
+  assert not control.passed and not control.skipped, control.line()
+  # Only a zero-predicting ridge besides the ridgeless one: nothing predicts, so the flat
+  # curve says nothing; not judged rather than passed.
+  checks = D.signature(_rf({0.0: ridgeless, 10.0: [null] * 7}, null))
+  assert [c.skipped for c in checks] == [False, True, True], [c.line() for c in checks]
+  assert "not learnable at n = 40: the best ridge explains 0%" in checks[2].measured
+  # A ridge that removes the peak and predicts passes.
+  ds = _rf({0.0: ridgeless, 1e-2: [0.08, 0.07, 0.07, 0.07, 0.065, 0.06, 0.06],
+            10.0: [null] * 7}, null)
+  assert all(c.passed for c in D.signature(ds)), [c.line() for c in D.signature(ds)]
+
+
 def test_parts_run_alone():
   rf = D.run(D.Config(part="rf", seeds=1, n_train=10, n_test=20, features=(5, 10, 20)))
   assert "rf_test_loss" in rf and "test_acc" not in rf
@@ -125,7 +163,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
     args += ["--set", kv]
   res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
-  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL", "SKIP"))]
   assert len(lines) == 5, res.output
   assert (out / "results.nc").exists() and (out / "rf_test_loss_vs_features.png").exists()
 
@@ -140,4 +178,4 @@ def test_cli_runs_the_closed_form_part_alone(tmp_path):
   res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
   assert "double-descent: mean of 1 seed" in res.output
-  assert sum(l.startswith(("PASS", "FAIL")) for l in res.output.splitlines()) == 3
+  assert sum(l.startswith(("PASS", "FAIL", "SKIP")) for l in res.output.splitlines()) == 3
