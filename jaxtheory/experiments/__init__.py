@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   matrix_completion, neural_collapse, width_sweep)
+                                   matrix_completion, neural_collapse, separation, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -44,6 +44,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "double-descent": double_descent,
     "neural-collapse": neural_collapse,
     "edge-of-stability": edge_of_stability,
+    "separation": separation,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

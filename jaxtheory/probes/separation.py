@@ -187,3 +187,32 @@ def layer_features(model: Model, params: Any, x: ArrayLike, ctx: Ctx = Ctx(),
       feats.append(outs[j])
       i = j + 1
   return ([x] if include_input else []) + list(feats)
+
+
+def fuzziness_metric(num_classes: int, split: str = "train", rtol: float | None = None):
+  """A recorded metric ``fn(params, apply, data, model, ctx) -> (L,)`` for ``Sweep(metrics=...)``.
+
+  :math:`D_l` of every hidden layer (:func:`layer_features` with
+  ``where='hidden'``) of the run's serial model, recorded inside the compiled
+  sweep so the law can be watched forming along training.
+
+  Args:
+    num_classes: static ``C``.
+    split: ``'train'`` (training labels after label noise, weighted by the
+      active-example mask) or ``'test'``.
+    rtol: pseudo-inverse cutoff.
+
+  Returns:
+    The metric function, its axis named ``layer`` in a sweep's results.
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+  def metric(params, apply, data, model, ctx):
+    del apply
+    x, y = data[f"x_{split}"], data[f"y_{split}"]
+    w = data.get("w_train") if split == "train" else None
+    return fuzziness_curve(layer_features(model, params, x, ctx), y, num_classes, w, rtol)
+
+  metric.dims = ("layer",)
+  return metric
