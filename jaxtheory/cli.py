@@ -178,8 +178,7 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
   try:
     # The folder is this run's until it ends: a second run into it is refused at once.
     with outdir.lock(os.path.join(out, ".lock"), f"the output folder {out}"):
-      _claim(out, resume, settings)
-      if not resume or not os.path.exists(config):
+      if not _claim(out, resume, settings) or not os.path.exists(config):
         outdir.write_bytes(config, (json.dumps(dict(settings, jaxtheory=__version__), indent=2)
                                     + "\n").encode(), "config file")
       ds = _run_with_progress(module, cfg, experiment, dict(
@@ -196,8 +195,11 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
   _print_summary(module, ds, experiment, [results, config, *figures])
 
 
-def _claim(out: str, resume: bool, settings: dict) -> None:
-  """Refuses to overwrite a run in ``out`` that this one cannot prove to continue."""
+def _claim(out: str, resume: bool, settings: dict) -> bool:
+  """Refuses to overwrite a run in ``out`` that this one cannot prove to continue.
+
+  Returns whether this run continues one (a checkpoint and the same settings).
+  """
   outdir.sweep_stale(out)  # temporaries of killed runs (never a live one's)
   # Experiments of several sweeps keep one checkpoint-<axis>-<value>.npz per sweep.
   held = glob.glob(os.path.join(glob.escape(out), "checkpoint*.npz"))
@@ -208,13 +210,13 @@ def _claim(out: str, resume: bool, settings: dict) -> None:
   if resume and finished and not held:
     raise ConfigError(f"nothing to resume in {out}: it holds finished results but no checkpoint "
                       "that proves they come from these settings; choose another --out")
-  if not resume:
-    return
+  if not resume or not held:
+    return False  # nothing to continue: a fresh run
   try:
     with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
       old = json.load(f)
   except FileNotFoundError:
-    return  # a run killed before it wrote its settings: the checkpoint's fingerprint decides
+    return True  # written by an older jaxtheory: the checkpoint's fingerprint decides
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read {out}/config.json to check the settings of the run to "
                       f"resume ({type(e).__name__}); choose another --out") from None
@@ -228,6 +230,7 @@ def _claim(out: str, resume: bool, settings: dict) -> None:
   if diff:
     raise ConfigError(f"--resume with other settings than the run in {out} ({'; '.join(diff)}); "
                       "resume with the same settings or choose another --out")
+  return True
 
 
 def _remove_if_unused(out: str) -> None:
