@@ -87,11 +87,16 @@ class Ctx:
       Bordelon & Pehlevan 2022): ``gamma -> 0`` is lazy, ``gamma = 1`` the
       plain parametrization.
     init_scale: multiplies every weight's init standard deviation (``W_std``).
+    base_width: the width at which every parametrization equals SP (initial
+      function and first updates; microsoft/mup's convention): width factors
+      are taken relative to it (:mod:`jaxtheory.nn.param`). Needs ``width``.
+      ``None``: absolute width factors.
   """
   parametrization: str = dataclasses.field(default="sp", metadata=dict(static=True))
   width: Any = None
   gamma: Any = 1.0
   init_scale: Any = 1.0
+  base_width: Any = None
 
   def __post_init__(self):
     if self.parametrization not in PARAMETRIZATIONS:

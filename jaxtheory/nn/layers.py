@@ -26,7 +26,7 @@ from jaxtheory.kernels import analytic, nonlinear
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
                                stable_normal)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
-                                vector_lr, weight_rule)
+                                vector_lr, weight_rule, width_ratio)
 
 _FLOAT = lambda: jnp.result_type(float)
 
@@ -94,10 +94,10 @@ class _Affine:
     r = role(fin.wide, fout.wide)
     fan_in = self.receptive * fin.active(d_in)
     n = fout.active(self.out_dim) if r == "input" else fin.active(d_in)
-    w = weight_rule(ctx, r, fan_in, n, self.W_std)
+    w = weight_rule(ctx, r, fan_in, n, self.W_std, width_ratio(ctx))
     # A bias lives on the output axis; its width is that axis' if wide, else the input's.
     n_b = fout.active(self.out_dim) if fout.wide else n
-    b = None if self.b_std is None else bias_rule(ctx, r, n_b, self.b_std)
+    b = None if self.b_std is None else bias_rule(ctx, r, n_b, self.b_std, width_ratio(ctx))
     return fout, w, b
 
   def init_params(self, key, w_shape, fin, d_in, ctx):
@@ -379,7 +379,8 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
     if not affine:
       return spec, (), ()
     d = spec.shape[-1]
-    lr = vector_lr(ctx, spec.feat.active(d)) if spec.feat.wide else LRScale(1.0, 1.0)
+    lr = (vector_lr(ctx, spec.feat.active(d), width_ratio(ctx)) if spec.feat.wide
+          else LRScale(1.0, 1.0))
     params = {"g": apply_mask(jnp.ones((d,), _FLOAT()), spec.feat),
               "b": jnp.zeros((d,), _FLOAT())}
     return spec, params, {"g": lr, "b": lr}
@@ -402,7 +403,7 @@ def embedding(vocab_size: int, dim: int, W_std: float = 1.0,
   def rules(ctx):
     fout = out_feat(dim, width_mult, ctx)
     r = role(False, fout.wide)
-    return fout, weight_rule(ctx, r, 1, fout.active(dim), W_std)
+    return fout, weight_rule(ctx, r, 1, fout.active(dim), W_std, width_ratio(ctx))
 
   def init(key, spec, ctx):
     fout, w = rules(ctx)
@@ -422,7 +423,8 @@ def positional_embedding(W_std: float = 1.0) -> Layer:
   """Adds a learned embedding per position to ``(batch, T, dim)`` inputs."""
 
   def rules(feat, d, ctx):
-    return weight_rule(ctx, role(False, feat.wide), 1, feat.active(d), W_std)
+    return weight_rule(ctx, role(False, feat.wide), 1, feat.active(d), W_std,
+                       width_ratio(ctx))
 
   def init(key, spec, ctx):
     T, d = spec.shape[-2:]
@@ -459,7 +461,7 @@ def causal_self_attention(num_heads: int, W_std: float = 1.0) -> Layer:
   def rules(feat, D, ctx):
     r = role(feat.wide, feat.wide)
     d = feat.active(D)
-    return weight_rule(ctx, r, d, d, W_std)
+    return weight_rule(ctx, r, d, d, W_std, width_ratio(ctx))
 
   def init(key, spec, ctx):
     D = spec.shape[-1]
@@ -485,7 +487,7 @@ def causal_self_attention(num_heads: int, W_std: float = 1.0) -> Layer:
     fh, n_head = feats(feat, D, ctx)
     w = rules(feat, D, ctx)
     q, k, v = (jnp.einsum("btd,dhe->bthe", x, params[n]) * w.mult for n in "qkv")
-    s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * attention_scale(ctx, n_head)
+    s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * attention_scale(ctx, n_head, width_ratio(ctx))
     causal = jnp.tril(jnp.ones((T, T), bool))
     s = jnp.where(causal, s, -jnp.inf)
     a = jax.nn.softmax(s, axis=-1)

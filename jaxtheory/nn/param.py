@@ -35,6 +35,38 @@ small ``gamma`` is the lazy regime (Chizat, Oyallon & Bach 2019).
 Every width-dependent number here is computed from active counts (mask sums),
 never from a shape, so a padded network computes exactly what the network
 built at its active width does.
+
+**Base width** (``Ctx.base_width``, microsoft/mup's convention). With a base
+width ``n_0`` every width factor above is taken relative to it: with
+``r = width / n_0``, ``f`` the fan-in, ``f_0 = f / r`` for a layer reading a
+wide axis (``f_0 = f`` otherwise) and ``sigma`` as above,
+
+========  ======  ===================  =====================  ===================================
+param     role    mult                 std                    lr (SGD, Adam)
+========  ======  ===================  =====================  ===================================
+``sp``    any     1                    sigma / sqrt(f)        1, 1
+``ntk``   any     sigma / sqrt(f)      1                      f_0 / sigma^2, sqrt(f_0) / sigma
+``mup``   input   sqrt(r)              sigma / sqrt(f r)      1, 1/sqrt(r)
+``mup``   hidden  1                    sigma / sqrt(f)        1, 1/r
+``mup``   output  1 / sqrt(r)          sigma / sqrt(f)        1, 1/sqrt(r)
+``mf``    input   sigma / sqrt(f)      1                      r f_0 / sigma^2, sqrt(f_0) / sigma
+``mf``    hidden  sigma / sqrt(f)      1                      r f_0 / sigma^2, sqrt(f_0 / r) / sigma
+``mf``    output  sigma / sqrt(f r)    1                      r f_0 / sigma^2, sqrt(f_0) / sigma
+========  ======  ===================  =====================  ===================================
+
+so at ``r = 1`` every parametrization has SP's initial function and SP's
+first update (the effective weight ``mult * w`` and its change ``mult * lr``
+(Adam) or ``mult^2 * lr`` (SGD) per unit gradient are SP's), and as
+``r`` grows each scales as its own row of the first table (``mf`` and ``mup``
+then have the same effective updates; TP V, Table 3 and Sec. 5 for the base
+shapes; Bordelon & Pehlevan 2022 for ``mf``). Biases keep SP's form
+(``b ~ N(0, b_std^2)``, mult 1) with learning-rate factors ``(r, 1)`` on a
+wide axis under ``mup``/``mf`` (under ``mup`` in the equivalent form mult
+``sqrt(r)``, std ``b_std / sqrt(r)``, lr ``(1, 1/sqrt(r))``), and
+norm gains ``(r, 1)``; attention scores are scaled by ``1/sqrt(d_head r)``
+under ``mup``/``mf``. ``base_width=None`` (the default) is the absolute first
+table. :mod:`jaxtheory.nn.base_shapes` applies these tables to any model (Flax,
+Equinox) by comparing its parameter shapes at two widths.
 """
 
 from __future__ import annotations
@@ -63,7 +95,54 @@ def role(in_wide: bool, out_wide: bool) -> str:
           (True, False): "output", (False, False): "fixed"}[(in_wide, out_wide)]
 
 
-def weight_rule(ctx, role_: str, fan_in, n, W_std: float) -> Rule:
+def width_ratio(ctx):
+  """``ctx.width / ctx.base_width``, or ``None`` without a base width (absolute table).
+
+  Raises:
+    ValueError: a base width without ``ctx.width`` (the width the model runs at).
+  """
+  base = getattr(ctx, "base_width", None)
+  if base is None:
+    return None
+  if ctx.width is None:
+    raise ValueError("ctx.base_width needs ctx.width (the width the model runs at), "
+                     "e.g. Ctx('mup', width=256, base_width=64)")
+  return jnp.asarray(ctx.width, jnp.result_type(float)) / base
+
+
+def _rs(x):
+  return jax.lax.rsqrt(jnp.asarray(x, jnp.result_type(float)))
+
+
+def _relative_weight_rule(p: str, role_: str, fan_in, sigma, r) -> Rule:
+  """The base-width table of the module docstring (SP at ``r = 1``)."""
+  f = jnp.asarray(fan_in, jnp.result_type(float))
+  r = jnp.asarray(r, jnp.result_type(float))
+  sp_std = sigma * _rs(f)
+  if p == "sp" or (role_ == "fixed" and p == "mup"):
+    return Rule(1.0, sp_std, LRScale(1.0, 1.0))
+  f0 = f if role_ in ("input", "fixed") else f / r
+  s = jnp.where(sigma == 0, 1.0, sigma)  # W_std = 0: a dead weight, keep the LR finite
+  ntk_lr = LRScale(f0 / s**2, jnp.sqrt(f0) / s)
+  if p == "ntk" or role_ == "fixed":
+    return Rule(sigma * _rs(f), 1.0, ntk_lr)
+  if p == "mup":
+    if role_ == "input":
+      return Rule(jnp.sqrt(r), sp_std * _rs(r), LRScale(1.0, _rs(r)))
+    if role_ == "hidden":
+      return Rule(1.0, sp_std, LRScale(1.0, 1 / r))
+    return Rule(_rs(r), sp_std, LRScale(1.0, _rs(r)))
+  if p == "mf":
+    sgd = r * ntk_lr.sgd
+    if role_ == "input":
+      return Rule(sigma * _rs(f), 1.0, LRScale(sgd, ntk_lr.adam))
+    if role_ == "hidden":
+      return Rule(sigma * _rs(f), 1.0, LRScale(sgd, ntk_lr.adam * _rs(r)))
+    return Rule(sigma * _rs(f) * _rs(r), 1.0, LRScale(sgd, ntk_lr.adam))
+  raise ValueError(f"unknown parametrization {p!r}")
+
+
+def weight_rule(ctx, role_: str, fan_in, n, W_std: float, ratio=None) -> Rule:
   """Multiplier, init std and LR multipliers of a weight.
 
   Args:
@@ -73,10 +152,14 @@ def weight_rule(ctx, role_: str, fan_in, n, W_std: float) -> Rule:
     n: active size of the wide axis the layer touches (its output for an
       input layer, its input otherwise); ignored for ``'fixed'``.
     W_std: the layer's weight scale (NT's meaning).
+    ratio: ``width / base_width`` (:func:`width_ratio`) for the base-width
+      table; ``None``: the absolute table.
   """
   p = ctx.parametrization
   sigma = W_std * ctx.init_scale
-  rs = lambda x: jax.lax.rsqrt(jnp.asarray(x, jnp.result_type(float)))
+  if ratio is not None:
+    return _relative_weight_rule(p, role_, fan_in, sigma, ratio)
+  rs = _rs
   one = 1.0
   if p == "sp" or (role_ == "fixed" and p == "mup"):
     return Rule(one, sigma * rs(fan_in), LRScale(one, one))
@@ -98,15 +181,25 @@ def weight_rule(ctx, role_: str, fan_in, n, W_std: float) -> Rule:
   raise ValueError(f"unknown parametrization {p!r}")
 
 
-def bias_rule(ctx, role_: str, n, b_std: float) -> Rule:
-  """Multiplier, init std and LR multipliers of a bias (see module docstring)."""
+def bias_rule(ctx, role_: str, n, b_std: float, ratio=None) -> Rule:
+  """Multiplier, init std and LR multipliers of a bias (see module docstring).
+
+  ``ratio``: ``width / base_width`` for the base-width table, else ``None``.
+  """
   p = ctx.parametrization
   one = 1.0
+  out_wide = role_ in ("input", "hidden")
+  if ratio is not None:
+    r = jnp.asarray(ratio, jnp.result_type(float))
+    if p == "mup" and out_wide:
+      return Rule(jnp.sqrt(r), b_std * _rs(r), LRScale(one, _rs(r)))
+    if p == "mf" and out_wide:
+      return Rule(one, b_std, LRScale(r, one))
+    return Rule(one, b_std, LRScale(one, one))
   if p == "sp":
     return Rule(one, b_std, LRScale(one, one))
   if p == "ntk":
     return Rule(b_std, one, LRScale(one, one))
-  out_wide = role_ in ("input", "hidden")
   if p == "mup":
     if out_wide:
       sq = jnp.sqrt(jnp.asarray(n, jnp.result_type(float)))
@@ -121,17 +214,26 @@ def bias_rule(ctx, role_: str, n, b_std: float) -> Rule:
   raise ValueError(f"unknown parametrization {p!r}")
 
 
-def vector_lr(ctx, n) -> LRScale:
-  """LR multipliers of width-sized vectors that are not biases (norm gains)."""
+def vector_lr(ctx, n, ratio=None) -> LRScale:
+  """LR multipliers of width-sized vectors that are not biases (norm gains).
+
+  ``ratio``: ``width / base_width`` (then ``ratio`` replaces ``n``), else ``None``.
+  """
   if ctx.parametrization in ("mup", "mf"):
-    return LRScale(jnp.asarray(n, jnp.result_type(float)), 1.0)
+    return LRScale(jnp.asarray(n if ratio is None else ratio, jnp.result_type(float)), 1.0)
   return LRScale(1.0, 1.0)
 
 
-def attention_scale(ctx, head_dim):
-  """Query-key scaling: ``1/sqrt(d_head)`` (SP, NTK) or ``1/d_head`` (muP, mf)."""
+def attention_scale(ctx, head_dim, ratio=None):
+  """Query-key scaling: ``1/sqrt(d_head)`` (SP, NTK) or ``1/d_head`` (muP, mf).
+
+  With ``ratio = width / base_width`` muP and mf use ``1/sqrt(d_head ratio)``
+  (``1/sqrt(d_head)`` at the base width, ``~1/d_head`` beyond).
+  """
   d = jnp.asarray(head_dim, jnp.result_type(float))
-  return 1 / d if ctx.parametrization in ("mup", "mf") else jax.lax.rsqrt(d)
+  if ctx.parametrization not in ("mup", "mf"):
+    return jax.lax.rsqrt(d)
+  return 1 / d if ratio is None else jax.lax.rsqrt(d * ratio)
 
 
 def rescale_lr_for_gamma(scales, ctx):

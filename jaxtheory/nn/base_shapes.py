@@ -1,0 +1,275 @@
+r"""Parametrizations for any model by its base shapes, as microsoft/mup does it.
+
+A foreign model (Flax, Equinox, a user's ``(init, apply)``) fixes its own init
+and has no feature masks, so it cannot follow :mod:`jaxtheory.nn.param` layer by
+layer. What it does have are parameter shapes, and how they change with the
+width says everything the parametrization needs (Yang et al. 2021, "Tensor
+Programs V", Sec. 5; mup's ``set_base_shapes``):
+
+1. build the model at two widths and compare every parameter's shapes: an axis
+   whose size changes is *width-like*, the others are finite;
+2. a tensor's role follows from where its width-like axes are: a weight (two or
+   more axes) with width-like fan-out only is ``input``, with both ``hidden``,
+   with width-like fan-in only ``output``; a width-like vector (bias, norm gain)
+   is ``vector``; a tensor with no width-like axis is ``fixed``. Which axes
+   are fan-in is the framework's layout: ``'in_out'`` (Flax kernels
+   ``(..., in, out)``; fan-in = every axis but the last) or ``'out_in'``
+   (Equinox / PyTorch ``(out, in, ...)``; every axis but the first);
+3. every tensor then gets the multiplier, init scale and learning-rate
+   multipliers of :mod:`jaxtheory.nn.param` for its role, with its fan-in and
+   width read from its shape, and, given a ``base_width``, its width ratio
+   ``r`` (its width-like size over the same size at the base width: at the
+   base width every parametrization equals SP).
+
+The module's own init is taken as SP's (``W_std = 1``): a parametrization
+rescales it by ``std / std_SP`` (so the *effective* weight ``mult * w`` starts
+as the module's init times the table's width factors), the forward pass uses
+``mult * w``, and the learning rates are multiplied per tensor (the trainer
+does it; :func:`scale_by_lr_mult` is the same as an optax transformation).
+Vectors follow :func:`jaxtheory.nn.param.bias_rule` with ``b_std = 1`` (a
+foreign module does not state its bias scale; in the NTK and mean-field forms
+this sets their effective learning rate). What base shapes cannot change: the
+query-key scaling inside a foreign attention (muP wants ``1/d_head``), which
+the module must do itself.
+
+>>> import jax, flax.linen as nn
+>>> from jaxtheory.nn.flax import from_linen
+>>> from jaxtheory.nn import Ctx
+>>> class MLP(nn.Module):
+...   width: int
+...   @nn.compact
+...   def __call__(self, x):
+...     return nn.Dense(3)(nn.relu(nn.Dense(self.width)(x)))
+>>> build = parametrize(lambda w: from_linen(MLP(w), (4,)), base_width=8)
+>>> m = build(32)
+>>> params, lr = m.init_with_lr_scale(jax.random.key(0), Ctx("mup"))
+>>> roles(build, 32)["params"]["Dense_0"]["kernel"]  # Dense(3): created first
+'output'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxtheory.nn import foreign
+from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, model
+from jaxtheory.nn.param import LRScale, Rule, bias_rule, role, weight_rule
+
+__all__ = ["TensorShape", "infer", "parametrize", "roles", "reparametrize", "scale_by_lr_mult"]
+
+LAYOUTS = ("in_out", "out_in")
+
+
+class TensorShape(NamedTuple):
+  """What the base shapes say about one parameter.
+
+  Attributes:
+    shape: its shape at the model's width.
+    wide: per axis, whether it is width-like.
+    role: ``'input'``, ``'hidden'``, ``'output'``, ``'vector'`` or ``'fixed'``.
+    fan_in: product of its fan-in axes (1 for vectors).
+    n: its width-like size (the fan-out's for ``input`` and ``vector``, the
+      fan-in's for ``hidden`` and ``output``; 1 for ``fixed``).
+    ratio: ``n`` over the same size at the base width, or ``None`` (no base).
+  """
+  shape: tuple[int, ...]
+  wide: tuple[bool, ...]
+  role: str
+  fan_in: int
+  n: int
+  ratio: float | None
+
+
+def _shapes(m: Model):
+  return jax.eval_shape(m.init, jax.random.key(0))
+
+
+def _fan_axes(ndim: int, layout: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """``(fan-in axes, fan-out axes)`` of a weight with ``ndim >= 2`` axes."""
+  if layout == "in_out":
+    return tuple(range(ndim - 1)), (ndim - 1,)
+  return tuple(range(1, ndim)), (0,)
+
+
+def _one(shape, other, base, layout: str) -> TensorShape:
+  shape, other = tuple(shape), tuple(other)
+  if len(shape) != len(other):
+    raise ValueError(f"a parameter changes rank with the width ({shape} vs {other}); base "
+                     f"shapes need the same parameters at every width")
+  wide = tuple(a != b for a, b in zip(shape, other))
+  prod = lambda sizes, axes: math.prod(sizes[i] for i in axes)
+  size = lambda axes: prod(shape, [i for i in axes if wide[i]])
+  ratio = lambda axes: size(axes) / prod(base, [i for i in axes if wide[i]])
+  fixed_ratio = None if base is None else 1.0  # base given: the relative table, r = 1
+  base = shape if base is None else tuple(base)
+  if len(shape) < 2:
+    if not any(wide):
+      return TensorShape(shape, wide, "fixed", 1, 1, fixed_ratio)
+    return TensorShape(shape, wide, "vector", 1, size((0,)),
+                       None if fixed_ratio is None else ratio((0,)))
+  fin, fout = _fan_axes(len(shape), layout)
+  r = role(any(wide[i] for i in fin), any(wide[i] for i in fout))
+  fan_in = prod(shape, fin)
+  if r == "fixed":
+    return TensorShape(shape, wide, r, fan_in, 1, fixed_ratio)
+  axes = fout if r == "input" else fin
+  return TensorShape(shape, wide, r, fan_in, size(axes),
+                     None if fixed_ratio is None else ratio(axes))
+
+
+def infer(params, params_other, params_base=None, layout: str = "in_out"):
+  """The :class:`TensorShape` of every parameter, from shapes at two widths.
+
+  Args:
+    params: the parameters (or their shapes) at the model's width.
+    params_other: the same model's at another width (any other width; only
+      which axes change matters).
+    params_base: the same at the base width, or ``None`` (no base: absolute
+      width factors, :mod:`jaxtheory.nn.param`'s first table).
+    layout: ``'in_out'`` (Flax, this library) or ``'out_in'`` (Equinox, PyTorch).
+
+  Returns:
+    A pytree like ``params`` with a :class:`TensorShape` per leaf (with
+    ``ratio=None`` where ``params_base`` is ``None``).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+  # Leaves, not tree structures: an Equinox module's structure holds its sizes.
+  s = jax.tree.structure(params)
+  sh = lambda t: [x.shape for x in jax.tree.leaves(t)]
+  bases = [None] * s.num_leaves if params_base is None else sh(params_base)
+  if not len(sh(params_other)) == len(bases) == s.num_leaves:
+    raise ValueError("the model has different parameters at different widths; base shapes "
+                     "need the same parameters at every width")
+  leaves = [_one(a, b, c, layout) for a, b, c in zip(sh(params), sh(params_other), bases)]
+  return jax.tree.unflatten(s, leaves)
+
+
+def _is_shape(x) -> bool:
+  return isinstance(x, TensorShape)
+
+
+def rule(t: TensorShape, ctx: Ctx) -> tuple[Rule, Any]:
+  """``(rule of the parametrization, SP's init std)`` of one tensor (``W_std = b_std = 1``)."""
+  sp = Ctx("sp")
+  if t.role == "vector":
+    return bias_rule(ctx, "hidden", t.n, 1.0, t.ratio), 1.0
+  if t.role == "fixed" and len(t.shape) < 2:
+    return bias_rule(ctx, "output", 1, 1.0, t.ratio), 1.0
+  return (weight_rule(ctx, t.role, t.fan_in, t.n, 1.0, t.ratio),
+          weight_rule(sp, t.role, t.fan_in, t.n, 1.0, t.ratio).std)
+
+
+def reparametrize(params_sp, shapes, ctx: Ctx):
+  """``(params, mults, lr_scale)`` of the parametrization ``ctx`` from SP parameters.
+
+  ``params = params_sp * std / std_SP`` per tensor, so that the effective
+  weights ``mults * params`` are the SP ones times the table's width factors.
+  """
+  rules = jax.tree.map(lambda t: rule(t, ctx), shapes, is_leaf=_is_shape)
+  pick = lambda f: jax.tree.map(lambda t, r: f(*r), shapes, rules, is_leaf=_is_shape)
+  scale = pick(lambda r, sp_std: r.std / sp_std)
+  params = jax.tree.map(lambda p, s: p * jnp.asarray(s, p.dtype), params_sp, scale)
+  return params, pick(lambda r, _: r.mult), pick(lambda r, _: r.lr)
+
+
+def _check_ctx(ctx: Ctx, who: str):
+  if ctx.width is not None or getattr(ctx, "base_width", None) is not None:
+    raise ValueError(
+        f"{who}: a model parametrized by base shapes runs at the width it was built with and "
+        f"its base width is fixed by parametrize(), so ctx.width and ctx.base_width must be None")
+
+
+def _layer(inner: Model, shapes, who: str) -> Layer:
+  sp = Ctx("sp")
+
+  def init(key, spec, ctx):
+    _check_ctx(ctx, who)
+    p0 = inner.init(key, sp)
+    params, _, lr = reparametrize(p0, shapes, ctx)
+    y = jax.eval_shape(lambda p, x: inner.layer.apply(p, x, Feat(), sp)[0], p0,
+                       jax.ShapeDtypeStruct(spec.shape, jnp.result_type(float)))
+    return foreign.specs(y, spec.shape[0]), params, lr
+
+  def apply(params, x, feat, ctx):
+    del feat
+    _check_ctx(ctx, who)
+    rules = jax.tree.map(lambda t: rule(t, ctx)[0], shapes, is_leaf=_is_shape)
+    eff = jax.tree.map(lambda p, r: p * jnp.asarray(r.mult, p.dtype), params, rules,
+                       is_leaf=lambda r: isinstance(r, Rule))
+    y, _ = inner.layer.apply(eff, x, Feat(), sp)
+    return y, foreign.fixed_feats(y)
+
+  return Layer(init, apply)
+
+
+def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
+                layout: str = "in_out") -> Callable[[int], Model]:
+  """``width -> Model`` that runs ``build(width)`` in any parametrization by its base shapes.
+
+  Args:
+    build: ``width -> Model`` (e.g. ``lambda w: from_linen(MLP(w), (d,))``).
+    base_width: the width at which every parametrization equals SP (mup's
+      convention); ``None``: absolute width factors (as native models without
+      ``Ctx.base_width``).
+    layout: ``'in_out'`` (Flax, this library) or ``'out_in'`` (Equinox).
+
+  Returns:
+    A function ``width -> Model``, for :class:`jaxtheory.sweep.Sweep` or
+    direct use; the model takes ``Ctx(parametrization, gamma=...,
+    init_scale=...)`` (``width=None``: it is not paddable).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+  if base_width is not None and (not isinstance(base_width, int) or base_width < 1):
+    raise ValueError(f"base_width must be a positive integer or None, got {base_width!r}")
+
+  def at(width: int) -> Model:
+    inner = build(width)
+    base = None if base_width is None else _shapes(build(base_width))
+    shapes = infer(_shapes(inner), _shapes(build(2 * width)), base, layout)
+    if not any(t.role != "fixed" for t in jax.tree.leaves(shapes, is_leaf=_is_shape)):
+      raise ValueError("no parameter changes shape with the width: is the width passed to "
+                       "the model's constructor?")
+    return model(_layer(inner, shapes, f"base-shape model at width {width}"),
+                 inner.input_shape, paddable=False)
+
+  return at
+
+
+def roles(build: Callable[[int], Model], width: int, layout: str = "in_out"):
+  """Each parameter's role (a pytree of strings) in ``build(width)``."""
+  shapes = infer(_shapes(build(width)), _shapes(build(2 * width)), None, layout)
+  return jax.tree.map(lambda t: t.role, shapes, is_leaf=_is_shape)
+
+
+def scale_by_lr_mult(lr_mult) -> optax.GradientTransformation:
+  """Multiplies each update by its tensor's learning-rate multiplier.
+
+  ``lr_mult``: a pytree like the parameters (one family of
+  :class:`~jaxtheory.nn.param.LRScale`, e.g. ``jax.tree.map(lambda s: s.adam,
+  lr_scale, is_leaf=...)``). Chain it after the optimizer:
+  ``optax.chain(optax.adam(lr), scale_by_lr_mult(mults))``.
+  """
+
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, lr_mult), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def family(lr_scale, name: str):
+  """One family (``'sgd'`` or ``'adam'``) of a tree of :class:`LRScale`."""
+  return jax.tree.map(lambda s: getattr(s, name), lr_scale,
+                      is_leaf=lambda s: isinstance(s, LRScale))
