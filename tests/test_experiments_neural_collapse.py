@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import xarray as xr
 from click.testing import CliRunner
 
 from jaxtheory import data
@@ -86,6 +87,55 @@ def test_summary_and_figures(small, tmp_path):
 
 
 
+def _runs(acc, nc1, etf, lrs=(1e-4, 0.1)):
+  """A neural-collapse results dataset: per lr, one seed's train accuracy, NC1 and ETF
+  distance at steps 0, 100, 1000, 10000 (the other metrics are placeholders)."""
+  steps = [0, 100, 1000, 10000]
+  cm = np.full((1, len(lrs), len(steps), len(N.METRICS)), 0.1)
+  cm[..., 0] = np.asarray(nc1, float)[None]
+  cm[..., 1] = np.asarray(etf, float)[None]
+  acc = np.asarray(acc, float)[None]
+  return xr.Dataset(
+      {"train_acc": (("seed", "lr", "step"), acc),
+       "train_loss": (("seed", "lr", "step"), 0.5 * (1 - acc) + 1e-3),
+       "collapse_metrics": (("seed", "lr", "step", "collapse"), cm)},
+      coords={"seed": [0], "lr": list(lrs), "step": steps, "collapse": list(N.METRICS)},
+      attrs={"config": "{}"})
+
+
+def test_collapse_before_zero_error_counts_and_a_fitting_control_is_no_control():
+  # Main run: NC1 falls 200x before zero error (step 1000), then a little more; the ETF
+  # distance ends at 0.078. The old check (>= 100x after zero error) failed it.
+  main = dict(acc=[0.2, 0.9, 1.0, 1.0], nc1=[1.0, 0.02, 0.005, 0.004],
+              etf=[0.7, 0.3, 0.1, 0.078])
+  # The control fits by step 100 too (a longer run) and collapses 50x: the old control
+  # check (no zero error, or NC1 falls < 100x from init) passed it.
+  control = dict(acc=[0.2, 1.0, 1.0, 1.0], nc1=[1.0, 0.3, 0.1, 0.02], etf=[0.7, 0.5, 0.4, 0.3])
+  ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
+  r = N.terminal_phase(ds)[(0, 0.1)]
+  assert r["nc1_tpt"] / r["nc1_end"] < 100  # the old check's measure
+  nc1, etf, ctrl = N.signature(ds)
+  assert nc1.passed and etf.passed, (nc1.line(), etf.line())
+  assert not ctrl.passed and "zero error at step 100 (9900 steps of terminal phase)" in \
+      ctrl.measured
+  # A control that stays out of the terminal phase and collapses less passes.
+  control.update(acc=[0.2, 0.5, 0.8, 0.95], nc1=[1.0, 0.5, 0.3, 0.2])
+  ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
+  assert N.signature(ds)[-1].passed, N.signature(ds)[-1].line()
+  # A main run that fitted and broke down is an optimization failure, said as such.
+  main.update(acc=[0.2, 1.0, 1.0, 0.495])
+  ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
+  nc1 = N.signature(ds)[0]
+  assert not nc1.passed and not nc1.skipped
+  assert "seed 0: optimization failure, collapsed: train accuracy 49.5% at the end" in \
+      nc1.measured
+  # A main run that never fits in the budget is not judged.
+  main.update(acc=[0.2, 0.5, 0.8, 0.97])
+  ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
+  assert all(c.skipped for c in N.signature(ds)[:2])
+  assert "zero training error not reached in 10000 steps" in N.signature(ds)[0].measured
+
+
 def test_cli_prints_pass_fail_lines(tmp_path):
   out = tmp_path / "n"
   args = ["run", "neural-collapse", "--out", str(out)]
@@ -94,7 +144,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
     args += ["--set", kv]
   res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
-  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL", "SKIP"))]
   assert len(lines) == 3, res.output
   assert any("control lr=0.0001" in l for l in lines)
   assert (out / "results.nc").exists() and (out / "collapse_vs_step.png").exists()
