@@ -127,8 +127,7 @@ def test_collapse_before_zero_error_counts_and_a_fitting_control_is_no_control()
   ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
   nc1 = N.signature(ds)[0]
   assert not nc1.passed and not nc1.skipped
-  assert "seed 0: optimization failure, collapsed: train accuracy 49.5% at the end" in \
-      nc1.measured
+  assert "seed 0: optimization failure, collapsed: " in nc1.measured
   # A main run that never fits in the budget is not judged.
   main.update(acc=[0.2, 0.5, 0.8, 0.97])
   ds = _runs(*[[control[k], main[k]] for k in ("acc", "nc1", "etf")])
