@@ -58,7 +58,8 @@ for label, value in dd.summary(ds):
 
 # %% [markdown]
 # The signature: the ridgeless peak sits at `p ~ n` and the curve falls on both sides of
-# it; the optimal ridge and a large ridge (the control) have no peak; with label noise
+# it; the optimal ridge and one ridge fixed at every `p` (the control) have no peak and
+# still predict better than zero; with label noise
 # the MLP's 0-1 test error peaks near the width where it starts to fit every noisy label
 # and falls on both sides, and without label noise (the control) it does not.
 

@@ -53,9 +53,9 @@ for label, value in grokking.summary(ds):
   print(f"{label:>28}  {value}")
 
 # %% [markdown]
-# The signature, per model: with weight decay, test accuracy reaches 95% many times
-# later than train accuracy reaches 99%; the control (no weight decay) never gets
-# there in the same number of steps.
+# The signature, per model and seed: with weight decay, test accuracy reaches 95% many
+# times later than train accuracy reaches 99% (the check reports the fraction of seeds
+# that grok); the control (no weight decay) never gets there in the same number of steps.
 
 # %%
 for check in grokking.signature(ds):
