@@ -193,7 +193,7 @@ def schedule(steps: int, record: int | str | Sequence[int] = 50) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # One run.
 
-SWEEPABLE = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale")
+SWEEPABLE = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale", "base_width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +225,9 @@ class Trainer:
   metrics: tuple[tuple[str, Callable], ...] = ()
 
   def ctx(self, hp) -> Ctx:
-    return Ctx(self.parametrization, hp["width"] if self.padded else None,
-               hp.get("gamma", 1.0), hp.get("init_scale", 1.0))
+    base = hp.get("base_width")  # width factors relative to it need the run's width
+    return Ctx(self.parametrization, hp["width"] if self.padded or base is not None else None,
+               hp.get("gamma", 1.0), hp.get("init_scale", 1.0), base)
 
   def tx(self, hp) -> optax.GradientTransformationExtraArgs:
     kw = {k: hp[k] for k in self.optimizer.hyper_names if k in hp}

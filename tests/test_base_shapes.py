@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import jaxtheory.nn as jn
+from jaxtheory.errors import ConfigError
 from jaxtheory.nn import base_shapes as bs
 from jaxtheory.nn.equinox import from_eqx
 from jaxtheory.nn.flax import from_linen
@@ -206,3 +207,32 @@ def test_bad_input_raises():
     m.init(jax.random.key(0), jn.Ctx("mup", width=16))
   with pytest.raises(ValueError, match=r"ctx.base_width needs ctx.width"):
     native(8).init(jax.random.key(0), jn.Ctx("mup", base_width=8))
+
+
+# ----------------------------------------------------------------------------
+# Sweeps: base_width as a hyperparameter of native models.
+
+
+def test_native_sweep_with_base_width_runs_sp_at_the_base_width():
+  """muP with base_width=16 trains the width-16 run (padded inside the width-32 bucket)
+  exactly as SP does, and the width-32 run differently."""
+  from jaxtheory import data as D, sweep
+  ds = D.teacher_student(n_train=32, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)
+  run = lambda p, hp: sweep.run(sweep.Sweep(
+      lambda w: native(w, b_std=0.5), ds, dict(width=[16, 32]), "adam",
+      dict(lr=1e-2, **hp), steps=20, record=[1, 20], loss="mse", parametrization=p,
+      max_waste=2.0))
+  mup = run("mup", dict(base_width=16)).train_loss.isel(seed=0)
+  sp = run("sp", {}).train_loss.isel(seed=0)
+  padded = sweep.Sweep(native, ds, dict(width=[16, 32]), steps=1, max_waste=2.0)
+  assert sweep.plan(padded).buckets == [[32, 16]]
+  chex.assert_trees_all_close(mup.sel(width=16).values, sp.sel(width=16).values, rtol=1e-5)
+  assert abs(float(mup.sel(width=32)[-1]) - float(sp.sel(width=32)[-1])) > 1e-4
+
+
+def test_base_width_for_a_foreign_model_is_a_config_error():
+  from jaxtheory import data as D, sweep
+  ds = D.teacher_student(n_train=8, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)
+  s = sweep.Sweep(linen_build, ds, dict(width=[8]), hparams=dict(base_width=8), steps=1)
+  with pytest.raises(ConfigError, match="base_width applies to native models"):
+    sweep.plan(s)

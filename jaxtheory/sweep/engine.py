@@ -57,7 +57,8 @@ class Sweep:
     model: ``width -> Model`` building the network at a given width.
     data: the dataset (see :mod:`jaxtheory.data`).
     grid: ``axis -> values``; axes are ``seed``, ``width``, ``n_train``,
-      ``label_noise``, ``gamma``, ``init_scale`` and the optimizer's arguments
+      ``label_noise``, ``gamma``, ``init_scale``, ``base_width`` (native models; see
+      :class:`~jaxtheory.nn.Ctx`) and the optimizer's arguments
       (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...).
     optimizer: a name in :data:`jaxtheory.train.OPTIMIZERS` or an
       :class:`~jaxtheory.train.Optimizer`.
@@ -193,6 +194,12 @@ def plan(s: Sweep) -> Plan:
     guard.check_size(_runs_per_width(grid), state_bytes, len(sched), 7 + len(s.metrics))
     cost = {w: _flops(m, dt, ds.x_train.dtype) for w, m in models.items()}
   flat, index = G.expand(grid)
+  if "base_width" in grid or "base_width" in fixed:
+    if np.min(grid.get("base_width", fixed.get("base_width"))) <= 0:
+      raise ConfigError("base_width must be positive")
+    if not all(m.paddable for m in models.values()):
+      raise ConfigError("base_width applies to native models; give a foreign model its base "
+                        "width by nn.base_shapes.parametrize(build, base_width)")
   if all(m.paddable for m in models.values()):
     groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
   else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
