@@ -39,6 +39,7 @@ import numpy as np
 from jaxtheory.data import Dataset, validate
 from jaxtheory.nn import Ctx, Model
 from jaxtheory.progress import reporter
+from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard, outdir
@@ -72,6 +73,10 @@ class Sweep:
     max_waste: bound on padded / ideal FLOPs within a bucket.
     dtype: ``'float32'`` or ``'float64'``.
     name: a label stored with the results.
+    schedule: a learning-rate schedule in :data:`jaxtheory.schedules.SCHEDULES`
+      (``'warmup_cosine'``, ``'step'``, ...); its parameters (``warmup``,
+      ``decay_steps``, ...) join the optimizer's as fixed ``hparams`` or grid
+      axes. ``None``: a constant learning rate.
   """
   model: Callable[[int], Model]
   data: Dataset
@@ -87,6 +92,7 @@ class Sweep:
   max_waste: float = 1.5
   dtype: str = "float32"
   name: str = "sweep"
+  schedule: str | None = None
 
 
 class RunGroup(NamedTuple):
@@ -152,6 +158,8 @@ def _flops(model: Model, dtype, x_dtype=None) -> float:
 def plan(s: Sweep) -> Plan:
   """Validates a sweep and lays out its runs and buckets (no training)."""
   opt = get_optimizer(s.optimizer)
+  if s.schedule is not None:
+    opt = scheduled(opt, s.schedule, s.steps)
   allowed = SWEEPABLE + tuple(n for n in opt.hyper_names if n not in SWEEPABLE)
   if s.dtype not in ("float32", "float64"):
     raise ConfigError(f"dtype must be 'float32' or 'float64', got {s.dtype!r}")

@@ -1,0 +1,128 @@
+"""Learning-rate schedules whose every parameter is a traced number, so a sweep can grid them.
+
+optax's schedule constructors branch in Python on their step counts
+(``if transition_steps <= 0``), so a warmup length or decay horizon cannot be
+a traced sweep axis there. Each schedule here computes optax's formula with
+``jnp`` only (tested equal to optax's own schedule to 1e-7 at every step) and
+takes its parameters as keyword arguments; :func:`scheduled` turns an
+optimizer into one whose learning rate follows the schedule, with the
+schedule's parameters added to the optimizer's hyperparameters (sweepable
+like ``lr``).
+
+=================  ====================================================  ==========================================
+name               parameters (defaults)                                 optax equivalent
+=================  ====================================================  ==========================================
+``constant``       ``lr``                                                ``constant_schedule(lr)``
+``warmup_cosine``  ``lr``, ``warmup=0``, ``decay_steps=steps``,          ``warmup_cosine_decay_schedule(init_lr,
+                   ``init_lr=0``, ``end_lr=0``                           lr, warmup, decay_steps, end_lr)``
+``step``           ``lr``, ``decay_every=steps/3``, ``decay_rate=0.1``   ``exponential_decay(lr, decay_every,
+                                                                         decay_rate, staircase=True)``
+``exponential``    ``lr``, ``decay_steps=steps``, ``decay_rate=0.1``     ``exponential_decay(lr, decay_steps,
+                                                                         decay_rate)``
+``linear``         ``lr``, ``decay_steps=steps``, ``end_lr=0``           ``linear_schedule(lr, end_lr, decay_steps)``
+=================  ====================================================  ==========================================
+
+``steps`` is the run's number of optimizer steps (the sweep passes it).
+
+>>> from jaxtheory import schedules, train
+>>> opt = schedules.scheduled(train.get_optimizer("sgd"), "warmup_cosine", steps=1000)
+>>> opt.name, opt.defaults["warmup"], opt.defaults["decay_steps"]
+('sgd+warmup_cosine', 0.0, 1000.0)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import jax.numpy as jnp
+
+from jaxtheory.errors import ConfigError
+from jaxtheory.train import Optimizer
+
+
+def constant(count, lr):
+  """``lr`` at every step."""
+  return jnp.zeros_like(jnp.asarray(count, jnp.result_type(float))) + lr
+
+
+def linear(count, lr, decay_steps, end_lr=0.0):
+  """From ``lr`` to ``end_lr`` linearly over ``decay_steps`` steps, then ``end_lr``."""
+  frac = jnp.clip(count, 0, decay_steps) / jnp.maximum(decay_steps, 1)
+  return jnp.where(decay_steps > 0, lr + (end_lr - lr) * frac, lr)
+
+
+def warmup_cosine(count, lr, warmup, decay_steps, init_lr=0.0, end_lr=0.0):
+  """Linear warmup from ``init_lr`` to ``lr`` over ``warmup`` steps, then a cosine to ``end_lr``
+  at step ``decay_steps`` (which counts the warmup, as in optax)."""
+  up = init_lr + (lr - init_lr) * jnp.clip(count, 0, warmup) / jnp.maximum(warmup, 1)
+  span = jnp.maximum(decay_steps - warmup, 1)
+  t = jnp.clip(count - warmup, 0, span) / span
+  down = end_lr + (lr - end_lr) * 0.5 * (1 + jnp.cos(jnp.pi * t))
+  return jnp.where(count < warmup, up, down)
+
+
+def exponential(count, lr, decay_steps, decay_rate=0.1):
+  """``lr * decay_rate ** (count / decay_steps)``."""
+  return lr * decay_rate ** (count / jnp.maximum(decay_steps, 1))
+
+
+def step(count, lr, decay_every, decay_rate=0.1):
+  """``lr * decay_rate ** floor(count / decay_every)``: multiplied by ``decay_rate`` every
+  ``decay_every`` steps."""
+  return lr * decay_rate ** jnp.floor(count / jnp.maximum(decay_every, 1))
+
+
+SCHEDULES: dict[str, Callable] = {
+    "constant": constant,
+    "warmup_cosine": warmup_cosine,
+    "step": step,
+    "exponential": exponential,
+    "linear": linear,
+}
+
+
+def _defaults(fn: Callable, steps: int) -> dict[str, float]:
+  """The schedule's parameters other than ``count`` and ``lr``, with their defaults."""
+  horizon = {"decay_steps": float(steps), "decay_every": float(max(1, steps // 3)),
+             "warmup": 0.0}
+  out = {}
+  for name, p in list(inspect.signature(fn).parameters.items())[2:]:
+    out[name] = horizon[name] if p.default is inspect.Parameter.empty else float(p.default)
+  return out
+
+
+def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:
+  """``opt`` with its learning rate following ``schedule`` (a name in :data:`SCHEDULES`).
+
+  The returned optimizer's hyperparameters are ``opt``'s plus the schedule's
+  (all traced, sweepable); ``lr`` is the peak (initial) learning rate.
+
+  Args:
+    opt: an optimizer whose factory takes ``lr``.
+    schedule: the schedule's name.
+    steps: the number of optimizer steps of a run (the default horizon).
+
+  Returns:
+    An :class:`~jaxtheory.train.Optimizer` named ``'<opt>+<schedule>'``.
+  """
+  if schedule not in SCHEDULES:
+    raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+  if "lr" not in opt.hyper_names:
+    raise ConfigError(f"optimizer {opt.name!r} has no learning rate 'lr' to schedule")
+  fn = SCHEDULES[schedule]
+  extra = _defaults(fn, steps)
+  clash = sorted(set(extra) & set(opt.hyper_names))
+  if clash:
+    raise ConfigError(f"schedule {schedule!r} and optimizer {opt.name!r} both take {clash[0]!r}")
+
+  def make(**hp):
+    sched = {k: hp.pop(k, v) for k, v in extra.items()}
+    lr = hp.pop("lr", opt.defaults.get("lr"))
+    return opt.make(lr=lambda count: fn(count, lr, **sched), **hp)
+
+  base = [p for p in inspect.signature(opt.make).parameters.values()]
+  params = base + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                   for k, v in extra.items()]
+  make.__signature__ = inspect.Signature(params)
+  return Optimizer(make, opt.family, f"{opt.name}+{schedule}")
