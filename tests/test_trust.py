@@ -252,6 +252,29 @@ def test_seeds_at_the_32_bit_limit_are_distinct_runs():
   assert res.step.values.tolist() == [0]  # steps=0 trains nothing
 
 
+class _Stop(Exception):
+  pass
+
+
+def test_a_long_plan_shows_its_estimate_before_compiling():
+  calls = []
+
+  def stop(*a):
+    calls.append(a)
+    raise _Stop
+
+  s = sweep.Sweep(lambda w: nn.mlp((5,), w, 1, 3), _ds(), dict(seed=list(range(100)),
+                                                              width=[512, 1024]), steps=10**6)
+  with pytest.raises(_Stop):
+    sweep.run(s, progress=stop)
+  assert calls[0][:2] == (0, 200 * 10**6)
+  assert calls[0][2].startswith("compiling; planned 200 runs, 200,000,000 run-steps, about ")
+  assert "FLOP" in calls[0][2] and "of run states" in calls[0][2]
+  with pytest.raises(_Stop):
+    sweep.run(_small(), progress=stop)
+  assert "planned" not in calls[1][2]
+
+
 @pytest.mark.parametrize("opts, message", [
     (dict(chunk_size=-3), "chunk_size must be a positive integer or None, got -3"),
     (dict(memory_budget=float("nan")), "memory_budget must be a finite number > 0"),

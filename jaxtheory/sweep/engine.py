@@ -377,6 +377,9 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     p = plan(s)
     guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),
                      7 + len(s.metrics), memory_budget)
+    est = guard.estimate(p)
+    if est["flops"] > guard.LONG_PLAN_FLOPS:  # say what is coming before a long compile
+      report(0, int(est["run_steps"]), f"compiling; planned {guard.describe(est)}")
     with jax.enable_x64(s.dtype == "float64"):
       ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
                                                   checkpoint_interval)

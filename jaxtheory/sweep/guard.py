@@ -160,6 +160,36 @@ def check_size(runs_per_width: Mapping[int, int], per_run: Mapping[int, tuple[in
   return results + states
 
 
+def estimate(p) -> dict[str, float]:
+  """What a :class:`~jaxtheory.sweep.Plan` will do: runs, run-steps, FLOPs, state bytes.
+
+  FLOPs are XLA's forward cost of one example at each bucket's capacity
+  (``p.cost``) times 3 for a training step over a batch, plus one forward pass
+  over the training and test sets per recorded step.
+  """
+  s = p.sweep
+  n_tr, n_te = s.data.x_train.shape[0], s.data.x_test.shape[0]
+  batch = s.batch_size or n_tr
+  flops, states = 0.0, 0.0
+  for members in p.buckets:
+    cap = max(members)
+    runs = int(np.isin(p.flat["width"], members).sum())
+    flops += runs * p.cost[cap] * (3.0 * batch * s.steps + len(p.schedule) * (n_tr + n_te))
+    states += runs * p.state_bytes.get(cap, (0, 0.0))[1]
+  return dict(runs=float(len(p.index)), run_steps=float(len(p.index)) * s.steps, flops=flops,
+              state_bytes=states)
+
+
+def describe(est: Mapping[str, float]) -> str:
+  """One line for a plan's :func:`estimate`."""
+  return (f"{est['runs']:,.0f} runs, {est['run_steps']:,.0f} run-steps, about "
+          f"{est['flops']:.2g} FLOP, {_gib(est['state_bytes'])} of run states")
+
+
+# A plan above this many FLOPs (minutes on a CPU) shows its estimate before compiling.
+LONG_PLAN_FLOPS = 1e13
+
+
 def _key_safe(c):
   if jax.dtypes.issubdtype(getattr(c, "dtype", np.float32), jax.dtypes.prng_key):
     c = jax.random.key_data(c)
