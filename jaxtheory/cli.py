@@ -284,6 +284,27 @@ def show_experiment(experiment):
   click.echo(f"jaxtheory run {experiment} {sets}")
 
 
+@cli.command("plot")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where the PNGs go [default: FOLDER].")
+def plot_results(folder, out):
+  """Redraws the figures of a run from FOLDER/results.nc (e.g. after changing plots)."""
+  from jaxtheory import plots, sweep  # pylint: disable=import-outside-toplevel
+  path = os.path.join(folder, "results.nc")
+  if not os.path.exists(path):
+    _fail(f"{path} does not exist; give the --out folder of a finished jaxtheory run")
+  ds = sweep.load(path)
+  try:
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+      module = EXPERIMENTS.get(json.load(f).get("experiment"))
+  except (OSError, ValueError):
+    module = None
+  make_figures = getattr(module, "figures", plots.save_default_figures)
+  for p in make_figures(ds, out or folder):
+    click.echo(f"wrote {p}")
+
+
 @cli.group("data")
 def data_group():
   """Datasets: list them, fetch the real ones, inspect one."""

@@ -206,3 +206,18 @@ def test_unknown_names_get_did_you_mean(args, hint, tmp_path):
   res = _runner().invoke(cli, args + (["--out", str(tmp_path / "o")] if args[0] == "run" else []))
   assert res.exit_code == 2, res.output
   assert res.stderr.rstrip("\n").endswith(hint) and res.stderr.count("\n") == 1
+
+
+def test_plot_redraws_the_figures_of_a_saved_run(tmp_path):
+  from jaxtheory import sweep  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from test_plots import _three_axes  # pylint: disable=import-outside-toplevel
+  ds = _three_axes().isel(lr=[0, 1], width=[0, 1])  # small: the figures, not their size
+  sweep.save(ds.drop_vars("diverged"), str(tmp_path / "results.nc"))
+  res = _invoke("plot", str(tmp_path), "--out", str(tmp_path / "figs"))
+  assert res.exit_code == 0, res.output
+  written = [line.split(" ", 1)[1] for line in res.output.splitlines()]
+  assert "final_test_acc_vs_parametrization.png" in [os.path.basename(p) for p in written]
+  assert all(os.path.getsize(p) > 0 for p in written) and len(written) == 11
+  res = _invoke("plot", str(tmp_path / "nothing"))
+  assert res.exit_code == 2 and "results.nc does not exist" in res.stderr
