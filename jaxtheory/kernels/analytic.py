@@ -32,6 +32,7 @@ these modules.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
@@ -234,7 +235,9 @@ def _pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Ar
     dims += [w, w]
     st += [s, s]
     pads += [(lo, hi), (lo, hi)]
-  return lax.reduce_window(mat, jnp.zeros((), mat.dtype), lax.add, dims, st, pads)
+  # A Python-scalar init makes this a window sum (differentiable in both modes); a
+  # traced init would select the generic reducer, which has no transpose rule.
+  return lax.reduce_window(mat, 0.0, lax.add, dims, st, pads)
 
 
 # ----------------------------------------------------------------------------
@@ -567,11 +570,17 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
   return fn
 
 
+@functools.lru_cache(maxsize=None)
+def _kernels_type(names: tuple[str, ...]):
+  # One class per field tuple: results of separate calls are the same pytree type.
+  return namedtuple("Kernels", names)
+
+
 def _format(out, names, single):
   is_d = lambda d: isinstance(d, dict)
   if single:
     return jax.tree.map(lambda d: d[names[0]], out, is_leaf=is_d)
-  cls = namedtuple("Kernels", names)
+  cls = _kernels_type(names)
   return jax.tree.map(lambda d: cls(*(d[g] for g in names)), out, is_leaf=is_d)
 
 

@@ -30,8 +30,64 @@ Array = jax.Array
 Transform = Callable[[Array, Array, Array, bool], tuple[Array, Array | None]]
 
 
+_TINY = 1e-30
+
+
+@jax.custom_jvp
 def _safe_sqrt(x):
+  r"""``sqrt(max(x, 0))`` whose derivative is zero where ``x <= 1e-30``.
+
+  The duals below take square roots of Gram determinants such as
+  :math:`q_1q_2 - c^2`, which vanish (to first order in every direction) at
+  ``x1 = x2``; there the plain derivative is ``inf * 0 = nan``. The terms these
+  roots enter cancel at that point (Price's theorem gives a finite
+  :math:`\partial T / \partial c`), so a zero derivative is the right one (as
+  NT's ``_sqrt``).
+  """
   return jnp.sqrt(jnp.maximum(x, 0.0))
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+  x, = primals
+  x_dot, = tangents
+  positive = x > _TINY
+  root = jnp.sqrt(jnp.where(positive, x, 1.0))
+  return _safe_sqrt(x), jnp.where(positive, x_dot / (2 * root), jnp.zeros_like(x_dot))
+
+
+def _gram_root(c, prod):
+  r"""``sqrt(prod - c^2)``, exactly zero where the correlation is one up to rounding.
+
+  At ``x1 = x2`` the two sides of :math:`q_1q_2 - c^2` are computed by
+  different reductions, so the difference is rounding noise whose square root
+  (``~1e-8`` relative in float64) would put the kernel a noise-sized step off
+  its kink there, in value (the NTK) and in derivative. Below
+  ``16 eps * prod`` the root is taken as zero; elsewhere this is
+  :func:`_safe_sqrt`.
+  """
+  det = prod - c ** 2
+  tol = 16 * jnp.finfo(jnp.result_type(det)).eps * prod
+  return _safe_sqrt(jnp.where(det > tol, det, jnp.zeros_like(det)))
+
+
+@jax.custom_jvp
+def _angle(root, c):
+  r"""The angle :math:`\theta = \arctan2(\sqrt{q_1q_2 - c^2}, c)`, ``pi/2`` where both vanish.
+
+  The derivative :math:`(c\,\dot r - r\,\dot c)/(r^2 + c^2)` has its
+  denominator floored, so zero-variance inputs (``r = c = 0``) get a zero
+  derivative instead of ``nan`` (NT's ``_arctan2`` with ``fill_zero``).
+  """
+  return jnp.where((root == 0) & (c == 0), jnp.pi / 2, jnp.arctan2(root, c))
+
+
+@_angle.defjvp
+def _angle_jvp(primals, tangents):
+  root, c = primals
+  root_dot, c_dot = tangents
+  denom = jnp.maximum(root ** 2 + c ** 2, _TINY)
+  return _angle(root, c), (c * root_dot - root * c_dot) / denom
 
 
 def elementwise(transform: Transform, name: str, keeps_gaussian: bool = False) -> KernelMap:
@@ -80,9 +136,8 @@ def ab_relu(a: float, b: float) -> KernelMap:
   """
 
   def transform(c, q1, q2, need_dot):
-    root = _safe_sqrt(q1 * q2 - c ** 2)
-    # theta = pi/2 where both vanish (zero variance), as NT does.
-    theta = jnp.where((root == 0) & (c == 0), jnp.pi / 2, jnp.arctan2(root, c))
+    root = _gram_root(c, q1 * q2)
+    theta = _angle(root, c)  # pi/2 where both vanish (zero variance), as NT does
     factor = (a - b) ** 2 / (2 * jnp.pi)
     dot = (a ** 2 + b ** 2) / 2 - factor * theta
     return factor * root + dot * c, (dot if need_dot else None)
@@ -178,8 +233,8 @@ def sign() -> KernelMap:
   """
 
   def transform(c, q1, q2, need_dot):
-    root = _safe_sqrt(q1 * q2 - c ** 2)
-    theta = jnp.where((root == 0) & (c == 0), jnp.pi / 2, jnp.arctan2(root, c))
+    root = _gram_root(c, q1 * q2)
+    theta = _angle(root, c)
     return 1 - 2 * theta / jnp.pi, (jnp.zeros_like(c) if need_dot else None)
 
   return elementwise(transform, "sign")
@@ -272,12 +327,14 @@ def _arccos_kernel(n: int, rho):
   Gaussian integration by parts, for :math:`n \ge 2`
   :math:`\kappa_n = (2n-1)\rho\,\kappa_{n-1} + (n-1)^2(1-\rho^2)\kappa_{n-2}`.
   """
-  rho = jnp.clip(rho, -1.0, 1.0)
-  theta = jnp.arccos(rho)
+  # A where-clip, not jnp.clip, whose derivative is halved at the bounds.
+  rho = jnp.where(rho > 1, 1.0, jnp.where(rho < -1, -1.0, rho))
+  root = _gram_root(rho, jnp.ones_like(rho))
+  theta = _angle(root, rho)
   k0 = (jnp.pi - theta) / (2 * jnp.pi)
   if n == 0:
     return k0
-  k1 = (_safe_sqrt(1 - rho ** 2) + (jnp.pi - theta) * rho) / (2 * jnp.pi)
+  k1 = (root + (jnp.pi - theta) * rho) / (2 * jnp.pi)
   for m in range(2, n + 1):
     k0, k1 = k1, (2 * m - 1) * rho * k1 + (m - 1) ** 2 * (1 - rho ** 2) * k0
   return k1
