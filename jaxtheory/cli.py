@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import sys
+import textwrap
 
 import click
 from rich.console import Console
@@ -95,8 +96,16 @@ class _RunCommand(click.Command):
     formatter.write_paragraph()
     with formatter.section(f"Settings of {name} (--set KEY=VALUE; jaxtheory show {name} "
                            "prints them all)"):
-      formatter.write_dl([(key, f"{_plain(meaning)} [{kind}; default: {default or repr('')}]")
-                          for key, kind, default, meaning in rows])
+      # Wrapped here, not by write_dl: a value like fashion-mnist must not break at its hyphen.
+      col = min(max(len(r[0]) for r in rows), 24) + 2
+      width = max(formatter.width - formatter.current_indent - col, 20)
+      for key, kind, default, meaning in rows:
+        text = f"{_plain(meaning)} [{kind}; default: {default or repr('')}]"
+        lines = textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+        pad = " " * formatter.current_indent
+        formatter.write(f"{pad}{key:<{col - 2}}  {lines[0]}\n")
+        for line in lines[1:]:
+          formatter.write(f"{pad}{'':<{col}}{line}\n")
     with formatter.indentation():
       formatter.write_paragraph()
       formatter.write_text(f"Runs {name} and saves results.nc, config.json and figures.")
