@@ -48,6 +48,7 @@ def test_registered():
     ("mlp_dataset", "digits", "mlp_pool=2 pools MNIST and Fashion-MNIST images only; set "
                               "mlp_pool=1 for digits"),
     ("mlp_pool", "0", "mlp_pool must be a positive integer, got 0"),
+    ("rf_activation", "swish", "unknown rf_activation 'swish'; available: relu, tanh, erf"),
     ("label_noises", "0,1.5", r"label_noises must lie in \[0, 1\)"),
 ])
 def test_bad_config(key, value, message):
@@ -92,7 +93,7 @@ def test_controls_show_no_peak(small):
   mlp_check = D.signature(as_noisy)[3]
   assert mlp_check.name.startswith("MLP label_noise=0.2: test error peaks") and not mlp_check.passed
   lines = [ch.line() for ch in D.signature(small.sel(label_noise=[0.0]))]
-  assert lines[-1] == ("FAIL  MLP control label_noise=0: no test error peak: needs "
+  assert lines[-1] == ("SKIP  MLP control label_noise=0: no test error peak: needs "
                        "label_noise=0 and a positive label noise in the grid")
 
 
@@ -143,6 +144,20 @@ def test_the_control_is_not_a_zero_predictor():
   ds = _rf({0.0: ridgeless, 1e-2: [0.08, 0.07, 0.07, 0.07, 0.065, 0.06, 0.06],
             10.0: [null] * 7}, null)
   assert all(c.passed for c in D.signature(ds)), [c.line() for c in D.signature(ds)]
+
+
+def test_an_interpolation_threshold_outside_the_grid_is_not_read_as_no_peak(small):
+  # Only the narrow widths: none fits the noisy labels, so where the peak should be is not
+  # in the grid. The old check failed ("train accuracy >= 99% from width nan").
+  narrow = small.sel(width=[16, 32])
+  mlp = [c for c in D.signature(narrow) if c.name.startswith("MLP label_noise=0.2")][0]
+  assert mlp.skipped and "interpolation threshold not in the width grid" in mlp.measured
+  # A diverged run is an optimization failure, not the absence of a peak.
+  broken = small.copy(deep=True)
+  broken["train_loss"][dict(width=0, label_noise=1)] = np.nan
+  mlp = [c for c in D.signature(broken) if c.name.startswith("MLP label_noise=0.2")][0]
+  assert not mlp.passed and not mlp.skipped
+  assert mlp.measured.startswith("optimization failure: width 16 seed 0: diverged")
 
 
 def test_parts_run_alone():

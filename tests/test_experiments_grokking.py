@@ -168,3 +168,20 @@ def test_cli_runs_both_models(tmp_path):
   for model in G.MODELS:
     assert any(f"{model} control weight_decay=0" in l for l in lines)
   assert (out / "results.nc").exists() and (out / "accuracy_by_weight_decay.png").exists()
+
+
+def test_seeds_are_a_count_or_an_explicit_list():
+  from jaxtheory.experiments.check import seed_list
+  for name, mod in EXPERIMENTS.items():
+    if name in ("double-descent", "edge-of-stability", "grokking", "matrix-completion",
+                "neural-collapse"):
+      assert seed_list(configure(mod.Config, {"seeds": "3"}).seeds) == [0, 1, 2]
+      assert seed_list(configure(mod.Config, {"seeds": "5,7"}).seeds) == [5, 7]
+      assert seed_list(configure(mod.Config, {"seeds": "[4]"}).seeds) == [4]
+  with pytest.raises(ConfigError, match="seeds must be an integer count or a comma-separated"):
+    configure(G.Config, {"seeds": "two"})
+  with pytest.raises(ConfigError, match="distinct seeds >= 0"):
+    G.run(configure(G.Config, {"seeds": "3,3"}))
+  res = G.run(G.Config(models=("mlp",), p=7, seeds=(5, 7), steps=4, record=2, mlp_width=8,
+                       embed_dim=4), progress=lambda *a: None)
+  assert list(res.seed.values) == [5, 7]

@@ -33,7 +33,8 @@ from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   matrix_completion, neural_collapse, separation, width_sweep)
+                                   matrix_completion, mode_connectivity, neural_collapse, separation,
+                                   width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -45,6 +46,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "neural-collapse": neural_collapse,
     "edge-of-stability": edge_of_stability,
     "separation": separation,
+    "mode-connectivity": mode_connectivity,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -74,6 +76,16 @@ _DESCRIBE = {bool: "true or false", int: "an integer", float: "a number", str: "
 def _parse(key: str, tp, text: str):
   """Parses one ``--set`` value against the field type ``tp``."""
   origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType) and set(args) == {int, tuple[int, ...]}:
+    # A count or explicit values (``seeds=3`` or ``seeds=5,7``; ``[3]`` is the one value 3).
+    body = text.strip()
+    if "," in body or body[:1] + body[-1:] in ("[]", "()"):
+      return _parse(key, tuple[int, ...], text)
+    try:
+      return int(body)
+    except ValueError:
+      raise ConfigError(f"{key} must be an integer count or a comma-separated list of "
+                        f"integers (e.g. {key}=3 or {key}=5,7), got {text!r}") from None
   if origin in (typing.Union, types.UnionType):
     inner = [a for a in args if a is not type(None)]
     if len(inner) != 1 or len(args) != 2:
@@ -112,7 +124,9 @@ def configure(cfg_cls: type, overrides: Mapping[str, str]):
 
   Texts are parsed against the dataclass field types: ``int``, ``float``,
   ``str``, ``bool`` (true/false/1/0/yes/no), ``int | None`` (``none`` for
-  None) and tuples of ints or floats (``16,32,64`` or ``[16,32,64]``).
+  None), tuples of ints or floats (``16,32,64`` or ``[16,32,64]``) and
+  ``int | tuple[int, ...]`` (a count ``3`` or values ``5,7``; ``[3]`` is the
+  single value 3).
 
   Args:
     cfg_cls: a frozen config dataclass.

@@ -45,7 +45,8 @@ def seed_list(seeds) -> list[int]:
     raise ConfigError(f"seeds must be a count or a list of seeds, got {seeds!r}")
   if isinstance(seeds, int):
     if seeds < 1:
-      raise ConfigError(f"seeds must be a positive integer or a list of seeds, got {seeds!r}")
+      raise ConfigError(f"seeds must be a positive integer, got {seeds!r} (or a list of "
+                        f"seeds, e.g. seeds=5,7)")
     return list(range(seeds))
   out = [int(s) for s in seeds]
   if not out or any(s < 0 for s in out) or len(set(out)) != len(out):

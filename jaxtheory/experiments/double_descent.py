@@ -61,14 +61,15 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.analysis import first_reached, peak
-from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
+from jaxtheory.analysis import failed_runs, first_reached, peak
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.readout import ridge_metric
 from jaxtheory.train import ConfigError
 
 PARTS = ("both", "rf", "mlp")
 
 
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "erf": nn.erf, "gelu": nn.gelu}
 MLP_DATASETS = ("mnist", "fashion-mnist", "mnist1d", "digits")
 # Inputs are standardized per coordinate on the training subset with this floor
 # on the std (pixel units): near-empty border pixels would otherwise be scaled up
@@ -82,12 +83,15 @@ class Config:
 
   Attributes:
     part: ``'both'``, ``'rf'`` (random features only) or ``'mlp'`` (MLP only).
-    seeds: number of seeds; runs use seeds ``0..seeds-1``.
+    seeds: a count ``k`` (seeds ``0..k-1``) or explicit seeds (``seeds=5,7``;
+      ``[3]`` is seed 3 alone).
     n_train: random features: training points (teacher-student regression).
     n_test: random features: test points.
     input_dim: random features: input dimension.
     noise: random features: std of the training-target noise.
     features: random features: numbers of features ``p`` to sweep (around ``n_train``).
+    rf_activation: random features: the feature map's nonlinearity (``relu``,
+      ``tanh``, ``erf``, ``gelu``).
     ridges: random features: ridge strengths; ``0`` (ridgeless) must be one of
       them, the largest is the control.
     mlp_dataset: MLP: ``'mnist'``, ``'fashion-mnist'`` (files from ``jaxtheory
@@ -96,6 +100,7 @@ class Config:
     mlp_n_test: MLP: test examples.
     mlp_pool: MLP: MNIST / Fashion-MNIST images average-pooled ``mlp_pool x
       mlp_pool`` (``2``: 14x14 inputs); ``1`` for the other datasets.
+    mlp_activation: MLP: the hidden nonlinearity (``relu``, ``tanh``, ``erf``, ``gelu``).
     widths: MLP: hidden widths to sweep (around ``n K / (d + K)``, the width
       with ``n K`` parameters).
     label_noises: MLP: fractions of flipped training labels (``0`` is the control).
@@ -104,7 +109,7 @@ class Config:
     record: MLP: about this many log-spaced recording points.
   """
   part: str = "both"
-  seeds: int = 3
+  seeds: int | tuple[int, ...] = 3
   n_train: int = 100
   n_test: int = 500
   input_dim: int = 20
@@ -112,10 +117,12 @@ class Config:
   features: tuple[int, ...] = (10, 20, 40, 60, 80, 90, 100, 110, 125, 150, 200, 300, 500,
                                1000, 2000)
   ridges: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+  rf_activation: str = "relu"
   mlp_dataset: str = "mnist"
   mlp_n_train: int = 1000
   mlp_n_test: int = 1000
   mlp_pool: int = 2
+  mlp_activation: str = "relu"
   widths: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
   label_noises: tuple[float, ...] = (0.0, 0.2)
   lr: float = 3e-3
@@ -124,9 +131,14 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
+  seed_list(cfg.seeds)
   if cfg.part not in PARTS:
     raise ConfigError(f"unknown part {cfg.part!r}; available: {', '.join(PARTS)}")
-  positive_ints(cfg, "seeds", "n_train", "n_test", "input_dim", "mlp_n_train", "mlp_n_test",
+  for key in ("rf_activation", "mlp_activation"):
+    if getattr(cfg, key) not in ACTIVATIONS:
+      raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; available: "
+                        f"{', '.join(ACTIVATIONS)}")
+  positive_ints(cfg, "n_train", "n_test", "input_dim", "mlp_n_train", "mlp_n_test",
                 "mlp_pool", "steps", "record")
   if cfg.part in ("both", "rf"):
     if len(cfg.features) < 3:
@@ -155,8 +167,9 @@ def _run_rf(cfg: Config, progress, engine) -> xr.Dataset:
   ds = data.teacher_student(n_train=cfg.n_train, n_test=cfg.n_test, input_dim=cfg.input_dim,
                             noise=cfg.noise, seed=0)
   s = sweep.Sweep(
-      model=lambda p: nn.random_features(ds.input_shape, p, ds.out_dim),
-      data=ds, grid=dict(seed=list(range(cfg.seeds)), width=sorted(cfg.features)),
+      model=lambda p: nn.random_features(ds.input_shape, p, ds.out_dim,
+                                         activation=ACTIVATIONS[cfg.rf_activation]),
+      data=ds, grid=dict(seed=seed_list(cfg.seeds), width=sorted(cfg.features)),
       steps=0, record="every:1", loss="mse", metrics={"rf": ridge_metric(cfg.ridges)},
       # No training steps: one bucket (one compilation) beats any padding waste.
       # float64: at p ~ n the smallest singular values that make the peak are
@@ -182,10 +195,11 @@ def _mlp_data(cfg: Config) -> data.Dataset:
 
 def _run_mlp(cfg: Config, progress, engine) -> xr.Dataset:
   ds = _mlp_data(cfg)
-  model = lambda w: nn.mlp(ds.input_shape, w, 1, ds.out_dim)
+  model = lambda w: nn.mlp(ds.input_shape, w, 1, ds.out_dim,
+                          activation=ACTIVATIONS[cfg.mlp_activation])
   widths = sorted(cfg.widths)
   s = sweep.Sweep(
-      model=model, data=ds, grid=dict(seed=list(range(cfg.seeds)), width=widths,
+      model=model, data=ds, grid=dict(seed=seed_list(cfg.seeds), width=widths,
                                       label_noise=list(cfg.label_noises)),
       optimizer="adam", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record,
       loss="mse", max_waste=2.0, name="double-descent-mlp")
@@ -404,13 +418,27 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
       checks.append(Check(title, bool(10**prom_j < rf_flat and r2 >= rf_r2), measured))
   if "test_acc" in ds:
     noisy = [ln for ln in ds.label_noise.values if ln > 0]
+    failed = failed_runs(ds.transpose("label_noise", "width", "seed", ...), acc="train_acc",
+                         min_drop=None)
     for ln in noisy:
       err, loss, w_int = _mlp_rows(ds, ln)
       near = bool(np.isfinite(w_int) and w_int / 2 <= err["width"] <= 2 * w_int)
+      name = (f"MLP label_noise={ln:g}: test error peaks within 2x of the interpolation width "
+              f"and falls >= {100 * mlp_margin:g} points on both sides")
+      broken = {k: v for k, v in failed.items() if k[0] == ln}
+      if broken:
+        checks.append(Check(name, False, "optimization failure: " + "; ".join(
+            f"width {w} seed {s}: {why}" for (_, w, s), why in broken.items())))
+        continue
+      if not np.isfinite(w_int):
+        fit = mlp_curves(ds)["train_acc"].sel(label_noise=ln)
+        checks.append(skip(name, f"interpolation threshold not in the width grid: the widest "
+                                 f"net (width {int(ds.width[-1])}) fits "
+                                 f"{100 * float(fit[-1]):.1f}% of the noisy training labels "
+                                 f"(threshold: 99%); give wider widths or more steps"))
+        continue
       checks.append(Check(
-          f"MLP label_noise={ln:g}: test error peaks within 2x of the interpolation width "
-          f"and falls >= {100 * mlp_margin:g} points on both sides",
-          bool(err["prominence"] >= mlp_margin and near),
+          name, bool(err["prominence"] >= mlp_margin and near),
           f"peak {100 * err['value']:.1f}% at width {err['width']} "
           f"({params_per_nk(ds, err['width']):.2f} nK params), "
           f"{100 * err['left']:.1f}% at {err['left_width']}, "
@@ -430,8 +458,8 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
           f"{100 * err0['curve'][0]:.1f}% at width {w[0]}, {100 * err0['curve'][-1]:.1f}% at "
           f"{w[-1]}"))
     else:
-      checks.append(Check("MLP control label_noise=0: no test error peak", False,
-                          "needs label_noise=0 and a positive label noise in the grid"))
+      checks.append(skip("MLP control label_noise=0: no test error peak",
+                         "needs label_noise=0 and a positive label noise in the grid"))
   return checks
 
 

@@ -48,7 +48,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import optimization_status
-from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.batch import over_runs
 from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.train import ConfigError, data_arrays
@@ -68,7 +68,8 @@ class Config:
     width: hidden width.
     depth: hidden layers.
     activation: tanh, relu, gelu or erf.
-    seeds: number of seeds; runs use seeds ``0..seeds-1``.
+    seeds: a count ``k`` (seeds ``0..k-1``) or explicit seeds (``seeds=5,7``;
+      ``[3]`` is seed 3 alone).
     lrs: GD learning rates; the smallest is the control. With
       ``relative_lrs`` each is a fraction of :math:`2/S_0`, the step size at
       which the initial network would already sit at the edge (see
@@ -87,7 +88,7 @@ class Config:
   width: int = 64
   depth: int = 2
   activation: str = "tanh"
-  seeds: int = 2
+  seeds: int | tuple[int, ...] = 2
   lrs: tuple[float, ...] = (0.05, 0.6, 0.8)
   relative_lrs: bool = True
   steps: int = 4000
@@ -96,13 +97,14 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
+  seed_list(cfg.seeds)
   if cfg.dataset not in ("digits", "mnist1d", "mnist", "fashion-mnist"):
     raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: digits, mnist1d, mnist, "
                       f"fashion-mnist")
   if cfg.activation not in _ACTIVATIONS:
     raise ConfigError(f"unknown activation {cfg.activation!r}; available: "
                       f"{', '.join(_ACTIVATIONS)}")
-  positive_ints(cfg, "n_train", "width", "depth", "seeds", "steps", "sharpness_every",
+  positive_ints(cfg, "n_train", "width", "depth", "steps", "sharpness_every",
                 "lanczos_iters")
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
     raise ConfigError(f"lrs must be positive learning rates, got {cfg.lrs!r}")
@@ -128,7 +130,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   metric = sharpness_metric("mse", num_iters=cfg.lanczos_iters)
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, activation=act),
-      data=ds, grid=dict(seed=list(range(cfg.seeds)), width=[cfg.width], lr=list(cfg.lrs)),
+      data=ds, grid=dict(seed=seed_list(cfg.seeds), width=[cfg.width], lr=list(cfg.lrs)),
       optimizer="sgd", steps=cfg.steps, record=f"every:{cfg.sharpness_every}", loss="mse",
       metrics={"sharpness": metric}, name="edge-of-stability")
   s0 = float("nan")

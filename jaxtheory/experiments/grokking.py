@@ -49,7 +49,7 @@ import xarray as xr
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
 from jaxtheory.probes.spectra import fourier_sparsity
-from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.train import ConfigError
 
 MODELS = ("mlp", "transformer")
@@ -79,7 +79,8 @@ class Config:
     mlp_ratio: the transformer MLP's hidden width over ``d_model``.
     layer_norm: whether the transformer has layer norms (Nanda et al. use none).
     transformer_lr: the transformer's AdamW learning rate.
-    seeds: number of seeds; runs use seeds ``0..seeds-1``.
+    seeds: a count ``k`` (seeds ``0..k-1``) or explicit seeds (``seeds=5,7``;
+      ``[3]`` is seed 3 alone).
     weight_decays: AdamW weight decays to sweep (0 is the control).
     b2: AdamW's second-moment decay (Nanda et al. use 0.98; 0.99 spikes less here).
     steps: full-batch optimizer steps.
@@ -100,7 +101,7 @@ class Config:
   mlp_ratio: int = 8
   layer_norm: bool = False
   transformer_lr: float = 1e-2
-  seeds: int = 2
+  seeds: int | tuple[int, ...] = 2
   weight_decays: tuple[float, ...] = (0.0, 0.6)
   b2: float = 0.99
   steps: int = 3000
@@ -109,6 +110,7 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
+  seed_list(cfg.seeds)
   if not cfg.models:
     raise ConfigError(f"models is empty; give at least one of {', '.join(MODELS)}, "
                       "e.g. models=mlp")
@@ -117,7 +119,7 @@ def _check(cfg: Config) -> None:
       raise ConfigError(f"unknown model {m!r}; available: {', '.join(MODELS)}")
   if len(set(cfg.models)) != len(cfg.models):
     raise ConfigError(f"models repeat: {', '.join(cfg.models)}")
-  positive_ints(cfg, "seeds", "mlp_width", "embed_dim", "d_model", "num_heads", "depth",
+  positive_ints(cfg, "mlp_width", "embed_dim", "d_model", "num_heads", "depth",
                 "mlp_ratio", "steps", "record", "fourier_k")
   if not cfg.weight_decays:
     raise ConfigError("weight_decays is empty; give at least one, e.g. weight_decays=0,1")
@@ -205,7 +207,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     width, lr = _width_and_lr(cfg, name)
     return sweep.Sweep(
         model=lambda w: _model(cfg, name, w), data=ds,
-        grid=dict(seed=list(range(cfg.seeds)), width=[width],
+        grid=dict(seed=seed_list(cfg.seeds), width=[width],
                   weight_decay=list(cfg.weight_decays)),
         optimizer="adamw", hparams=dict(lr=lr, b2=cfg.b2), steps=cfg.steps,
         record=cfg.record, metrics=_metrics(cfg.p, cfg.fourier_k), name=f"grokking-{name}")

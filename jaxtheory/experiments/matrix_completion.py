@@ -44,7 +44,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import failed_runs, first_reached
 from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
-from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.train import ConfigError
 
 
@@ -58,7 +58,8 @@ class Config:
     observed_fraction: fraction of the entries observed (the training set).
     data_seed: seed of the matrix and of the observed entries.
     depths: numbers of factors to compare (1 is the control).
-    seeds: initializations per depth; runs use seeds ``0..seeds-1``.
+    seeds: initializations per depth: a count ``k`` (seeds ``0..k-1``) or explicit
+      seeds (``seeds=5,7``; ``[3]`` is seed 3 alone).
     init_scale: scale of the end-to-end matrix at init. Each of the ``N``
       factors gets ``init_scale ** (1/N)`` times its standard init (entries of
       std ``1/sqrt(n)``), so every depth starts from a product of about the
@@ -74,7 +75,7 @@ class Config:
   observed_fraction: float = 0.3
   data_seed: int = 0
   depths: tuple[int, ...] = (1, 2, 3, 4)
-  seeds: int = 3
+  seeds: int | tuple[int, ...] = 3
   init_scale: float = 1e-3
   lr: float = 1.0
   steps: int = 3000
@@ -83,7 +84,8 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
-  positive_ints(cfg, "n", "rank", "seeds", "steps", "record", "top_k")
+  seed_list(cfg.seeds)
+  positive_ints(cfg, "n", "rank", "steps", "record", "top_k")
   if not 0 < cfg.init_scale:
     raise ConfigError(f"init_scale must be positive, got {cfg.init_scale!r}")
   if cfg.rank > cfg.n:
@@ -188,7 +190,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   ds = data.low_rank_matrix(n, n, cfg.rank, cfg.observed_fraction, seed=cfg.data_seed)
   make = lambda depth: sweep.Sweep(
       model=lambda w: factorization(n, n, depth, w), data=ds,
-      grid=dict(seed=list(range(cfg.seeds)), width=[n],
+      grid=dict(seed=seed_list(cfg.seeds), width=[n],
                 init_scale=[cfg.init_scale ** (1 / depth)]),
       optimizer="sgd", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record,
       loss="mse", metrics=_metrics(n, n), name=f"matrix-completion-depth{depth}")

@@ -47,7 +47,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import failed_runs, first_reached
-from jaxtheory.experiments.check import Check, positive_ints, skip, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.collapse import collapse_metric
 from jaxtheory.train import ConfigError
 
@@ -68,7 +68,8 @@ class Config:
       with unequal counts the class means of the terminal phase are not a
       simplex ETF).
     data_seed: seed of the subset.
-    seeds: number of seeds; runs use seeds ``0..seeds-1``.
+    seeds: a count ``k`` (seeds ``0..k-1``) or explicit seeds (``seeds=5,7``;
+      ``[3]`` is seed 3 alone).
     width: hidden width of the MLP.
     depth: hidden layers.
     loss: ``'mse'`` (one-hot targets) or ``'xent'``.
@@ -82,7 +83,7 @@ class Config:
   classes: tuple[int, ...] = (0, 1, 2, 3)
   per_class: int = 100
   data_seed: int = 0
-  seeds: int = 2
+  seeds: int | tuple[int, ...] = 2
   width: int = 64
   depth: int = 3
   loss: str = "mse"
@@ -94,11 +95,12 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
+  seed_list(cfg.seeds)
   if cfg.dataset not in DATASETS:
     raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(DATASETS)}")
   if cfg.loss not in ("mse", "xent"):
     raise ConfigError(f"unknown loss {cfg.loss!r}; available: mse, xent")
-  positive_ints(cfg, "per_class", "seeds", "width", "depth", "steps", "record")
+  positive_ints(cfg, "per_class", "width", "depth", "steps", "record")
   if len(cfg.classes) < 2:
     raise ConfigError(f"classes needs at least 2 classes, got {cfg.classes!r}")
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
@@ -140,7 +142,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   C = ds.num_classes
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, C),
-      data=ds, grid=dict(seed=list(range(cfg.seeds)), width=[cfg.width], lr=list(cfg.lrs)),
+      data=ds, grid=dict(seed=seed_list(cfg.seeds), width=[cfg.width], lr=list(cfg.lrs)),
       optimizer="sgdw", hparams=dict(momentum=cfg.momentum, weight_decay=cfg.weight_decay),
       steps=cfg.steps, record=cfg.record, loss=cfg.loss,
       metrics={"collapse_metrics": collapse_metric(C, which=METRICS)}, name="neural-collapse")
