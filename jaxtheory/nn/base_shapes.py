@@ -186,6 +186,13 @@ def _check_ctx(ctx: Ctx, who: str):
         f"its base width is fixed by parametrize(), so ctx.width and ctx.base_width must be None")
 
 
+def _effective(params, shapes, ctx: Ctx):
+  """The weights the inner model computes with: ``mult * w`` per tensor."""
+  rules = jax.tree.map(lambda t: rule(t, ctx)[0], shapes, is_leaf=_is_shape)
+  return jax.tree.map(lambda p, r: p * jnp.asarray(r.mult, p.dtype), params, rules,
+                      is_leaf=lambda r: isinstance(r, Rule))
+
+
 def _layer(inner: Model, shapes, who: str) -> Layer:
   sp = Ctx("sp")
 
@@ -200,10 +207,7 @@ def _layer(inner: Model, shapes, who: str) -> Layer:
   def apply(params, x, feat, ctx):
     del feat
     _check_ctx(ctx, who)
-    rules = jax.tree.map(lambda t: rule(t, ctx)[0], shapes, is_leaf=_is_shape)
-    eff = jax.tree.map(lambda p, r: p * jnp.asarray(r.mult, p.dtype), params, rules,
-                       is_leaf=lambda r: isinstance(r, Rule))
-    y, _ = inner.layer.apply(eff, x, Feat(), sp)
+    y, _ = inner.layer.apply(_effective(params, shapes, ctx), x, Feat(), sp)
     return y, foreign.fixed_feats(y)
 
   return Layer(init, apply)
@@ -237,8 +241,14 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
     if not any(t.role != "fixed" for t in jax.tree.leaves(shapes, is_leaf=_is_shape)):
       raise ValueError("no parameter changes shape with the width: is the width passed to "
                        "the model's constructor?")
-    return model(_layer(inner, shapes, f"base-shape model at width {width}"),
-                 inner.input_shape, paddable=False)
+    who = f"base-shape model at width {width}"
+    feats = None
+    if inner.features is not None:
+      def feats(params, x, ctx):
+        _check_ctx(ctx, who)
+        return inner.features(_effective(params, shapes, ctx), x, Ctx("sp"))
+    return model(_layer(inner, shapes, who), inner.input_shape, paddable=False,
+                 features=feats)
 
   return at
 

@@ -116,9 +116,19 @@ class Layer(NamedTuple):
 # Mask helpers (shared by layers).
 
 
+def trailing(a: Array, ndim: int) -> Array:
+  """``a`` with leading unit axes up to ``ndim``: broadcasts against trailing axes, explicitly.
+
+  The library never relies on implicit rank promotion (a ``(C,)`` bias added to
+  a ``(B, C)`` activation), so it runs under ``jax_numpy_rank_promotion='raise'``.
+  """
+  a = jnp.asarray(a)
+  return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+
+
 def apply_mask(x: Array, feat: Feat) -> Array:
   """Zeroes the inactive features of ``x`` (rule 1: every activation is masked)."""
-  return x if feat.mask is None else x * feat.mask.astype(x.dtype)
+  return x if feat.mask is None else x * trailing(feat.mask.astype(x.dtype), x.ndim)
 
 
 def out_feat(size: int, width_mult: float | None, ctx: Ctx) -> Feat:
@@ -350,10 +360,15 @@ class Model(NamedTuple):
       (every layer threads feature masks). ``False`` for foreign modules (Flax,
       Equinox, a user's own ``init``/``apply``): a width sweep then builds the
       model at each width, one bucket per width.
+    features: ``features(params, x, ctx) -> list of arrays``: the activations
+      of a foreign model's layers in call order (Flax ``capture_intermediates``,
+      Equinox layers), for probes; ``None`` for native models, whose probes read
+      their ``serial`` layers (:func:`jaxtheory.probes.layer_features`).
   """
   layer: Layer
   input_shape: tuple[int, ...]
   paddable: bool = True
+  features: Callable | None = None
 
   def init(self, key, ctx: Ctx = Ctx()) -> Params:
     """Initial parameters (padded entries are exactly zero)."""
@@ -396,6 +411,7 @@ class Model(NamedTuple):
     return y / ctx.gamma
 
 
-def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True) -> Model:
-  """Binds a layer to the shape of one input example (see :class:`Model` for ``paddable``)."""
-  return Model(layer, tuple(int(d) for d in input_shape), bool(paddable))
+def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True,
+          features: Callable | None = None) -> Model:
+  """Binds a layer to the shape of one input example (see :class:`Model` for the rest)."""
+  return Model(layer, tuple(int(d) for d in input_shape), bool(paddable), features)

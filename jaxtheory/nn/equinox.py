@@ -107,9 +107,29 @@ def eqx_layer(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
   return Layer(init, apply)
 
 
+def _layers_of(module, x) -> list:
+  """Outputs of each layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential`` on ONE example."""
+  outs = []
+  if isinstance(module, eqx.nn.MLP):
+    for i, layer in enumerate(module.layers):
+      x = layer(x)
+      outs.append(x)
+      if i < len(module.layers) - 1:
+        x = module.activation(x)
+    return outs
+  if isinstance(module, eqx.nn.Sequential):
+    for layer in module.layers:
+      x = layer(x)
+      outs.append(x)
+    return outs
+  raise ValueError(
+      f"the features of an Equinox {type(module).__name__} are not known; pass "
+      f"from_eqx(..., features=lambda module, x: [activations...])")
+
+
 def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
              input_shape: Sequence[int], *, batched: bool = False,
-             input_dtype: Any = None) -> Model:
+             input_dtype: Any = None, features: Callable | None = None) -> Model:
   """An Equinox module as a :class:`~jaxtheory.nn.Model`; see :func:`eqx_layer`.
 
   ``model.init(key)`` equals ``eqx.partition(factory(key), eqx.is_inexact_array)[0]``
@@ -120,6 +140,9 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
     input_shape: shape of one example (no batch axis).
     batched: the module takes a batch itself (no ``vmap`` over examples).
     input_dtype: dtype of the dummy input; ``jnp.int32`` for tokens.
+    features: ``(module, x) -> list of activations`` for probes (``x`` one
+      example, or a batch if ``batched``); default: the layers of an
+      ``eqx.nn.MLP`` (before each activation) or ``eqx.nn.Sequential``.
 
   Returns:
     The model (``Ctx(parametrization='sp', width=None)`` only; ``paddable=False``).
@@ -130,5 +153,15 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
   >>> m.apply(params, jnp.ones((5, 4))).shape
   (5, 3)
   """
-  return model(eqx_layer(module_or_factory, batched=batched, input_dtype=input_dtype),
-               input_shape, paddable=False)
+  layer = eqx_layer(module_or_factory, batched=batched, input_dtype=input_dtype)
+  abstract = (module_or_factory if isinstance(module_or_factory, eqx.Module) else
+              eqx.filter_eval_shape(module_or_factory, jax.random.key(0)))
+  _, static = eqx.partition(abstract, _is_float)
+  per_example = features or _layers_of
+
+  def feats(params, x, ctx):
+    foreign.check_ctx(ctx, f"Equinox module {type(abstract).__name__}")
+    module = eqx.combine(params, static)
+    return per_example(module, x) if batched else jax.vmap(lambda e: per_example(module, e))(x)
+
+  return model(layer, input_shape, paddable=False, features=feats)

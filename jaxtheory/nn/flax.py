@@ -13,6 +13,8 @@ are fixed by the module. So a wrapped module
   ``paddable=False``, so a width sweep builds it at each width (one bucket per
   width, seeds and hyperparameters still batched);
 * always reports ``Feat()`` (a fixed, unmasked feature axis);
+* a linen model's ``features`` are its submodules' outputs in call order
+  (``capture_intermediates``), for probes (NNX models have none);
 * has every learning-rate multiplier equal to ``LRScale(1.0, 1.0)``.
 
 ``ctx.gamma`` works as for native models (it scales the output and the learning
@@ -127,7 +129,31 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
     if input_dtype is None:
       input_dtype = sample_input.dtype
   return model(linen_layer(module, input_dtype=input_dtype,
-                           sample_input=sample_input), input_shape, paddable=False)
+                           sample_input=sample_input), input_shape, paddable=False,
+               features=_linen_features(module))
+
+
+def _call_order(tree, out):
+  """The ``intermediates`` a module captured, in call order (dicts keep insertion order)."""
+  for k, v in tree.items():
+    if k == "__call__":
+      out.extend(v)
+    else:
+      _call_order(v, out)
+  return out
+
+
+def _linen_features(module: linen.Module):
+  """``features(params, x, ctx)``: every submodule's output (``capture_intermediates``)."""
+
+  def features(params, x, ctx):
+    foreign.check_ctx(ctx, f"linen module {type(module).__name__}")
+    _, state = module.apply(params, x, capture_intermediates=True, mutable=["intermediates"])
+    inter = dict(state["intermediates"])
+    top = inter.pop("__call__", ())
+    return _call_order(inter, []) or list(top)  # the submodules', else the module's output
+
+  return features
 
 
 # ----------------------------------------------------------------------------

@@ -8,11 +8,12 @@
 * :mod:`~jaxtheory.probes.readout`: closed-form ridge / min-norm linear readouts on features;
 * :mod:`~jaxtheory.probes.collapse`: neural-collapse metrics NC1-NC4, CDNV;
 * :mod:`~jaxtheory.probes.separation`: per-layer features, separation fuzziness;
+* :mod:`~jaxtheory.probes.coord`: the coordinate check (per-layer activation size vs width);
 * :mod:`~jaxtheory.probes.connectivity`: linear-path barriers, weight / activation matching.
 """
 
-from jaxtheory.probes import (collapse, connectivity, curvature, readout, separation, similarity,
-                              spectra)
+from jaxtheory.probes import (collapse, connectivity, coord, curvature, readout, separation,
+                              similarity, spectra)
 from jaxtheory.probes.batch import over_runs
 from jaxtheory.probes.collapse import collapse_metric, collapse_metrics, penultimate
 from jaxtheory.probes.connectivity import (activation_matching, apply_permutation, barrier,
@@ -21,6 +22,7 @@ from jaxtheory.probes.curvature import (gauss_newton, hessian, hutchinson_trace,
                                         power_iteration, sharpness_metric, spectral_density,
                                         top_eigenvalues)
 from jaxtheory.probes.readout import ridge_losses, ridge_metric
+from jaxtheory.probes.coord import coord_check, coord_exponents, coord_metric
 from jaxtheory.probes.separation import fit_log_linear, fuzziness, layer_features
 from jaxtheory.probes.similarity import cka, cka_matrix, hsic, minibatch_cka, mutual_knn
 from jaxtheory.probes.spectra import fourier_power, fourier_sparsity
