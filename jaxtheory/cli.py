@@ -144,6 +144,9 @@ def list_experiments():
 @click.argument("experiment")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config field, e.g. --set widths=16,32 (repeatable).")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Start from a named setting of the experiment (a paper's, e.g. "
+                   "nanda2023); --set values override it.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: runs/<experiment>-<timestamp>].")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
@@ -158,7 +161,7 @@ def list_experiments():
 @click.option("--compilation-cache", metavar="DIR|off", default=None,
               help="Folder of compiled programs reused across runs, or 'off' "
                    "[default: $JAXTHEORY_COMPILATION_CACHE or ~/.cache/jaxtheory/jax-cache].")
-def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint_every,
+def run_experiment(experiment, sets, preset, out, strategy, no_plots, resume, checkpoint_every,
                    memory_budget, compilation_cache):
   """Runs EXPERIMENT and saves results.nc, config.json and figures.
 
@@ -178,7 +181,11 @@ def run_experiment(experiment, sets, out, strategy, no_plots, resume, checkpoint
   if resume and strategy == "loop":
     _fail("--strategy loop keeps no checkpoint, so it cannot --resume; use another strategy")
   try:
-    cfg = configure(module.Config, _parse_sets(sets))
+    presets = getattr(module, "PRESETS", {})
+    if preset is not None and preset not in presets:
+      raise ConfigError(f"unknown preset {preset!r} for {experiment}; available: "
+                        f"{', '.join(presets) or 'none'}")
+    cfg = configure(module.Config, _parse_sets(sets), presets.get(preset))
   except (ConfigError, DataError, ValueError) as e:
     _fail(str(e))
   created = not os.path.exists(out)

@@ -19,7 +19,9 @@ from jaxtheory.train import ConfigError
 # inputs) at one seed and five widths: about 45 s on a 2-core CPU.
 # Input dimension 5: with 40 examples of a 20-dimensional teacher no ridge predicts much
 # better than zero, and the control could not be told from a zero readout.
-SMALL = dict(seeds=1, n_train=40, n_test=200, input_dim=5,
+# The random-features part is the reduced form of the nakkiran2021 preset (n = 200, 5 seeds).
+SMALL = dict(D.PRESETS["nakkiran2021"], part="both", seeds=1, n_train=40, n_test=200,
+             input_dim=5,
              features=(10, 20, 30, 36, 40, 44, 50, 60, 80, 160, 320), ridges=(0.0, 1e-2, 10.0),
              widths=(16, 32, 64, 96, 256))
 # A tiny MLP setting for the tests of plumbing (not of the phenomenon).

@@ -23,9 +23,11 @@ SMALL = {
     "mlp": {"models": ("mlp",), "p": 41, "train_fraction": 0.45, "mlp_width": 64,
             "embed_dim": 16, "mlp_lr": 1e-2, "weight_decays": (0.0, 1.0), "b2": 0.98,
             "seeds": 1, "steps": 3000, "record": 30, "fourier_k": 4},
-    "transformer": {"models": ("transformer",), "p": 31, "train_fraction": 0.5,
-                    "transformer_lr": 1e-2, "weight_decays": (0.0, 1.0), "b2": 0.99,
-                    "seeds": 1, "steps": 4000, "record": 30, "fourier_k": 4},
+    # The reduced form of the nanda2023 preset: its architecture (one block, no layer
+    # norm, 4 heads, weight decay 1) at p = 31, d_model 32 and a 10x learning rate.
+    "transformer": dict(G.PRESETS["nanda2023"], p=31, train_fraction=0.5, d_model=32,
+                        mlp_ratio=8, transformer_lr=1e-2, b2=0.99, seeds=1, steps=4000,
+                        record=30, fourier_k=4),
 }
 
 

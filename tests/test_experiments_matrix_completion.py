@@ -15,8 +15,10 @@ from jaxtheory.experiments import matrix_completion as MC
 from jaxtheory.nn import Ctx
 from jaxtheory.train import ConfigError
 
-SMALL = dict(n=20, rank=3, observed_fraction=0.5, depths=(1, 2, 3), seeds=1, steps=2000,
-             record=150)
+# The reduced form of the arora2019 preset (100 x 100, rank 5, depths 1-4, 3 seeds): every
+# size scaled down so CI can afford it.
+SMALL = dict(MC.PRESETS["arora2019"], n=20, rank=3, observed_fraction=0.5, depths=(1, 2, 3),
+             seeds=1, lr=1.0, steps=2000, record=150)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +162,30 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert len(lines) == 6, res.output
   assert (out / "results.nc").exists() and (out / "singular_values.png").exists()
 
+
+
+def test_presets_build_and_the_cli_applies_them_before_set(tmp_path):
+  from jaxtheory.experiments import double_descent, edge_of_stability, grokking, neural_collapse
+  for mod in (MC, double_descent, edge_of_stability, grokking, neural_collapse):
+    assert mod.PRESETS, mod.__name__
+    for name, preset in mod.PRESETS.items():
+      cfg = configure(mod.Config, {}, preset)
+      mod._check(cfg)  # a valid setting
+      assert all(getattr(cfg, k) == v for k, v in preset.items()), name
+  cfg = configure(MC.Config, {"n": "6"}, MC.PRESETS["arora2019"])
+  assert (cfg.n, cfg.rank, cfg.lr) == (6, 5, 10.0)  # --set wins over the preset
+  with pytest.raises(ConfigError, match="unknown config key 'm' in the preset"):
+    configure(MC.Config, {}, {"m": 3})
+  out = tmp_path / "p"
+  res = CliRunner().invoke(cli, ["run", "matrix-completion", "--preset", "arora2019", "--out",
+                               str(out), "--no-plots", "--set", "n=6", "--set", "rank=2",
+                               "--set", "depths=1,2", "--set", "seeds=1", "--set", "steps=5",
+                               "--set", "record=2"])
+  assert res.exit_code == 0, res.output
+  import json
+  saved = json.loads((out / "config.json").read_text())["config"]
+  assert (saved["n"], saved["lr"], saved["observed_fraction"]) == (6, 10.0, 0.3)
+  res = CliRunner().invoke(cli, ["run", "matrix-completion", "--preset", "nanda2023"])
+  assert res.exit_code == 2
+  assert "error: unknown preset 'nanda2023' for matrix-completion; available: arora2019" \
+      in res.output

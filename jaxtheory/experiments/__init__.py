@@ -117,7 +117,8 @@ def _parse(key: str, tp, text: str):
     raise ConfigError(f"{key} must be {_DESCRIBE[tp]}, got {text!r}") from None
 
 
-def configure(cfg_cls: type, overrides: Mapping[str, str]):
+def configure(cfg_cls: type, overrides: Mapping[str, str],
+              preset: Mapping[str, object] | None = None):
   """Builds ``cfg_cls`` from its defaults and ``key -> text`` overrides.
 
   Texts are parsed against the dataclass field types: ``int``, ``float``,
@@ -129,6 +130,8 @@ def configure(cfg_cls: type, overrides: Mapping[str, str]):
   Args:
     cfg_cls: a frozen config dataclass.
     overrides: field name -> value as typed on the command line.
+    preset: field name -> value (typed) applied first, e.g. an entry of an
+      experiment's ``PRESETS`` (a paper's settings); ``overrides`` win.
 
   Returns:
     The config instance.
@@ -139,7 +142,11 @@ def configure(cfg_cls: type, overrides: Mapping[str, str]):
   """
   hints = typing.get_type_hints(cfg_cls)
   fields = [f.name for f in dataclasses.fields(cfg_cls)]
-  values = {}
+  values = dict(preset or {})
+  for key in values:
+    if key not in fields:
+      raise ConfigError(f"unknown config key {key!r} in the preset; valid keys: "
+                        f"{', '.join(fields)}")
   for key, text in overrides.items():
     if key not in fields:
       raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")

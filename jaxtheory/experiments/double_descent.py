@@ -130,6 +130,20 @@ class Config:
   record: int = 8
 
 
+# Named settings (``jaxtheory run double-descent --preset NAME``; ``--set`` overrides).
+PRESETS: dict[str, dict] = {
+    # Nakkiran, Venkat, Kakade & Ma (2021), "Optimal regularization can mitigate double
+    # descent": random ReLU features with a ridge readout, ridgeless against optimally
+    # tuned ridge, over the number of features. Scaled: their Fashion-MNIST inputs (n =
+    # 500) are replaced by the random ReLU teacher of the ``rf`` part (n = 200, d = 20,
+    # label noise 0.5), features up to 10 n, ridges on a log grid; 5 seeds.
+    "nakkiran2021": dict(part="rf", n_train=200, n_test=1000, input_dim=20, noise=0.5,
+                         features=(20, 50, 100, 150, 180, 200, 220, 250, 300, 400, 800, 2000),
+                         ridges=(0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
+                         rf_activation="relu", seeds=5),
+}
+
+
 def _check(cfg: Config) -> None:
   seed_list(cfg.seeds)
   if cfg.part not in PARTS:

@@ -96,6 +96,18 @@ class Config:
   lanczos_iters: int = 20
 
 
+# Named settings (``jaxtheory run edge-of-stability --preset NAME``; ``--set`` overrides).
+PRESETS: dict[str, dict] = {
+    # Cohen, Kaur, Li, Kolter & Talwalkar (2021), their Figure 1 setting: a tanh network
+    # with two hidden layers of width 200, MSE, full-batch GD on 5000 CIFAR-10 examples.
+    # Scaled: CIFAR-10 is not available offline, so 1000 MNIST digits (standardized);
+    # learning rates as fractions of 2/S0 (theirs: absolute, chosen for CIFAR-10).
+    "cohen2021": dict(dataset="mnist", n_train=1000, standardize=True, width=200, depth=2,
+                      activation="tanh", seeds=2, lrs=(0.05, 0.6, 0.8), relative_lrs=True,
+                      steps=3000, sharpness_every=20, lanczos_iters=20),
+}
+
+
 def _check(cfg: Config) -> None:
   seed_list(cfg.seeds)
   if cfg.dataset not in ("digits", "mnist1d", "mnist", "fashion-mnist"):
