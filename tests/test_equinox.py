@@ -162,3 +162,20 @@ def test_integer_arrays_raise():
 def test_not_a_module_raises():
   with pytest.raises(TypeError, match="expects an eqx.Module or a factory"):
     from_eqx(3, (D_IN,))
+
+
+def test_layer_features_of_an_equinox_mlp_equal_the_native_ones():
+  from jaxtheory import probes
+  native = jn.mlp((D_IN,), 16, 2, D_OUT, activation=jn.tanh, b_std=1.0)
+  p = native.init(jax.random.key(0))
+  m = from_eqx(lambda key: eqx.nn.MLP(D_IN, D_OUT, 16, 2, activation=jnp.tanh, key=key),
+               (D_IN,))
+  q = m.init(jax.random.key(1))
+  q = eqx.tree_at(lambda t: [x for l in t.layers for x in (l.weight, l.bias)], q,
+                  [x for i in range(3) for x in (p[2 * i]["W"].T, p[2 * i]["b"])])
+  x, _ = data(32)
+  want = probes.layer_features(native, p, x, where="hidden")
+  got = probes.layer_features(m, q, x, where="hidden")
+  assert len(got) == len(want) == 2
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(m.apply(q, x), native.apply(p, x), rtol=1e-5, atol=1e-6)

@@ -294,3 +294,32 @@ def test_width_sweep_of_a_flax_model_equals_separate_runs(kind):
       np.testing.assert_allclose(got, loss(p), rtol=1e-5)
       checked += 1
   assert checked == len(widths) * len(seeds) * len(lrs)
+
+
+# ----------------------------------------------------------------------------
+# Probes read a Flax model's layers as they read the equivalent native model's.
+
+
+class LinenMLP2(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(2):
+      x = jnp.tanh(nn.Dense(16)(x))
+    return nn.Dense(D_OUT)(x)
+
+
+def test_layer_features_of_a_flax_model_equal_the_native_ones():
+  from jaxtheory import probes
+  native = jn.mlp((D_IN,), 16, 2, D_OUT, activation=jn.tanh, b_std=1.0)
+  p = native.init(jax.random.key(0))
+  flax_params = {"params": {f"Dense_{i}": {"kernel": p[2 * i]["W"], "bias": p[2 * i]["b"]}
+                            for i in range(3)}}
+  m = from_linen(LinenMLP2(), (D_IN,))
+  x, _ = data(32)
+  want = probes.layer_features(native, p, x, where="hidden")
+  got = probes.layer_features(m, flax_params, x, where="hidden")
+  assert len(got) == len(want) == 2
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+  outs = probes.layer_features(m, flax_params, x, where="all")  # every Dense's output
+  chex.assert_trees_all_close(outs[-1], native.apply(p, x), rtol=1e-5, atol=1e-6)

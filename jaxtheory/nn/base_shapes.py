@@ -244,9 +244,9 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
     who = f"base-shape model at width {width}"
     feats = None
     if inner.features is not None:
-      def feats(params, x, ctx):
+      def feats(params, x, ctx, inputs: bool = False):
         _check_ctx(ctx, who)
-        return inner.features(_effective(params, shapes, ctx), x, Ctx("sp"))
+        return inner.features(_effective(params, shapes, ctx), x, Ctx("sp"), inputs=inputs)
     return model(_layer(inner, shapes, who), inner.input_shape, paddable=False,
                  features=feats)
 

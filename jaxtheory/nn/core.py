@@ -360,10 +360,11 @@ class Model(NamedTuple):
       (every layer threads feature masks). ``False`` for foreign modules (Flax,
       Equinox, a user's own ``init``/``apply``): a width sweep then builds the
       model at each width, one bucket per width.
-    features: ``features(params, x, ctx) -> list of arrays``: the activations
-      of a foreign model's layers in call order (Flax ``capture_intermediates``,
-      Equinox layers), for probes; ``None`` for native models, whose probes read
-      their ``serial`` layers (:func:`jaxtheory.probes.layer_features`).
+    features: ``features(params, x, ctx, inputs=False) -> list of arrays``:
+      the outputs (with ``inputs=True`` the inputs) of a foreign model's layers
+      in call order (Flax submodules, Equinox layers), for probes; ``None`` for
+      native models, whose probes read their ``serial`` layers
+      (:func:`jaxtheory.probes.layer_features`).
   """
   layer: Layer
   input_shape: tuple[int, ...]

@@ -107,20 +107,20 @@ def eqx_layer(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
   return Layer(init, apply)
 
 
-def _layers_of(module, x) -> list:
-  """Outputs of each layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential`` on ONE example."""
+def _layers_of(module, x, inputs: bool = False) -> list:
+  """Outputs (or inputs) of each layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential`` on ONE example."""
   outs = []
   if isinstance(module, eqx.nn.MLP):
     for i, layer in enumerate(module.layers):
-      x = layer(x)
-      outs.append(x)
-      if i < len(module.layers) - 1:
-        x = module.activation(x)
+      y = layer(x)
+      outs.append(x if inputs else y)
+      x = module.activation(y) if i < len(module.layers) - 1 else y
     return outs
   if isinstance(module, eqx.nn.Sequential):
     for layer in module.layers:
-      x = layer(x)
-      outs.append(x)
+      y = layer(x)
+      outs.append(x if inputs else y)
+      x = y
     return outs
   raise ValueError(
       f"the features of an Equinox {type(module).__name__} are not known; pass "
@@ -140,9 +140,10 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
     input_shape: shape of one example (no batch axis).
     batched: the module takes a batch itself (no ``vmap`` over examples).
     input_dtype: dtype of the dummy input; ``jnp.int32`` for tokens.
-    features: ``(module, x) -> list of activations`` for probes (``x`` one
+    features: ``(module, x, inputs=False) -> list of activations`` for probes
+      (each layer's output, or its input with ``inputs=True``; ``x`` one
       example, or a batch if ``batched``); default: the layers of an
-      ``eqx.nn.MLP`` (before each activation) or ``eqx.nn.Sequential``.
+      ``eqx.nn.MLP`` (outputs before each activation) or ``eqx.nn.Sequential``.
 
   Returns:
     The model (``Ctx(parametrization='sp', width=None)`` only; ``paddable=False``).
@@ -159,9 +160,10 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
   _, static = eqx.partition(abstract, _is_float)
   per_example = features or _layers_of
 
-  def feats(params, x, ctx):
+  def feats(params, x, ctx, inputs: bool = False):
     foreign.check_ctx(ctx, f"Equinox module {type(abstract).__name__}")
     module = eqx.combine(params, static)
-    return per_example(module, x) if batched else jax.vmap(lambda e: per_example(module, e))(x)
+    f = (lambda m, e: per_example(m, e, inputs=True)) if inputs else per_example
+    return f(module, x) if batched else jax.vmap(lambda e: f(module, e))(x)
 
   return model(layer, input_shape, paddable=False, features=feats)

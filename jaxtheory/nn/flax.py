@@ -13,8 +13,8 @@ are fixed by the module. So a wrapped module
   ``paddable=False``, so a width sweep builds it at each width (one bucket per
   width, seeds and hyperparameters still batched);
 * always reports ``Feat()`` (a fixed, unmasked feature axis);
-* a linen model's ``features`` are its submodules' outputs in call order
-  (``capture_intermediates``), for probes (NNX models have none);
+* a linen model's ``features`` are its submodules' outputs (or inputs) in call
+  order (``intercept_methods``), for probes (NNX models have none);
 * has every learning-rate multiplier equal to ``LRScale(1.0, 1.0)``.
 
 ``ctx.gamma`` works as for native models (it scales the output and the learning
@@ -133,25 +133,28 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
                features=_linen_features(module))
 
 
-def _call_order(tree, out):
-  """The ``intermediates`` a module captured, in call order (dicts keep insertion order)."""
-  for k, v in tree.items():
-    if k == "__call__":
-      out.extend(v)
-    else:
-      _call_order(v, out)
-  return out
-
-
 def _linen_features(module: linen.Module):
-  """``features(params, x, ctx)``: every submodule's output (``capture_intermediates``)."""
+  """``features(params, x, ctx, inputs=False)``: each submodule's output (or input), in call order.
 
-  def features(params, x, ctx):
-    foreign.check_ctx(ctx, f"linen module {type(module).__name__}")
-    _, state = module.apply(params, x, capture_intermediates=True, mutable=["intermediates"])
-    inter = dict(state["intermediates"])
-    top = inter.pop("__call__", ())
-    return _call_order(inter, []) or list(top)  # the submodules', else the module's output
+  Recorded by ``flax.linen.intercept_methods`` around every submodule's
+  ``__call__``; a module without submodules gives its own output (input).
+  """
+  who = f"linen module {type(module).__name__}"
+
+  def features(params, x, ctx, inputs: bool = False):
+    foreign.check_ctx(ctx, who)
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
+      y = next_fun(*args, **kwargs)
+      if context.method_name == "__call__" and args:
+        calls.append((context.module.name is None, args[0], y))
+      return y
+
+    with linen.intercept_methods(record):
+      module.apply(params, x)
+    subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
+    return [a if inputs else y for _, a, y in subs]
 
   return features
 

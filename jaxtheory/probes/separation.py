@@ -144,7 +144,10 @@ def layer_features(model: Model, params: Any, x: ArrayLike, ctx: Ctx = Ctx(),
   """Activations of a serial model, layer by layer, for ONE network.
 
   Args:
-    model: a model whose root layer is a ``serial`` (``nn.mlp``, ``nn.cnn``, ...).
+    model: a model whose root layer is a ``serial`` (``nn.mlp``, ``nn.cnn``, ...),
+      or a Flax / Equinox model (read through its ``Model.features``: ``'all'``
+      is every submodule's output, ``'hidden'`` the input of every submodule
+      but the first).
     params: its parameters.
     x: inputs ``(n, *input_shape)``.
     ctx: the run context (padded width, parametrization).
@@ -169,6 +172,11 @@ def layer_features(model: Model, params: Any, x: ArrayLike, ctx: Ctx = Ctx(),
   if where not in ("all", "hidden"):
     raise ValueError(f"where must be 'all' or 'hidden', got {where!r}")
   x = jnp.asarray(x)
+  if model.features is not None:  # Flax / Equinox: 'all' its layers' outputs, 'hidden'
+    # the inputs of its layers after the first (the post-activation hidden features).
+    feats = (model.features(params, x, ctx) if where == "all"
+             else model.features(params, x, ctx, inputs=True)[1:])
+    return ([x] if include_input else []) + list(feats)
   outs = _prefix_outputs(model, params, x, ctx)
   if where == "all":
     feats = outs
