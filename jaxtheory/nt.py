@@ -7,19 +7,21 @@
 
 Covered: ``nt.stax`` (see :mod:`jaxtheory.stax` for the layers and what is
 not covered), ``nt.empirical_ntk_fn``, ``nt.empirical_nngp_fn``,
-``nt.empirical_kernel_fn``-style use through those two, ``nt.predict``
-(``gp_inference``, ``gradient_descent_mse``, ``gradient_descent_mse_ensemble``,
-``gradient_descent``, ``max_learning_rate``), ``nt.linearize``,
-``nt.taylor_expand`` and ``nt.NtkImplementation``. Not covered: ``nt.batch``
-(use ``kernel_fn(..., batch_size=...)`` / ``empirical_ntk(..., batch_size=...)``),
-``nt.monte_carlo_kernel_fn``, ``nt.experimental``.
+``nt.empirical_kernel_fn``, ``nt.batch`` (:mod:`jaxtheory.kernels.batching`),
+``nt.monte_carlo_kernel_fn`` (:mod:`jaxtheory.kernels.monte_carlo`),
+``nt.predict`` (``gp_inference``, ``gradient_descent_mse``,
+``gradient_descent_mse_ensemble``, ``gradient_descent``, ``max_learning_rate``),
+``nt.linearize``, ``nt.taylor_expand`` and ``nt.NtkImplementation``. Not
+covered: ``nt.empirical_ntk_vp_fn``, ``nt.experimental``.
 """
 
 import enum
 
 from jaxtheory import stax
 from jaxtheory.kernels import predict
-from jaxtheory.kernels.empirical import empirical_nngp_fn, empirical_ntk_fn
+from jaxtheory.kernels.batching import batch
+from jaxtheory.kernels.empirical import empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
+from jaxtheory.kernels.monte_carlo import monte_carlo_kernel_fn
 from jaxtheory.kernels.taylor import linearize, taylor_expand
 
 
@@ -31,5 +33,6 @@ class NtkImplementation(enum.IntEnum):
   STRUCTURED_DERIVATIVES = 3
 
 
-__all__ = ["NtkImplementation", "empirical_nngp_fn", "empirical_ntk_fn", "linearize", "predict",
-           "stax", "taylor_expand"]
+__all__ = ["NtkImplementation", "batch", "empirical_kernel_fn", "empirical_nngp_fn",
+           "empirical_ntk_fn", "linearize", "monte_carlo_kernel_fn", "predict", "stax",
+           "taylor_expand"]

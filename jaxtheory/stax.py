@@ -40,8 +40,8 @@ non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
 ``Hermite``, ``Elementwise(nngp_fn=...)``; masking (``mask_constant``);
 ``diagonal_batch=False``, a user-chosen ``diagonal_spatial``; passing a
 ``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
-result; ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn``,
-``nt.monte_carlo_kernel_fn``.
+result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
+``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`).
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ def _apply_fn(layer):
 
   def apply_fn(params, inputs, **kwargs):
     kwargs.pop("rng", None)
-    if kwargs:
-      raise TypeError(f"apply_fn got unsupported keyword arguments {sorted(kwargs)} "
-                      "(masking and dropout are not covered by jaxtheory.stax)")
+    if kwargs.get("mask_constant") is not None:
+      raise TypeError("apply_fn got mask_constant: masking is not covered by jaxtheory.stax")
+    # Other keyword arguments are ignored, as NT's layers ignore those they do not use.
     y, _ = layer.apply(params, inputs, feats(inputs), _CTX)
     return y
 

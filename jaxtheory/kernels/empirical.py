@@ -53,6 +53,8 @@ stacked parameters (seeds and padded widths of a sweep).
 
 from __future__ import annotations
 
+import collections
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -65,8 +67,8 @@ from jaxtheory.kernels._axes import (Axes, _basis, _contract_jac, _Labels, _Layo
 from jaxtheory.kernels.structured import (_plan, _structured_contract, _structured_features,
                                           _trace_side)
 
-__all__ = ["IMPLEMENTATIONS", "empirical_nngp", "empirical_nngp_fn", "empirical_ntk",
-           "empirical_ntk_fn"]
+__all__ = ["IMPLEMENTATIONS", "empirical_kernel_fn", "empirical_nngp", "empirical_nngp_fn",
+           "empirical_ntk", "empirical_ntk_fn"]
 
 Array = jax.Array
 PyTree = Any
@@ -421,7 +423,8 @@ def _vmap_axes(vmap_axes):
 
 
 def empirical_ntk_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes = (),
-                     vmap_axes=None, implementation: str | int = "auto") -> Callable:
+                     vmap_axes=None, implementation: str | int = "auto", _j_rules: bool = True,
+                     _s_rules: bool = True, _fwd: bool | None = None) -> Callable:
   """NT's ``empirical_ntk_fn``: returns ``ntk_fn(x1, x2, params, **apply_kwargs)``.
 
   Args:
@@ -434,11 +437,15 @@ def empirical_ntk_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes 
     implementation: ``'auto'``, ``'jacobian'``, ``'ntvp'``, ``'structured'``
       or NT's enum value 0-3 (``0`` AUTO, ``1`` JACOBIAN_CONTRACTION, ``2``
       NTK_VECTOR_PRODUCTS, ``3`` STRUCTURED_DERIVATIVES).
+    _j_rules, _s_rules, _fwd: NT's internal tuning switches of its structured
+      derivatives; accepted for compatibility and ignored (they do not change
+      the kernel).
 
   Returns:
     ``ntk_fn(x1, x2, params, **apply_fn_kwargs)``; ``x2=None`` means ``x1``.
     A keyword value given as a 2-tuple is split ``(for x1, for x2)``.
   """
+  del _j_rules, _s_rules, _fwd
   impl = _implementation(implementation)
   axis, kw_axes = _vmap_axes(vmap_axes)
 
@@ -485,3 +492,50 @@ def empirical_nngp_fn(f: Callable, trace_axes: Axes = (-1,),
                                     diagonal_axes=diagonal_axes), out1, out2)
 
   return nngp_fn
+
+
+def empirical_kernel_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes = (),
+                        vmap_axes=None, implementation: str | int = "auto",
+                        _j_rules: bool = True, _s_rules: bool = True,
+                        _fwd: bool | None = None) -> Callable:
+  """NT's ``empirical_kernel_fn``: the empirical NNGP and NTK behind one ``get``.
+
+  Args:
+    f: ``f(params, x, **kwargs)``.
+    trace_axes: output axes averaged over.
+    diagonal_axes: output axes kept once.
+    vmap_axes: as in :func:`empirical_ntk_fn` (the NTK only).
+    implementation: as in :func:`empirical_ntk_fn` (the NTK only).
+    _j_rules, _s_rules, _fwd: accepted for compatibility with NT and ignored.
+
+  Returns:
+    ``kernel_fn(x1, x2, get, params, **apply_fn_kwargs)``: ``get`` ``'nngp'``
+    or ``'ntk'`` gives that kernel, a tuple of them a namedtuple with those
+    fields, ``None`` both (``nngp``, ``ntk``).
+
+  >>> import jax.numpy as jnp
+  >>> f = lambda p, x: jnp.tanh(x @ p)
+  >>> k = empirical_kernel_fn(f)(jnp.ones((3, 2)), None, None, jnp.ones((2, 4)))
+  >>> k.nngp.shape, k.ntk.shape
+  ((3, 3), (3, 3))
+  """
+  fns = dict(nngp=empirical_nngp_fn(f, trace_axes, diagonal_axes),
+             ntk=empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation,
+                                  _j_rules, _s_rules, _fwd))
+
+  def kernel_fn(x1, x2, get=None, params=None, **apply_fn_kwargs):
+    names = ("nngp", "ntk") if get is None else (get,) if isinstance(get, str) else tuple(get)
+    for g in names:
+      if g not in fns:
+        raise ValueError(f"get must be among ('nngp', 'ntk'), got {g!r}")
+    out = {g: fns[g](x1, x2, params, **apply_fn_kwargs) for g in names}
+    if isinstance(get, str):
+      return out[get]
+    return _empirical_kernel_type(names)(**out)
+
+  return kernel_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _empirical_kernel_type(names: tuple[str, ...]):
+  return collections.namedtuple("EmpiricalKernel", names)

@@ -1,6 +1,6 @@
-"""``neural_tangents._src.batching`` -> :mod:`jaxtheory.nt`."""
+"""``neural_tangents._src.batching`` -> :mod:`jaxtheory.kernels.batching`."""
 
-from jaxtheory import nt as _nt
+from jaxtheory.kernels import batching as _batching
 from neural_tangents import _shim
 
-_shim.forward(__name__, _nt)
+_shim.forward(__name__, _batching)

@@ -1,6 +1,6 @@
-"""``neural_tangents._src.monte_carlo`` -> :mod:`jaxtheory.nt`."""
+"""``neural_tangents._src.monte_carlo`` -> :mod:`jaxtheory.kernels.monte_carlo`."""
 
-from jaxtheory import nt as _nt
+from jaxtheory.kernels import monte_carlo as _monte_carlo
 from neural_tangents import _shim
 
-_shim.forward(__name__, _nt)
+_shim.forward(__name__, _monte_carlo)
