@@ -105,6 +105,22 @@ def test_resume_after_a_changed_setting_names_it(tmp_path, change, named):
   assert sweep.run(_small(**base), checkpoint=ck, resume=True).attrs["traces"] == 0
 
 
+def test_multi_part_checkpoints_name_the_changed_part(tmp_path):
+  def make(act):
+    return lambda depth: sweep.Sweep(lambda w: nn.mlp((5,), w, depth, 3, activation=act), _ds(),
+                                     dict(seed=[0], width=[8]), steps=5, record="every:5")
+
+  ck = tmp_path / "ck.npz"
+  sweep.run_over("depth", [1, 2], make(nn.relu), checkpoint=ck, progress=False)
+  parts = sorted(tmp_path.glob("ck-depth-*.npz"))
+  assert [p.name for p in parts] == ["ck-depth-1.npz", "ck-depth-2.npz"]
+  before = [p.read_bytes() for p in parts]
+  with pytest.raises(sweep.CheckpointError, match=r"ck-depth-1.npz belongs to a different sweep "
+                     r"\(the model's computation"):
+    sweep.run_over("depth", [1, 2], make(nn.tanh), checkpoint=ck, resume=True, progress=False)
+  assert [p.read_bytes() for p in parts] == before
+
+
 def test_cli_resume_after_a_changed_setting_names_it(finished, tmp_path):
   out = _copy(finished, tmp_path)
   before = {p: (out / p).read_bytes() for p in ("results.nc", "config.json", "checkpoint.npz")}
