@@ -7,12 +7,12 @@
 
 Covered: ``nt.stax`` (see :mod:`jaxtheory.stax` for the layers and what is
 not covered), ``nt.empirical_ntk_fn``, ``nt.empirical_nngp_fn``,
-``nt.empirical_kernel_fn``, ``nt.batch`` (:mod:`jaxtheory.kernels.batching`),
-``nt.monte_carlo_kernel_fn`` (:mod:`jaxtheory.kernels.monte_carlo`),
+``nt.empirical_kernel_fn``, ``nt.empirical_ntk_vp_fn``, ``nt.batch``
+(:mod:`jaxtheory.kernels.batching`), ``nt.monte_carlo_kernel_fn`` (:mod:`jaxtheory.kernels.monte_carlo`),
 ``nt.predict`` (``gp_inference``, ``gradient_descent_mse``,
 ``gradient_descent_mse_ensemble``, ``gradient_descent``, ``max_learning_rate``),
 ``nt.linearize``, ``nt.taylor_expand`` and ``nt.NtkImplementation``. Not
-covered: ``nt.empirical_ntk_vp_fn``, ``nt.experimental``.
+covered: ``nt.experimental``.
 """
 
 import enum
@@ -20,7 +20,8 @@ import enum
 from jaxtheory import stax
 from jaxtheory.kernels import predict
 from jaxtheory.kernels.batching import batch
-from jaxtheory.kernels.empirical import empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
+from jaxtheory.kernels.empirical import (empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn,
+                                         empirical_ntk_vp_fn)
 from jaxtheory.kernels.monte_carlo import monte_carlo_kernel_fn
 from jaxtheory.kernels.taylor import linearize, taylor_expand
 
@@ -34,5 +35,5 @@ class NtkImplementation(enum.IntEnum):
 
 
 __all__ = ["NtkImplementation", "batch", "empirical_kernel_fn", "empirical_nngp_fn",
-           "empirical_ntk_fn", "linearize", "monte_carlo_kernel_fn", "predict", "stax",
+           "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "predict", "stax",
            "taylor_expand"]

@@ -200,3 +200,24 @@ def test_monte_carlo_private_sample_once_batched():
   chex.assert_trees_all_close(once(x1, x2, key, None), once_b(x1, x2, key, None), rtol=1e-10)
   chex.assert_trees_all_close(batching._serial(once, 4)(x1, None, key, "nngp"),
                               once(x1, None, key, "nngp"), rtol=1e-10)
+
+
+def test_empirical_ntk_vp_fn_equals_ntk_times_vector():
+  init_fn, apply_fn, _ = _net()
+  x1, x2 = _xs(n1=4, n2=6)
+  _, params = init_fn(jax.random.key(7), x1.shape)
+  ntk = nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x1, x2, params)  # (4, 6, 3, 3)
+  v = jax.random.normal(jax.random.key(8), (6, 3))
+  want = jnp.einsum("ijab,jb->ia", ntk, v)
+  got = jax.jit(nt.empirical_ntk_vp_fn(apply_fn, x1, x2, params))(v)
+  chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_empirical_ntk_fn_any_vmap_axes_gives_the_same_kernel():
+  init_fn, apply_fn, _ = _net()
+  x1, x2 = _xs()
+  _, params = init_fn(jax.random.key(9), x1.shape)
+  want = nt.empirical_ntk_fn(apply_fn, vmap_axes=None)(x1, x2, params)
+  for axes in (0, (0, 0, {}), ([0], 0), (1, 0), (0, None, {})):
+    got = nt.empirical_ntk_fn(apply_fn, vmap_axes=axes)(x1, x2, params)
+    chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-12)

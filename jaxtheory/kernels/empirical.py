@@ -68,7 +68,7 @@ from jaxtheory.kernels.structured import (_plan, _structured_contract, _structur
                                           _trace_side)
 
 __all__ = ["IMPLEMENTATIONS", "empirical_kernel_fn", "empirical_nngp", "empirical_nngp_fn",
-           "empirical_ntk", "empirical_ntk_fn"]
+           "empirical_ntk", "empirical_ntk_fn", "empirical_ntk_vp_fn"]
 
 Array = jax.Array
 PyTree = Any
@@ -408,7 +408,13 @@ def _split_kwargs(kwargs, has_x2: bool):
 
 
 def _vmap_axes(vmap_axes):
-  """NT's ``vmap_axes`` -> (0 or None, kwargs batched along axis 0)."""
+  """NT's ``vmap_axes`` -> (0 or None, kwargs batched along axis 0).
+
+  ``vmap_axes`` only tells which axes are independent, it never changes the
+  kernel: a pytree of axes that are all ``0`` is the fast path ``0``; any other
+  axes (or ``None`` inside the pytree) fall back to ``None``, the exact
+  computation without the independence assumption.
+  """
   if vmap_axes is None:
     return None, {}
   if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
@@ -416,9 +422,10 @@ def _vmap_axes(vmap_axes):
   else:
     in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
   kw_axes = dict(kw_axes or {})
-  if in_axes != 0 or out_axes != 0 or any(a != 0 for a in kw_axes.values()):
-    raise NotImplementedError(
-        f"vmap_axes must be None, 0 or (0, 0, {{name: 0}}), got {vmap_axes!r}")
+  axes = jax.tree.leaves((in_axes, out_axes, list(kw_axes.values())),
+                         is_leaf=lambda a: a is None)
+  if any(a != 0 for a in axes):
+    return None, {}
   return 0, kw_axes
 
 
@@ -433,7 +440,9 @@ def empirical_ntk_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes 
     trace_axes: output axes averaged over.
     diagonal_axes: output axes kept once.
     vmap_axes: ``None`` (no assumption, NT's default), ``0`` (examples
-      independent along axis 0) or ``(0, 0, {kwarg: 0})``.
+      independent along axis 0) or ``(0, 0, {kwarg: 0})`` (also as pytrees
+      of zeros). Other axes give the same kernel as ``None`` (computed
+      without the independence shortcut).
     implementation: ``'auto'``, ``'jacobian'``, ``'ntvp'``, ``'structured'``
       or NT's enum value 0-3 (``0`` AUTO, ``1`` JACOBIAN_CONTRACTION, ``2``
       NTK_VECTOR_PRODUCTS, ``3`` STRUCTURED_DERIVATIVES).
@@ -539,3 +548,39 @@ def empirical_kernel_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Ax
 @functools.lru_cache(maxsize=None)
 def _empirical_kernel_type(names: tuple[str, ...]):
   return collections.namedtuple("EmpiricalKernel", names)
+
+
+def empirical_ntk_vp_fn(f: Callable, x1: PyTree, x2: PyTree | None, params: PyTree,
+                        **apply_fn_kwargs) -> Callable:
+  r"""NT's ``empirical_ntk_vp_fn``: :math:`v \mapsto \Theta(x_1, x_2)\, v` without the NTK.
+
+  One VJP of ``f`` at ``x2`` gives :math:`J_2^\top v` (a parameter pytree); one
+  JVP at ``x1`` maps it to :math:`J_1 J_2^\top v`: the cost of two passes, the
+  memory of one VJP, whatever the number of outputs.
+
+  Args:
+    f: ``f(params, x, **kwargs)``.
+    x1: inputs of the output side.
+    x2: inputs of the cotangent side; ``None`` means ``x1``.
+    params: the parameters.
+    **apply_fn_kwargs: passed to ``f``; a 2-tuple value is ``(for x1, for x2)``.
+
+  Returns:
+    ``ntk_vp_fn(cotangents)``, ``cotangents`` shaped like ``f(params, x2)``,
+    returning an array shaped like ``f(params, x1)``.
+
+  >>> import jax.numpy as jnp
+  >>> f = lambda p, x: x @ p
+  >>> vp = empirical_ntk_vp_fn(f, jnp.ones((2, 3)), None, jnp.ones((3, 4)))
+  >>> vp(jnp.ones((2, 4))).shape
+  (2, 4)
+  """
+  k1, k2 = _split_kwargs(apply_fn_kwargs, x2 is not None)
+  x2 = x1 if x2 is None else x2
+
+  def ntk_vp_fn(cotangents):
+    _, pullback = jax.vjp(lambda p: f(p, x2, **k2), params)
+    (tangents,) = pullback(cotangents)
+    return jax.jvp(lambda p: f(p, x1, **k1), (params,), (tangents,))[1]
+
+  return ntk_vp_fn
