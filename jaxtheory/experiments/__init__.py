@@ -33,7 +33,8 @@ from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   matrix_completion, neural_collapse, separation, width_sweep)
+                                   matrix_completion, mode_connectivity, neural_collapse, separation,
+                                   width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -45,6 +46,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "neural-collapse": neural_collapse,
     "edge-of-stability": edge_of_stability,
     "separation": separation,
+    "mode-connectivity": mode_connectivity,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

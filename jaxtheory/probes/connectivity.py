@@ -488,3 +488,39 @@ def activation_matching(model: Model, params_a: Params, params_b: Params, x: Arr
                  for c, m in zip(corrs, masks))
 
   return _host(host, spec, corrs, masks)
+
+
+# ----------------------------------------------------------------------------
+# Spawning: children of a shared checkpoint (stability to SGD noise).
+
+
+def spawn_model(model: Model, params: Params) -> Model:
+  """``model`` whose ``init`` returns ``params`` (a shared checkpoint) for every key.
+
+  Frankle et al. (2020) test a network's *stability to SGD noise*: train it
+  to step ``k``, spawn two children from that checkpoint that differ only in
+  their SGD noise (minibatch order), train both and measure the barrier
+  between them. In a sweep, ``Sweep(model=lambda w: spawn_model(m, ckpt), ...,
+  grid=dict(seed=[1, 2]))`` trains such children: the engine's ``seed`` then
+  draws only the data order. ``params`` must have the shapes ``model`` builds
+  (one width, unpadded); the per-layer learning-rate scales are the model's own.
+
+  >>> import jax
+  >>> from jaxtheory import nn
+  >>> m = nn.mlp((3,), 4, 1, 2)
+  >>> p = m.init(jax.random.key(7))
+  >>> q = spawn_model(m, p).init(jax.random.key(0))
+  >>> bool(jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), p, q)))
+  True
+  """
+  inner = model.layer
+  fixed = jax.tree.map(jnp.asarray, params)
+
+  def init(key, spec, ctx):
+    out, own, scales = inner.init(key, spec, ctx)
+    if jax.tree.map(jnp.shape, own) != jax.tree.map(jnp.shape, fixed):
+      raise ValueError("spawn_model: the checkpoint's params do not have the shapes of the "
+                       "model's (build the model at the checkpoint's width)")
+    return out, jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), fixed, own), scales
+
+  return model._replace(layer=inner._replace(init=init))
