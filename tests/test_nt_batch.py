@@ -83,8 +83,9 @@ def test_batch_pytree_inputs():
 def test_batch_store_on_host():
   _, _, kernel_fn = _net()
   x1, x2 = _xs()
-  k = nt.batch(kernel_fn, 4, store_on_device=False)(x1, x2, "nngp")
+  k = nt.batch(kernel_fn, 4, store_on_device=False)(np.asarray(x1), np.asarray(x2), "nngp")
   assert all(d.platform == "cpu" for d in k.devices())
+  chex.assert_trees_all_close(k, kernel_fn(x1, x2, "nngp"), rtol=1e-12)
 
 
 def test_batch_bad_arguments():

@@ -93,10 +93,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     x2_ = x1 if x2 is None else x2
     rows = []
     for i in range(0, n1, b1 * n_dev):
-      group = _rows(x1, i, b1 * n_dev, n1)
+      group = _rows(x1, i, b1 * n_dev)
       cols = []
       for j in range(0, n2, b2):
-        block = run(group, _rows(x2_, j, b2, n2), arrays)
+        block = run(group, _rows(x2_, j, b2), arrays)
         block = _cut(block, min(b1 * n_dev, n1 - i), min(b2, n2 - j))
         cols.append(block if store_on_device else jax.device_get(block))
       rows.append(_concat(cols, axis=1, store_on_device=store_on_device))
@@ -207,15 +207,14 @@ def _batch_size_of(x, name: str) -> int:
   return sizes.pop()
 
 
-def _rows(x, start: int, size: int, n: int):
-  """Rows ``[start, start + size)`` of every leaf, padded with row 0 past ``n``."""
+def _rows(x, start: int, size: int):
+  """Rows ``[start, start + size)`` of every leaf, padded with copies of its first row."""
   def take(a):
-    a = jnp.asarray(a)[start:start + size]
+    a = jnp.asarray(a[start:start + size])  # slice first: host inputs move block by block
     extra = size - a.shape[0]
     if extra:
       a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (extra,) + a.shape[1:])])
     return a
-  del n
   return jax.tree.map(take, x)
 
 
