@@ -151,7 +151,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedIOBase], N
       any, is left as it was and the temporary is removed).
   """
   path = os.path.abspath(os.fspath(path))
-  ensure_dir(os.path.dirname(path), f"the folder of the {what}")
+  if not os.path.isdir(os.path.dirname(path)):  # (the write itself says if it cannot write)
+    ensure_dir(os.path.dirname(path), f"the folder of the {what}")
   tmp = _temp_name(path)
   try:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
