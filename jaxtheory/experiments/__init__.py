@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
                                    matrix_completion, mode_connectivity, neural_collapse, separation,
-                                   width_sweep)
+                                   spectral_bias, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -47,6 +47,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "edge-of-stability": edge_of_stability,
     "separation": separation,
     "mode-connectivity": mode_connectivity,
+    "spectral-bias": spectral_bias,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -236,3 +236,27 @@ def fourier_sparsity(E: Array, k: int = 5) -> Array:
   P = fourier_power(E)[1:]
   top = jax.lax.top_k(P, min(k, P.shape[0]))[0]
   return jnp.sum(top) / jnp.maximum(jnp.sum(P), jnp.finfo(P.dtype).tiny)
+
+
+def radial_power(img: Array) -> Array:
+  r"""Power of a 2-D array's (e.g. an image's) spatial frequencies, summed over rings of radius ``r``.
+
+  :math:`P_r = \sum_{\lfloor |\omega| + 1/2 \rfloor = r} |\hat I_\omega|^2` over the
+  2-D DFT of the mean-removed array, for integer radii
+  :math:`r = 0, \dots, \lfloor \min(h, w)/2 \rfloor` (frequencies in cycles per
+  side; corners beyond the last ring are left out). Blur removes power from
+  the large radii.
+
+  >>> t = jnp.arange(8.0)
+  >>> img = jnp.cos(2 * jnp.pi * 2 * t / 8)[:, None] * jnp.ones((1, 8))
+  >>> [round(float(x)) for x in radial_power(img)]
+  [0, 0, 2048, 0, 0]
+  """
+  img = jnp.asarray(img)
+  h, w = img.shape
+  F = jnp.abs(jnp.fft.fft2(img - jnp.mean(img))) ** 2
+  fy = jnp.fft.fftfreq(h) * h
+  fx = jnp.fft.fftfreq(w) * w
+  r = jnp.floor(jnp.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) + 0.5).astype(jnp.int32)
+  n = min(h, w) // 2 + 1
+  return jnp.zeros(n, F.dtype).at[r.reshape(-1)].add(F.reshape(-1), mode="drop")
