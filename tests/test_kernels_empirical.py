@@ -235,7 +235,7 @@ def test_vmap_axes_none_handles_batch_coupling(x64):
   """Without the independence assumption, cross-example terms are kept."""
   m = jn.mlp((3,), 6, 1, 2)
   p = m.init(jax.random.key(0))
-  f = lambda p, x: m.apply(p, x) - jnp.mean(m.apply(p, x), 0)  # couples the batch
+  f = lambda p, x: m.apply(p, x) - jnp.mean(m.apply(p, x), 0, keepdims=True)  # couples the batch
   x1, x2 = _inputs(3, 2, (3,))
   ref = _brute(f, p, x1, x2)
   for impl in ("jacobian", "ntvp", "structured"):

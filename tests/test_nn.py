@@ -513,14 +513,14 @@ def test_transformer_matches_a_reference_forward_pass(layer_norm):
     return (h - mu) / jnp.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
 
   x = jax.random.randint(jax.random.key(2), (4, T), 0, V)
-  h = E[x] + P
+  h = E[x] + P[None]
   a = ln(h)
   q, k, v = (jnp.einsum("btd,dhe->bthe", a, attn[n]) for n in "qkv")
   s = jnp.einsum("bqhe,bkhe->bhqk", q, k) / jnp.sqrt(D // H)
-  s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -jnp.inf)
+  s = jnp.where(jnp.tril(jnp.ones((1, 1, T, T), bool)), s, -jnp.inf)
   o = jnp.einsum("bhqk,bkhe->bqhe", jax.nn.softmax(s, -1), v)
   h = (h + jnp.einsum("bqhe,hed->bqd", o, attn["o"]))[:, -1]
-  h = h + jax.nn.relu(ln(h) @ mlp[0]["W"] + mlp[0]["b"]) @ mlp[1]["W"] + mlp[1]["b"]
+  h = h + jax.nn.relu(ln(h) @ mlp[0]["W"] + mlp[0]["b"][None]) @ mlp[1]["W"] + mlp[1]["b"][None]
   chex.assert_trees_all_close(m.apply(p, x), ln(h) @ U, rtol=1e-5, atol=1e-5)
 
 

@@ -399,7 +399,7 @@ def gauss_hermite(fn: Callable, deg: int = 25, df: Callable | None = None,
     def step(acc, xw):
       x, w = xw
       fu = f(u_scale * x)
-      fv = f(a_coef * x + b_coef * y_nodes)  # (deg, *shape): all y nodes at once
+      fv = f(a_coef[None] * x + b_coef[None] * y_nodes)  # (deg, *shape): all y nodes at once
       return acc + w * fu * jnp.sum(y_weights * fv, axis=0), None
 
     acc, _ = lax.scan(step, jnp.zeros(c.shape, dtype), (xs, ws))

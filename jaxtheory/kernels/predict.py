@@ -154,9 +154,10 @@ def _memo(fn: Callable) -> Callable:
 
 def _phi(lam: Array, s: Array) -> Array:
   r""":math:`\mathrm{expm1}(-\lambda s)/\lambda` (``-s`` at ``lambda = 0``), shape ``s + lam``."""
+  lam = lam.reshape((1,) * s.ndim + lam.shape)
   pos = lam > 0
   safe = jnp.where(pos, lam, 1.0)
-  s = s[..., None]
+  s = s.reshape(s.shape + (1,) * (lam.ndim - s.ndim))
   return jnp.where(pos, jnp.expm1(-safe * s) / safe, -s)
 
 
@@ -213,7 +214,7 @@ def _mse_flow(s, lam, V, y_train, fx_train_0, fx_test_0, k_test_train, lay, samp
   r = V.T @ (f0 - _out_to_2d(y_train, lay))  # the initial residual in the eigenbasis
   fx_train_t = fx_test_t = None
   if fx_train_0 is not None:
-    dfx = jnp.einsum("ij,sj,jc->sic", V, jnp.expm1(-s[:, None] * lam), r)
+    dfx = jnp.einsum("ij,sj,jc->sic", V, jnp.expm1(-s[:, None] * lam[None]), r)
     fx_train_t = (jnp.expand_dims(fx_train_0, lead) +
                   _out_from_2d(dfx, lay, lay.sample_shape, t_shape))
   if fx_test_0 is not None:
@@ -474,7 +475,7 @@ def _ensemble_flow(s, lam, V, y_train, k_td, nngp_dd, nngp_td, nngp_tt, *, kind,
   s = s.reshape(-1)
   vy = V.T @ _out_to_2d(y_train, lay)
   if k_td is None:
-    mean = jnp.einsum("ij,sj,jc->sic", V, -jnp.expm1(-s[:, None] * lam), vy)
+    mean = jnp.einsum("ij,sj,jc->sic", V, -jnp.expm1(-s[:, None] * lam[None]), vy)
   else:
     ktd_V = _k_to_2d(k_td) @ V
     mean = jnp.einsum("mj,sj,jc->smc", ktd_V, -_phi(lam, s), vy)
@@ -484,18 +485,18 @@ def _ensemble_flow(s, lam, V, y_train, k_td, nngp_dd, nngp_td, nngp_tt, *, kind,
   nngp_dd = _k_to_2d(nngp_dd)
   if k_td is None:
     if kind == "nngp":
-      cov = jnp.einsum("ij,sj,kj->sik", V, lam * jnp.exp(-2 * s[:, None] * lam), V)
+      cov = jnp.einsum("ij,sj,kj->sik", V, lam[None] * jnp.exp(-2 * s[:, None] * lam[None]), V)
     else:
-      e = jnp.einsum("ij,sj,kj->sik", V, jnp.exp(-s[:, None] * lam), V)
+      e = jnp.einsum("ij,sj,kj->sik", V, jnp.exp(-s[:, None] * lam[None]), V)
       cov = e @ nngp_dd @ e
   else:
     k_tt = _k_to_2d(nngp_tt)
     if kind == "nngp":
-      cov = k_tt - jnp.einsum("mj,sj,lj->sml", ktd_V, -_phi(lam, 2 * s), ktd_V)
+      cov = k_tt[None] - jnp.einsum("mj,sj,lj->sml", ktd_V, -_phi(lam, 2 * s), ktd_V)
     else:
       a = jnp.einsum("mj,sj,kj->smk", ktd_V, -_phi(lam, s), V)  # A_t
       cross = a @ _k_to_2d(nngp_td).T
-      cov = k_tt + a @ nngp_dd @ jnp.swapaxes(a, -1, -2) - cross - jnp.swapaxes(cross, -1, -2)
+      cov = k_tt[None] + a @ nngp_dd @ jnp.swapaxes(a, -1, -2) - cross - jnp.swapaxes(cross, -1, -2)
   return Gaussian(mean, _k_from_2d(cov, sample_test, sample_test, t_shape))
 
 

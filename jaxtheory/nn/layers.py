@@ -24,7 +24,7 @@ from jax import lax
 from jaxtheory.errors import ConfigError
 from jaxtheory.kernels import analytic, nonlinear
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
-                               stable_normal)
+                               stable_normal, trailing)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
                                 vector_lr, weight_rule, width_ratio)
 
@@ -54,9 +54,9 @@ def _draw_weight(key, shape, fin: Feat):
 def _row_col_mask(W, fin: Feat, fout: Feat):
   """Zeroes padded rows (inputs, axis -2) and columns (outputs, axis -1)."""
   if fin.mask is not None:
-    W = W * fin.mask.astype(W.dtype)[:, None]
+    W = W * trailing(fin.mask.astype(W.dtype)[:, None], W.ndim)
   if fout.mask is not None:
-    W = W * fout.mask.astype(W.dtype)
+    W = W * trailing(fout.mask.astype(W.dtype), W.ndim)
   return W
 
 
@@ -114,7 +114,7 @@ class _Affine:
   def finish(self, params, y, fout, w, b):
     y = y * w.mult
     if b is not None:
-      y = y + params["b"] * b.mult
+      y = y + trailing(params["b"] * b.mult, y.ndim)
     return apply_mask(y, fout)
 
 
@@ -388,7 +388,7 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
   def apply(params, x, feat, ctx):
     y = normalize(x, feat)
     if affine:
-      y = y * params["g"] + params["b"]
+      y = y * trailing(params["g"], y.ndim) + trailing(params["b"], y.ndim)
     return y, feat
 
   return Layer(init, apply, analytic.layer_norm(eps, affine))
@@ -434,7 +434,7 @@ def positional_embedding(W_std: float = 1.0) -> Layer:
 
   def apply(params, x, feat, ctx):
     w = rules(feat, x.shape[-1], ctx)
-    return apply_mask(x + params["P"] * w.mult, feat), feat
+    return apply_mask(x + trailing(params["P"] * w.mult, x.ndim), feat), feat
 
   return Layer(init, apply)
 
@@ -474,11 +474,11 @@ def causal_self_attention(num_heads: int, W_std: float = 1.0) -> Layer:
     for k, name in zip(ks[:3], "qkv"):
       W = stable_normal(k, (D, H, D // H), _FLOAT()) * w.std
       if spec.feat.mask is not None:
-        W = W * spec.feat.mask[:, None, None] * fh.mask
+        W = W * spec.feat.mask[:, None, None] * fh.mask[None]
       params[name] = W
     Wo = stable_normal(ks[3], (H, D // H, D), _FLOAT()) * w.std
     if spec.feat.mask is not None:
-      Wo = Wo * fh.mask[..., None] * spec.feat.mask
+      Wo = Wo * fh.mask[..., None] * spec.feat.mask[None, None]
     params["o"] = Wo
     return spec, params, {n: w.lr for n in params}
 
@@ -489,7 +489,7 @@ def causal_self_attention(num_heads: int, W_std: float = 1.0) -> Layer:
     q, k, v = (jnp.einsum("btd,dhe->bthe", x, params[n]) * w.mult for n in "qkv")
     s = jnp.einsum("bqhe,bkhe->bhqk", q, k) * attention_scale(ctx, n_head, width_ratio(ctx))
     causal = jnp.tril(jnp.ones((T, T), bool))
-    s = jnp.where(causal, s, -jnp.inf)
+    s = jnp.where(trailing(causal, s.ndim), s, -jnp.inf)
     a = jax.nn.softmax(s, axis=-1)
     o = jnp.einsum("bhqk,bkhe->bqhe", a, v)
     y = jnp.einsum("bqhe,hed->bqd", o, params["o"]) * w.mult
