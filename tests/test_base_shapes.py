@@ -6,6 +6,7 @@ import equinox as eqx
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -236,3 +237,19 @@ def test_base_width_for_a_foreign_model_is_a_config_error():
   s = sweep.Sweep(linen_build, ds, dict(width=[8]), hparams=dict(base_width=8), steps=1)
   with pytest.raises(ConfigError, match="base_width applies to native models"):
     sweep.plan(s)
+
+
+def test_parametrization_as_a_grid_axis_equals_separate_sweeps():
+  from jaxtheory import data as D, sweep
+  ds = D.teacher_student(n_train=16, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)
+  make = lambda grid, p="sp": sweep.Sweep(native, ds, grid, "sgd", dict(lr=0.1), steps=5,
+                                          record=[5], loss="mse", parametrization=p)
+  both = sweep.run(make(dict(parametrization=["sp", "mup"], width=[8])), progress=False)
+  assert both.train_loss.dims[0] == "parametrization"
+  one = sweep.run(make(dict(width=[8]), "mup"), progress=False)
+  chex.assert_trees_all_close(both.train_loss.sel(parametrization="mup").values,
+                              one.train_loss.values, rtol=1e-6)
+  assert not np.allclose(both.train_loss.sel(parametrization="sp").values,
+                         one.train_loss.values)
+  with pytest.raises(ConfigError, match="unknown parametrization 'mu'"):
+    sweep.run(make(dict(parametrization=["mu"], width=[8])), progress=False)

@@ -35,17 +35,20 @@ BUILDS = {
 }
 
 
-def _coords(kind, p):
+def _coords(kind):
+  """SP and muP in one sweep (``parametrization`` as a grid axis)."""
   ds = data.teacher_student(n_train=64, n_test=8, input_dim=D_IN, seed=0)
-  s = sweep.Sweep(BUILDS[kind], ds, dict(seed=[0, 1], width=WIDTHS), "sgd", dict(lr=0.05),
-                  steps=STEPS, record="every:1", loss="mse", parametrization=p,
+  s = sweep.Sweep(BUILDS[kind], ds, dict(parametrization=["sp", "mup"], seed=[0, 1],
+                                         width=WIDTHS), "sgd", dict(lr=0.05),
+                  steps=STEPS, record="every:1", loss="mse",
                   metrics={"coord": probes.coord_metric()}, max_waste=1.0)
-  return sweep.run(s).coord
+  return sweep.run(s, progress=False).coord
 
 
 @pytest.mark.parametrize("kind", ["native", "linen", "eqx"])
 def test_coord_check_flat_under_mup_growing_under_sp(kind, tmp_path):
-  mup, sp = _coords(kind, "mup"), _coords(kind, "sp")
+  coord = _coords(kind)
+  mup, sp = coord.sel(parametrization="mup"), coord.sel(parametrization="sp")
   assert mup.sizes["layer"] == 3  # two hidden pre-activations and the output
   e_mup = probes.coord_check(mup, tmp_path / "mup.png")
   e_sp = probes.coord_check(sp)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.data import Dataset, validate
-from jaxtheory.nn import Ctx, Model
+from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model
 from jaxtheory.progress import reporter
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import checkpoint as CK
@@ -60,7 +60,9 @@ class Sweep:
     grid: ``axis -> values``; axes are ``seed``, ``width``, ``n_train``,
       ``label_noise``, ``gamma``, ``init_scale``, ``base_width`` (native models; see
       :class:`~jaxtheory.nn.Ctx`) and the optimizer's arguments
-      (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...).
+      (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...). ``parametrization``
+      (names) is a structural axis: :func:`run` runs one sweep per value and
+      joins them (:func:`jaxtheory.sweep.run_over`), a compile each.
     optimizer: a name in :data:`jaxtheory.train.OPTIMIZERS` or an
       :class:`~jaxtheory.train.Optimizer`.
     hparams: fixed values of hyperparameters that are not swept.
@@ -373,6 +375,20 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
   """
   guard.check_options(strategy, chunk_size, record_chunks, checkpoint_interval, memory_budget,
                       STRATEGIES)
+  if "parametrization" in s.grid:  # structural: one sweep per value, joined along it
+    from jaxtheory.sweep.compose import run_over  # pylint: disable=import-outside-toplevel
+    values = [s.grid["parametrization"]] if isinstance(s.grid["parametrization"], str) else list(
+        s.grid["parametrization"])
+    bad = [v for v in values if v not in PARAMETRIZATIONS]
+    if bad:
+      raise ConfigError(f"unknown parametrization {bad[0]!r}; expected one of "
+                        f"{', '.join(PARAMETRIZATIONS)}")
+    rest = {k: v for k, v in s.grid.items() if k != "parametrization"}
+    make = lambda v: dataclasses.replace(s, grid=rest, parametrization=v, name=f"{s.name}-{v}")
+    return run_over("parametrization", values, make, progress=progress, checkpoint=checkpoint,
+                    strategy=strategy, chunk_size=chunk_size, record_chunks=record_chunks,
+                    resume=resume, checkpoint_interval=checkpoint_interval,
+                    memory_budget=memory_budget, return_params=return_params)
   with _owned(checkpoint) as checkpoint, reporter(progress, s.name) as report:
     p = plan(s)
     guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),
