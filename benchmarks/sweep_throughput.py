@@ -11,13 +11,21 @@ digits data (1347 x 64, 10 classes), SGD, no metrics but the final ones:
   ``torch.func`` vmapped ensemble, when torch is installed (``pip install .[bench]``).
 
 Times exclude compilation (JAX contenders run once to warm up; the engine
-reports its execution time apart from compilation). Also printed:
+reports its execution time apart from compilation). Timings are noisy on a
+shared machine (the same table run twice once gave 2.97 s then 1.76 s for one
+cell), so every contender of a shape is timed ``--repeats`` times (default 5),
+*interleaved* (round r times each contender once, in a rotated order, so a
+slow spell hits all of them), and the table prints the median with the
+spread (min-max) in brackets; the matmul peak is measured the same way, in
+the same rounds. ``auto/best`` is the median of the per-round ratios, with
+``~`` where its range includes 1 (the difference is inside the noise). Also printed:
 achieved FLOP/s of ``auto`` as a fraction of the machine's measured matmul
 peak, and the executed / ideal FLOPs of the engine's width buckets for a
 geometric width grid 16..1024.
 
     python benchmarks/sweep_throughput.py            # full table (~10 min on 2 CPU cores)
     python benchmarks/sweep_throughput.py --quick    # two small shapes
+    python benchmarks/sweep_throughput.py --repeats 9
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import jaxtheory  # noqa: F401  (before jax: quiets XLA's CPU cache-loading log lines)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,32 +41,62 @@ import optax
 
 from jaxtheory import data, nn, sweep
 
-SHAPES = [  # name, width, runs, steps, batch size (None = full batch)
-    ("tiny  w=16 full", 16, 32, 300, None),
-    ("small w=64 full", 64, 32, 200, None),
-    ("mid  w=128 mb64", 128, 32, 300, 64),
-    ("wide w=256 full", 256, 16, 100, None),
-    ("wide w=512 full", 512, 8, 50, None),
-    ("wide w=512 mb128", 512, 8, 200, 128),
+SHAPES = [  # name, width, runs, steps, batch size (None = full batch), hidden layers
+    ("tiny  w=16 full", 16, 32, 300, None, 2),
+    ("small w=64 full", 64, 32, 200, None, 2),
+    ("mid  w=128 mb64", 128, 32, 300, 64, 2),
+    ("wide w=256 full", 256, 16, 100, None, 2),
+    ("wide w=512 full", 512, 8, 50, None, 2),
+    ("wide w=512 mb128", 512, 8, 200, 128, 2),
+    ("deep d=6 w=64", 64, 16, 200, None, 6),
+    ("many 128 w=16", 16, 128, 200, None, 2),
 ]
-DEPTH = 2
+DEPTH = 2  # hidden layers of the contenders; set per shape in main()
+
+
+def _timed(fn):
+  """``fn`` warmed up (compiled), as a function returning the seconds of one call."""
+  fn()
+
+  def once():
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+  return once
 
 
 def _timeit(fn, repeat=2):
-  fn()  # warm-up: compiles
-  best = np.inf
-  for _ in range(repeat):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return best
+  once = _timed(fn)
+  return min(once() for _ in range(repeat))
+
+
+def matmul_peak_timer(n=2048):
+  """One timing of an ``n x n`` float32 matmul, as FLOP/s (call it in every round)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  once = _timed(lambda: f(a).block_until_ready())
+  return lambda: 2 * n**3 / once()
 
 
 def matmul_peak(n=2048):
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  t = _timeit(lambda: f(a).block_until_ready(), repeat=5)
-  return 2 * n**3 / t
+  timer = matmul_peak_timer(n)
+  return float(np.median([timer() for _ in range(5)]))
+
+
+def interleaved(timers: dict, repeats: int) -> dict[str, np.ndarray]:
+  """``name -> per-round values``: round ``r`` calls every timer once, starting at a
+  rotated position, so slow spells of a shared machine hit every contender alike."""
+  names = list(timers)
+  out = {k: [] for k in names}
+  for r in range(repeats):
+    for k in names[r % len(names):] + names[:r % len(names)]:
+      out[k].append(timers[k]())
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _cell(v: np.ndarray) -> str:
+  """Median and min-max: ``1.23s[1.20-1.31]``."""
+  return f"{np.median(v):.2f}s[{v.min():.2f}-{v.max():.2f}]"
 
 
 def mlp_flops(width, d_in, d_out, batch):
@@ -70,17 +109,26 @@ def mlp_flops(width, d_in, d_out, batch):
 # Contenders.
 
 
-def engine(ds, width, runs, steps, batch, strategy, chunk_size=None):
+def engine_timer(ds, width, runs, steps, batch, strategy, chunk_size=None):
+  """The engine forced to ``strategy``: each call runs the sweep and returns its
+  execution seconds (the engine reports compilation apart); the chosen strategy
+  is in ``.info``."""
   s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, DEPTH, 10), ds,
                   dict(seed=list(range(runs)), width=[width]), hparams=dict(lr=0.1),
                   steps=steps, batch_size=batch, record=[steps])
-  # The engine compiles inside run() and reports execution time separately;
-  # best of two, as for the JAX contenders.
-  t = []
-  for _ in range(2):
-    res = sweep.run(s, strategy=strategy, chunk_size=chunk_size, record_chunks=1)
-    t.append(float(res.attrs["run_seconds"]))
-  return min(t), {"strategy": res.attrs["strategy"]}
+
+  def once():
+    res = sweep.run(s, strategy=strategy, chunk_size=chunk_size, record_chunks=1,
+                    progress=False)
+    once.info = res.attrs["strategy"]
+    return float(res.attrs["run_seconds"])
+  once()  # warm-up, as for the other contenders
+  return once
+
+
+def engine(ds, width, runs, steps, batch, strategy, chunk_size=None):
+  once = engine_timer(ds, width, runs, steps, batch, strategy, chunk_size)
+  return min(once() for _ in range(2)), {"strategy": once.info}
 
 
 def _jax_single(ds, width, steps, batch):
@@ -115,13 +163,13 @@ def _jax_single(ds, width, steps, batch):
 
 def jax_loop(ds, width, runs, steps, batch):
   f = jax.jit(_jax_single(ds, width, steps, batch))
-  return _timeit(lambda: [f(s).block_until_ready() for s in range(runs)])
+  return _timed(lambda: [f(s).block_until_ready() for s in range(runs)])
 
 
 def jax_vmap(ds, width, runs, steps, batch):
   f = jax.jit(jax.vmap(_jax_single(ds, width, steps, batch)))
   seeds = jnp.arange(runs)
-  return _timeit(lambda: f(seeds).block_until_ready())
+  return _timed(lambda: f(seeds).block_until_ready())
 
 
 def _torch_parts(ds, width):
@@ -159,7 +207,7 @@ def torch_loop(ds, width, runs, steps, batch):
         torch.nn.functional.cross_entropy(net(xb), yb).backward()
         opt.step()
 
-  return _timeit(go, repeat=1)
+  return _timed(go)
 
 
 def torch_vmap(ds, width, runs, steps, batch):
@@ -183,7 +231,7 @@ def torch_vmap(ds, width, runs, steps, batch):
         for k in params:
           params[k] -= 0.1 * gs[k]
 
-  return _timeit(go, repeat=1)
+  return _timed(go)
 
 
 def padded_flops_ratio():
@@ -195,9 +243,11 @@ def padded_flops_ratio():
 
 
 def main():
+  global DEPTH  # pylint: disable=global-statement
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true", help="two small shapes only")
   ap.add_argument("--no-torch", action="store_true")
+  ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds per shape")
   args = ap.parse_args()
   shapes = SHAPES[:2] if args.quick else SHAPES
   try:
@@ -206,32 +256,49 @@ def main():
   except ImportError:
     have_torch = False
   ds = data.digits()
-  peak = matmul_peak()
-  print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__}")
-  print(f"matmul peak (2048^2 float32): {peak / 1e9:.1f} GFLOP/s")
-  cols = ["auto", "vmap", "map", "chunk4", "jax-loop", "jax-vmap"] + (["torch-loop", "torch-vmap"] if have_torch else [])
-  print(f"\n{'shape':18s} {'runs':>4s} {'steps':>5s} " + " ".join(f"{c:>10s}" for c in cols)
-        + f" {'auto/best':>9s} {'GFLOP/s':>8s} {'%peak':>6s}  chosen")
-  for name, width, runs, steps, batch in shapes:
-    t = {}
-    t["auto"], info = engine(ds, width, runs, steps, batch, "auto")
-    t["vmap"], _ = engine(ds, width, runs, steps, batch, "vmap")
-    t["map"], _ = engine(ds, width, runs, steps, batch, "map")
-    t["chunk4"], _ = engine(ds, width, runs, steps, batch, "chunked", 4)
-    t["jax-loop"] = jax_loop(ds, width, runs, steps, batch)
-    t["jax-vmap"] = jax_vmap(ds, width, runs, steps, batch)
+  peak_timer = matmul_peak_timer()
+  print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__}; "
+        f"median [min-max] of {args.repeats} interleaved rounds")
+  engines = ["auto", "vmap", "map", "chunk4"]
+  others = ["jax-loop", "jax-vmap"] + (["torch-loop", "torch-vmap"] if have_torch else [])
+  cols = engines + others
+  print(f"\n{'shape':18s} {'runs':>4s} {'steps':>5s} " + " ".join(f"{c:>19s}" for c in cols)
+        + f" {'auto/best':>17s} {'GFLOP/s':>8s} {'%peak':>11s}  chosen")
+  peaks = []
+  for name, width, runs, steps, batch, depth in shapes:
+    DEPTH = depth
+    timers = {"auto": engine_timer(ds, width, runs, steps, batch, "auto"),
+              "vmap": engine_timer(ds, width, runs, steps, batch, "vmap"),
+              "map": engine_timer(ds, width, runs, steps, batch, "map"),
+              "chunk4": engine_timer(ds, width, runs, steps, batch, "chunked", 4),
+              "jax-loop": jax_loop(ds, width, runs, steps, batch),
+              "jax-vmap": jax_vmap(ds, width, runs, steps, batch)}
     if have_torch:
-      t["torch-loop"] = torch_loop(ds, width, runs, steps, batch)
-      t["torch-vmap"] = torch_vmap(ds, width, runs, steps, batch)
-    best_alt = min(v for k, v in t.items() if k not in ("auto", "vmap", "map", "chunk4"))
+      timers["torch-loop"] = torch_loop(ds, width, runs, steps, batch)
+      timers["torch-vmap"] = torch_vmap(ds, width, runs, steps, batch)
+    timers["peak"] = peak_timer
+    t = interleaved(timers, args.repeats)
+    peak = t.pop("peak")
+    peaks.append(peak)
+    best_alt = min(others, key=lambda k: np.median(t[k]))
+    ratio = t["auto"] / t[best_alt]
+    noise = "~" if ratio.min() <= 1.0 <= ratio.max() else " "
     n = ds.x_train.shape[0] if batch is None else batch
     flops = mlp_flops(width, 64, 10, n) * steps * runs
-    gflops = flops / t["auto"] / 1e9
-    print(f"{name:18s} {runs:4d} {steps:5d} " + " ".join(f"{t[c]:9.2f}s" for c in cols)
-          + f" {t['auto'] / best_alt:9.2f} {gflops:8.1f} {100 * gflops * 1e9 / peak:5.0f}%  {info['strategy']}")
+    gflops = flops / np.median(t["auto"]) / 1e9
+    pct = 100 * flops / t["auto"] / peak  # per round, against that round's peak
+    print(f"{name:18s} {runs:4d} {steps:5d} " + " ".join(f"{_cell(t[c]):>19s}" for c in cols)
+          + f" {np.median(ratio):5.2f}{noise}[{ratio.min():.2f}-{ratio.max():.2f}]"
+          + f" {gflops:8.1f} {np.median(pct):4.0f}%[{pct.min():.0f}-{pct.max():.0f}]"
+          + f"  {timers['auto'].info} (best other: {best_alt})")
+  peaks = np.concatenate(peaks) / 1e9
+  print(f"\nmatmul peak (2048^2 float32), every round: median {np.median(peaks):.1f} "
+        f"[{peaks.min():.1f}-{peaks.max():.1f}] GFLOP/s")
+  DEPTH = 2
   groups, ratio = padded_flops_ratio()
-  print(f"\nwidth buckets for 16..1024 (x2): {groups}; executed/ideal FLOPs = {ratio:.2f}")
-  print("auto/best < 1 means the engine beat every alternative (jax-loop, jax-vmap, torch).")
+  print(f"width buckets for 16..1024 (x2): {groups}; executed/ideal FLOPs = {ratio:.2f}")
+  print("auto/best < 1: the engine beat every alternative (jax-loop, jax-vmap, torch); "
+        "~: the range of per-round ratios includes 1 (inside the noise).")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ machine", openxla/xla#44565, jax-ml/jax#38445): the features it names are
 LLVM tuning preferences, not instruction sets, and the program loads and runs
 correctly. The line comes from XLA's C++ logging, which reads
 ``TF_CPP_MIN_LOG_LEVEL`` once when jaxlib loads, so importing jaxtheory before
-jax sets it to 3 (fatal only) unless the user chose a level.
+jax sets it to 3 (fatal only) unless the user chose a level. When jax was
+imported first with a lower level, the default cache stays off (it would fill
+the output with these lines); ``JAXTHEORY_COMPILATION_CACHE=PATH`` or
+:func:`enable` with a path still turns it on.
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ def quiet_loader_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _quiet() -> bool:
+  """Whether XLA's C++ log level hides error lines (it is read once, when jaxlib loads)."""
+  try:
+    return int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 3
+  except ValueError:
+    return False
+
+
 def _off(value: str) -> bool:
   return value.strip().lower() in OFF
 
@@ -84,6 +95,10 @@ def enable(path: str | os.PathLike | None = None) -> str | None:
     env = os.environ.get(ENV, "").strip()
     if not env and jax.config.jax_compilation_cache_dir:  # the user's own choice
       return jax.config.jax_compilation_cache_dir
+    if not env and not _quiet():
+      # jax was imported first, so XLA would print two error lines per cached CPU program
+      # loaded; the cache then waits to be asked for (environment variable or enable(path)).
+      return None
     path = env or default_dir()
   path = os.fspath(path)
   if _off(path):

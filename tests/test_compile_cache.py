@@ -50,3 +50,17 @@ def test_second_run_loads_every_program_from_the_cache(tmp_path):
 def test_cache_off_compiles_every_time(tmp_path):
   counts, _ = _run("off", tmp_path)
   assert counts == {"cache_hits": 0, "cache_misses": 0, "dir": None}
+
+
+def test_default_cache_stays_off_when_jax_came_first_and_would_log(tmp_path):
+  code = ("import jax, json\nimport jaxtheory\nfrom jaxtheory import compile_cache\n"
+          "print(json.dumps([compile_cache.directory(), compile_cache.enable(%r)]))"
+          % str(tmp_path / "asked"))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  for k in ("TF_CPP_MIN_LOG_LEVEL", "JAXTHEORY_COMPILATION_CACHE"):
+    env.pop(k, None)
+  res = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True,
+                       timeout=300, check=False)
+  assert res.returncode == 0, res.stderr
+  default, asked = json.loads(res.stdout.strip().splitlines()[-1])
+  assert default is None and asked == str(tmp_path / "asked")

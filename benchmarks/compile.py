@@ -1,0 +1,105 @@
+"""Compile time of every default experiment, first and second invocation, with the persistent cache.
+
+Each experiment runs twice as ``jaxtheory run NAME`` (the command a user types,
+figures included), each time in a fresh process sharing one fresh compilation
+cache folder. Compile time is what JAX reports through ``jax.monitoring``:
+tracing to a jaxpr, lowering to StableHLO and the XLA backend compile (which,
+on the second invocation, is a load from the cache). Printed per experiment:
+
+* ``trace / lower / xla`` seconds of the first invocation, ``trace / lower / load`` of the
+  second;
+* ``compile 1st`` and ``compile 2nd``, and their ratio (goal: 2nd <= 10% of 1st);
+* ``wall 1st`` and the compile share of it (goal: <= 25%);
+* the cache hits of the second invocation.
+
+    python benchmarks/compile.py                          # all seven (~20 min on 2 CPU cores)
+    python benchmarks/compile.py matrix-completion width-sweep
+    python benchmarks/compile.py --no-plots --set steps=100 width-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+# Runs in the child: import jaxtheory before jax (as the console script does), count, run the CLI.
+CHILD = r"""
+import collections, contextlib, io, json, sys, time
+t0 = time.perf_counter()
+import jaxtheory
+from jaxtheory import cli
+import jax
+secs, events = collections.defaultdict(float), collections.Counter()
+jax.monitoring.register_event_duration_secs_listener(
+    lambda e, s, **k: secs.__setitem__(e, secs[e] + s))
+jax.monitoring.register_event_listener(lambda e, **k: events.update([e]))
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+  try:
+    cli.main(sys.argv[1:])
+  except SystemExit as e:
+    if e.code:
+      raise
+wall = time.perf_counter() - t0
+print("COMPILE_JSON " + json.dumps(dict(
+    wall=wall, trace=secs["/jax/core/compile/jaxpr_trace_duration"],
+    lower=secs["/jax/core/compile/jaxpr_to_mlir_module_duration"],
+    xla=secs["/jax/core/compile/backend_compile_duration"],
+    hits=events["/jax/compilation_cache/cache_hits"],
+    misses=events["/jax/compilation_cache/cache_misses"])))
+"""
+
+EXPERIMENTS = ("width-sweep", "kernel-limit", "double-descent", "grokking", "neural-collapse",
+               "matrix-completion", "edge-of-stability")
+
+
+def invoke(name: str, cache: str, out: str, extra: list[str]) -> dict:
+  """One ``jaxtheory run NAME`` in a fresh process; its compile and wall seconds."""
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=cache)
+  res = subprocess.run([sys.executable, "-c", CHILD, "run", name, "--out", out, *extra],
+                       env=env, capture_output=True, text=True, check=False)
+  lines = [l for l in res.stdout.splitlines() if l.startswith("COMPILE_JSON ")]
+  if res.returncode != 0 or not lines:
+    raise RuntimeError(f"{name} failed:\n{res.stderr[-3000:]}")
+  if res.stderr.strip():
+    print(f"  {name} stderr: {res.stderr.strip()[:400]}", file=sys.stderr)
+  r = json.loads(lines[-1].split(" ", 1)[1])
+  r["compile"] = r["trace"] + r["lower"] + r["xla"]
+  return r
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("names", nargs="*", default=list(EXPERIMENTS))
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="passed to every run (e.g. steps=100 for a quick look)")
+  ap.add_argument("--no-plots", action="store_true")
+  args = ap.parse_args()
+  extra = [a for kv in args.set for a in ("--set", kv)] + ["--no-plots"] * args.no_plots
+  head = (f"{'experiment':<19}{'trace':>7}{'lower':>7}{'xla':>7}{'compile 1st':>13}"
+          f"{'trace':>7}{'lower':>7}{'load':>7}{'compile 2nd':>13}{'2nd/1st':>9}{'wall 1st':>10}{'share':>7}{'wall 2nd':>10}"
+          f"{'hits 2nd':>10}")
+  rows = []
+  for name in args.names:
+    with tempfile.TemporaryDirectory() as tmp:
+      cache = os.path.join(tmp, "cache")
+      a = invoke(name, cache, os.path.join(tmp, "a"), extra)
+      b = invoke(name, cache, os.path.join(tmp, "b"), extra)
+    rows.append(f"{name:<19}{a['trace']:>7.1f}{a['lower']:>7.1f}{a['xla']:>7.1f}"
+                f"{a['compile']:>12.1f}s{b['trace']:>7.1f}{b['lower']:>7.1f}{b['xla']:>7.1f}"
+                f"{b['compile']:>12.1f}s{b['compile'] / a['compile']:>9.0%}"
+                f"{a['wall']:>9.1f}s{a['compile'] / a['wall']:>7.0%}{b['wall']:>9.1f}s"
+                f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}")
+    print(rows[-1], file=sys.stderr, flush=True)
+  print("compile = tracing + lowering + XLA compile (a cache load on the 2nd run), from "
+        "jax.monitoring; seconds; each invocation a fresh process")
+  print(head)
+  print("\n".join(rows))
+
+
+if __name__ == "__main__":
+  main()
