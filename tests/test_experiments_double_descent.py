@@ -162,6 +162,19 @@ def test_an_interpolation_threshold_outside_the_grid_is_not_read_as_no_peak(smal
   assert mlp.measured.startswith("optimization failure: width 16 seed 0: diverged")
 
 
+@pytest.mark.parametrize("n,input_dim,noise,activation", [
+    (40, 10, 0.5, "relu"),   # the fewest examples per input dimension declared (n / 4)
+    (40, 10, 0.25, "tanh"),  # the least noise, another feature map
+    (200, 50, 0.5, "erf"),   # the most examples, the third feature map
+])
+def test_random_features_across_the_declared_range(n, input_dim, noise, activation):
+  features = tuple(sorted({int(n * f) for f in (0.25, 0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2, 4)}))
+  ds = D.run(D.Config(part="rf", seeds=1, n_train=n, n_test=400, input_dim=input_dim,
+                      noise=noise, rf_activation=activation, features=features))
+  checks = D.signature(ds)
+  assert len(checks) == 3 and all(c.passed for c in checks), [c.line() for c in checks]
+
+
 def test_parts_run_alone():
   rf = D.run(D.Config(part="rf", seeds=1, n_train=10, n_test=20, features=(5, 10, 20)))
   assert "rf_test_loss" in rf and "test_acc" not in rf

@@ -28,6 +28,15 @@ its margin is thinner than the MLP's: a larger weight decay groks sooner but
 with less delay (0.7: ratio ~5), a smaller one (0.5) may not grok within the
 budget.
 
+Declared range: the MLP groks for p 41-113, training fractions 0.3-0.5,
+weight decay 0.6-1 (measured: p = 113, weight decay 1, a new split, ratio
+14.6). The transformer is fragile, as in the literature (Power et al. 2022
+find grokking in a narrow band of weight decay and data fraction): at p =
+113 with 30% of the pairs it may generalize right after memorizing, and at
+Nanda et al.'s learning rate (1e-3) our d_model 32 net did not generalize in
+15000 steps. The checks read every seed on its own and report the fraction
+of seeds that grok (passing at half or more) instead of asserting it for all.
+
 >>> from jaxtheory.experiments import grokking
 >>> cfg = grokking.Config(p=7, seeds=1, steps=10, record=3, mlp_width=8, embed_dim=4,
 ...                       d_model=8, num_heads=2)

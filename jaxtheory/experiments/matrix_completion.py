@@ -22,6 +22,14 @@ one sweep over ``seed`` and the results are concatenated along ``depth``. The
 defaults (30 x 30 rank 3, 30% observed, depths 1-4 x 3 seeds, 3000 steps)
 take under a minute on a 2-core CPU, mostly compilation.
 
+Declared range: ``n`` 20-100, rank 3-5, 15-50% of the entries observed,
+depths 1-4, init scale 1e-3, any number of seeds (measured: 100 x 100,
+rank 5, 15% observed, depth 3/4 error 0.06/0.04 against the nuclear norm's
+0.49). Deep products from a small init may not leave the saddle at the
+origin within the budget (e.g. 60 x 60, rank 5, 20% observed, depth 4):
+the training-loss check then reports an optimization failure and the
+comparisons leave that depth out.
+
 >>> from jaxtheory.experiments import matrix_completion as mc
 >>> ds = mc.run(mc.Config(n=8, rank=1, depths=(1, 2), seeds=1, steps=20, record=5))
 >>> ds.singular_values.dims
@@ -88,8 +96,9 @@ PRESETS: dict[str, dict] = {
     # Arora, Cohen, Hu & Luo (2019), Section 5: 100 x 100 matrices of rank 5, gradient
     # descent on depth 2, 3 (and 4) factorizations from a small init (1e-3), against the
     # nuclear-norm minimizer. They vary the number of observed entries (2000-8000 of
-    # 10000); here 3000 (30%). Depth 1 is added as the control; 3 seeds.
-    "arora2019": dict(n=100, rank=5, observed_fraction=0.3, depths=(1, 2, 3, 4), seeds=3,
+    # 10000); here 1500 (15%), where the nuclear norm fails (at 30% it recovers the
+    # matrix exactly and nothing separates the methods). Depth 1 is added as the control.
+    "arora2019": dict(n=100, rank=5, observed_fraction=0.15, depths=(1, 2, 3, 4), seeds=3,
                       init_scale=1e-3, lr=10.0, steps=3000, record=150),
 }
 
@@ -272,7 +281,7 @@ def stagger(ds: xr.Dataset) -> xr.DataArray:
 
 def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
               rank_margin: float = 0.75, error_margin: float = 0.5,
-              min_drop: float = 100.0) -> list:
+              min_drop: float = 100.0, exact: float = 0.01) -> list:
   r"""Deep factorizations complete with lower rank and error than depth 1, about as well
   as the nuclear norm or better, and learn singular values one by one.
 
@@ -288,7 +297,9 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
   lower effective rank): a deeper depth's final effective rank must be at most
   ``rank_margin`` times the control's, and its error on the unobserved
   entries at most ``error_margin`` times the control's and ``error_margin``
-  times its own at initialization.
+  times its own at initialization. Against the nuclear norm, an error below
+  ``exact`` counts as recovery (where the nuclear norm recovers the matrix
+  too, a ratio of two round-off-sized errors says nothing).
 
   Incremental learning is read from the seed-mean half-times
   :math:`t_1 \le \dots \le t_r` of the top ``rank`` singular values: at the
@@ -341,10 +352,10 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
               f"final relative error by depth {fmt(err)}; at init {fmt(err0)}"
               + (f"; depths {bad} left out (optimization failed)" if bad else "")),
     ]
-  within = f"depth > {shallow} within 1.5x of the nuclear-norm error or better" if shallow \
-      is not None else f"depth {depths[0]} within 1.5x of the nuclear-norm error or better"
+  within = (f"depth > {shallow}" if shallow is not None else f"depth {depths[0]}") + (
+      f" within 1.5x of the nuclear-norm error or better (or below {exact:g}: recovered)")
   if deep:
-    checks.append(Check(within, all(err.sel(depth=d) <= 1.5 * nuc for d in deep),
+    checks.append(Check(within, all(err.sel(depth=d) <= max(1.5 * nuc, exact) for d in deep),
                         f"nuclear norm {nuc:.3g}; " + ", ".join(
                             f"depth {d}: {err.sel(depth=d).item():.3g}" for d in deep)))
   else:

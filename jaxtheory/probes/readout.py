@@ -60,11 +60,11 @@ def ridge_losses(Phi: jax.Array, y: jax.Array, Phi_test: jax.Array, y_test: jax.
   n_eff = jnp.sum(w)
   lam = jnp.asarray(ridges, Phi.dtype)[:, None]
   safe = jnp.where(keep, s, 1.0)
-  coef = jnp.where(keep, s / (safe**2 + n_eff * lam), 0.0)  # (R, r)
+  coef = jnp.where(keep[None], s[None] / (safe[None] ** 2 + n_eff * lam), 0.0)  # (R, r)
   A = jnp.einsum("pr,Rr,rk->Rpk", Vt.T, coef, Uty)  # readouts (R, p, k)
   half_sq = lambda f, t: 0.5 * jnp.sum((f - t) ** 2, axis=-1)  # (R, n)
-  train = jnp.sum(w * half_sq(jnp.einsum("np,Rpk->Rnk", Phi, A), y), -1) / n_eff
-  test = jnp.mean(half_sq(jnp.einsum("mp,Rpk->Rmk", Phi_test, A), y_test), -1)
+  train = jnp.sum(w[None] * half_sq(jnp.einsum("np,Rpk->Rnk", Phi, A), y[None]), -1) / n_eff
+  test = jnp.mean(half_sq(jnp.einsum("mp,Rpk->Rmk", Phi_test, A), y_test[None]), -1)
   return jnp.stack([train, test])
 
 
