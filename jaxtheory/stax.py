@@ -28,7 +28,8 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Gelu``, ``Sin``, ``Cos``, ``Sign``, ``Exp``, ``ExpNormalized``, ``Identity``,
 ``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
-``FanOut``, ``FanInSum``, ``FanInConcat``.
+``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
+``Gaussian``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
 
 Not covered (a clear error, or simply absent): channels-first or other
 ``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding;
@@ -36,8 +37,7 @@ Not covered (a clear error, or simply absent): channels-first or other
 non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
-``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``, ``Polynomial``,
-``Hermite``, ``Elementwise(nngp_fn=...)``; masking (``mask_constant``);
+``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking (``mask_constant``);
 ``diagonal_batch=False``, a user-chosen ``diagonal_spatial``; passing a
 ``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
 result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
@@ -326,3 +326,35 @@ def ElementwiseNumerical(fn: Callable, deg: int,
                          df: Callable | None = None) -> _Triple:
   """Any elementwise ``fn`` with a Gauss-Hermite kernel of degree ``deg``."""
   return _Triple(L.elementwise(fn, deg=deg, df=df))
+
+
+def Gaussian(a: float = 1.0, b: float = -1.0) -> _Triple:
+  """``a * exp(b * x ** 2)``, closed-form kernel."""
+  return _Triple(L.gaussian(a, b))
+
+
+def Sigmoid_like() -> _Triple:
+  """``0.5 * erf(x / 2.4020563531719796) + 0.5``: a sigmoid with an erf kernel (NT's constant)."""
+  return Erf(a=0.5, b=1 / 2.4020563531719796, c=0.5)
+
+
+def Hermite(degree: int) -> _Triple:
+  """Normalized Hermite polynomial; inputs assumed to have unit variance (as in NT)."""
+  return _Triple(L.hermite(degree))
+
+
+def Polynomial(coef: Sequence[float]) -> _Triple:
+  """``sum_i coef[i] * x ** i`` with its closed-form kernel."""
+  return _Triple(L.polynomial(coef))
+
+
+def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
+                d_nngp_fn: Callable | None = None) -> _Triple:
+  """A nonlinearity ``fn`` with its dual ``nngp_fn(cov12, var1, var2)`` (and optionally
+  ``d_nngp_fn``, else the derivative of ``nngp_fn`` in ``cov12``)."""
+  return _Triple(L.dual_elementwise(fn, nngp_fn, d_nngp_fn))
+
+
+def repeat(layer, n: int) -> _Triple:
+  """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
+  return _Triple(core.repeat(_layer(layer), n))

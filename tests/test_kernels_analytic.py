@@ -180,6 +180,13 @@ def _gaussian_kernel(n=5, d=4, key=0):
     ("sin", N.sin(1.2, 0.9, 0.3), lambda x: 1.2 * jnp.sin(0.9 * x + 0.3), 60, 1e-7),
     ("rbf", N.rbf(0.4), lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(0.8) * x + jnp.pi / 4), 60, 1e-7),
     ("monomial3", N.monomial(3), lambda x: x ** 3, 10, 1e-10),
+    ("gaussian", N.gaussian(1.3, -0.7), lambda x: 1.3 * jnp.exp(-0.7 * x ** 2), 80, 1e-7),
+    ("gaussian_growing", N.gaussian(0.8, 0.1), lambda x: 0.8 * jnp.exp(0.1 * x ** 2), 80, 1e-6),
+    ("polynomial", N.polynomial([0.5, -1.0, 0.3, 0.2]),
+     lambda x: 0.5 - x + 0.3 * x ** 2 + 0.2 * x ** 3, 10, 1e-10),
+    ("polynomial_even", N.polynomial([0.0, 0.0, 0.0, 0.0, 1.5]), lambda x: 1.5 * x ** 4, 10, 1e-10),
+    ("dual_erf", N.dual(lambda c, q1, q2: (2 / jnp.pi) * jnp.arcsin(
+        2 * c / jnp.sqrt((1 + 2 * q1) * (1 + 2 * q2)))), jax.scipy.special.erf, 120, 1e-7),
     # Kinks: the rule converges like 1/deg (the NTK integrates a step function).
     ("rectified_monomial2", N.rectified_monomial(2), lambda x: jnp.where(x > 0, x * x, 0.0),
      100, (1e-3, 1e-2)),
@@ -356,3 +363,71 @@ def test_stax_facade_matches_nn_and_ntk_convention(x64):
   # arccos near the diagonal amplifies rounding to ~sqrt(eps): 1e-8, not 1e-15.
   np.testing.assert_allclose(k.nngp, nngp, rtol=1e-8)
   np.testing.assert_allclose(k.ntk, nngp + 1.44 * t1 * dot, rtol=1e-8)
+
+
+def test_hermite_kernel_on_unit_variance_inputs(x64):
+  """``He_n / sqrt(n!)`` on unit-variance pre-activations: ``c^n``, against quadrature."""
+  x = jax.random.normal(jax.random.key(0), (5, 4))
+  x = x / jnp.sqrt(jnp.mean(x ** 2, -1, keepdims=True))
+  k = A.affine(1.0, None, lambda c: 1, False)(A.inputs_to_kernel(x[:3], x[3:]), None)
+  np.testing.assert_allclose(k.cov1, 1.0, rtol=1e-12)
+  for degree in (0, 1, 3):
+    _, apply_fn, _ = stax.Hermite(degree)
+    a = N.hermite(degree)(k, None)
+    b = N.gauss_hermite(lambda u: apply_fn((), u), 20)(k, None)
+    for f in ("nngp", "ntk", "cov1", "cov2"):
+      np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-9, atol=1e-12)
+
+
+def test_new_elementwise_layers_through_stax(x64):
+  """Closed forms of the stax facade's Gaussian, Sigmoid_like, Polynomial and Elementwise.
+
+  Each equals a Gauss-Hermite kernel of its own ``apply_fn``; ``Elementwise`` with
+  and without ``d_nngp_fn`` equals ``Erf``; ``Sigmoid_like`` is NT's erf-sigmoid.
+  """
+  x1 = jax.random.normal(jax.random.key(1), (3, 4))
+  x2 = jax.random.normal(jax.random.key(2), (2, 4))
+  erf_nngp = lambda c, q1, q2: (2 / jnp.pi) * jnp.arcsin(2 * c / jnp.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+  erf_dot = lambda c, q1, q2: (4 / jnp.pi) / jnp.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c ** 2)
+  ref = stax.serial(stax.Dense(1, 1.4, 0.2), stax.Erf(), stax.Dense(1))[2](x1, x2)
+  for phi in (stax.Elementwise(jax.scipy.special.erf, erf_nngp),
+              stax.Elementwise(jax.scipy.special.erf, erf_nngp, erf_dot)):
+    out = stax.serial(stax.Dense(1, 1.4, 0.2), phi, stax.Dense(1))[2](x1, x2)
+    np.testing.assert_allclose(out.nngp, ref.nngp, rtol=1e-10)
+    np.testing.assert_allclose(out.ntk, ref.ntk, rtol=1e-10)
+  for phi in (stax.Gaussian(1.2, -0.5), stax.Sigmoid_like(), stax.Polynomial([0.1, 1.0, -0.4])):
+    _, apply_fn, _ = phi
+    num = stax.ElementwiseNumerical(lambda u: apply_fn((), u), deg=80)
+    a = stax.serial(stax.Dense(1, 1.4, 0.2), phi, stax.Dense(1))[2](x1, x2)
+    b = stax.serial(stax.Dense(1, 1.4, 0.2), num, stax.Dense(1))[2](x1, x2)
+    np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-7)
+    np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-7)
+  y = jnp.linspace(-3, 3, 7)[:, None]
+  _, apply_fn, _ = stax.Sigmoid_like()
+  np.testing.assert_allclose(apply_fn((), y), jax.nn.sigmoid(y), atol=0.02)
+  with pytest.raises(NotImplementedError, match="no finite-width function"):
+    stax.Elementwise(None, erf_nngp)[1]((), x1)
+  with pytest.raises(ValueError, match="no infinite-width"):
+    stax.Elementwise(jnp.tanh)[2](x1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_repeat_equals_serial(n, x64):
+  """NT's ``repeat``: same outputs as ``serial(*[layer] * n)`` from the same key, same kernels."""
+  block = stax.serial(stax.Dense(3, b_std=0.1), stax.Relu(), stax.Dense(3), stax.Gelu())
+  x1 = jnp.cos(jax.random.normal(jax.random.key(1), (2, 3)))
+  x2 = jax.random.normal(jax.random.key(2), (4, 3))
+  init_s, apply_s, kernel_s = stax.Identity() if n == 0 else stax.serial(*[block] * n)
+  init_r, apply_r, kernel_r = stax.repeat(block, n)
+  key = jax.random.key(3)
+  shape_s, p_s = init_s(key, x1.shape)
+  shape_r, p_r = init_r(key, x1.shape)
+  assert shape_s == shape_r
+  np.testing.assert_allclose(apply_r(p_r, x1), apply_s(p_s, x1), rtol=1e-12)
+  get = ("nngp", "ntk", "cov1", "cov2")
+  for a, b in zip(kernel_r(x1, x2, get), kernel_s(x1, x2, get)):
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+  if n:
+    assert jax.tree.leaves(p_r)[0].shape[0] == n
+  with pytest.raises(ValueError, match="changes the shape|maps shape"):
+    stax.repeat(stax.Dense(5), 2)[0](key, (2, 3))

@@ -409,3 +409,105 @@ def gauss_hermite(fn: Callable, deg: int = 25, df: Callable | None = None,
     return integrate(fn, c, q1, q2), (integrate(df, c, q1, q2) if need_dot else None)
 
   return elementwise(transform, name)
+
+
+def dual(nngp_fn: Callable, d_nngp_fn: Callable | None = None, name: str = "elementwise") -> KernelMap:
+  r"""The kernel map of a nonlinearity given its dual as a function (NT's ``Elementwise``).
+
+  Args:
+    nngp_fn: ``(cov12, var1, var2) -> E[f(u) f(v)]`` for scalars (applied
+      elementwise with ``jnp.vectorize``).
+    d_nngp_fn: ``(cov12, var1, var2) -> E[f'(u) f'(v)]``; by default
+      :math:`\partial\,\mathrm{nngp\_fn} / \partial\,\mathrm{cov12}` by
+      autodiff (Price's theorem).
+    name: layer name for error messages.
+  """
+  t = jnp.vectorize(nngp_fn)
+  d = jnp.vectorize(jax.grad(nngp_fn) if d_nngp_fn is None else d_nngp_fn)
+
+  def transform(c, q1, q2, need_dot):
+    c, q1, q2 = jnp.broadcast_arrays(c, q1, q2)
+    return t(c, q1, q2), (d(c, q1, q2) if need_dot else None)
+
+  return elementwise(transform, name)
+
+
+def gaussian(a: float = 1.0, b: float = -1.0) -> KernelMap:
+  r"""``a exp(b x^2)``: :math:`E[e^{b(u^2 + v^2)}] = \det(I - 2b\Sigma)^{-1/2}`, so
+
+  .. math::
+    T = a^2 \big((1 - 2bq_1)(1 - 2bq_2) - 4b^2c^2\big)^{-1/2},\qquad
+    \dot T = \partial T/\partial c = 4a^2b^2\, c\, \big(\cdots\big)^{-3/2}.
+  """
+
+  def transform(c, q1, q2, need_dot):
+    det = _safe_sqrt((1 - 2 * b * q1) * (1 - 2 * b * q2) - 4 * b ** 2 * c ** 2)
+    nngp = a ** 2 / det
+    return nngp, (4 * a ** 2 * b ** 2 * c / det ** 3 if need_dot else None)
+
+  return elementwise(transform, "gaussian")
+
+
+def hermite(degree: int) -> KernelMap:
+  r"""The normalized Hermite polynomial :math:`He_n(x)/\sqrt{n!}` on unit-variance inputs.
+
+  For unit variances :math:`E[h_n(u) h_n(v)] = c^n` (Mehler's formula), so
+  :math:`T = c^n`, :math:`\dot T = n c^{n-1}` (zero for ``n = 0``). As NT's
+  ``Hermite``, the variances are assumed to be one (e.g. after a layer norm),
+  not checked.
+  """
+  _check_degree(degree)
+
+  def transform(c, q1, q2, need_dot):
+    del q1, q2
+    dot = None
+    if need_dot:
+      dot = jnp.zeros_like(c) if degree == 0 else degree * c ** (degree - 1)
+    return c ** degree, dot
+
+  return elementwise(transform, f"hermite({degree})")
+
+
+def _double_factorial_odd(m: int) -> int:
+  """``(m - 1)!!`` for even ``m`` (the ``m``-th moment of a unit Gaussian), 0 for odd ``m``."""
+  return 0 if m % 2 else math.prod(range(m - 1, 0, -2))
+
+
+def _gaussian_moment(i: int, j: int, c, q1, q2):
+  r""":math:`E[u^i v^j]` of a centred Gaussian pair (Isserlis' theorem).
+
+  Pair ``k`` factors of ``u`` with ``k`` of ``v`` (each pair gives ``c``), the
+  rest among themselves:
+  :math:`\sum_k \binom ik\binom jk k!\, c^k\, (i-k-1)!!\, q_1^{(i-k)/2}\, (j-k-1)!!\, q_2^{(j-k)/2}`.
+  """
+  out = jnp.zeros_like(c)
+  if i < 0 or j < 0:
+    return out
+  for k in range(min(i, j) + 1):
+    w = (math.comb(i, k) * math.comb(j, k) * math.factorial(k)
+         * _double_factorial_odd(i - k) * _double_factorial_odd(j - k))
+    if w:
+      out = out + w * c ** k * q1 ** ((i - k) // 2) * q2 ** ((j - k) // 2)
+  return out
+
+
+def polynomial(coef) -> KernelMap:
+  r"""``sum_i coef[i] x^i`` (NT's ``Polynomial``): Gaussian moments in closed form.
+
+  :math:`T = \sum_{ij} a_i a_j E[u^i v^j]`,
+  :math:`\dot T = \sum_{ij} i j\, a_i a_j E[u^{i-1} v^{j-1}]`
+  (see :func:`_gaussian_moment`).
+  """
+  coef = [float(a) for a in np.asarray(coef, dtype=float).reshape(-1)]
+
+  def transform(c, q1, q2, need_dot):
+    c, q1, q2 = jnp.broadcast_arrays(c, q1, q2)
+    terms = [(i, j, a * b) for i, a in enumerate(coef) for j, b in enumerate(coef) if a and b]
+    nngp = sum((w * _gaussian_moment(i, j, c, q1, q2) for i, j, w in terms), jnp.zeros_like(c))
+    dot = None
+    if need_dot:
+      dot = sum((i * j * w * _gaussian_moment(i - 1, j - 1, c, q1, q2) for i, j, w in terms),
+                jnp.zeros_like(c))
+    return nngp, dot
+
+  return elementwise(transform, "polynomial")

@@ -219,6 +219,39 @@ def serial(*layers: Layer) -> Layer:
   return Layer(init, apply, kernel)
 
 
+def repeat(layer: Layer, n: int) -> Layer:
+  """``layer`` composed ``n`` times, its parameters stacked along a leading axis (NT's ``repeat``).
+
+  Equals ``serial(*[layer] * n)`` with the same key (repetition ``i`` is
+  initialized with ``fold_in(key, i)``, as in :func:`serial`), but holds one
+  stacked parameter tree. ``layer`` must keep its input's shape.
+  """
+  if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    raise ValueError(f"repeat needs a non-negative integer n, got {n!r}")
+
+  def init(key, spec, ctx):
+    if n == 0:
+      return spec, (), ()
+    outs = [layer.init(jax.random.fold_in(key, i), spec, ctx) for i in range(n)]
+    if outs[0][0].shape != spec.shape:
+      raise ValueError(f"repeat: the layer maps shape {spec.shape} to {outs[0][0].shape}; "
+                       "use serial(*[layer] * n) for layers that change the shape")
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[o[1] for o in outs])
+    return outs[-1][0], params, outs[0][2]
+
+  def apply(params, x, feat, ctx):
+    for i in range(n):
+      x, feat = layer.apply(jax.tree.map(lambda a: a[i], params), x, feat, ctx)
+    return x, feat
+
+  def kernel(k, ctx):
+    for _ in range(n):
+      k = _kernel_of(layer)(k, ctx)
+    return k
+
+  return Layer(init, apply, kernel)
+
+
 def parallel(*layers: Layer) -> Layer:
   """Applies ``layers[i]`` to the ``i``-th of a tuple of inputs."""
   layers = tuple(layers)

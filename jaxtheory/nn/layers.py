@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxtheory.errors import ConfigError
@@ -354,6 +355,48 @@ def rbf(gamma: float = 1.0) -> Layer:
   """``sqrt(2) sin(sqrt(2 gamma) x + pi/4)``, whose NNGP is an RBF kernel (NT's ``Rbf``)."""
   return _activation(lambda x: jnp.sqrt(2.0) * jnp.sin(jnp.sqrt(2.0 * gamma) * x + jnp.pi / 4),
                      nonlinear.rbf(gamma))
+
+
+def gaussian(a: float = 1.0, b: float = -1.0) -> Layer:
+  """``a * exp(b * x ** 2)`` (NT's ``Gaussian``)."""
+  return _activation(lambda x: a * jnp.exp(b * x ** 2), nonlinear.gaussian(a, b))
+
+
+def hermite(degree: int) -> Layer:
+  """The normalized Hermite polynomial ``He_n(x) / sqrt(n!)`` (NT's ``Hermite``; unit-variance inputs)."""
+  kernel = nonlinear.hermite(degree)
+  p = np.polynomial.hermite_e.herme2poly([0] * degree + [1])[::-1]
+  norm = math.sqrt(math.factorial(degree))
+  return _activation(lambda x: jnp.polyval(jnp.asarray(p, x.dtype), x) / norm, kernel)
+
+
+def polynomial(coef: Sequence[float]) -> Layer:
+  """``sum_i coef[i] * x ** i`` (NT's ``Polynomial``; numpy's coefficient order)."""
+  kernel = nonlinear.polynomial(coef)
+  c = np.asarray(coef, dtype=float).reshape(-1)[::-1]
+  return _activation(lambda x: jnp.polyval(jnp.asarray(c, x.dtype), x) if c.size
+                     else jnp.zeros_like(x), kernel)
+
+
+def dual_elementwise(fn: Callable | None, nngp_fn: Callable | None,
+                     d_nngp_fn: Callable | None = None) -> Layer:
+  """A nonlinearity given with its dual (NT's ``Elementwise``).
+
+  ``fn`` (``None``: no finite-width ``apply``) and ``nngp_fn(cov12, var1, var2)
+  = E[fn(u) fn(v)]`` (``None``: no kernel); see
+  :func:`jaxtheory.kernels.nonlinear.dual`.
+  """
+  if fn is None and nngp_fn is None:
+    raise ValueError("dual_elementwise needs fn or nngp_fn (else the layer does nothing)")
+  name = getattr(fn if fn is not None else nngp_fn, "__name__", "elementwise")
+  kernel = None if nngp_fn is None else nonlinear.dual(nngp_fn, d_nngp_fn, name)
+
+  def apply_fn(x):
+    if fn is None:
+      raise NotImplementedError(f"{name}: no finite-width function was given (fn=None)")
+    return fn(x)
+
+  return _activation(apply_fn, kernel)
 
 
 def identity() -> Layer:
