@@ -29,7 +29,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
-``Gaussian``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
+``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
 
 Not covered (a clear error, or simply absent): channels-first or other
 ``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding;
@@ -331,6 +331,11 @@ def ElementwiseNumerical(fn: Callable, deg: int,
 def Gaussian(a: float = 1.0, b: float = -1.0) -> _Triple:
   """``a * exp(b * x ** 2)``, closed-form kernel."""
   return _Triple(L.gaussian(a, b))
+
+
+def Gabor() -> _Triple:
+  """``exp(-x ** 2) * sin(x)``, closed-form kernel."""
+  return _Triple(L.gabor())
 
 
 def Sigmoid_like() -> _Triple:

@@ -182,6 +182,7 @@ def _gaussian_kernel(n=5, d=4, key=0):
     ("monomial3", N.monomial(3), lambda x: x ** 3, 10, 1e-10),
     ("gaussian", N.gaussian(1.3, -0.7), lambda x: 1.3 * jnp.exp(-0.7 * x ** 2), 80, 1e-7),
     ("gaussian_growing", N.gaussian(0.8, 0.1), lambda x: 0.8 * jnp.exp(0.1 * x ** 2), 80, 1e-6),
+    ("gabor", N.gabor(), lambda x: jnp.exp(-x ** 2) * jnp.sin(x), 160, 1e-7),
     ("polynomial", N.polynomial([0.5, -1.0, 0.3, 0.2]),
      lambda x: 0.5 - x + 0.3 * x ** 2 + 0.2 * x ** 3, 10, 1e-10),
     ("polynomial_even", N.polynomial([0.0, 0.0, 0.0, 0.0, 1.5]), lambda x: 1.5 * x ** 4, 10, 1e-10),
@@ -395,9 +396,10 @@ def test_new_elementwise_layers_through_stax(x64):
     out = stax.serial(stax.Dense(1, 1.4, 0.2), phi, stax.Dense(1))[2](x1, x2)
     np.testing.assert_allclose(out.nngp, ref.nngp, rtol=1e-10)
     np.testing.assert_allclose(out.ntk, ref.ntk, rtol=1e-10)
-  for phi in (stax.Gaussian(1.2, -0.5), stax.Sigmoid_like(), stax.Polynomial([0.1, 1.0, -0.4])):
+  for phi in (stax.Gaussian(1.2, -0.5), stax.Gabor(), stax.Sigmoid_like(),
+              stax.Polynomial([0.1, 1.0, -0.4])):
     _, apply_fn, _ = phi
-    num = stax.ElementwiseNumerical(lambda u: apply_fn((), u), deg=80)
+    num = stax.ElementwiseNumerical(lambda u: apply_fn((), u), deg=160)
     a = stax.serial(stax.Dense(1, 1.4, 0.2), phi, stax.Dense(1))[2](x1, x2)
     b = stax.serial(stax.Dense(1, 1.4, 0.2), num, stax.Dense(1))[2](x1, x2)
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-7)

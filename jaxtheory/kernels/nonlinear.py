@@ -511,3 +511,30 @@ def polynomial(coef) -> KernelMap:
     return nngp, dot
 
   return elementwise(transform, "polynomial")
+
+
+def gabor() -> KernelMap:
+  r"""``exp(-x^2) sin(x)`` (NT's ``Gabor``).
+
+  With :math:`w = (u, v) \sim N(0, \Sigma)`,
+  :math:`E[e^{-w^\top w + i t^\top w}] = \det(I + 2\Sigma)^{-1/2} e^{-\frac12 t^\top \Sigma (I + 2\Sigma)^{-1} t}`
+  and :math:`\sin u \sin v = \frac12(\cos(u - v) - \cos(u + v))`, so with
+  :math:`D = (1 + 2q_1)(1 + 2q_2) - 4c^2` and :math:`S = q_1 + q_2 + 4(q_1q_2 - c^2)`,
+
+  .. math:: T = \frac{1}{2\sqrt D}\Big(e^{-\frac{S - 2c}{2D}} - e^{-\frac{S + 2c}{2D}}\Big),
+
+  and :math:`\dot T = \partial T / \partial c` by forward-mode differentiation (Price's theorem).
+  """
+
+  def nngp_fn(c, q1, q2):
+    det = (1 + 2 * q1) * (1 + 2 * q2) - 4 * c ** 2
+    s = q1 + q2 + 4 * (q1 * q2 - c ** 2)
+    return (jnp.exp(-(s - 2 * c) / (2 * det)) - jnp.exp(-(s + 2 * c) / (2 * det))) / (2 * jnp.sqrt(det))
+
+  def transform(c, q1, q2, need_dot):
+    c, q1, q2 = jnp.broadcast_arrays(c, q1, q2)
+    if not need_dot:
+      return nngp_fn(c, q1, q2), None
+    return jax.jvp(lambda c_: nngp_fn(c_, q1, q2), (c,), (jnp.ones_like(c),))
+
+  return elementwise(transform, "gabor")

@@ -362,6 +362,11 @@ def gaussian(a: float = 1.0, b: float = -1.0) -> Layer:
   return _activation(lambda x: a * jnp.exp(b * x ** 2), nonlinear.gaussian(a, b))
 
 
+def gabor() -> Layer:
+  """``exp(-x ** 2) * sin(x)`` (NT's ``Gabor``)."""
+  return _activation(lambda x: jnp.exp(-x ** 2) * jnp.sin(x), nonlinear.gabor())
+
+
 def hermite(degree: int) -> Layer:
   """The normalized Hermite polynomial ``He_n(x) / sqrt(n!)`` (NT's ``Hermite``; unit-variance inputs)."""
   kernel = nonlinear.hermite(degree)
