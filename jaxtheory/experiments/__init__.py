@@ -33,8 +33,8 @@ from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   matrix_completion, mode_connectivity, neural_collapse, separation,
-                                   spectral_bias, width_sweep)
+                                   matrix_completion, mode_connectivity, neural_collapse, noisy_labels,
+                                   separation, spectral_bias, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -47,6 +47,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "edge-of-stability": edge_of_stability,
     "separation": separation,
     "mode-connectivity": mode_connectivity,
+    "noisy-labels": noisy_labels,
     "spectral-bias": spectral_bias,
 }
 
