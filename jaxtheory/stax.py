@@ -32,8 +32,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
 
 Not covered (a clear error, or simply absent): channels-first or other
-``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding;
-``AvgPool(normalize_edges=True)`` with ``'SAME'`` padding; ``LayerNorm`` over
+``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
@@ -226,14 +225,13 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
             padding: str = "VALID", normalize_edges: bool = False, batch_axis: int = 0,
             channel_axis: int = -1) -> _Triple:
-  """Average pooling; NT's defaults: stride 1, normalized by the window size."""
+  """Average pooling; NT's defaults: stride 1, normalized by the window size
+  (``normalize_edges=True``: by the non-padding inputs in each window)."""
   _check_axes(batch_axis, channel_axis)
   _check_padding(padding)
-  if normalize_edges and padding == "SAME":
-    raise ValueError("AvgPool(normalize_edges=True) with SAME padding is not covered")
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
-  return _Triple(L.avg_pool(window_shape, strides, padding))
+  return _Triple(L.avg_pool(window_shape, strides, padding, normalize_edges))
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:

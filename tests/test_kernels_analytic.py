@@ -433,3 +433,24 @@ def test_repeat_equals_serial(n, x64):
     assert jax.tree.leaves(p_r)[0].shape[0] == n
   with pytest.raises(ValueError, match="changes the shape|maps shape"):
     stax.repeat(stax.Dense(5), 2)[0](key, (2, 3))
+
+
+@pytest.mark.parametrize("normalize_edges", [False, True])
+def test_avg_pool_kernel_is_the_pooling_matrix_sandwich(normalize_edges, x64):
+  """Pooling is a linear map ``P`` on positions, so ``K' = P K P^T``; ``P`` read off ``apply``."""
+  window, strides, h, w = (3, 2), (2, 1), 5, 4
+  k = A.affine(1.2, 0.3, lambda c: 1, False, filter_shape=(2, 2), padding="SAME")(
+      A.inputs_to_kernel(jax.random.normal(jax.random.key(0), (2, h, w, 3)),
+                         jax.random.normal(jax.random.key(1), (3, h, w, 3))), None)
+  _, apply_fn, _ = stax.AvgPool(window, strides, "SAME", normalize_edges=normalize_edges)
+  basis = jnp.eye(h * w).reshape(h * w, h, w, 1)
+  P = apply_fn((), basis)[..., 0].reshape(h * w, -1).T  # (out positions, in positions)
+  if normalize_edges:  # edge windows average fewer inputs: rows still sum to one
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+  else:
+    assert float(P.sum(1).min()) < 1.0
+  pooled = nn.avg_pool(window, strides, "SAME", normalize_edges).kernel(k, None)
+  oh, ow = pooled.spatial_shape
+  full = jnp.transpose(k.nngp, (0, 1, 2, 4, 3, 5)).reshape(2, 3, h * w, h * w)
+  ref = jnp.einsum("pa,ijab,qb->ijpq", P, full, P).reshape(2, 3, oh, ow, oh, ow)
+  np.testing.assert_allclose(pooled.nngp, jnp.transpose(ref, (0, 1, 2, 4, 3, 5)), rtol=1e-10)

@@ -345,11 +345,19 @@ def flatten() -> KernelMap:
   return kernel
 
 
-def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str) -> KernelMap:
-  r"""Average pooling normalized by the window size (NT's ``normalize_edges=False``).
+def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
+  """Number of non-padding inputs in each pooling window along one axis."""
+  return lax.reduce_window(jnp.ones((size,)), 0.0, lax.add, (window,), (stride,), padding)
 
-  :math:`K'_{ij} = \frac{1}{|w|^2}\sum_{d, d' \in w} K_{is+d,\,js+d'}` over the
-  zero-padded input: needs the full spatial covariance.
+
+def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
+             normalize_edges: bool = False) -> KernelMap:
+  r"""Average pooling: :math:`K'_{ij} = \frac{1}{n_i n_j}\sum_{d, d' \in w} K_{is+d,\,js+d'}`.
+
+  Over the zero-padded input; :math:`n_i` is the window size, or with
+  ``normalize_edges`` (NT's flag, which matters for ``'SAME'`` padding) the
+  number of non-padding inputs in window :math:`i`. Needs the full spatial
+  covariance.
   """
   window_shape, strides = tuple(window_shape), tuple(strides)
   norm = math.prod(window_shape) ** 2
@@ -361,7 +369,20 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str) 
     if k.nspatial != len(window_shape):
       raise ValueError(f"avg_pool: a {len(window_shape)}D window needs {len(window_shape)} "
                        f"spatial axes, the input kernel has {k.nspatial}")
-    return _map(k, lambda m, bn: _pool_sum(m, bn, window_shape, strides, padding) / norm)
+    if not normalize_edges:
+      return _map(k, lambda m, bn: _pool_sum(m, bn, window_shape, strides, padding) / norm)
+    counts = [window_counts(n, w, st, padding)
+              for n, w, st in zip(k.spatial_shape, window_shape, strides)]
+
+    def pool(m, bn):
+      m = _pool_sum(m, bn, window_shape, strides, padding)
+      for a, c in enumerate(counts):
+        shape = [1] * m.ndim
+        shape[bn + 2 * a] = shape[bn + 2 * a + 1] = c.shape[0]
+        m = m / (c[:, None] * c[None, :]).astype(m.dtype).reshape(shape)
+      return m
+
+    return _map(k, pool)
 
   return kernel
 

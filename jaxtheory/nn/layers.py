@@ -236,8 +236,12 @@ def flatten() -> Layer:
 
 
 def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
-             padding: str = "VALID") -> Layer:
-  """Average pooling over spatial axes (NT's ``AvgPool`` with ``normalize_edges=False``)."""
+             padding: str = "VALID", normalize_edges: bool = False) -> Layer:
+  """Average pooling over spatial axes (NT's ``AvgPool``).
+
+  Divides by the window size, or with ``normalize_edges`` by the number of
+  non-padding inputs in each window (differs only for ``'SAME'`` padding).
+  """
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else window_shape
 
@@ -245,9 +249,14 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
     win = (1,) + window_shape + (1,)
     st = (1,) + strides + (1,)
     s = lax.reduce_window(x, 0.0, lax.add, win, st, padding)
-    return s / math.prod(window_shape)
+    if not normalize_edges:
+      return s / math.prod(window_shape)
+    counts = lax.reduce_window(jnp.ones(x.shape[1:-1], x.dtype), 0.0, lax.add, window_shape,
+                               strides, padding)
+    return s / counts.reshape((1,) + counts.shape + (1,))
 
-  return _stateless(fn, kernel=analytic.avg_pool(window_shape, strides, padding))
+  return _stateless(fn, kernel=analytic.avg_pool(window_shape, strides, padding,
+                                                 normalize_edges))
 
 
 def global_avg_pool() -> Layer:
