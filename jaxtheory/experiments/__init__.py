@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
                                    matrix_completion, mode_connectivity, neural_collapse, noisy_labels,
-                                   separation, spectral_bias, width_sweep)
+                                   separation, sharpness, spectral_bias, width_sweep)
 from jaxtheory.train import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -49,6 +49,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "mode-connectivity": mode_connectivity,
     "noisy-labels": noisy_labels,
     "spectral-bias": spectral_bias,
+    "sharpness": sharpness,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
