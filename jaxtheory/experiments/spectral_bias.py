@@ -46,6 +46,16 @@ keeps less of the image's high-frequency power than the best :math:`\sigma`
 48 pixels the training grid resolves 12 cycles, so the best :math:`\sigma`
 is near 1 (the paper's images resolve 128 and its best is near 10).
 
+The defaults take about two minutes on a 2-core CPU. (a): the residual at
+frequencies 1, 2, 4, 6, 8 halves at steps [91-134, 290-375, 551-627,
+923-1050, 1546-1758] over three seeds, in the order of the NTK's eigenvalues
+on them (6.55, 1.61, 0.40, 0.18, 0.10); kernel regression with the NTK halves
+at [15, 48, 118, 290, 627] (the finite MLP is 3-8x slower but keeps the
+order), the flat kernel at step 10 for all. (b): test PSNR 20.6 / 23.2 /
+23.6 / 22.2 / 10.7 / 9.5 dB at sigma 0 / 0.3 / 1 / 3 / 10 / 30 (train PSNR
+21.6 -> 146 dB); the plain MLP keeps 0.61 of the image's high-frequency
+power, sigma = 1 0.94.
+
 >>> from jaxtheory.experiments import spectral_bias as sb
 >>> cfg = sb.Config(seeds=1, width=16, depth=2, steps=5, record=3, sigmas=(0.0, 3.0),
 ...                 image_size=16, image_width=16, image_steps=3)
