@@ -37,7 +37,7 @@ non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
 ``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking (``mask_constant``);
-``diagonal_batch=False``, a user-chosen ``diagonal_spatial``; passing a
+``diagonal_batch=False``; passing a
 ``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
 result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`).
@@ -113,14 +113,15 @@ def _kernel_fn(layer):
                 diagonal_spatial=None, **kwargs):
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
-    if diagonal_batch is not True or diagonal_spatial not in (None, False):
-      raise ValueError("jaxtheory.stax computes diagonal_batch=True kernels and chooses the "
-                       "spatial layout itself; other layouts are not covered")
+    if diagonal_batch is not True:
+      raise ValueError("jaxtheory.stax computes diagonal_batch=True kernels; "
+                       "diagonal_batch=False is not covered")
     if layer.kernel is None:
       raise analytic.no_kernel_error(layer)
     if "fn" not in state:
       state["fn"] = analytic.kernel_fn(layer, _CTX)
-    return state["fn"](x1, x2, ("nngp", "ntk") if get is None else get, batch_size=batch_size)
+    return state["fn"](x1, x2, ("nngp", "ntk") if get is None else get, batch_size=batch_size,
+                       diagonal_spatial=diagonal_spatial)
 
   return kernel_fn
 

@@ -454,3 +454,22 @@ def test_avg_pool_kernel_is_the_pooling_matrix_sandwich(normalize_edges, x64):
   full = jnp.transpose(k.nngp, (0, 1, 2, 4, 3, 5)).reshape(2, 3, h * w, h * w)
   ref = jnp.einsum("pa,ijab,qb->ijpq", P, full, P).reshape(2, 3, oh, ow, oh, ow)
   np.testing.assert_allclose(pooled.nngp, jnp.transpose(ref, (0, 1, 2, 4, 3, 5)), rtol=1e-10)
+
+
+def test_diagonal_spatial_true_is_the_diagonal_of_the_full_kernel(x64):
+  """NT's ``kernel_fn(..., diagonal_spatial=True)``: same-position entries only, ``(n1, n2, h, w)``."""
+  _, _, kf = stax.serial(stax.Conv(4, (2, 2), padding="SAME", b_std=0.1), stax.Relu(),
+                         stax.Conv(4, (3, 2), padding="SAME"))
+  x1 = jax.random.normal(jax.random.key(0), (2, 4, 3, 2))
+  x2 = jax.random.normal(jax.random.key(1), (3, 4, 3, 2))
+  full = kf(x1, x2, ("nngp", "ntk", "cov1"))
+  diag = kf(x1, x2, ("nngp", "ntk", "cov1"), diagonal_spatial=True)
+  assert full.nngp.shape == (2, 3, 4, 4, 3, 3) and diag.nngp.shape == (2, 3, 4, 3)
+  take = lambda m: jnp.diagonal(jnp.diagonal(m, axis1=-4, axis2=-3), axis1=-3, axis2=-2)
+  for f in ("nngp", "ntk", "cov1"):
+    np.testing.assert_allclose(getattr(diag, f), take(getattr(full, f)), rtol=1e-12)
+  blocked = kf(x1, x2, "nngp", diagonal_spatial=True, batch_size=2)
+  np.testing.assert_allclose(blocked, diag.nngp, rtol=1e-12)
+  _, _, pooled = stax.serial(stax.Conv(4, (2, 2)), stax.Relu(), stax.GlobalAvgPool())
+  with pytest.raises(ValueError, match="diagonal_spatial=True: global_avg_pool needs"):
+    pooled(x1, x2, "nngp", diagonal_spatial=True)

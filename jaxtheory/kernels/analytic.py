@@ -524,7 +524,9 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
     blocks with one compiled block function and assembles them (the result
     equals the unbatched one). The layout is chosen automatically: only
     same-position covariances when no layer needs more (no pooling) and the
-    output has no spatial axes, else all position pairs.
+    output has no spatial axes, else all position pairs. ``diagonal_spatial=True``
+    (NT's flag) asks for same-position entries only, ``(n1, n2, h, w, ...)``,
+    a ``ValueError`` where a layer needs all pairs (pooling).
 
   >>> import jax, jax.numpy as jnp
   >>> from jaxtheory import nn
@@ -562,15 +564,17 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
     return all(d["nngp"].ndim == 2 for d in jax.tree.leaves(
         out, is_leaf=lambda d: isinstance(d, dict)))
 
-  def block_fn(x1, x2, names):
+  def block_fn(x1, x2, names, diagonal_spatial=None):
     key = (jax.tree.structure(x1), tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(x1)),
-           None if x2 is None else tuple(a.shape for a in jax.tree.leaves(x2)), names)
+           None if x2 is None else tuple(a.shape for a in jax.tree.leaves(x2)), names,
+           diagonal_spatial)
     if key not in compiled:
-      diag = choose_layout(x1, x2, names)
+      diag = True if diagonal_spatial else choose_layout(x1, x2, names)
       compiled[key] = jax.jit(lambda a, b: compute(a, b, names, diag))
     return compiled[key]
 
-  def fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size: int | None = None):
+  def fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size: int | None = None,
+         diagonal_spatial: bool | None = None):
     names, single = _normalize_get(get)
     p = getattr(ctx, "parametrization", "sp")
     if "ntk" in names and p in ("mup", "mf"):
@@ -582,10 +586,15 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
         if x is not None and x.shape[1:] != input_shape:
           raise ValueError(f"model expects inputs of shape (batch, "
                            f"{', '.join(map(str, input_shape))}) but got {x.shape}")
-    if batch_size is None:
-      out = block_fn(x1, x2, names)(x1, x2)
-    else:
-      out = _batched(block_fn, x1, x2, names, batch_size)
+    blocks = functools.partial(block_fn, diagonal_spatial=bool(diagonal_spatial))
+    try:
+      if batch_size is None:
+        out = blocks(x1, x2, names)(x1, x2)
+      else:
+        out = _batched(blocks, x1, x2, names, batch_size)
+    except NeedsFullSpatial as e:
+      raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
+                       "positions; use diagonal_spatial=False") from None
     return _format(out, names, single)
 
   return fn
