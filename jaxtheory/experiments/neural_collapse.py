@@ -105,7 +105,11 @@ PRESETS: dict[str, dict] = {
     # Papyan, Han & Donoho (2020): all ten MNIST classes, balanced, SGD with momentum 0.9
     # and weight decay 5e-4, trained far past zero training error; Han et al. (2022) the
     # same under MSE. Scaled: their VGG/ResNets on 5000+ images per class become the
-    # default 3-hidden-layer MLP (width 128) on 100 per class, full batch.
+    # default 3-hidden-layer MLP (width 128) on 100 per class, full batch. Measured on a
+    # reduced form (20 per class, width 64, 4000 steps, one seed): zero error at step 41,
+    # NC1 3612x below init (190x after zero error), control without a terminal phase;
+    # but the ETF distance ends at 0.378 (2.4x below init), above the check's 0.25: ten
+    # classes need a longer budget than four. The full budget is untested.
     "papyan2020": dict(dataset="mnist", classes=tuple(range(10)), per_class=100, width=128,
                        depth=3, loss="mse", lrs=(1e-4, 0.1), momentum=0.9,
                        weight_decay=5e-4, seeds=2, steps=10000, record=40),
