@@ -33,7 +33,7 @@ from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure, describe, format_value
 from jaxtheory.sweep import STRATEGIES, outdir
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 USAGE_ERROR = 2
 

@@ -1,7 +1,7 @@
 """Progress of sweeps: a bar in terminals and notebooks, plain lines when asked, a one-line summary.
 
 Everything that trains (:func:`jaxtheory.sweep.run`, :func:`~jaxtheory.sweep.run_over`,
-:func:`jaxtheory.sweep.limits.compare`, every experiment's ``run``) takes
+:func:`jaxtheory.limits.compare`, every experiment's ``run``) takes
 ``progress``:
 
 * ``None`` (default): a bar (rich) while compiling and running, with run-steps

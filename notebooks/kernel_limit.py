@@ -41,7 +41,7 @@ cfg
 
 # %% [markdown]
 # Four sweeps over seed x width (NTK and mean-field training, each set beside its
-# linearized and infinite-width predictions by `sweep.limits.compare`; SP and muP
+# linearized and infinite-width predictions by `limits.compare`; SP and muP
 # coordinate checks), joined in one dataset.
 
 # %%

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from jaxtheory.cli import cli
 from jaxtheory.data import LOADERS
 from jaxtheory.experiments import EXPERIMENTS, configure, width_sweep
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("dataset, widths, seeds, depth, activation, parametrization, optimizer, lr, lrs, "

@@ -13,7 +13,7 @@ from jaxtheory.analysis import peak
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import double_descent as D
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # n = 40 random-feature regressions and the default 1000-example MNIST MLP sweep (14x14
 # inputs) at one seed and five widths: about 45 s on a 2-core CPU.

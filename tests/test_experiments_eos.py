@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import edge_of_stability as E
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # Absolute step sizes: lr=0.12 sharpens from ~0.55 x 2/lr to the edge by step ~450, then
 # hovers; lr=0.01 (the control) stays near 0.06 x 2/lr. About 15 s on a 2-core CPU (half

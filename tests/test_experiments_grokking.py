@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import grokking as G
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # Reduced problems, one per model, each a single compiled sweep of seed 0 x weight
 # decay {0, 1}. MLP: memorizes by step ~110, groks by ~1300, about 10 s of training.

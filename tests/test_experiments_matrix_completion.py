@@ -13,7 +13,7 @@ from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import matrix_completion as MC
 from jaxtheory.nn import Ctx
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # The reduced form of the arora2019 preset (100 x 100, rank 5, depths 1-4, 3 seeds): every
 # size scaled down so CI can afford it.

@@ -13,7 +13,7 @@ from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import mode_connectivity as M
 from jaxtheory.probes.connectivity import spawn_model
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # MNIST (CI fetches it), 100 images per class pooled to 14x14, widths 16 and 128, 800 SGD
 # steps: naive barriers ~1-3 nats, weight-matched ~0.1-0.3, random permutations ~naive.

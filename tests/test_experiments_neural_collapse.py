@@ -11,7 +11,7 @@ from jaxtheory import data
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import neural_collapse as N
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # MNIST (CI fetches it), 4 classes x 50 examples: lr=0.1 fits the training set by step
 # ~33, then NC1 falls ~2000x and the ETF distance ends near 0.2 (from ~0.7); lr=1e-4 (the

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import noisy_labels as N
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # MNIST (CI fetches it), 50 images per class pooled to 14x14, 40% wrong labels, width 128,
 # 1500 steps, one seed: plain SGD memorizes the noise and falls from a 76% peak (step 65)

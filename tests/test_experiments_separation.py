@@ -13,7 +13,7 @@ from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import separation as S
 from jaxtheory.probes.separation import fuzziness_curve, fuzziness_metric, layer_features
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # Fashion-MNIST (CI fetches it), 50 images per class, 6 hidden layers of 64, 400 steps:
 # log D_l falls linearly with l (rho ~0.4-0.5, R^2 > 0.95); at init rho ~1.2.

@@ -15,7 +15,7 @@ from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import sharpness as SH
 from jaxtheory.losses import mse
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # digits (ships with scikit-learn), 128 images, 2 x 32 units, 2 seeds x lr 0.1/0.3 x rho
 # 0/0.05/0.1 x batch 8/128, 2000 steps: every run reaches loss 0.02; lambda_max ratios ~0.26

@@ -11,7 +11,7 @@ from jaxtheory.cli import cli
 from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import spectral_bias as SB
 from jaxtheory.probes.spectra import fourier_power, radial_power
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # Frequencies 1, 2, 4 on 64 points, 3 x 64 NTK MLP, 800 steps: halving steps ~[90, 230, 500]
 # (NTK regression [13, 50, 127]); a 32-pixel crop, sigma 0 / 1 / 30: test PSNR ~17 / 23 / 9 dB.

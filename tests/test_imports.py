@@ -7,7 +7,7 @@ import pytest
 
 
 def test_readme_names_resolve_after_import_jaxtheory():
-  names = ("jaxtheory.sweep.limits.compare", "jaxtheory.nn.flax.from_linen",
+  names = ("jaxtheory.limits.compare", "jaxtheory.nn.flax.from_linen",
            "jaxtheory.nn.flax.from_nnx")
   code = "import jaxtheory\n" + "".join(f"assert callable({n}), {n!r}\n" for n in names)
   res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,8 +8,8 @@ import pytest
 
 from jaxtheory import data, kernels, nn, sweep
 from jaxtheory.probes import over_runs
-from jaxtheory.sweep import limits
-from jaxtheory.train import ConfigError
+from jaxtheory import limits
+from jaxtheory.errors import ConfigError
 
 
 def test_empirical_ntk_of_a_sweep_converges_to_the_analytic_ntk_like_inverse_sqrt_width():

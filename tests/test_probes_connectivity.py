@@ -20,7 +20,7 @@ import pytest
 from jaxtheory import nn
 from jaxtheory.probes import over_runs
 from jaxtheory.probes import connectivity as lmc
-from jaxtheory.train import cross_entropy
+from jaxtheory.losses import cross_entropy
 
 N = 128
 

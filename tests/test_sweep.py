@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxtheory import data, nn, sweep, train
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from jaxtheory import data, nn, sweep
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 DS = data.teacher_student(n_train=16, n_test=8, input_dim=3, seed=0)
 

@@ -24,7 +24,8 @@ from jaxtheory import data, nn, sweep
 from jaxtheory.cli import cli
 from jaxtheory.data import DataError, files
 from jaxtheory.sweep import outdir
-from jaxtheory.train import ConfigError, Optimizer
+from jaxtheory.errors import ConfigError
+from jaxtheory.train import Optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "widths=8", "--set", "seeds=1", "--set", "steps=6", "--set", "record=3"]

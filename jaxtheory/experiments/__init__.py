@@ -35,7 +35,7 @@ from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
                                    matrix_completion, mode_connectivity, neural_collapse, noisy_labels,
                                    separation, sharpness, spectral_bias, width_sweep)
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
     "width-sweep": width_sweep,

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 
 class Check(NamedTuple):

@@ -78,7 +78,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import failed_runs, first_reached, peak
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.readout import ridge_metric
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 PARTS = ("both", "rf", "mlp")
 

@@ -59,7 +59,8 @@ from jaxtheory.analysis import optimization_status
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.batch import over_runs
 from jaxtheory.probes.curvature import sharpness_metric
-from jaxtheory.train import ConfigError, data_arrays
+from jaxtheory.data import data_arrays
+from jaxtheory.errors import ConfigError
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "erf": nn.erf}
 

@@ -59,7 +59,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import first_reached
 from jaxtheory.probes.spectra import fourier_sparsity
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 MODELS = ("mlp", "transformer")
 

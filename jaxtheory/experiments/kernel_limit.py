@@ -33,8 +33,8 @@ import xarray as xr
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.separation import layer_features
-from jaxtheory.sweep import limits
-from jaxtheory.train import ConfigError
+from jaxtheory import limits
+from jaxtheory.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,7 +53,7 @@ from jaxtheory.analysis import failed_runs, first_reached
 from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,7 +65,8 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes import over_runs
 from jaxtheory.probes import connectivity as C
-from jaxtheory.train import ConfigError, accuracy, cross_entropy
+from jaxtheory.errors import ConfigError
+from jaxtheory.losses import accuracy, cross_entropy
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 METHODS = ("naive", "weight", "random", "spawn")

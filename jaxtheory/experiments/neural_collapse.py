@@ -55,7 +55,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import failed_runs, first_reached
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.collapse import collapse_metric
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
 # The recorded collapse metrics (names of jaxtheory.probes.collapse.NAMES), in order.

@@ -49,7 +49,8 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, timing_rows
-from jaxtheory.train import ConfigError, Optimizer
+from jaxtheory.errors import ConfigError
+from jaxtheory.train import Optimizer
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 

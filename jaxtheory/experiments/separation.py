@@ -50,7 +50,7 @@ import xarray as xr
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, timing_rows
 from jaxtheory.probes.separation import fit_log_linear, fuzziness_metric
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 DATASETS = ("fashion-mnist", "mnist", "digits")
 

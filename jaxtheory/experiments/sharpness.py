@@ -64,7 +64,7 @@ from jaxtheory import data, nn, plots, probes, sweep
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
 from jaxtheory.losses import mse
 from jaxtheory.probes import curvature
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 

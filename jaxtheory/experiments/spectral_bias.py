@@ -80,7 +80,7 @@ from scipy import stats
 from jaxtheory import data, kernels, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
 from jaxtheory.probes.spectra import fourier_power, radial_power
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, sweep
 from jaxtheory.experiments.check import positive_ints, timing_rows
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 # The activations a config can name (a config is plain strings and numbers).
 _ACTIVATIONS: dict[str, Callable[[], nn.Layer]] = {

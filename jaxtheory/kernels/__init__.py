@@ -15,7 +15,7 @@
 * :mod:`~jaxtheory.kernels.taylor`: linearization and Taylor expansion in the
   parameters.
 
-Comparing a sweep with its kernel limit is :mod:`jaxtheory.sweep.limits`.
+Comparing a sweep with its kernel limit is :mod:`jaxtheory.limits`.
 """
 
 from jaxtheory.kernels import (analytic, combinators, dynamics, empirical, nonlinear, predict,

@@ -8,10 +8,3 @@ from jaxtheory.sweep.checkpoint import CheckpointError
 from jaxtheory.sweep.outdir import FolderBusyError, OutputError
 from jaxtheory.sweep.compose import run_over
 
-
-def __getattr__(name: str):
-  # `limits` imports kernels and probes: loaded on first use, so importing jaxtheory stays light.
-  if name == "limits":
-    import importlib  # pylint: disable=import-outside-toplevel
-    return importlib.import_module("jaxtheory.sweep.limits")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ import xarray as xr
 
 from jaxtheory.progress import reporter
 from jaxtheory.sweep.engine import Sweep, run
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 _SECONDS = ("compile_seconds", "run_seconds")
 
@@ -53,7 +53,7 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
     values: its coordinate values (distinct).
     make_sweep: builds the sweep of one value.
     runner: what runs one sweep: :func:`jaxtheory.sweep.run` or anything with
-      its signature returning a dataset (e.g. :func:`jaxtheory.sweep.limits.compare`).
+      its signature returning a dataset (e.g. :func:`jaxtheory.limits.compare`).
     progress: one bar over all parts (``None``, ``True``, ``False`` as in
       :func:`jaxtheory.sweep.run`), or ``progress(steps_done, steps_total, info)``.
     checkpoint: a path ``x.npz``; part ``v`` checkpoints to ``x-<dim>-<v>.npz``

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtheory.data import Dataset, validate
+from jaxtheory.data import Dataset, data_arrays, validate
+from jaxtheory.errors import ConfigError
 from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model
 from jaxtheory.progress import reporter
 from jaxtheory.schedules import scheduled
@@ -44,8 +45,8 @@ from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard, outdir
 from jaxtheory.sweep.results import to_dataset
-from jaxtheory.train import (SWEEPABLE, ConfigError, Optimizer, Trainer, data_arrays,
-                             get_optimizer, schedule, segment, setup, train_step)
+from jaxtheory.train import (SWEEPABLE, Optimizer, Trainer, get_optimizer, schedule, segment, setup,
+                             train_step)
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
 

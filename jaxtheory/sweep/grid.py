@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxtheory.train import ConfigError
+from jaxtheory.errors import ConfigError
 
 INT_AXES = ("seed", "width", "n_train")
 # Integer axes are traced as int32 (jax.random.key takes the seed as one): a

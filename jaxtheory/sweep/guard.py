@@ -27,7 +27,8 @@ import jax
 import numpy as np
 
 from jaxtheory.sweep import checkpoint as CK
-from jaxtheory.train import ConfigError, Trainer
+from jaxtheory.errors import ConfigError
+from jaxtheory.train import Trainer
 
 # Domains of the hyperparameters jaxtheory knows; any other must be finite.
 _NON_NEGATIVE = ("lr", "adam_lr", "weight_decay", "rho", "eps", "init_scale")

@@ -33,15 +33,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 
-from jaxtheory.errors import ConfigError
-
-
-class OutputError(ConfigError):
-  """An output folder or file that cannot be written or read back, said in one sentence."""
-
-
-class FolderBusyError(OutputError):
-  """An output folder (or checkpoint) that another live run is writing."""
+from jaxtheory.errors import FolderBusyError, OutputError
 
 
 def reason(e: OSError) -> str:

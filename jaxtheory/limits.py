@@ -49,7 +49,9 @@ from jaxtheory.kernels import analytic, empirical, predict
 from jaxtheory.nn import Ctx, LRScale
 from jaxtheory.probes import over_runs
 from jaxtheory.sweep.engine import RunGroup, Sweep, initial_params, plan, run
-from jaxtheory.train import ConfigError, data_arrays, get_optimizer
+from jaxtheory.data import data_arrays
+from jaxtheory.errors import ConfigError
+from jaxtheory.train import get_optimizer
 
 
 def _outputs(key: str, dims: Sequence[str]):
