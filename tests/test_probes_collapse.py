@@ -172,7 +172,8 @@ def test_penultimate_and_recorded_metric():
   H, ro = jax.jit(nc.penultimate(m))(p, data["x_train"])
   assert H.shape == (40, 10) and ro["W"].shape == (10, 3)
   apply = lambda q, x: m.apply(q, x)
-  chex.assert_trees_all_close(H @ ro["W"] + ro["b"], jax.jit(apply)(p, data["x_train"]), atol=1e-5)
+  chex.assert_trees_all_close(H @ ro["W"] + ro["b"][None], jax.jit(apply)(p, data["x_train"]),
+                              atol=1e-5)
   chex.assert_trees_all_close(jax.jit(nc.features_from_apply, static_argnums=0)(
       apply, p, data["x_train"]), H, atol=1e-6)
   names = ("nc1", "nc3", "nc4", "cdnv")

@@ -132,7 +132,7 @@ def class_stats(H: ArrayLike, labels: ArrayLike, num_classes: int,
   raw = jnp.ones((n,), H.dtype) if weights is None else jnp.asarray(weights, H.dtype)
   w = raw / jnp.sum(raw)
   mu_G = _mm(w, H)
-  Hc = H - mu_G
+  Hc = H - mu_G[None]
   A = jax.nn.one_hot(labels, num_classes, dtype=H.dtype) * w[:, None]  # (n, C)
   counts = jnp.sum(A, 0)
   present = counts > 0
@@ -289,7 +289,7 @@ def ncc_agreement(H: ArrayLike, labels: ArrayLike, logits: ArrayLike, num_classe
 
 def _ncc_agreement(st: ClassStats, H, logits):
   H = _flat(H)
-  pred = ncc_predict(H - st.global_mean, st.centred_means, st.present)
+  pred = ncc_predict(H - st.global_mean[None], st.centred_means, st.present)
   agree = (pred == jnp.argmax(logits, -1)).astype(st.weights.dtype)
   # Raw 0/1 weights sum exactly, so full agreement gives exactly 1.
   return jnp.sum(st.raw_weights * agree) / jnp.sum(st.raw_weights)
@@ -353,7 +353,8 @@ def collapse_metrics(H: ArrayLike, labels: ArrayLike, num_classes: int,
     out["nc2_w_etf"] = _etf_distance(Wt * present[:, None], present)
     out["nc3"] = _self_duality(st, W)
     if logits is None:
-      logits = _mm(_flat(H), W.reshape(-1, num_classes)) + (0 if b is None else b)
+      logits = _mm(_flat(H), W.reshape(-1, num_classes)) + (
+          0 if b is None else jnp.asarray(b)[None])
   if logits is not None:
     out["nc4"] = _ncc_agreement(st, H, logits)
   out["cdnv"] = _cdnv(st)

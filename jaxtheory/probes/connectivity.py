@@ -446,10 +446,10 @@ def hidden_activations(model: Model, params: Params, x: ArrayLike, ctx: Ctx = Ct
 
 def _correlation(Za: Array, Zb: Array, eps: float = 1e-8) -> Array:
   """Pearson correlations ``(units_a, units_b)``; constant units correlate 0."""
-  za = Za - Za.mean(0)
-  zb = Zb - Zb.mean(0)
-  za = za / (jnp.sqrt(jnp.mean(za**2, 0)) + eps)
-  zb = zb / (jnp.sqrt(jnp.mean(zb**2, 0)) + eps)
+  za = Za - Za.mean(0, keepdims=True)
+  zb = Zb - Zb.mean(0, keepdims=True)
+  za = za / (jnp.sqrt(jnp.mean(za**2, 0, keepdims=True)) + eps)
+  zb = zb / (jnp.sqrt(jnp.mean(zb**2, 0, keepdims=True)) + eps)
   return jnp.matmul(za.T, zb, precision=jax.lax.Precision.HIGHEST) / Za.shape[0]
 
 

@@ -156,8 +156,8 @@ def cka(x, y, kernel: str = "linear", unbiased: bool = False, sigma_frac: float 
   if kernel == "linear":
     n, dx, dy = X.shape[0], X.shape[1], Y.shape[1]
     if not unbiased and max(dx, dy) < n:
-      X = X - X.mean(0)
-      Y = Y - Y.mean(0)
+      X = X - X.mean(0, keepdims=True)
+      Y = Y - Y.mean(0, keepdims=True)
       num = jnp.sum((Y.T @ X) ** 2)
       return _safe_ratio(num, jnp.sum((X.T @ X) ** 2) * jnp.sum((Y.T @ Y) ** 2))
     return cka_from_grams(linear_kernel(X), linear_kernel(Y), unbiased)
