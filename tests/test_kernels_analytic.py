@@ -407,6 +407,7 @@ def test_new_elementwise_layers_through_stax(x64):
   y = jnp.linspace(-3, 3, 7)[:, None]
   _, apply_fn, _ = stax.Sigmoid_like()
   np.testing.assert_allclose(apply_fn((), y), jax.nn.sigmoid(y), atol=0.02)
+  assert stax.Elementwise(None, erf_nngp)[0](jax.random.key(0), x1.shape) == (x1.shape, ())
   with pytest.raises(NotImplementedError, match="no finite-width function"):
     stax.Elementwise(None, erf_nngp)[1]((), x1)
   with pytest.raises(ValueError, match="no infinite-width"):

@@ -410,7 +410,9 @@ def dual_elementwise(fn: Callable | None, nngp_fn: Callable | None,
       raise NotImplementedError(f"{name}: no finite-width function was given (fn=None)")
     return fn(x)
 
-  return _activation(apply_fn, kernel)
+  # Elementwise keeps the shape: init needs no fn (NT's kernel-only layers still init).
+  lay = _activation(apply_fn, kernel)
+  return Layer(lambda key, spec, ctx: (spec, (), ()), lay.apply, lay.kernel)
 
 
 def identity() -> Layer:
