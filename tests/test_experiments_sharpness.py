@@ -47,8 +47,7 @@ def test_bad_config(key, value, message):
 
 def test_curvature_probe_matches_the_dense_hessian():
   """Lanczos' top eigenvalue and Hutchinson's trace against the dense Hessian of a tiny MLP."""
-  jax.config.update("jax_enable_x64", True)
-  try:
+  with jax.enable_x64(True):
     m = nn.mlp((5,), 4, 1, 3)
     ctx = nn.Ctx()
     p = m.init(jax.random.key(0), ctx)
@@ -60,8 +59,6 @@ def test_curvature_probe_matches_the_dense_hessian():
     ev = np.linalg.eigvalsh(np.asarray(H))
     np.testing.assert_allclose(float(top), ev[-1], rtol=1e-6)
     np.testing.assert_allclose(float(tr), ev.sum(), rtol=0.25)
-  finally:
-    jax.config.update("jax_enable_x64", False)
 
 
 def test_ratio_and_correlation_reading():

@@ -14,7 +14,13 @@ import pytest
 from jaxtheory import nt, stax
 from jaxtheory.kernels import batching, monte_carlo
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+  # Within each test only: a suite-wide switch would leak into other files on the same worker.
+  with jax.enable_x64(True):
+    yield
 
 
 def _net(out=3):

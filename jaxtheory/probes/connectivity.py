@@ -83,7 +83,8 @@ def interpolate(params_a: Params, params_b: Params, alphas: ArrayLike) -> Params
 
   def mix(a, b):
     t = alphas.reshape(alphas.shape + (1,) * jnp.ndim(a)).astype(jnp.result_type(a, float))
-    return (1 - t) * a + t * b
+    lead = (1,) * alphas.ndim  # explicit broadcasting over the alphas' axes
+    return (1 - t) * jnp.reshape(a, lead + jnp.shape(a)) + t * jnp.reshape(b, lead + jnp.shape(b))
 
   return jax.tree.map(mix, params_a, params_b)
 
