@@ -91,20 +91,7 @@ def eqx_layer(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
     module = eqx.combine(params, static)
     return module(x) if batched else jax.vmap(module)(x)
 
-  def init(key, spec, ctx):
-    foreign.check_ctx(ctx, name)
-    params, _ = _partition(build(key), name)
-    y = jax.eval_shape(call, params,
-                       jax.ShapeDtypeStruct(spec.shape, foreign.float_dtype(input_dtype)))
-    return foreign.specs(y, spec.shape[0]), params, foreign.unit_lr(params)
-
-  def apply(params, x, feat, ctx):
-    del feat
-    foreign.check_ctx(ctx, name)
-    y = call(params, x)
-    return y, foreign.fixed_feats(y)
-
-  return Layer(init, apply)
+  return foreign.layer(call, lambda key: _partition(build(key), name)[0], name, input_dtype)
 
 
 def _layers_of(module, x, inputs: bool = False) -> list:

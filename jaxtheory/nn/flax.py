@@ -211,20 +211,7 @@ def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], 
   def call(params, x):
     return nnx.merge(graphdef, params)(x)
 
-  def init(key, spec, ctx):
-    foreign.check_ctx(ctx, name)
-    _, params = _split_params(build(key), name)
-    y = jax.eval_shape(call, params,
-                       jax.ShapeDtypeStruct(spec.shape, foreign.float_dtype(input_dtype)))
-    return foreign.specs(y, spec.shape[0]), params, foreign.unit_lr(params)
-
-  def apply(params, x, feat, ctx):
-    del feat
-    foreign.check_ctx(ctx, name)
-    y = call(params, x)
-    return y, foreign.fixed_feats(y)
-
-  return Layer(init, apply)
+  return foreign.layer(call, lambda key: _split_params(build(key), name)[1], name, input_dtype)
 
 
 def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxtheory.nn.core import Ctx, Feat, Spec
+from jaxtheory.nn.core import Ctx, Feat, Layer, Spec
 from jaxtheory.nn.param import LRScale
 
 
@@ -55,3 +55,26 @@ def specs(y, batch: int):
 def float_dtype(input_dtype):
   """``input_dtype``, defaulting to the float dtype."""
   return jnp.result_type(float) if input_dtype is None else input_dtype
+
+
+def layer(call, make_params, name: str, input_dtype=None) -> Layer:
+  """The layer of a foreign module given as ``call(params, x) -> y`` and ``make_params(key)``.
+
+  ``init`` draws the parameters and finds the output shapes by tracing ``call``
+  (no FLOPs); both functions check the run context first. Every learning-rate
+  multiplier is one and the outputs carry no feature mask.
+  """
+
+  def init(key, spec, ctx):
+    check_ctx(ctx, name)
+    params = make_params(key)
+    y = jax.eval_shape(call, params, jax.ShapeDtypeStruct(spec.shape, float_dtype(input_dtype)))
+    return specs(y, spec.shape[0]), params, unit_lr(params)
+
+  def apply(params, x, feat, ctx):
+    del feat
+    check_ctx(ctx, name)
+    y = call(params, x)
+    return y, fixed_feats(y)
+
+  return Layer(init, apply)
