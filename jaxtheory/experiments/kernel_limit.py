@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
 from jaxtheory.probes.separation import layer_features
 from jaxtheory import limits
 from jaxtheory.errors import ConfigError
@@ -106,7 +106,7 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
   ds = data.teacher_student(n_train=cfg.n_train, n_test=cfg.n_test, input_dim=cfg.input_dim,
                             seed=0)
   model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, b_std=0.1)
-  grid = dict(seed=list(range(cfg.seeds)), width=list(cfg.widths))
+  grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
   # Four sweeps (each parametrization's program differs), each with its own
   # checkpoint file: a killed run resumes where it stopped.
   make = lambda p: sweep.Sweep(model, ds, grid, "sgd", dict(lr=cfg.lr), steps=cfg.steps,

@@ -48,7 +48,7 @@ import optax
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
 from jaxtheory.errors import ConfigError
 from jaxtheory.train import Optimizer
 
@@ -150,7 +150,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   ds = load_data(cfg)
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.num_classes), data=ds,
-      grid=dict(seed=list(range(cfg.seeds)), width=[cfg.width], label_noise=[0.0, cfg.noise],
+      grid=dict(seed=seed_list(cfg.seeds), width=[cfg.width], label_noise=[0.0, cfg.noise],
                 anchor=[0.0, cfg.anchor]),
       optimizer=anchored_sgd, hparams=dict(lr=cfg.lr, momentum=cfg.momentum),
       steps=cfg.steps, batch_size=cfg.batch_size, record=cfg.record, loss="xent",

@@ -48,7 +48,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
-from jaxtheory.experiments.check import Check, positive_ints, timing_rows
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
 from jaxtheory.probes.separation import fit_log_linear, fuzziness_metric
 from jaxtheory.errors import ConfigError
 
@@ -132,7 +132,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   C = ds.num_classes
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, C),
-      data=ds, grid=dict(seed=list(range(cfg.seeds)), width=list(cfg.widths)),
+      data=ds, grid=dict(seed=seed_list(cfg.seeds), width=list(cfg.widths)),
       optimizer="sgdw", hparams=dict(lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay),
       steps=cfg.steps, record=cfg.record, loss=cfg.loss,

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory import data, nn, sweep
-from jaxtheory.experiments.check import positive_ints, timing_rows
+from jaxtheory.experiments.check import positive_ints, seed_list, timing_rows
 from jaxtheory.errors import ConfigError
 
 # The activations a config can name (a config is plain strings and numbers).
@@ -96,7 +96,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   _check(cfg)
   ds = data.load(cfg.dataset)
   act = _ACTIVATIONS[cfg.activation]
-  grid = dict(seed=list(range(cfg.seeds)), width=list(cfg.widths))
+  grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
   hparams = {}
   if cfg.lrs:
     grid["lr"] = list(cfg.lrs)
