@@ -331,13 +331,6 @@ def fetch(tree):
                       tree)
 
 
-class Progress:
-  """Receives ``(steps_done, steps_total, info)`` updates; default does nothing."""
-
-  def __call__(self, done: int, total: int, info: str = "") -> None:
-    del done, total, info
-
-
 def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
         progress: bool | Callable[[int, int, str], None] | None = None,
         record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
