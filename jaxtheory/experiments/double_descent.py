@@ -83,7 +83,6 @@ from jaxtheory.errors import ConfigError
 PARTS = ("both", "rf", "mlp")
 
 
-ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "erf": nn.erf, "gelu": nn.gelu}
 MLP_DATASETS = ("mnist", "fashion-mnist", "mnist1d", "digits")
 # Inputs are standardized per coordinate on the training subset with this floor
 # on the std (pixel units): near-empty border pixels would otherwise be scaled up
@@ -104,8 +103,8 @@ class Config:
     input_dim: random features: input dimension.
     noise: random features: std of the training-target noise.
     features: random features: numbers of features ``p`` to sweep (around ``n_train``).
-    rf_activation: random features: the feature map's nonlinearity (``relu``,
-      ``tanh``, ``erf``, ``gelu``).
+    rf_activation: random features: the feature map's nonlinearity, a name of
+      :data:`jaxtheory.nn.ACTIVATIONS` (``relu``, ``tanh``, ``erf``, ``gelu``, ...).
     ridges: random features: ridge strengths; ``0`` (ridgeless) must be one of
       them, the largest is the control.
     mlp_dataset: MLP: ``'mnist'``, ``'fashion-mnist'`` (files from ``jaxtheory
@@ -114,7 +113,7 @@ class Config:
     mlp_n_test: MLP: test examples.
     mlp_pool: MLP: MNIST / Fashion-MNIST images average-pooled ``mlp_pool x
       mlp_pool`` (``2``: 14x14 inputs); ``1`` for the other datasets.
-    mlp_activation: MLP: the hidden nonlinearity (``relu``, ``tanh``, ``erf``, ``gelu``).
+    mlp_activation: MLP: the hidden nonlinearity (a name of :data:`jaxtheory.nn.ACTIVATIONS`).
     widths: MLP: hidden widths to sweep (around ``n K / (d + K)``, the width
       with ``n K`` parameters).
     label_noises: MLP: fractions of flipped training labels (``0`` is the control).
@@ -163,9 +162,7 @@ def _check(cfg: Config) -> None:
   if cfg.part not in PARTS:
     raise ConfigError(f"unknown part {cfg.part!r}; available: {', '.join(PARTS)}")
   for key in ("rf_activation", "mlp_activation"):
-    if getattr(cfg, key) not in ACTIVATIONS:
-      raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; available: "
-                        f"{', '.join(ACTIVATIONS)}")
+    nn.activation(getattr(cfg, key), key)
   positive_ints(cfg, "n_train", "n_test", "input_dim", "mlp_n_train", "mlp_n_test",
                 "mlp_pool", "steps", "record")
   if cfg.part in ("both", "rf"):
@@ -196,7 +193,7 @@ def _run_rf(cfg: Config, progress, engine) -> xr.Dataset:
                             noise=cfg.noise, seed=0)
   s = sweep.Sweep(
       model=lambda p: nn.random_features(ds.input_shape, p, ds.out_dim,
-                                         activation=ACTIVATIONS[cfg.rf_activation]),
+                                         activation=nn.activation(cfg.rf_activation)),
       data=ds, grid=dict(seed=seed_list(cfg.seeds), width=sorted(cfg.features)),
       steps=0, record="every:1", loss="mse", metrics={"rf": ridge_metric(cfg.ridges)},
       # No training steps: one bucket (one compilation) beats any padding waste.
@@ -224,7 +221,7 @@ def _mlp_data(cfg: Config) -> data.Dataset:
 def _run_mlp(cfg: Config, progress, engine) -> xr.Dataset:
   ds = _mlp_data(cfg)
   model = lambda w: nn.mlp(ds.input_shape, w, 1, ds.out_dim,
-                          activation=ACTIVATIONS[cfg.mlp_activation])
+                          activation=nn.activation(cfg.mlp_activation))
   widths = sorted(cfg.widths)
   s = sweep.Sweep(
       model=model, data=ds, grid=dict(seed=seed_list(cfg.seeds), width=widths,

@@ -62,8 +62,6 @@ from jaxtheory.probes.curvature import sharpness_metric
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
 
-_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "erf": nn.erf}
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -125,9 +123,7 @@ def _check(cfg: Config) -> None:
   if cfg.dataset not in ("digits", "mnist1d", "mnist", "fashion-mnist"):
     raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: digits, mnist1d, mnist, "
                       f"fashion-mnist")
-  if cfg.activation not in _ACTIVATIONS:
-    raise ConfigError(f"unknown activation {cfg.activation!r}; available: "
-                      f"{', '.join(_ACTIVATIONS)}")
+  nn.activation(cfg.activation)
   positive_ints(cfg, "n_train", "width", "depth", "steps", "sharpness_every",
                 "lanczos_iters")
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
@@ -150,7 +146,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   _check(cfg)
   ds = data.load(cfg.dataset, n_train=cfg.n_train, seed=cfg.data_seed,
                  standardize=cfg.standardize)
-  act = _ACTIVATIONS[cfg.activation]
+  act = nn.activation(cfg.activation)
   metric = sharpness_metric("mse", num_iters=cfg.lanczos_iters)
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, activation=act),

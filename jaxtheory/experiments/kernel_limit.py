@@ -44,7 +44,10 @@ class Config:
   Attributes:
     widths: hidden widths (at least 2; 4 or more for the exponent fits).
     seeds: number of seeds.
-    depth: hidden layers of the ReLU MLP.
+    depth: hidden layers of the MLP.
+    activation: its nonlinearity, a name of :data:`jaxtheory.nn.ACTIVATIONS`
+      (``relu``, ``tanh``, ``erf``, ``gelu``, ...); each has an analytic
+      infinite-width kernel.
     n_train: training examples of the teacher-student regression.
     n_test: test examples.
     input_dim: input dimension.
@@ -57,6 +60,7 @@ class Config:
   widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
   seeds: int = 3
   depth: int = 2
+  activation: str = "relu"
   n_train: int = 64
   n_test: int = 64
   input_dim: int = 8
@@ -73,6 +77,7 @@ def _check(cfg: Config):
   if cfg.rich not in ("mf", "mup"):
     raise ConfigError(f"rich must be 'mf' or 'mup', got {cfg.rich!r}")
   positive_ints(cfg, "seeds")
+  nn.activation(cfg.activation)
 
 
 def coordinate_size(hidden_width: int) -> Callable:
@@ -105,7 +110,8 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
   _check(cfg)
   ds = data.teacher_student(n_train=cfg.n_train, n_test=cfg.n_test, input_dim=cfg.input_dim,
                             seed=0)
-  model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, b_std=0.1)
+  act = nn.activation(cfg.activation)
+  model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, act, b_std=0.1)
   grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
   # Four sweeps (each parametrization's program differs), each with its own
   # checkpoint file: a killed run resumes where it stopped.

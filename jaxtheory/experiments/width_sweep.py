@@ -27,12 +27,6 @@ from jaxtheory import data, nn, sweep
 from jaxtheory.experiments.check import positive_ints, seed_list, timing_rows
 from jaxtheory.errors import ConfigError
 
-# The activations a config can name (a config is plain strings and numbers).
-_ACTIVATIONS: dict[str, Callable[[], nn.Layer]] = {
-    "relu": nn.relu, "tanh": nn.tanh, "erf": nn.erf, "gelu": nn.gelu,
-    "sigmoid": nn.sigmoid, "sin": nn.sin, "identity": nn.identity,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -67,9 +61,7 @@ class Config:
 
 
 def _check(cfg: Config) -> None:
-  if cfg.activation not in _ACTIVATIONS:
-    raise ConfigError(f"unknown activation {cfg.activation!r}; available: "
-                      f"{', '.join(_ACTIVATIONS)}")
+  nn.activation(cfg.activation)
   if cfg.parametrization not in nn.PARAMETRIZATIONS:
     raise ConfigError(f"unknown parametrization {cfg.parametrization!r}; available: "
                       f"{', '.join(nn.PARAMETRIZATIONS)}")
@@ -95,7 +87,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   """
   _check(cfg)
   ds = data.load(cfg.dataset)
-  act = _ACTIVATIONS[cfg.activation]
+  act = nn.activation(cfg.activation)
   grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
   hparams = {}
   if cfg.lrs:

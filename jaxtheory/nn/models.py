@@ -13,12 +13,42 @@ ctx)``; under ``'sp'`` the NTK uses the model's finite widths (or
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 
+from jaxtheory.errors import ConfigError
 from jaxtheory.nn import layers as L
 from jaxtheory.nn.core import Layer, Model, frozen, model, residual, serial
 
 Activation = Callable[[], Layer]
+
+# The nonlinearities a configuration can name (configs hold plain strings): each has
+# a closed-form or Gauss-Hermite infinite-width kernel, so a model built from any of
+# them also has its NNGP/NTK limit.
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": L.relu, "tanh": L.tanh, "erf": L.erf, "gelu": L.gelu,
+    "sigmoid": L.sigmoid, "sin": L.sin, "identity": L.identity,
+}
+
+
+def activation(name: str, key: str = "activation") -> Activation:
+  """The activation layer constructor called ``name`` (a key of :data:`ACTIVATIONS`).
+
+  >>> activation("tanh") is L.tanh
+  True
+
+  Args:
+    name: the activation's name.
+    key: the setting it came from, named in the error message.
+
+  Raises:
+    ConfigError: for an unknown name, listing the known ones (and the nearest).
+  """
+  if name in ACTIVATIONS:
+    return ACTIVATIONS[name]
+  close = difflib.get_close_matches(str(name), list(ACTIVATIONS), n=1, cutoff=0.6)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  raise ConfigError(f"unknown {key} {name!r}; available: {', '.join(ACTIVATIONS)}.{hint}")
 
 
 def _check(name, value, minimum=1):
