@@ -298,7 +298,7 @@ def test_array_metrics_and_returned_params_match_the_recorded_outputs(mixture):
   f_test.dims = ("example", "output")
   s = sweep.Sweep(_mlp(), mixture, dict(width=[8, 12, 32], seed=[0, 1]), steps=20, record=5,
                   metrics={"f_test": f_test})
-  res, groups = sweep.run(s, return_params=True)
+  res, groups = sweep.execute(s)
   assert res.f_test.dims == ("seed", "width", "step", "example", "output")
   assert res.f_test.shape == (2, 3, len(res.step), 32, 3)
   p = sweep.plan(s)

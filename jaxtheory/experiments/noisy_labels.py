@@ -155,8 +155,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       optimizer=anchored_sgd, hparams=dict(lr=cfg.lr, momentum=cfg.momentum),
       steps=cfg.steps, batch_size=cfg.batch_size, record=cfg.record, loss="xent",
       name="noisy-labels")
-  out = sweep.run(s, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute(s, params=engine.pop("return_params", False), progress=progress,
+                              **engine)
   res = res.isel(width=0, drop=True)
   res.attrs["experiment"] = "noisy-labels"
   res.attrs["dataset"] = ds.name

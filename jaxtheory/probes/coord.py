@@ -72,7 +72,7 @@ def change_sizes(model: Model, params0: Any, params: Any, x: jax.typing.ArrayLik
   """Mean absolute coordinate of each layer's *change* ``h(params) - h(params0)``.
 
   For one run from its initial and trained parameters (e.g.
-  :func:`jaxtheory.sweep.initial_params` and ``sweep.run(..., return_params=True)``
+  :func:`jaxtheory.sweep.initial_params` and ``sweep.execute(...)``
   mapped by :func:`jaxtheory.probes.over_runs`). Features that are zero at
   init (padding) stay zero, so they do not count.
   """

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from jaxtheory.data import Dataset, data_arrays, validate
 from jaxtheory.errors import ConfigError
@@ -335,8 +336,10 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
         progress: bool | Callable[[int, int, str], None] | None = None,
         record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, checkpoint_interval: float = 60.0,
-        memory_budget: float | None = None, return_params: bool = False):
+        memory_budget: float | None = None, **removed) -> xr.Dataset:
   """Trains every run of the sweep and returns the labelled results.
+
+  :func:`execute` runs the same and also returns every run's final parameters.
 
   Args:
     s: the sweep.
@@ -359,18 +362,60 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     memory_budget: bytes the sweep may hold. Each bucket's runs are split into
       groups that fit (one compiled program serves all of them); a run that
       cannot fit alone is a :class:`ConfigError`. ``None``: no limit.
-    return_params: also return every run's final parameters, as a list of
-      :class:`RunGroup` (one per bucket and memory group), for probes and
-      kernels over the trained sweep (see :func:`jaxtheory.probes.over_runs`).
 
   Returns:
-    An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``, or
-    ``(dataset, groups)`` with ``return_params``.
+    An ``xarray.Dataset`` with dims ``(seed, width, <other axes>, step)``.
+  """
+  if "return_params" in removed:
+    raise ConfigError("sweep.run returns the dataset only; for the final parameters too, call "
+                      "sweep.execute(s, ...), which returns SweepResult(dataset, groups)")
+  if removed:
+    raise TypeError(f"run() got an unexpected keyword argument {next(iter(removed))!r}")
+  return execute(s, params=False, strategy=strategy, chunk_size=chunk_size, progress=progress,
+                 record_chunks=record_chunks, checkpoint=checkpoint, resume=resume,
+                 checkpoint_interval=checkpoint_interval, memory_budget=memory_budget).dataset
+
+
+class SweepResult(NamedTuple):
+  """What :func:`execute` returns: the results and the runs' final parameters.
+
+  A named tuple, so ``ds, groups = sweep.execute(s)`` unpacks it.
+
+  Attributes:
+    dataset: the labelled results, as :func:`run` returns them.
+    groups: every run's final parameters as a list of :class:`RunGroup` (one
+      per bucket and memory group; for probes and kernels over the trained
+      sweep, see :func:`jaxtheory.probes.over_runs`); ``None`` when
+      :func:`execute` was called with ``params=False``.
+  """
+  dataset: xr.Dataset
+  groups: list[RunGroup] | None
+
+
+def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
+            chunk_size: int | None = None,
+            progress: bool | Callable[[int, int, str], None] | None = None,
+            record_chunks: int = 20, checkpoint: str | os.PathLike | None = None,
+            resume: bool = False, checkpoint_interval: float = 60.0,
+            memory_budget: float | None = None) -> SweepResult:
+  """Trains every run of the sweep; returns the results and the final parameters.
+
+  Args:
+    s: the sweep.
+    params: keep every run's final parameters (``SweepResult.groups``);
+      ``False`` keeps none (``groups`` is ``None``), as :func:`run` does.
+      Resuming a checkpoint whose earlier buckets finished before the
+      interruption cannot return their parameters (checkpoints keep metrics).
+    strategy, chunk_size, progress, record_chunks, checkpoint, resume,
+      checkpoint_interval, memory_budget: as in :func:`run`.
+
+  Returns:
+    A :class:`SweepResult` ``(dataset, groups)``.
   """
   guard.check_options(strategy, chunk_size, record_chunks, checkpoint_interval, memory_budget,
                       STRATEGIES)
   if "parametrization" in s.grid:  # structural: one sweep per value, joined along it
-    from jaxtheory.sweep.compose import run_over  # pylint: disable=import-outside-toplevel
+    from jaxtheory.sweep.compose import execute_over  # pylint: disable=import-outside-toplevel
     values = [s.grid["parametrization"]] if isinstance(s.grid["parametrization"], str) else list(
         s.grid["parametrization"])
     bad = [v for v in values if v not in PARAMETRIZATIONS]
@@ -379,10 +424,10 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
                         f"{', '.join(PARAMETRIZATIONS)}")
     rest = {k: v for k, v in s.grid.items() if k != "parametrization"}
     make = lambda v: dataclasses.replace(s, grid=rest, parametrization=v, name=f"{s.name}-{v}")
-    return run_over("parametrization", values, make, progress=progress, checkpoint=checkpoint,
+    return execute_over("parametrization", values, make, progress=progress, checkpoint=checkpoint,
                     strategy=strategy, chunk_size=chunk_size, record_chunks=record_chunks,
                     resume=resume, checkpoint_interval=checkpoint_interval,
-                    memory_budget=memory_budget, return_params=return_params)
+                    memory_budget=memory_budget, params=params)
   with _owned(checkpoint) as checkpoint, reporter(progress, s.name) as report:
     p = plan(s)
     guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),
@@ -393,10 +438,10 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
     with jax.enable_x64(s.dtype == "float64"):
       ck = None if checkpoint is None else _Ckpt(os.fspath(checkpoint), resume,
                                                   checkpoint_interval)
-      groups = [] if return_params else None
+      groups = [] if params else None
       ds = _run(p, strategy, chunk_size, report, record_chunks, ck, memory_budget, groups)
     report.close(ds)
-  return (ds, groups) if return_params else ds
+  return SweepResult(ds, groups)
 
 
 def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGroup]:
@@ -607,7 +652,7 @@ def _run(p: Plan, strategy, chunk_size, progress, record_chunks, ck: _Ckpt | Non
       unit += 1
       if saved is not None and unit < saved["bucket"]:  # finished before the interruption
         if groups is not None:
-          raise ConfigError("return_params cannot return the parameters of runs that finished "
+          raise ConfigError("sweep.execute cannot return the parameters of runs that finished "
                             "before the interruption (checkpoints keep their metrics only)")
         metrics_by_run.update({int(r): saved["done"][int(r)] for r in runs})
         done += int(s.steps) * len(runs)
