@@ -274,9 +274,9 @@ def test_memory_budget_splits_runs_into_groups_with_equal_results(mixture):
   s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1, 2, 3, 4], width=[8, 12]), steps=20,
                   record=3)
   whole = sweep.run(s)
-  from jaxtheory.sweep import engine
-  per_run = engine._memory_per_run(
-      engine._Bucket(sweep.plan(s), [8, 12], train.data_arrays(mixture), "auto", None, None,
+  from jaxtheory.sweep import loop
+  per_run = loop._memory_per_run(
+      loop._Bucket(sweep.plan(s), [8, 12], train.data_arrays(mixture), "auto", None, None,
                      1).tr, dict(seed=jnp.int32(0), width=jnp.int32(8), lr=jnp.float32(0.1)),
       train.data_arrays(mixture))
   data_bytes = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(train.data_arrays(mixture)))
