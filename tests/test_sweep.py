@@ -22,7 +22,8 @@ def _reference(s: sweep.Sweep, width: int):
   """Independent loop baseline: the network BUILT at ``width`` (no padding), one run per call."""
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   opt = train.get_optimizer(s.optimizer)
-  tr = train.Trainer(s.model(width), s.loss or "xent", opt, s.parametrization, padded=False,
+  tr = train.Trainer(s.model(width), s.loss or "xent", opt, parametrization=s.parametrization,
+                     padded=False,
                      batch_size=s.batch_size, num_classes=s.data.num_classes)
   intervals = np.diff(train.schedule(s.steps, s.record), prepend=0).astype(np.int32)
 

@@ -77,7 +77,7 @@ def _copy(finished, tmp_path):
 
 
 def _momentum_sgd(beta):
-  return Optimizer(lambda lr=0.1: optax.sgd(lr, momentum=beta), "sgd", "mine")
+  return Optimizer(lambda lr: optax.sgd(lr, momentum=beta), "sgd", "mine", hyper=dict(lr=0.1))
 
 
 def _mean_out(params, apply, d):

@@ -54,6 +54,7 @@ from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.errors import ConfigError
+from jaxtheory.metric import Metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +173,12 @@ def _metrics(n: int, m: int) -> dict[str, Callable]:
     del d
     return jnp.linalg.svd(apply(params, idx).reshape(n, m), compute_uv=False)
 
-  singular_values.dims = ("sv",)
 
   def rel_error(params, apply, d):
     r = apply(params, d["x_test"]) - d["y_test"]
     return jnp.linalg.norm(r) / jnp.linalg.norm(d["y_test"])
 
-  return {"rel_error": rel_error, "singular_values": singular_values}
+  return {"rel_error": rel_error, "singular_values": Metric(singular_values, ("sv",))}
 
 
 # ----------------------------------------------------------------------------

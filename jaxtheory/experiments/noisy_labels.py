@@ -74,7 +74,8 @@ def _anchored(lr=0.05, anchor=0.0, momentum=0.9):
   return optax.chain(anchor_to_init(anchor), optax.sgd(lr, momentum=momentum))
 
 
-anchored_sgd = Optimizer(_anchored, "sgd", "anchored_sgd")
+anchored_sgd = Optimizer(_anchored, "sgd", "anchored_sgd",
+                         hyper=dict(lr=0.05, anchor=0.0, momentum=0.9))
 """SGD with momentum on the loss plus :math:`\\frac{\\lambda}{2}\\|\\theta-\\theta_0\\|^2` (``anchor`` = λ)."""
 
 

@@ -30,7 +30,7 @@ from jaxtheory.sweep import guard
 from jaxtheory.sweep.devices import fetch, peak_memory, place, shard_runs
 from jaxtheory.sweep.planning import Plan, _build, _strategy_chunk, _xla_flops
 from jaxtheory.sweep.results import to_dataset
-from jaxtheory.train import Trainer, segment, setup, train_step
+from jaxtheory.train import Hyper, Trainer, segment, setup, train_step
 
 
 class RunGroup(NamedTuple):
@@ -123,7 +123,7 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> dict[
     hp1 = {k: jnp.asarray(v[r], jnp.int32 if k in G.INT_AXES else float_t)
            for k, v in p.flat.items()}
     hp1.update({k: jnp.asarray(v, float_t) for k, v in p.fixed.items() if k not in hp1})
-    per_bucket[int(max(members))] = guard.computation(tr, hp1, data)
+    per_bucket[int(max(members))] = guard.computation(tr, Hyper.of(hp1, tr.optimizer), data)
   general = {f"the {k} values": v.tolist() for k, v in p.grid.items()}
   general.update({f"hyperparameter {k}": v for k, v in p.fixed.items()})
   general.update({
@@ -157,8 +157,9 @@ class _Bucket:
     hps = {k: np.asarray(v[self.runs]) for k, v in p.flat.items()}
     for k, v in p.fixed.items():
       hps.setdefault(k, np.full((len(self.runs),), v))
-    self.hps = {k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
-                for k, v in hps.items()}
+    # Named values become the typed hyperparameters here, once.
+    self.hps = Hyper.of({k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
+                         for k, v in hps.items()}, p.optimizer)
     hp1 = jax.tree.map(lambda a: a[0], self.hps)
     R = len(self.runs)
     self.group = R
