@@ -52,13 +52,13 @@ from jaxtheory.sweep.engine import RunGroup, Sweep, initial_params, plan, run
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
 from jaxtheory.train import get_optimizer
+from jaxtheory.metric import Metric
 
 
 def _outputs(key: str, dims: Sequence[str]):
   def fn(params, apply, d):
     return apply(params, d[key])
-  fn.dims = tuple(dims)
-  return fn
+  return Metric(fn, tuple(dims))
 
 
 def _lr_weights(model, ctx: Ctx):
@@ -84,8 +84,7 @@ def _probe_ntk(x_probe, implementation):
   def fn(params, apply, d, ctx, model):
     del apply, d
     return training_ntk(model, params, ctx, x_probe, None, implementation)
-  fn.dims = ("probe_1", "probe_2")
-  return fn
+  return Metric(fn, ("probe_1", "probe_2"), inputs=("ctx", "model"))
 
 
 def _check(s: Sweep):

@@ -32,13 +32,12 @@ name               parameters (defaults)                                 optax e
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import jax.numpy as jnp
 
 from jaxtheory.errors import ConfigError
-from jaxtheory.train import Optimizer
+from jaxtheory.train import Optimizer, get_optimizer
 
 
 def constant(count, lr):
@@ -73,6 +72,16 @@ def step(count, lr, decay_every, decay_rate=0.1):
   return lr * decay_rate ** jnp.floor(count / jnp.maximum(decay_every, 1))
 
 
+# Each schedule's parameters besides ``count`` and ``lr``, with their defaults;
+# ``None`` is a horizon that defaults from the run's number of steps.
+_PARAMS: dict[str, dict[str, float | None]] = {
+    "constant": {},
+    "warmup_cosine": {"warmup": None, "decay_steps": None, "init_lr": 0.0, "end_lr": 0.0},
+    "step": {"decay_every": None, "decay_rate": 0.1},
+    "exponential": {"decay_steps": None, "decay_rate": 0.1},
+    "linear": {"decay_steps": None, "end_lr": 0.0},
+}
+
 SCHEDULES: dict[str, Callable] = {
     "constant": constant,
     "warmup_cosine": warmup_cosine,
@@ -82,24 +91,21 @@ SCHEDULES: dict[str, Callable] = {
 }
 
 
-def _defaults(fn: Callable, steps: int) -> dict[str, float]:
-  """The schedule's parameters other than ``count`` and ``lr``, with their defaults."""
+def _defaults(schedule: str, steps: int) -> dict[str, float]:
+  """The schedule's declared parameters with their defaults for a run of ``steps`` steps."""
   horizon = {"decay_steps": float(steps), "decay_every": float(max(1, steps // 3)),
              "warmup": 0.0}
-  out = {}
-  for name, p in list(inspect.signature(fn).parameters.items())[2:]:
-    out[name] = horizon[name] if p.default is inspect.Parameter.empty else float(p.default)
-  return out
+  return {k: horizon[k] if v is None else float(v) for k, v in _PARAMS[schedule].items()}
 
 
 def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:
   """``opt`` with its learning rate following ``schedule`` (a name in :data:`SCHEDULES`).
 
-  The returned optimizer's hyperparameters are ``opt``'s plus the schedule's
+  The returned spec declares ``opt``'s hyperparameters plus the schedule's
   (all traced, sweepable); ``lr`` is the peak (initial) learning rate.
 
   Args:
-    opt: an optimizer whose factory takes ``lr``.
+    opt: an optimizer spec that declares ``lr``.
     schedule: the schedule's name.
     steps: the number of optimizer steps of a run (the default horizon).
 
@@ -108,21 +114,18 @@ def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:
   """
   if schedule not in SCHEDULES:
     raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
-  if "lr" not in opt.hyper_names:
+  opt = get_optimizer(opt)
+  if "lr" not in opt.hyper:
     raise ConfigError(f"optimizer {opt.name!r} has no learning rate 'lr' to schedule")
   fn = SCHEDULES[schedule]
-  extra = _defaults(fn, steps)
-  clash = sorted(set(extra) & set(opt.hyper_names))
+  extra = _defaults(schedule, steps)
+  clash = sorted(set(extra) & set(opt.hyper))
   if clash:
     raise ConfigError(f"schedule {schedule!r} and optimizer {opt.name!r} both take {clash[0]!r}")
 
-  def make(**hp):
+  def make(**hp):  # called with every declared field; a direct call may leave some to defaults
     sched = {k: hp.pop(k, v) for k, v in extra.items()}
-    lr = hp.pop("lr", opt.defaults.get("lr"))
+    lr = hp.pop("lr", opt.hyper["lr"])
     return opt.make(lr=lambda count: fn(count, lr, **sched), **hp)
 
-  base = [p for p in inspect.signature(opt.make).parameters.values()]
-  params = base + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-                   for k, v in extra.items()]
-  make.__signature__ = inspect.Signature(params)
-  return Optimizer(make, opt.family, f"{opt.name}+{schedule}")
+  return opt._replace(make=make, name=f"{opt.name}+{schedule}", hyper={**opt.hyper, **extra})

@@ -1,14 +1,22 @@
 """Training ONE run: losses, optimizers, the step, metric schedules, the compiled loop.
 
 Everything here is written for a single run with its hyperparameters as traced
-scalars (``hp``: a dict of 0-d arrays), so :mod:`jaxtheory.sweep` can
-``vmap``/``lax.map`` it over a whole grid without retracing. A run is
+scalars (``hp``: a :class:`Hyper` of 0-d arrays, whose optimizer fields the
+:class:`Optimizer` spec declares), so :mod:`jaxtheory.sweep` can
+``vmap``/``lax.map`` it over a whole grid without retracing. A
+:class:`Trainer` is the program of one run, built from a model, a loss, an
+optimizer spec and a set of :class:`~jaxtheory.metric.Metric`:
 
-* :func:`setup` ``(hp) -> RunState`` (init, per-run labels and data mask),
-* :func:`segment` ``(state, hp, intervals) -> (state, metrics)``: a
+* :meth:`Trainer.init` ``(hp, data) -> RunState`` (init, per-run labels and data mask),
+* :meth:`Trainer.step` ``(state, hp, data) -> state``: one optimizer step,
+* :meth:`Trainer.measure` ``(state, hp, data) -> metrics``,
+* :meth:`Trainer.segment` ``(state, hp, data, intervals) -> (state, metrics)``: a
   ``lax.scan`` over recording points; between two points it takes the
   interval's number of optimizer steps (a ``fori_loop``) and then records
   every metric, all inside the compiled program.
+
+The module functions :func:`setup`, :func:`train_step`, :func:`measure` and
+:func:`segment` are the same, with the trainer as first argument.
 
 A run whose loss, parameters or recorded metrics become non-finite is frozen
 and flagged (``diverged``) from the record where the first non-finite value
@@ -32,74 +40,97 @@ import optax
 from jaxtheory.data import data_arrays  # noqa: F401 (re-exported)
 from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
+from jaxtheory.metric import Metric, as_metric
 from jaxtheory.nn import Ctx, LRScale, Model
 
 Array = jax.Array
 
 # ----------------------------------------------------------------------------
-# Optimizers. Each factory takes its hyperparameters as (possibly traced)
-# keyword arguments; ``family`` says which LR multipliers of the
-# parametrization apply (SGD-like or Adam-like scale invariance).
+# Optimizers. An optimizer spec declares its hyperparameters (names and
+# defaults): those are the fields of ``Hyper.opt``, traced, sweepable and
+# checkpointed by name. Its factory takes them as keyword arguments; ``family``
+# says which LR multipliers of the parametrization apply (SGD-like or
+# Adam-like scale invariance) and ``lr_mult`` adds its own per-tensor ones.
 
 
 class Optimizer(NamedTuple):
-  """An optax optimizer factory and its LR-scaling family.
+  """An optimizer spec: an optax factory, the hyperparameters it declares, its LR multipliers.
 
   Attributes:
-    make: ``make(lr=..., **hyper) -> optax.GradientTransformation``.
+    make: ``make(**hyper) -> optax.GradientTransformation``, called with every
+      declared hyperparameter (traced scalars).
     family: ``'sgd'`` or ``'adam'``: which per-layer LR multipliers of the
       parametrization apply (see :mod:`jaxtheory.nn.param`).
     name: for labels and error messages.
+    hyper: the declared hyperparameters, ``name -> default``. ``None``
+      (specs written before declarations) is read once from ``make``'s
+      keyword defaults by :func:`get_optimizer`.
+    lr_mult: ``lr_mult(params0) -> tree`` of per-tensor learning-rate
+      multipliers (from the run's initial parameters), applied to the updates
+      on top of the parametrization's; ``None``: none.
   """
   make: Callable[..., optax.GradientTransformation]
   family: str
   name: str
+  hyper: Mapping[str, float] | None = None
+  lr_mult: Callable[[Any], Any] | None = None
 
   @property
   def hyper_names(self) -> tuple[str, ...]:
-    return tuple(inspect.signature(self.make).parameters)
+    return tuple(_declared(self))
 
   @property
   def defaults(self) -> dict[str, Any]:
-    return {k: p.default for k, p in inspect.signature(self.make).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return dict(_declared(self))
 
 
-def _sgd(lr=0.1):
+def _declared(opt: Optimizer) -> Mapping[str, float]:
+  """The spec's declared hyperparameters; for an undeclared spec, ``make``'s keyword defaults."""
+  if opt.hyper is not None:
+    return opt.hyper
+  params = inspect.signature(opt.make).parameters.values()
+  missing = [p.name for p in params if p.default is inspect.Parameter.empty]
+  if missing:
+    raise ConfigError(f"optimizer {opt.name!r}: declare its hyperparameters with defaults, "
+                      f"Optimizer(make, family, name, hyper={{...}}); {missing[0]!r} has none")
+  return {p.name: p.default for p in params}
+
+
+def _sgd(lr):
   return optax.sgd(lr)
 
 
-def _momentum(lr=0.1, momentum=0.9):
+def _momentum(lr, momentum):
   return optax.sgd(lr, momentum=momentum)
 
 
-def _adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+def _adam(lr, b1, b2, eps):
   return optax.adam(lr, b1=b1, b2=b2, eps=eps)
 
 
-def _adamw(lr=1e-3, weight_decay=1e-2, b1=0.9, b2=0.999, eps=1e-8):
+def _adamw(lr, weight_decay, b1, b2, eps):
   return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
-def _sgdw(lr=0.1, weight_decay=1e-4, momentum=0.0):
+def _sgdw(lr, weight_decay, momentum):
   return optax.chain(optax.add_decayed_weights(weight_decay),
                      optax.sgd(lr, momentum=momentum))
 
 
-def _sam(lr=0.1, rho=0.05, momentum=0.0):
+def _sam(lr, rho, momentum):
   """SAM (Foret et al. 2021) from ``optax.contrib.sam``, one update per step."""
   adv = optax.chain(optax.contrib.normalize(), optax.sgd(rho))
   return optax.contrib.sam(optax.sgd(lr, momentum=momentum), adv, sync_period=2,
                            opaque_mode=True)
 
 
-def _muon(lr=0.02, beta=0.95, weight_decay=0.0, adam_lr=1e-3):
+def _muon(lr, beta, weight_decay, adam_lr):
   """Muon (``optax.contrib.scale_by_muon``) on 2-D weights, Adam elsewhere.
 
   optax's own ``muon`` rescales updates by ``sqrt(max(1, fan_out/fan_in))``
   read from the *shape*, which a padded width sweep must not do; here the
-  Newton-Schulz orthogonalization is optax's and the width factor is applied
-  by :func:`muon_shape_scale` from *active* fan-in/fan-out.
+  Newton-Schulz orthogonalization is optax's and the width factor is the
+  spec's ``lr_mult`` hook, :func:`muon_shape_scale`, from *active* fan-in/fan-out.
   """
   dims = lambda u: jax.tree.map(lambda _: optax.contrib.MuonDimensionNumbers(), u)
   muon_tx = optax.chain(optax.contrib.scale_by_muon(beta=beta, weight_dimension_numbers=dims),
@@ -108,27 +139,6 @@ def _muon(lr=0.02, beta=0.95, weight_decay=0.0, adam_lr=1e-3):
   adam_tx = optax.adam(adam_lr)
   labels = lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 2 else "adam", params)
   return optax.partition({"muon": muon_tx, "adam": adam_tx}, labels)
-
-
-OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer(_sgd, "sgd", "sgd"),
-    "momentum": Optimizer(_momentum, "sgd", "momentum"),
-    "sgdw": Optimizer(_sgdw, "sgd", "sgdw"),
-    "adam": Optimizer(_adam, "adam", "adam"),
-    "adamw": Optimizer(_adamw, "adam", "adamw"),
-    "sam": Optimizer(_sam, "sgd", "sam"),
-    "muon": Optimizer(_muon, "adam", "muon"),
-}
-
-
-
-
-def get_optimizer(opt: str | Optimizer) -> Optimizer:
-  if isinstance(opt, Optimizer):
-    return opt
-  if opt not in OPTIMIZERS:
-    raise ConfigError(f"unknown optimizer {opt!r}; available: {', '.join(OPTIMIZERS)}")
-  return OPTIMIZERS[opt]
 
 
 def muon_shape_scale(params0) -> Any:
@@ -146,6 +156,90 @@ def muon_shape_scale(params0) -> Any:
     return jnp.sqrt(jnp.maximum(1.0, fan_out / jnp.maximum(fan_in, 1)))
 
   return jax.tree.map(one, params0)
+
+
+_ADAM = dict(b1=0.9, b2=0.999, eps=1e-8)
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(_sgd, "sgd", "sgd", dict(lr=0.1)),
+    "momentum": Optimizer(_momentum, "sgd", "momentum", dict(lr=0.1, momentum=0.9)),
+    "sgdw": Optimizer(_sgdw, "sgd", "sgdw", dict(lr=0.1, weight_decay=1e-4, momentum=0.0)),
+    "adam": Optimizer(_adam, "adam", "adam", dict(lr=1e-3, **_ADAM)),
+    "adamw": Optimizer(_adamw, "adam", "adamw", dict(lr=1e-3, weight_decay=1e-2, **_ADAM)),
+    "sam": Optimizer(_sam, "sgd", "sam", dict(lr=0.1, rho=0.05, momentum=0.0)),
+    "muon": Optimizer(_muon, "adam", "muon",
+                      dict(lr=0.02, beta=0.95, weight_decay=0.0, adam_lr=1e-3),
+                      lr_mult=muon_shape_scale),
+}
+
+
+def get_optimizer(opt: str | Optimizer) -> Optimizer:
+  """The spec of a name in :data:`OPTIMIZERS`, or a spec with its hyperparameters declared.
+
+  This is the boundary where names become specs; a spec without ``hyper``
+  gets it declared here, once, from its factory's keyword defaults.
+  """
+  if isinstance(opt, Optimizer):
+    return opt if opt.hyper is not None else opt._replace(hyper=dict(_declared(opt)))
+  if opt not in OPTIMIZERS:
+    raise ConfigError(f"unknown optimizer {opt!r}; available: {', '.join(OPTIMIZERS)}")
+  return OPTIMIZERS[opt]
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters of one run.
+
+RUN_FIELDS = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale", "base_width")
+SWEEPABLE = RUN_FIELDS
+
+
+class Hyper(NamedTuple):
+  """One run's hyperparameters: a pytree of 0-d arrays (a leading axis when batched over runs).
+
+  The run's own fields are fixed; ``opt`` holds exactly the optimizer spec's
+  declared hyperparameters. A field that is ``None`` is not set (its default
+  applies: all ``n_train`` examples, no label noise, ``gamma = init_scale = 1``,
+  no base width).
+
+  Attributes:
+    seed: the run's random seed.
+    width: its active width (``None``: the model's own).
+    n_train: how many training examples it uses (a prefix).
+    label_noise: the fraction of training labels flipped.
+    gamma: the richness (see :class:`~jaxtheory.nn.Ctx`).
+    init_scale: the initial-weights multiplier.
+    base_width: the width that width factors are relative to.
+    opt: ``name -> value`` of the optimizer spec's declared hyperparameters.
+  """
+  seed: Any
+  width: Any = None
+  n_train: Any = None
+  label_noise: Any = None
+  gamma: Any = None
+  init_scale: Any = None
+  base_width: Any = None
+  opt: Mapping[str, Any] = {}
+
+  @classmethod
+  def of(cls, values: Mapping[str, Any], optimizer: Optimizer) -> Hyper:
+    """From named values (the CLI's and the grid's names): run fields and the spec's fields.
+
+    Declared optimizer fields that are not given take the spec's defaults.
+
+    Raises:
+      ConfigError: a name is neither a run field nor declared by the spec.
+    """
+    declared = _declared(optimizer)
+    bad = [k for k in values if k not in RUN_FIELDS and k not in declared]
+    if bad:
+      raise ConfigError(f"unknown hyperparameter {bad[0]!r}; known here: "
+                        f"{', '.join(RUN_FIELDS + tuple(declared))}")
+    float_t = jnp.result_type(float)
+    opt = {k: values[k] if k in values else jnp.asarray(v, float_t) for k, v in declared.items()}
+    return cls(**{k: values[k] for k in RUN_FIELDS if k in values}, opt=opt)
+
+
+def _hyper(tr: Trainer, hp: Hyper | Mapping[str, Any]) -> Hyper:
+  return hp if isinstance(hp, Hyper) else Hyper.of(hp, tr.optimizer)
 
 
 # ----------------------------------------------------------------------------
@@ -193,48 +287,72 @@ def schedule(steps: int, record: int | str | Sequence[int] = 50) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # One run.
 
-SWEEPABLE = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale", "base_width")
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-  """Static description of a training run; hyperparameters come in ``hp``.
+  """The program of one run: init, step, measure; hyperparameters come in ``hp``.
 
   Attributes:
     model: the network, built at the capacity width of its bucket.
-    loss: ``'mse'`` or ``'xent'``.
-    optimizer: an :class:`Optimizer`.
+    loss: a loss function ``loss(outputs, labels, weights)``, or a name in
+      :data:`jaxtheory.losses.LOSSES` (``'mse'``, ``'xent'``).
+    optimizer: an :class:`Optimizer` spec.
     parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
-    padded: whether ``hp['width']`` is passed to the model as the active width.
+    padded: whether ``hp.width`` is passed to the model as the active width.
     batch_size: ``None`` for full-batch gradient descent.
     num_classes: for label noise and accuracy (``None``: regression).
-    metrics: extra metrics ``name -> fn(params, apply, data) -> array``,
-      where ``apply(params, x)`` runs the network and ``data`` is the dict of
-      arrays (``x_train``, ``y_train``, ``w_train``, ``x_test``, ``y_test``).
-      A metric that takes the keywords ``ctx`` and/or ``model`` also gets the
-      run's :class:`~jaxtheory.nn.Ctx` (active width, ...) and the network
-      (built at the bucket's capacity), e.g. to read per-layer activations.
+    metrics: extra metrics ``(name, Metric)`` (plain functions are wrapped
+      by :func:`jaxtheory.metric.as_metric` when the trainer is built); a
+      metric gets ``(params, apply, data)`` where ``apply(params, x)`` runs the
+      network and ``data`` is the dict of arrays (``x_train``, ``y_train``,
+      ``w_train``, ``x_test``, ``y_test``), and the inputs it declares: the
+      run's :class:`~jaxtheory.nn.Ctx` (``ctx``), the network (``model``).
   """
   model: Model
-  loss: str
+  loss: str | Callable
   optimizer: Optimizer
-  parametrization: str = "sp"
-  padded: bool = True
-  batch_size: int | None = None
-  num_classes: int | None = None
-  metrics: tuple[tuple[str, Callable], ...] = ()
+  parametrization: str = dataclasses.field(default="sp", kw_only=True)
+  padded: bool = dataclasses.field(default=True, kw_only=True)
+  batch_size: int | None = dataclasses.field(default=None, kw_only=True)
+  num_classes: int | None = dataclasses.field(default=None, kw_only=True)
+  metrics: tuple[tuple[str, Metric], ...] = dataclasses.field(default=(), kw_only=True)
 
-  def ctx(self, hp) -> Ctx:
-    base = hp.get("base_width")  # width factors relative to it need the run's width
-    return Ctx(self.parametrization, hp["width"] if self.padded or base is not None else None,
-               hp.get("gamma", 1.0), hp.get("init_scale", 1.0), base)
+  def __post_init__(self):
+    # The boundary: names and plain functions become functions and typed values once.
+    if isinstance(self.loss, str):
+      if self.loss not in LOSSES:
+        raise ConfigError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
+      object.__setattr__(self, "loss", LOSSES[self.loss])
+    object.__setattr__(self, "optimizer", get_optimizer(self.optimizer))
+    object.__setattr__(self, "metrics", tuple((k, as_metric(f)) for k, f in self.metrics))
 
-  def tx(self, hp) -> optax.GradientTransformationExtraArgs:
-    kw = {k: hp[k] for k in self.optimizer.hyper_names if k in hp}
-    return optax.with_extra_args_support(self.optimizer.make(**kw))
+  def ctx(self, hp: Hyper | Mapping[str, Array]) -> Ctx:
+    hp = _hyper(self, hp)
+    base = hp.base_width  # width factors relative to it need the run's width
+    return Ctx(self.parametrization, hp.width if self.padded or base is not None else None,
+               1.0 if hp.gamma is None else hp.gamma,
+               1.0 if hp.init_scale is None else hp.init_scale, base)
+
+  def tx(self, hp: Hyper | Mapping[str, Array]) -> optax.GradientTransformationExtraArgs:
+    return optax.with_extra_args_support(self.optimizer.make(**_hyper(self, hp).opt))
 
   def apply(self, params, x, hp):
     return self.model.apply(params, x, self.ctx(hp))
+
+  def init(self, hp, data) -> RunState:
+    """Initial state of one run (see :func:`setup`)."""
+    return setup(self, hp, data)
+
+  def step(self, st: RunState, hp, data) -> RunState:
+    """One optimizer step (see :func:`train_step`)."""
+    return train_step(self, st, hp, data)
+
+  def measure(self, st: RunState, hp, data) -> dict[str, Array]:
+    """Every recorded metric (see :func:`measure`)."""
+    return measure(self, st, hp, data)
+
+  def segment(self, st: RunState, hp, data, intervals: Array):
+    """Steps and records (see :func:`segment`)."""
+    return segment(self, st, hp, data, intervals)
 
 
 class RunState(NamedTuple):
@@ -251,24 +369,25 @@ class RunState(NamedTuple):
   diverged_step: Array | None = None  # step of the first non-finite value; -1: none
 
 
-def setup(tr: Trainer, hp: Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
+def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
   """Initial state of one run from its hyperparameters."""
-  key = jax.random.key(hp["seed"])
+  hp = _hyper(tr, hp)
+  key = jax.random.key(hp.seed)
   ctx = tr.ctx(hp)
   params, scales = tr.model.init_with_lr_scale(jax.random.fold_in(key, 0), ctx)
   family = tr.optimizer.family
   lr_mult = jax.tree.map(
       lambda s: jnp.asarray(getattr(s, family), jnp.result_type(float)),
       scales, is_leaf=lambda s: isinstance(s, LRScale))
-  if tr.optimizer.name == "muon":
-    lr_mult = jax.tree.map(jnp.multiply, lr_mult, muon_shape_scale(params))
+  if tr.optimizer.lr_mult is not None:  # the spec's own per-tensor multipliers
+    lr_mult = jax.tree.map(jnp.multiply, lr_mult, tr.optimizer.lr_mult(params))
   n = data["y_train"].shape[0]
-  n_train = hp.get("n_train", n)
+  n_train = n if hp.n_train is None else hp.n_train
   weights = (jnp.arange(n) < n_train).astype(jnp.result_type(float))
   labels = data["y_train"]
-  if tr.num_classes is not None and "label_noise" in hp:
+  if tr.num_classes is not None and hp.label_noise is not None:
     kf, kl = jax.random.split(jax.random.fold_in(key, 1))
-    flip = jax.random.uniform(kf, (n,)) < hp["label_noise"]
+    flip = jax.random.uniform(kf, (n,)) < hp.label_noise
     shift = jax.random.randint(kl, (n,), 1, tr.num_classes)
     labels = jnp.where(flip, (labels + shift) % tr.num_classes, labels)
   opt_state = tr.tx(hp).init(params)
@@ -345,8 +464,9 @@ def _all_finite(tree) -> Array:
 
 def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
   """One optimizer step; a non-finite result freezes the run instead."""
+  hp = _hyper(tr, hp)
   x, y, w = _batch(tr, st, data)
-  loss_fn = lambda p: LOSSES[tr.loss](tr.apply(p, x, hp), y, w)
+  loss_fn = lambda p: tr.loss(tr.apply(p, x, hp), y, w)
   loss, grads = jax.value_and_grad(loss_fn)(st.params)
   tx = tr.tx(hp)
   updates, opt_state = tx.update(grads, st.opt_state, st.params,
@@ -361,10 +481,11 @@ def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
 
 def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   """Every recorded metric of one run at its current state."""
+  hp = _hyper(tr, hp)
   apply = lambda p, x: tr.apply(p, x, hp)
   f_tr, f_te = apply(st.params, data["x_train"]), apply(st.params, data["x_test"])
   w_te = jnp.ones(data["y_test"].shape[:1], f_te.dtype)
-  loss = LOSSES[tr.loss]
+  loss = tr.loss
   out = {"train_loss": loss(f_tr, st.labels, st.weights),
          "test_loss": loss(f_te, data["y_test"], w_te)}
   if tr.num_classes is not None:
@@ -372,23 +493,16 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
     out["test_acc"] = accuracy(f_te, data["y_test"], w_te)
   out["param_norm"] = optax.tree.norm(st.params)
   d = dict(data, y_train=st.labels, w_train=st.weights)
-  for name, fn in tr.metrics:
-    kw = {k: v for k, v in (("ctx", tr.ctx(hp)), ("model", tr.model)) if _takes(fn, k)}
-    out[name] = jnp.asarray(fn(st.params, apply, d, **kw))
+  ctx = tr.ctx(hp)
+  for name, metric in tr.metrics:
+    out[name] = jnp.asarray(metric(st.params, apply, d, ctx=ctx, model=tr.model))
   out["diverged"] = ~st.ok
   return out
 
 
-def _takes(fn: Callable, name: str) -> bool:
-  """Whether a metric function accepts the keyword ``name``."""
-  try:
-    return name in inspect.signature(fn).parameters
-  except (TypeError, ValueError):  # builtins and some C callables have no signature
-    return False
-
-
 def segment(tr: Trainer, st: RunState, hp, data, intervals: Array):
   """Runs ``intervals[i]`` steps then records, for each ``i``: ``(state, metrics[len])``."""
+  hp = _hyper(tr, hp)
 
   def body(s, n_steps):
     s = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(tr, s, hp, data), s)

@@ -109,7 +109,7 @@ def test_width_sweep_equals_separate_runs():
   s = sweep.Sweep(build, ds, dict(seed=seeds, width=widths), "sgd", dict(lr=lr),
                   steps=steps, record=[steps], loss="mse")
   assert sweep.plan(s).buckets == [[8], [4]]
-  _, groups = sweep.run(s, return_params=True)
+  _, groups = sweep.execute(s)
   x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
   n = 0
   for g in groups:

@@ -59,7 +59,7 @@ def test_spawned_children_start_from_the_checkpoint_and_differ_in_noise_only():
   for leaf, ref in zip(jax.tree.leaves(g.params), jax.tree.leaves(ckpt)):
     np.testing.assert_array_equal(leaf[0], ref)
     np.testing.assert_array_equal(leaf[1], ref)
-  _, (g,) = sweep.run(s, return_params=True)
+  _, (g,) = sweep.execute(s)
   assert not np.allclose(g.params[0]["W"][0], g.params[0]["W"][1])  # different minibatches
   with pytest.raises(ValueError, match="shapes"):
     spawn_model(nn.mlp(ds.input_shape, 9, 1, 10), ckpt).init(jax.random.key(0))

@@ -60,7 +60,7 @@ def test_recorded_fuzziness_is_exact_under_padding():
   s = sweep.Sweep(model=lambda w: nn.mlp(ds.input_shape, w, 3, 10), data=ds,
                   grid=dict(seed=[0], width=[8, 12]), hparams=dict(lr=0.05), steps=5, record=2,
                   metrics={"fuzziness": fuzziness_metric(10)})
-  res, groups = sweep.run(s, return_params=True)
+  res, groups = sweep.execute(s)
   assert res.fuzziness.dims == ("seed", "width", "step", "layer")
   (g,) = groups
   for i, w in enumerate(g.coords["width"]):

@@ -276,7 +276,7 @@ def test_width_sweep_of_a_flax_model_equals_separate_runs(kind):
   s = sweep.Sweep(build, ds, dict(seed=seeds, width=widths, lr=lrs), "sgd", steps=steps,
                   record=[steps], loss="mse")
   assert sweep.plan(s).buckets == [[16], [8]]
-  res, groups = sweep.run(s, return_params=True)
+  res, groups = sweep.execute(s)
   assert len(groups) == 2 and all(len(g.runs) == len(seeds) * len(lrs) for g in groups)
   x, y = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.y_train, jnp.float32)
   checked = 0

@@ -171,7 +171,7 @@ def test_ntk_is_the_empirical_ntk_of_a_wide_network(parametrization):
 def _gaussian_kernel(n=5, d=4, key=0):
   x = jax.random.normal(jax.random.key(key), (n, d))
   k = A.inputs_to_kernel(x[:3], x[3:])
-  return A.affine(1.3, 0.4, lambda c: 1, False)(k, None)
+  return A.affine(1.3, 0.4, out_wide=False)(k, None)
 
 
 @pytest.mark.parametrize("name,closed,fn,deg,tol", [
@@ -370,7 +370,7 @@ def test_hermite_kernel_on_unit_variance_inputs(x64):
   """``He_n / sqrt(n!)`` on unit-variance pre-activations: ``c^n``, against quadrature."""
   x = jax.random.normal(jax.random.key(0), (5, 4))
   x = x / jnp.sqrt(jnp.mean(x ** 2, -1, keepdims=True))
-  k = A.affine(1.0, None, lambda c: 1, False)(A.inputs_to_kernel(x[:3], x[3:]), None)
+  k = A.affine(1.0, None, out_wide=False)(A.inputs_to_kernel(x[:3], x[3:]), None)
   np.testing.assert_allclose(k.cov1, 1.0, rtol=1e-12)
   for degree in (0, 1, 3):
     _, apply_fn, _ = stax.Hermite(degree)
@@ -440,7 +440,7 @@ def test_repeat_equals_serial(n, x64):
 def test_avg_pool_kernel_is_the_pooling_matrix_sandwich(normalize_edges, x64):
   """Pooling is a linear map ``P`` on positions, so ``K' = P K P^T``; ``P`` read off ``apply``."""
   window, strides, h, w = (3, 2), (2, 1), 5, 4
-  k = A.affine(1.2, 0.3, lambda c: 1, False, filter_shape=(2, 2), padding="SAME")(
+  k = A.affine(1.2, 0.3, out_wide=False, filter_shape=(2, 2), padding="SAME")(
       A.inputs_to_kernel(jax.random.normal(jax.random.key(0), (2, h, w, 3)),
                          jax.random.normal(jax.random.key(1), (3, h, w, 3))), None)
   _, apply_fn, _ = stax.AvgPool(window, strides, "SAME", normalize_edges=normalize_edges)

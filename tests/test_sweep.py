@@ -22,7 +22,8 @@ def _reference(s: sweep.Sweep, width: int):
   """Independent loop baseline: the network BUILT at ``width`` (no padding), one run per call."""
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   opt = train.get_optimizer(s.optimizer)
-  tr = train.Trainer(s.model(width), s.loss or "xent", opt, s.parametrization, padded=False,
+  tr = train.Trainer(s.model(width), s.loss or "xent", opt, parametrization=s.parametrization,
+                     padded=False,
                      batch_size=s.batch_size, num_classes=s.data.num_classes)
   intervals = np.diff(train.schedule(s.steps, s.record), prepend=0).astype(np.int32)
 
@@ -274,9 +275,9 @@ def test_memory_budget_splits_runs_into_groups_with_equal_results(mixture):
   s = sweep.Sweep(_mlp(), mixture, dict(seed=[0, 1, 2, 3, 4], width=[8, 12]), steps=20,
                   record=3)
   whole = sweep.run(s)
-  from jaxtheory.sweep import engine
-  per_run = engine._memory_per_run(
-      engine._Bucket(sweep.plan(s), [8, 12], train.data_arrays(mixture), "auto", None, None,
+  from jaxtheory.sweep import loop
+  per_run = loop._memory_per_run(
+      loop._Bucket(sweep.plan(s), [8, 12], train.data_arrays(mixture), "auto", None, None,
                      1).tr, dict(seed=jnp.int32(0), width=jnp.int32(8), lr=jnp.float32(0.1)),
       train.data_arrays(mixture))
   data_bytes = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(train.data_arrays(mixture)))
@@ -298,7 +299,7 @@ def test_array_metrics_and_returned_params_match_the_recorded_outputs(mixture):
   f_test.dims = ("example", "output")
   s = sweep.Sweep(_mlp(), mixture, dict(width=[8, 12, 32], seed=[0, 1]), steps=20, record=5,
                   metrics={"f_test": f_test})
-  res, groups = sweep.run(s, return_params=True)
+  res, groups = sweep.execute(s)
   assert res.f_test.dims == ("seed", "width", "step", "example", "output")
   assert res.f_test.shape == (2, 3, len(res.step), 32, 3)
   p = sweep.plan(s)

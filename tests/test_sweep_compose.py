@@ -29,9 +29,9 @@ def test_joined_equals_separate_runs():
   assert joined.attrs["run_seconds"] > 0
 
 
-def test_each_and_return_params():
-  res, groups = sweep.run_over("depth", [1, 2], make, progress=quiet, return_params=True,
-                               each=lambda r: r.isel(width=0, drop=True))
+def test_each_and_execute_over():
+  res, groups = sweep.execute_over("depth", [1, 2], make, progress=quiet,
+                                   each=lambda r: r.isel(width=0, drop=True))
   assert "width" not in res.dims
   assert set(groups) == {1, 2} and all(isinstance(g, list) and g for g in groups.values())
 

@@ -77,7 +77,7 @@ def _copy(finished, tmp_path):
 
 
 def _momentum_sgd(beta):
-  return Optimizer(lambda lr=0.1: optax.sgd(lr, momentum=beta), "sgd", "mine")
+  return Optimizer(lambda lr: optax.sgd(lr, momentum=beta), "sgd", "mine", hyper=dict(lr=0.1))
 
 
 def _mean_out(params, apply, d):
@@ -222,12 +222,12 @@ def test_temporaries_of_a_killed_write_are_swept_and_a_live_ones_kept(finished, 
 
 
 def _plan_must_not_compile(monkeypatch):
-  from jaxtheory.sweep import engine  # pylint: disable=import-outside-toplevel
+  from jaxtheory.sweep import planning  # pylint: disable=import-outside-toplevel
 
   def refuse(*a, **k):
     raise AssertionError("compiled before validating")
 
-  monkeypatch.setattr(engine, "_flops", refuse)
+  monkeypatch.setattr(planning, "_flops", refuse)
 
 
 @pytest.mark.parametrize("grid, hparams, steps, message", [

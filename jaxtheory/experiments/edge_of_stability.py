@@ -162,8 +162,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                         f"need a positive one (set relative_lrs=false and give step sizes)")
     lrs = [float(f"{f * 2.0 / s0:.4g}") for f in cfg.lrs]
     s = dataclasses.replace(s, grid=dict(s.grid, lr=lrs))
-  out = sweep.run(s, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute(s, params=engine.pop("return_params", False), progress=progress,
+                              **engine)
   res = res.isel(width=0, drop=True)
   res["threshold"] = 2.0 / res.lr
   res.attrs["initial_sharpness"] = s0

@@ -222,7 +222,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     The results dataset, dims ``(model, seed, weight_decay, step)``: losses,
     accuracies, ``param_norm`` and ``fourier_sparsity``; the configuration as
     JSON in ``attrs['config']``. With ``return_params``, ``(dataset, {model:
-    groups})`` with groups as from :func:`jaxtheory.sweep.run`.
+    groups})`` with groups as from :func:`jaxtheory.sweep.execute`.
   """
   _check(cfg)
   ds = data.modular_arithmetic(cfg.p, cfg.op, cfg.train_fraction, seed=cfg.data_seed)
@@ -236,9 +236,9 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
         optimizer="adamw", hparams=dict(lr=lr, b2=cfg.b2), steps=cfg.steps,
         record=cfg.record, metrics=_metrics(cfg.p, cfg.fourier_k), name=f"grokking-{name}")
 
-  out = sweep.run_over("model", cfg.models, make, progress=progress,
-                       each=lambda r: r.isel(width=0, drop=True), **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute_over("model", cfg.models, make,
+                                   params=engine.pop("return_params", False), progress=progress,
+                                   each=lambda r: r.isel(width=0, drop=True), **engine)
   res.attrs["experiment"] = "grokking"
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return res if groups is None else (res, groups)

@@ -35,6 +35,7 @@ from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_
 from jaxtheory.probes.separation import layer_features
 from jaxtheory import limits
 from jaxtheory.errors import ConfigError
+from jaxtheory.metric import Metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +97,7 @@ def coordinate_size(hidden_width: int) -> Callable:
       active = h.shape[1] if (ctx.width is None or h.shape[1] != hidden_width) else ctx.width
       sizes.append(jnp.sum(jnp.abs(h)) / (h.shape[0] * active))
     return jnp.stack(sizes)
-  fn.dims = ("layer",)
-  return fn
+  return Metric(fn, ("layer",), inputs=("ctx", "model"))
 
 
 def run(cfg: Config, progress=None, **engine) -> xr.Dataset:

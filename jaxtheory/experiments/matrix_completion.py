@@ -54,6 +54,7 @@ from jaxtheory.baselines import nuclear_norm_completion
 from jaxtheory.probes.spectra import effective_rank
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.errors import ConfigError
+from jaxtheory.metric import Metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +173,12 @@ def _metrics(n: int, m: int) -> dict[str, Callable]:
     del d
     return jnp.linalg.svd(apply(params, idx).reshape(n, m), compute_uv=False)
 
-  singular_values.dims = ("sv",)
 
   def rel_error(params, apply, d):
     r = apply(params, d["x_test"]) - d["y_test"]
     return jnp.linalg.norm(r) / jnp.linalg.norm(d["y_test"])
 
-  return {"rel_error": rel_error, "singular_values": singular_values}
+  return {"rel_error": rel_error, "singular_values": Metric(singular_values, ("sv",))}
 
 
 # ----------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     ``effective_rank`` and ``singular_values`` of the end-to-end matrix, and
     the baseline's ``nuclear_rel_error`` and ``nuclear_effective_rank``;
     the configuration as JSON in ``attrs['config']``. With ``return_params``,
-    ``(dataset, {depth: groups})`` with groups as from :func:`jaxtheory.sweep.run`.
+    ``(dataset, {depth: groups})`` with groups as from :func:`jaxtheory.sweep.execute`.
   """
   _check(cfg)
   n = cfg.n
@@ -214,9 +214,10 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                 init_scale=[cfg.init_scale ** (1 / depth)]),
       optimizer="sgd", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record,
       loss="mse", metrics=_metrics(n, n), name=f"matrix-completion-depth{depth}")
-  out = sweep.run_over("depth", cfg.depths, make, progress=progress,
-                       each=lambda r: r.isel(width=0, init_scale=0, drop=True), **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  want = engine.pop("return_params", False)
+  res, groups = sweep.execute_over("depth", cfg.depths, make, params=want, progress=progress,
+                                   each=lambda r: r.isel(width=0, init_scale=0, drop=True),
+                                   **engine)
   res = res.transpose("seed", "depth", "step", ...)
   res["effective_rank"] = xr.apply_ufunc(
       lambda s: np.asarray(jax.vmap(effective_rank)(s.reshape(-1, n))).reshape(s.shape[:-1]),
@@ -232,7 +233,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   res["true_singular_values"] = ("rank", np.linalg.svd(M, compute_uv=False)[:cfg.rank])
   res.attrs["experiment"] = "matrix-completion"
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
-  return (res, groups) if engine.get("return_params") else res
+  return (res, groups) if want else res
 
 
 # ----------------------------------------------------------------------------

@@ -197,24 +197,24 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   common = dict(data=ds, optimizer="sgd", hparams=dict(lr=cfg.lr), batch_size=cfg.batch_size,
                 record=cfg.record)
   seeds = list(range(2 * cfg.pairs))
-  res, groups = sweep.run(sweep.Sweep(mlp, grid=dict(seed=seeds, width=list(cfg.widths)),
-                                      steps=cfg.steps, name="mode-connectivity", **common),
-                          progress=progress, return_params=True, **part("main"))
+  res, groups = sweep.execute(sweep.Sweep(mlp, grid=dict(seed=seeds, width=list(cfg.widths)),
+                                          steps=cfg.steps, name="mode-connectivity", **common),
+                              progress=progress, **part("main"))
   paths = _pair_paths(groups, cfg, ds, alphas)
   # Spawning: a trunk trained to spawn_step, then children that differ in minibatch order only.
   wmax = max(cfg.widths)
   trunk_sweep = sweep.Sweep(mlp, grid=dict(seed=[0], width=[wmax]),
                             steps=max(cfg.spawn_step, 0), name="trunk", **common)
   if cfg.spawn_step > 0:
-    _, (trunk,) = sweep.run(trunk_sweep, return_params=True, **part("trunk"))
+    _, (trunk,) = sweep.execute(trunk_sweep, **part("trunk"))
   else:
     (trunk,) = sweep.initial_params(trunk_sweep)
   ckpt = jax.tree.map(lambda a: a[0], trunk.params)
-  kids_res, (kids,) = sweep.run(
+  kids_res, (kids,) = sweep.execute(
       sweep.Sweep(lambda w: C.spawn_model(mlp(w), ckpt), grid=dict(seed=[s + 1 for s in seeds],
                                                                     width=[wmax]),
                   steps=cfg.steps - cfg.spawn_step, name="spawn", **common),
-      return_params=True, **part("spawn"))
+      **part("spawn"))
   kid_paths = _pair_paths([kids._replace(coords=dict(kids.coords, seed=kids.coords["seed"] - 1))],
                           cfg, ds, alphas)[wmax]
 

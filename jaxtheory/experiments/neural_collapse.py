@@ -168,8 +168,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       optimizer="sgdw", hparams=dict(momentum=cfg.momentum, weight_decay=cfg.weight_decay),
       steps=cfg.steps, record=cfg.record, loss=cfg.loss,
       metrics={"collapse_metrics": collapse_metric(C, which=METRICS)}, name="neural-collapse")
-  out = sweep.run(s, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute(s, params=engine.pop("return_params", False), progress=progress,
+                              **engine)
   res = res.isel(width=0, drop=True).assign_coords(collapse=list(METRICS))
   res.attrs["experiment"] = "neural-collapse"
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))

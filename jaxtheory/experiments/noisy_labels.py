@@ -74,7 +74,8 @@ def _anchored(lr=0.05, anchor=0.0, momentum=0.9):
   return optax.chain(anchor_to_init(anchor), optax.sgd(lr, momentum=momentum))
 
 
-anchored_sgd = Optimizer(_anchored, "sgd", "anchored_sgd")
+anchored_sgd = Optimizer(_anchored, "sgd", "anchored_sgd",
+                         hyper=dict(lr=0.05, anchor=0.0, momentum=0.9))
 """SGD with momentum on the loss plus :math:`\\frac{\\lambda}{2}\\|\\theta-\\theta_0\\|^2` (``anchor`` = λ)."""
 
 
@@ -155,8 +156,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       optimizer=anchored_sgd, hparams=dict(lr=cfg.lr, momentum=cfg.momentum),
       steps=cfg.steps, batch_size=cfg.batch_size, record=cfg.record, loss="xent",
       name="noisy-labels")
-  out = sweep.run(s, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute(s, params=engine.pop("return_params", False), progress=progress,
+                              **engine)
   res = res.isel(width=0, drop=True)
   res.attrs["experiment"] = "noisy-labels"
   res.attrs["dataset"] = ds.name

@@ -137,8 +137,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                                      weight_decay=cfg.weight_decay),
       steps=cfg.steps, record=cfg.record, loss=cfg.loss,
       metrics={"fuzziness": fuzziness_metric(C)}, name="separation")
-  out = sweep.run(s, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res, groups = sweep.execute(s, params=engine.pop("return_params", False), progress=progress,
+                              **engine)
   res = res.assign_coords(layer=np.arange(1, cfg.depth + 1))
   res = res.merge(law_fit(res.fuzziness))
   res.attrs["experiment"] = "separation"

@@ -186,8 +186,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
         optimizer="sam", steps=cfg.steps, batch_size=int(bs), record="log:12", loss="mse",
         name="sharpness")
 
-  res, groups = sweep.run_over("batch_size", [int(b) for b in sorted(cfg.batch_sizes)], make,
-                               progress=progress, return_params=True, **engine)
+  res, groups = sweep.execute_over("batch_size", [int(b) for b in sorted(cfg.batch_sizes)], make,
+                                   progress=progress, **engine)
   res = res.isel(width=0, drop=True)
   x = jnp.asarray(ds.x_train)
   y = jax.nn.one_hot(jnp.asarray(ds.y_train), C)

@@ -244,10 +244,6 @@ def _pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Ar
 # Linear layers.
 
 
-def _sigma(W_std, ctx):
-  return W_std * getattr(ctx, "init_scale", 1.0)
-
-
 _NO_NTK = ("{where}: no kernel limit: feature learning. The NTK of the {p!r} parametrization "
            "does not converge to a fixed kernel at infinite width (its features move); ask "
            "for get='nngp', or use 'sp'/'ntk' for the NTK.")
@@ -258,13 +254,27 @@ def _check_ntk_allowed(k: Kernel, parametrization: str, where: str):
     raise ValueError(_NO_NTK.format(where=where, p=parametrization))
 
 
-def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any],
-           out_wide: bool, parametrization: str | None = None,
+class AffineRule(NamedTuple):
+  """What an affine layer's kernel map needs of one run, resolved by the layer from its context.
+
+  Attributes:
+    parametrization: the layer's rule: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``
+      (the run's, or the layer's own override).
+    init_scale: the run's initial-weights multiplier.
+    out_channels: the output's finite channel count (the active width when swept).
+  """
+  parametrization: str = "sp"
+  init_scale: Any = 1.0
+  out_channels: Any = 1
+
+
+def affine(W_std: float, b_std: float | None, *, out_wide: bool,
+           rule: Callable[[Any], AffineRule] = lambda ctx: AffineRule(),
            filter_shape: Sequence[int] = (), strides: Sequence[int] = (),
            padding: str = "VALID", name: str = "dense") -> KernelMap:
   r"""Kernel map of a dense (``filter_shape=()``) or convolutional layer.
 
-  With :math:`\sigma = W_{std}\cdot` ``ctx.init_scale`` and :math:`\mathcal A`
+  With :math:`\sigma = W_{std}\cdot` ``init_scale`` and :math:`\mathcal A`
   the identity (dense) or the conv average of :func:`_conv_average`
   (Lee et al. 2018, eq. 4; Novak et al. 2019):
 
@@ -284,9 +294,11 @@ def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any]
   Args:
     W_std: weight scale.
     b_std: bias scale or ``None`` (no bias).
-    out_channels: ``ctx -> `` the output's finite channel count.
-    out_wide: the output scales with the swept width.
-    parametrization: overrides ``ctx.parametrization``.
+    out_wide: the output scales with the swept width (with a wide input, the
+      layer is hidden; with a finite one, a readout).
+    rule: ``ctx -> AffineRule``: the layer's parametrization, ``init_scale``
+      and output channels in the run ``ctx`` the map is called with (default:
+      SP, no scaling, one channel).
     filter_shape: conv filter (empty for dense).
     strides: conv strides.
     padding: ``'SAME'`` or ``'VALID'``.
@@ -296,14 +308,15 @@ def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any]
   receptive = math.prod(filter_shape)
 
   def kernel(k: Kernel, ctx) -> Kernel:
-    p = parametrization or getattr(ctx, "parametrization", "sp")
+    r = rule(ctx)
+    p = r.parametrization
     _check_ntk_allowed(k, p, name)
     if k.nspatial != len(filter_shape) and filter_shape:
       raise ValueError(f"{name}: a {len(filter_shape)}D filter needs {len(filter_shape)} "
                        f"spatial axes, the input kernel has {k.nspatial}")
     lin = ((lambda m, bn: _conv_average(m, bn, filter_shape, strides, padding, k.diagonal_spatial))
            if filter_shape else (lambda m, bn: m))
-    sigma2 = _sigma(W_std, ctx) ** 2
+    sigma2 = (W_std * r.init_scale) ** 2
     readout = k.wide and not out_wide
     if p in ("mup", "mf") and readout:
       sigma2 = 0.0
@@ -317,7 +330,7 @@ def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any]
         ntk = fan_in * lk.nngp + sigma2 * lk.ntk + (0.0 if b_std is None else 1.0)
       else:
         ntk = out.nngp + sigma2 * lk.ntk
-    return out.replace(ntk=ntk, channels=out_channels(ctx), is_gaussian=True, wide=out_wide)
+    return out.replace(ntk=ntk, channels=r.out_channels, is_gaussian=True, wide=out_wide)
 
   return kernel
 

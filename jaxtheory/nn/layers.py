@@ -85,9 +85,11 @@ class _Affine:
     return self.width_mult * ctx.width
 
   def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense"):
-    return analytic.affine(self.W_std, self.b_std, self.out_channels,
-                           self.width_mult is not None, self.parametrization,
-                           filter_shape, strides, padding, name)
+    rule = lambda ctx: analytic.AffineRule(self.parametrization or ctx.parametrization,
+                                           ctx.init_scale, self.out_channels(ctx))
+    return analytic.affine(self.W_std, self.b_std, out_wide=self.width_mult is not None,
+                           rule=rule, filter_shape=filter_shape, strides=strides,
+                           padding=padding, name=name)
 
   def rules(self, fin: Feat, d_in: int, ctx):
     ctx = self.ctx(ctx)

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.nn import Ctx, Feat, Model
+from jaxtheory.metric import Metric
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -439,7 +440,7 @@ def _replace_last(params, new):
 
 
 def collapse_metric(num_classes: int, feature_fn: Callable | None = None,
-                    which: str | Sequence[str] = "nc1", split: str = "train") -> Callable:
+                    which: str | Sequence[str] = "nc1", split: str = "train") -> Metric:
   """A recorded metric ``fn(params, apply, data) -> array`` for ``Sweep(metrics=...)``.
 
   Args:
@@ -473,6 +474,5 @@ def collapse_metric(num_classes: int, feature_fn: Callable | None = None,
     vals = [out[n] for n in names]
     return vals[0] if isinstance(which, str) else jnp.stack(vals)
 
-  if not isinstance(which, str):
-    metric.dims = ("collapse",)  # the axis name in a sweep's results (entries: ``which``)
-  return metric
+  # the axis name in a sweep's results (entries: ``which``)
+  return Metric(metric, () if isinstance(which, str) else ("collapse",))

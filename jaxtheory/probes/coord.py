@@ -29,7 +29,6 @@ zero, so the mean runs over the features that are not zero for every example
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -38,6 +37,7 @@ import numpy as np
 
 from jaxtheory.nn import Ctx, Model
 from jaxtheory.probes.separation import layer_features
+from jaxtheory.metric import Metric
 
 Array = jax.Array
 
@@ -72,7 +72,7 @@ def change_sizes(model: Model, params0: Any, params: Any, x: jax.typing.ArrayLik
   """Mean absolute coordinate of each layer's *change* ``h(params) - h(params0)``.
 
   For one run from its initial and trained parameters (e.g.
-  :func:`jaxtheory.sweep.initial_params` and ``sweep.run(..., return_params=True)``
+  :func:`jaxtheory.sweep.initial_params` and ``sweep.execute(...)``
   mapped by :func:`jaxtheory.probes.over_runs`). Features that are zero at
   init (padding) stay zero, so they do not count.
   """
@@ -86,7 +86,7 @@ def change_sizes(model: Model, params0: Any, params: Any, x: jax.typing.ArrayLik
   return jnp.stack(out)
 
 
-def coord_metric(split: str = "x_train", max_examples: int | None = 256) -> Callable:
+def coord_metric(split: str = "x_train", max_examples: int | None = 256) -> Metric:
   """A recorded sweep metric: :func:`sizes` on the data (``dims=("layer",)``).
 
   Args:
@@ -99,8 +99,7 @@ def coord_metric(split: str = "x_train", max_examples: int | None = 256) -> Call
     x = d[split] if max_examples is None else d[split][:max_examples]
     return sizes(model, params, x, ctx)
 
-  fn.dims = ("layer",)
-  return fn
+  return Metric(fn, ("layer",), inputs=("ctx", "model"))
 
 
 def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = ("seed",)):

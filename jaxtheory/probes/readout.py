@@ -16,12 +16,13 @@ descent (:mod:`jaxtheory.experiments.double_descent`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxtheory.probes.collapse import features_from_apply
+from jaxtheory.metric import Metric
 
 
 def ridge_losses(Phi: jax.Array, y: jax.Array, Phi_test: jax.Array, y_test: jax.Array,
@@ -68,7 +69,7 @@ def ridge_losses(Phi: jax.Array, y: jax.Array, Phi_test: jax.Array, y_test: jax.
   return jnp.stack([train, test])
 
 
-def ridge_metric(ridges: Sequence[float]) -> Callable:
+def ridge_metric(ridges: Sequence[float]) -> Metric:
   """A recorded metric: the :func:`ridge_losses` of the network's penultimate features.
 
   Features come from :func:`jaxtheory.probes.collapse.features_from_apply`
@@ -86,5 +87,4 @@ def ridge_metric(ridges: Sequence[float]) -> Callable:
     return ridge_losses(scale * Phi, d["y_train"], scale * Phi_test, d["y_test"],
                         ridges, d["w_train"])
 
-  metric.dims = ("split", "ridge")
-  return metric
+  return Metric(metric, ("split", "ridge"), inputs=("ctx",))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxtheory.nn import Ctx, Feat, Model
 from jaxtheory.probes.collapse import _within_over_between, class_stats
+from jaxtheory.metric import Metric
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -216,11 +217,10 @@ def fuzziness_metric(num_classes: int, split: str = "train", rtol: float | None 
   if split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
-  def metric(params, apply, data, model, ctx):
+  def metric(params, apply, data, ctx, model):
     del apply
     x, y = data[f"x_{split}"], data[f"y_{split}"]
     w = data.get("w_train") if split == "train" else None
     return fuzziness_curve(layer_features(model, params, x, ctx), y, num_classes, w, rtol)
 
-  metric.dims = ("layer",)
-  return metric
+  return Metric(metric, ("layer",), inputs=("ctx", "model"))

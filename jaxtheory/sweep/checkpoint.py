@@ -14,9 +14,11 @@ that changed named.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import time
 import zipfile
 from typing import Any
 
@@ -151,3 +153,48 @@ def restore_states(leaves, like):
   if len(ref) != len(leaves) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(ref, leaves)):
     raise CheckpointError("the checkpoint's run states do not match this sweep; remove it")
   return jax.tree.unflatten(treedef, [np.asarray(l, r.dtype) for l, r in zip(leaves, ref)])
+
+
+@contextlib.contextmanager
+def owned(checkpoint):
+  """Checks the checkpoint's folder is writable and holds its lock for the whole run."""
+  if checkpoint is None:
+    yield None
+    return
+  path = os.path.abspath(os.fspath(checkpoint))
+  outdir.ensure_dir(os.path.dirname(path), "the checkpoint's folder")
+  if jax.process_index() != 0:  # one writer; the others hold the same values
+    yield path
+    return
+  with outdir.lock(path + ".lock", f"the checkpoint {path}"):
+    yield path
+
+
+class Checkpointer:
+  """Where and how often to checkpoint; what was loaded on resume."""
+
+  def __init__(self, path, resume, interval):
+    self.path, self.resume, self.interval = path, resume, float(interval)
+    self.saved, self.fp, self.last = None, None, time.perf_counter()
+
+  def open(self, fp):
+    self.fp = fp
+    remove_stale_temporaries(self.path)
+    if os.path.exists(self.path):
+      if not self.resume:
+        raise CheckpointError(
+            f"a checkpoint already exists at {self.path}; resume it or remove it")
+      self.saved = load(self.path, fp)
+
+  def due(self):
+    due = time.perf_counter() - self.last >= self.interval
+    if jax.process_count() > 1:  # every process must agree (saving gathers states)
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+    return due
+
+  def save(self, *args):
+    if jax.process_index() == 0:  # one writer; every process holds the same values
+      save(self.path, self.fp, *args)
+    self.last = time.perf_counter()
+

@@ -23,7 +23,7 @@ from typing import Any
 import xarray as xr
 
 from jaxtheory.progress import reporter
-from jaxtheory.sweep.engine import Sweep, run
+from jaxtheory.sweep.engine import Sweep, SweepResult, execute, run
 from jaxtheory.errors import ConfigError
 
 _SECONDS = ("compile_seconds", "run_seconds")
@@ -45,7 +45,7 @@ def chain_progress(progress: Callable | None, k: int, parts: int) -> Callable | 
 def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
              runner: Callable[..., Any] = run, progress: bool | Callable | None = None,
              checkpoint: str | os.PathLike | None = None,
-             each: Callable[[xr.Dataset], xr.Dataset] | None = None, **engine):
+             each: Callable[[xr.Dataset], xr.Dataset] | None = None, **engine) -> xr.Dataset:
   """Runs ``make_sweep(v)`` for every ``v`` in ``values``; joins the results along ``dim``.
 
   Args:
@@ -60,14 +60,39 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
       (see :func:`part_path`), so ``resume=True`` skips finished parts.
     each: applied to every part's dataset before joining, e.g. to drop a
       one-value axis whose value differs between parts.
-    **engine: the other options of ``runner``; with ``return_params=True``
-      the parameters come back as ``{value: groups}``.
+    **engine: the other options of ``runner``.
 
   Returns:
     The concatenated dataset (``dim`` first; variables a part lacks are NaN
-    there), with ``compile_seconds`` / ``run_seconds`` summed over parts; or
-    ``(dataset, {value: groups})`` with ``return_params``.
+    there), with ``compile_seconds`` / ``run_seconds`` summed over parts.
+    :func:`execute_over` also returns the parts' final parameters.
   """
+  runner_ = lambda s, **o: SweepResult(runner(s, **o), None)
+  return _over(dim, values, make_sweep, runner_, progress, checkpoint, each, engine).dataset
+
+
+def execute_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
+                 params: bool = True, progress: bool | Callable | None = None,
+                 checkpoint: str | os.PathLike | None = None,
+                 each: Callable[[xr.Dataset], xr.Dataset] | None = None,
+                 **engine) -> SweepResult:
+  """:func:`run_over` with :func:`jaxtheory.sweep.execute` per part: results and parameters.
+
+  Args:
+    dim, values, make_sweep, progress, checkpoint, each: as in :func:`run_over`.
+    params: keep the final parameters (else ``groups`` is ``None``).
+    **engine: the other options of :func:`jaxtheory.sweep.execute`.
+
+  Returns:
+    A :class:`~jaxtheory.sweep.SweepResult` whose ``dataset`` is
+    :func:`run_over`'s and whose ``groups`` are ``{value: groups of that part}``.
+  """
+  runner = lambda s, **o: execute(s, params=params, **o)
+  out = _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine)
+  return out if params else SweepResult(out.dataset, None)
+
+
+def _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine) -> SweepResult:
   values = list(values)
   if not values:
     raise ConfigError(f"run_over: no values for {dim!r}")
@@ -80,8 +105,7 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
       opts = dict(engine, progress=chain_progress(part_report, k, len(values)))
       if checkpoint is not None:
         opts["checkpoint"] = part_path(checkpoint, dim, v)
-      out = runner(make_sweep(v), **opts)
-      part, groups[v] = out if engine.get("return_params") else (out, None)
+      part, groups[v] = runner(make_sweep(v), **opts)
       parts.append(part if each is None else each(part))
     res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
                     data_vars="all", coords="minimal", compat="override",
@@ -90,4 +114,4 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
       if all(key in p.attrs for p in parts):
         res.attrs[key] = float(sum(float(p.attrs[key]) for p in parts))
     report.close(res)
-  return (res, groups) if engine.get("return_params") else res
+  return SweepResult(res, groups)

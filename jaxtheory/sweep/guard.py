@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import re
@@ -204,14 +203,6 @@ def _jaxpr(fn: Callable, *args) -> dict[str, Any]:
   return {"jaxpr": text, "consts": [_key_safe(c) for c in closed.consts]}
 
 
-def _metric_kwargs(fn: Callable, tr: Trainer, hp) -> dict[str, Any]:
-  try:
-    names = inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    names = {}
-  return {k: v for k, v in (("ctx", tr.ctx(hp)), ("model", tr.model)) if k in names}
-
-
 def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, jax.Array]
                 ) -> dict[str, dict[str, Any]]:
   """Jaxprs of what one run computes: ``{'model': ..., 'optimizer': ..., "metric 'm'": ...}``.
@@ -234,8 +225,8 @@ def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, ja
   out["optimizer"] = [tr.optimizer.name, tr.optimizer.family, _jaxpr(opt, params, hp1)]
   d = dict(data, w_train=jax.numpy.ones(data["y_train"].shape[:1]))
   for name, fn in tr.metrics:
-    f = lambda p, hp, d, fn=fn: fn(p, lambda q, x: tr.apply(q, x, hp), d,
-                                   **_metric_kwargs(fn, tr, hp))
+    f = lambda p, hp, d, fn=fn: fn(p, lambda q, x: tr.apply(q, x, hp), d, ctx=tr.ctx(hp),
+                                   model=tr.model)
     out[f"metric {name!r}"] = _jaxpr(f, params, hp1, d)
   return out
 

@@ -1,0 +1,330 @@
+"""Executing a planned sweep: per width bucket, compiled programs over groups of runs, chunk by chunk.
+
+A :class:`_Bucket` holds one width bucket's trainer, runs, strategy
+(``vmap``, ``lax.map``, chunks, or a Python loop) and memory groups, and
+compiles its ``(init, segment)`` programs once. :func:`execute_plan` walks
+the buckets and their groups, advancing ``K`` recording points per compiled
+call, reporting progress and saving checkpoints between calls; what every
+bucket shares travels in one :class:`Job`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from jaxtheory.data import data_arrays
+from jaxtheory.errors import ConfigError
+from jaxtheory.nn import Ctx, Model
+from jaxtheory.sweep import checkpoint as CK
+from jaxtheory.sweep import grid as G
+from jaxtheory.sweep import guard
+from jaxtheory.sweep.devices import fetch, peak_memory, place, shard_runs
+from jaxtheory.sweep.planning import Plan, _build, _strategy_chunk, _xla_flops
+from jaxtheory.sweep.results import to_dataset
+from jaxtheory.train import Hyper, Trainer, segment, setup, train_step
+
+
+class RunGroup(NamedTuple):
+  """The parameters of a group of runs that share one network (a width bucket).
+
+  Attributes:
+    runs: flat indices of the runs (rows of ``plan.index``).
+    coords: ``axis -> value per run`` (seed, width, lr, ...).
+    model: the network, built at the bucket's capacity width.
+    ctx: the runs' contexts stacked on a leading axis (active width, gamma, ...):
+      ``model.apply(params[i], x, ctx[i])`` is run ``i``'s network.
+    params: the runs' parameters stacked on a leading axis (numpy).
+  """
+  runs: np.ndarray
+  coords: dict[str, np.ndarray]
+  model: Model
+  ctx: Ctx
+  params: Any
+
+  def apply(self, params, x, ctx):
+    """One run's network output (``params``, ``ctx`` of one run); ``jax.vmap`` it over runs."""
+    return self.model.apply(params, x, ctx)
+
+
+@dataclasses.dataclass
+class Job:
+  """One sweep's execution: what every bucket shares, and what it has produced so far.
+
+  Attributes:
+    plan: the planned sweep.
+    data: the dataset's arrays on the host.
+    intervals: optimizer steps before each recording point, padded with zeros
+      to a whole number of chunks.
+    K: recording points per compiled call (a chunk).
+    report: ``report(steps_done, info)``.
+    metrics: ``run -> {metric: values per record}`` of the finished runs.
+    groups: the final parameters of the finished groups (``None``: keep none).
+    done: optimizer steps taken over all runs.
+  """
+  plan: Plan
+  data: dict[str, Any]
+  intervals: np.ndarray
+  K: int
+  report: Callable[[int, str], None]
+  metrics: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+  groups: list[RunGroup] | None = None
+  done: int = 0
+
+  @property
+  def n_chunks(self) -> int:
+    return len(self.intervals) // self.K
+
+  def chunk(self, c: int) -> np.ndarray:
+    """The intervals of chunk ``c``."""
+    return self.intervals[c * self.K:(c + 1) * self.K]
+
+
+def _trainer(p: Plan, members) -> Trainer:
+  """The trainer of a width bucket, built at its largest width.
+
+  A bucket of one width needs no masks: it is built unpadded (fewer ops per step).
+  """
+  s = p.sweep
+  return Trainer(_build(s, int(max(members)), s.data), p.loss, p.optimizer,
+                 parametrization=s.parametrization, padded=len(members) > 1,
+                 batch_size=s.batch_size, num_classes=s.data.num_classes,
+                 metrics=tuple(s.metrics.items()))
+
+
+def _lowered_step(tr: Trainer, hp1, data):
+  """``(state shapes, lowered train step)`` of one run: lowering, no compilation."""
+  st = jax.eval_shape(lambda h: setup(tr, h, data), hp1)
+  return st, jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data)
+
+
+def _step_flops(tr: Trainer, hp1, data) -> float:
+  """FLOPs of one training step of one run (XLA cost analysis, no compilation)."""
+  st, lowered = _lowered_step(tr, hp1, data)
+  return _xla_flops(lowered) or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
+
+
+def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> dict[str, str]:
+  """Everything that determines the results, part by part (see :mod:`jaxtheory.sweep.guard`)."""
+  s = p.sweep
+  per_bucket = {}
+  float_t = jnp.result_type(float)
+  for members in p.buckets:
+    tr = _trainer(p, members)
+    r = int(np.flatnonzero(np.isin(p.flat["width"], members))[0])
+    hp1 = {k: jnp.asarray(v[r], jnp.int32 if k in G.INT_AXES else float_t)
+           for k, v in p.flat.items()}
+    hp1.update({k: jnp.asarray(v, float_t) for k, v in p.fixed.items() if k not in hp1})
+    per_bucket[int(max(members))] = guard.computation(tr, Hyper.of(hp1, tr.optimizer), data)
+  general = {f"the {k} values": v.tolist() for k, v in p.grid.items()}
+  general.update({f"hyperparameter {k}": v for k, v in p.fixed.items()})
+  general.update({
+      "the recording schedule": p.schedule.tolist(), "the loss": p.loss,
+      "the parametrization": s.parametrization, "steps": s.steps, "batch_size": s.batch_size,
+      "dtype": s.dtype, "the width buckets": p.buckets, "the metric names": sorted(s.metrics),
+      "the data": {k: np.asarray(v) for k, v in data.items()},
+      "the execution (strategy, chunk size, devices, memory budget)": dict(
+          strategy=strategy, chunk_size=chunk_size, K=K, devices=jax.device_count(),
+          memory_budget=memory_budget)})
+  return guard.fingerprint(general, per_bucket)
+
+
+def _memory_per_run(tr: Trainer, hp1, data) -> float:
+  """Bytes one run holds while stepping: its state twice plus XLA's temporaries."""
+  st, lowered = _lowered_step(tr, hp1, data)
+  state_bytes = sum(math.prod(l.shape) * l.dtype.itemsize for l in jax.tree.leaves(st))
+  temp = getattr(lowered.compile().memory_analysis(), "temp_size_in_bytes", 0) or 0
+  return float(2 * state_bytes + temp)
+
+
+class _Bucket:
+  """One width bucket: its trainer, runs, strategy, memory groups and compiled programs."""
+
+  def __init__(self, p: Plan, members, data, strategy, chunk_size, memory_budget, K):
+    s = p.sweep
+    float_t = jnp.result_type(float)
+    self.cap = max(members)
+    self.tr = _trainer(p, members)
+    self.runs = np.flatnonzero(np.isin(p.flat["width"], members))
+    hps = {k: np.asarray(v[self.runs]) for k, v in p.flat.items()}
+    for k, v in p.fixed.items():
+      hps.setdefault(k, np.full((len(self.runs),), v))
+    # Named values become the typed hyperparameters here, once.
+    self.hps = Hyper.of({k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
+                         for k, v in hps.items()}, p.optimizer)
+    hp1 = jax.tree.map(lambda a: a[0], self.hps)
+    R = len(self.runs)
+    self.group = R
+    self.memory = None
+    if memory_budget is not None:
+      per_run = _memory_per_run(self.tr, hp1, data)
+      data_bytes = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(data))
+      fits = int((memory_budget - data_bytes) // per_run)
+      if fits < 1:
+        raise ConfigError(
+            f"one run of width {self.cap} needs about {(per_run + data_bytes) / 2**20:.1f} MiB "
+            f"but the memory budget is {memory_budget / 2**20:.1f} MiB")
+      self.group = min(R, fits)
+      self.memory = data_bytes + self.group * per_run
+    self.strat, self.chunk = _strategy_chunk(
+        strategy, self.group, _step_flops(self.tr, hp1, data) if strategy == "auto" else 0,
+        chunk_size, s.batch_size is not None)
+    n_dev = jax.device_count()
+    # Each device takes an equal share of a group, a multiple of the vmapped chunk.
+    unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk
+    self.padded_group = -(-self.group // (n_dev * unit)) * n_dev * unit
+    self.traces, self.K, self._compiled = [0], K, None
+
+  def groups(self):
+    """``(run indices, hyperparameters padded to the group size)`` per memory group."""
+    for g0 in range(0, len(self.runs), self.group):
+      idx = np.arange(g0, min(g0 + self.group, len(self.runs)))
+      take = np.concatenate([idx, np.repeat(idx[-1:], self.padded_group - len(idx))])
+      yield self.runs[idx], jax.tree.map(lambda a: a[take], self.hps)
+
+  def run_group(self, p: Plan, runs, hps, params) -> RunGroup:
+    n = len(runs)
+    take = lambda a: np.asarray(a)[:n]
+    ctx = jax.vmap(self.tr.ctx)(jax.tree.map(lambda a: jnp.asarray(a)[:n], hps))
+    return RunGroup(np.asarray(runs), {k: v[runs] for k, v in p.flat.items()}, self.tr.model,
+                    ctx, jax.tree.map(take, params))
+
+  def per_run(self, st, hp, d, iv):
+    self.traces[0] += 1  # runs at trace time only: counts compilations
+    return segment(self.tr, st, hp, d, iv)
+
+  def programs(self, hps, data):
+    """Compiled ``(init, segment)`` for a group, built once per bucket."""
+    if self._compiled is None:
+      tr, chunk = self.tr, self.chunk
+      # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
+      init_f = lambda hs, d: jax.lax.map(lambda h: setup(tr, h, d), hs)
+      if self.strat == "vmap":
+        f = jax.vmap(self.per_run, in_axes=(0, 0, None, None))
+      else:
+        f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
+                                              (st, hp), batch_size=None if chunk == 1 else chunk)
+      if jax.device_count() > 1:
+        init_f, f = shard_runs(init_f, 1, 1), shard_runs(f, 2, 2)
+      init = jax.jit(init_f)
+      st = jax.eval_shape(init, hps, data)
+      iv = place(np.zeros(self.K, np.int32), None)
+      self._compiled = init, jax.jit(f).lower(st, hps, data, iv).compile()
+    return self._compiled
+
+
+
+
+def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
+                 progress: Callable[[int, int, str], None], record_chunks: int,
+                 ck: CK.Checkpointer | None = None, memory_budget: float | None = None,
+                 groups: list | None = None) -> xr.Dataset:
+  """Trains every run of a planned sweep; returns its results dataset.
+
+  Args:
+    p: the plan.
+    strategy, chunk_size, record_chunks, memory_budget: as in :func:`jaxtheory.sweep.run`.
+    progress: ``progress(steps_done, steps_total, info)``.
+    ck: where to checkpoint and what was loaded on resume (``None``: no checkpoint).
+    groups: a list that receives every group's final parameters (``None``: keep none).
+  """
+  s = p.sweep
+  data = data_arrays(s.data)
+  intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
+  K = max(1, math.ceil(len(intervals) / max(1, record_chunks)))
+  if ck is not None:
+    if strategy == "loop":
+      raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
+    ck.open(_fingerprint(p, strategy, chunk_size, K, data, memory_budget))
+  saved = ck.saved if ck is not None else None
+  n_chunks = math.ceil(len(intervals) / K)
+  intervals = np.concatenate([intervals, np.zeros(n_chunks * K - len(intervals), np.int32)])
+  total_steps = int(s.steps) * len(p.index)
+  job = Job(p, data, intervals, K, lambda done, info: progress(done, total_steps, info),
+            groups=groups)
+  info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
+                          "run_s": 0.0, "backend": jax.default_backend(),
+                          "devices": jax.device_count(), "memory": 0.0}
+  data_b = place(data, None)
+  unit = -1  # index of a (bucket, memory group): the checkpoint's unit of progress
+  for members in p.buckets:
+    bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K)
+    info["buckets"].append(sorted(members))
+    info["strategy"].append(f"{bk.strat}:{bk.chunk}" + (
+        f"x{-(-len(bk.runs) // bk.group)}groups" if bk.group < len(bk.runs) else ""))
+    info["memory"] = max(info["memory"], bk.memory or 0.0)
+    t0 = time.perf_counter()
+    for runs, hps in bk.groups():
+      unit += 1
+      if saved is not None and unit < saved["bucket"]:  # finished before the interruption
+        if groups is not None:
+          raise ConfigError("sweep.execute cannot return the parameters of runs that finished "
+                            "before the interruption (checkpoints keep their metrics only)")
+        job.metrics.update({int(r): saved["done"][int(r)] for r in runs})
+        job.done += int(s.steps) * len(runs)
+        continue
+      if bk.strat == "loop":
+        _run_loop(job, bk, runs, hps)
+        continue
+      hps = place(hps, "runs")
+      t_c = time.perf_counter()
+      job.report(job.done, f"compiling width<={bk.cap}")
+      init, seg = bk.programs(hps, data_b)
+      states = init(hps, data_b)
+      info["compile_s"] += time.perf_counter() - t_c
+      outs, start = [], 0
+      if saved is not None and unit == saved["bucket"] and saved["chunk"] > 0:
+        states = place(CK.restore_states(saved["leaves"], states), "runs")
+        outs, start = list(saved["outs"]), saved["chunk"]
+        job.done += int(intervals[:start * K].sum()) * len(runs)
+      for c in range(start, n_chunks):
+        iv = job.chunk(c)
+        states, m = seg(states, hps, data_b, place(iv, None))
+        outs.append(fetch(m))
+        job.done += int(iv.sum()) * len(runs)
+        job.report(job.done, f"width<={bk.cap}")
+        if ck is not None and c + 1 < n_chunks and ck.due():
+          ck.save(job.metrics, unit, c + 1, fetch(states), outs)
+      for j, r in enumerate(runs):
+        job.metrics[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
+      if groups is not None:
+        groups.append(bk.run_group(p, runs, hps, fetch(states.params)))
+      if ck is not None:
+        ck.save(job.metrics, unit + 1, 0, None, [])
+    info["run_s"] += time.perf_counter() - t0
+    info["traces"] += bk.traces[0]
+  info["run_s"] -= info["compile_s"]
+  info["peak"] = peak_memory()
+  n_rec = len(p.schedule)
+  metrics = {k: np.stack([job.metrics[r][k][:n_rec] for r in range(len(p.index))])
+             for k in job.metrics[0]}
+  return to_dataset(p, metrics, info)
+
+
+def _run_loop(job: Job, bk: _Bucket, runs, hps) -> None:
+  """The baseline: a Python loop over separately jitted single runs."""
+  if bk._compiled is None:
+    bk._compiled = (jax.jit(lambda h, d: setup(bk.tr, h, d)), jax.jit(bk.per_run))
+  init, seg = bk._compiled
+  finals = []
+  for j, r in enumerate(runs):
+    hp = jax.tree.map(lambda a: a[j], hps)
+    st, outs = init(hp, job.data), []
+    for c in range(job.n_chunks):
+      st, m = seg(st, hp, job.data, job.chunk(c))
+      outs.append(fetch(m))
+      job.done += int(job.chunk(c).sum())
+      job.report(job.done, f"width<={bk.cap}")
+    job.metrics[int(r)] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    finals.append(fetch(st.params))
+  if job.groups is not None:
+    job.groups.append(bk.run_group(job.plan, runs, hps,
+                                   jax.tree.map(lambda *a: np.stack(a), *finals)))

@@ -1,0 +1,234 @@
+"""Planning a sweep: its checked configuration, runs, width buckets and their cost; no training.
+
+:func:`plan` validates a :class:`Sweep` and lays out its runs (the grid
+expanded to a flat index), its fixed hyperparameters and its width buckets
+(:func:`jaxtheory.sweep.grid.buckets` over each width's forward FLOPs, from
+XLA's cost analysis without compiling). :func:`choose_chunk` says how many
+runs of a bucket to ``vmap`` together on this backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtheory.data import Dataset, validate
+from jaxtheory.errors import ConfigError
+from jaxtheory.nn import Model
+from jaxtheory.schedules import scheduled
+from jaxtheory.sweep import grid as G
+from jaxtheory.sweep import guard
+from jaxtheory.train import SWEEPABLE, Optimizer, get_optimizer, schedule
+
+STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A declarative sweep.
+
+  Attributes:
+    model: ``width -> Model`` building the network at a given width.
+    data: the dataset (see :mod:`jaxtheory.data`).
+    grid: ``axis -> values``; axes are ``seed``, ``width``, ``n_train``,
+      ``label_noise``, ``gamma``, ``init_scale``, ``base_width`` (native models; see
+      :class:`~jaxtheory.nn.Ctx`) and the optimizer's arguments
+      (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...). ``parametrization``
+      (names) is a structural axis: :func:`run` runs one sweep per value and
+      joins them (:func:`jaxtheory.sweep.run_over`), a compile each.
+    optimizer: a name in :data:`jaxtheory.train.OPTIMIZERS` or an
+      :class:`~jaxtheory.train.Optimizer`.
+    hparams: fixed values of hyperparameters that are not swept.
+    steps: optimizer steps per run.
+    batch_size: minibatch size; ``None`` is full-batch gradient descent.
+    record: recording schedule (see :func:`jaxtheory.train.schedule`).
+    loss: ``'xent'`` or ``'mse'``; default by the data (classification or not).
+    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
+    metrics: extra recorded metrics ``name -> fn(params, apply, data)``.
+    max_waste: bound on padded / ideal FLOPs within a bucket.
+    dtype: ``'float32'`` or ``'float64'``.
+    name: a label stored with the results.
+    schedule: a learning-rate schedule in :data:`jaxtheory.schedules.SCHEDULES`
+      (``'warmup_cosine'``, ``'step'``, ...); its parameters (``warmup``,
+      ``decay_steps``, ...) join the optimizer's as fixed ``hparams`` or grid
+      axes. ``None``: a constant learning rate.
+  """
+  model: Callable[[int], Model]
+  data: Dataset
+  grid: Mapping[str, Sequence]
+  optimizer: str | Optimizer = "sgd"
+  hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  steps: int = 1000
+  batch_size: int | None = None
+  record: Any = 50
+  loss: str | None = None
+  parametrization: str = "sp"
+  metrics: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
+  max_waste: float = 1.5
+  dtype: str = "float32"
+  name: str = "sweep"
+  schedule: str | None = None
+
+
+
+@dataclasses.dataclass
+class Plan:
+  """What :func:`run` will do: checked config, runs, buckets."""
+  sweep: Sweep
+  optimizer: Optimizer
+  loss: str
+  grid: dict[str, np.ndarray]
+  flat: dict[str, np.ndarray]
+  index: np.ndarray
+  fixed: dict[str, float]
+  buckets: list[list[int]]
+  schedule: np.ndarray
+  cost: dict[int, float]
+  state_bytes: dict[int, tuple[int, float]] = dataclasses.field(default_factory=dict)
+
+
+def _xla_flops(lowered) -> float:
+  """FLOPs from XLA's cost analysis of a lowered program (0 where unavailable)."""
+  try:
+    cost = lowered.cost_analysis()
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+  except Exception:  # cost analysis is best-effort across backends
+    return 0.0
+
+
+def _flops(model: Model, dtype, x_dtype=None) -> float:
+  """Forward FLOPs of one example, from XLA's cost analysis (no compilation).
+
+  ``x_dtype``: the inputs' dtype when it is not a float (token ids).
+  """
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  if x_dtype is None or np.issubdtype(x_dtype, np.floating):
+    x_dtype = dtype
+  x = jax.ShapeDtypeStruct((1, *model.input_shape), x_dtype)
+  flops = _xla_flops(jax.jit(model.apply).lower(params, x))
+  return flops or float(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+def plan(s: Sweep) -> Plan:
+  """Validates a sweep and lays out its runs and buckets (no training)."""
+  opt = get_optimizer(s.optimizer)
+  if s.schedule is not None:
+    opt = scheduled(opt, s.schedule, s.steps)
+  allowed = SWEEPABLE + tuple(n for n in opt.hyper_names if n not in SWEEPABLE)
+  if s.dtype not in ("float32", "float64"):
+    raise ConfigError(f"dtype must be 'float32' or 'float64', got {s.dtype!r}")
+  if s.batch_size is not None and (not isinstance(s.batch_size, int) or s.batch_size <= 0):
+    raise ConfigError(f"batch_size must be a positive integer or None, got {s.batch_size!r}")
+  ds = validate(s.data)
+  sched = schedule(s.steps, s.record)
+  for k in s.hparams:
+    if k not in allowed:
+      raise ConfigError(f"unknown hyperparameter {k!r}; known here: {', '.join(allowed)}")
+  g = dict(s.grid)
+  for axis, default in (("seed", 0), ("width", s.hparams.get("width"))):
+    if axis not in g:
+      if default is None:
+        raise ConfigError("give the width to sweep, e.g. grid=dict(width=[64, 128])")
+      g[axis] = [default]
+  grid = G.normalize(g, allowed)
+  n = ds.x_train.shape[0]
+  if "n_train" in grid and grid["n_train"].max() > n:
+    raise ConfigError(f"n_train {grid['n_train'].max()} exceeds the {n} training examples")
+  if "label_noise" in grid and not ds.is_classification:
+    raise ConfigError("label_noise needs a classification dataset")
+  if "label_noise" in grid and (grid["label_noise"].min() < 0 or grid["label_noise"].max() > 1):
+    raise ConfigError("label_noise must lie in [0, 1]")
+  loss = s.loss or ("xent" if ds.is_classification else "mse")
+  if loss not in ("xent", "mse"):
+    raise ConfigError(f"unknown loss {loss!r}; available: xent, mse")
+  if loss == "xent" and not ds.is_classification:
+    raise ConfigError("cross-entropy needs a classification dataset; use loss='mse'")
+  guard.check_hparams({k: v for k, v in s.hparams.items() if k != "width"})
+  guard.check_hparams({k: v for k, v in grid.items() if k not in G.INT_AXES})
+  fixed = dict(opt.defaults)
+  fixed.update({k: float(v) for k, v in s.hparams.items() if k != "width"})
+  dt = jnp.float64 if s.dtype == "float64" else jnp.float32
+  with jax.enable_x64(s.dtype == "float64"):
+    models = {int(w): _build(s, int(w), ds) for w in grid["width"]}
+    # Sizes from shapes alone, before anything is lowered or compiled.
+    state_bytes = {w: guard.run_state_bytes(m, opt, fixed, np.dtype(dt).itemsize)
+                   for w, m in models.items()}
+    guard.check_size(_runs_per_width(grid), state_bytes, len(sched), 7 + len(s.metrics))
+    cost = {w: _flops(m, dt, ds.x_train.dtype) for w, m in models.items()}
+  flat, index = G.expand(grid)
+  if "base_width" in grid or "base_width" in fixed:
+    if np.min(grid.get("base_width", fixed.get("base_width"))) <= 0:
+      raise ConfigError("base_width must be positive")
+    if not all(m.paddable for m in models.values()):
+      raise ConfigError("base_width applies to native models; give a foreign model its base "
+                        "width by nn.base_shapes.parametrize(build, base_width)")
+  if all(m.paddable for m in models.values()):
+    groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
+  else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
+    groups = [[w] for w in sorted(models, reverse=True)]
+  return Plan(s, opt, loss, grid, flat, index, fixed, groups, sched, cost, state_bytes)
+
+
+def _runs_per_width(grid) -> dict[int, int]:
+  per = math.prod(len(v) for k, v in grid.items() if k != "width")
+  return {int(w): per for w in grid["width"]}
+
+
+def _build(s: Sweep, width: int, ds: Dataset) -> Model:
+  m = s.model(width)
+  if not isinstance(m, Model):
+    raise ConfigError(f"sweep.model(width) must return a jaxtheory Model, got {type(m).__name__}")
+  if tuple(m.input_shape) != tuple(ds.input_shape):
+    raise ConfigError(f"the model expects inputs of shape {tuple(m.input_shape)} but the "
+                      f"dataset {ds.name!r} has inputs of shape {tuple(ds.input_shape)}")
+  out = m.output_shape()
+  if out != (ds.out_dim,):
+    raise ConfigError(f"the model outputs shape {out} per example but the dataset "
+                      f"{ds.name!r} needs ({ds.out_dim},)")
+  return m
+
+
+def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None,
+                 minibatch: bool = False) -> int:
+  """How many runs to ``vmap`` together (chunks are then ``lax.map``-ed).
+
+  On accelerators all runs are vmapped (one wide program). On CPU, vmapping
+  pays while one run's step is too small to keep the cores busy (per-op
+  overhead dominates) and loses once it is large enough, where ``lax.map``
+  keeps each run's working set in cache (measured on a 2-core CPU: vmap over 64 MLP seeds
+  ran 0.5-1.5x a Python loop, lax.map beat both). So a CPU chunk holds about
+  ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps and
+  1 GFLOP for minibatch steps (a minibatch's working set is small, so
+  vmapping pays up to larger models). Both thresholds come from
+  ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
+  chunks of 4 / lax.map for MLPs of width 16 to 512).
+  """
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return num_runs
+  budget = _CPU_CHUNK_FLOPS["minibatch" if minibatch else "full"]
+  return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
+
+
+_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 1e9}
+
+
+def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
+                    chunk_size: int | None, minibatch: bool = False) -> tuple[str, int]:
+  if strategy not in STRATEGIES:
+    raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
+  if strategy == "vmap":
+    return "vmap", num_runs
+  if strategy in ("map", "loop"):
+    return strategy, 1
+  if strategy == "chunked":
+    return "chunked", int(chunk_size or max(1, num_runs // 4))
+  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch)
+  return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
+
