@@ -118,7 +118,9 @@ def _targets(ds, dtype):
 
 
 def _rel(a, b, axes):
-  return np.linalg.norm(a - b, axis=axes) / np.linalg.norm(b, axis=axes)
+  num, den = np.linalg.norm(a - b, axis=axes), np.linalg.norm(b, axis=axes)
+  with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0: equal (a centred net at init)
+    return np.where(num == 0, 0.0, num / den)
 
 
 def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
