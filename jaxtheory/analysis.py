@@ -15,6 +15,8 @@ one line each, over any labelled axis (``step``, ``width``, ...).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import xarray as xr
 
@@ -76,6 +78,48 @@ def peak(curve, log: bool = False) -> tuple[int, float]:
     where = int(np.nanargmax(prom))
     best = float(prom[where])
   return where, best
+
+
+class PowerLaw(NamedTuple):
+  """A least-squares line through ``(log x, log y)``: ``y ~ exp(intercept) x^slope``."""
+  slope: float
+  intercept: float
+  r2: float
+
+
+def power_law(x, y) -> PowerLaw:
+  r"""Fits :math:`y \approx c\, x^{a}` by least squares on :math:`(\log x, \log y)`.
+
+  Args:
+    x: positive values (at least two distinct).
+    y: positive values, same length.
+
+  Returns:
+    The exponent ``slope`` (:math:`a`), ``intercept`` (:math:`\log c`) and the
+    fit's :math:`R^2` (1 for two points).
+
+  Raises:
+    ValueError: fewer than two points, lengths differ, or a value is not
+      positive and finite.
+
+  >>> fit = power_law([1.0, 2.0, 4.0], [3.0, 12.0, 48.0])
+  >>> round(fit.slope, 6), round(fit.r2, 6)
+  (2.0, 1.0)
+  """
+  x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+  if x.shape != y.shape or x.size < 2:
+    raise ValueError(f"power_law needs two vectors of equal length >= 2, got {x.size} and "
+                     f"{y.size} values")
+  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+    raise ValueError("power_law needs positive finite values")
+  lx, ly = np.log(x), np.log(y)
+  lc, yc = lx - lx.mean(), ly - ly.mean()
+  if not np.any(lc):
+    raise ValueError("power_law needs at least two distinct x values")
+  slope = float(lc @ yc / (lc @ lc))
+  ss_tot = float(yc @ yc)
+  r2 = 1.0 - float(np.sum((yc - slope * lc) ** 2)) / ss_tot if ss_tot > 0 else 1.0
+  return PowerLaw(slope, float(ly.mean() - slope * lx.mean()), r2)
 
 
 def optimization_status(loss, acc=None, *, diverged: bool = False,

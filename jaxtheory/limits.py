@@ -25,8 +25,17 @@ step:
 * ``kernel_movement``: :math:`\|\Theta_t - \Theta_0\|_F / \|\Theta_0\|_F`;
 * ``kernel_alignment``: kernel-target alignment :math:`\langle \Theta_t,
   YY^\top\rangle_F / (\|\Theta_t\|_F \|YY^\top\|_F)` (Cristianini et al. 2002);
+* ``kernel_alignment_centered``: the same between the centred kernels
+  :math:`H\Theta_t H` and :math:`HYY^\top H` (Cortes, Mohri & Rostamizadeh
+  2012; the CKA of :func:`jaxtheory.probes.similarity.cka_from_grams`), blind
+  to the constant part of the kernel that dominates the uncentred one;
 * ``ntk_init_error`` (NTK parametrization): :math:`\|\Theta_0 -
   \Theta_\infty\|_F / \|\Theta_\infty\|_F` on the training set;
+* ``weight_movement`` (at the end of training, no step axis): the relative
+  distance the parameters travelled, :math:`\|\theta_T - \theta_0\| /
+  \|\theta_0\|` over all of them (Chizat, Oyallon & Bach 2019: it is
+  :math:`O(1/\alpha)` for a model scaled by :math:`\alpha`, so
+  :math:`O(\gamma)` here; padded entries are zero and stay zero);
 
 and :func:`width_exponent` fits the power law of any of them against width.
 
@@ -47,7 +56,7 @@ import xarray as xr
 
 from jaxtheory.kernels import analytic, empirical, predict
 from jaxtheory.nn import Ctx, LRScale
-from jaxtheory.probes import over_runs
+from jaxtheory.probes import over_runs, similarity
 from jaxtheory.sweep.engine import RunGroup, Sweep, initial_params, plan, run
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
@@ -108,7 +117,9 @@ def _targets(ds, dtype):
 
 
 def _rel(a, b, axes):
-  return np.linalg.norm(a - b, axis=axes) / np.linalg.norm(b, axis=axes)
+  num, den = np.linalg.norm(a - b, axis=axes), np.linalg.norm(b, axis=axes)
+  with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0: equal (a centred net at init)
+    return np.where(num == 0, 0.0, num / den)
 
 
 def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
@@ -123,11 +134,13 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
       (:func:`jaxtheory.kernels.empirical.empirical_ntk`).
     analytic_kernel: also compare with the infinite-width NTK (default: when
       the sweep is in NTK parametrization and its network has one).
-    **engine: options of :func:`jaxtheory.sweep.run`.
+    **engine: options of :func:`jaxtheory.sweep.run`; with
+      ``return_params=True`` the trained parameters come back too.
 
   Returns:
     The sweep's results with ``f_train``, ``f_test``, ``ntk_probe`` and the
-    comparison variables added.
+    comparison variables added; with ``return_params``, ``(results, groups)``
+    as from :func:`jaxtheory.sweep.run`.
   """
   p = _check(s)
   if not isinstance(n_probe, int) or n_probe < 2:
@@ -139,13 +152,16 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
   metrics = dict(s.metrics, f_train=_outputs("x_train", ("train_example", "output")),
                  f_test=_outputs("x_test", ("test_example", "output")),
                  ntk_probe=_probe_ntk(x_probe, implementation))
-  res = run(dataclasses.replace(s, metrics=metrics), **engine)
+  want_params = bool(engine.pop("return_params", False))
+  res, groups = run(dataclasses.replace(s, metrics=metrics), return_params=True, **engine)
   if analytic_kernel is None:
     analytic_kernel = s.parametrization == "ntk"
   with jax.enable_x64(s.dtype == "float64"):
-    _add_predictions(res, s, p, initial_params(s), implementation, analytic_kernel, dtype)
+    init = initial_params(s)
+    _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype)
     _add_kernel_dynamics(res, s, n_probe, dtype)
-  return res
+    _add_weight_movement(res, p, init, groups)
+  return (res, groups) if want_params else res
 
 
 def _lrs(p, runs):
@@ -192,6 +208,27 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
     res["ntk_init_error"] = (dims[:-1], init_err)
 
 
+def _sq_norms(tree) -> np.ndarray:
+  """Squared norm of each run's parameters (stacked on a leading axis), in float64."""
+  return sum(np.sum(np.square(np.asarray(a, np.float64)).reshape(len(a), -1), axis=1)
+             for a in jax.tree.leaves(tree))
+
+
+def _add_weight_movement(res, p, init: list[RunGroup], final: list[RunGroup]):
+  """Adds ``weight_movement`` = ``||theta_T - theta_0|| / ||theta_0||`` per run (no step axis)."""
+  start = {int(r): jax.tree.map(lambda a, j=j: np.asarray(a[j]), g.params)
+           for g in init for j, r in enumerate(g.runs)}
+  dims = res.train_loss.dims[:-1]
+  out = np.full(tuple(res.sizes[d] for d in dims), np.nan)
+  for g in final:
+    p0 = jax.tree.map(lambda *a: np.stack(a), *[start[int(r)] for r in g.runs])
+    moved = _sq_norms(jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, g.params, p0))
+    rel = np.sqrt(moved / _sq_norms(p0))
+    for j, r in enumerate(g.runs):
+      out[tuple(p.index[r])] = rel[j]
+  res["weight_movement"] = (dims, out)
+
+
 def _add_kernel_dynamics(res, s, n_probe, dtype):
   th = res.ntk_probe.values
   th0 = th[..., :1, :, :]
@@ -202,6 +239,10 @@ def _add_kernel_dynamics(res, s, n_probe, dtype):
   num = np.einsum("...ij,ij->...", th, yy)
   res["kernel_alignment"] = (res.train_loss.dims,
                              num / (np.linalg.norm(th, axis=(-2, -1)) * np.linalg.norm(yy)))
+  flat = jnp.asarray(th.reshape((-1,) + th.shape[-2:]))
+  centred = jax.vmap(lambda k: similarity.cka_from_grams(k, jnp.asarray(yy, flat.dtype)))(flat)
+  res["kernel_alignment_centered"] = (res.train_loss.dims,
+                                      np.asarray(centred).reshape(th.shape[:-2]))
 
 
 def width_exponent(da: xr.DataArray, step: int = -1) -> float:

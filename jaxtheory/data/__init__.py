@@ -19,7 +19,8 @@ from jaxtheory.data.core import (Dataset, DataError, data_arrays, standardize, s
 from jaxtheory.data.files import data_dir, read_idx, write_idx
 from jaxtheory.data.real import digits, fashion_mnist, mnist, mnist1d
 from jaxtheory.data.sources import FetchResult, fetch, status
-from jaxtheory.data.synthetic import (MODULAR_OPS, gaussian_mixture, low_rank_ground_truth,
+from jaxtheory.data.synthetic import (MODULAR_OPS, coordinate_product, gaussian_mixture,
+                                      low_rank_ground_truth,
                                       low_rank_matrix, modular_arithmetic, modular_table,
                                       one_hot_pairs, teacher_student)
 
@@ -66,7 +67,8 @@ def load(name: str, **kwargs) -> Dataset:
 
 
 __all__ = [
-    "Dataset", "DataError", "FetchResult", "LOADERS", "MODULAR_OPS", "data_dir", "digits",
+    "Dataset", "DataError", "FetchResult", "LOADERS", "MODULAR_OPS", "coordinate_product",
+    "data_dir", "digits",
     "fashion_mnist", "fetch", "gaussian_mixture", "load", "low_rank_ground_truth",
     "low_rank_matrix", "mnist", "mnist1d", "modular_arithmetic", "modular_table",
     "one_hot_pairs", "read_idx", "standardize", "status", "subset", "teacher_student",

@@ -75,6 +75,51 @@ def teacher_student(n_train: int = 512, n_test: int = 512, input_dim: int = 16,
                           None, "teacher-student"))
 
 
+def coordinate_product(n_train: int = 256, n_test: int = 512, input_dim: int = 16,
+                       relevant: int = 2, noise: float = 0.0, seed: int = 0) -> Dataset:
+  r"""Regression on the product of a few input coordinates: a target that needs its features.
+
+  Inputs are standard Gaussian, :math:`x \sim \mathcal N(0, I_d)`, and targets
+
+  .. math:: y = \prod_{i=1}^{k} x_i + \sigma \varepsilon
+
+  with :math:`k` = ``relevant`` of the :math:`d` = ``input_dim`` coordinates
+  (unit variance for every :math:`k`). For :math:`k \ge 2` the target is a
+  degree-:math:`k` Hermite polynomial of a :math:`k`-dimensional projection of
+  the input: a rotation-invariant kernel needs :math:`n \sim d^k` examples
+  to learn it, while a network that learns the relevant directions needs far
+  fewer (Ghorbani et al. 2020, "When do neural networks outperform kernel
+  methods?"; Damian, Lee & Soltanolkotabi 2022). Noise (:math:`\sigma` =
+  ``noise``) is added to the training targets only.
+
+  Args:
+    n_train: training examples.
+    n_test: test examples.
+    input_dim: input dimension ``d``.
+    relevant: coordinates the target depends on (``1 <= relevant <= input_dim``).
+    noise: standard deviation of the training-target noise.
+    seed: non-negative integer seed.
+
+  Returns:
+    A regression Dataset: ``x`` float32 ``(n, input_dim)``, ``y`` float32 ``(n, 1)``.
+
+  >>> coordinate_product(n_train=8, n_test=4, input_dim=5).y_train.shape
+  (8, 1)
+  """
+  n_train, n_test = _check_int("n_train", n_train), _check_int("n_test", n_test)
+  input_dim, relevant = _check_int("input_dim", input_dim), _check_int("relevant", relevant)
+  if relevant > input_dim:
+    raise DataError(f"relevant must be at most input_dim ({input_dim}), got {relevant}")
+  noise, seed = _check_real("noise", noise), _check_seed(seed)
+  x_train = _rng(seed, 1).standard_normal((n_train, input_dim))
+  x_test = _rng(seed, 2).standard_normal((n_test, input_dim))
+  target = lambda x: np.prod(x[:, :relevant], axis=1, keepdims=True)
+  y_train = target(x_train) + noise * _rng(seed, 3).standard_normal((n_train, 1))
+  f32 = lambda a: a.astype(np.float32)
+  return validate(Dataset(f32(x_train), f32(y_train), f32(x_test), f32(target(x_test)),
+                          None, "coordinate-product"))
+
+
 def gaussian_mixture(n_train: int = 512, n_test: int = 512, num_classes: int = 4,
                      input_dim: int = 16, separation: float = 2.0,
                      seed: int = 0) -> Dataset:

@@ -379,6 +379,46 @@ def frozen(layer: Layer) -> Layer:
   return Layer(init, apply, kernel)
 
 
+def antisymmetric(layer: Layer) -> Layer:
+  r"""Two copies of ``layer`` started equal, their outputs subtracted: zero at init.
+
+  The antisymmetrical initialization trick (Chizat, Oyallon & Bach 2019, "On
+  lazy training in differentiable programming", Sec. 2.3; Zhang et al. 2020,
+  "A type of generalization error induced by initialization in deep neural
+  networks"):
+
+  .. math:: f(x; \theta_a, \theta_b) = \frac{g(x; \theta_a) - g(x; \theta_b)}{\sqrt 2},
+     \qquad \theta_a = \theta_b \text{ at init},
+
+  so :math:`f_0 = 0` while the tangent kernel at init is that of ``g``
+  (:math:`(\Theta_a + \Theta_b)/2 = \Theta_g`); the two copies then train
+  apart. Scaling a model's output by :math:`1/\gamma` (the richness of
+  :class:`Ctx`) then changes its training speed, not its initial function:
+  without it the lazy limit :math:`\gamma \to 0` starts from an output of
+  size :math:`1/\gamma`. Parameters are the pair ``(theta_a, theta_b)``.
+  Its infinite-width limit is the layer's NTK with a zero NNGP.
+  """
+
+  def init(key, spec, ctx):
+    spec, params, scales = layer.init(key, spec, ctx)
+    return spec, (params, params), (scales, scales)
+
+  def apply(params, x, feat, ctx):
+    ya, fa = layer.apply(params[0], x, feat, ctx)
+    yb, _ = layer.apply(params[1], x, feat, ctx)
+    return (ya - yb) * (1 / math.sqrt(2.0)), fa
+
+  def kernel(k, ctx):
+    out = _kernel_of(layer)(k, ctx)
+    zero = lambda a: None if a is None else jnp.zeros_like(a)
+    is_k = lambda x: isinstance(x, analytic.Kernel)
+    return jax.tree.map(lambda o: o.replace(nngp=zero(o.nngp), cov1=zero(o.cov1),
+                                            cov2=zero(o.cov2), is_gaussian=True),
+                        out, is_leaf=is_k)
+
+  return Layer(init, apply, kernel)
+
+
 # ----------------------------------------------------------------------------
 # Models: a layer plus the shape of one input.
 
