@@ -57,7 +57,8 @@ import xarray as xr
 from jaxtheory.kernels import analytic, empirical, predict
 from jaxtheory.nn import Ctx, LRScale
 from jaxtheory.probes import over_runs, similarity
-from jaxtheory.sweep.engine import RunGroup, Sweep, initial_params, plan, run
+from jaxtheory.sweep.engine import (RunGroup, Sweep, SweepResult, initial_params, plan,
+                                    execute as execute_sweep)
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
 from jaxtheory.train import get_optimizer
@@ -126,6 +127,8 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
             analytic_kernel: bool | None = None, **engine) -> xr.Dataset:
   """Runs ``s`` and sets each run beside its kernel predictions (see the module doc).
 
+  :func:`execute` does the same and also returns the runs' final parameters.
+
   Args:
     s: a full-batch SGD sweep on the squared error.
     n_probe: the first ``n_probe`` training inputs carry the recorded
@@ -134,13 +137,25 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
       (:func:`jaxtheory.kernels.empirical.empirical_ntk`).
     analytic_kernel: also compare with the infinite-width NTK (default: when
       the sweep is in NTK parametrization and its network has one).
-    **engine: options of :func:`jaxtheory.sweep.run`; with
-      ``return_params=True`` the trained parameters come back too.
+    **engine: execution options of :func:`jaxtheory.sweep.run`.
 
   Returns:
     The sweep's results with ``f_train``, ``f_test``, ``ntk_probe`` and the
-    comparison variables added; with ``return_params``, ``(results, groups)``
-    as from :func:`jaxtheory.sweep.run`.
+    comparison variables added.
+  """
+  return execute(s, n_probe=n_probe, implementation=implementation,
+                 analytic_kernel=analytic_kernel, **engine).dataset
+
+
+def execute(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
+            analytic_kernel: bool | None = None, **engine) -> SweepResult:
+  """:func:`compare`, also returning every run's final parameters.
+
+  Args: as :func:`compare`.
+
+  Returns:
+    A :class:`~jaxtheory.sweep.SweepResult`: :func:`compare`'s dataset and the
+    final parameters as from :func:`jaxtheory.sweep.execute`.
   """
   p = _check(s)
   if not isinstance(n_probe, int) or n_probe < 2:
@@ -152,8 +167,7 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
   metrics = dict(s.metrics, f_train=_outputs("x_train", ("train_example", "output")),
                  f_test=_outputs("x_test", ("test_example", "output")),
                  ntk_probe=_probe_ntk(x_probe, implementation))
-  want_params = bool(engine.pop("return_params", False))
-  res, groups = run(dataclasses.replace(s, metrics=metrics), return_params=True, **engine)
+  res, groups = execute_sweep(dataclasses.replace(s, metrics=metrics), **engine)
   if analytic_kernel is None:
     analytic_kernel = s.parametrization == "ntk"
   with jax.enable_x64(s.dtype == "float64"):
@@ -161,7 +175,7 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
     _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype)
     _add_kernel_dynamics(res, s, n_probe, dtype)
     _add_weight_movement(res, p, init, groups)
-  return (res, groups) if want_params else res
+  return SweepResult(res, groups)
 
 
 def _lrs(p, runs):

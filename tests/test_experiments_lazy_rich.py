@@ -123,7 +123,7 @@ def test_compare_weight_movement_and_centred_alignment():
   s = sweep.Sweep(lambda w: nn.model(nn.antisymmetric(_base(w)), (3,)), ds,
                   dict(seed=[0], width=[6, 8], gamma=[0.1, 1.0]), "sgd", dict(lr=0.5),
                   steps=6, record=3, loss="mse", parametrization="mf")
-  res, groups = limits.compare(s, n_probe=6, progress=False, return_params=True)
+  res, groups = limits.execute(s, n_probe=6, progress=False)
   assert res.weight_movement.dims == ("seed", "width", "gamma")
   init = {int(r): jax.tree.map(lambda a, j=j: np.asarray(a[j]), g.params)
           for g in sweep.initial_params(s) for j, r in enumerate(g.runs)}

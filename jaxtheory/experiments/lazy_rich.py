@@ -189,14 +189,13 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                 gamma=[float(g) for g in sorted(cfg.gammas)]),
       optimizer="sgd", hparams=dict(lr=cfg.lr), steps=cfg.steps, record=cfg.record, loss="mse",
       parametrization="mf", dtype=cfg.dtype, name="lazy-rich")
-  out = limits.compare(s, n_probe=cfg.n_probe, progress=progress, **engine)
-  res, groups = out if engine.get("return_params") else (out, None)
+  res = limits.compare(s, n_probe=cfg.n_probe, progress=progress, **engine)
   res = res.isel(width=0, drop=True)
   res.attrs["experiment"] = "lazy-rich"
   res.attrs["dataset"] = ds.name
   res.attrs["width"] = cfg.width
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
-  return res if groups is None else (res, groups)
+  return res
 
 
 # ----------------------------------------------------------------------------
