@@ -258,6 +258,17 @@ def _check_ntk_allowed(k: Kernel, parametrization: str, where: str):
     raise ValueError(_NO_NTK.format(where=where, p=parametrization))
 
 
+def _base_fan_in(k: Kernel, receptive: int, ctx, name: str):
+  """The fan-in of a layer at the base width: ``fan_in / r`` on a wide input, else ``fan_in``."""
+  fan_in = k.channels * receptive
+  if not k.wide:
+    return fan_in
+  if getattr(ctx, "width", None) is None:
+    raise ValueError(f"{name}: ctx.base_width needs ctx.width (the width the model runs at), "
+                     f"e.g. Ctx('ntk', width=256, base_width=64)")
+  return fan_in * (ctx.base_width / ctx.width)
+
+
 def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any],
            out_wide: bool, parametrization: str | None = None,
            filter_shape: Sequence[int] = (), strides: Sequence[int] = (),
@@ -277,6 +288,16 @@ def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any]
 
   where :math:`N_{in}` is the finite fan-in (input channels times filter size)
   and :math:`[b]` is 1 when the layer has a bias (Sohl-Dickstein et al. 2020).
+  With a base width :math:`n_0` (``ctx.base_width``, :mod:`jaxtheory.nn.param`'s
+  second table) the ``'ntk'`` weights train with learning rate
+  :math:`f_0/\sigma^2` and the biases take SP's form, so the NTK (weighted by
+  the SGD learning rates) is SP's with the *base* fan-in
+  :math:`f_0 = N_{in} n_0 / n` on a wide input (:math:`N_{in}` on a fixed one),
+  which stays finite as the width :math:`n` grows:
+  :math:`\Theta' = f_0 \mathcal A(K) + \sigma^2 \mathcal A(\Theta) + [b]`. The NNGP
+  and the other parametrizations' limits do not depend on the base width
+  (their effective init is the absolute table's, and a muP / mean-field readout
+  still vanishes like :math:`n_0/n`).
   Under ``'mup'``/``'mf'`` the NNGP of hidden layers is the same, a readout
   (wide input, fixed output) contributes only its bias (its weight variance is
   ``O(1/width)``), and the NTK has no limit (a ``ValueError``).
@@ -315,6 +336,9 @@ def affine(W_std: float, b_std: float | None, out_channels: Callable[[Any], Any]
       if p == "sp":
         fan_in = k.channels * receptive
         ntk = fan_in * lk.nngp + sigma2 * lk.ntk + (0.0 if b_std is None else 1.0)
+      elif p == "ntk" and getattr(ctx, "base_width", None) is not None:
+        ntk = _base_fan_in(k, receptive, ctx, name) * jnp.where(sigma2 == 0, 0.0, lk.nngp) \
+            + sigma2 * lk.ntk + (0.0 if b_std is None else 1.0)
       else:
         ntk = out.nngp + sigma2 * lk.ntk
     return out.replace(ntk=ntk, channels=out_channels(ctx), is_gaussian=True, wide=out_wide)
