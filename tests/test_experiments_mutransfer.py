@@ -92,7 +92,7 @@ def test_tiny_run_seeds_1_summary_and_figures(tmp_path):
   assert ds.coord.dims[-1] == "layer"
   rows = dict(M.summary(ds))
   assert "mlp mup-adam" in rows and "drift exponent" in rows["mlp mup-adam"]
-  assert len(M.signature(ds)) == 6
+  assert len(M.signature(ds)) == 5
   paths = M.figures(ds, tmp_path)
   assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png", "coord_check.png"]
 
@@ -117,5 +117,5 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   res = CliRunner().invoke(cli, args)
   assert res.exit_code == 0, res.output
   lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL", "SKIP"))]
-  assert len(lines) == 6, res.output
+  assert len(lines) == 5, res.output
   assert (out / "results.nc").exists() and (out / "mutransfer_mlp.png").exists()
