@@ -164,6 +164,37 @@ def test_ntk_is_the_empirical_ntk_of_a_wide_network(parametrization):
   assert jnp.max(jnp.abs(emp - ntk_thawed)) / jnp.max(jnp.abs(ntk)) > 0.2
 
 
+def test_ntk_with_a_base_width_is_the_empirical_ntk_of_a_wide_network():
+  """Under 'ntk' with a base width the LR-weighted J J^T of a wide net approaches the analytic NTK.
+
+  The weights train with LR f0 / sigma^2 (f0 the fan-in at the base width) and the biases take
+  SP's form, so the NTK is SP's at the base widths and stays finite as the width grows.
+  """
+  width, base = 1024, 16
+  ctx = nn.Ctx("ntk", width=width, base_width=base)
+  model = nn.model(nn.serial(nn.dense(width, 1.3, 0.3, width_mult=1), nn.relu(),
+                             nn.dense(width, 1.2, 0.2, width_mult=1), nn.erf(),
+                             nn.dense(1, 1.1, 0.4)), (3,))
+  x = jax.random.normal(jax.random.key(3), (4, 3))
+  params, lr = model.init_with_lr_scale(jax.random.key(4), ctx)
+  jac = jax.jacrev(lambda p: model.apply(p, x, ctx)[:, 0])(params)
+  lr_sgd = jax.tree.map(lambda s: s.sgd, lr, is_leaf=lambda s: isinstance(s, nn.LRScale))
+  emp = sum(jnp.einsum("i...,j...->ij", j, j) * s
+            for j, s in zip(jax.tree.leaves(jac), jax.tree.leaves(lr_sgd)))
+  ntk = A.kernel_fn(model, ctx)(x, get="ntk")
+  err = jnp.max(jnp.abs(emp - ntk)) / jnp.max(jnp.abs(ntk))
+  assert err < 0.1, err
+  # The check can fail: the NTK without the base width is visibly off.
+  plain = A.kernel_fn(model, nn.Ctx("ntk"))(x, get="ntk")
+  assert jnp.max(jnp.abs(emp - plain)) / jnp.max(jnp.abs(ntk)) > 0.2
+  # The base width leaves the NNGP alone, under every parametrization.
+  for p in ("ntk", "mup", "mf"):
+    np.testing.assert_allclose(A.kernel_fn(model, nn.Ctx(p, width=width, base_width=base))(
+        x, get="nngp"), A.kernel_fn(model, nn.Ctx(p))(x, get="nngp"), rtol=1e-6)
+  with pytest.raises(ValueError, match="base_width needs ctx.width"):
+    A.kernel_fn(model, nn.Ctx("ntk", base_width=base))(x, get="ntk")
+
+
 # ----------------------------------------------------------------------------
 # Closed forms, quadrature, layouts, batching.
 

@@ -33,8 +33,9 @@ from collections.abc import Mapping
 
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
-                                   lazy_rich, matrix_completion, mode_connectivity, neural_collapse,
-                                   noisy_labels, separation, sharpness, spectral_bias, width_sweep)
+                                   lazy_rich, matrix_completion, mode_connectivity, mutransfer,
+                                   neural_collapse, noisy_labels, separation, sharpness,
+                                   spectral_bias, width_sweep)
 from jaxtheory.errors import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -51,6 +52,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "spectral-bias": spectral_bias,
     "sharpness": sharpness,
     "lazy-rich": lazy_rich,
+    "mutransfer": mutransfer,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -262,10 +262,13 @@ class AffineRule(NamedTuple):
       (the run's, or the layer's own override).
     init_scale: the run's initial-weights multiplier.
     out_channels: the output's finite channel count (the active width when swept).
+    width_ratio: the run's width over its base width (``None``: no base width),
+      see :func:`jaxtheory.nn.param.width_ratio`.
   """
   parametrization: str = "sp"
   init_scale: Any = 1.0
   out_channels: Any = 1
+  width_ratio: Any = None
 
 
 def affine(W_std: float, b_std: float | None, *, out_wide: bool,
@@ -287,6 +290,16 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
 
   where :math:`N_{in}` is the finite fan-in (input channels times filter size)
   and :math:`[b]` is 1 when the layer has a bias (Sohl-Dickstein et al. 2020).
+  With a base width :math:`n_0` (``rule(ctx).width_ratio``, :mod:`jaxtheory.nn.param`'s
+  second table) the ``'ntk'`` weights train with learning rate
+  :math:`f_0/\sigma^2` and the biases take SP's form, so the NTK (weighted by
+  the SGD learning rates) is SP's with the *base* fan-in
+  :math:`f_0 = N_{in} n_0 / n` on a wide input (:math:`N_{in}` on a fixed one),
+  which stays finite as the width :math:`n` grows:
+  :math:`\Theta' = f_0 \mathcal A(K) + \sigma^2 \mathcal A(\Theta) + [b]`. The NNGP
+  and the other parametrizations' limits do not depend on the base width
+  (their effective init is the absolute table's, and a muP / mean-field readout
+  still vanishes like :math:`n_0/n`).
   Under ``'mup'``/``'mf'`` the NNGP of hidden layers is the same, a readout
   (wide input, fixed output) contributes only its bias (its weight variance is
   ``O(1/width)``), and the NTK has no limit (a ``ValueError``).
@@ -328,6 +341,11 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
       if p == "sp":
         fan_in = k.channels * receptive
         ntk = fan_in * lk.nngp + sigma2 * lk.ntk + (0.0 if b_std is None else 1.0)
+      elif p == "ntk" and r.width_ratio is not None:
+        # The base fan-in: the fan-in the layer would have at the base width.
+        fan_in0 = k.channels * receptive / (r.width_ratio if k.wide else 1.0)
+        ntk = (fan_in0 * jnp.where(sigma2 == 0, 0.0, lk.nngp) + sigma2 * lk.ntk
+               + (0.0 if b_std is None else 1.0))
       else:
         ntk = out.nngp + sigma2 * lk.ntk
     return out.replace(ntk=ntk, channels=r.out_channels, is_gaussian=True, wide=out_wide)

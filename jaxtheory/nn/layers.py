@@ -86,7 +86,8 @@ class _Affine:
 
   def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense"):
     rule = lambda ctx: analytic.AffineRule(self.parametrization or ctx.parametrization,
-                                           ctx.init_scale, self.out_channels(ctx))
+                                           ctx.init_scale, self.out_channels(ctx),
+                                           width_ratio(ctx))
     return analytic.affine(self.W_std, self.b_std, out_wide=self.width_mult is not None,
                            rule=rule, filter_shape=filter_shape, strides=strides,
                            padding=padding, name=name)

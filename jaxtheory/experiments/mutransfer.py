@@ -1,0 +1,546 @@
+r"""muTransfer: under muP the best learning rate stays put as the width grows; under SP it drifts.
+
+Yang et al. (2022), "Tensor Programs V: Tuning large neural networks via
+zero-shot hyperparameter transfer". In the standard parametrization (SP) the
+learning rate that trains a network best falls as it widens (for Adam roughly
+like ``1/width``: a hidden weight moves by about ``lr`` per entry, so its
+output moves by about ``lr * width``); in the maximal-update parametrization
+(muP, :mod:`jaxtheory.nn.param`, with a ``base_width`` at which it equals SP)
+every layer's update stays of the same size, so the best learning rate found
+at a small width is the best at any width, and at a fixed learning rate a
+wider network trains better. The coordinate check (TP V, Sec. 4;
+:mod:`jaxtheory.probes.coord`) shows why: under muP every layer's activations
+keep their size as the width grows, under SP they grow after a few steps.
+
+Two networks, each trained over ``widths x learning rate x seed`` as one sweep
+per setting (parametrization x optimizer; the widths of a native model share
+one padded program): an MLP written in **Flax linen** (2 hidden layers, run in
+any parametrization by its base shapes, :func:`jaxtheory.nn.base_shapes.parametrize`)
+on scikit-learn's 8x8 digits, and this library's tiny pre-LN transformer
+(:func:`jaxtheory.nn.transformer`, ``base_width`` as a hyperparameter) on
+modular addition ``a + b mod p`` (token sequences ``[a, b, =]``). Settings: SP
+and muP under Adam and under SGD, and Muon (Jordan et al. 2024;
+``optax.contrib`` Newton-Schulz orthogonalization with the
+``sqrt(fan_out/fan_in)`` factor, :data:`jaxtheory.train.OPTIMIZERS`) in SP,
+measured without a pass/fail: does steepest descent in the spectral norm
+transfer its learning rate without muP's multipliers (Bernstein & Newhouse
+2024)? Learning rates are ``2^(lo + k/per_octave)`` over each optimizer's
+range. The best learning rate of a width is the argmin of the seed-mean of the
+final training loss (the geometric mean of the records in the last 20% of
+training, so one noisy record does not decide); a diverged run counts as an
+infinite loss. The drift exponent is the least-squares slope of
+``log2(best lr)`` against ``log2(width)``.
+
+The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
+scaled down to a 2-core CPU the default trains widths 16, 64 and 256 for 30
+full-batch steps with 2 seeds (its wall time is not yet measured). Measured on
+the Flax MLP alone with Adam, 1 seed (``models=mlp settings=sp-adam,mup-adam
+seeds=1 adam_lr=-9,-1``), 757 s on a 2-core CPU shared with other jobs (load
+~25): SP's best learning rate falls from 2^-3.33 (width 16) to 2^-5.33 (64)
+and 2^-6.33 (256), a drift exponent of -0.75; muP's stays at 2^-3.33, 2^-3.33,
+2^-3.67 (exponent -0.08); after 3 steps the coordinate width exponents are at
+most 0.08 under muP and up to 1.05 under SP; at muP's learning rate the loss
+falls with the width at steps 1-3 (0.65, 0.32, 0.29 at step 3) before every
+width fits the 256 digits (final losses ~1e-5-1e-4, noise).
+
+>>> from jaxtheory.experiments import mutransfer as mt
+>>> cfg = mt.Config(models=("mlp",), widths=(8, 16), seeds=1, steps=4, settings=("mup-adam",),
+...                 adam_lr=(-6.0, -5.0), per_octave=1, n_train=32)
+>>> mt.run(cfg).train_loss.dims
+('model', 'setting', 'seed', 'width', 'lr_k', 'step')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import flax.linen as linen
+import numpy as np
+import xarray as xr
+
+from jaxtheory import data, nn, plots, probes, sweep
+from jaxtheory.errors import ConfigError
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
+from jaxtheory.nn.base_shapes import parametrize
+from jaxtheory.nn.flax import from_linen
+from jaxtheory.progress import reporter
+from jaxtheory.sweep.compose import chain_progress
+
+MODELS = ("mlp", "transformer")
+SETTINGS = ("sp-adam", "mup-adam", "sp-sgd", "mup-sgd", "sp-muon")
+OPTIMIZERS = ("adam", "sgd", "muon")
+TAIL = 0.2  # the final loss is the geometric mean of the records in the last 20% of training
+
+
+class FlaxMLP(linen.Module):
+  """A linen MLP: ``depth`` ReLU layers of ``width`` units and a linear readout."""
+  width: int
+  depth: int
+  out_dim: int
+
+  @linen.compact
+  def __call__(self, x):
+    for _ in range(self.depth):
+      x = linen.relu(linen.Dense(self.width)(x))
+    return linen.Dense(self.out_dim)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The muTransfer settings (every field overridable by ``--set key=value``).
+
+  Attributes:
+    models: ``'mlp'`` (Flax linen, digits) and/or ``'transformer'`` (native, modular addition).
+    settings: ``<parametrization>-<optimizer>`` sweeps to run, from
+      ``sp-adam``, ``mup-adam``, ``sp-sgd``, ``mup-sgd``, ``sp-muon`` (also
+      ``mup-muon``).
+    widths: hidden widths (the MLP's units, the transformer's ``d_model``).
+    base_width: the width at which muP equals SP; ``None``: the smallest width.
+    seeds: number of seeds (runs use seeds ``0..seeds-1``) or a list of seeds.
+    steps: full-batch optimizer steps.
+    per_octave: learning rates per factor of two (grid step ``1/per_octave`` in log2).
+    adam_lr: ``lo,hi``: Adam's learning rates span ``2^lo .. 2^hi``.
+    sgd_lr: ``lo,hi`` in log2 for SGD.
+    muon_lr: ``lo,hi`` in log2 for Muon's learning rate (its vectors take Adam at 1e-3).
+    coord_steps: the coordinate check reads the activations after this many steps.
+    n_train: the MLP's training examples (digits, balanced-ish random subset).
+    depth: the MLP's hidden layers.
+    p: the modulus of the transformer's task (``p^2`` pairs, vocabulary ``p + 1``).
+    train_fraction: fraction of the pairs the transformer trains on.
+    num_heads: the transformer's attention heads (a divisor of every width).
+    mlp_ratio: the transformer MLP's hidden width over ``d_model``.
+    data_seed: seed of the data subsets.
+  """
+  models: tuple[str, ...] = MODELS
+  settings: tuple[str, ...] = SETTINGS
+  widths: tuple[int, ...] = (16, 64, 256)
+  base_width: int | None = None
+  seeds: int | tuple[int, ...] = 2
+  steps: int = 30
+  per_octave: int = 3
+  adam_lr: tuple[float, ...] = (-10.0, -1.0)
+  sgd_lr: tuple[float, ...] = (-5.0, 3.0)
+  muon_lr: tuple[float, ...] = (-8.0, 1.0)
+  coord_steps: int = 3
+  n_train: int = 256
+  depth: int = 2
+  p: int = 23
+  train_fraction: float = 0.5
+  num_heads: int = 2
+  mlp_ratio: int = 2
+  data_seed: int = 0
+
+
+def _check(cfg: Config) -> None:
+  seed_list(cfg.seeds)
+  positive_ints(cfg, "steps", "per_octave", "coord_steps", "n_train", "depth", "p",
+                "num_heads", "mlp_ratio")
+  for name, allowed in (("models", MODELS), ("settings", None)):
+    values = getattr(cfg, name)
+    if not values:
+      raise ConfigError(f"{name} is empty; give at least one, e.g. {name}={values or 'mlp'}")
+    if len(set(values)) != len(values):
+      raise ConfigError(f"{name} repeat: {', '.join(values)}")
+    for v in values:
+      if allowed is not None and v not in allowed:
+        raise ConfigError(f"unknown model {v!r}; available: {', '.join(MODELS)}")
+  for s in cfg.settings:
+    par, _, opt = s.partition("-")
+    if par not in ("sp", "mup") or opt not in OPTIMIZERS:
+      raise ConfigError(f"unknown setting {s!r}; available: {', '.join(SETTINGS)}, mup-muon")
+  if not cfg.widths or any(w < 1 for w in cfg.widths) or len(set(cfg.widths)) != len(cfg.widths):
+    raise ConfigError(f"widths must be distinct positive integers, got {cfg.widths!r}")
+  if cfg.base_width is not None and cfg.base_width < 1:
+    raise ConfigError(f"base_width must be a positive integer or none, got {cfg.base_width!r}")
+  if "transformer" in cfg.models and any(w % cfg.num_heads for w in cfg.widths):
+    raise ConfigError(f"every width must be a multiple of num_heads={cfg.num_heads} for the "
+                      f"transformer, got widths {cfg.widths!r}")
+  for opt in OPTIMIZERS:
+    rng = getattr(cfg, f"{opt}_lr")
+    if len(rng) != 2 or rng[0] > rng[1]:
+      raise ConfigError(f"{opt}_lr must be two log2 learning rates lo,hi with lo <= hi "
+                        f"(e.g. {opt}_lr=-10,-2), got {rng!r}")
+  if cfg.coord_steps > cfg.steps:
+    raise ConfigError(f"coord_steps ({cfg.coord_steps}) must not exceed steps ({cfg.steps})")
+  if not 0 < cfg.train_fraction < 1:
+    raise ConfigError(f"train_fraction must lie in (0, 1), got {cfg.train_fraction!r}")
+
+
+def base_width(cfg: Config) -> int:
+  """The width at which muP equals SP (the smallest width unless given)."""
+  return min(cfg.widths) if cfg.base_width is None else cfg.base_width
+
+
+def log2_lrs(cfg: Config, optimizer: str) -> np.ndarray:
+  """The learning-rate grid of an optimizer in log2: ``lo, lo + 1/per_octave, ..., hi``.
+
+  >>> log2_lrs(Config(adam_lr=(-3.0, -2.0), per_octave=3), "adam")
+  array([-3.        , -2.66666667, -2.33333333, -2.        ])
+  """
+  lo, hi = getattr(cfg, f"{optimizer}_lr")
+  k = int(np.floor((hi - lo) * cfg.per_octave + 1e-9))
+  return lo + np.arange(k + 1) / cfg.per_octave
+
+
+def load_data(cfg: Config, model: str) -> data.Dataset:
+  """The task of a model: a standardized digits subset (MLP) or modular addition (transformer)."""
+  if model == "mlp":
+    ds = data.digits(seed=cfg.data_seed)
+    ds = data.subset(ds, n_train=min(cfg.n_train, len(ds.y_train)), n_test=64, seed=cfg.data_seed)
+    return data.standardize(ds)
+  return data.modular_arithmetic(p=cfg.p, op="add", train_fraction=cfg.train_fraction,
+                                 seed=cfg.data_seed)
+
+
+def builder(cfg: Config, model: str, ds: data.Dataset) -> tuple[Callable[[int], nn.Model], dict]:
+  """``(width -> Model, fixed hyperparameters)`` of a model, with muP's base width."""
+  bw = base_width(cfg)
+  if model == "mlp":
+    build = lambda w: from_linen(FlaxMLP(w, cfg.depth, ds.num_classes), ds.input_shape)
+    return parametrize(build, base_width=bw), {}
+  build = lambda w: nn.transformer(cfg.p + 1, 3, w, 1, cfg.num_heads, out_dim=cfg.p,
+                                   mlp_ratio=cfg.mlp_ratio)
+  return build, {"base_width": float(bw)}
+
+
+def record_steps(cfg: Config) -> list[int]:
+  """Every step up to ``coord_steps`` (the coordinate check), then a few to the end."""
+  tail = np.linspace((1 - TAIL) * cfg.steps, cfg.steps, 4)
+  mid = np.array([cfg.steps / 4, cfg.steps / 2])
+  return sorted({*range(cfg.coord_steps + 1), *np.round(np.r_[mid, tail]).astype(int).tolist()})
+
+
+def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
+        **engine) -> xr.Dataset:
+  """Trains every model and setting over ``seed x width x lr``.
+
+  Args:
+    cfg: the configuration.
+    progress: ``progress(steps_done, steps_total, info)``, called as training advances.
+    **engine: execution options of :func:`jaxtheory.sweep.run` (not ``return_params``).
+
+  Returns:
+    The results dataset, dims ``(model, setting, seed, width, lr_k, step)``
+    (``lr_k`` indexes each optimizer's grid; ``log2_lr`` over
+    ``(setting, lr_k)`` gives its value), with the engine's metrics and
+    ``coord`` (the per-layer coordinate size, a trailing ``layer`` axis); the
+    configuration as JSON in ``attrs['config']``.
+  """
+  _check(cfg)
+  if engine.get("return_params"):
+    raise ConfigError("mutransfer does not return parameters; run its sweeps directly")
+  checkpoint = engine.pop("checkpoint", None)
+  record = record_steps(cfg)
+  parts = []
+  jobs = [(m, s) for m in cfg.models for s in cfg.settings]
+  with reporter(progress, "mutransfer") as report:
+    for k, (model, setting) in enumerate(jobs):
+      par, _, opt = setting.partition("-")
+      ds = load_data(cfg, model)
+      build, fixed = builder(cfg, model, ds)
+      lrs = log2_lrs(cfg, opt)
+      if opt == "muon":
+        fixed = dict(fixed, adam_lr=1e-3)
+      s = sweep.Sweep(build, ds, dict(seed=seed_list(cfg.seeds), width=list(cfg.widths),
+                                      lr=list(2.0 ** lrs)),
+                      opt, fixed, steps=cfg.steps, record=record, parametrization=par,
+                      metrics={"coord": probes.coord_metric()}, max_waste=float("inf"),
+                      name=f"mutransfer-{model}-{setting}")
+      opts = dict(engine, progress=chain_progress(
+          lambda d, t, info="", m=model, st=setting: report(d, t, f"{info} ({m} {st})".lstrip()),
+          k, len(jobs)))
+      if checkpoint is not None:
+        root, ext = os.path.splitext(os.fspath(checkpoint))
+        opts["checkpoint"] = f"{root}-{model}-{setting}{ext or '.npz'}"
+      res = sweep.run(s, **opts)
+      res = res.rename(lr="lr_k").assign_coords(lr_k=np.arange(len(lrs)))
+      res = res.assign_coords(layer=np.arange(res.sizes["layer"]))
+      res["log2_lr"] = ("lr_k", lrs)
+      parts.append(res.expand_dims(model=[model], setting=[setting]))
+    out = xr.combine_by_coords(parts, join="outer", combine_attrs="override",
+                               data_vars="all", coords="different", compat="no_conflicts")
+    report.close(out)
+  for key in ("compile_seconds", "run_seconds"):
+    out.attrs[key] = float(sum(float(p.attrs.get(key, 0.0)) for p in parts))
+  out = out.transpose("model", "setting", "seed", "width", "lr_k", "step", ...)
+  out["log2_lr"] = out.log2_lr.isel(model=0, drop=True) if "model" in out.log2_lr.dims \
+      else out.log2_lr
+  out.attrs["experiment"] = "mutransfer"
+  out.attrs["base_width"] = base_width(cfg)
+  out.attrs["coord_steps"] = cfg.coord_steps
+  out.attrs["per_octave"] = cfg.per_octave
+  out.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Reading the results.
+
+
+def final_loss(ds: xr.Dataset) -> xr.DataArray:
+  """Each run's smoothed final training loss; ``inf`` where it diverged.
+
+  The geometric mean of the records in the last ``TAIL`` (20%) of training,
+  over dims ``(..., seed, width, lr_k)``.
+  """
+  steps = ds.step.values
+  tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
+  loss = np.exp(np.log(tail).mean("step"))
+  bad = ds.diverged.isel(step=-1).astype(bool) | ~np.isfinite(loss)
+  return loss.where(~bad, np.inf)
+
+
+def _grid_argmin(curve: np.ndarray) -> float:
+  """Index of the minimum of a loss-vs-lr curve (NaN if no lr trains)."""
+  if not np.isfinite(curve).any():
+    return np.nan
+  return float(np.nanargmin(np.where(np.isfinite(curve), curve, np.nan)))
+
+
+def best_lr(ds: xr.Dataset) -> xr.DataArray:
+  """Index ``k`` of the best learning rate per (model, setting, width): argmin of the seed-mean final loss.
+
+  The mean runs over seeds in log space; NaN where every learning rate diverged.
+  """
+  mean = np.exp(np.log(final_loss(ds)).mean("seed"))
+  return xr.apply_ufunc(_grid_argmin, mean, input_core_dims=[["lr_k"]], vectorize=True)
+
+
+def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:
+  r"""Least-squares slope of :math:`\log_2 \mathrm{lr}^*` against :math:`\log_2 \mathrm{width}`.
+
+  ``-1``: the best learning rate falls like ``1/width``; ``0``: it transfers.
+
+  >>> round(drift_exponent(np.array([-3.0, -5.0, -7.0]), np.array([16, 64, 256])), 6)
+  -1.0
+  """
+  ok = np.isfinite(log2_best)
+  if ok.sum() < 2:
+    return float("nan")
+  x = np.log2(np.asarray(widths, float))[ok]
+  return float(np.polyfit(x, np.asarray(log2_best)[ok], 1)[0])
+
+
+def transfer(ds: xr.Dataset) -> dict[tuple[str, str], dict]:
+  """Per (model, setting): best log2 lr per width, its drift exponent and spread in grid steps.
+
+  ``shift``: the largest distance, in grid steps, of a width's best learning
+  rate from the median over widths (``inf`` if some width has no trainable
+  learning rate); ``edge``: a best learning rate at the end of the grid.
+  """
+  k = best_lr(ds)
+  widths = ds.width.values
+  out = {}
+  for m in ds.model.values:
+    for s in ds.setting.values:
+      idx = k.sel(model=m, setting=s).values
+      grid = ds.log2_lr.sel(setting=s).values
+      n = int(np.isfinite(grid).sum())
+      log2 = np.array([grid[int(i)] if np.isfinite(i) else np.nan for i in idx])
+      shift = float(np.max(np.abs(idx - np.median(idx)))) if np.isfinite(idx).all() else np.inf
+      out[(str(m), str(s))] = dict(
+          index=idx, log2=log2, exponent=drift_exponent(log2, widths), shift=shift,
+          edge=bool(np.any((idx == 0) | (idx == n - 1))), lr_k=idx)
+  return out
+
+
+def coord_exponents(ds: xr.Dataset) -> xr.DataArray:
+  """Width exponent of each layer's coordinate size at the first ``coord_steps`` steps.
+
+  At each (model, setting) the learning rate is muP's (or the setting's own
+  where it has no muP twin) best at the base width, so SP and muP are compared
+  at the same learning rate.
+  """
+  t = transfer(ds)
+  bw = int(ds.attrs.get("base_width", ds.width.values.min()))
+  steps = [s for s in ds.step.values if s <= int(ds.attrs.get("coord_steps", 3))]
+  out = []
+  for m in ds.model.values:
+    rows = []
+    for s in ds.setting.values:
+      opt = str(s).partition("-")[2]
+      ref = t.get((str(m), f"mup-{opt}"), t[(str(m), str(s))])
+      w0 = list(ds.width.values).index(bw) if bw in ds.width.values else 0
+      k = ref["index"][w0]
+      c = ds.coord.sel(model=m, setting=s, step=steps)
+      if np.isfinite(k):
+        c = c.isel(lr_k=int(k))
+        e = probes.coord_exponents(c.dropna("layer", how="all"))
+      else:
+        e = xr.full_like(c.isel(lr_k=0, seed=0, width=0), np.nan)
+      rows.append(e.reindex(layer=ds.layer.values))
+    out.append(xr.concat(rows, dim=ds.setting))
+  return xr.concat(out, dim=ds.model)
+
+
+def _fmt_best(r: dict, widths) -> str:
+  return ", ".join(f"{w}: 2^{v:.2f}" if np.isfinite(v) else f"{w}: none"
+                   for w, v in zip(widths, r["log2"]))
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+  """Rows ``(label, value)``: per model and setting, the best lr per width and the drift exponent."""
+  t = transfer(ds)
+  widths = ds.width.values
+  rows = [("widths", f"{', '.join(str(w) for w in widths)} (muP base width "
+                     f"{ds.attrs.get('base_width')}); {len(ds.seed)} seed(s)")]
+  ce = coord_exponents(ds)
+  for (m, s), r in t.items():
+    n_div = int(ds.diverged.sel(model=m, setting=s).isel(step=-1).sum())
+    n = int(np.prod([ds.sizes[d] for d in ("seed", "width")]) *
+            np.isfinite(ds.log2_lr.sel(setting=s)).sum())
+    coord = float(ce.sel(model=m, setting=s).isel(step=-1).max())
+    rows.append((f"{m} {s}", f"best lr {_fmt_best(r, widths)}; drift exponent "
+                             f"{r['exponent']:+.2f}; spread {r['shift']:g} grid steps"
+                             f"{' (at the grid edge)' if r['edge'] else ''}; diverged "
+                             f"{n_div}/{n}; coord exponent {coord:+.2f}"))
+  rows += timing_rows(ds)
+  return rows
+
+
+def _monotone(loss: np.ndarray, margin: float) -> bool:
+  return bool(np.all(np.isfinite(loss)) and np.all(loss[1:] <= (1 - margin) * loss[:-1]))
+
+
+def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
+              margin: float = 0.05, floor: float = 0.01, coord_flat: float = 0.25,
+              coord_growth: float = 0.3) -> list[Check]:
+  """The signature checks with their measured numbers, per model and optimizer.
+
+  * muP transfers: every width's best learning rate lies within
+    ``tolerance`` grid steps of the median best over widths.
+  * control, SP drifts: some width's best learning rate lies at least
+    ``min_drift`` grid steps from the median, i.e. the transfer check fails
+    under SP (the drift exponent is printed; for Adam about -1).
+  * muP, wider is better: at the median best learning rate the seed-mean
+    training loss falls with every width step by at least ``margin``
+    (relative) at every recorded step until some width fits the training set
+    (its loss below ``floor`` times the initial loss; past that the losses of
+    a memorized training set are noise, ~1e-5, and the final ones are
+    reported only).
+  * coordinate check at the base width's best muP learning rate after
+    ``coord_steps`` steps: every layer's width exponent within
+    ``coord_flat`` of 0 under muP; the largest above ``coord_growth`` under SP.
+
+  Muon (``sp-muon``) is reported in :func:`summary`, without a check.
+  """
+  t = transfer(ds)
+  widths = ds.width.values
+  checks = []
+  one_width = len(widths) < 2
+  one_lr = ds.sizes["lr_k"] < 2
+  ce = coord_exponents(ds) if not one_width else None
+  loss = np.exp(np.log(final_loss(ds)).mean("seed"))
+  for m in ds.model.values:
+    m = str(m)
+    for opt in ("adam", "sgd"):
+      mu, sp = t.get((m, f"mup-{opt}")), t.get((m, f"sp-{opt}"))
+      name = f"{m} {opt}"
+      if mu is not None:
+        title = f"{name}: under muP the best lr transfers (within {tolerance:g} grid step)"
+        if one_width or one_lr:
+          checks.append(skip(title, "needs at least two widths and two learning rates"))
+        else:
+          checks.append(Check(title, mu["shift"] <= tolerance,
+                              f"best lr {_fmt_best(mu, widths)}; spread {mu['shift']:g} steps; "
+                              f"drift exponent {mu['exponent']:+.2f}"
+                              f"{'; at the grid edge' if mu['edge'] else ''}"))
+        title = (f"{name}: under muP at a fixed lr wider is better (loss falls >= {margin:.0%} "
+                 f"per width step at every step until the runs fit, loss > {floor:g} x initial)")
+        if one_width or not np.isfinite(mu["index"]).all():
+          checks.append(skip(title, "needs at least two widths and a trainable learning rate"))
+        else:
+          k = int(np.median(mu["index"]))
+          run_ = ds.sel(model=m, setting=f"mup-{opt}").isel(lr_k=k)
+          curve = np.exp(np.log(run_.train_loss.where(~run_.diverged.astype(bool), np.inf))
+                         .mean("seed"))  # (width, step)
+          level = floor * float(curve.isel(step=0).max())
+          judged = [t for t in curve.step.values[1:] if curve.sel(step=t).min() > level]
+          lr_text = f"at lr 2^{float(ds.log2_lr.sel(setting=f'mup-{opt}')[k]):.2f}"
+          if not judged:
+            checks.append(skip(title, f"{lr_text} every width fits before the first record"))
+          else:
+            ok = all(_monotone(curve.sel(step=t).values, margin) for t in judged)
+            checks.append(Check(title, ok, f"{lr_text}, steps {judged[0]}-{judged[-1]}; at step "
+                                f"{judged[-1]}: " + ", ".join(
+                                    f"{w}: {v:.4g}" for w, v in
+                                    zip(widths, curve.sel(step=judged[-1]).values))
+                                + "; final: " + ", ".join(
+                                    f"{w}: {v:.3g}" for w, v in
+                                    zip(widths, loss.sel(model=m, setting=f"mup-{opt}")
+                                        .isel(lr_k=k).values))))
+      if sp is not None:
+        title = f"{name} control: under SP the best lr drifts (transfer fails)"
+        if one_width or one_lr:
+          checks.append(skip(title, "needs at least two widths and two learning rates"))
+        else:
+          checks.append(Check(title, sp["shift"] >= min_drift,
+                              f"best lr {_fmt_best(sp, widths)}; spread {sp['shift']:g} steps; "
+                              f"drift exponent {sp['exponent']:+.2f}"
+                              f"{'; at the grid edge' if sp['edge'] else ''}"))
+      for par in ("mup", "sp"):
+        if (m, f"{par}-{opt}") not in t:
+          continue
+        title = (f"{name}: coordinate check {'flat under muP' if par == 'mup' else 'grows under SP'}"
+                 f" (|exponent| <= {coord_flat:g})" if par == "mup" else
+                 f"{name}: coordinate check grows under SP (max exponent >= {coord_growth:g})")
+        if ce is None:
+          checks.append(skip(title, "needs at least two widths"))
+          continue
+        e = ce.sel(model=m, setting=f"{par}-{opt}").isel(step=-1).dropna("layer")
+        ok = bool(len(e) and (np.abs(e).max() <= coord_flat if par == "mup"
+                              else e.max() >= coord_growth))
+        checks.append(Check(title, ok, f"after {int(ds.step.sel(step=ce.step[-1]))} steps, "
+                            f"per layer: " + ", ".join(f"{float(v):+.2f}" for v in e.values)))
+  return checks
+
+
+def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
+  """Loss vs learning rate per width (one panel per model and setting); coordinate checks."""
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  loss = np.exp(np.log(final_loss(ds)).mean("seed"))
+  t = transfer(ds)
+  paths = []
+  for m in ds.model.values:
+    settings = list(ds.setting.values)
+    fig = plots.agg_figure((3.4 * len(settings), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
+    for ax, s in zip(axes, settings):
+      x = ds.log2_lr.sel(setting=s).values
+      for j, w in enumerate(ds.width.values):
+        y = loss.sel(model=m, setting=s, width=w).values
+        ax.plot(x, np.where(np.isfinite(y), y, np.nan), "o-", ms=2.5, color=f"C{j}",
+                label=f"width {w}")
+        b = t[(str(m), str(s))]["log2"][j]
+        if np.isfinite(b):
+          ax.axvline(b, color=f"C{j}", lw=0.7, ls=":")
+      ax.set_yscale("log")
+      ax.set_xlabel("log2 learning rate")
+      ax.set_title(f"{m} {s}", fontsize="medium")
+      ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final train loss (seed mean)")
+    axes[0].legend(fontsize="x-small")
+    path = os.path.join(out_dir, f"mutransfer_{m}.png")
+    fig.savefig(path, dpi=110)
+    paths.append(path)
+  if len(ds.width) > 1:
+    ce = coord_exponents(ds)
+    fig = plots.agg_figure((4.0 * len(ds.model), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])
+    for ax, m in zip(axes, ds.model.values):
+      for j, s in enumerate(ds.setting.values):
+        e = ce.sel(model=m, setting=s).dropna("layer", how="all")
+        ax.plot(e.step.values, e.max("layer").values, "o-", color=f"C{j}", label=str(s))
+      ax.axhline(0, color="k", lw=0.6)
+      ax.set_xlabel("step")
+      ax.set_title(f"{m}: largest coordinate width exponent", fontsize="medium")
+      ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small")
+    path = os.path.join(out_dir, "coord_check.png")
+    fig.savefig(path, dpi=110)
+    paths.append(path)
+  return paths

@@ -1,0 +1,121 @@
+"""Tests for the muTransfer experiment: muP's best learning rate transfers across widths, SP's drifts."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from jaxtheory.cli import cli
+from jaxtheory.experiments import EXPERIMENTS, configure
+from jaxtheory.experiments import mutransfer as M
+from jaxtheory.errors import ConfigError
+
+# The Flax MLP on digits under Adam, widths 16-256 (16x), 30 full-batch steps, 1/3-octave grid.
+SMALL = dict(models=("mlp",), settings=("sp-adam", "mup-adam"), widths=(16, 64, 256), seeds=1,
+             steps=30, adam_lr=(-9.0, -1.0), n_train=256)
+TINY = dict(models=("mlp",), settings=("sp-adam", "mup-adam"), widths=(8, 16), seeds=1, steps=6,
+            coord_steps=2, adam_lr=(-6.0, -4.0), per_octave=1, n_train=32)
+
+
+def test_registered():
+  assert EXPERIMENTS["mutransfer"] is M
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("models", "cnn", "unknown model 'cnn'"),
+    ("settings", "ntk-adam", "unknown setting 'ntk-adam'"),
+    ("widths", "0,8", "widths must be distinct positive"),
+    ("adam_lr", "-1,-3", "adam_lr must be two log2 learning rates"),
+    ("coord_steps", "50", "coord_steps"),
+    ("widths", "9,18", "multiple of num_heads"),
+])
+def test_bad_config(key, value, message):
+  with pytest.raises(ConfigError, match=message):
+    M.run(configure(M.Config, {key: value}))
+
+
+def test_lr_grid_has_three_points_per_octave():
+  g = M.log2_lrs(M.Config(), "adam")
+  np.testing.assert_allclose(np.diff(g), 1 / 3)
+  assert g[-1] - g[0] >= 8
+
+
+def _fake(best_sp, best_mup, widths=(16, 64, 256), n_lr=12):
+  """A results dataset whose loss curves have their minima at the given grid indices."""
+  k = np.arange(n_lr)
+  loss = np.stack([[[1.0 + 0.1 * (k - b) ** 2 - 0.2 * j for j, b in enumerate(best)]
+                    for best in (best_sp, best_mup)]])  # (model, setting, width, lr_k)
+  loss = np.broadcast_to(loss[:, :, None, :, :, None], (1, 2, 1, len(widths), n_lr, 3))
+  dims = ("model", "setting", "seed", "width", "lr_k", "step")
+  coords = dict(model=["mlp"], setting=["sp-adam", "mup-adam"], seed=[0], width=list(widths),
+                lr_k=k, step=[0, 8, 10], layer=[0, 1])
+  coord = np.ones((1, 2, 1, len(widths), n_lr, 3, 2))
+  coord[:, 0] *= np.array(widths, float)[:, None, None, None] ** 0.5  # SP grows
+  return xr.Dataset({"train_loss": (dims, loss.copy()),
+                     "diverged": (dims, np.zeros(loss.shape, bool)),
+                     "coord": ((*dims, "layer"), coord),
+                     "log2_lr": (("setting", "lr_k"), np.stack([-10 + k / 3] * 2))},
+                    coords=coords, attrs=dict(base_width=16, coord_steps=10))
+
+
+def test_signature_reads_transfer_and_drift():
+  """Synthetic curves: muP's minima move by at most one grid step, SP's by 6 (2 octaves)."""
+  ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 6))
+  t = M.transfer(ds)
+  assert t[("mlp", "mup-adam")]["shift"] == 1 and t[("mlp", "sp-adam")]["shift"] == 3
+  np.testing.assert_allclose(t[("mlp", "sp-adam")]["exponent"], -0.5)
+  checks = {c.name.split(":")[1].strip()[:20]: c for c in M.signature(ds)}
+  assert all(c.passed for c in checks.values()), [c.line() for c in checks.values()]
+  # The control: muP's curves shifted like SP's fail the transfer check.
+  bad = M.signature(_fake(best_sp=(8, 5, 2), best_mup=(8, 5, 2)))
+  assert not bad[0].passed and "transfers" in bad[0].name
+
+
+def test_diverged_runs_count_as_infinite_loss():
+  ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 5))
+  ds["diverged"][dict(setting=1, width=0, lr_k=5)] = True
+  assert np.isinf(M.final_loss(ds).isel(setting=1, width=0, lr_k=5)).all()
+  assert M.transfer(ds)[("mlp", "mup-adam")]["index"][0] in (4, 6)
+
+
+def test_one_width_skips_the_comparisons():
+  checks = M.signature(_fake(best_sp=(3,), best_mup=(3,), widths=(16,)))
+  assert all(c.skipped for c in checks if "transfer" in c.name or "drift" in c.name
+             or "wider" in c.name or "coordinate" in c.name), [c.line() for c in checks]
+
+
+def test_tiny_run_seeds_1_summary_and_figures(tmp_path):
+  ds = M.run(M.Config(**TINY))
+  assert ds.train_loss.dims == ("model", "setting", "seed", "width", "lr_k", "step")
+  assert ds.coord.dims[-1] == "layer"
+  rows = dict(M.summary(ds))
+  assert "mlp mup-adam" in rows and "drift exponent" in rows["mlp mup-adam"]
+  assert len(M.signature(ds)) == 5
+  paths = M.figures(ds, tmp_path)
+  assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png", "coord_check.png"]
+
+
+@pytest.mark.slow
+def test_signature_passes_on_a_reduced_config_and_sp_is_the_control():
+  ds = M.run(M.Config(**SMALL))
+  checks = M.signature(ds)
+  lines = [c.line() for c in checks]
+  assert all(c.passed for c in checks), lines
+  t = M.transfer(ds)
+  assert t[("mlp", "sp-adam")]["exponent"] < -0.5, lines
+  # The control: SP's best lr does not pass muP's transfer check.
+  assert t[("mlp", "sp-adam")]["shift"] > 1
+
+
+def test_cli_prints_pass_fail_lines(tmp_path):
+  out = tmp_path / "m"
+  args = ["run", "mutransfer", "--out", str(out)]
+  for k, v in TINY.items():
+    args += ["--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"]
+  res = CliRunner().invoke(cli, args)
+  assert res.exit_code == 0, res.output
+  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL", "SKIP"))]
+  assert len(lines) == 5, res.output
+  assert (out / "results.nc").exists() and (out / "mutransfer_mlp.png").exists()
