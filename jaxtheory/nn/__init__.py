@@ -8,7 +8,8 @@ from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv,
                                  gelu, global_avg_pool, identity, layer_norm, leaky_relu,
                                  monomial, positional_embedding, rbf, rectified_monomial, relu,
                                  sigmoid, sign, sin, take_last, tanh)
-from jaxtheory.nn.models import (cnn, deep_linear, fourier_mlp, mlp, random_features, token_mlp,
+from jaxtheory.nn.models import (cnn, deep_linear, fourier_mlp, mlp, random_features, residual_mlp,
+                                 token_mlp,
                                  transformer)
 from jaxtheory.nn.param import LRScale
 
