@@ -26,10 +26,9 @@ full-batch SGD with momentum. Every pair ``width x depth`` of ``widths`` and
 Inside each compiled sweep, at every recording point (step 0 is the
 initialisation), the sweep records on ``n_probe`` test images the linear CKA
 matrix of the ``depth + 1`` hidden representations (the embedding and the
-stream after every block; :func:`jaxtheory.probes.similarity.cka_matrix_metric`),
-the same matrix after projecting each representation's first PC out, and the
-first PC's share of variance in every layer
-(:func:`jaxtheory.probes.similarity.top_pc_metric`). After training, the
+stream after every block), the same matrix after projecting each
+representation's first PC out, and the first PC's share of variance in every
+layer (:func:`jaxtheory.probes.similarity.block_metric`). After training, the
 cross-seed CKA matrices (layers of seed ``s`` against layers of the next seed)
 come from the trained parameters (:func:`jaxtheory.probes.similarity.layer_cka`).
 

@@ -405,58 +405,16 @@ def _probe_inputs(data, n: int | None, split: str):
   return x if n is None else x[:n]
 
 
-def cka_matrix_metric(n: int | None = None, split: str = "test", remove_pc: bool = False):
-  """A recorded metric for ``Sweep(metrics=...)``: the linear CKA matrix of the hidden layers.
-
-  :func:`layer_cka` of the run's network on the first ``n`` examples of
-  ``split`` (all of them for ``None``), recorded inside the compiled sweep,
-  so the matrix at initialisation (step 0) comes with the trained one.
-
-  Args:
-    n: how many examples (static).
-    split: ``'test'`` or ``'train'``.
-    remove_pc: compare the representations without their first principal
-      component (:func:`remove_top_pc`).
-
-  Returns:
-    ``fn(params, apply, data, model, ctx) -> (L, L)``, axes named ``layer``, ``layer_b``.
-  """
-  if split not in ("train", "test"):
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-
-  def metric(params, apply, data, model, ctx):
-    del apply
-    return layer_cka(model, params, _probe_inputs(data, n, split), ctx, remove_pc=remove_pc)
-
-  metric.dims = ("layer", "layer_b")
-  return metric
-
-
-def top_pc_metric(n: int | None = None, split: str = "test"):
-  """A recorded metric: the first principal component's share of variance in every hidden layer.
-
-  :func:`top_pc` ``.fraction`` of each :func:`jaxtheory.probes.layer_features`
-  representation on the first ``n`` examples of ``split``; axis ``layer``.
-  """
-  if split not in ("train", "test"):
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-
-  def metric(params, apply, data, model, ctx):
-    del apply
-    reps = layer_features(model, params, _probe_inputs(data, n, split), ctx)
-    return jnp.stack([top_pc(r).fraction for r in reps])
-
-  metric.dims = ("layer",)
-  return metric
-
-
 def block_metric(n: int | None = None, split: str = "test"):
   """One recorded metric with everything the block structure needs, the features computed once.
 
   Returns ``(2 L + 1, L)`` per record (``L`` hidden layers): rows ``0..L-1``
-  the CKA matrix (as :func:`cka_matrix_metric`), rows ``L..2L-1`` the CKA
-  matrix after removing every layer's first principal component, row ``2L``
-  the first PC's share of variance per layer (as :func:`top_pc_metric`).
+  the linear CKA matrix of the hidden layers (:func:`layer_cka`), rows
+  ``L..2L-1`` the CKA matrix after removing every layer's first principal
+  component (:func:`remove_top_pc`), row ``2L`` the first PC's share of
+  variance per layer (:func:`top_pc`), all on the first ``n`` examples of
+  ``split`` (all for ``None``), recorded inside the compiled sweep (step 0 is
+  the initialisation).
   :func:`split_block_metric` turns it into those three variables.
   """
   if split not in ("train", "test"):
