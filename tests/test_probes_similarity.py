@@ -181,3 +181,107 @@ def test_over_runs_equals_loop():
   h = small.layer.apply(p4[:2], x, nn.Feat(), nn.Ctx())[0]
   np.testing.assert_allclose(out["rbf"][1, 0], S.cka(h, reps(ref_params, cap)[0], "rbf"),
                              atol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# Block structure (Nguyen, Raghu & Kornblith 2021).
+
+
+def _dominated(n=128, d=16, big=8.0, seed=0):
+  """Features with one strong shared direction over examples (a dominant PC) plus noise."""
+  rng = np.random.default_rng(seed)
+  z = rng.standard_normal((n, 1))
+  X = big * z @ rng.standard_normal((1, d)) + rng.standard_normal((n, d))
+  Y = big * z @ rng.standard_normal((1, d + 4)) + rng.standard_normal((n, d + 4))
+  return jnp.asarray(X), jnp.asarray(Y)
+
+
+def test_top_pc_matches_an_eigendecomposition():
+  X, _ = _dominated()
+  Xc = np.asarray(X) - np.asarray(X).mean(0)
+  w, V = np.linalg.eigh(Xc @ Xc.T)
+  pc = S.top_pc(X)
+  np.testing.assert_allclose(float(pc.fraction), w[-1] / w.sum(), rtol=1e-6)
+  np.testing.assert_allclose(abs(float(pc.direction @ V[:, -1])), 1.0, rtol=1e-6)
+  # isotropic noise has no dominant component; constant features give 0, not NaN
+  iso = jax.random.normal(jax.random.key(0), (256, 8))
+  assert float(S.top_pc(iso).fraction) < 0.25
+  assert float(S.top_pc(jnp.ones((10, 3))).fraction) == 0.0
+
+
+def test_removing_the_shared_dominant_pc_removes_the_similarity():
+  X, Y = _dominated()
+  assert float(S.cka(X, Y)) > 0.9
+  Xr, Yr = S.remove_top_pc(X), S.remove_top_pc(Y)
+  u = S.top_pc(X).direction
+  np.testing.assert_allclose(np.asarray(u @ Xr), 0.0, atol=1e-8)
+  assert float(S.cka(Xr, Yr)) < 0.2
+  # representations without a dominant PC keep most of their similarity
+  A, B = _pair()
+  assert float(S.cka(S.remove_top_pc(A), S.remove_top_pc(B))) > 0.5 * float(S.cka(A, B))
+
+
+def test_find_block():
+  M = np.full((8, 8), 0.5)
+  M[3:7, 3:7] = 0.97
+  np.fill_diagonal(M, 1.0)
+  assert S.find_block(M, 0.95) == S.Block(3, 7)
+  assert S.find_block(M, 0.95).size == 4
+  assert S.find_block(M, 0.4) == S.Block(0, 8)
+  assert S.find_block(M, 0.99) == S.Block(0, 1)  # single layers, the earliest
+  M[4, 5] = M[5, 4] = 0.9  # one weak pair splits the block
+  assert S.find_block(M, 0.95).size == 2
+  assert S.find_block(M, 0.95, skip=4) == S.Block(5, 7)
+  # a smooth band (CKA decaying with layer distance) has only short runs above a high threshold
+  band = 0.97 ** np.abs(np.subtract.outer(np.arange(12), np.arange(12)))
+  assert S.find_block(band, 0.95).size == 2
+  with pytest.raises(ValueError, match="square"):
+    S.find_block(np.ones((2, 3)), 0.9)
+  with pytest.raises(ValueError, match="skip"):
+    S.find_block(np.ones((3, 3)), 0.9, skip=3)
+
+
+def test_layer_cka_within_across_and_padded():
+  m = nn.residual_mlp((5,), 12, 3, 2)
+  x = jax.random.normal(jax.random.key(2), (40, 5))
+  pa, pb = m.init(jax.random.key(0)), m.init(jax.random.key(1))
+  M = S.layer_cka(m, pa, x)
+  assert M.shape == (4, 4)
+  np.testing.assert_allclose(np.diag(M), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(M, M.T, rtol=1e-6)
+  np.testing.assert_allclose(S.layer_cka(m, pa, x, params_b=pa), M, rtol=1e-6)
+  C = S.layer_cka(m, pa, x, params_b=pb)
+  assert C.shape == (4, 4) and float(C[0, 0]) < 1.0
+  reps = S.layer_features(m, pa, x)
+  np.testing.assert_allclose(C, S.cka_matrix(reps, S.layer_features(m, pb, x)), rtol=1e-6)
+  np.testing.assert_allclose(S.layer_cka(m, pa, x, remove_pc=True),
+                             S.cka_matrix([S.remove_top_pc(r) for r in reps]), rtol=1e-6)
+  # a width-8 run inside the width-12 capacity equals the width-8 network built alone
+  ctx = nn.Ctx(width=8)
+  p8 = m.init(jax.random.key(0), ctx)
+  small = nn.residual_mlp((5,), 8, 3, 2)
+  q = jax.tree.map(lambda a, b: a[tuple(slice(0, k) for k in b.shape)], p8,
+                   small.init(jax.random.key(0)))
+  np.testing.assert_allclose(S.layer_cka(m, p8, x, ctx), S.layer_cka(small, q, x), rtol=1e-6)
+
+
+def test_block_metric_records_what_layer_cka_computes():
+  import xarray as xr
+  from jaxtheory import data, sweep
+  ds = data.subset(data.digits(), n_train=40, n_test=24, seed=0)
+  s = sweep.Sweep(model=lambda w: nn.residual_mlp(ds.input_shape, w, 2, 10), data=ds,
+                  grid=dict(seed=[0], width=[8]), hparams=dict(lr=0.05), steps=3, record=2,
+                  metrics={"block": S.block_metric(16)}, dtype="float64")
+  res, (g,) = sweep.run(s, return_params=True, progress=False)
+  res = S.split_block_metric(res)
+  assert isinstance(res, xr.Dataset) and "block" not in res
+  assert res.cka.dims[-2:] == ("layer", "layer_b") and res.pc_share.dims[-1] == "layer"
+  p, ctx = jax.tree.map(lambda a: a[0], (g.params, g.ctx))
+  x = jnp.asarray(ds.x_test[:16])
+  end = res.isel(seed=0, width=0, step=-1)
+  np.testing.assert_allclose(end.cka, S.layer_cka(g.model, p, x, ctx), rtol=1e-6)
+  np.testing.assert_allclose(end.cka_nopc, S.layer_cka(g.model, p, x, ctx, remove_pc=True),
+                             rtol=1e-5)
+  np.testing.assert_allclose(end.pc_share, [S.top_pc(r).fraction
+                                            for r in S.layer_features(g.model, p, x, ctx)],
+                             rtol=1e-6)

@@ -9,7 +9,7 @@ from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv,
                                  monomial, positional_embedding, rbf, rectified_monomial, relu,
                                  sigmoid, sign, sin, take_last, tanh)
 from jaxtheory.nn.models import (ACTIVATIONS, activation, cnn, deep_linear, fourier_mlp, mlp,
-                                 random_features, token_mlp, transformer)
+                                 random_features, residual_mlp, token_mlp, transformer)
 from jaxtheory.nn.param import LRScale
 
 

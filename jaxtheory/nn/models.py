@@ -1,4 +1,4 @@
-"""Model constructors: MLP, CNN, tiny transformer, deep linear net, random features, Fourier-feature MLP.
+"""Model constructors: MLP, residual MLP, CNN, tiny transformer, deep linear net, random features, Fourier-feature MLP.
 
 Each returns a :class:`~jaxtheory.nn.core.Model` built at ``width`` (the
 capacity). Its hidden widths scale with the swept width, so the same model
@@ -77,6 +77,35 @@ def mlp(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
   out_W = W_std if out_W_std is None else out_W_std
   pre = [L.flatten()] if len(input_shape) != 1 else []
   return model(serial(*pre, *hidden, L.dense(out_dim, out_W, b_std)), input_shape)
+
+
+def residual_mlp(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
+                 activation: Activation = L.relu, W_std: float = 1.0,
+                 branch_std: float = 1.0, b_std: float | None = 0.0) -> Model:
+  r"""A linear embedding to ``width`` units, ``depth`` residual blocks, then a linear readout.
+
+  Block ``l`` is pre-activation with a one-layer branch (He et al. 2016,
+  "Identity mappings in deep residual networks"):
+  :math:`h_{l} = h_{l-1} + W_l\,\phi(h_{l-1}) + b_l`, with
+  :math:`W_l` of std ``branch_std / sqrt(width)``. No normalisation: the
+  residual stream's scale grows by about :math:`1 + \text{branch\_std}^2/2`
+  per ReLU block at initialisation. Inputs of any shape are flattened first.
+  The hidden features of :func:`jaxtheory.probes.layer_features` are the
+  embedding and the stream after every block (``depth + 1`` of them).
+
+  >>> import jax
+  >>> m = residual_mlp((4,), width=8, depth=3, out_dim=2)
+  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.ones((5, 4))).shape
+  (5, 2)
+  """
+  _check("width", width)
+  _check("depth", depth, 0)
+  _check("out_dim", out_dim)
+  pre = [L.flatten()] if len(input_shape) != 1 else []
+  blocks = [residual(activation(), L.dense(width, branch_std, b_std, width_mult=1))
+            for _ in range(depth)]
+  return model(serial(*pre, L.dense(width, W_std, b_std, width_mult=1), *blocks,
+                      L.dense(out_dim, W_std, b_std)), input_shape)
 
 
 def deep_linear(input_dim: int, width: int, depth: int, out_dim: int,

@@ -13,7 +13,12 @@ quantity here is exactly the unpadded one.
 * minibatch CKA (Nguyen et al. 2021): unbiased HSIC summed over minibatches,
   as a streaming accumulator (:func:`cka_init`, :func:`cka_update`,
   :func:`cka_value`) or in one call (:func:`minibatch_cka`);
-* mutual k-nearest-neighbour alignment (Huh et al. 2024).
+* mutual k-nearest-neighbour alignment (Huh et al. 2024);
+* the block structure of layer-by-layer CKA (Nguyen, Raghu & Kornblith 2021):
+  CKA matrices of a network's layers (:func:`layer_cka`, between two networks
+  too), the first principal component's share of a representation
+  (:func:`top_pc`), the representation without it (:func:`remove_top_pc`), and
+  the largest block of mutually similar consecutive layers (:func:`find_block`).
 
 >>> import jax
 >>> X = jax.random.normal(jax.random.key(0), (32, 8))
@@ -29,6 +34,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxtheory.metric import Metric
+from jaxtheory.nn import Ctx
+from jaxtheory.probes.separation import layer_features
 
 Array = jax.Array
 
@@ -294,3 +303,194 @@ def mutual_knn(x, y, k: int = 10, normalize: bool = True) -> Array:
 
   both = neighbours(X) & neighbours(Y)
   return jnp.mean(jnp.sum(both, axis=1) / k)
+
+
+# ----------------------------------------------------------------------------
+# Block structure (Nguyen, Raghu & Kornblith 2021).
+
+
+class TopPC(NamedTuple):
+  """The first principal component of a representation."""
+  fraction: Array
+  direction: Array
+
+
+def top_pc(x, iters: int = 64) -> TopPC:
+  r"""The first principal component of ``(n, ...)`` features and its share of their variance.
+
+  With :math:`X_c` the example-centred features and :math:`K = X_cX_c^\top`,
+  the share is :math:`\lambda_1(K)/\mathrm{tr}\,K` and the direction is the
+  unit eigenvector :math:`u_1 \in \mathbb R^n` (the first PC's scores over
+  the examples, normalised). Found by ``iters`` steps of power iteration on
+  :math:`K`, started from the examples' centred squared norms (dense
+  eigensolvers are slow on a CPU, and this runs inside compiled sweeps):
+  when :math:`\lambda_1 \gg \lambda_2`, the case of interest, it converges
+  fast; when the top eigenvalues are close it returns a vector of their
+  span whose Rayleigh quotient is at most :math:`\lambda_1` (the share is
+  then slightly underestimated). Constant features give share 0.
+
+  Args:
+    x: features ``(n, ...)`` (flattened to ``(n, d)``).
+    iters: power iterations (static).
+
+  Returns:
+    ``TopPC(fraction, direction)``: a scalar in [0, 1] and an ``(n,)`` unit vector.
+
+  >>> import jax, jax.numpy as jnp
+  >>> z = jax.random.normal(jax.random.key(0), (64, 1))
+  >>> X = jnp.concatenate([10 * z, jax.random.normal(jax.random.key(1), (64, 3))], axis=1)
+  >>> bool(top_pc(X).fraction > 0.9)
+  True
+  """
+  X = _flat(x)
+  X = X - X.mean(0, keepdims=True)
+  K = X @ X.T
+  v0 = jnp.sum(X * X, axis=1)
+  v0 = v0 - v0.mean() + 1e-3 * jnp.arange(X.shape[0], dtype=X.dtype) / X.shape[0]
+
+  def unit(v):
+    nv = jnp.linalg.norm(v)
+    return v / jnp.where(nv > 0, nv, 1.0)
+
+  u = jax.lax.fori_loop(0, iters, lambda _, v: unit(K @ v), unit(v0))
+  tr = jnp.trace(K)
+  frac = jnp.where(tr > 0, (u @ K @ u) / jnp.where(tr > 0, tr, 1.0), 0.0)
+  return TopPC(frac, u)
+
+
+def remove_top_pc(x, iters: int = 64) -> Array:
+  r"""Centred ``(n, d)`` features with their first principal component projected out.
+
+  :math:`(I - u_1u_1^\top)X_c`, with :math:`u_1` from :func:`top_pc`: the
+  representation Nguyen et al. (2021, Sec. 5) compare after removing the
+  dominant component, which carries the block structure.
+  """
+  X = _flat(x)
+  X = X - X.mean(0, keepdims=True)
+  u = top_pc(X, iters).direction
+  return X - u[:, None] * (u @ X)[None, :]
+
+
+def layer_cka(model, params, x, ctx=None, params_b=None, ctx_b=None,
+              remove_pc: bool = False, include_input: bool = False) -> Array:
+  """Linear CKA between the hidden layers of a network (or of two networks of one architecture).
+
+  The representations are :func:`jaxtheory.probes.layer_features` (``where='hidden'``)
+  on the inputs ``x``.
+
+  Args:
+    model: a serial model (``nn.mlp``, ``nn.residual_mlp``, ...).
+    params, ctx: the network (``ctx`` defaults to ``nn.Ctx()``).
+    params_b, ctx_b: a second network of the same model (e.g. another seed):
+      the matrix is then layers of the first against layers of the second.
+    remove_pc: project each representation's first principal component out
+      first (:func:`remove_top_pc`).
+    include_input: also compare the inputs (layer 0).
+
+  Returns:
+    ``(L, L)`` CKA values.
+  """
+  ctx = Ctx() if ctx is None else ctx
+  prep = remove_top_pc if remove_pc else (lambda r: r)
+  reps = [prep(r) for r in layer_features(model, params, x, ctx, include_input=include_input)]
+  if params_b is None:
+    return cka_matrix(reps)
+  ctx_b = ctx if ctx_b is None else ctx_b
+  reps_b = [prep(r) for r in layer_features(model, params_b, x, ctx_b,
+                                            include_input=include_input)]
+  return cka_matrix(reps, reps_b)
+
+
+def _probe_inputs(data, n: int | None, split: str):
+  x = data[f"x_{split}"]
+  return x if n is None else x[:n]
+
+
+def block_metric(n: int | None = None, split: str = "test"):
+  """One recorded metric with everything the block structure needs, the features computed once.
+
+  Returns ``(2 L + 1, L)`` per record (``L`` hidden layers): rows ``0..L-1``
+  the linear CKA matrix of the hidden layers (:func:`layer_cka`), rows
+  ``L..2L-1`` the CKA matrix after removing every layer's first principal
+  component (:func:`remove_top_pc`), row ``2L`` the first PC's share of
+  variance per layer (:func:`top_pc`), all on the first ``n`` examples of
+  ``split`` (all for ``None``), recorded inside the compiled sweep (step 0 is
+  the initialisation).
+  :func:`split_block_metric` turns it into those three variables.
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+  def metric(params, apply, data, model, ctx):
+    del apply
+    reps = [_flat(r) for r in layer_features(model, params, _probe_inputs(data, n, split), ctx)]
+    reps = [r - r.mean(0, keepdims=True) for r in reps]
+    pcs = [top_pc(r) for r in reps]
+    stripped = [r - p.direction[:, None] * (p.direction @ r)[None, :] for r, p in zip(reps, pcs)]
+    share = jnp.stack([p.fraction for p in pcs])
+    return jnp.concatenate([cka_matrix(reps), cka_matrix(stripped), share[None, :]], axis=0)
+
+  return Metric(metric, ("block_row", "layer"), inputs=("model", "ctx"))
+
+
+def split_block_metric(ds, name: str = "block"):
+  """Replaces a recorded :func:`block_metric` ``name`` of a results dataset by
+  ``cka``, ``cka_nopc`` (axes ``layer``, ``layer_b``) and ``pc_share`` (``layer``)."""
+  v = ds[name]
+  L = v.sizes["layer"]
+  rows = lambda a, b: v.isel(block_row=slice(a, b)).rename(block_row="layer", layer="layer_b")
+  out = ds.drop_vars(name)
+  out["cka"] = rows(0, L).drop_vars([c for c in ("layer", "layer_b") if c in v.coords])
+  out["cka_nopc"] = rows(L, 2 * L).drop_vars([c for c in ("layer", "layer_b") if c in v.coords])
+  out["pc_share"] = v.isel(block_row=2 * L)
+  idx = np.arange(L)
+  return out.assign_coords(layer=idx, layer_b=idx)
+
+
+class Block(NamedTuple):
+  """A run of consecutive layers (``start`` to ``stop - 1``) whose pairwise CKA all reach a threshold."""
+  start: int
+  stop: int
+
+  @property
+  def size(self) -> int:
+    return self.stop - self.start
+
+
+def find_block(M, threshold: float, skip: int = 0) -> Block:
+  r"""The largest block of consecutive layers that are all similar to each other.
+
+  The block is the longest run of consecutive layers
+  :math:`a, a+1, \dots, b-1` with :math:`M_{ij} \ge` ``threshold`` for every
+  pair :math:`i, j` in it (the contiguous square of high CKA on the diagonal
+  of Nguyen et al.'s heatmaps); ties go to the earliest. A single layer is
+  always a block of size 1. Host-side (numpy), for reading results.
+
+  Args:
+    M: a square ``(L, L)`` similarity matrix (e.g. :func:`cka_matrix`).
+    threshold: the similarity every pair of the block must reach.
+    skip: ignore the first ``skip`` layers (e.g. the embedding).
+
+  Returns:
+    ``Block(start, stop)``, indices into ``M``.
+
+  >>> import numpy as np
+  >>> M = np.full((6, 6), 0.3); M[2:5, 2:5] = 0.95; np.fill_diagonal(M, 1.0)
+  >>> find_block(M, 0.9)
+  Block(start=2, stop=5)
+  """
+  M = np.asarray(M, np.float64)
+  if M.ndim != 2 or M.shape[0] != M.shape[1]:
+    raise ValueError(f"find_block needs a square matrix, got shape {M.shape}")
+  L = M.shape[0]
+  if not 0 <= skip < L:
+    raise ValueError(f"skip must lie in [0, {L - 1}], got {skip}")
+  ok = M >= threshold
+  best = Block(skip, skip + 1)
+  for a in range(skip, L):
+    b = a + 1
+    while b < L and ok[b, a:b + 1].all() and ok[a:b + 1, b].all():
+      b += 1
+    if b - a > best.size:
+      best = Block(a, b)
+  return best
