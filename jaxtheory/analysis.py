@@ -80,48 +80,6 @@ def peak(curve, log: bool = False) -> tuple[int, float]:
   return where, best
 
 
-class PowerLaw(NamedTuple):
-  """A least-squares line through ``(log x, log y)``: ``y ~ exp(intercept) x^slope``."""
-  slope: float
-  intercept: float
-  r2: float
-
-
-def power_law(x, y) -> PowerLaw:
-  r"""Fits :math:`y \approx c\, x^{a}` by least squares on :math:`(\log x, \log y)`.
-
-  Args:
-    x: positive values (at least two distinct).
-    y: positive values, same length.
-
-  Returns:
-    The exponent ``slope`` (:math:`a`), ``intercept`` (:math:`\log c`) and the
-    fit's :math:`R^2` (1 for two points).
-
-  Raises:
-    ValueError: fewer than two points, lengths differ, or a value is not
-      positive and finite.
-
-  >>> fit = power_law([1.0, 2.0, 4.0], [3.0, 12.0, 48.0])
-  >>> round(fit.slope, 6), round(fit.r2, 6)
-  (2.0, 1.0)
-  """
-  x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-  if x.shape != y.shape or x.size < 2:
-    raise ValueError(f"power_law needs two vectors of equal length >= 2, got {x.size} and "
-                     f"{y.size} values")
-  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
-    raise ValueError("power_law needs positive finite values")
-  lx, ly = np.log(x), np.log(y)
-  lc, yc = lx - lx.mean(), ly - ly.mean()
-  if not np.any(lc):
-    raise ValueError("power_law needs at least two distinct x values")
-  slope = float(lc @ yc / (lc @ lc))
-  ss_tot = float(yc @ yc)
-  r2 = 1.0 - float(np.sum((yc - slope * lc) ** 2)) / ss_tot if ss_tot > 0 else 1.0
-  return PowerLaw(slope, float(ly.mean() - slope * lx.mean()), r2)
-
-
 def optimization_status(loss, acc=None, *, diverged: bool = False,
                         min_drop: float | None = 10.0, collapse: float = 10.0,
                         acc_drop: float = 0.2) -> str:
@@ -211,3 +169,74 @@ def failed_runs(ds: xr.Dataset, loss: str = "train_loss", acc: str | None = None
     if status != "ok":
       out[key] = status
   return out
+
+
+class PowerLaw(NamedTuple):
+  """A least-squares power law :math:`y = A\\,\\prod_j x_j^{k_j}` fitted in log space.
+
+  Attributes:
+    exponents: :math:`k_j`, one per regressor.
+    prefactor: :math:`A`.
+    r2: coefficient of determination of the fit of :math:`\\log y`.
+    n: number of points fitted.
+  """
+  exponents: tuple[float, ...]
+  prefactor: float
+  r2: float
+  n: int
+
+
+def power_law(y, *xs) -> PowerLaw:
+  r"""Fits :math:`\log y = \log A + \sum_j k_j \log x_j` by least squares.
+
+  With one regressor this is the slope of a log-log plot; with several, each
+  :math:`k_j` is the exponent at fixed values of the others (e.g. the
+  dependence of a weight norm on :math:`\eta/\lambda` at fixed
+  :math:`\eta\lambda`). Points with a non-finite or non-positive value are
+  left out.
+
+  Args:
+    y: positive values (any shape).
+    *xs: positive regressors, each broadcastable to ``y``'s shape.
+
+  Returns:
+    A :class:`PowerLaw`; NaN exponents when fewer points than parameters + 1
+    remain or a regressor does not vary.
+
+  >>> fit = power_law([1.0, 2.0, 4.0], [1.0, 4.0, 16.0])
+  >>> round(fit.exponents[0], 6), round(fit.prefactor, 6), round(fit.r2, 6)
+  (0.5, 1.0, 1.0)
+  """
+  y = np.asarray(y, np.float64)
+  cols = [np.broadcast_to(np.asarray(x, np.float64), y.shape).ravel() for x in xs]
+  y = y.ravel()
+  ok = np.isfinite(y) & (y > 0)
+  for c in cols:
+    ok &= np.isfinite(c) & (c > 0)
+  nan = PowerLaw(tuple(np.nan for _ in xs), np.nan, np.nan, int(ok.sum()))
+  if ok.sum() < len(xs) + 2:
+    return nan
+  ly = np.log(y[ok])
+  A = np.stack([np.log(c[ok]) for c in cols] + [np.ones(ok.sum())], axis=1)
+  if np.linalg.matrix_rank(A) < A.shape[1]:
+    return nan
+  coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+  resid = ly - A @ coef
+  var = np.sum((ly - ly.mean()) ** 2)
+  r2 = 1.0 - np.sum(resid ** 2) / var if var > 0 else np.nan
+  return PowerLaw(tuple(float(c) for c in coef[:-1]), float(np.exp(coef[-1])), float(r2),
+                  int(ok.sum()))
+
+
+def growth_exponent(curve, steps) -> float:
+  r"""The log-log slope :math:`d\log y / d\log t` of a positive curve (least squares).
+
+  0 for a stationary curve, 1/2 for one that grows like :math:`\sqrt t`.
+  Steps :math:`\le 0` are left out.
+
+  >>> round(growth_exponent([1.0, 2.0, 3.0], [1.0, 4.0, 9.0]), 6)
+  0.5
+  """
+  t = np.asarray(steps, np.float64)
+  y = np.asarray(curve, np.float64)
+  return float(power_law(y[t > 0], t[t > 0]).exponents[0])

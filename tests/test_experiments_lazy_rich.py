@@ -3,7 +3,7 @@
 The library: :func:`jaxtheory.nn.antisymmetric` (zero output at init, the
 layer's tangent kernel, padded == unpadded), ``weight_movement`` and
 ``kernel_alignment_centered`` of :func:`jaxtheory.limits.compare`,
-:func:`jaxtheory.analysis.power_law`, :func:`jaxtheory.data.coordinate_product`.
+:func:`jaxtheory.data.coordinate_product`.
 The experiment: its signature on a reduced sweep (gammas 0.01, 0.1, 1 at width
 128), its control (gammas 0.01-0.03: nothing moves, the rich checks fail),
 one seed, one gamma, the CLI.
@@ -20,7 +20,6 @@ import xarray as xr
 from click.testing import CliRunner
 
 from jaxtheory import data, limits, nn, sweep
-from jaxtheory.analysis import power_law
 from jaxtheory.cli import cli
 from jaxtheory.errors import ConfigError, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure
@@ -88,20 +87,6 @@ def test_antisymmetric_padded_equals_unpadded():
     outside = np.asarray(a).copy()
     outside[block] = 0.0
     assert not outside.any()
-
-
-def test_power_law_recovers_the_exponent_and_rejects_bad_input():
-  x = np.array([0.01, 0.1, 1.0, 10.0])
-  fit = power_law(x, 3.0 * x**1.5)
-  assert fit.slope == pytest.approx(1.5) and fit.r2 == pytest.approx(1.0)
-  assert fit.intercept == pytest.approx(np.log(3.0))
-  noisy = power_law(x, [1.0, 0.1, 5.0, 0.2])
-  assert noisy.r2 < 0.5
-  for bad in ([1.0], [1.0, -1.0], [1.0, np.nan]):
-    with pytest.raises(ValueError):
-      power_law(np.ones(len(bad)) * np.arange(1, len(bad) + 1), bad)
-  with pytest.raises(ValueError, match="distinct"):
-    power_law([2.0, 2.0], [1.0, 3.0])
 
 
 def test_coordinate_product():

@@ -35,7 +35,8 @@ from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
                                    lazy_rich, matrix_completion, mode_connectivity, mutransfer,
                                    neural_collapse, noisy_labels, separation, sharpness,
-                                   spectral_bias, wide_vs_deep, width_sweep)
+                                   spectral_bias, weight_decay_spectra, wide_vs_deep,
+                                   width_sweep)
 from jaxtheory.errors import ConfigError
 
 EXPERIMENTS: dict[str, types.ModuleType] = {
@@ -54,6 +55,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "lazy-rich": lazy_rich,
     "mutransfer": mutransfer,
     "wide-vs-deep": wide_vs_deep,
+    "weight-decay-spectra": weight_decay_spectra,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

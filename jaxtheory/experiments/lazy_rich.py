@@ -218,8 +218,8 @@ def slopes(ds: xr.Dataset, var: xr.DataArray) -> dict[int, tuple[float, float]]:
   for s in ds.seed.values:
     v = var.sel(seed=s).values.astype(float)
     ok = np.isfinite(v) & (v > 0)
-    fit = power_law(g[ok], v[ok]) if ok.sum() >= 2 else None
-    out[int(s)] = (fit.slope, fit.r2) if fit else (float("nan"), float("nan"))
+    fit = power_law(v[ok], g[ok])
+    out[int(s)] = (fit.exponents[0], fit.r2)
   return out
 
 

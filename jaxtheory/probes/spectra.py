@@ -195,6 +195,40 @@ def summary(params: PyTree, select=None, k: int | float | None = None,
   return out
 
 
+RECORDED = ("frobenius_norm", "stable_rank", "effective_rank")
+"""The statistics :func:`layer_metric` records, in its last axis' order."""
+
+
+def layer_metric(select=None):
+  r"""A sweep metric recording :data:`RECORDED` for every weight matrix, inside the compiled run.
+
+  For :class:`jaxtheory.sweep.Sweep` ``metrics``: ``fn(params, apply, data)``
+  returns an array ``(matrices, 3)`` (matrices in :func:`matrices` order,
+  i.e. network order for ``serial`` models) of the Frobenius norm
+  :math:`\|W\|_F`, the :func:`stable_rank` and the :func:`effective_rank`.
+  Padded rows and columns are zero, so padded runs record their unpadded values.
+
+  Args:
+    select: optional ``select(path, leaf) -> bool`` restricting the matrices.
+
+  >>> import jax
+  >>> from jaxtheory import nn
+  >>> m = nn.mlp((4,), 8, 2, 3)
+  >>> layer_metric()(m.init(jax.random.key(0)), None, None).shape
+  (3, 3)
+  """
+
+  def fn(params, apply, data):
+    del apply, data
+    rows = []
+    for W in matrices(params, select).values():
+      s = jnp.linalg.svd(W, compute_uv=False)
+      rows.append(jnp.stack([jnp.sqrt(jnp.sum(s ** 2)), stable_rank(s), effective_rank(s)]))
+    return jnp.stack(rows)
+
+  return fn
+
+
 # ----------------------------------------------------------------------------
 # Fourier spectra of a representation along an ordered (cyclic) axis, e.g. the
 # token embedding of modular arithmetic.

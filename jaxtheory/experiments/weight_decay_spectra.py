@@ -1,0 +1,655 @@
+r"""Weight decay sets the norm of normalized layers, :math:`\|W\| \propto \sqrt{\eta/\lambda}`, and lowers their ranks.
+
+A weight followed by a normalization is *scale-invariant*: the network
+computes the same function from :math:`cW` as from :math:`W`, and the
+gradient is orthogonal to :math:`W` and scales as :math:`1/\|W\|`. Gradient
+steps then only grow the norm and weight decay only shrinks it, until the two
+balance in an equilibrium that forgets the initialization (van Laarhoven 2017,
+"L2 regularization versus batch and weight normalization"; Wan et al. 2021,
+"Spherical motion dynamics"; Kosson, Messmer & Jaggi 2024, "Rotational
+equilibrium: how weight decay balances learning across neural networks").
+With decoupled weight decay :math:`W \leftarrow W - \eta(u + \lambda W)`:
+
+* AdamW, whose update :math:`u` has a norm independent of :math:`\|W\|`
+  (:math:`\|u\|^2 \approx C_\mathrm{eff}`, at most the number of entries),
+  balances :math:`2\eta\lambda\|W\|^2 = \eta^2 C_\mathrm{eff}`:
+  :math:`\|W\| = \sqrt{\eta\, C_\mathrm{eff} / (2\lambda)}`, slope
+  :math:`1/2` in :math:`\eta/\lambda`;
+* SGD, whose update is the gradient, :math:`\|u\| = G/\|W\|`, balances
+  :math:`2\eta\lambda\|W\|^4 = \eta^2 G^2`: :math:`\|W\| = (\eta G^2/(2\lambda))^{1/4}`,
+  slope :math:`1/4`.
+
+Both rotate :math:`W` by :math:`\sqrt{2\eta\lambda}` radians per step, so the
+*function* a scale-invariant network learns depends on :math:`\eta\lambda`
+and its *norm* on :math:`\eta/\lambda` (exactly so up to the readout: the map
+:math:`(\eta, \lambda, W_0) \to (c\eta, \lambda/c, \sqrt c W_0)` for AdamW, or
+:math:`(c^2\eta, \lambda/c^2, c W_0)` for SGD, rotates the same directions).
+Only through :math:`C_\mathrm{eff}` (AdamW: how aligned successive updates
+are) or :math:`G` (SGD) does :math:`\eta\lambda` reach the norm. Without
+normalization (a plain MLP) the law has no reason to hold, and a previous try
+on one found slope 0.64 with :math:`R^2` 0.7; here the readout, which is not
+scale-invariant, is that contrast. Without weight decay (the control) there
+is no equilibrium: the norm grows while the gradient is not negligible and
+is otherwise frozen near its initial value, unrelated to :math:`\eta/\lambda`.
+
+Weight decay also acts on the *spectra* of the layers: the more the weights
+rotate away from their random initialization, the more their spectrum is the
+learned, low-dimensional part, and the stable rank
+:math:`\|W\|_F^2/\|W\|_2^2` and effective rank (Roy & Vetterli 2007) of
+every layer fall with :math:`\lambda` (Galanti et al. 2023, "SGD and weight
+decay secretly minimize the rank of your neural network", for SGD). The ranks
+are scale-invariant, so they follow :math:`\eta\lambda`, not the norm.
+
+The setting, sized for a CPU: a balanced MNIST subset (``per_class`` images
+of each digit, pooled to 14x14), networks of ``depth`` hidden layers of
+``width`` units whose every hidden weight (no bias) is followed by a layer
+norm without gain (:func:`jaxtheory.nn.layer_norm`, ``affine=False``) and a
+ReLU: a plain MLP (``mlp``) and a residual one (``resmlp``: the first layer,
+then ``depth - 1`` blocks :math:`h + \mathrm{relu}(\mathrm{LN}(Wh))`), and a
+linear readout with a bias. The grid is a product of :math:`\eta\lambda`
+(``lr_times_wd``) and :math:`\eta/\lambda` (``lr_over_wd``), so the two vary
+independently, times ``decay`` in {0, 1}: each run with weight decay has a
+twin at the same learning rate without it, the control
+(:data:`balanced_adamw`, optax's ``adamw`` with :math:`\beta_2` ``b2``;
+minibatches of ``batch_size``). Each architecture is one compiled sweep
+(joined along ``arch``); the SGD law comes from one more sweep of the plain
+MLP (:data:`balanced_sgdw`, grid ``sgd_lr_times_wd x sgd_lr_over_wd``, its
+variables prefixed ``sgd_``). The defaults keep :math:`\eta\lambda \cdot`
+``steps`` :math:`\ge 6`, so every run with weight decay relaxes (in about
+:math:`1/(2\eta\lambda)` steps) within the first half of training; the
+equilibrium is the mean over the last ``tail`` (a quarter), and it is
+checked to be stationary over the second half. Every weight's Frobenius
+norm, stable and effective rank are recorded inside the
+compiled sweep (:func:`jaxtheory.probes.spectra.layer_metric`).
+
+The defaults (2 seeds, 104 runs of 2000 steps) took 1712 s (469 s compiling) on
+the 2-core CPU shared with other jobs (load average 20-25); alone it is
+several times faster. Measured: AdamW :math:`k` = 0.52, 0.54, 0.52 (plain,
+layers 1-3, :math:`R^2` 0.97-0.98) and 0.47, 0.50, 0.51 (residual, :math:`R^2`
+0.995-0.998), :math:`|k_2| \le 0.09`; the readout, not scale-invariant, 0.13
+and 0.18; SGD :math:`k` = 0.28, 0.28, 0.30 (:math:`R^2` 0.97-0.99), a little
+above 1/4. With weight decay the stable ranks are 0.54-0.70x and the
+effective ranks 0.54-0.85x those without (seed and grid means; lower in
+96-100% of the cells), the last layer's effective rank falling most. The
+plain and residual networks differ little there (stable rank 0.64x vs
+0.59x, a difference of 0.08 +- 0.06 in log; effective 0.69x vs 0.70x): that
+check fails. Without weight decay the norm depends on the learning rate
+alone (:math:`k \approx k_2` = 0.19-0.34, :math:`R^2` 0.75-0.88): no law. The
+equilibrium check fails too, at the smallest :math:`\eta\lambda` = 0.003:
+over the second half the norm still drifts (|growth| > 0.2, up to 1.9) in 20
+of its 36 layer-runs, while at 0.01 and 0.03 every one is within 0.17 and
+0.07, because the size of Adam's update, which sets the equilibrium, still
+changes as the loss falls (a quasi-static equilibrium). Both laws hold over
+all the runs nonetheless.
+
+>>> from jaxtheory.experiments import weight_decay_spectra as wds
+>>> cfg = wds.Config(dataset="digits", per_class=10, seeds=1, width=8, depth=2, lr_times_wd=(0.01,),
+...                  lr_over_wd=(0.01,), sgd=False, steps=4, record=5)
+>>> wds.run(cfg).weight_norm.dims
+('arch', 'seed', 'lr_times_wd', 'lr_over_wd', 'decay', 'step', 'layer')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import xarray as xr
+
+from jaxtheory import data, nn, plots, sweep
+from jaxtheory.analysis import PowerLaw, growth_exponent, power_law
+from jaxtheory.errors import ConfigError
+from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
+from jaxtheory.nn import layers as L
+from jaxtheory.probes.spectra import RECORDED, layer_metric
+from jaxtheory.sweep.compose import part_path
+from jaxtheory.train import Optimizer
+
+DATASETS = ("mnist", "fashion-mnist", "digits")
+ARCHS = ("mlp", "resmlp")
+RANKS = ("stable_rank", "effective_rank")
+
+
+def _balanced_adamw(lr_times_wd=1e-2, lr_over_wd=1e-2, decay=1.0, b1=0.9, b2=0.99):
+  lr = jnp.sqrt(lr_times_wd * lr_over_wd)
+  return optax.adamw(lr, b1=b1, b2=b2, weight_decay=decay * jnp.sqrt(lr_times_wd / lr_over_wd))
+
+
+def _balanced_sgdw(lr_times_wd=1e-2, lr_over_wd=1.0, decay=1.0):
+  lr = jnp.sqrt(lr_times_wd * lr_over_wd)
+  return optax.chain(optax.add_decayed_weights(decay * jnp.sqrt(lr_times_wd / lr_over_wd)),
+                     optax.sgd(lr))
+
+
+balanced_adamw = Optimizer(_balanced_adamw, "adam", "balanced_adamw",
+                           hyper=dict(lr_times_wd=1e-2, lr_over_wd=1e-2, decay=1.0, b1=0.9,
+                                      b2=0.99))
+r"""AdamW with :math:`\eta = \sqrt{pr}`, :math:`\lambda = d\sqrt{p/r}` from
+``lr_times_wd`` :math:`p = \eta\lambda`, ``lr_over_wd`` :math:`r = \eta/\lambda`
+and ``decay`` :math:`d` (1: on; 0: off at the same learning rate)."""
+
+balanced_sgdw = Optimizer(_balanced_sgdw, "sgd", "balanced_sgdw",
+                          hyper=dict(lr_times_wd=1e-2, lr_over_wd=1.0, decay=1.0))
+"""SGD with decoupled weight decay, parametrized as :data:`balanced_adamw`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The weight-decay settings (every field overridable by ``--set key=value``).
+
+  Attributes:
+    dataset: ``'mnist'``, ``'fashion-mnist'`` or ``'digits'``.
+    per_class: training examples per class (balanced), drawn at random.
+    n_test: test examples.
+    pool: average-pooling factor of the images (digits: ignored).
+    data_seed: seed of the subset.
+    seeds: number of seeds (a count) or the seeds themselves.
+    archs: ``mlp`` (plain) and/or ``resmlp`` (residual), each its own sweep.
+    width: hidden width.
+    depth: hidden (normalized) layers.
+    lr_times_wd: AdamW values of lr * weight decay (sets the rotation per step).
+    lr_over_wd: AdamW values of lr / weight decay (sets the equilibrium norm).
+    b2: AdamW's second-moment decay.
+    sgd: also run SGD on the plain MLP (the 1/4 law).
+    sgd_lr_times_wd: SGD values of lr * weight decay.
+    sgd_lr_over_wd: SGD values of lr / weight decay.
+    batch_size: minibatch size.
+    steps: optimizer steps.
+    record: evenly spaced recording points.
+    tail: the last fraction of training over which the equilibrium is averaged.
+  """
+  dataset: str = "mnist"
+  per_class: int = 100
+  n_test: int = 500
+  pool: int = 2
+  data_seed: int = 0
+  seeds: int | tuple[int, ...] = 2
+  archs: tuple[str, ...] = ARCHS
+  width: int = 64
+  depth: int = 3
+  lr_times_wd: tuple[float, ...] = (0.003, 0.01, 0.03)
+  lr_over_wd: tuple[float, ...] = (0.0005, 0.005, 0.05)
+  b2: float = 0.99
+  sgd: bool = True
+  sgd_lr_times_wd: tuple[float, ...] = (0.003, 0.006)
+  sgd_lr_over_wd: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+  batch_size: int = 64
+  steps: int = 2000
+  record: int = 21
+  tail: float = 0.25
+
+
+def _check(cfg: Config) -> None:
+  if cfg.dataset not in DATASETS:
+    raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(DATASETS)}")
+  positive_ints(cfg, "per_class", "n_test", "pool", "width", "depth", "batch_size", "steps")
+  seed_list(cfg.seeds)
+  if not cfg.archs or any(a not in ARCHS for a in cfg.archs) or len(set(cfg.archs)) != len(cfg.archs):
+    raise ConfigError(f"archs must be distinct names among {', '.join(ARCHS)}, got {cfg.archs!r}")
+  grids = ("lr_times_wd", "lr_over_wd") + (("sgd_lr_times_wd", "sgd_lr_over_wd") if cfg.sgd else ())
+  for name in grids:
+    v = getattr(cfg, name)
+    if not v or any(not x > 0 for x in v) or len(set(v)) != len(v):
+      raise ConfigError(f"{name} must be distinct positive numbers, got {v!r} (weight decay "
+                        "0, the control, is always run too)")
+  if not isinstance(cfg.record, int) or cfg.record < 5:
+    raise ConfigError(f"record must be an integer >= 5 (the equilibrium is read from the last "
+                      f"recordings), got {cfg.record!r}")
+  if not 0 < cfg.tail <= 0.5:
+    raise ConfigError(f"tail must lie in (0, 0.5], got {cfg.tail!r}")
+
+
+def load_data(cfg: Config) -> data.Dataset:
+  """The balanced training subset of ``cfg.dataset`` and ``n_test`` test examples."""
+  kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
+  ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
+  return data.subset(ds, n_train=ds.num_classes * cfg.per_class,
+                     n_test=min(cfg.n_test, len(ds.y_test)), seed=cfg.data_seed, balanced=True)
+
+
+def model(arch: str, input_shape, width: int, depth: int, out_dim: int) -> nn.Model:
+  r"""The network ``arch`` with every hidden weight scale-invariant.
+
+  A hidden layer is ``dense`` (no bias) -> layer norm without gain -> ReLU;
+  ``'mlp'`` stacks ``depth`` of them, ``'resmlp'`` adds every one after the
+  first to its input (:math:`h + \mathrm{relu}(\mathrm{LN}(Wh))`). The
+  readout is a dense layer with a bias.
+  """
+  pre = [L.flatten()] if len(input_shape) != 1 else []
+  block = lambda: [L.dense(width, b_std=None, width_mult=1), L.layer_norm(1e-5), L.relu()]
+  if arch == "mlp":
+    body = [layer for _ in range(depth) for layer in block()]
+  else:
+    body = block() + [nn.residual(*block()) for _ in range(depth - 1)]
+  return nn.model(nn.serial(*pre, *body, L.dense(out_dim, b_std=0.0)), input_shape)
+
+
+def _split(res: xr.Dataset, depth: int) -> xr.Dataset:
+  """The recorded ``spectra`` array as one variable per statistic, ``layer`` numbered from 1."""
+  spec = res["spectra"]
+  out = res.drop_vars("spectra")
+  dims = spec.dims[:-2] + ("layer",)
+  for k, name in enumerate(RECORDED):
+    out[name if name != "frobenius_norm" else "weight_norm"] = (dims, spec.values[..., k])
+  return out.assign_coords(layer=np.arange(1, depth + 2))
+
+
+def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
+        **engine) -> xr.Dataset:
+  """Trains ``arch x seed x lr_times_wd x lr_over_wd x decay`` with AdamW (and SGD on the plain MLP).
+
+  Args:
+    cfg: the configuration.
+    progress: ``progress(steps_done, steps_total, info)``, called as training advances.
+    **engine: execution options of :func:`jaxtheory.sweep.run` (a checkpoint
+      ``x.npz`` gets one file per sweep).
+
+  Returns:
+    The results dataset: dims ``(arch, seed, lr_times_wd, lr_over_wd, decay,
+    step)`` with ``weight_norm``, ``stable_rank`` and ``effective_rank`` over
+    a trailing ``layer`` axis (``1..depth`` normalized, ``depth + 1`` the
+    readout), the losses and accuracies; with ``cfg.sgd`` the same of the SGD
+    sweep prefixed ``sgd_`` over ``(seed, sgd_lr_times_wd, sgd_lr_over_wd,
+    decay, step)``. The configuration as JSON in ``attrs['config']``.
+  """
+  _check(cfg)
+  if engine.get("return_params"):
+    raise ConfigError("weight-decay-spectra records what it reads; it does not return parameters")
+  ds = load_data(cfg)
+  seeds = seed_list(cfg.seeds)
+  metrics = {"spectra": layer_metric()}
+
+  def make(arch, opt=balanced_adamw, p=cfg.lr_times_wd, r=cfg.lr_over_wd, hparams=None):
+    return sweep.Sweep(
+        model=lambda w: model(arch, ds.input_shape, w, cfg.depth, ds.num_classes), data=ds,
+        grid=dict(seed=seeds, width=[cfg.width], lr_times_wd=sorted(p), lr_over_wd=sorted(r),
+                  decay=[0.0, 1.0]),
+        optimizer=opt, hparams=dict(b2=cfg.b2) if hparams is None else hparams,
+        steps=cfg.steps, batch_size=cfg.batch_size, record=f"linear:{cfg.record}", loss="xent",
+        metrics=metrics, name=f"weight-decay-spectra-{arch}-{opt.name}")
+
+  # One progress over every sweep: each part reports its own steps (all equal).
+  n, parts = len(cfg.archs), len(cfg.archs) + int(cfg.sgd)
+  p_adam = p_sgd = None
+  if progress is not None:
+    p_adam = lambda d, t, info="": progress(d, t * parts // n, info)
+    p_sgd = lambda d, t, info="": progress(n * t + d, parts * t, f"{info} (sgd)".lstrip())
+  engine = dict(engine)
+  ck = engine.pop("checkpoint", None)
+  res = sweep.run_over("arch", list(cfg.archs), make, progress=p_adam, checkpoint=ck,
+                       each=lambda r: r.isel(width=0, drop=True), **engine)
+  res = _split(res, cfg.depth)
+  if cfg.sgd:
+    opts = dict(engine)
+    if ck is not None:
+      opts["checkpoint"] = part_path(ck, "optimizer", "sgdw")
+    s = make("mlp", balanced_sgdw, cfg.sgd_lr_times_wd, cfg.sgd_lr_over_wd, {})
+    sg = sweep.run(s, progress=p_sgd, **opts)
+    sg = _split(sg.isel(width=0, drop=True), cfg.depth)
+    for key in ("compile_seconds", "run_seconds"):
+      res.attrs[key] = float(res.attrs.get(key, 0.0)) + float(sg.attrs.get(key, 0.0))
+    sg = sg.rename({"lr_times_wd": "sgd_lr_times_wd", "lr_over_wd": "sgd_lr_over_wd"})
+    sg = sg.rename({v: f"sgd_{v}" for v in sg.data_vars})
+    res = xr.merge([res, sg], combine_attrs="override", join="outer", compat="override")
+  res.attrs["experiment"] = "weight-decay-spectra"
+  res.attrs["dataset"] = ds.name
+  res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
+  return res
+
+
+# ----------------------------------------------------------------------------
+# Reading the results.
+
+
+def _axes(sgd: bool) -> tuple[str, str, str]:
+  """``(variable prefix, lr*wd axis, lr/wd axis)`` of the AdamW or the SGD sweep."""
+  return ("sgd_", "sgd_lr_times_wd", "sgd_lr_over_wd") if sgd else ("", "lr_times_wd", "lr_over_wd")
+
+
+def has_sgd(ds: xr.Dataset) -> bool:
+  return "sgd_weight_norm" in ds
+
+
+def equilibrium(ds: xr.Dataset, sgd: bool = False, tail: float | None = None) -> xr.Dataset:
+  r"""Per run and layer: the statistics at the end of training and whether the norm is stationary.
+
+  Args:
+    ds: results of :func:`run`.
+    sgd: read the SGD sweep (variables ``sgd_*``) instead of AdamW's.
+    tail: the last fraction of training averaged (default: the config's).
+
+  Returns:
+    ``norm``, ``stable_rank``, ``effective_rank`` and ``train_loss``
+    averaged over the recordings in the last ``tail`` of training, and
+    ``growth``: :math:`d\log\|W\|/d\log t` fitted over the second half of
+    training (0 at equilibrium, 1/2 for a norm growing like :math:`\sqrt t`).
+  """
+  pre, _, _ = _axes(sgd)
+  if tail is None:
+    tail = json.loads(ds.attrs.get("config", "{}")).get("tail", 0.25)
+  steps = ds.step.values
+  last = steps >= (1 - tail) * steps[-1]
+  half = steps >= 0.5 * steps[-1]
+  out = xr.Dataset({
+      "norm": ds[pre + "weight_norm"].isel(step=last).mean("step"),
+      "stable_rank": ds[pre + "stable_rank"].isel(step=last).mean("step"),
+      "effective_rank": ds[pre + "effective_rank"].isel(step=last).mean("step"),
+      "train_loss": ds[pre + "train_loss"].isel(step=last).mean("step"),
+  })
+  w = ds[pre + "weight_norm"].isel(step=half)
+  out["growth"] = xr.apply_ufunc(lambda c: growth_exponent(c, w.step.values), w,
+                                 input_core_dims=[["step"]], vectorize=True)
+  return out
+
+
+def law_fits(ds: xr.Dataset, sgd: bool = False, decay: float = 1.0) -> dict[tuple[str, int], PowerLaw]:
+  r"""The equilibrium norm's power law :math:`\|W\| \propto (\eta/\lambda)^{k}(\eta\lambda)^{k_2}`.
+
+  Fitted per architecture and layer over the runs with ``decay`` (each seed
+  a point; ``decay=0``, the control, is fitted against the :math:`\eta/\lambda`
+  and :math:`\eta\lambda` of its twin with weight decay); ``exponents`` is
+  ``(k, k2)`` (``k2`` NaN with one value of :math:`\eta\lambda`). The grid
+  is a product in :math:`\log(\eta/\lambda) \times \log(\eta\lambda)`, so
+  ``k`` is also the plain log-log slope in :math:`\eta/\lambda`, and ``k2``
+  measures how far the norm depends on anything but :math:`\eta/\lambda`.
+  Keys ``(arch, layer)`` (arch ``'mlp'`` for SGD); the readout (the last
+  layer) is fitted too, as the contrast.
+  """
+  _, p_ax, r_ax = _axes(sgd)
+  eq = equilibrium(ds, sgd).sel(decay=decay)
+  out = {}
+  for arch in (["mlp"] if sgd else [str(a) for a in ds.arch.values]):
+    e = eq if sgd else eq.sel(arch=arch)
+    for layer in ds.layer.values:
+      n = e.norm.sel(layer=layer)
+      r, p = e[r_ax].broadcast_like(n).values, e[p_ax].broadcast_like(n).values
+      if e.sizes[p_ax] > 1:
+        out[(arch, int(layer))] = power_law(n.values, r, p)
+      else:
+        f = power_law(n.values, r)
+        out[(arch, int(layer))] = f._replace(exponents=(f.exponents[0], np.nan))
+  return out
+
+
+def rank_ratios(ds: xr.Dataset, kind: str) -> xr.DataArray:
+  """Rank with weight decay over rank without it (same lr), per arch, seed, grid cell and layer."""
+  eq = equilibrium(ds)[kind]
+  return eq.sel(decay=1.0, drop=True) / eq.sel(decay=0.0, drop=True)
+
+
+def _layers(ds: xr.Dataset) -> np.ndarray:
+  """The normalized (scale-invariant) layers: all but the readout."""
+  return ds.layer.values[:-1]
+
+
+def _fmt_fit(f: PowerLaw) -> str:
+  return f"k {f.exponents[0]:.3f} (k2 {f.exponents[1]:+.3f}), R^2 {f.r2:.3f}"
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+  """Rows ``(label, value)``: the norm laws, the rank ratios, training, per architecture."""
+  rows = [("dataset", f"{ds.attrs.get('dataset')}, {len(_layers(ds))} normalized layers + readout")]
+  eq = equilibrium(ds)
+  for arch in ds.arch.values:
+    e = eq.sel(arch=arch)
+    fits = law_fits(ds)
+    for layer in ds.layer.values:
+      tag = "readout" if layer == ds.layer.values[-1] else f"layer {layer}"
+      rows.append((f"{arch} AdamW {tag}", "norm ~ (lr/wd)^k (lr*wd)^k2: "
+                   + _fmt_fit(fits[(str(arch), int(layer))])))
+    for kind in RANKS:
+      q = rank_ratios(ds, kind).sel(arch=arch).mean("seed")
+      rows.append((f"{arch} {kind} with/without wd", ", ".join(
+          f"layer {l}: {float(q.sel(layer=l).min()):.2f}-{float(q.sel(layer=l).max()):.2f}"
+          for l in _layers(ds))))
+    rows.append((f"{arch} final train loss", f"with wd {float(e.train_loss.sel(decay=1.0).min()):.3f}"
+                 f"-{float(e.train_loss.sel(decay=1.0).max()):.3f}, without "
+                 f"{float(e.train_loss.sel(decay=0.0).min()):.3f}-"
+                 f"{float(e.train_loss.sel(decay=0.0).max()):.3f}"))
+  if has_sgd(ds):
+    for (arch, layer), f in law_fits(ds, sgd=True).items():
+      tag = "readout" if layer == ds.layer.values[-1] else f"layer {layer}"
+      rows.append((f"mlp SGD {tag}", "norm ~ (lr/wd)^k (lr*wd)^k2: " + _fmt_fit(f)))
+  rows += timing_rows(ds)
+  return rows
+
+
+def _equilibrium_check(ds: xr.Dataset, max_growth: float) -> Check:
+  with_wd = 1.0 in ds.decay.values
+  eq = equilibrium(ds).sel(layer=_layers(ds))
+  if with_wd:
+    eq = eq.sel(decay=[1.0])
+  g = np.abs(eq.growth)
+  parts = []
+  for arch in ds.arch.values:
+    ga = g.sel(arch=arch)
+    bad = int((ga > max_growth).sum())
+    parts.append(f"{arch}: max |growth| {float(ga.max()):.3f}, {bad} of {ga.size} layer-runs over")
+  div = bool(ds.diverged.isel(step=-1).sel(decay=eq.decay).any())
+  name = (f"{'with weight decay' if with_wd else 'without weight decay (control)'} the norm of "
+          f"every normalized layer reaches an equilibrium (|d log||W|| / d log t| <= "
+          f"{max_growth:g} over the second half)")
+  return Check(name, bool((g <= max_growth).all()) and not div,
+               "; ".join(parts) + ("; a run diverged" if div else ""))
+
+
+def _law_holds(f: PowerLaw, k0: float, k_tol: float, min_r2: float, max_k2: float) -> bool:
+  """The law at one layer: exponent ``k0 +- k_tol``, ``R^2 >= min_r2``, ``|k2| <= max_k2`` (if fitted)."""
+  k, k2 = f.exponents
+  return bool(np.isfinite(k) and abs(k - k0) <= k_tol and f.r2 >= min_r2
+              and (not np.isfinite(k2) or abs(k2) <= max_k2))
+
+
+def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growth: float = 0.2,
+              max_k2: float = 0.2, max_rank_ratio: float = 0.9, sgd_k_tol: float = 0.1,
+              sgd_min_r2: float = 0.8) -> list[Check]:
+  r"""The signature checks with their measured numbers.
+
+  1. With weight decay every normalized layer's norm is stationary over the
+     second half of training, :math:`|d\log\|W\|/d\log t| \le` ``max_growth``
+     (an equilibrium; no run diverged).
+  2. AdamW: the equilibrium norm of every normalized layer of each network
+     follows :math:`(\eta/\lambda)^k` with :math:`|k - 1/2| \le` ``k_tol``
+     and :math:`R^2 \ge` ``min_r2`` (at fixed :math:`\eta\lambda`).
+  3. ... depending on :math:`\eta/\lambda` rather than on
+     :math:`\eta\lambda`: :math:`|k_2| \le` ``max_k2``.
+  4. The stable and effective rank of every normalized layer are lower with
+     weight decay than without it at the same learning rate: the ratio,
+     averaged (geometrically) over seeds and grid cells, is at most
+     ``max_rank_ratio``, in each network.
+  5. The effect on the ranks differs between the plain and the residual
+     network (:func:`arch_difference`).
+  6. SGD (plain MLP): :math:`(\eta/\lambda)^k` with
+     :math:`|k - 1/4| \le` ``sgd_k_tol``, :math:`R^2 \ge` ``sgd_min_r2``.
+  7. Control: the twins without weight decay do not follow the law of 2-3
+     in any normalized layer (their norm depends on the learning rate alone,
+     so as much on :math:`\eta\lambda` as on :math:`\eta/\lambda`).
+
+  Given the control alone (``ds.sel(decay=[0.0])``), 1-3 are judged on its
+  runs (against their twins' :math:`\eta/\lambda`, :math:`\eta\lambda`). Comparisons
+  the grid cannot make (one value of an axis, one network, one seed for 5,
+  no SGD sweep) are skipped.
+  """
+  control_only = 1.0 not in ds.decay.values
+  both = {0.0, 1.0} <= set(ds.decay.values.tolist())
+  dec = 0.0 if control_only else 1.0
+  checks = [_equilibrium_check(ds, max_growth)]
+  who = "without weight decay (control)" if control_only else "AdamW"
+  name2 = (f"{who}: the equilibrium norm of every normalized layer scales as (lr/wd)^k, "
+           f"k = 1/2 +- {k_tol:g}, R^2 >= {min_r2:g}")
+  name3 = f"{who}: the norm depends on lr/wd, not on lr*wd (|k2| <= {max_k2:g})"
+  if ds.sizes["lr_over_wd"] < 2:
+    checks += [skip(name2, "one value of lr/wd"), skip(name3, "one value of lr/wd")]
+  else:
+    mine = {k: f for k, f in law_fits(ds, decay=dec).items() if k[1] in _layers(ds)}
+    checks.append(Check(name2, all(_law_holds(f, 0.5, k_tol, min_r2, np.inf)
+                                   for f in mine.values()),
+                        "; ".join(f"{a} layer {l}: k {f.exponents[0]:.3f}, R^2 {f.r2:.3f}"
+                                  for (a, l), f in mine.items())))
+    if ds.sizes["lr_times_wd"] < 2:
+      checks.append(skip(name3, "one value of lr*wd"))
+    else:
+      checks.append(Check(name3, all(abs(f.exponents[1]) <= max_k2 for f in mine.values()),
+                          "; ".join(f"{a} layer {l}: k2 {f.exponents[1]:+.3f} (k "
+                                    f"{f.exponents[0]:.3f})" for (a, l), f in mine.items())))
+  name4 = (f"stable and effective ranks of every normalized layer are lower with weight decay than "
+           f"without at the same lr (mean ratio <= {max_rank_ratio:g})")
+  if not both:
+    checks.append(skip(name4, "needs runs with and without weight decay"))
+  else:
+    ok4, parts = True, []
+    for arch in ds.arch.values:
+      for kind in RANKS:
+        q = rank_ratios(ds, kind).sel(arch=arch, layer=_layers(ds))
+        mean = np.exp(np.log(q).mean([d for d in q.dims if d != "layer"]))
+        ok4 &= bool((mean <= max_rank_ratio).all())
+        below = float((q.mean("seed") < 1).mean())
+        parts.append(f"{arch} {kind.split('_')[0]}: " + ", ".join(
+            f"L{l} {float(mean.sel(layer=l)):.2f}" for l in _layers(ds))
+            + f" (lower in {100 * below:.0f}% of cells)")
+    checks.append(Check(name4, ok4, "; ".join(parts)))
+  checks.append(arch_difference(ds))
+  name6 = (f"SGD: the equilibrium norm scales as (lr/wd)^k, k = 1/4 +- {sgd_k_tol:g}, "
+           f"R^2 >= {sgd_min_r2:g}")
+  fits = ({k: f for k, f in law_fits(ds, sgd=True).items() if k[1] in _layers(ds)}
+          if has_sgd(ds) and not control_only and ds.sizes["sgd_lr_over_wd"] >= 2 else None)
+  if fits is None:
+    checks.append(skip(name6, "no SGD sweep with weight decay and two values of lr/wd"))
+  elif any(not np.isfinite(f.exponents[0]) for f in fits.values()):
+    checks.append(skip(name6, "too few SGD runs to fit a line with its R^2 (needs 3)"))
+  else:
+    checks.append(Check(name6, all(_law_holds(f, 0.25, sgd_k_tol, sgd_min_r2, np.inf)
+                                   for f in fits.values()),
+                        "; ".join(f"layer {l}: k {f.exponents[0]:.3f}, R^2 {f.r2:.3f}"
+                                  for (_, l), f in fits.items())))
+  name7 = ("control, no weight decay: the norm does not follow the law (k, k2, R^2 as above, "
+           "against the twins' lr/wd and lr*wd) in any normalized layer")
+  if not both or ds.sizes["lr_over_wd"] < 2:
+    checks.append(skip(name7, "needs runs with and without weight decay, two values of lr/wd"))
+  else:
+    fits = {k: f for k, f in law_fits(ds, decay=0.0).items() if k[1] in _layers(ds)}
+    checks.append(Check(name7, not any(_law_holds(f, 0.5, k_tol, min_r2, max_k2)
+                                       for f in fits.values()),
+                        "; ".join(f"{a} layer {l}: k {f.exponents[0]:.3f}, k2 "
+                                  f"{f.exponents[1]:+.3f}, R^2 {f.r2:.3f}"
+                                  for (a, l), f in fits.items())))
+  return checks
+
+
+def rank_effect(ds: xr.Dataset, kind: str) -> xr.DataArray:
+  r"""How much weight decay lowers a rank: :math:`\log(\text{with}/\text{without})`, grid-mean.
+
+  Per architecture, seed and normalized layer, the mean over the grid cells
+  of the log ratio of :func:`rank_ratios` (negative: weight decay lowers it).
+  """
+  q = np.log(rank_ratios(ds, kind).sel(layer=_layers(ds)))
+  return q.mean([d for d in q.dims if d not in ("arch", "seed", "layer")])
+
+
+def arch_difference(ds: xr.Dataset, min_diff: float = 0.05, z: float = 2.0) -> Check:
+  r"""Whether weight decay lowers the ranks by different amounts in the plain and residual network.
+
+  For each rank, the effect :math:`e` (:func:`rank_effect`, averaged over the
+  normalized layers) per seed; the networks differ when their seed means
+  differ by more than ``z`` standard errors (from the seeds' spread) and by
+  at least ``min_diff`` (5% in the ratio), for either rank. Skipped with one
+  network, one seed, or no runs with and without weight decay.
+  """
+  name = (f"the effect of weight decay on the ranks differs between the plain and the residual "
+          f"network (|difference| > {z:g} s.e. and >= {min_diff:g} in log ratio)")
+  if "arch" not in ds.dims or set(ds.arch.values.tolist()) != set(ARCHS):
+    return skip(name, "needs both networks")
+  if ds.sizes["seed"] < 2:
+    return skip(name, "one seed: no spread to compare the difference with")
+  if not {0.0, 1.0} <= set(ds.decay.values.tolist()):
+    return skip(name, "needs runs with and without weight decay")
+  ok, parts = False, []
+  for kind in RANKS:
+    e = rank_effect(ds, kind)
+    per_seed = e.mean("layer")
+    m, r = per_seed.sel(arch="mlp"), per_seed.sel(arch="resmlp")
+    d = float(r.mean() - m.mean())
+    se = float(np.sqrt(m.var(ddof=1) / m.size + r.var(ddof=1) / r.size))
+    ok |= abs(d) > z * se and abs(d) >= min_diff
+    layers = ", ".join(f"L{l} {float(np.exp(e.sel(arch='mlp', layer=l).mean())):.2f}/"
+                       f"{float(np.exp(e.sel(arch='resmlp', layer=l).mean())):.2f}"
+                       for l in _layers(ds))
+    parts.append(f"{kind}: plain {float(np.exp(m.mean())):.3f}x, residual "
+                 f"{float(np.exp(r.mean())):.3f}x, difference {d:+.3f} +- {se:.3f} "
+                 f"(per layer plain/residual: {layers})")
+  return Check(name, ok, "; ".join(parts))
+
+
+def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
+  """The norm laws (log-log, per network and SGD), norms along training, ranks with and without decay."""
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  panels = [(str(a), False) for a in ds.arch.values] + ([("mlp", True)] if has_sgd(ds) else [])
+  fig = plots.agg_figure((4.2 * len(panels), 3.8))
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for ax, (arch, sgd) in zip(axes, panels):
+    _, p_ax, r_ax = _axes(sgd)
+    eq = equilibrium(ds, sgd).sel(decay=1.0)
+    if not sgd:
+      eq = eq.sel(arch=arch)
+    n = eq.norm.mean("seed")
+    r = n[r_ax].values
+    for j, layer in enumerate(_layers(ds)):
+      for i, p in enumerate(n[p_ax].values):
+        ax.loglog(r, n.sel({p_ax: p, "layer": layer}).values, "o-" if i == 0 else "s--",
+                  color=f"C{j}", ms=3, lw=0.8,
+                  label=f"layer {layer}" if i == 0 else None)
+    k = 0.25 if sgd else 0.5
+    ref = n.sel(layer=_layers(ds)[0]).mean(p_ax).values
+    ax.loglog(r, ref[0] * (r / r[0]) ** k, "k:", lw=1.0, label=f"slope {k:g}")
+    ax.set_xlabel("lr / wd")
+    ax.set_title(f"{arch} {'SGD' if sgd else 'AdamW'}: equilibrium ||W||_F", fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small")
+  path = os.path.join(out_dir, "norm_law.png")
+  fig.savefig(path, dpi=130)
+  paths.append(path)
+
+  fig = plots.agg_figure((4.2 * ds.sizes["arch"], 3.6))
+  axes = np.atleast_1d(fig.subplots(1, ds.sizes["arch"]))
+  layer = _layers(ds)[-1]
+  for ax, arch in zip(axes, ds.arch.values):
+    w = ds.weight_norm.sel(arch=arch, layer=layer).mean("seed")
+    for i, p in enumerate(w.lr_times_wd.values):
+      for r in w.lr_over_wd.values:
+        for dec, ls in ((1.0, "-"), (0.0, ":")):
+          ax.plot(w.step, w.sel(lr_times_wd=p, lr_over_wd=r, decay=dec), ls, color=f"C{i}",
+                  lw=0.8, label=f"lr*wd {p:g}" if (r == w.lr_over_wd.values[0] and dec) else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(f"{arch}: ||W|| of layer {layer} (dotted: no wd)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+  path = os.path.join(out_dir, "norm_vs_step.png")
+  fig.savefig(path, dpi=130)
+  paths.append(path)
+
+  fig = plots.agg_figure((8.5, 3.4 * ds.sizes["arch"]))
+  axes = np.asarray(fig.subplots(ds.sizes["arch"], 2)).reshape(ds.sizes["arch"], 2)
+  eq = equilibrium(ds)
+  for row, arch in zip(axes, ds.arch.values):
+    for ax, kind in zip(row, RANKS):
+      e = eq[kind].sel(arch=arch).mean(["seed", "lr_over_wd"])
+      for j, l in enumerate(_layers(ds)):
+        for dec, ls in ((1.0, "o-"), (0.0, "x:")):
+          ax.semilogx(e.lr_times_wd, e.sel(layer=l, decay=dec), ls, color=f"C{j}", ms=4,
+                      label=f"layer {l}" + ("" if dec else " (no wd)"))
+      ax.set_xlabel("lr * wd (no wd: same lr)")
+      ax.set_title(f"{arch}: {kind.replace('_', ' ')}", fontsize="medium")
+      ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize="x-small", ncol=2)
+  path = os.path.join(out_dir, "ranks.png")
+  fig.savefig(path, dpi=130)
+  paths.append(path)
+  return paths
