@@ -45,24 +45,45 @@ result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 
+import jax
+
 from jaxtheory import nn
-from jaxtheory.kernels import analytic, nonlinear
-from jaxtheory.nn import core, layers as L
+from jaxtheory.kernels import analytic, nonlinear, nt_kernel
+from jaxtheory.kernels.nt_kernel import Kernel
+from jaxtheory.nn import core, dropout as dropout_layer, layers as L
 
 _CTX = nn.Ctx("ntk")
 _PARAM = {"ntk": "ntk", "standard": "sp"}
 
 
 class _Triple(tuple):
-  """``(init_fn, apply_fn, kernel_fn)`` that remembers the jaxtheory layer behind it."""
+  """``(init_fn, apply_fn, kernel_fn)`` that remembers the jaxtheory layer behind it.
+
+  The three functions are named after the constructor that built them (NT's
+  ``init_fn.__name__ == 'Dense'``): :func:`_named` sets the name.
+  """
 
   def __new__(cls, layer: core.Layer):
     obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer)))
     obj.layer = layer
     return obj
+
+
+def _named(constructor):
+  """``constructor`` whose triples' functions carry its name (NT's layer names)."""
+
+  @functools.wraps(constructor)
+  def build(*args, **kwargs):
+    triple = constructor(*args, **kwargs)
+    for f in triple[:3]:
+      f.__name__ = f.__qualname__ = constructor.__name__
+    return triple
+
+  return build
 
 
 def _is_shape(s) -> bool:
@@ -96,11 +117,12 @@ def _apply_fn(layer):
     return core.Feat() if hasattr(x, "shape") else tuple(feats(a) for a in x)
 
   def apply_fn(params, inputs, **kwargs):
-    kwargs.pop("rng", None)
+    rng = kwargs.pop("rng", None)
     if kwargs.get("mask_constant") is not None:
       raise TypeError("apply_fn got mask_constant: masking is not covered by jaxtheory.stax")
     # Other keyword arguments are ignored, as NT's layers ignore those they do not use.
-    y, _ = layer.apply(params, inputs, feats(inputs), _CTX)
+    ctx = _CTX if rng is None else dropout_layer.with_rng(_CTX, rng)
+    y, _ = layer.apply(params, inputs, feats(inputs), ctx)
     return y
 
   return apply_fn
@@ -109,19 +131,12 @@ def _apply_fn(layer):
 def _kernel_fn(layer):
   state = {}
 
-  def kernel_fn(x1, x2=None, get=None, *, batch_size=None, diagonal_batch=True,
-                diagonal_spatial=None, **kwargs):
-    if kwargs:
-      raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
-    if diagonal_batch is not True:
-      raise ValueError("jaxtheory.stax computes diagonal_batch=True kernels; "
-                       "diagonal_batch=False is not covered")
+  def kernel_fn(x1, x2=None, get=None, **kwargs):
     if layer.kernel is None:
       raise analytic.no_kernel_error(layer)
     if "fn" not in state:
-      state["fn"] = analytic.kernel_fn(layer, _CTX)
-    return state["fn"](x1, x2, ("nngp", "ntk") if get is None else get, batch_size=batch_size,
-                       diagonal_spatial=diagonal_spatial)
+      state["fn"] = nt_kernel.kernel_fn(layer, _CTX)
+    return state["fn"](x1, x2, get, **kwargs)
 
   return kernel_fn
 
@@ -184,6 +199,12 @@ def FanInConcat(axis: int = -1) -> _Triple:
 
 def Identity() -> _Triple:
   return _Triple(nn.identity_layer())
+
+
+def Dropout(rate: float, mode: str = "train") -> _Triple:
+  """Dropout keeping each unit with probability ``rate`` (NT's ``stax.Dropout``);
+  ``apply_fn`` needs ``rng=`` in train mode."""
+  return _Triple(dropout_layer.dropout(rate, mode))
 
 
 # ----------------------------------------------------------------------------
@@ -362,3 +383,57 @@ def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
   return _Triple(core.repeat(_layer(layer), n))
+
+
+def layer(layer_fn: Callable) -> Callable:
+  """NT's ``@stax.layer``: a user's layer ``(init_fn, apply_fn, kernel_fn)`` as a stax layer.
+
+  ``layer_fn(*args, **kwargs)`` returns NT-style functions: ``init_fn(key,
+  input_shape) -> (output_shape, params)``, ``apply_fn(params, x, **kwargs)``
+  and ``kernel_fn(kernel, **kwargs) -> kernel`` on a :class:`Kernel`. The
+  result composes with every other layer here (its kernel map converts to and
+  from :class:`Kernel` around the user's ``kernel_fn``).
+  """
+
+  @functools.wraps(layer_fn)
+  def build(*args, **kwargs):
+    init_fn, apply_fn, kernel_fn = layer_fn(*args, **kwargs)
+    triple = _Triple(core.Layer(_foreign_init(init_fn), _foreign_apply(apply_fn),
+                                nt_kernel.foreign_kernel_map(kernel_fn)))
+    for f in triple[:3]:
+      f.__name__ = f.__qualname__ = layer_fn.__name__
+    return triple
+
+  return build
+
+
+def _foreign_init(init_fn):
+
+  def init(key, spec, ctx):
+    del ctx
+    shape, params = init_fn(key, spec.shape)
+    return core.Spec(tuple(shape)), params, jax.tree.map(lambda _: 1.0, params)
+
+  return init
+
+
+def _foreign_apply(apply_fn):
+
+  def apply(params, x, feat, ctx):
+    del feat, ctx
+    return apply_fn(params, x), core.Feat()
+
+  return apply
+
+
+def _name_layers():
+  """Names every public constructor's triples after it (run once at import)."""
+  g = globals()
+  for name, value in list(g.items()):
+    if (callable(value) and not name.startswith("_") and name[:1].isupper()
+        and getattr(value, "__module__", None) == __name__ and not isinstance(value, type)):
+      g[name] = _named(value)
+  g["serial"], g["parallel"], g["repeat"] = (_named(serial), _named(parallel), _named(repeat))
+
+
+_name_layers()
