@@ -33,7 +33,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 
 Not covered (a clear error, or simply absent): channels-first or other
 ``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
-non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
+non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
 ``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking (``mask_constant``);
@@ -161,9 +161,38 @@ def _check_axes(batch_axis=0, channel_axis=-1):
                      f"channel_axis=-1), got batch_axis={batch_axis}, channel_axis={channel_axis}")
 
 
-def _check_s(s):
-  if tuple(s) != (1, 1):
-    raise ValueError(f"s={tuple(s)} is not covered (only s=(1, 1))")
+def _width_scaled(layer: core.Layer, s, parameterization: str) -> core.Layer:
+  r"""NT's ``s = (s_in, s_out)`` of the standard parametrization (Sohl-Dickstein et al. 2020).
+
+  NT stores the weight with std :math:`W_{std}/\sqrt{N_{in}/s_{in}}` and
+  divides the product by :math:`\sqrt{s_{in}}` (``layer`` is built with
+  ``s_out * out_dim`` outputs), so the function is that of the plain layer while
+  the weight's gradient, hence the NTK, shrinks by :math:`s_{in}`: the kernel
+  sees :math:`N_{in}/s_{in}` input channels. ``'ntk'`` ignores ``s``, as NT's.
+  """
+  s_in, s_out = (int(v) for v in s)
+  if s_in < 1 or s_out < 1:
+    raise ValueError(f"s must hold two positive integers, got {tuple(s)}")
+  if (s_in, s_out) == (1, 1) or parameterization.lower() == "ntk":
+    return layer
+  root = s_in ** 0.5
+
+  def init(key, spec, ctx):
+    out, params, scales = layer.init(key, spec, ctx)
+    return out, {**params, "W": params["W"] * root}, scales
+
+  def apply(params, x, feat, ctx):
+    return layer.apply({**params, "W": params["W"] / root}, x, feat, ctx)
+
+  def kernel(k, ctx):
+    out = layer.kernel(k.replace(channels=k.channels / s_in), ctx)
+    return out
+
+  return core.Layer(init, apply, kernel)
+
+
+def _s_out(s, parameterization: str) -> int:
+  return 1 if parameterization.lower() == "ntk" else int(tuple(s)[1])
 
 
 def _check_padding(padding):
@@ -216,8 +245,9 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
           s: tuple[int, int] = (1, 1)) -> _Triple:
   """Fully connected layer on the channel axis (NT's ``stax.Dense``)."""
   _check_axes(batch_axis, channel_axis)
-  _check_s(s)
-  return _Triple(L.dense(out_dim, W_std, b_std, parametrization=_param(parameterization)))
+  p = _param(parameterization)
+  return _Triple(_width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
+                                       parametrization=p), s, parameterization))
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -231,10 +261,10 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
             and rhs[:-2] == lhs[1:-1]):
       raise ValueError(f"only channels-last dimension_numbers (e.g. NHWC, HWIO, NHWC) are "
                        f"covered, got {dimension_numbers}")
-  _check_s(s)
   _check_padding(padding)
-  return _Triple(L.conv(out_chan, filter_shape, strides, padding, W_std, b_std,
-                        parametrization=_param(parameterization)))
+  return _Triple(_width_scaled(
+      L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
+             b_std, parametrization=_param(parameterization)), s, parameterization))
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:

@@ -121,3 +121,22 @@ def test_dropout_rejects_bad_arguments():
     apply_fn((), jnp.ones((2, 3)))
   _, apply_test, _ = stax.Dropout(0.5, mode="test")
   _close(apply_test((), jnp.ones((2, 3))), jnp.ones((2, 3)))
+
+
+def test_standard_parameterization_width_scale_s():
+  # NT's s: Dense(N, s=(1, s)) has s*N outputs; the next layer's NTK sees (s*N)/s inputs.
+  s, n = 4, 8
+  kw = dict(parameterization="standard", b_std=0.3)
+  init_fn, apply_fn, k_s = stax.serial(stax.Dense(n, s=(1, s), **kw), stax.Relu(),
+                                       stax.Dense(1, s=(s, 1), **kw))
+  _, _, k_ref = stax.serial(stax.Dense(n, **kw), stax.Relu(), stax.Dense(1, **kw))
+  x1, x2 = _xs()
+  a, b = k_s(x1, x2), k_ref(x1, x2)
+  _close(a.nngp, b.nngp, rtol=1e-12)
+  _close(a.ntk, b.ntk, rtol=1e-12)
+  assert init_fn(jax.random.key(0), x1.shape)[0] == (6, 1)
+  # The empirical NTK (mean over initializations) agrees: the stored weights carry sqrt(s).
+  ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,)))
+  emp = jnp.mean(jnp.stack([ntk_fn(x1, x2, init_fn(jax.random.key(i), x1.shape)[1])
+                            for i in range(60)]), 0)
+  _close(emp, a.ntk, rtol=0.15, atol=0.15)

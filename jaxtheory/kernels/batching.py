@@ -79,7 +79,8 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
   def batched_kernel_fn(x1, x2=None, *args, **kwargs):
     n_dev = _n_devices(device_count)
     call, arrays, key = _block_call(kernel_fn, args, kwargs)
-    if hasattr(x1, "slice") and hasattr(x1, "nngp"):
+    kernels = jax.tree.leaves(x1, is_leaf=_is_kernel)
+    if kernels and all(_is_kernel(k) for k in kernels):
       if x2 is not None:
         raise ValueError("batch: a Kernel input takes x2=None")
       return _kernel_blocks(call, x1, arrays, batch_size, store_on_device)
@@ -107,7 +108,7 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     out = _concat(rows, axis=0, store_on_device=store_on_device)
     if x2 is None:
       out = _drop_cov2(out)
-    out = _set_x1_is_x2(out, x1, x2)
+    out = _set_x1_is_x2(_fix_shapes(out), x1, x2)
     return out if store_on_device else _to_host(out)
 
   return batched_kernel_fn
@@ -128,26 +129,33 @@ def _set_x1_is_x2(out, x1, x2):
   return out.replace(x1_is_x2=jnp.asarray(same))
 
 
-def _kernel_blocks(call, k, arrays, batch_size: int, store_on_device: bool):
-  """``call`` on blocks ``k.slice(rows, cols)`` of an NT ``Kernel`` input, assembled.
+def _is_kernel(x) -> bool:
+  """An NT ``Kernel`` (duck-typed: ``nngp`` and ``slice``)."""
+  return hasattr(x, "slice") and hasattr(x, "nngp")
 
-  Blocks are sliced from the input kernel (NT's ``Kernel.slice``), one device.
+
+def _kernel_blocks(call, ks, arrays, batch_size: int, store_on_device: bool):
+  """``call`` on blocks ``k.slice(rows, cols)`` of NT ``Kernel`` inputs (a pytree), assembled.
+
+  Blocks are sliced from the input kernels (NT's ``Kernel.slice``), on one device.
   """
-  n1 = k.nngp.shape[0]
-  n2 = k.nngp.shape[1]
+  leaves = jax.tree.leaves(ks, is_leaf=_is_kernel)
+  n1, n2 = leaves[0].nngp.shape[:2]
   b1 = batch_size or n1
   b2 = batch_size or n2
-  if not getattr(k, "diagonal_batch", True):
+  if not all(getattr(k, "diagonal_batch", True) for k in leaves):
     b1, b2 = n1, n2  # full batch covariances do not split into blocks
   rows = []
   for i in range(0, n1, b1):
     cols = []
     for j in range(0, n2, b2):
-      block = call(k.slice(slice(i, i + b1), slice(j, j + b2)), None, arrays)
+      block = jax.tree.map(lambda k: k.slice(slice(i, i + b1), slice(j, j + b2)), ks,
+                           is_leaf=_is_kernel)
+      block = call(block, None, arrays)
       cols.append(block if store_on_device else jax.device_get(block))
     rows.append(_concat(cols, axis=1, store_on_device=store_on_device))
-  out = _concat(rows, axis=0, store_on_device=store_on_device)
-  if k.cov2 is None:
+  out = _fix_shapes(_concat(rows, axis=0, store_on_device=store_on_device))
+  if leaves[0].cov2 is None:
     out = _drop_cov2(out)
   return out if store_on_device else _to_host(out)
 
@@ -336,6 +344,8 @@ def _fix_shapes(out):
 
 def _drop_cov2(out):
   """``x2=None`` was computed as ``x2=x1``; the result says ``cov2=None`` as the unbatched one."""
+  if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
+    return type(out)(_drop_cov2(o) for o in out)
   fields = _fields(out)
   if fields is None or "cov2" not in fields:
     return out
