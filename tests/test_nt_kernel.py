@@ -140,3 +140,13 @@ def test_standard_parameterization_width_scale_s():
   emp = jnp.mean(jnp.stack([ntk_fn(x1, x2, init_fn(jax.random.key(i), x1.shape)[1])
                             for i in range(60)]), 0)
   _close(emp, a.ntk, rtol=0.15, atol=0.15)
+
+
+def test_tuple_inputs_with_x2_none_per_input():
+  # NT writes x2=(None, None) for two inputs each compared with itself.
+  init_fn, apply_fn, kernel_fn = stax.serial(
+      stax.parallel(stax.Dense(8), stax.Dense(8)), stax.FanInSum(), stax.Dense(1))
+  x1 = (jax.random.normal(jax.random.key(0), (4, 2)), jax.random.normal(jax.random.key(1), (4, 3)))
+  _close(kernel_fn(x1, (None, None), "ntk"), kernel_fn(x1, None, "ntk"), rtol=0)
+  mc = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(0), 2, trace_axes=(-1,))
+  _close(mc(x1, (None, None), "ntk"), mc(x1, None, "ntk"), rtol=1e-12)

@@ -78,6 +78,8 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
   @functools.wraps(kernel_fn)
   def batched_kernel_fn(x1, x2=None, *args, **kwargs):
     n_dev = _n_devices(device_count)
+    if x2 is not None and not jax.tree.leaves(x2):
+      x2 = None  # NT's x2=(None, None): two inputs, each compared with itself
     call, arrays, key = _block_call(kernel_fn, args, kwargs)
     kernels = jax.tree.leaves(x1, is_leaf=_is_kernel)
     if kernels and all(_is_kernel(k) for k in kernels):

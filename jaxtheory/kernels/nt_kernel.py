@@ -208,15 +208,21 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk):
     return pick(0), pick(1) if not diagonal_batch else None, \
         pick(2) if not diagonal_batch else None, same, eq
   leaves1, tree = jax.tree.flatten(x1)
-  leaves2 = [None] * len(leaves1) if x2 is None else jax.tree.leaves(x2)
+  # NT passes x2=(None, None) for two inputs compared with themselves.
+  leaves2 = ([None] * len(leaves1) if x2 is None
+             else jax.tree.leaves(x2, is_leaf=lambda v: v is None))
+  if len(leaves2) != len(leaves1):
+    raise ValueError(f"x1 and x2 must be the same pytree of inputs, got {len(leaves1)} and "
+                     f"{len(leaves2)} arrays")
   mk = lambda a, b, ntk: analytic.inputs_to_kernel(
       a, b, diagonal_spatial=diagonal_spatial, compute_ntk=ntk).replace(x1_is_x2=x1_is_x2(a, b))
   k12 = jax.tree.unflatten(tree, [mk(a, b, compute_ntk) for a, b in zip(leaves1, leaves2)])
   k11 = k22 = None
   if not diagonal_batch:
     k11 = jax.tree.unflatten(tree, [mk(a, None, False) for a in leaves1])
-    if x2 is not None:
-      k22 = jax.tree.unflatten(tree, [mk(b, None, False) for b in leaves2])
+    if any(b is not None for b in leaves2):
+      k22 = jax.tree.unflatten(tree, [mk(a if b is None else b, None, False)
+                                      for a, b in zip(leaves1, leaves2)])
   same = jax.tree.unflatten(tree, [b is None for b in leaves2])
   eq = jax.tree.unflatten(tree, [x1_is_x2(a, b) for a, b in zip(leaves1, leaves2)])
   return k12, k11, k22, same, eq
