@@ -9,19 +9,25 @@ changing the import::
       stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
   out_shape, params = init_fn(jax.random.key(0), (-1, 10))
   y = apply_fn(params, x)
-  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: both
+  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: NT's Kernel
 
 * ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
   a batch axis, which may be ``-1``.
 * ``apply_fn(params, inputs, **kwargs)``; ``params`` are jaxtheory's (dicts of
-  ``W``/``b``), not NT's ``(W, b)`` tuples.
-* ``kernel_fn(x1, x2=None, get=None, **kwargs)``: NNGP and NTK of one output
-  channel in NT's conventions (including the per-layer ``parameterization``,
-  ``'ntk'`` or ``'standard'``), computed by :mod:`jaxtheory.kernels.analytic`
-  (nonlinearities: :mod:`jaxtheory.kernels.nonlinear`).
-  ``get=None`` returns a namedtuple with ``nngp`` and ``ntk`` (NT returns its
-  ``Kernel`` object, whose ``.nngp``/``.ntk`` read the same). ``batch_size=``
-  computes in blocks (NT does this with ``nt.batch``).
+  ``W``/``b``), not NT's ``(W, b)`` tuples; ``rng=`` feeds ``Dropout``.
+* ``kernel_fn(x1_or_kernel, x2=None, get=None, **kwargs)``: NNGP and NTK of
+  one output channel in NT's conventions (including the per-layer
+  ``parameterization``, ``'ntk'`` or ``'standard'`` with its width scale
+  ``s``), computed by :mod:`jaxtheory.kernels.analytic` (nonlinearities:
+  :mod:`jaxtheory.kernels.nonlinear`). ``get=None`` returns NT's
+  :class:`~jaxtheory.kernels.nt_kernel.Kernel` object (``.nngp``, ``.ntk``,
+  ``.cov1``, ``.shape1``, ``.x1_is_x2``, ``.replace``, ...), a string that
+  array, a tuple a namedtuple. A ``Kernel`` may be passed instead of inputs
+  (``kernel_fn(kernel_fn(x))`` composes). ``diagonal_batch=False`` returns full
+  self-covariances in ``cov1``/``cov2``; ``diagonal_spatial`` picks the layout;
+  ``batch_size=`` computes in blocks (NT does this with ``nt.batch``).
+* every layer's three functions carry its constructor's ``__name__``, and
+  :func:`layer` turns NT-style user layers into layers that compose with these.
 
 Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``'VALID'``, strides), ``Relu``, ``ABRelu``, ``LeakyRelu``, ``Abs``, ``Erf``,
@@ -29,18 +35,18 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
-``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
+``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
+``Dropout``, ``layer``.
 
 Not covered (a clear error, or simply absent): channels-first or other
 ``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
-``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
+``BatchNorm`` (NT has none either), ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
-``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking (``mask_constant``);
-``diagonal_batch=False``; passing a
-``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
-result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
-``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`).
+``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking
+(``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
+``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
+``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
 """
 
 from __future__ import annotations

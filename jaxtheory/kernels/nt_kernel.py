@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtheory.kernels import analytic
+from jaxtheory.kernels import analytic, batching
 
 Array = jax.Array
 
@@ -319,8 +319,7 @@ def kernel_fn(layer, ctx) -> Callable:
     diagonal_batch = bool(diagonal_batch)
     try:
       if batch_size is not None and not from_kernel:
-        from jaxtheory.kernels.batching import batch  # noqa: PLC0415 -- batching imports this module
-        out = batch(lambda a, b: run(a, b, want_ntk, diagonal_batch, diagonal_spatial),
+        out = batching.batch(lambda a, b: run(a, b, want_ntk, diagonal_batch, diagonal_spatial),
                     batch_size, 0)(x1, x2)
       else:
         out = run(x1, x2, want_ntk, diagonal_batch, diagonal_spatial)
