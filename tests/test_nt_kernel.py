@@ -33,6 +33,7 @@ def test_kernel_object_fields_and_names():
   assert not k.is_gaussian and k.diagonal_batch and not bool(k.x1_is_x2)
   assert bool(kernel_fn(x1).x1_is_x2) and kernel_fn(x1).cov2 is None
   assert k.replace(is_gaussian=True).is_gaussian
+  assert kernel_fn(x1, x2, "shape1") == (6, 64)  # get takes any field, as NT's
   assert stax.Dense(3)[0].__name__ == "Dense" and stax.Relu()[2].__name__ == "Relu"
 
 

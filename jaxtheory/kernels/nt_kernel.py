@@ -241,6 +241,16 @@ def _flags(tree_of_inputs):
   return tree, tuple(desc)
 
 
+def _normalize_get(get):
+  """``(names, single)``: any of the :class:`Kernel` fields (NT's ``get``), one or a tuple."""
+  names, single = ((get,), True) if isinstance(get, str) else (tuple(get), False)
+  fields = tuple(f.name for f in dataclasses.fields(Kernel))
+  for g in names:
+    if g not in fields:
+      raise ValueError(f"get must name fields of Kernel ({', '.join(fields)}), got {g!r}")
+  return names, single
+
+
 def kernel_fn(layer, ctx) -> Callable:
   r"""neural-tangents' ``kernel_fn`` of a layer (what ``stax`` layers return).
 
@@ -309,7 +319,7 @@ def kernel_fn(layer, ctx) -> Callable:
          diagonal_spatial: bool | None = None, batch_size: int | None = None, **kwargs):
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
-    names, single = (None, False) if get is None else analytic._normalize_get(get)
+    names, single = (None, False) if get is None else _normalize_get(get)
     want_ntk = names is None or "ntk" in names
     from_kernel = is_kernel(x1) or (not hasattr(x1, "shape") and any(
         is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)))
