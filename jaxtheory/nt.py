@@ -11,7 +11,8 @@ not covered), ``nt.empirical_ntk_fn``, ``nt.empirical_nngp_fn``,
 (:mod:`jaxtheory.kernels.batching`), ``nt.monte_carlo_kernel_fn`` (:mod:`jaxtheory.kernels.monte_carlo`),
 ``nt.predict`` (``gp_inference``, ``gradient_descent_mse``,
 ``gradient_descent_mse_ensemble``, ``gradient_descent``, ``max_learning_rate``),
-``nt.linearize``, ``nt.taylor_expand`` and ``nt.NtkImplementation``. Not
+``nt.linearize``, ``nt.taylor_expand``, ``nt.NtkImplementation`` and ``nt.Kernel``
+(what ``stax`` kernel functions return, :mod:`jaxtheory.kernels.nt_kernel`). Not
 covered: ``nt.experimental``.
 """
 
@@ -23,6 +24,7 @@ from jaxtheory.kernels.batching import batch
 from jaxtheory.kernels.empirical import (empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn,
                                          empirical_ntk_vp_fn)
 from jaxtheory.kernels.monte_carlo import monte_carlo_kernel_fn
+from jaxtheory.kernels.nt_kernel import Kernel
 from jaxtheory.kernels.taylor import linearize, taylor_expand
 
 
@@ -34,6 +36,6 @@ class NtkImplementation(enum.IntEnum):
   STRUCTURED_DERIVATIVES = 3
 
 
-__all__ = ["NtkImplementation", "batch", "empirical_kernel_fn", "empirical_nngp_fn",
+__all__ = ["Kernel", "NtkImplementation", "batch", "empirical_kernel_fn", "empirical_nngp_fn",
            "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "predict", "stax",
            "taylor_expand"]

@@ -9,19 +9,25 @@ changing the import::
       stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
   out_shape, params = init_fn(jax.random.key(0), (-1, 10))
   y = apply_fn(params, x)
-  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: both
+  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: NT's Kernel
 
 * ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
   a batch axis, which may be ``-1``.
 * ``apply_fn(params, inputs, **kwargs)``; ``params`` are jaxtheory's (dicts of
-  ``W``/``b``), not NT's ``(W, b)`` tuples.
-* ``kernel_fn(x1, x2=None, get=None, **kwargs)``: NNGP and NTK of one output
-  channel in NT's conventions (including the per-layer ``parameterization``,
-  ``'ntk'`` or ``'standard'``), computed by :mod:`jaxtheory.kernels.analytic`
-  (nonlinearities: :mod:`jaxtheory.kernels.nonlinear`).
-  ``get=None`` returns a namedtuple with ``nngp`` and ``ntk`` (NT returns its
-  ``Kernel`` object, whose ``.nngp``/``.ntk`` read the same). ``batch_size=``
-  computes in blocks (NT does this with ``nt.batch``).
+  ``W``/``b``), not NT's ``(W, b)`` tuples; ``rng=`` feeds ``Dropout``.
+* ``kernel_fn(x1_or_kernel, x2=None, get=None, **kwargs)``: NNGP and NTK of
+  one output channel in NT's conventions (including the per-layer
+  ``parameterization``, ``'ntk'`` or ``'standard'`` with its width scale
+  ``s``), computed by :mod:`jaxtheory.kernels.analytic` (nonlinearities:
+  :mod:`jaxtheory.kernels.nonlinear`). ``get=None`` returns NT's
+  :class:`~jaxtheory.kernels.nt_kernel.Kernel` object (``.nngp``, ``.ntk``,
+  ``.cov1``, ``.shape1``, ``.x1_is_x2``, ``.replace``, ...), a string that
+  array, a tuple a namedtuple. A ``Kernel`` may be passed instead of inputs
+  (``kernel_fn(kernel_fn(x))`` composes). ``diagonal_batch=False`` returns full
+  self-covariances in ``cov1``/``cov2``; ``diagonal_spatial`` picks the layout;
+  ``batch_size=`` computes in blocks (NT does this with ``nt.batch``).
+* every layer's three functions carry its constructor's ``__name__``, and
+  :func:`layer` turns NT-style user layers into layers that compose with these.
 
 Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``'VALID'``, strides), ``Relu``, ``ABRelu``, ``LeakyRelu``, ``Abs``, ``Erf``,
@@ -29,40 +35,61 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
-``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``.
+``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
+``Dropout``, ``layer``.
 
 Not covered (a clear error, or simply absent): channels-first or other
 ``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
-non-channel axes; ``s != (1, 1)``; attention (``GlobalSelfAttention``),
-``BatchNorm`` (NT has none either), ``Dropout``, ``ConvTranspose``,
+non-channel axes; attention (``GlobalSelfAttention``),
+``BatchNorm`` (NT has none either), ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
-``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking (``mask_constant``);
-``diagonal_batch=False``; passing a
-``Kernel`` instead of inputs to ``kernel_fn``; NT's ``Kernel`` object as a
-result (``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
-``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`).
+``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking
+(``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
+``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
+``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 
+import jax
+
 from jaxtheory import nn
-from jaxtheory.kernels import analytic, nonlinear
-from jaxtheory.nn import core, layers as L
+from jaxtheory.kernels import analytic, nonlinear, nt_kernel
+from jaxtheory.kernels.nt_kernel import Kernel
+from jaxtheory.nn import core, dropout as dropout_layer, layers as L
 
 _CTX = nn.Ctx("ntk")
 _PARAM = {"ntk": "ntk", "standard": "sp"}
 
 
 class _Triple(tuple):
-  """``(init_fn, apply_fn, kernel_fn)`` that remembers the jaxtheory layer behind it."""
+  """``(init_fn, apply_fn, kernel_fn)`` that remembers the jaxtheory layer behind it.
+
+  The three functions are named after the constructor that built them (NT's
+  ``init_fn.__name__ == 'Dense'``): :func:`_named` sets the name.
+  """
 
   def __new__(cls, layer: core.Layer):
     obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer)))
     obj.layer = layer
     return obj
+
+
+def _named(constructor):
+  """``constructor`` whose triples' functions carry its name (NT's layer names)."""
+
+  @functools.wraps(constructor)
+  def build(*args, **kwargs):
+    triple = constructor(*args, **kwargs)
+    for f in triple[:3]:
+      f.__name__ = f.__qualname__ = constructor.__name__
+    return triple
+
+  return build
 
 
 def _is_shape(s) -> bool:
@@ -96,11 +123,12 @@ def _apply_fn(layer):
     return core.Feat() if hasattr(x, "shape") else tuple(feats(a) for a in x)
 
   def apply_fn(params, inputs, **kwargs):
-    kwargs.pop("rng", None)
+    rng = kwargs.pop("rng", None)
     if kwargs.get("mask_constant") is not None:
       raise TypeError("apply_fn got mask_constant: masking is not covered by jaxtheory.stax")
     # Other keyword arguments are ignored, as NT's layers ignore those they do not use.
-    y, _ = layer.apply(params, inputs, feats(inputs), _CTX)
+    ctx = _CTX if rng is None else dropout_layer.with_rng(_CTX, rng)
+    y, _ = layer.apply(params, inputs, feats(inputs), ctx)
     return y
 
   return apply_fn
@@ -109,19 +137,12 @@ def _apply_fn(layer):
 def _kernel_fn(layer):
   state = {}
 
-  def kernel_fn(x1, x2=None, get=None, *, batch_size=None, diagonal_batch=True,
-                diagonal_spatial=None, **kwargs):
-    if kwargs:
-      raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
-    if diagonal_batch is not True:
-      raise ValueError("jaxtheory.stax computes diagonal_batch=True kernels; "
-                       "diagonal_batch=False is not covered")
+  def kernel_fn(x1, x2=None, get=None, **kwargs):
     if layer.kernel is None:
       raise analytic.no_kernel_error(layer)
     if "fn" not in state:
-      state["fn"] = analytic.kernel_fn(layer, _CTX)
-    return state["fn"](x1, x2, ("nngp", "ntk") if get is None else get, batch_size=batch_size,
-                       diagonal_spatial=diagonal_spatial)
+      state["fn"] = nt_kernel.kernel_fn(layer, _CTX)
+    return state["fn"](x1, x2, get, **kwargs)
 
   return kernel_fn
 
@@ -146,9 +167,38 @@ def _check_axes(batch_axis=0, channel_axis=-1):
                      f"channel_axis=-1), got batch_axis={batch_axis}, channel_axis={channel_axis}")
 
 
-def _check_s(s):
-  if tuple(s) != (1, 1):
-    raise ValueError(f"s={tuple(s)} is not covered (only s=(1, 1))")
+def _width_scaled(layer: core.Layer, s, parameterization: str) -> core.Layer:
+  r"""NT's ``s = (s_in, s_out)`` of the standard parametrization (Sohl-Dickstein et al. 2020).
+
+  NT stores the weight with std :math:`W_{std}/\sqrt{N_{in}/s_{in}}` and
+  divides the product by :math:`\sqrt{s_{in}}` (``layer`` is built with
+  ``s_out * out_dim`` outputs), so the function is that of the plain layer while
+  the weight's gradient, hence the NTK, shrinks by :math:`s_{in}`: the kernel
+  sees :math:`N_{in}/s_{in}` input channels. ``'ntk'`` ignores ``s``, as NT's.
+  """
+  s_in, s_out = (int(v) for v in s)
+  if s_in < 1 or s_out < 1:
+    raise ValueError(f"s must hold two positive integers, got {tuple(s)}")
+  if (s_in, s_out) == (1, 1) or parameterization.lower() == "ntk":
+    return layer
+  root = s_in ** 0.5
+
+  def init(key, spec, ctx):
+    out, params, scales = layer.init(key, spec, ctx)
+    return out, {**params, "W": params["W"] * root}, scales
+
+  def apply(params, x, feat, ctx):
+    return layer.apply({**params, "W": params["W"] / root}, x, feat, ctx)
+
+  def kernel(k, ctx):
+    out = layer.kernel(k.replace(channels=k.channels / s_in), ctx)
+    return out
+
+  return core.Layer(init, apply, kernel)
+
+
+def _s_out(s, parameterization: str) -> int:
+  return 1 if parameterization.lower() == "ntk" else int(tuple(s)[1])
 
 
 def _check_padding(padding):
@@ -186,6 +236,12 @@ def Identity() -> _Triple:
   return _Triple(nn.identity_layer())
 
 
+def Dropout(rate: float, mode: str = "train") -> _Triple:
+  """Dropout keeping each unit with probability ``rate`` (NT's ``stax.Dropout``);
+  ``apply_fn`` needs ``rng=`` in train mode."""
+  return _Triple(dropout_layer.dropout(rate, mode))
+
+
 # ----------------------------------------------------------------------------
 # Linear layers.
 
@@ -195,8 +251,9 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
           s: tuple[int, int] = (1, 1)) -> _Triple:
   """Fully connected layer on the channel axis (NT's ``stax.Dense``)."""
   _check_axes(batch_axis, channel_axis)
-  _check_s(s)
-  return _Triple(L.dense(out_dim, W_std, b_std, parametrization=_param(parameterization)))
+  p = _param(parameterization)
+  return _Triple(_width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
+                                       parametrization=p), s, parameterization))
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -210,10 +267,10 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
             and rhs[:-2] == lhs[1:-1]):
       raise ValueError(f"only channels-last dimension_numbers (e.g. NHWC, HWIO, NHWC) are "
                        f"covered, got {dimension_numbers}")
-  _check_s(s)
   _check_padding(padding)
-  return _Triple(L.conv(out_chan, filter_shape, strides, padding, W_std, b_std,
-                        parametrization=_param(parameterization)))
+  return _Triple(_width_scaled(
+      L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
+             b_std, parametrization=_param(parameterization)), s, parameterization))
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
@@ -362,3 +419,57 @@ def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
   return _Triple(core.repeat(_layer(layer), n))
+
+
+def layer(layer_fn: Callable) -> Callable:
+  """NT's ``@stax.layer``: a user's layer ``(init_fn, apply_fn, kernel_fn)`` as a stax layer.
+
+  ``layer_fn(*args, **kwargs)`` returns NT-style functions: ``init_fn(key,
+  input_shape) -> (output_shape, params)``, ``apply_fn(params, x, **kwargs)``
+  and ``kernel_fn(kernel, **kwargs) -> kernel`` on a :class:`Kernel`. The
+  result composes with every other layer here (its kernel map converts to and
+  from :class:`Kernel` around the user's ``kernel_fn``).
+  """
+
+  @functools.wraps(layer_fn)
+  def build(*args, **kwargs):
+    init_fn, apply_fn, kernel_fn = layer_fn(*args, **kwargs)
+    triple = _Triple(core.Layer(_foreign_init(init_fn), _foreign_apply(apply_fn),
+                                nt_kernel.foreign_kernel_map(kernel_fn)))
+    for f in triple[:3]:
+      f.__name__ = f.__qualname__ = layer_fn.__name__
+    return triple
+
+  return build
+
+
+def _foreign_init(init_fn):
+
+  def init(key, spec, ctx):
+    del ctx
+    shape, params = init_fn(key, spec.shape)
+    return core.Spec(tuple(shape)), params, jax.tree.map(lambda _: 1.0, params)
+
+  return init
+
+
+def _foreign_apply(apply_fn):
+
+  def apply(params, x, feat, ctx):
+    del feat, ctx
+    return apply_fn(params, x), core.Feat()
+
+  return apply
+
+
+def _name_layers():
+  """Names every public constructor's triples after it (run once at import)."""
+  g = globals()
+  for name, value in list(g.items()):
+    if (callable(value) and not name.startswith("_") and name[:1].isupper()
+        and getattr(value, "__module__", None) == __name__ and not isinstance(value, type)):
+      g[name] = _named(value)
+  g["serial"], g["parallel"], g["repeat"] = (_named(serial), _named(parallel), _named(repeat))
+
+
+_name_layers()

@@ -67,6 +67,8 @@ class Kernel:
       nonlinearity, a flatten, a channel concatenation or at the input).
     wide: static; the channel axis scales with the swept width (it decides the
       role of the next layer under muP / mean field).
+    x1_is_x2: ``None`` (unknown) or a boolean array: the two batches are the
+      same inputs (dropout's kernel needs it: same-example entries change).
   """
   nngp: Array
   ntk: Array | None
@@ -76,6 +78,7 @@ class Kernel:
   diagonal_spatial: bool = dataclasses.field(default=False, metadata=dict(static=True))
   is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
   wide: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  x1_is_x2: Any = None
 
   def replace(self, **kw) -> "Kernel":
     return dataclasses.replace(self, **kw)

@@ -78,7 +78,14 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
   @functools.wraps(kernel_fn)
   def batched_kernel_fn(x1, x2=None, *args, **kwargs):
     n_dev = _n_devices(device_count)
+    if x2 is not None and not jax.tree.leaves(x2):
+      x2 = None  # NT's x2=(None, None): two inputs, each compared with itself
     call, arrays, key = _block_call(kernel_fn, args, kwargs)
+    kernels = jax.tree.leaves(x1, is_leaf=_is_kernel)
+    if kernels and all(_is_kernel(k) for k in kernels):
+      if x2 is not None:
+        raise ValueError("batch: a Kernel input takes x2=None")
+      return _kernel_blocks(call, x1, arrays, batch_size, store_on_device)
     n1 = _batch_size_of(x1, "x1")
     n2 = n1 if x2 is None else _batch_size_of(x2, "x2")
     b1 = batch_size or -(-n1 // n_dev)
@@ -103,9 +110,56 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     out = _concat(rows, axis=0, store_on_device=store_on_device)
     if x2 is None:
       out = _drop_cov2(out)
+    out = _set_x1_is_x2(_fix_shapes(out), x1, x2)
     return out if store_on_device else _to_host(out)
 
   return batched_kernel_fn
+
+
+def _set_x1_is_x2(out, x1, x2):
+  """Blocks compare row blocks with column blocks; NT's ``x1_is_x2`` compares the wholes."""
+  if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
+    return type(out)(_set_x1_is_x2(o, x1, x2) for o in out)
+  if not hasattr(out, "x1_is_x2") or not hasattr(out, "replace"):
+    return out
+  if x2 is None:
+    same = True
+  else:
+    l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
+    same = all(jnp.shape(a) == jnp.shape(b) for a, b in zip(l1, l2)) and all(
+        bool(jnp.all(jnp.asarray(a) == jnp.asarray(b))) for a, b in zip(l1, l2))
+  return out.replace(x1_is_x2=jnp.asarray(same))
+
+
+def _is_kernel(x) -> bool:
+  """An NT ``Kernel`` (duck-typed: ``nngp`` and ``slice``)."""
+  return hasattr(x, "slice") and hasattr(x, "nngp")
+
+
+def _kernel_blocks(call, ks, arrays, batch_size: int, store_on_device: bool):
+  """``call`` on blocks ``k.slice(rows, cols)`` of NT ``Kernel`` inputs (a pytree), assembled.
+
+  Blocks are sliced from the input kernels (NT's ``Kernel.slice``), on one device.
+  """
+  leaves = jax.tree.leaves(ks, is_leaf=_is_kernel)
+  n1, n2 = leaves[0].nngp.shape[:2]
+  b1 = batch_size or n1
+  b2 = batch_size or n2
+  if not all(getattr(k, "diagonal_batch", True) for k in leaves):
+    b1, b2 = n1, n2  # full batch covariances do not split into blocks
+  rows = []
+  for i in range(0, n1, b1):
+    cols = []
+    for j in range(0, n2, b2):
+      block = jax.tree.map(lambda k: k.slice(slice(i, i + b1), slice(j, j + b2)), ks,
+                           is_leaf=_is_kernel)
+      block = call(block, None, arrays)
+      cols.append(block if store_on_device else jax.device_get(block))
+    rows.append(_concat(cols, axis=1, store_on_device=store_on_device))
+  out = _fix_shapes(_concat(rows, axis=0, store_on_device=store_on_device))
+  if leaves[0].cov2 is None:
+    out = _drop_cov2(out)
+  return out if store_on_device else _to_host(out)
 
 
 # ----------------------------------------------------------------------------
@@ -226,15 +280,22 @@ def _fields(out):
   return tuple(fields) if fields else None
 
 
-def _map_kernel(out, fn):
-  """Applies ``fn(leaf, field)`` to the arrays of ``out`` (field: its name, or ``None``)."""
+# Fields of a kernel that are blocks of the result; any other field (``x1_is_x2``,
+# masks, static metadata) is the same for every block and passes through.
+_BLOCK_FIELDS = ("nngp", "ntk", "cov1", "cov2")
+
+
+def _map_kernel(out, fn, other=lambda a: a):
+  """Applies ``fn(leaf, field)`` to the arrays of ``out`` (field: its name, or ``None``);
+  ``other`` to the arrays of fields that are not blocks (``x1_is_x2``, masks)."""
   fields = _fields(out)
   if fields is not None:
-    vals = {f: (fn(v, f) if _is_array(v) else v) for f, v in
-            ((f, getattr(out, f)) for f in fields)}
+    vals = {f: ((fn(v, f) if f in _BLOCK_FIELDS else other(v)) if _is_array(v) else v)
+            for f, v in ((f, getattr(out, f)) for f in fields)}
     return out._replace(**vals) if hasattr(out, "_replace") else type(out)(**vals)
   if isinstance(out, (list, tuple, dict)):
-    return jax.tree.map(lambda o: _map_kernel(o, fn), out, is_leaf=lambda o: o is not out)
+    return jax.tree.map(lambda o: _map_kernel(o, fn, other), out,
+                        is_leaf=lambda o: o is not out)
   return fn(out, None) if _is_array(out) else out
 
 
@@ -269,11 +330,24 @@ def _concat(blocks: list, axis: int, store_on_device: bool):
       joined.append(cat([leaves[i][0] for leaves in per_block],
                         axis=0 if field in ("cov1", "cov2") else axis))
   it = iter(joined)
-  return _map_kernel(blocks[0], lambda a, f: next(it))
+  return _fix_shapes(_map_kernel(blocks[0], lambda a, f: next(it)))
+
+
+def _fix_shapes(out):
+  """NT kernels record their batch sizes in ``shape1``/``shape2``: those of the whole."""
+  if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
+    return type(out)(_fix_shapes(o) for o in out)
+  if getattr(out, "shape1", None) is None or not hasattr(out, "replace"):
+    return out
+  n1 = out.nngp.shape[0]
+  n2 = out.nngp.shape[1]
+  return out.replace(shape1=(n1,) + tuple(out.shape1[1:]), shape2=(n2,) + tuple(out.shape2[1:]))
 
 
 def _drop_cov2(out):
   """``x2=None`` was computed as ``x2=x1``; the result says ``cov2=None`` as the unbatched one."""
+  if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
+    return type(out)(_drop_cov2(o) for o in out)
   fields = _fields(out)
   if fields is None or "cov2" not in fields:
     return out
@@ -295,7 +369,7 @@ def _sharded(call, n_dev: int):
       local = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct((a.shape[0] // n_dev,) + a.shape[1:], a.dtype), x1)
       specs = _map_kernel(jax.eval_shape(call, local, x2, arrays),
-                          lambda a, f: P() if f == "cov2" else P("d"))
+                          lambda a, f: P() if f == "cov2" else P("d"), lambda a: P())
       compiled.append(jax.jit(jax.shard_map(call, mesh=mesh, in_specs=(P("d"), P(), P()),
                                             out_specs=specs, check_vma=False)))
     split, whole = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())

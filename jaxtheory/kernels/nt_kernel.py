@@ -1,0 +1,368 @@
+r"""neural-tangents' ``Kernel`` object and its ``kernel_fn(x1_or_kernel, x2, get, ...)`` protocol.
+
+The analytic recursions (:mod:`jaxtheory.kernels.analytic`) work on a lean
+:class:`~jaxtheory.kernels.analytic.Kernel` (per-example variances only, no
+shapes). neural-tangents 0.6.5 (Novak et al. 2020) returns a richer object
+whose fields its users read and ``replace``: the input shapes ``shape1`` /
+``shape2``, ``x1_is_x2``, ``is_gaussian``, the layout flags ``diagonal_batch``
+/ ``diagonal_spatial``, and a ``kernel_fn`` accepts such an object in place of
+inputs (``kernel_fn(kernel_fn(x))`` composes two networks). This module holds
+that object (:class:`Kernel`) and :func:`kernel_fn`, which runs a layer's
+kernel map on arrays or on :class:`Kernel` objects and answers in NT's layout:
+
+* ``diagonal_batch=True`` (the default): ``cov1`` holds :math:`K(x_i, x_i)`,
+  shape ``(n1, *S)``; ``False``: the full :math:`K(x_i, x_j)`, ``(n1, n1, *S)``
+  (the NNGP of ``x1`` with itself), likewise ``cov2``;
+* ``diagonal_spatial``: see :func:`jaxtheory.kernels.analytic.kernel_fn`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtheory.kernels import analytic, batching
+
+Array = jax.Array
+
+_STATIC = dict(static=True, pytree_node=False)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+  """NNGP, NTK and covariances of a network's outputs, with NT's metadata.
+
+  Attributes:
+    nngp: covariance of the outputs on ``x1`` with those on ``x2``,
+      ``(n1, n2, *S)``; ``S`` is ``(h, w, ...)`` when ``diagonal_spatial``
+      else ``(h, h, w, w, ...)``.
+    ntk: the NTK, shaped like ``nngp`` (``None``: not computed).
+    cov1: covariance of ``x1`` with itself: ``(n1, *S)`` (``diagonal_batch``)
+      or ``(n1, n1, *S)``.
+    cov2: the same for ``x2``; ``None`` when ``x2`` is ``x1``.
+    x1_is_x2: a boolean array: the two batches are the same inputs.
+    is_gaussian: the outputs are centred Gaussian with i.i.d. channels (after
+      a dense or conv layer, not after a nonlinearity).
+    is_reversed: the spatial axes are stored reversed (never, here).
+    is_input: NT's flag for its dropout layer (NT leaves it ``False``).
+    diagonal_batch: ``cov1``/``cov2`` hold only the per-example variances.
+    diagonal_spatial: only same-position covariances are stored.
+    shape1: shape of the activations on ``x1`` (channels: the finite count).
+    shape2: shape of the activations on ``x2``.
+    batch_axis: the batch axis of the activations.
+    channel_axis: the channel axis of the activations.
+    mask1: masked positions of ``x1`` (``None``: no masking; masking is not
+      supported by jaxtheory).
+    mask2: the same for ``x2``.
+  """
+  nngp: Array
+  ntk: Array | None
+  cov1: Array
+  cov2: Array | None
+  x1_is_x2: Array
+  is_gaussian: bool = dataclasses.field(metadata=_STATIC)
+  is_reversed: bool = dataclasses.field(metadata=_STATIC)
+  is_input: bool = dataclasses.field(metadata=_STATIC)
+  diagonal_batch: bool = dataclasses.field(metadata=_STATIC)
+  diagonal_spatial: bool = dataclasses.field(metadata=_STATIC)
+  shape1: tuple[int, ...] | None = dataclasses.field(metadata=_STATIC)
+  shape2: tuple[int, ...] | None = dataclasses.field(metadata=_STATIC)
+  batch_axis: int = dataclasses.field(metadata=_STATIC)
+  channel_axis: int = dataclasses.field(metadata=_STATIC)
+  mask1: Array | None = None
+  mask2: Array | None = None
+
+  def replace(self, **kw) -> "Kernel":
+    """A copy with the given fields replaced."""
+    return dataclasses.replace(self, **kw)
+
+  def asdict(self) -> dict[str, Any]:
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  def astuple(self) -> tuple[Any, ...]:
+    return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+  def slice(self, n1_slice: slice, n2_slice: slice) -> "Kernel":
+    """The kernel of ``x1[n1_slice]`` and ``x2[n2_slice]``."""
+    cov1 = self.cov1[n1_slice] if self.diagonal_batch else self.cov1[n1_slice, n1_slice]
+    src2 = self.cov1 if self.cov2 is None else self.cov2
+    cov2 = src2[n2_slice] if self.diagonal_batch else src2[n2_slice, n2_slice]
+    ntk = self.ntk
+    if ntk is not None and ntk.ndim >= 2:
+      ntk = ntk[n1_slice, n2_slice]
+    return self.replace(nngp=self.nngp[n1_slice, n2_slice], ntk=ntk, cov1=cov1, cov2=cov2,
+                        shape1=(cov1.shape[0],) + tuple(self.shape1[1:]),
+                        shape2=(cov2.shape[0],) + tuple(self.shape2[1:]))
+
+  @property
+  def nspatial(self) -> int:
+    """Number of spatial axes of the activations."""
+    return len(self.shape1) - 2
+
+
+def is_kernel(x) -> bool:
+  return isinstance(x, Kernel)
+
+
+# ----------------------------------------------------------------------------
+# Conversions between NT's object and the analytic one.
+
+
+def _batch_diagonal(cov: Array) -> Array:
+  """``(n, n, *S) -> (n, *S)``: the per-example entries of a full batch covariance."""
+  return jnp.moveaxis(jnp.diagonal(cov, axis1=0, axis2=1), -1, 0)
+
+
+def _channels(k: Kernel):
+  return k.shape1[k.channel_axis] if k.shape1 else 1
+
+
+def _to_analytic(k: Kernel) -> tuple[analytic.Kernel, analytic.Kernel | None,
+                                    analytic.Kernel | None]:
+  """``(k12, k11, k22)``: the analytic kernel and, for ``diagonal_batch=False``,
+  those of each batch with itself (``k22`` is ``None`` when ``x2`` is ``x1``)."""
+  if k.is_reversed:
+    raise ValueError("kernels with reversed spatial axes are not supported")
+  if k.mask1 is not None or k.mask2 is not None:
+    raise ValueError("masked kernels (mask_constant) are not supported by jaxtheory")
+  if k.diagonal_batch:
+    v1, v2 = k.cov1, k.cov2
+  else:
+    v1 = _batch_diagonal(k.cov1)
+    v2 = None if k.cov2 is None else _batch_diagonal(k.cov2)
+  ch = _channels(k)
+  ntk = k.ntk
+  if ntk is not None and ntk.ndim == 0:
+    ntk = jnp.broadcast_to(ntk, k.nngp.shape)
+  k12 = analytic.Kernel(k.nngp, ntk, v1, v2, ch, k.diagonal_spatial, k.is_gaussian, False,
+                        k.x1_is_x2)
+  if k.diagonal_batch:
+    return k12, None, None
+  yes = jnp.asarray(True)
+  k11 = analytic.Kernel(k.cov1, None, v1, None, ch, k.diagonal_spatial, k.is_gaussian, False, yes)
+  k22 = None if k.cov2 is None else analytic.Kernel(k.cov2, None, v2, None, ch,
+                                                   k.diagonal_spatial, k.is_gaussian, False, yes)
+  return k12, k11, k22
+
+
+def _shape(ak: analytic.Kernel, n: int) -> tuple[int, ...]:
+  ch = ak.channels if isinstance(ak.channels, int) else -1
+  return (n, *ak.spatial_shape, ch)
+
+
+def _from_analytic(k12: analytic.Kernel, k11: analytic.Kernel | None,
+                   k22: analytic.Kernel | None, x1_is_x2, diagonal_batch: bool,
+                   same: bool) -> Kernel:
+  n1 = k12.nngp.shape[0]
+  n2 = k12.nngp.shape[1]
+  if diagonal_batch:
+    cov1, cov2 = k12.cov1, (None if same else k12.cov2)
+  else:
+    cov1, cov2 = k11.nngp, (None if same else k22.nngp)
+  shape1 = _shape(k12, n1)
+  return Kernel(nngp=k12.nngp, ntk=k12.ntk, cov1=cov1, cov2=cov2,
+                x1_is_x2=jnp.asarray(x1_is_x2, bool), is_gaussian=k12.is_gaussian,
+                is_reversed=False, is_input=False, diagonal_batch=diagonal_batch,
+                diagonal_spatial=k12.diagonal_spatial, shape1=shape1,
+                shape2=_shape(k12, n2), batch_axis=0, channel_axis=len(shape1) - 1)
+
+
+def x1_is_x2(x1, x2=None, eps: float = 1e-12):
+  """Whether ``x2`` is ``x1`` (``None``, or equal entries up to ``eps``)."""
+  if x2 is None or x1 is x2:
+    return jnp.asarray(True)
+  if jnp.shape(x1) != jnp.shape(x2):
+    return jnp.asarray(False)
+  return jnp.all(jnp.abs(jnp.asarray(x1) - jnp.asarray(x2)) < eps)
+
+
+# ----------------------------------------------------------------------------
+# kernel_fn.
+
+
+def _is_leaf(x) -> bool:
+  return isinstance(x, (Kernel, analytic.Kernel))
+
+
+def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk):
+  """Analytic kernels ``(k12, k11, k22)`` pytrees for arrays or NT kernels."""
+  if jax.tree.leaves(x1, is_leaf=is_kernel) and all(
+      is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)):
+    if x2 is not None:
+      raise ValueError("kernel_fn got a Kernel and x2; pass x2=None with a Kernel")
+    trip = jax.tree.map(_to_analytic, x1, is_leaf=is_kernel)
+    pick = lambda i: jax.tree.map(lambda t: t[i], trip, is_leaf=lambda t: isinstance(t, tuple)
+                                  and len(t) == 3 and isinstance(t[0], analytic.Kernel))
+    same = jax.tree.map(lambda k: k.cov2 is None, x1, is_leaf=is_kernel)
+    eq = jax.tree.map(lambda k: k.x1_is_x2, x1, is_leaf=is_kernel)
+    db = {k.diagonal_batch for k in jax.tree.leaves(x1, is_leaf=is_kernel)}
+    if not diagonal_batch and db != {False}:
+      raise ValueError("diagonal_batch=False needs input kernels computed with "
+                       "diagonal_batch=False (they hold only per-example variances)")
+    return pick(0), pick(1) if not diagonal_batch else None, \
+        pick(2) if not diagonal_batch else None, same, eq
+  leaves1, tree = jax.tree.flatten(x1)
+  # NT passes x2=(None, None) for two inputs compared with themselves.
+  leaves2 = ([None] * len(leaves1) if x2 is None
+             else jax.tree.leaves(x2, is_leaf=lambda v: v is None))
+  if len(leaves2) != len(leaves1):
+    raise ValueError(f"x1 and x2 must be the same pytree of inputs, got {len(leaves1)} and "
+                     f"{len(leaves2)} arrays")
+  mk = lambda a, b, ntk: analytic.inputs_to_kernel(
+      a, b, diagonal_spatial=diagonal_spatial, compute_ntk=ntk).replace(x1_is_x2=x1_is_x2(a, b))
+  k12 = jax.tree.unflatten(tree, [mk(a, b, compute_ntk) for a, b in zip(leaves1, leaves2)])
+  k11 = k22 = None
+  if not diagonal_batch:
+    k11 = jax.tree.unflatten(tree, [mk(a, None, False) for a in leaves1])
+    if any(b is not None for b in leaves2):
+      k22 = jax.tree.unflatten(tree, [mk(a if b is None else b, None, False)
+                                      for a, b in zip(leaves1, leaves2)])
+  same = jax.tree.unflatten(tree, [b is None for b in leaves2])
+  eq = jax.tree.unflatten(tree, [x1_is_x2(a, b) for a, b in zip(leaves1, leaves2)])
+  return k12, k11, k22, same, eq
+
+
+def _flags(tree_of_inputs):
+  """Static description of the inputs (part of the compilation cache key)."""
+  leaves, tree = jax.tree.flatten(tree_of_inputs, is_leaf=is_kernel)
+  desc = []
+  for l in leaves:
+    if is_kernel(l):
+      desc.append(jax.tree.structure(l))
+      desc.append(tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(l)))
+    else:
+      desc.append((jnp.shape(l), str(jnp.result_type(l))))
+  return tree, tuple(desc)
+
+
+def _normalize_get(get):
+  """``(names, single)``: any of the :class:`Kernel` fields (NT's ``get``), one or a tuple."""
+  names, single = ((get,), True) if isinstance(get, str) else (tuple(get), False)
+  fields = tuple(f.name for f in dataclasses.fields(Kernel))
+  for g in names:
+    if g not in fields:
+      raise ValueError(f"get must name fields of Kernel ({', '.join(fields)}), got {g!r}")
+  return names, single
+
+
+def kernel_fn(layer, ctx) -> Callable:
+  r"""neural-tangents' ``kernel_fn`` of a layer (what ``stax`` layers return).
+
+  Args:
+    layer: a layer with a kernel map (``layer.kernel(k, ctx)`` on
+      :class:`jaxtheory.kernels.analytic.Kernel`).
+    ctx: the run context.
+
+  Returns:
+    ``fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=True,
+    diagonal_spatial=None, batch_size=None)``. ``x1_or_kernel`` is an array
+    ``(n1, ..., channels)``, a pytree of arrays (for layers taking several
+    inputs), or a :class:`Kernel` (pytree) from another ``kernel_fn``, in which
+    case ``x2`` must be ``None``. ``get=None`` returns a :class:`Kernel`, a
+    string that field's array, a tuple a namedtuple of those fields.
+    ``diagonal_spatial`` ``None`` chooses the layout (diagonal when no layer
+    needs more and the output has no spatial axes), ``True`` asks for
+    same-position entries only, ``False`` for all pairs of positions.
+  """
+  if layer.kernel is None:
+    raise analytic.no_kernel_error(layer)
+  compiled = {}
+
+  def compute(x1, x2, want_ntk, diagonal_batch, diagonal_spatial):
+    k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk)
+    out12 = layer.kernel(k12, ctx)
+    out11 = None if k11 is None else layer.kernel(k11, ctx)
+    out22 = None if k22 is None else layer.kernel(k22, ctx)
+    # Outputs and inputs may be different pytrees (fan-out, fan-in); the flags of
+    # the first input apply to every output.
+    same0 = jax.tree.leaves(same)[0]
+    eq0 = jax.tree.leaves(eq)[0]
+    is_a = lambda k: isinstance(k, analytic.Kernel)
+    leaves12, tree = jax.tree.flatten(out12, is_leaf=is_a)
+    leaves11 = [None] * len(leaves12) if out11 is None else jax.tree.leaves(out11, is_leaf=is_a)
+    leaves22 = ([None] * len(leaves12) if out22 is None
+                else jax.tree.leaves(out22, is_leaf=is_a))
+    return jax.tree.unflatten(tree, [
+        _from_analytic(a, b, c, eq0, diagonal_batch, same0)
+        for a, b, c in zip(leaves12, leaves11, leaves22)])
+
+  def choose_layout(x1, x2, diagonal_batch):
+    spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                                  t)
+    try:
+      out = jax.eval_shape(lambda a, b: compute(a, b, False, diagonal_batch, True),
+                           spec(x1), spec(x2))
+    except analytic.NeedsFullSpatial:
+      return False
+    return all(k.nngp.ndim == 2 for k in jax.tree.leaves(out, is_leaf=is_kernel))
+
+  def run(x1, x2, want_ntk, diagonal_batch, diagonal_spatial):
+    key = (_flags(x1), None if x2 is None else _flags(x2), want_ntk, diagonal_batch,
+           diagonal_spatial)
+    if key not in compiled:
+      if diagonal_spatial is None:
+        diag = choose_layout(x1, x2, diagonal_batch)
+      else:
+        diag = bool(diagonal_spatial)
+      compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
+                                                diagonal_batch=diagonal_batch,
+                                                diagonal_spatial=diag))
+    return compiled[key](x1, x2)
+
+  def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
+         diagonal_spatial: bool | None = None, batch_size: int | None = None, **kwargs):
+    if kwargs:
+      raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
+    names, single = (None, False) if get is None else _normalize_get(get)
+    want_ntk = names is None or "ntk" in names
+    from_kernel = is_kernel(x1) or (not hasattr(x1, "shape") and any(
+        is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)))
+    if not from_kernel:
+      x1 = jax.tree.map(jnp.asarray, x1)
+      x2 = None if x2 is None else jax.tree.map(jnp.asarray, x2)
+    diagonal_batch = bool(diagonal_batch)
+    try:
+      if batch_size is not None and not from_kernel:
+        out = batching.batch(lambda a, b: run(a, b, want_ntk, diagonal_batch, diagonal_spatial),
+                    batch_size, 0)(x1, x2)
+      else:
+        out = run(x1, x2, want_ntk, diagonal_batch, diagonal_spatial)
+    except analytic.NeedsFullSpatial as e:
+      raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
+                       "positions; use diagonal_spatial=False") from None
+    if names is None:
+      return out
+    if single:
+      return jax.tree.map(lambda k: getattr(k, names[0]), out, is_leaf=is_kernel)
+    cls = analytic._kernels_type(names)
+    return jax.tree.map(lambda k: cls(*(getattr(k, g) for g in names)), out, is_leaf=is_kernel)
+
+  return fn
+
+
+def foreign_kernel_map(kernel_fn: Callable) -> analytic.KernelMap:
+  """The analytic kernel map of an NT-style ``kernel_fn(kernel: Kernel, **kw) -> Kernel``.
+
+  Used for layers users write in NT's protocol (``stax.layer``): the analytic
+  kernel is shown to ``kernel_fn`` as a :class:`Kernel` (``diagonal_batch``,
+  channels last) and its answer converted back.
+  """
+
+  def kernel(k: analytic.Kernel, ctx) -> analytic.Kernel:
+    del ctx
+    same = k.cov2 is None
+    eq = same if k.x1_is_x2 is None else k.x1_is_x2
+    nt = _from_analytic(k, None, None, eq, True, same)
+    out = kernel_fn(nt)
+    if not is_kernel(out):
+      raise TypeError(f"a layer's kernel_fn must return a Kernel, got {type(out).__name__}")
+    k12, _, _ = _to_analytic(out)
+    return k12.replace(wide=k.wide)
+
+  return kernel
