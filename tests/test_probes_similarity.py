@@ -272,7 +272,7 @@ def test_block_metric_records_what_layer_cka_computes():
   s = sweep.Sweep(model=lambda w: nn.residual_mlp(ds.input_shape, w, 2, 10), data=ds,
                   grid=dict(seed=[0], width=[8]), hparams=dict(lr=0.05), steps=3, record=2,
                   metrics={"block": S.block_metric(16)}, dtype="float64")
-  res, (g,) = sweep.run(s, return_params=True, progress=False)
+  res, (g,) = sweep.execute(s, progress=False)
   res = S.split_block_metric(res)
   assert isinstance(res, xr.Dataset) and "block" not in res
   assert res.cka.dims[-2:] == ("layer", "layer_b") and res.pc_share.dims[-1] == "layer"
