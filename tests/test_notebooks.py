@@ -10,7 +10,7 @@ NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
 STEPS = {"width_sweep": 5, "grokking": 30, "matrix_completion": 30, "double_descent": 30,
          "neural_collapse": 60, "edge_of_stability": 60, "separation": 60,
          "mode_connectivity": 60, "kernel_limit": 20, "noisy_labels": 60,
-         "spectral_bias": 60, "sharpness": 40}
+         "spectral_bias": 60, "sharpness": 40, "platonic": 60}
 
 
 def test_every_notebook_is_listed():

@@ -66,7 +66,6 @@ import json
 import os
 from collections.abc import Callable
 
-import flax.linen as linen
 import jax
 import numpy as np
 import xarray as xr
@@ -75,7 +74,6 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import optimization_status, pairwise_rank_correlation
 from jaxtheory.errors import ConfigError
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
-from jaxtheory.nn.flax import from_linen
 from jaxtheory.probes import over_runs
 from jaxtheory.probes import similarity as S
 from jaxtheory.probes.separation import layer_features
@@ -142,18 +140,26 @@ def _check(cfg: Config) -> None:
     raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
 
 
-class LinenMLP(linen.Module):
-  """A plain linen MLP (flatten, ``depth`` x (Dense ``width``, ReLU), Dense readout)."""
-  width: int
-  depth: int
-  classes: int
+def linen_mlp(width: int, depth: int, classes: int):
+  """A plain Flax linen MLP: flatten, ``depth`` x (Dense ``width``, ReLU), a Dense readout.
 
-  @linen.compact
-  def __call__(self, x):
-    x = x.reshape(x.shape[0], -1)
-    for _ in range(self.depth):
-      x = linen.relu(linen.Dense(self.width)(x))
-    return linen.Dense(self.classes)(x)
+  Flax is imported here, on use, so that importing the experiments stays light.
+  """
+  import flax.linen as linen  # pylint: disable=import-outside-toplevel
+
+  class LinenMLP(linen.Module):
+    width: int
+    depth: int
+    classes: int
+
+    @linen.compact
+    def __call__(self, x):
+      x = x.reshape(x.shape[0], -1)
+      for _ in range(self.depth):
+        x = linen.relu(linen.Dense(self.width)(x))
+      return linen.Dense(self.classes)(x)
+
+  return LinenMLP(width, depth, classes)
 
 
 def load_data(cfg: Config) -> tuple[data.Dataset, np.ndarray]:
@@ -225,7 +231,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                                checkpoint=part("mlp"), return_params=True, **engine)
   parts = [("mlp", d, make(d), groups[d], res.sel(depth=d)) for d in cfg.depths]
   if cfg.flax_width:
-    fx = sweep.Sweep(lambda w: from_linen(LinenMLP(w, cfg.flax_depth, K), ds.input_shape),
+    fx = sweep.Sweep(lambda w: nn.flax.from_linen(linen_mlp(w, cfg.flax_depth, K),
+                                                   ds.input_shape),
                      grid=dict(seed=seeds, width=[cfg.flax_width]), name="platonic-flax",
                      **common)
     fres, fgroups = sweep.run(fx, progress=progress, checkpoint=part("flax"),
