@@ -240,3 +240,60 @@ def growth_exponent(curve, steps) -> float:
   t = np.asarray(steps, np.float64)
   y = np.asarray(curve, np.float64)
   return float(power_law(y[t > 0], t[t > 0]).exponents[0])
+
+
+def pairwise_rank_correlation(matrix, score, *, resamples: int = 1000, level: float = 0.95,
+                              seed: int = 0) -> tuple[float, float, float]:
+  r"""Spearman's rank correlation of a pairwise quantity with a per-pair score, and its interval.
+
+  ``matrix[a, b]`` is a property of the pair of items ``a != b`` (e.g. the
+  alignment of two networks' representations) and ``score[a, b]`` the
+  quantity it is ranked against (e.g. the lower of the two networks'
+  accuracies). Spearman's :math:`\rho` is taken over the distinct pairs
+  ``a < b``. The pairs share items, so they are not independent draws: the
+  interval is a percentile bootstrap over *items* (resample the items with
+  replacement, keep the pairs of two distinct draws of distinct items,
+  recompute :math:`\rho`), which carries the dependence between the pairs
+  of one item (as in bootstraps of dyadic data, e.g. Davison & Hinkley 1997,
+  Ch. 3.8).
+
+  Args:
+    matrix: ``(M, M)`` pairwise values (only ``a < b`` is read).
+    score: ``(M, M)`` pairwise scores.
+    resamples: bootstrap resamples.
+    level: the interval's coverage.
+    seed: seed of the resampling.
+
+  Returns:
+    ``(rho, low, high)``; NaN where fewer than three pairs or a constant
+    variable leave :math:`\rho` undefined (resamples where it is undefined are
+    dropped).
+
+  >>> m = np.array([[1, .2, .3], [.2, 1, .5], [.3, .5, 1]])
+  >>> pairwise_rank_correlation(m, m, resamples=20)[0]
+  1.0
+  """
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+
+  matrix, score = np.asarray(matrix, np.float64), np.asarray(score, np.float64)
+  M = matrix.shape[0]
+  if matrix.shape != (M, M) or score.shape != (M, M):
+    raise ValueError(f"matrix and score must both be (M, M), got {matrix.shape} and {score.shape}")
+
+  def rho(items):
+    a, b = np.triu_indices(len(items), 1)
+    a, b = items[a], items[b]
+    keep = a != b
+    x, y = matrix[a[keep], b[keep]], score[a[keep], b[keep]]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+      return np.nan
+    return float(stats.spearmanr(x, y).statistic)
+
+  r = rho(np.arange(M))
+  rng = np.random.default_rng(seed)
+  boot = np.array([rho(rng.integers(0, M, M)) for _ in range(resamples)])
+  boot = boot[np.isfinite(boot)]
+  if not np.isfinite(r) or boot.size == 0:
+    return r, np.nan, np.nan
+  lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+  return r, float(lo), float(hi)

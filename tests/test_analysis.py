@@ -69,3 +69,26 @@ def test_failure_detector_fires_on_deliberately_broken_runs():
   assert set(failed) == {(0.0,), (1e4,)}, failed
   assert failed[0.0,].startswith("not converged")
   assert failed[1e4,].startswith("diverged")
+
+
+def test_pairwise_rank_correlation():
+  from jaxtheory.analysis import pairwise_rank_correlation
+  rng = np.random.default_rng(0)
+  M = 12
+  skill = rng.uniform(size=M)
+  pair_skill = np.minimum.outer(skill, skill)
+  noise = rng.normal(size=(M, M))
+  noise = (noise + noise.T) / 2
+  related = pair_skill + 0.05 * noise
+  rho, lo, hi = pairwise_rank_correlation(related, pair_skill, resamples=300)
+  assert rho > 0.8 and 0 < lo <= rho <= hi
+  # Pairs unrelated to the score: the interval covers zero.
+  rho, lo, hi = pairwise_rank_correlation(noise, pair_skill, resamples=300)
+  assert lo < 0 < hi
+  # Exact on a hand example (Spearman of the 3 distinct pairs).
+  m = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], float)
+  assert pairwise_rank_correlation(m, -m, resamples=10)[0] == pytest.approx(-1.0)
+  r = pairwise_rank_correlation(np.ones((3, 3)), m, resamples=10)
+  assert np.isnan(r).all()
+  with pytest.raises(ValueError, match=r"\(M, M\)"):
+    pairwise_rank_correlation(np.ones((3, 3)), np.ones((2, 2)))

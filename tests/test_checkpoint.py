@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -78,6 +79,41 @@ def test_checkpointing_does_not_change_results_and_resume_skips_finished_work(tm
   again = sweep.run(s, checkpoint=ck, resume=True)  # everything finished: nothing recomputed
   np.testing.assert_array_equal(again.train_loss.values, plain.train_loss.values)
   assert again.attrs["traces"] == 0
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_resume_returns_the_params_of_finished_runs(tmp_path):
+  """sweep.execute after a resume: the finished units' final params come from the checkpoint,
+  equal to an uninterrupted sweep's, whether it finished or was stopped between buckets."""
+  s = _small()
+  ref_res, ref = sweep.execute(s, progress=False)
+  same = lambda a, b: all(np.array_equal(np.asarray(u), np.asarray(v))
+                          for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  # 1. The sweep finished; resuming it recomputes nothing and returns the same params.
+  ck = tmp_path / "done.npz"
+  sweep.run(s, checkpoint=ck, progress=False)
+  res, groups = sweep.execute(s, checkpoint=ck, resume=True, progress=False)
+  assert res.attrs["traces"] == 0
+  assert [g.runs.tolist() for g in groups] == [g.runs.tolist() for g in ref]
+  for g, r in zip(groups, ref):
+    assert same(g.params, r.params) and same(g.ctx, r.ctx)
+    np.testing.assert_array_equal(g.coords["width"], r.coords["width"])
+  np.testing.assert_array_equal(res.train_loss.values, ref_res.train_loss.values)
+
+  # 2. Stopped after the first bucket: it comes from the checkpoint, the second is trained.
+  def stop(done, total, info=""):
+    if "compiling width<=64" in info:
+      raise _Stop
+  ck = tmp_path / "half.npz"
+  with pytest.raises(_Stop):
+    sweep.run(s, checkpoint=ck, checkpoint_interval=0, progress=stop)
+  res, groups = sweep.execute(s, checkpoint=ck, resume=True, progress=False)
+  for g, r in zip(groups, ref):
+    assert same(g.params, r.params)
+  np.testing.assert_array_equal(res.train_loss.values, ref_res.train_loss.values)
 
 
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):

@@ -36,6 +36,7 @@ def test_registered():
     ("spawn_step", "2000", r"spawn_step must lie in \[0, steps\)"),
     ("alphas", "2", "alphas must be at least 3"),
     ("lr", "0", "lr must be positive"),
+    ("arch", "resnet", "unknown arch 'resnet'"),
 ])
 def test_bad_config(key, value, message):
   with pytest.raises(ConfigError, match=message):
@@ -109,3 +110,46 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert len(lines) == 5, res.output
   assert any("control: a random permutation" in l for l in lines)
   assert (out / "results.nc").exists() and (out / "linear_paths.png").exists()
+
+
+@pytest.mark.slow
+def test_small_cnn_matching_removes_the_barrier():
+  """arch='cnn': conv -> pool -> conv -> pool -> flatten -> dense, matched channel by channel."""
+  cfg = M.Config(dataset="digits", per_class=50, pairs=2, arch="cnn", widths=(8, 32), steps=400,
+                 batch_size=50, spawn_step=50, record=3, alphas=5)
+  ds = M.run(cfg)
+  assert ds.attrs["arch"] == "cnn"
+  b = ds.barrier
+  checks = M.signature(ds)
+  assert checks[0].passed and checks[1].passed and checks[3].passed, [c.line() for c in checks]
+  assert (b.sel(path="weight") < b.sel(path="naive")).all()
+
+
+@pytest.mark.slow
+def test_cli_resume_after_finishing_and_after_a_kill_gives_the_same_results(tmp_path):
+  """`run --out DIR` then `--resume`: the finished parts' parameters come from their
+  checkpoints (the engine keeps them), so the barriers are the same."""
+  sets = []
+  for kv in ("dataset=digits", "per_class=10", "pairs=1", "widths=8,32", "steps=6",
+             "spawn_step=2", "record=2", "alphas=3", "batch_size=20"):
+    sets += ["--set", kv]
+  out = tmp_path / "m"
+  first = CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(out), *sets])
+  assert first.exit_code == 0, first.output
+  ref = xr.load_dataset(out / "results.nc")
+  again = CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(out), "--resume",
+                                   *sets])
+  assert again.exit_code == 0, again.output
+  np.testing.assert_array_equal(xr.load_dataset(out / "results.nc").barrier.values,
+                                ref.barrier.values)
+  # Killed midway: the main sweep finished and was checkpointed, the spawned part not yet.
+  half = tmp_path / "h"
+  assert CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(half), *sets]).exit_code == 0
+  for part in half.glob("checkpoint-part-spawn*.npz"):
+    part.unlink()
+  (half / "results.nc").unlink()
+  resumed = CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(half), "--resume",
+                                     *sets])
+  assert resumed.exit_code == 0, resumed.output
+  np.testing.assert_array_equal(xr.load_dataset(half / "results.nc").barrier.values,
+                                ref.barrier.values)

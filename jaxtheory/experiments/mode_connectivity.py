@@ -29,6 +29,13 @@ training loss along the line from A to B (``alphas`` points) is measured
 * after a uniformly random permutation of B's units (``'random'``, the control:
   the same kind of transformation, carrying no alignment).
 
+``arch='cnn'`` runs the same on a small CNN instead: ``depth`` 3x3
+convolutions of ``width`` channels, each followed by ReLU and 2x2 average
+pooling, a flatten and a dense readout (:func:`jaxtheory.nn.cnn` with
+``downsample=2``); weight matching permutes each convolution's output
+channels, carried through the pooling and the flatten into the readout's
+rows.
+
 Spawning (``'spawn'``): one network of the largest width trained to step
 ``spawn_step`` from seed 0, then two children per pair trained from that
 checkpoint to ``steps`` with different minibatch orders
@@ -70,6 +77,7 @@ from jaxtheory.losses import accuracy, cross_entropy
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 METHODS = ("naive", "weight", "random", "spawn")
+ARCHS = ("mlp", "cnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +90,11 @@ class Config:
     pool: average-pooling factor of the images (2: 28x28 -> 14x14; digits: 1).
     data_seed: seed of the subset.
     pairs: independent pairs of networks; runs use seeds ``0..2*pairs-1``.
-    widths: hidden widths, swept in one program.
+    arch: ``'mlp'`` (``depth`` dense hidden layers of ``width`` units) or
+      ``'cnn'`` (``depth`` 3x3 SAME convolutions of ``width`` channels, each
+      followed by ReLU and 2x2 average pooling, then a flatten and a dense
+      readout; the images as ``(side, side, 1)``).
+    widths: hidden widths (channels of the CNN), swept in one program.
     depth: hidden layers.
     lr: SGD learning rate.
     batch_size: minibatch size (the SGD noise that spawned children differ in).
@@ -96,6 +108,7 @@ class Config:
   pool: int = 2
   data_seed: int = 0
   pairs: int = 2
+  arch: str = "mlp"
   widths: tuple[int, ...] = (16, 64, 256)
   depth: int = 2
   lr: float = 0.1
@@ -109,6 +122,8 @@ class Config:
 def _check(cfg: Config) -> None:
   if cfg.dataset not in DATASETS:
     raise ConfigError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(DATASETS)}")
+  if cfg.arch not in ARCHS:
+    raise ConfigError(f"unknown arch {cfg.arch!r}; available: {', '.join(ARCHS)}")
   positive_ints(cfg, "per_class", "pool", "pairs", "depth", "batch_size", "steps", "record")
   if not cfg.widths or any(w < 2 for w in cfg.widths):
     raise ConfigError(f"widths must be integers >= 2, got {cfg.widths!r}")
@@ -122,11 +137,27 @@ def _check(cfg: Config) -> None:
 
 
 def load_data(cfg: Config) -> data.Dataset:
-  """The balanced training subset of ``cfg.dataset`` (pooled), every test example."""
+  """The balanced training subset of ``cfg.dataset`` (pooled), every test example.
+
+  For ``arch='cnn'`` the flat images become ``(side, side, 1)``.
+  """
   kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
   ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
-  return data.subset(ds, n_train=ds.num_classes * cfg.per_class, seed=cfg.data_seed,
-                     balanced=True)
+  ds = data.subset(ds, n_train=ds.num_classes * cfg.per_class, seed=cfg.data_seed,
+                   balanced=True)
+  if cfg.arch == "cnn":
+    side = int(round(np.sqrt(np.prod(ds.input_shape))))
+    image = lambda x: x.reshape(len(x), side, side, 1)
+    ds = ds._replace(x_train=image(ds.x_train), x_test=image(ds.x_test))
+  return ds
+
+
+def network(cfg: Config, input_shape, num_classes: int) -> Callable[[int], nn.Model]:
+  """``width -> Model`` of ``cfg.arch`` (see :class:`Config`)."""
+  if cfg.arch == "cnn":
+    return lambda w: nn.cnn(input_shape, w, cfg.depth, num_classes, pool="flatten",
+                            downsample=2)
+  return lambda w: nn.mlp(input_shape, w, cfg.depth, num_classes)
 
 
 def _paths(model, x, y, A, B, ctx, alphas, key):
@@ -192,7 +223,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                            sweep.compose.part_path(ck, "part", name))
   ds = load_data(cfg)
   K = ds.num_classes
-  mlp = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, K)
+  mlp = network(cfg, ds.input_shape, K)
   alphas = np.linspace(0.0, 1.0, cfg.alphas)
   common = dict(data=ds, optimizer="sgd", hparams=dict(lr=cfg.lr), batch_size=cfg.batch_size,
                 record=cfg.record)
@@ -236,6 +267,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     res.attrs[key] = float(res.attrs.get(key, 0.0)) + float(kids_res.attrs.get(key, 0.0))
   res.attrs["experiment"] = "mode-connectivity"
   res.attrs["dataset"] = ds.name
+  res.attrs["arch"] = cfg.arch
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return res
 
@@ -256,7 +288,7 @@ def _fmt(v) -> str:
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   """Rows ``(label, value)``: per width, the loss barriers of each method; the spawned pairs."""
-  rows = [("dataset", f"{ds.attrs.get('dataset')}; final train/test acc by width "
+  rows = [("dataset", f"{ds.attrs.get('dataset')}, {ds.attrs.get('arch', 'mlp')}; final train/test acc by width "
                       + ", ".join(f"{int(w)}: {100 * float(ds.train_acc.sel(width=w).isel(step=-1).mean()):.1f}/"
                                   f"{100 * float(ds.test_acc.sel(width=w).isel(step=-1).mean()):.1f}%"
                                   for w in ds.width.values))]

@@ -137,13 +137,22 @@ def fourier_mlp(input_dim: int, width: int, depth: int, out_dim: int,
 
 def cnn(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
         filter_shape: Sequence[int] = (3, 3), activation: Activation = L.relu,
-        pool: str = "global", W_std: float = 1.0, b_std: float | None = 0.0) -> Model:
+        pool: str = "global", W_std: float = 1.0, b_std: float | None = 0.0,
+        downsample: int = 1) -> Model:
   """``depth`` SAME convolutions of ``width`` channels, pooling, linear readout.
 
   ``pool`` is ``'global'`` (global average pooling) or ``'flatten'``.
+  ``downsample > 1`` average-pools every convolution's output over windows of
+  that size (stride the same, VALID), as in LeNet-style networks.
   Inputs are channels-last ``(*spatial, channels)``.
+
+  >>> import jax
+  >>> m = cnn((8, 8, 1), width=4, depth=2, out_dim=3, pool="flatten", downsample=2)
+  >>> m.apply(m.init(jax.random.key(0)), jax.numpy.ones((5, 8, 8, 1))).shape
+  (5, 3)
   """
   _check("depth", depth, 1)
+  _check("downsample", downsample)
   if len(input_shape) != len(filter_shape) + 1:
     raise ValueError(
         f"cnn with a {len(filter_shape)}D filter needs inputs (*spatial, channels) "
@@ -152,6 +161,8 @@ def cnn(input_shape: Sequence[int], width: int, depth: int, out_dim: int,
   for _ in range(depth):
     body += [L.conv(width, filter_shape, padding="SAME", W_std=W_std, b_std=b_std,
                     width_mult=1), activation()]
+    if downsample > 1:
+      body.append(L.avg_pool((downsample,) * len(filter_shape)))
   if pool not in ("global", "flatten"):
     raise ValueError(f"pool must be 'global' or 'flatten', got {pool!r}")
   head = L.global_avg_pool() if pool == "global" else L.flatten()

@@ -2,7 +2,8 @@
 
 * :mod:`~jaxtheory.probes.curvature`: Hessian / Gauss-Newton products, Lanczos top
   eigenvalues, Hutchinson trace, spectral density, sharpness as a recorded metric;
-* :mod:`~jaxtheory.probes.similarity`: HSIC, linear / RBF CKA (minibatch too), mutual k-NN;
+* :mod:`~jaxtheory.probes.similarity`: HSIC, linear / RBF CKA (minibatch too), mutual k-NN
+  (batched over networks);
 * :mod:`~jaxtheory.probes.spectra`: singular values, stable / effective rank, power-law exponent,
   Fourier power and sparsity of an embedding;
 * :mod:`~jaxtheory.probes.readout`: closed-form ridge / min-norm linear readouts on features;
@@ -24,6 +25,7 @@ from jaxtheory.probes.curvature import (gauss_newton, hessian, hutchinson_trace,
 from jaxtheory.probes.readout import ridge_losses, ridge_metric
 from jaxtheory.probes.coord import coord_check, coord_exponents, coord_metric
 from jaxtheory.probes.separation import fit_log_linear, fuzziness, layer_features
-from jaxtheory.probes.similarity import cka, cka_matrix, hsic, minibatch_cka, mutual_knn
+from jaxtheory.probes.similarity import (cka, cka_matrix, hsic, knn_indices, minibatch_cka,
+                                         mutual_knn, mutual_knn_chance, mutual_knn_matrix)
 from jaxtheory.probes.spectra import fourier_power, fourier_sparsity
 from jaxtheory.probes.spectra import summary as weight_spectra

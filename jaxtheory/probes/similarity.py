@@ -273,6 +273,51 @@ def minibatch_cka(x, y, batch_size: int, kernel: str = "linear",
 # Mutual nearest neighbours.
 
 
+def knn_indices(x, k: int = 10, normalize: bool = True) -> Array:
+  r"""The ``k`` nearest other examples of each example in ONE representation, ``(n, k)``.
+
+  Nearness is the inner product of the features, of the L2-normalised
+  features (cosine similarity) with ``normalize``, as in Huh et al. (2024);
+  an example is never its own neighbour. Zero feature columns (padded units)
+  change no inner product, so a padded network gives its unpadded network's
+  neighbours. Map it over stacked networks with
+  :func:`jaxtheory.probes.over_runs` and compare the sets with
+  :func:`mutual_knn_matrix`.
+
+  Args:
+    x: a representation ``(n, ...)`` (trailing axes are flattened).
+    k: neighbours (static, ``1 <= k < n``).
+    normalize: L2-normalise each example's features first.
+
+  Returns:
+    ``int32`` indices ``(n, k)``, nearest first.
+  """
+  X = _flat(x)
+  n = X.shape[0]
+  if not 0 < k < n:
+    raise ValueError(f"k must lie in [1, {n - 1}] for {n} examples, got {k}")
+  if normalize:
+    nz = jnp.linalg.norm(X, axis=1, keepdims=True)
+    X = X / jnp.where(nz > 0, nz, 1.0)
+  S = jnp.matmul(X, X.T, precision=jax.lax.Precision.HIGHEST)
+  S = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, S)
+  return jax.lax.top_k(S, k)[1].astype(jnp.int32)
+
+
+def knn_overlap(idx_a: Array, idx_b: Array) -> Array:
+  r"""Mutual k-NN alignment of two neighbour sets ``(n, k)``: :math:`\frac1n\sum_i |N_A(i)\cap N_B(i)|/k`.
+
+  The indices within a row are distinct (as :func:`knn_indices` returns them),
+  so the intersection's size is the number of equal entries of the two rows.
+  """
+  idx_a, idx_b = jnp.asarray(idx_a), jnp.asarray(idx_b)
+  if idx_a.shape != idx_b.shape or idx_a.ndim != 2:
+    raise ValueError(f"neighbour sets must both be (n, k), got {idx_a.shape} and {idx_b.shape}")
+  k = idx_a.shape[1]
+  hits = jnp.sum(idx_a[:, :, None] == idx_b[:, None, :], axis=(1, 2))
+  return jnp.mean(hits / k)
+
+
 def mutual_knn(x, y, k: int = 10, normalize: bool = True) -> Array:
   r"""Mutual k-nearest-neighbour alignment (Huh et al. 2024).
 
@@ -280,29 +325,65 @@ def mutual_knn(x, y, k: int = 10, normalize: bool = True) -> Array:
   other examples in representation ``x`` (by inner product of the
   L2-normalised features, i.e. cosine similarity, as in the paper), and
   likewise :math:`N_Y(i)`; the alignment is
-  :math:`\frac1n\sum_i |N_X(i)\cap N_Y(i)|/k`, in [0, 1].
+  :math:`\frac1n\sum_i |N_X(i)\cap N_Y(i)|/k`, in [0, 1]. Two representations
+  whose neighbour sets are independent and uniformly random score
+  :func:`mutual_knn_chance` on average.
 
   Args:
     x, y: representations ``(n, ...)`` of the same examples.
     k: neighbours (static, ``< n``).
     normalize: L2-normalise each example's features first.
   """
-  X, Y = _flat(x), _flat(y)
-  n = X.shape[0]
+  return knn_overlap(knn_indices(x, k, normalize), knn_indices(y, k, normalize))
+
+
+def mutual_knn_matrix(neighbours: Array, chunk: int | None = None) -> Array:
+  r"""Mutual k-NN alignment between every pair of ``M`` networks, ``(M, M)``.
+
+  Batched: the neighbour sets of each network are found once
+  (:func:`knn_indices`, mapped over the networks), and the ``M^2`` overlaps
+  are one vectorised comparison, ``M * n * k^2`` per row of the matrix. The
+  diagonal is 1 and the matrix is symmetric.
+
+  Args:
+    neighbours: stacked neighbour sets ``(M, n, k)`` of the same ``n``
+      examples (networks of different widths, depths or libraries may be
+      concatenated: only the indices are compared).
+    chunk: ``None`` computes all rows at once; an integer maps over groups of
+      that many rows (``lax.map``), bounding memory to ``chunk * M * n * k^2``.
+
+  Returns:
+    The ``(M, M)`` alignment matrix.
+
+  >>> import jax
+  >>> X = jax.random.normal(jax.random.key(0), (3, 20, 4))
+  >>> A = mutual_knn_matrix(jax.vmap(lambda x: knn_indices(x, 3))(X))
+  >>> A.shape, float(A[0, 0]), bool(A[0, 1] == A[1, 0])
+  ((3, 3), 1.0, True)
+  """
+  N = jnp.asarray(neighbours)
+  if N.ndim != 3:
+    raise ValueError(f"neighbours must be stacked sets (M, n, k), got shape {N.shape}")
+  row = lambda a: jax.vmap(lambda b: knn_overlap(a, b))(N)
+  if chunk is None:
+    return jax.vmap(row)(N)
+  return jax.lax.map(row, N, batch_size=None if chunk == 1 else chunk)
+
+
+def mutual_knn_chance(n: int, k: int) -> float:
+  r"""The expected mutual k-NN alignment of unrelated representations, :math:`k/(n-1)`.
+
+  If :math:`N_Y(i)` is a uniformly random ``k``-subset of the :math:`n-1`
+  other examples, independent of :math:`N_X(i)`, each of the ``k`` members of
+  :math:`N_X(i)` lies in it with probability :math:`k/(n-1)`, so
+  :math:`E|N_X(i)\cap N_Y(i)|/k = k/(n-1)` (the hypergeometric mean).
+
+  >>> mutual_knn_chance(1001, 10)
+  0.01
+  """
   if not 0 < k < n:
     raise ValueError(f"k must lie in [1, {n - 1}] for {n} examples, got {k}")
-
-  def neighbours(Z):
-    if normalize:
-      nz = jnp.linalg.norm(Z, axis=1, keepdims=True)
-      Z = Z / jnp.where(nz > 0, nz, 1.0)
-    S = Z @ Z.T
-    S = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, S)
-    idx = jax.lax.top_k(S, k)[1]
-    return jnp.zeros((n, n), bool).at[jnp.arange(n)[:, None], idx].set(True)
-
-  both = neighbours(X) & neighbours(Y)
-  return jnp.mean(jnp.sum(both, axis=1) / k)
+  return k / (n - 1)
 
 
 # ----------------------------------------------------------------------------

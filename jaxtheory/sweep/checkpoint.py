@@ -58,8 +58,13 @@ def changed(old: dict[str, str] | str, new: dict[str, str]) -> list[str]:
 
 
 def save(path: str, fp: dict[str, str], done: dict[int, dict[str, np.ndarray]], bucket: int,
-         chunk: int, states: Any | None, outs: list[dict[str, np.ndarray]]) -> None:
+         chunk: int, states: Any | None, outs: list[dict[str, np.ndarray]],
+         finals: dict[int, Any] | None = None) -> None:
   """Writes a checkpoint atomically (owned temporary file, fsync, rename).
+
+  ``finals`` maps a finished unit (bucket and memory group) to its runs' final
+  parameters, so that a resumed sweep can return them (``return_params``)
+  without training those runs again.
 
   Raises:
     OutputError: the file cannot be written (e.g. the disk is full); the
@@ -77,8 +82,14 @@ def save(path: str, fp: dict[str, str], done: dict[int, dict[str, np.ndarray]], 
   for c, out in enumerate(outs):
     for k, v in out.items():
       arrays[f"out/{c}/{k}"] = np.asarray(v)
+  final_leaves = {}
+  for unit, params in (finals or {}).items():
+    final_leaves[int(unit)] = jax.tree.leaves(params)
+    for i, leaf in enumerate(final_leaves[int(unit)]):
+      arrays[f"final/{int(unit)}/{i}"] = np.asarray(leaf)
   meta = dict(fingerprint=fp, bucket=bucket, chunk=chunk, n_state=len(leaves),
-              n_out=len(outs), metrics=names)
+              n_out=len(outs), metrics=names,
+              finals=[[u, len(v)] for u, v in sorted(final_leaves.items())])
   arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   outdir.write_atomic(path, lambda f: np.savez(f, **arrays), "checkpoint")
 
@@ -134,11 +145,14 @@ def load(path: str, fp: dict[str, str], state_like: Any | None = None) -> dict[s
       prefix = f"out/{c}/"
       outs.append({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
     leaves = [arrays[f"state/{i}"] for i in range(meta["n_state"])]
-  except (KeyError, IndexError, TypeError):
+    # Checkpoints written before final parameters were kept have no "finals".
+    finals = {int(u): [arrays[f"final/{u}/{i}"] for i in range(n)]
+              for u, n in meta.get("finals", [])}
+  except (KeyError, IndexError, TypeError, ValueError):
     raise CheckpointError(f"the checkpoint {path} is incomplete (arrays are missing); "
                           "remove it to start the sweep over") from None
   return dict(done=done, bucket=meta["bucket"], chunk=meta["chunk"], outs=outs,
-              leaves=leaves)
+              leaves=leaves, finals=finals)
 
 
 def load_fingerprint(path: str) -> dict[str, str]:

@@ -255,6 +255,9 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
                           "devices": jax.device_count(), "memory": 0.0}
   data_b = place(data, None)
   unit = -1  # index of a (bucket, memory group): the checkpoint's unit of progress
+  # Final params of finished units (their leaves), saved with every checkpoint so that a
+  # resumed sweep can return them without training those runs again.
+  finals: dict[int, Any] = dict(saved["finals"]) if saved is not None else {}
   for members in p.buckets:
     bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K)
     info["buckets"].append(sorted(members))
@@ -266,8 +269,14 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
       unit += 1
       if saved is not None and unit < saved["bucket"]:  # finished before the interruption
         if groups is not None:
-          raise ConfigError("sweep.execute cannot return the parameters of runs that finished "
-                            "before the interruption (checkpoints keep their metrics only)")
+          if unit not in finals:
+            raise ConfigError("sweep.execute cannot return the parameters of runs that finished "
+                              "before the interruption: the checkpoint predates saved final "
+                              "parameters; remove it to train again")
+          # Only shapes are needed to rebuild the params tree: trace init, no compile.
+          like = jax.eval_shape(lambda h, d: jax.lax.map(lambda a: setup(bk.tr, a, d), h),
+                                hps, data_b).params
+          groups.append(bk.run_group(p, runs, hps, CK.restore_states(finals[unit], like)))
         job.metrics.update({int(r): saved["done"][int(r)] for r in runs})
         job.done += int(s.steps) * len(runs)
         continue
@@ -292,13 +301,15 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
         job.done += int(iv.sum()) * len(runs)
         job.report(job.done, f"width<={bk.cap}")
         if ck is not None and c + 1 < n_chunks and ck.due():
-          ck.save(job.metrics, unit, c + 1, fetch(states), outs)
+          ck.save(job.metrics, unit, c + 1, fetch(states), outs, finals)
       for j, r in enumerate(runs):
         job.metrics[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
+      final = fetch(states.params) if groups is not None or ck is not None else None
       if groups is not None:
-        groups.append(bk.run_group(p, runs, hps, fetch(states.params)))
+        groups.append(bk.run_group(p, runs, hps, final))
       if ck is not None:
-        ck.save(job.metrics, unit + 1, 0, None, [])
+        finals[unit] = jax.tree.leaves(final)
+        ck.save(job.metrics, unit + 1, 0, None, [], finals)
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += bk.traces[0]
   info["run_s"] -= info["compile_s"]
