@@ -380,8 +380,9 @@ def test_stax_facade_matches_nn_and_ntk_convention(x64):
   assert shape == (-1, 1)
   x = jax.random.normal(jax.random.key(1), (4, 3))
   assert apply_fn(params, x).shape == (4, 1)
-  k = kernel_fn(x, None)
-  assert k._fields == ("nngp", "ntk")
+  k = kernel_fn(x, None)  # get=None: NT's Kernel object, as in neural-tangents
+  assert k.nngp.shape == k.ntk.shape == (4, 4)
+  assert kernel_fn(x, None, ("nngp", "ntk"))._fields == ("nngp", "ntk")
   # By hand: standard first layer (NTK = d * K0 + 1 ...) then an 'ntk' readout.
   k0 = x @ x.T / 3
   n1 = 1.5 ** 2 * k0 + 0.01
