@@ -284,7 +284,10 @@ def test_memory_budget_splits_runs_into_groups_with_equal_results(mixture):
   split = sweep.run(s, memory_budget=data_bytes + 3.5 * per_run)
   assert "x4groups" in split.attrs["strategy"]  # 10 runs, 3 per group
   assert split.attrs["traces"] == 1
-  np.testing.assert_array_equal(split.train_loss.values, whole.train_loss.values)
+  # The same runs at another vmap batch size (3 per group, not 10): XLA's CPU kernels may tile a
+  # batch of 3 and one of 10 differently, which moves a few results by an ulp on some CPUs (CI
+  # measured 1.2e-7 absolute). Same programs up to float32 rounding, so not bitwise.
+  np.testing.assert_allclose(split.train_loss.values, whole.train_loss.values, rtol=1e-5, atol=0)
   with pytest.raises(ConfigError, match="needs about .* MiB but the memory budget is"):
     sweep.run(s, memory_budget=data_bytes + 0.5 * per_run)
 
