@@ -448,7 +448,8 @@ def take_last() -> KernelMap:
   return kernel
 
 
-def layer_norm(eps: float = 1e-12, affine: bool = False) -> KernelMap:
+def layer_norm(eps: float = 1e-12, affine: bool = False, *,
+               parametrization: Callable[[Any], str] = lambda ctx: "sp") -> KernelMap:
   r"""Layer norm over the channel axis of a centred Gaussian activation.
 
   In the limit the channel mean vanishes and the channel variance is
@@ -459,6 +460,13 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> KernelMap:
   and the NTK is divided by the same factor. With ``affine=True`` the gain
   (initially 1) and bias (initially 0) are trained too and add
   :math:`K' + 1` to the NTK.
+
+  Args:
+    eps: added to the variance before the square root.
+    affine: whether a trained gain and bias follow.
+    parametrization: ``ctx -> str``, the run's parametrization as the layer
+      resolves it; the trained gain's NTK has no infinite-width limit under
+      ``'mup'`` and ``'mf'``, where asking for it is an error.
   """
 
   def kernel(k: Kernel, ctx) -> Kernel:
@@ -466,7 +474,7 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> KernelMap:
       raise ValueError("layer_norm needs a centred Gaussian input (a dense or conv layer "
                        "right before it); its kernel after a nonlinearity has no closed form")
     if affine and k.ntk is not None:
-      _check_ntk_allowed(k, getattr(ctx, "parametrization", "sp"), "layer_norm")
+      _check_ntk_allowed(k, parametrization(ctx), "layer_norm")
     ds = k.diagonal_spatial
     v1 = _variances(k.cov1, ds) + eps
     v2 = v1 if k.cov2 is None else _variances(k.cov2, ds) + eps

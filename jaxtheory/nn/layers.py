@@ -453,7 +453,8 @@ def layer_norm(eps: float = 1e-12, affine: bool = False) -> Layer:
       y = y * trailing(params["g"], y.ndim) + trailing(params["b"], y.ndim)
     return y, feat
 
-  return Layer(init, apply, analytic.layer_norm(eps, affine))
+  return Layer(init, apply, analytic.layer_norm(eps, affine,
+                                                parametrization=lambda ctx: ctx.parametrization))
 
 
 def embedding(vocab_size: int, dim: int, W_std: float = 1.0,
