@@ -66,8 +66,48 @@ def load(name: str, **kwargs) -> Dataset:
                     f"{', '.join(accepted)}.") from e
 
 
+def balanced(name: str, *, per_class: int | None = None, n_train: int | None = None,
+             n_test: int | None = None, seed: int = 0, pool: int | None = None) -> Dataset:
+  """A class-balanced training subset of a registered classification dataset.
+
+  The dataset is loaded (with ``seed``; with ``pool`` where its loader
+  average-pools images, ignored by the others) and subset by
+  :func:`subset` with ``balanced=True`` and the same ``seed``, so a given
+  seed picks the same examples whichever experiment asks.
+
+  Args:
+    name: a key of :data:`LOADERS`.
+    per_class: training examples per class; or
+    n_train: training examples in all (``None`` with ``per_class=None``: all).
+    n_test: test examples to keep, at most those there are (``None``: all).
+    seed: non-negative integer seed of the loader and the subset.
+    pool: the image loaders' average-pooling factor (``None``: theirs).
+
+  Returns:
+    The balanced subset.
+
+  Raises:
+    DataError: for an unknown dataset or bad arguments.
+
+  >>> ds = balanced("digits", per_class=5, n_test=20)
+  >>> len(ds.y_train), len(ds.y_test)
+  (50, 20)
+  """
+  if per_class is not None and n_train is not None:
+    raise DataError("balanced: give per_class or n_train, not both.")
+  kw = {}
+  if pool is not None and name in LOADERS and "pool" in inspect.signature(LOADERS[name]).parameters:
+    kw["pool"] = pool
+  ds = load(name, seed=seed, **kw)
+  if per_class is not None:
+    n_train = ds.num_classes * per_class
+  n_test = None if n_test is None else min(n_test, len(ds.y_test))
+  return subset(ds, n_train=n_train, n_test=n_test, seed=seed, balanced=True)
+
+
 __all__ = [
-    "Dataset", "DataError", "FetchResult", "LOADERS", "MODULAR_OPS", "coordinate_product",
+    "Dataset", "DataError", "FetchResult", "LOADERS", "MODULAR_OPS", "balanced",
+    "coordinate_product",
     "data_dir", "digits",
     "fashion_mnist", "fetch", "gaussian_mixture", "load", "low_rank_ground_truth",
     "low_rank_matrix", "mnist", "mnist1d", "modular_arithmetic", "modular_table",

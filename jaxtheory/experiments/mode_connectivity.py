@@ -141,10 +141,7 @@ def load_data(cfg: Config) -> data.Dataset:
 
   For ``arch='cnn'`` the flat images become ``(side, side, 1)``.
   """
-  kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
-  ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
-  ds = data.subset(ds, n_train=ds.num_classes * cfg.per_class, seed=cfg.data_seed,
-                   balanced=True)
+  ds = data.balanced(cfg.dataset, per_class=cfg.per_class, seed=cfg.data_seed, pool=cfg.pool)
   if cfg.arch == "cnn":
     side = int(round(np.sqrt(np.prod(ds.input_shape))))
     image = lambda x: x.reshape(len(x), side, side, 1)

@@ -132,10 +132,8 @@ def _check(cfg: Config) -> None:
 
 def load_data(cfg: Config) -> data.Dataset:
   """The balanced training subset of ``cfg.dataset`` (clean labels; the sweep adds the noise)."""
-  kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
-  ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
-  return data.subset(ds, n_train=ds.num_classes * cfg.per_class,
-                     n_test=min(cfg.n_test, len(ds.y_test)), seed=cfg.data_seed, balanced=True)
+  return data.balanced(cfg.dataset, per_class=cfg.per_class, n_test=cfg.n_test,
+                       seed=cfg.data_seed, pool=cfg.pool)
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,

@@ -106,9 +106,8 @@ def _check(cfg: Config) -> None:
 
 def load_data(cfg: Config) -> data.Dataset:
   """The balanced training subset of ``cfg.dataset`` (every class) and ``n_test`` test examples."""
-  ds = data.load(cfg.dataset, seed=cfg.data_seed)
-  return data.subset(ds, n_train=ds.num_classes * cfg.per_class,
-                     n_test=min(cfg.n_test, len(ds.y_test)), seed=cfg.data_seed, balanced=True)
+  return data.balanced(cfg.dataset, per_class=cfg.per_class, n_test=cfg.n_test,
+                       seed=cfg.data_seed)
 
 
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,

@@ -127,19 +127,10 @@ def _check(cfg: Config) -> None:
     raise ConfigError(f"target_loss must be positive, got {cfg.target_loss!r}")
 
 
-def _pool(x: np.ndarray) -> np.ndarray:
-  """2x2 average pooling of ``(n, 28, 28[, 1])`` images (other shapes pass through)."""
-  if x.ndim >= 3 and x.shape[1:3] == (28, 28):
-    x = x.reshape(x.shape[0], 14, 2, 14, 2, *x.shape[3:]).mean((2, 4))
-  return x.astype(np.float32)
-
-
 def load_data(cfg: Config) -> data.Dataset:
   """The balanced training subset and ``n_test`` test examples (MNIST pooled to 14x14)."""
-  ds = data.load(cfg.dataset, seed=cfg.data_seed)
-  ds = data.subset(ds, n_train=cfg.n_train, n_test=min(cfg.n_test, len(ds.y_test)),
-                   seed=cfg.data_seed, balanced=True)
-  return ds._replace(x_train=_pool(ds.x_train), x_test=_pool(ds.x_test))
+  return data.balanced(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.data_seed,
+                       pool=2)
 
 
 def curvature_probe(model: nn.Model, x: jax.Array, y: jax.Array, num_classes: int,

@@ -206,10 +206,8 @@ def _check(cfg: Config) -> None:
 
 def load_data(cfg: Config) -> data.Dataset:
   """The balanced training subset of ``cfg.dataset`` and ``n_test`` test examples."""
-  kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
-  ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
-  return data.subset(ds, n_train=ds.num_classes * cfg.per_class,
-                     n_test=min(cfg.n_test, len(ds.y_test)), seed=cfg.data_seed, balanced=True)
+  return data.balanced(cfg.dataset, per_class=cfg.per_class, n_test=cfg.n_test,
+                       seed=cfg.data_seed, pool=cfg.pool)
 
 
 def model(arch: str, input_shape, width: int, depth: int, out_dim: int) -> nn.Model:

@@ -133,13 +133,12 @@ def _check(cfg: Config) -> None:
 
 def load_data(cfg: Config) -> data.Dataset:
   """The balanced training subset and ``n_probe`` test images (the CKA probe set)."""
-  kw = {} if cfg.dataset == "digits" else dict(pool=cfg.pool)
-  ds = data.load(cfg.dataset, seed=cfg.data_seed, **kw)
+  ds = data.balanced(cfg.dataset, per_class=cfg.per_class, n_test=cfg.n_probe,
+                     seed=cfg.data_seed, pool=cfg.pool)
   if cfg.n_probe > len(ds.y_test):
     raise ConfigError(f"n_probe={cfg.n_probe} exceeds the {len(ds.y_test)} test examples of "
                       f"{cfg.dataset}")
-  return data.subset(ds, n_train=ds.num_classes * cfg.per_class, n_test=cfg.n_probe,
-                     seed=cfg.data_seed, balanced=True)
+  return ds
 
 
 def _cross_seed(groups, x) -> dict[tuple[int, int], np.ndarray]:
