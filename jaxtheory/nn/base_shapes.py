@@ -242,13 +242,17 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
       raise ValueError("no parameter changes shape with the width: is the width passed to "
                        "the model's constructor?")
     who = f"base-shape model at width {width}"
-    feats = None
+    feats = penultimate = None
     if inner.features is not None:
       def feats(params, x, ctx, inputs: bool = False):
         _check_ctx(ctx, who)
         return inner.features(_effective(params, shapes, ctx), x, Ctx("sp"), inputs=inputs)
+    if inner.penultimate is not None:
+      def penultimate(params, x, ctx):  # the readout as computed with: mult * w
+        _check_ctx(ctx, who)
+        return inner.penultimate(_effective(params, shapes, ctx), x, Ctx("sp"))
     return model(_layer(inner, shapes, who), inner.input_shape, paddable=False,
-                 features=feats)
+                 features=feats, penultimate=penultimate)
 
   return at
 

@@ -438,11 +438,17 @@ class Model(NamedTuple):
       in call order (Flax submodules, Equinox layers), for probes; ``None`` for
       native models, whose probes read their ``serial`` layers
       (:func:`jaxtheory.probes.layer_features`).
+    penultimate: ``penultimate(params, x, ctx) -> (H, {"W": (d, C), "b": (C,)})``:
+      the input of a foreign model's last submodule and that submodule's
+      kernel and bias (``ValueError`` when it is not a dense layer), for
+      :func:`jaxtheory.probes.collapse.penultimate`; ``None`` for native
+      models, whose readout is the last layer of their ``serial``.
   """
   layer: Layer
   input_shape: tuple[int, ...]
   paddable: bool = True
   features: Callable | None = None
+  penultimate: Callable | None = None
 
   def init(self, key, ctx: Ctx = Ctx()) -> Params:
     """Initial parameters (padded entries are exactly zero)."""
@@ -486,6 +492,7 @@ class Model(NamedTuple):
 
 
 def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True,
-          features: Callable | None = None) -> Model:
+          features: Callable | None = None, penultimate: Callable | None = None) -> Model:
   """Binds a layer to the shape of one input example (see :class:`Model` for the rest)."""
-  return Model(layer, tuple(int(d) for d in input_shape), bool(paddable), features)
+  return Model(layer, tuple(int(d) for d in input_shape), bool(paddable), features,
+               penultimate)

@@ -114,6 +114,20 @@ def _layers_of(module, x, inputs: bool = False) -> list:
       f"from_eqx(..., features=lambda module, x: [activations...])")
 
 
+def _readout_of(module, who: str) -> dict:
+  """``{"W": (d, C), "b": (C,)}`` of the last layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential``."""
+  if not isinstance(module, (eqx.nn.MLP, eqx.nn.Sequential)):
+    raise ValueError(
+        f"the readout of {who} is not known (only the last layer of an eqx.nn.MLP or "
+        f"eqx.nn.Sequential is); penultimate features are undefined")
+  last = module.layers[-1]
+  if not isinstance(last, eqx.nn.Linear) or last.weight.ndim != 2:
+    raise ValueError(
+        f"the last layer of {who} is a {type(last).__name__}, not an eqx.nn.Linear "
+        f"readout with vector outputs; penultimate features are undefined")
+  return {"W": last.weight.T, **({} if last.bias is None else {"b": last.bias})}
+
+
 def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
              input_shape: Sequence[int], *, batched: bool = False,
              input_dtype: Any = None, features: Callable | None = None) -> Model:
@@ -131,6 +145,9 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
       (each layer's output, or its input with ``inputs=True``; ``x`` one
       example, or a batch if ``batched``); default: the layers of an
       ``eqx.nn.MLP`` (outputs before each activation) or ``eqx.nn.Sequential``.
+      The model's ``penultimate`` is the input of the last of them, its
+      readout the last ``eqx.nn.Linear`` of an ``eqx.nn.MLP`` or
+      ``eqx.nn.Sequential`` (transposed to ``(d, C)``).
 
   Returns:
     The model (``Ctx(parametrization='sp', width=None)`` only; ``paddable=False``).
@@ -153,4 +170,8 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
     f = (lambda m, e: per_example(m, e, inputs=True)) if inputs else per_example
     return f(module, x) if batched else jax.vmap(lambda e: f(module, e))(x)
 
-  return model(layer, input_shape, paddable=False, features=feats)
+  def penultimate(params, x, ctx):
+    H = feats(params, x, ctx, inputs=True)[-1]
+    return H, _readout_of(eqx.combine(params, static), f"Equinox module {type(abstract).__name__}")
+
+  return model(layer, input_shape, paddable=False, features=feats, penultimate=penultimate)

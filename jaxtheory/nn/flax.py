@@ -13,8 +13,11 @@ are fixed by the module. So a wrapped module
   ``paddable=False``, so a width sweep builds it at each width (one bucket per
   width, seeds and hyperparameters still batched);
 * always reports ``Feat()`` (a fixed, unmasked feature axis);
-* a linen model's ``features`` are its submodules' outputs (or inputs) in call
-  order (``intercept_methods``), for probes (NNX models have none);
+* a model's ``features`` are its submodules' outputs (or inputs) in call
+  order (linen's ``intercept_methods``; for NNX, each submodule class's
+  ``__call__`` wrapped while the features are computed), and its
+  ``penultimate`` is the input of its last submodule with that submodule's
+  kernel and bias (it must be a ``linen.Dense`` / ``nnx.Linear``), for probes;
 * has every learning-rate multiplier equal to ``LRScale(1.0, 1.0)``.
 
 ``ctx.gamma`` works as for native models (it scales the output and the learning
@@ -25,6 +28,7 @@ must all be parameters (no ``batch_stats``, no NNX ``BatchStat`` or stored
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,33 +134,60 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
       input_dtype = sample_input.dtype
   return model(linen_layer(module, input_dtype=input_dtype,
                            sample_input=sample_input), input_shape, paddable=False,
-               features=_linen_features(module))
+               features=_linen_features(module), penultimate=_linen_penultimate(module))
+
+
+def _linen_calls(module: linen.Module, params, x) -> list:
+  """``(submodule, input, output)`` of every submodule call of ``module.apply(params, x)``.
+
+  Recorded by ``flax.linen.intercept_methods`` around every submodule's
+  ``__call__``, in the order the calls return (a block after the layers inside
+  it); a module without submodules gives its own call. ``submodule`` is the
+  bound module, so its ``variables`` are readable.
+  """
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    if context.method_name == "__call__" and args:
+      calls.append((context.module.name is None, context.module, args[0], y))
+    return y
+
+  with linen.intercept_methods(record):
+    module.apply(params, x)
+  subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
+  return [c[1:] for c in subs]
 
 
 def _linen_features(module: linen.Module):
   """``features(params, x, ctx, inputs=False)``: each submodule's output (or input), in call order.
 
-  Recorded by ``flax.linen.intercept_methods`` around every submodule's
-  ``__call__``; a module without submodules gives its own output (input).
+  See :func:`_linen_calls`; a module without submodules gives its own output (input).
   """
   who = f"linen module {type(module).__name__}"
 
   def features(params, x, ctx, inputs: bool = False):
     foreign.check_ctx(ctx, who)
-    calls = []
-
-    def record(next_fun, args, kwargs, context):
-      y = next_fun(*args, **kwargs)
-      if context.method_name == "__call__" and args:
-        calls.append((context.module.name is None, args[0], y))
-      return y
-
-    with linen.intercept_methods(record):
-      module.apply(params, x)
-    subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
-    return [a if inputs else y for _, a, y in subs]
+    return [a if inputs else y for _, a, y in _linen_calls(module, params, x)]
 
   return features
+
+
+def _linen_penultimate(module: linen.Module):
+  """``penultimate(params, x, ctx) -> (H, {"W", "b"})``: the input and the params of the last ``nn.Dense``."""
+  who = f"linen module {type(module).__name__}"
+
+  def penultimate(params, x, ctx):
+    foreign.check_ctx(ctx, who)
+    sub, h, _ = _linen_calls(module, params, x)[-1]
+    if not isinstance(sub, linen.Dense):
+      raise ValueError(
+          f"the last submodule of {who} is a {type(sub).__name__}, not a linen.Dense "
+          f"readout; penultimate features are undefined")
+    p = sub.variables["params"]
+    return h, {"W": p["kernel"], **({"b": p["bias"]} if "bias" in p else {})}
+
+  return penultimate
 
 
 # ----------------------------------------------------------------------------
@@ -172,6 +203,25 @@ def _split_params(module: nnx.Module, name: str):
         f"{name} holds variables other than nnx.Param ({', '.join(kinds)}); only "
         f"stateless modules are supported (no BatchStat, no stored Rngs)")
   return graphdef, params
+
+
+def _nnx_parts(module_or_factory):
+  """``(build: key -> module, graphdef, name)`` of an NNX module or factory."""
+  if isinstance(module_or_factory, nnx.Module):
+    instance = module_or_factory
+    name = f"NNX module {type(instance).__name__}"
+    graphdef, _ = _split_params(instance, name)
+    build = lambda key: instance
+  elif callable(module_or_factory):
+    build = lambda key: module_or_factory(nnx.Rngs(key))
+    abstract = nnx.eval_shape(lambda: build(jax.random.key(0)))
+    name = f"NNX module {type(abstract).__name__}"
+    graphdef, _ = _split_params(abstract, name)
+  else:
+    raise TypeError(
+        f"from_nnx expects an nnx.Module or a factory rngs -> nnx.Module, got "
+        f"{type(module_or_factory).__name__}")
+  return build, graphdef, name
 
 
 def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], *,
@@ -193,20 +243,7 @@ def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], 
     The layer. Raises ``ValueError`` now if the module holds variables other
     than ``nnx.Param``.
   """
-  if isinstance(module_or_factory, nnx.Module):
-    instance = module_or_factory
-    name = f"NNX module {type(instance).__name__}"
-    graphdef, _ = _split_params(instance, name)
-    build = lambda key: instance
-  elif callable(module_or_factory):
-    build = lambda key: module_or_factory(nnx.Rngs(key))
-    abstract = nnx.eval_shape(lambda: build(jax.random.key(0)))
-    name = f"NNX module {type(abstract).__name__}"
-    graphdef, _ = _split_params(abstract, name)
-  else:
-    raise TypeError(
-        f"from_nnx expects an nnx.Module or a factory rngs -> nnx.Module, got "
-        f"{type(module_or_factory).__name__}")
+  build, graphdef, name = _nnx_parts(module_or_factory)
 
   def call(params, x):
     return nnx.merge(graphdef, params)(x)
@@ -235,5 +272,71 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
   >>> m.apply(params, jnp.ones((5, 4))).shape
   (5, 3)
   """
+  _, graphdef, name = _nnx_parts(module_or_factory)
+
+  def features(params, x, ctx, inputs: bool = False):
+    foreign.check_ctx(ctx, name)
+    return [a if inputs else y for _, a, y in _nnx_calls(graphdef, params, x)]
+
+  def penultimate(params, x, ctx):
+    foreign.check_ctx(ctx, name)
+    sub, h, _ = _nnx_calls(graphdef, params, x)[-1]
+    if not isinstance(sub, nnx.Linear):
+      raise ValueError(
+          f"the last submodule of {name} is a {type(sub).__name__}, not an nnx.Linear "
+          f"readout; penultimate features are undefined")
+    bias = getattr(sub, "bias", None)
+    return h, {"W": sub.kernel.get_value(),
+               **({} if bias is None else {"b": bias.get_value()})}
+
   return model(nnx_layer(module_or_factory, input_dtype=input_dtype), input_shape,
-               paddable=False)
+               paddable=False, features=features, penultimate=penultimate)
+
+
+_OWN_NOTHING = object()
+
+
+def _nnx_calls(graphdef, params, x) -> list:
+  """``(submodule, input, output)`` of every submodule call of ``nnx.merge(graphdef, params)(x)``.
+
+  NNX has no method interceptor, so the ``__call__`` of each submodule's class
+  is wrapped for the duration of the call (as ``nnx.capture`` does with
+  ``method_outputs``) and restored after; only calls on this module's
+  submodules are recorded, in the order they return (a block after the layers
+  inside it), as :func:`_linen_calls` does. A module without submodules gives
+  its own call.
+  """
+  root = nnx.merge(graphdef, params)
+  subs = {id(m) for path, m in nnx.iter_modules(root) if path}
+  if not subs:
+    return [(root, x, root(x))]
+  classes = {type(m) for _, m in nnx.iter_modules(root) if id(m) in subs}
+  originals = {cls: cls.__call__ for cls in classes}  # all looked up before any is wrapped
+  owned = {cls: cls.__dict__.get("__call__", _OWN_NOTHING) for cls in classes}
+  calls, active = [], set()
+
+  def wrap(call):
+    @functools.wraps(call)
+    def recorded(self, *args, **kwargs):
+      if id(self) not in subs or id(self) in active or not args:
+        return call(self, *args, **kwargs)  # the root, or a super().__call__ inside a call
+      active.add(id(self))
+      try:
+        y = call(self, *args, **kwargs)
+      finally:
+        active.discard(id(self))
+      calls.append((self, args[0], y))
+      return y
+    return recorded
+
+  try:
+    for cls in classes:
+      cls.__call__ = wrap(originals[cls])
+    root(x)
+  finally:
+    for cls in classes:
+      if owned[cls] is _OWN_NOTHING:
+        del cls.__call__
+      else:
+        cls.__call__ = owned[cls]
+  return calls
