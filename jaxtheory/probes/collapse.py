@@ -41,8 +41,10 @@ shape (flattened to ``(n, d)``); features padded with zero columns (a padded
 width) give exactly the unpadded metrics, and every metric is invariant to
 rescaling ``H`` by a positive constant.
 
-:func:`penultimate` runs a serial model up to its readout;
-:func:`collapse_metric` wraps the bundle as a recorded metric of a sweep.
+:func:`penultimate` runs a model up to its readout (a native ``serial``, or a
+Flax linen / NNX / Equinox model through its ``Model.penultimate``: the input
+of its last submodule, which must be a dense layer); :func:`collapse_metric`
+wraps the bundle as a recorded metric of a sweep.
 """
 
 from __future__ import annotations
@@ -363,7 +365,7 @@ def collapse_metrics(H: ArrayLike, labels: ArrayLike, num_classes: int,
 
 
 # ----------------------------------------------------------------------------
-# Serial models: features before the readout, and a recorded metric.
+# Features before the readout (serial and foreign models), and a recorded metric.
 
 
 def _truncate_last(params: Any) -> tuple[Any, dict]:
@@ -386,8 +388,27 @@ def _truncate_last(params: Any) -> tuple[Any, dict]:
       f"{jax.tree.map(jnp.shape, last)!r}); penultimate features are undefined")
 
 
-def readout(params: Any) -> dict:
-  """The readout's params ``{"W": (d, C), "b": (C,)}`` of a serial model."""
+def _check_serial(params: Any, who: str):
+  if not isinstance(params, tuple):
+    raise ValueError(
+        f"{who} needs the params of a serial model (a tuple), got a "
+        f"{type(params).__name__}; for a Flax or Equinox model pass its model "
+        f"(model=..., read through Model.penultimate)")
+
+
+def readout(params: Any, model: Model | None = None, x: ArrayLike | None = None,
+            ctx: Ctx = Ctx()) -> dict:
+  """The readout's params ``{"W": (d, C), "b": (C,)}`` of a serial model.
+
+  A foreign model (Flax linen, NNX, Equinox) finds its readout by running, so
+  pass ``model`` and a batch ``x`` for it: the readout is then its last
+  submodule's kernel and bias (:func:`penultimate`).
+  """
+  if model is not None and model.penultimate is not None:
+    if x is None:
+      raise ValueError("the readout of a Flax or Equinox model is found by running it: pass x")
+    return model.penultimate(params, jnp.asarray(x), ctx)[1]
+  _check_serial(params, "readout")
   return _truncate_last(params)[1]
 
 
@@ -398,6 +419,14 @@ def penultimate(model: Model) -> Callable:
   context (padded width, parametrization) of ``ctx``; features are not divided
   by ``ctx.gamma``. ``readout_params`` is the readout's ``{"W", "b"}`` dict.
 
+  A Flax linen, NNX or Equinox model (:func:`jaxtheory.nn.flax.from_linen`,
+  :func:`~jaxtheory.nn.flax.from_nnx`, :func:`~jaxtheory.nn.equinox.from_eqx`)
+  is read through its ``Model.penultimate``: the features are the input of
+  its last submodule (in call order; the last layer of an ``eqx.nn.MLP`` or
+  ``eqx.nn.Sequential``), the readout that submodule's kernel ``(d, C)`` and
+  bias; a ``ValueError`` says so when it is not a dense layer
+  (``linen.Dense``, ``nnx.Linear``, ``eqx.nn.Linear``).
+
   >>> import jax
   >>> from jaxtheory import nn
   >>> m = nn.mlp((4,), width=8, depth=2, out_dim=3)
@@ -405,8 +434,15 @@ def penultimate(model: Model) -> Callable:
   >>> H.shape, ro["W"].shape
   ((5, 8), (8, 3))
   """
+  if model.penultimate is not None:
+
+    def foreign(params, x, ctx: Ctx = Ctx()):
+      return model.penultimate(params, jnp.asarray(x), ctx)
+
+    return foreign
 
   def features(params, x, ctx: Ctx = Ctx()):
+    _check_serial(params, "penultimate")
     body, ro = _truncate_last(params)
     H, _ = model.layer.apply(body, jnp.asarray(x), Feat(), ctx)
     return H, ro
@@ -414,7 +450,8 @@ def penultimate(model: Model) -> Callable:
   return features
 
 
-def features_from_apply(apply: Callable, params: Any, x: ArrayLike) -> Array:
+def features_from_apply(apply: Callable, params: Any, x: ArrayLike, *,
+                        model: Model | None = None, ctx: Ctx | None = None) -> Array:
   """Penultimate features, up to a positive scalar, from the network's own ``apply``.
 
   The dense readout's weight is swapped for the identity and its bias for
@@ -423,7 +460,27 @@ def features_from_apply(apply: Callable, params: Any, x: ArrayLike) -> Array:
   this module is invariant to that scalar, and ``apply`` carries the run's
   context (padded width, parametrization), so this is what a recorded metric
   of a sweep uses (it only sees ``apply(params, x)``).
+
+  A foreign model cannot have its readout swapped (linen checks the shapes of
+  its params, and NNX and Equinox params do not say which layer runs last),
+  so for a Flax linen, NNX or Equinox model pass ``model`` (and the run's
+  ``ctx``, default ``Ctx()``): the features are then its
+  ``Model.penultimate``'s, exactly ``H`` (see :func:`penultimate`), and
+  ``apply`` is not used.
+
+  Args:
+    apply: ``apply(params, x)``, the network with its run context.
+    params: its parameters.
+    x: inputs ``(n, *input_shape)``.
+    model: the model; needed for a foreign model, ignored for a native one.
+    ctx: the run context of a foreign model.
+
+  Returns:
+    The features ``(n, d)`` (a multiple ``c * H`` for native models).
   """
+  if model is not None and model.penultimate is not None:
+    return model.penultimate(params, jnp.asarray(x), Ctx() if ctx is None else ctx)[0]
+  _check_serial(params, "features_from_apply")
   body, ro = _truncate_last(params)
   d = ro["W"].shape[-2]
   eye = {"W": jnp.eye(d, dtype=ro["W"].dtype)}
@@ -447,15 +504,17 @@ def collapse_metric(num_classes: int, feature_fn: Callable | None = None,
     num_classes: static ``C``.
     feature_fn: ``(params, x) -> features``; default
       :func:`features_from_apply` (exact for any parametrization and padded
-      width, up to a scalar the metrics ignore).
+      width, up to a scalar the metrics ignore); for a Flax linen, NNX or
+      Equinox model, its ``Model.penultimate`` (see :func:`penultimate`).
     which: a name in :data:`NAMES`, or a sequence of names (then the metric
       is the vector of those values, in that order).
     split: ``'train'`` (training labels after label noise, weighted by the
       active-example mask) or ``'test'``.
 
   Returns:
-    The metric function. ``nc3`` reads the readout ``W`` from ``params``;
-    ``nc4`` compares ``apply(params, x)`` with the NCC rule.
+    The metric function (it takes the run's ``ctx`` and ``model``). ``nc3``
+    reads the readout ``W`` from ``params`` (a foreign model's from its last
+    dense submodule); ``nc4`` compares ``apply(params, x)`` with the NCC rule.
   """
   _check_classes(num_classes)
   names = (which,) if isinstance(which, str) else tuple(which)
@@ -465,14 +524,21 @@ def collapse_metric(num_classes: int, feature_fn: Callable | None = None,
   if split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
-  def metric(params, apply, data):
+  def metric(params, apply, data, ctx=None, model=None):
     x, y = data[f"x_{split}"], data[f"y_{split}"]
     w = data.get("w_train") if split == "train" else None
-    H = features_from_apply(apply, params, x) if feature_fn is None else feature_fn(params, x)
+    if model is not None and model.penultimate is not None:  # Flax / Equinox
+      H, ro = model.penultimate(params, jnp.asarray(x), Ctx() if ctx is None else ctx)
+      H = H if feature_fn is None else feature_fn(params, x)
+      W = ro["W"]
+    else:
+      H = features_from_apply(apply, params, x) if feature_fn is None else feature_fn(params, x)
+      W = readout(params)["W"]
     logits = apply(params, x) if "nc4" in names else None
-    out = collapse_metrics(H, y, num_classes, W=readout(params)["W"], logits=logits, weights=w)
+    out = collapse_metrics(H, y, num_classes, W=W, logits=logits, weights=w)
     vals = [out[n] for n in names]
     return vals[0] if isinstance(which, str) else jnp.stack(vals)
 
   # the axis name in a sweep's results (entries: ``which``)
-  return Metric(metric, () if isinstance(which, str) else ("collapse",))
+  return Metric(metric, () if isinstance(which, str) else ("collapse",),
+                inputs=("ctx", "model"))

@@ -73,18 +73,19 @@ def ridge_metric(ridges: Sequence[float]) -> Metric:
   """A recorded metric: the :func:`ridge_losses` of the network's penultimate features.
 
   Features come from :func:`jaxtheory.probes.collapse.features_from_apply`
-  and are divided by the square root of the active width (``ctx.width``), so
-  a ridge means the same at every number of features. The metric has dims
+  (a Flax or Equinox model's from its ``Model.penultimate``) and are divided
+  by the square root of the active width (``ctx.width``), so a ridge means
+  the same at every number of features. The metric has dims
   ``('split', 'ridge')``: ``split`` 0 is train, 1 is test.
   """
   ridges = tuple(float(r) for r in ridges)
 
-  def metric(params, apply, d, ctx):
-    Phi = features_from_apply(apply, params, d["x_train"])
-    Phi_test = features_from_apply(apply, params, d["x_test"])
+  def metric(params, apply, d, ctx, model=None):
+    Phi = features_from_apply(apply, params, d["x_train"], model=model, ctx=ctx)
+    Phi_test = features_from_apply(apply, params, d["x_test"], model=model, ctx=ctx)
     p = Phi.shape[-1] if ctx.width is None else ctx.width
     scale = 1.0 / jnp.sqrt(jnp.asarray(p, Phi.dtype))
     return ridge_losses(scale * Phi, d["y_train"], scale * Phi_test, d["y_test"],
                         ridges, d["w_train"])
 
-  return Metric(metric, ("split", "ridge"), inputs=("ctx",))
+  return Metric(metric, ("split", "ridge"), inputs=("ctx", "model"))
