@@ -115,7 +115,7 @@ def _layers_of(module, x, inputs: bool = False) -> list:
 
 
 def _readout_of(module, who: str) -> dict:
-  """``{"W": (d, C), "b": (C,)}`` of the last layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential``."""
+  """``{"W": (d, C), "b": (C,)}``: the last layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential``."""
   if not isinstance(module, (eqx.nn.MLP, eqx.nn.Sequential)):
     raise ValueError(
         f"the readout of {who} is not known (only the last layer of an eqx.nn.MLP or "

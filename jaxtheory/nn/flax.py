@@ -174,7 +174,7 @@ def _linen_features(module: linen.Module):
 
 
 def _linen_penultimate(module: linen.Module):
-  """``penultimate(params, x, ctx) -> (H, {"W", "b"})``: the input and the params of the last ``nn.Dense``."""
+  """``penultimate(params, x, ctx) -> (H, {"W", "b"})``: input and params of the last ``Dense``."""
   who = f"linen module {type(module).__name__}"
 
   def penultimate(params, x, ctx):

@@ -146,7 +146,7 @@ def layer_features(model: Model, params: Any, x: ArrayLike, ctx: Ctx = Ctx(),
 
   Args:
     model: a model whose root layer is a ``serial`` (``nn.mlp``, ``nn.cnn``, ...),
-      or a Flax / Equinox model (read through its ``Model.features``: ``'all'``
+      or a Flax linen / NNX / Equinox model (read through its ``Model.features``: ``'all'``
       is every submodule's output, ``'hidden'`` the input of every submodule
       but the first).
     params: its parameters.
@@ -173,7 +173,7 @@ def layer_features(model: Model, params: Any, x: ArrayLike, ctx: Ctx = Ctx(),
   if where not in ("all", "hidden"):
     raise ValueError(f"where must be 'all' or 'hidden', got {where!r}")
   x = jnp.asarray(x)
-  if model.features is not None:  # Flax / Equinox: 'all' its layers' outputs, 'hidden'
+  if model.features is not None:  # Flax / NNX / Equinox: 'all' its layers' outputs, 'hidden'
     # the inputs of its layers after the first (the post-activation hidden features).
     feats = (model.features(params, x, ctx) if where == "all"
              else model.features(params, x, ctx, inputs=True)[1:])

@@ -460,7 +460,8 @@ def layer_cka(model, params, x, ctx=None, params_b=None, ctx_b=None,
   on the inputs ``x``.
 
   Args:
-    model: a serial model (``nn.mlp``, ``nn.residual_mlp``, ...).
+    model: a serial model (``nn.mlp``, ``nn.residual_mlp``, ...) or a Flax
+      linen / NNX / Equinox model (its ``Model.features``).
     params, ctx: the network (``ctx`` defaults to ``nn.Ctx()``).
     params_b, ctx_b: a second network of the same model (e.g. another seed):
       the matrix is then layers of the first against layers of the second.
