@@ -263,7 +263,10 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
     input_dtype: dtype of the dummy input; ``jnp.int32`` for tokens.
 
   Returns:
-    The model (``Ctx(parametrization='sp', width=None)`` only).
+    The model (``Ctx(parametrization='sp', width=None)`` only). Its
+    ``features`` are its submodules' outputs (inputs) in call order, whatever
+    their attribute names, and its ``penultimate`` the input of the last
+    submodule called, which must be an ``nnx.Linear`` (for probes).
 
   >>> import jax, jax.numpy as jnp
   >>> from flax import nnx
