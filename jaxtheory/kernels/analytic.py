@@ -114,6 +114,33 @@ def _map(k: Kernel, fn, with_ntk=True) -> Kernel:
       cov2=None if k.cov2 is None else fn(k.cov2, 1))
 
 
+def permute_spatial(k: Kernel, perm: Sequence[int]) -> Kernel:
+  """The kernel of the activation with its spatial axes reordered.
+
+  Args:
+    k: a kernel whose activation has ``len(perm)`` spatial axes.
+    perm: spatial axis ``i`` of the result is axis ``perm[i]`` of ``k``'s
+      activation (as in ``jnp.transpose`` of the spatial axes alone).
+
+  Returns:
+    ``k`` with every covariance (and the NTK) transposed accordingly, in either
+    spatial layout (``(h, w)`` or ``(h, h', w, w')``).
+  """
+  perm = tuple(int(p) for p in perm)
+  if perm == tuple(range(len(perm))):
+    return k
+  if sorted(perm) != list(range(k.nspatial)):
+    raise ValueError(f"perm {perm} is not a permutation of the kernel's {k.nspatial} spatial axes")
+
+  def move(m, bn):
+    if m.ndim < bn:  # a scalar NTK placeholder
+      return m
+    sp = [(bn + p,) if k.diagonal_spatial else (bn + 2 * p, bn + 2 * p + 1) for p in perm]
+    return jnp.transpose(m, tuple(range(bn)) + sum(sp, ()))
+
+  return _map(k, move)
+
+
 def scale(k: Kernel, factor) -> Kernel:
   """Multiplies every covariance and the NTK by ``factor`` (output scaled by ``sqrt(factor)``)."""
   return _map(k, lambda m, _: m * factor)
