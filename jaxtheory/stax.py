@@ -36,14 +36,18 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``.
+``Dropout``, ``layer``, ``Index`` (with ``Slice``), ``unmask_fn`` (the identity: no
+masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``
+(computed channels-last; the kernel's spatial axes follow the activation's, and
+``kernel_fn`` reads its inputs with the first layer's batch and channel axes, as NT).
 
-Not covered (a clear error, or simply absent): channels-first or other
-``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
+Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
+of ``Flatten`` and ``LayerNorm``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either), ``ConvTranspose``,
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
-``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking
+``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
 (``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
 ``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
@@ -461,6 +465,121 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   channel axes in their input order."""
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
                  (batch_axis, channel_axis))
+
+
+def canonicalize_idx(idx, ndim: int) -> tuple:
+  """``idx`` (as in ``x[idx]``) as one entry per axis of an ``ndim``-dimensional array.
+
+  NT's ``utils.canonicalize_idx``: a single ``int``, ``slice`` or ``...``
+  indexes the leading axis; an ``Ellipsis`` expands to as many ``slice(None)``
+  as the axes it stands for; missing trailing entries are ``slice(None)``.
+
+  Args:
+    idx: an ``int``, ``slice``, ``...`` or a tuple of those (``stax.Slice[...]``).
+    ndim: number of axes of the indexed array.
+
+  Returns:
+    A tuple of ``int`` and ``slice``, one per axis (integers drop their axis).
+  """
+  if idx is Ellipsis or isinstance(idx, (int, slice)):
+    idx = (idx,)
+  idx = tuple(idx)
+  if sum(i is Ellipsis for i in idx) > 1:
+    raise IndexError(f"an index can only have a single ellipsis ('...'), got {idx}")
+  if Ellipsis in idx:
+    at = idx.index(Ellipsis)
+    idx = idx[:at] + (slice(None),) * (ndim - len(idx) + 1) + idx[at + 1:]
+  if len(idx) > ndim:
+    raise IndexError(f"too many indices ({len(idx)}) for an array of {ndim} axes")
+  return idx + (slice(None),) * (ndim - len(idx))
+
+
+def slice_shape(shape: Sequence[int], idx) -> tuple[int, ...]:
+  """The shape of ``x[idx]`` for ``x`` of ``shape``; an axis of unknown size (``-1`` or
+  ``None``) stays unknown if ``idx`` leaves it whole (NT's ``utils.slice_shape``)."""
+  full = canonicalize_idx(idx, len(shape))
+  out = []
+  for a, (i, n) in enumerate(zip(full, shape)):
+    if n is None or n < 0:
+      if i != slice(None):
+        raise ValueError(f"cannot index axis {a} of unknown size {n} with {i}; give init_fn "
+                         f"an input shape with a known size at axis {a}")
+      out.append(n)
+    elif isinstance(i, slice):
+      out.append(len(range(*i.indices(n))))
+    else:
+      if not -n <= i < n:
+        raise IndexError(f"index {i} is out of bounds for axis {a} of size {n}")
+  return tuple(out)
+
+
+class _Slice:
+  """``stax.Slice[1:10, :, ::-1]`` is the index ``(slice(1, 10), slice(None), slice(None, None, -1))``."""
+
+  def __getitem__(self, idx):
+    return idx
+
+
+Slice = _Slice()
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """``x[idx]`` as a layer (NT's ``stax.Index``), ``idx`` built with :data:`Slice`.
+
+  Args:
+    idx: the index, e.g. ``stax.Slice[::2, :4, 0, ...]``: slices or integers
+      per axis (an integer drops its axis), ``...`` for the remaining axes.
+    batch_axis: the batch axis of the input.
+    channel_axis: the channel axis of the input.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``. ``kernel_fn`` indexes the kernel's
+    batch and spatial axes alike; it raises ``NotImplementedError`` if ``idx``
+    indexes the channel axis (infinite in the kernel) or takes an integer on
+    the batch axis (the kernel always keeps one), as NT's does.
+  """
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return core.Spec(slice_shape(spec.shape, idx), spec.feat), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x[idx], feat
+
+  def kernel(k, ctx):
+    del ctx
+    ndim = k.nspatial + 2
+    full = canonicalize_idx(idx, ndim)
+    b, c = batch_axis % ndim, channel_axis % ndim
+    if full[c] != slice(None):
+      raise NotImplementedError(f"Index: indexing the channel axis {channel_axis} (infinite in "
+                                f"the kernel) is not supported, got {idx}")
+    if isinstance(full[b], int):
+      raise NotImplementedError(
+          f"Index: an integer on the batch axis {batch_axis} removes it, and kernels always "
+          f"keep a batch axis; use a slice (e.g. {full[b]}:{full[b] + 1}) instead, got {idx}")
+    spatial = tuple(i for a, i in enumerate(full) if a not in (b, c))
+    if not k.diagonal_spatial:
+      spatial = tuple(i for i in spatial for _ in range(2))
+
+    def take(m, bn):
+      if m.ndim < bn:  # a scalar NTK placeholder
+        return m
+      return m[(full[b],) * bn + spatial]
+
+    return analytic._map(k, take)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis))
+
+
+def unmask_fn(apply_fn: Callable) -> Callable:
+  """NT's ``stax.unmask_fn``: ``apply_fn`` whose masked outputs are returned as plain arrays.
+
+  jaxtheory's layers never return masked arrays (masking is not covered), so
+  this is ``apply_fn`` itself.
+  """
+  return apply_fn
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
