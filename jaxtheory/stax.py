@@ -36,7 +36,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``, ``Index`` (with ``Slice``), ``unmask_fn`` (the identity: no
+``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn`` (the identity: no
 masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``
 (computed channels-last; the kernel's spatial axes follow the activation's, and
@@ -45,7 +45,7 @@ masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
 of ``Flatten`` and ``LayerNorm``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
-``BatchNorm`` (NT has none either), ``ConvTranspose``,
+``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
 ``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
 (``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
@@ -413,6 +413,41 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
              b_std, parametrization=_param(parameterization)), s, parameterization)
+  if dimension_numbers is None:
+    return _Triple(lay, (0, -1))
+  lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
+  canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
+  if not (lhs == canon == out):
+    lay = _relaid(lay, lhs, canon, out)
+  return _Triple(lay, (lhs.index("N"), lhs.index("C")))
+
+
+def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
+                  strides: Sequence[int] | None = None, padding: str = "VALID",
+                  W_std: float = 1.0, b_std: float | None = None,
+                  dimension_numbers: tuple[str, str, str] | None = None,
+                  parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Transposed convolution (NT's ``stax.ConvTranspose``, ``lax.conv_transpose``).
+
+  Args:
+    out_chan: output channels.
+    filter_shape: the filter's spatial sizes (in the filter spec's order).
+    strides: per spatial axis (default 1); the output grows by them.
+    padding: ``'SAME'`` or ``'VALID'``.
+    W_std: weight standard deviation.
+    b_std: bias standard deviation (``None``: no bias).
+    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, as in :func:`Conv`.
+    parameterization: ``'ntk'`` or ``'standard'``.
+    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
+  """
+  _check_padding(padding)
+  lay = _width_scaled(
+      L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
+                       W_std, b_std, parametrization=_param(parameterization)),
+      s, parameterization)
   if dimension_numbers is None:
     return _Triple(lay, (0, -1))
   lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
