@@ -38,6 +38,6 @@ class NtkImplementation(enum.IntEnum):
   STRUCTURED_DERIVATIVES = 3
 
 
-__all__ = ["Kernel", "NtkImplementation", "batch", "canonicalize_idx", "empirical_kernel_fn", "empirical_nngp_fn",
-           "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "predict", "slice_shape",
-           "stax", "taylor_expand"]
+__all__ = ["Kernel", "NtkImplementation", "batch", "canonicalize_idx", "empirical_kernel_fn",
+           "empirical_nngp_fn", "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize",
+           "monte_carlo_kernel_fn", "predict", "slice_shape", "stax", "taylor_expand"]

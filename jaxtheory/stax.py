@@ -36,8 +36,8 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn`` (the identity: no
-masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn``
+(the identity: no masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``
 (computed channels-last; the kernel's spatial axes follow the activation's, and
 ``kernel_fn`` reads its inputs with the first layer's batch and channel axes, as NT).
@@ -549,7 +549,7 @@ def slice_shape(shape: Sequence[int], idx) -> tuple[int, ...]:
 
 
 class _Slice:
-  """``stax.Slice[1:10, :, ::-1]`` is the index ``(slice(1, 10), slice(None), slice(None, None, -1))``."""
+  """``Slice[1:10, :, ::-1]`` is ``(slice(1, 10), slice(None), slice(None, None, -1))``."""
 
   def __getitem__(self, idx):
     return idx

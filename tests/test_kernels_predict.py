@@ -466,7 +466,7 @@ def test_closed_form_tracks_wide_network_training(x64):
 
 
 def test_mse_float32_targets_take_the_float64_kernels_dtype(x64):
-  """NT: float32 ``y_train`` with a float64 kernel predicts in float64 at any ``t``, ``None`` included."""
+  """NT: float32 ``y_train`` with a float64 kernel predicts in float64 at any ``t`` (or None)."""
   k_dd, k_td, _ = _psd_joint(4, 3, seed=7)
   y = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2)), jnp.float32)
   fn = predict.gradient_descent_mse(jnp.asarray(k_dd), y)

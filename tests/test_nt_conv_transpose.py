@@ -1,4 +1,4 @@
-"""``stax.ConvTranspose``: apply against ``lax.conv_transpose``, the kernel against its exact expectation."""
+"""``stax.ConvTranspose``: apply against ``lax.conv_transpose``, the kernel against its mean."""
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ def _close(a, b, **kw):
 
 
 def _exact_nngp(x1, x2, filter_shape, strides, padding, W_std, b_std):
-  """E[y(x1) y(x2)] of one output channel over W ~ N(0, W_std^2 / fan_in), from the Jacobian in W."""
+  """E[y(x1) y(x2)] of one output channel, W ~ N(0, W_std^2 / fan_in), from the Jacobian in W."""
   c = x1.shape[-1]
   dims = ("NHC", "HIO", "NHC") if len(filter_shape) == 1 else ("NHWC", "HWIO", "NHWC")
   w0 = jnp.zeros(tuple(filter_shape) + (c, 1))
@@ -37,8 +37,8 @@ def _exact_nngp(x1, x2, filter_shape, strides, padding, W_std, b_std):
   return k
 
 
-@pytest.mark.parametrize("filter_shape,strides,padding", [((3,), (2,), "SAME"), ((2,), (3,), "VALID"),
-                                                          ((2, 3), (2, 1), "SAME")])
+@pytest.mark.parametrize("filter_shape,strides,padding",
+                         [((3,), (2,), "SAME"), ((2,), (3,), "VALID"), ((2, 3), (2, 1), "SAME")])
 def test_conv_transpose_kernel_is_exact_for_one_layer(filter_shape, strides, padding):
   shape = (4,) * len(filter_shape) + (2,)
   x1 = jax.random.normal(jax.random.key(0), (2,) + shape)
@@ -65,7 +65,8 @@ def test_conv_transpose_kernel_is_exact_for_one_layer(filter_shape, strides, pad
 
 def test_conv_transpose_channels_first():
   x = jax.random.normal(jax.random.key(0), (2, 3, 5))  # N, C, H
-  init, apply, kfn = stax.ConvTranspose(4, (3,), (2,), "SAME", dimension_numbers=("NCH", "OIH", "NCH"))
+  init, apply, kfn = stax.ConvTranspose(4, (3,), (2,), "SAME",
+                                        dimension_numbers=("NCH", "OIH", "NCH"))
   init_r, apply_r, kfn_r = stax.ConvTranspose(4, (3,), (2,), "SAME")
   xt = jnp.transpose(x, (0, 2, 1))
   shape, params = init(jax.random.key(1), x.shape)

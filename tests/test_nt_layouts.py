@@ -1,4 +1,4 @@
-"""``stax`` layers on any layout: Conv ``dimension_numbers``, ``batch_axis``/``channel_axis`` (NT's semantics)."""
+"""``stax`` on any layout: Conv ``dimension_numbers``, ``batch_axis``/``channel_axis`` (as NT)."""
 
 import jax
 import jax.numpy as jnp
