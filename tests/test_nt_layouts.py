@@ -102,3 +102,21 @@ def test_bad_dimension_numbers_are_refused():
     stax.Conv(3, (2, 2), dimension_numbers=("NCHW", "OIHW", "NCDW"))
   with pytest.raises(ValueError, match="do not describe a 1D convolution"):
     stax.Conv(3, (2,), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def test_flatten_and_global_pool_outputs_are_diagonal_spatial_as_nt():
+  """NT's Flatten/GlobalAvgPool answer diagonal_spatial=True (no spatial axes left): a network
+  flattening images has the Kernel object of the dense network on flat inputs."""
+  x = _x((3, 2, 2, 2))
+  _, _, k_fc = stax.serial(stax.Dense(4, 1.5, 0.1), stax.Erf())
+  _, _, k_bot = stax.serial(stax.Flatten(), stax.Dense(4, 1.5, 0.1), stax.Erf())
+  a, b = k_bot(x), k_fc(x.reshape(3, -1))
+  assert a.diagonal_spatial and b.diagonal_spatial
+  _close(a.nngp, b.nngp, rtol=1e-12)
+  _, _, k_pool = stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.GlobalAvgPool())
+  assert k_pool(x).diagonal_spatial
+  # Branches without spatial axes combine whatever layout each was computed in.
+  _, _, k_sum = stax.serial(stax.FanOut(2), stax.parallel(
+      stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2)),
+      stax.serial(stax.Flatten(), stax.Dense(2))), stax.FanInSum())
+  assert k_sum(x, None, "nngp").shape == (3, 3)

@@ -438,7 +438,7 @@ def flatten() -> KernelMap:
       return m
 
     return _map(k, trace).replace(channels=k.channels * math.prod(k.spatial_shape),
-                                  diagonal_spatial=False, is_gaussian=False)
+                                  diagonal_spatial=True, is_gaussian=False)
 
   return kernel
 
@@ -494,7 +494,8 @@ def global_avg_pool() -> KernelMap:
       return k
     if k.diagonal_spatial:
       raise NeedsFullSpatial("global_avg_pool")
-    return _map(k, lambda m, bn: jnp.mean(m, axis=tuple(range(bn, m.ndim))))
+    return _map(k, lambda m, bn: jnp.mean(m, axis=tuple(range(bn, m.ndim)))).replace(
+        diagonal_spatial=True)
 
   return kernel
 
@@ -507,7 +508,7 @@ def take_last() -> KernelMap:
     if k.nspatial != 1:
       raise ValueError(f"take_last needs one sequence axis, the kernel has {k.nspatial}")
     idx = (Ellipsis, -1) if k.diagonal_spatial else (Ellipsis, -1, -1)
-    return _map(k, lambda m, _: m[idx]).replace(diagonal_spatial=False)
+    return _map(k, lambda m, _: m[idx]).replace(diagonal_spatial=True)
 
   return kernel
 
