@@ -12,7 +12,8 @@ not covered), ``nt.empirical_ntk_fn``, ``nt.empirical_nngp_fn``,
 ``nt.predict`` (``gp_inference``, ``gradient_descent_mse``,
 ``gradient_descent_mse_ensemble``, ``gradient_descent``, ``max_learning_rate``),
 ``nt.linearize``, ``nt.taylor_expand``, ``nt.NtkImplementation`` and ``nt.Kernel``
-(what ``stax`` kernel functions return, :mod:`jaxtheory.kernels.nt_kernel`). Not
+(what ``stax`` kernel functions return, :mod:`jaxtheory.kernels.nt_kernel`); of NT's
+``utils``, ``canonicalize_idx`` and ``slice_shape`` (for ``stax.Index``). Not
 covered: ``nt.experimental``.
 """
 
@@ -26,6 +27,7 @@ from jaxtheory.kernels.empirical import (empirical_kernel_fn, empirical_nngp_fn,
 from jaxtheory.kernels.monte_carlo import monte_carlo_kernel_fn
 from jaxtheory.kernels.nt_kernel import Kernel
 from jaxtheory.kernels.taylor import linearize, taylor_expand
+from jaxtheory.stax import canonicalize_idx, slice_shape
 
 
 class NtkImplementation(enum.IntEnum):
@@ -36,6 +38,6 @@ class NtkImplementation(enum.IntEnum):
   STRUCTURED_DERIVATIVES = 3
 
 
-__all__ = ["Kernel", "NtkImplementation", "batch", "empirical_kernel_fn", "empirical_nngp_fn",
-           "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "predict", "stax",
-           "taylor_expand"]
+__all__ = ["Kernel", "NtkImplementation", "batch", "canonicalize_idx", "empirical_kernel_fn",
+           "empirical_nngp_fn", "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize",
+           "monte_carlo_kernel_fn", "predict", "slice_shape", "stax", "taylor_expand"]

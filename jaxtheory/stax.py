@@ -36,14 +36,18 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``.
+``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn``
+(the identity: no masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``
+(computed channels-last; the kernel's spatial axes follow the activation's, and
+``kernel_fn`` reads its inputs with the first layer's batch and channel axes, as NT).
 
-Not covered (a clear error, or simply absent): channels-first or other
-``dimension_numbers``/``batch_axis``/``channel_axis``; ``CIRCULAR`` padding; ``LayerNorm`` over
+Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
+of ``Flatten`` and ``LayerNorm``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
-``BatchNorm`` (NT has none either), ``ConvTranspose``,
+``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
-``DotGeneral``, ``Index``, ``ImageResize``, ``FanInProd``; masking
+``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
 (``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
 ``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
@@ -56,6 +60,7 @@ from collections.abc import Callable, Sequence
 
 
 import jax
+import jax.numpy as jnp
 
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, nonlinear, nt_kernel
@@ -73,9 +78,13 @@ class _Triple(tuple):
   ``init_fn.__name__ == 'Dense'``): :func:`_named` sets the name.
   """
 
-  def __new__(cls, layer: core.Layer):
-    obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer)))
+  def __new__(cls, layer: core.Layer, in_axes=None, fans_out: bool = False):
+    obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer, in_axes)))
     obj.layer = layer
+    # ``(batch_axis, channel_axis)`` the layer needs of its input (NT's ``requires``), a tuple
+    # of those for several inputs, or ``None`` (any layout). ``kernel_fn`` lays inputs out so.
+    obj.in_axes = in_axes
+    obj.fans_out = fans_out
     return obj
 
 
@@ -105,6 +114,8 @@ def _init_fn(layer):
 
   def to_shape(spec, shape):
     if isinstance(spec, core.Spec):
+      if _is_shape(shape) and -1 not in shape:
+        return tuple(spec.shape)
       batch = shape[0] if _is_shape(shape) else -1
       return (batch,) + tuple(spec.shape[1:])
     shapes = shape if not _is_shape(shape) else [shape] * len(spec)
@@ -134,7 +145,26 @@ def _apply_fn(layer):
   return apply_fn
 
 
-def _kernel_fn(layer):
+def _is_axes(a) -> bool:
+  return isinstance(a, tuple) and len(a) == 2 and all(isinstance(i, int) for i in a)
+
+
+def _channels_last(x, in_axes):
+  """Inputs ``x`` (an array, a pytree of them, or ``None``) with each one's batch axis first
+  and channel axis last, the other (spatial) axes kept in their order (NT's input kernel)."""
+  if in_axes is None or x is None or nt_kernel.is_kernel(x):
+    return x
+  if _is_axes(in_axes):
+    if not hasattr(x, "shape"):
+      return x
+    b, c = (a % x.ndim for a in in_axes)
+    return jnp.moveaxis(jnp.asarray(x), (b, c), (0, x.ndim - 1))
+  if isinstance(x, (tuple, list)) and len(x) == len(in_axes):
+    return type(x)(_channels_last(a, ax) for a, ax in zip(x, in_axes))
+  return x
+
+
+def _kernel_fn(layer, in_axes=None):
   state = {}
 
   def kernel_fn(x1, x2=None, get=None, **kwargs):
@@ -142,9 +172,101 @@ def _kernel_fn(layer):
       raise analytic.no_kernel_error(layer)
     if "fn" not in state:
       state["fn"] = nt_kernel.kernel_fn(layer, _CTX)
-    return state["fn"](x1, x2, get, **kwargs)
+    return state["fn"](_channels_last(x1, in_axes), _channels_last(x2, in_axes), get, **kwargs)
 
   return kernel_fn
+
+
+def _serial_in_axes(triples) -> object:
+  """The input layout a serial stack needs: its first layer's that has one."""
+  fanned = False
+  for t in triples:
+    axes = getattr(t, "in_axes", None)
+    if axes is not None:
+      if fanned and not _is_axes(axes):
+        # One input copied into branches: the first branch that asks decides.
+        axes = next((a for a in jax.tree.leaves(axes, is_leaf=_is_axes) if _is_axes(a)), None)
+      return axes
+    fanned = fanned or getattr(t, "fans_out", False)
+  return None
+
+
+def _perm(src: str, dst: str) -> tuple[int, ...]:
+  """``x.transpose(_perm(src, dst))`` lays out as ``dst`` an array laid out as ``src``."""
+  return tuple(src.index(c) for c in dst)
+
+
+def _relaid(layer: core.Layer, lhs: str, canon: str, out: str) -> core.Layer:
+  """``layer`` (computing in layout ``canon``) on inputs laid out as ``lhs``, answering in ``out``.
+
+  Each string names the axes (``N`` batch, ``C`` channels, other letters spatial).
+  The kernel's spatial axes follow the activation's spatial axes in order (NT's
+  convention), so the kernel map permutes them likewise.
+  """
+  to_c, from_c = _perm(lhs, canon), _perm(canon, out)
+  sp = lambda spec: [c for c in spec if c not in "NC"]
+  k_to, k_from = _perm(sp(lhs), sp(canon)), _perm(sp(canon), sp(out))
+
+  def init(key, spec, ctx):
+    o, params, scales = layer.init(key, core.Spec(tuple(spec.shape[i] for i in to_c), spec.feat),
+                                   ctx)
+    return core.Spec(tuple(o.shape[i] for i in from_c), o.feat), params, scales
+
+  def apply(params, x, feat, ctx):
+    y, f = layer.apply(params, jnp.transpose(x, to_c), feat, ctx)
+    return jnp.transpose(y, from_c), f
+
+  def kernel(k, ctx):
+    out_k = layer.kernel(analytic.permute_spatial(k, k_to), ctx)
+    return analytic.permute_spatial(out_k, k_from)
+
+  return core.Layer(init, apply, kernel)
+
+
+def _moved_axes(layer: core.Layer, batch_axis: int, channel_axis: int,
+                keep_ndim: bool = True) -> core.Layer:
+  """``layer`` (channels-last, batch first) on activations with the given batch and channel axes.
+
+  The spatial axes keep their order, so the kernel map is unchanged. With
+  ``keep_ndim=False`` the layer's output is ``(batch, channels)`` (global
+  pooling) and is answered as ``(channels, batch)`` when the channel axis came first.
+  """
+  if (batch_axis, channel_axis) == (0, -1):
+    return layer
+
+  def axes(ndim):
+    b, c = batch_axis % ndim, channel_axis % ndim
+    if b == c:
+      raise ValueError(f"batch_axis={batch_axis} and channel_axis={channel_axis} name the same "
+                       f"axis of a {ndim}-dimensional input")
+    return b, c
+
+  def to_std(shape):
+    b, c = axes(len(shape))
+    rest = [d for i, d in enumerate(shape) if i not in (b, c)]
+    return (shape[b], *rest, shape[c])
+
+  def from_std(shape, ndim_in):
+    b, c = axes(ndim_in)
+    if not keep_ndim:
+      return tuple(shape) if b < c else tuple(shape)[::-1]
+    out = list(shape[1:-1])
+    for i, d in sorted([(b, shape[0]), (c, shape[-1])]):
+      out.insert(i, d)
+    return tuple(out)
+
+  def init(key, spec, ctx):
+    o, params, scales = layer.init(key, core.Spec(to_std(spec.shape), spec.feat), ctx)
+    return core.Spec(from_std(o.shape, len(spec.shape)), o.feat), params, scales
+
+  def apply(params, x, feat, ctx):
+    b, c = axes(x.ndim)
+    y, f = layer.apply(params, jnp.moveaxis(x, (b, c), (0, x.ndim - 1)), feat, ctx)
+    if not keep_ndim:
+      return (y if b < c else y.T), f
+    return jnp.moveaxis(y, (0, y.ndim - 1), (b, c)), f
+
+  return core.Layer(init, apply, layer.kernel)
 
 
 def _layer(t) -> core.Layer:
@@ -212,16 +334,19 @@ def _check_padding(padding):
 
 def serial(*layers) -> _Triple:
   """Composes layers left to right (NT's ``stax.serial``)."""
-  return _Triple(nn.serial(*map(_layer, layers)))
+  return _Triple(nn.serial(*map(_layer, layers)), _serial_in_axes(layers),
+                 any(getattr(t, "fans_out", False) for t in layers[:1]))
 
 
 def parallel(*layers) -> _Triple:
   """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
-  return _Triple(nn.parallel(*map(_layer, layers)))
+  axes = tuple(getattr(t, "in_axes", None) for t in layers)
+  return _Triple(nn.parallel(*map(_layer, layers)),
+                 axes if any(a is not None for a in axes) else None)
 
 
 def FanOut(num: int) -> _Triple:
-  return _Triple(nn.fan_out(num))
+  return _Triple(nn.fan_out(num), fans_out=True)
 
 
 def FanInSum() -> _Triple:
@@ -249,52 +374,247 @@ def Dropout(rate: float, mode: str = "train") -> _Triple:
 def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
           channel_axis: int = -1, parameterization: str = "ntk",
           s: tuple[int, int] = (1, 1)) -> _Triple:
-  """Fully connected layer on the channel axis (NT's ``stax.Dense``)."""
-  _check_axes(batch_axis, channel_axis)
+  """Fully connected layer on the channel axis (NT's ``stax.Dense``); any ``batch_axis`` and
+  ``channel_axis`` (the other axes are spatial and keep their place)."""
   p = _param(parameterization)
-  return _Triple(_width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
-                                       parametrization=p), s, parameterization))
+  lay = _width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
+                              parametrization=p), s, parameterization)
+  return _Triple(_moved_axes(lay, batch_axis, channel_axis), (batch_axis, channel_axis))
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
          padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
          dimension_numbers: tuple[str, str, str] | None = None, parameterization: str = "ntk",
          s: tuple[int, int] = (1, 1)) -> _Triple:
-  """Convolution over channels-last inputs (NT's ``stax.Conv``)."""
-  if dimension_numbers is not None:
-    lhs, rhs, out = dimension_numbers
-    if not (lhs[0] == "N" and lhs[-1] == "C" and out == lhs and rhs[-2:] == "IO"
-            and rhs[:-2] == lhs[1:-1]):
-      raise ValueError(f"only channels-last dimension_numbers (e.g. NHWC, HWIO, NHWC) are "
-                       f"covered, got {dimension_numbers}")
+  """Convolution (NT's ``stax.Conv``).
+
+  Args:
+    out_chan: output channels.
+    filter_shape: the filter's spatial sizes, in the order of the spatial
+      letters of the filter spec (``dimension_numbers[1]``), as in
+      ``lax.conv_general_dilated``.
+    strides: per spatial axis, in the same order (default 1).
+    padding: ``'SAME'`` or ``'VALID'``.
+    W_std: weight standard deviation.
+    b_std: bias standard deviation (``None``: no bias).
+    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, e.g.
+      ``('NCHW', 'OIHW', 'NHWC')`` (``N`` batch, ``C`` channels, ``I``/``O``
+      filter in/out); ``None`` is channels-last (``NHWC, HWIO, NHWC``).
+      Computed by transposing to channels-last and back; the kernel's spatial
+      axes follow the activation's spatial axes in order (NT's convention),
+      and ``kernel_fn`` reads its inputs with the batch and channel axes of ``lhs``.
+    parameterization: ``'ntk'`` or ``'standard'``.
+    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
+  """
   _check_padding(padding)
-  return _Triple(_width_scaled(
+  lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
-             b_std, parametrization=_param(parameterization)), s, parameterization))
+             b_std, parametrization=_param(parameterization)), s, parameterization)
+  if dimension_numbers is None:
+    return _Triple(lay, (0, -1))
+  lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
+  canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
+  if not (lhs == canon == out):
+    lay = _relaid(lay, lhs, canon, out)
+  return _Triple(lay, (lhs.index("N"), lhs.index("C")))
+
+
+def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
+                  strides: Sequence[int] | None = None, padding: str = "VALID",
+                  W_std: float = 1.0, b_std: float | None = None,
+                  dimension_numbers: tuple[str, str, str] | None = None,
+                  parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Transposed convolution (NT's ``stax.ConvTranspose``, ``lax.conv_transpose``).
+
+  Args:
+    out_chan: output channels.
+    filter_shape: the filter's spatial sizes (in the filter spec's order).
+    strides: per spatial axis (default 1); the output grows by them.
+    padding: ``'SAME'`` or ``'VALID'``.
+    W_std: weight standard deviation.
+    b_std: bias standard deviation (``None``: no bias).
+    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, as in :func:`Conv`.
+    parameterization: ``'ntk'`` or ``'standard'``.
+    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
+  """
+  _check_padding(padding)
+  lay = _width_scaled(
+      L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
+                       W_std, b_std, parametrization=_param(parameterization)),
+      s, parameterization)
+  if dimension_numbers is None:
+    return _Triple(lay, (0, -1))
+  lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
+  canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
+  if not (lhs == canon == out):
+    lay = _relaid(lay, lhs, canon, out)
+  return _Triple(lay, (lhs.index("N"), lhs.index("C")))
+
+
+def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
+  """``(lhs, rhs, out)`` checked: the same spatial letters in each, ``N``/``C`` and ``I``/``O``."""
+  try:
+    lhs, rhs, out = (str(d) for d in dimension_numbers)
+  except (TypeError, ValueError):
+    raise ValueError(f"dimension_numbers must be three strings (lhs, rhs, out), got "
+                     f"{dimension_numbers!r}") from None
+  spatial = [c for c in rhs if c not in "IO"]
+  ok = (len(set(rhs)) == len(rhs) == nspatial + 2 and sorted(rhs) == sorted(spatial + ["I", "O"])
+        and sorted(lhs) == sorted(out) == sorted(spatial + ["N", "C"]))
+  if not ok:
+    raise ValueError(
+        f"dimension_numbers {tuple(dimension_numbers)} do not describe a {nspatial}D convolution: "
+        f"the input and output specs need N, C and the filter spec's {nspatial} spatial letters, "
+        "the filter spec I, O and those letters (e.g. ('NCHW', 'OIHW', 'NHWC'))")
+  return lhs, rhs, out
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
   _check_axes(batch_axis)
   if batch_axis_out != 0:
     raise ValueError("only batch_axis_out=0 is covered")
-  return _Triple(L.flatten())
+  return _Triple(L.flatten(), (0, -1))
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
             padding: str = "VALID", normalize_edges: bool = False, batch_axis: int = 0,
             channel_axis: int = -1) -> _Triple:
   """Average pooling; NT's defaults: stride 1, normalized by the window size
-  (``normalize_edges=True``: by the non-padding inputs in each window)."""
-  _check_axes(batch_axis, channel_axis)
+  (``normalize_edges=True``: by the non-padding inputs in each window). Any ``batch_axis``
+  and ``channel_axis``: ``window_shape`` and ``strides`` follow the other axes in order."""
   _check_padding(padding)
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
-  return _Triple(L.avg_pool(window_shape, strides, padding, normalize_edges))
+  return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),
+                             batch_axis, channel_axis), (batch_axis, channel_axis))
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
-  _check_axes(batch_axis, channel_axis)
-  return _Triple(L.global_avg_pool())
+  """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
+  channel axes in their input order."""
+  return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
+                 (batch_axis, channel_axis))
+
+
+def canonicalize_idx(idx, ndim: int) -> tuple:
+  """``idx`` (as in ``x[idx]``) as one entry per axis of an ``ndim``-dimensional array.
+
+  NT's ``utils.canonicalize_idx``: a single ``int``, ``slice`` or ``...``
+  indexes the leading axis; an ``Ellipsis`` expands to as many ``slice(None)``
+  as the axes it stands for; missing trailing entries are ``slice(None)``.
+
+  Args:
+    idx: an ``int``, ``slice``, ``...`` or a tuple of those (``stax.Slice[...]``).
+    ndim: number of axes of the indexed array.
+
+  Returns:
+    A tuple of ``int`` and ``slice``, one per axis (integers drop their axis).
+  """
+  if idx is Ellipsis or isinstance(idx, (int, slice)):
+    idx = (idx,)
+  idx = tuple(idx)
+  if sum(i is Ellipsis for i in idx) > 1:
+    raise IndexError(f"an index can only have a single ellipsis ('...'), got {idx}")
+  if Ellipsis in idx:
+    at = idx.index(Ellipsis)
+    idx = idx[:at] + (slice(None),) * (ndim - len(idx) + 1) + idx[at + 1:]
+  if len(idx) > ndim:
+    raise IndexError(f"too many indices ({len(idx)}) for an array of {ndim} axes")
+  return idx + (slice(None),) * (ndim - len(idx))
+
+
+def slice_shape(shape: Sequence[int], idx) -> tuple[int, ...]:
+  """The shape of ``x[idx]`` for ``x`` of ``shape``; an axis of unknown size (``-1`` or
+  ``None``) stays unknown if ``idx`` leaves it whole (NT's ``utils.slice_shape``)."""
+  full = canonicalize_idx(idx, len(shape))
+  out = []
+  for a, (i, n) in enumerate(zip(full, shape)):
+    if n is None or n < 0:
+      if i != slice(None):
+        raise ValueError(f"cannot index axis {a} of unknown size {n} with {i}; give init_fn "
+                         f"an input shape with a known size at axis {a}")
+      out.append(n)
+    elif isinstance(i, slice):
+      out.append(len(range(*i.indices(n))))
+    else:
+      if not -n <= i < n:
+        raise IndexError(f"index {i} is out of bounds for axis {a} of size {n}")
+  return tuple(out)
+
+
+class _Slice:
+  """``Slice[1:10, :, ::-1]`` is ``(slice(1, 10), slice(None), slice(None, None, -1))``."""
+
+  def __getitem__(self, idx):
+    return idx
+
+
+Slice = _Slice()
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """``x[idx]`` as a layer (NT's ``stax.Index``), ``idx`` built with :data:`Slice`.
+
+  Args:
+    idx: the index, e.g. ``stax.Slice[::2, :4, 0, ...]``: slices or integers
+      per axis (an integer drops its axis), ``...`` for the remaining axes.
+    batch_axis: the batch axis of the input.
+    channel_axis: the channel axis of the input.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``. ``kernel_fn`` indexes the kernel's
+    batch and spatial axes alike; it raises ``NotImplementedError`` if ``idx``
+    indexes the channel axis (infinite in the kernel) or takes an integer on
+    the batch axis (the kernel always keeps one), as NT's does.
+  """
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return core.Spec(slice_shape(spec.shape, idx), spec.feat), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x[idx], feat
+
+  def kernel(k, ctx):
+    del ctx
+    ndim = k.nspatial + 2
+    full = canonicalize_idx(idx, ndim)
+    b, c = batch_axis % ndim, channel_axis % ndim
+    if full[c] != slice(None):
+      raise NotImplementedError(f"Index: indexing the channel axis {channel_axis} (infinite in "
+                                f"the kernel) is not supported, got {idx}")
+    if isinstance(full[b], int):
+      raise NotImplementedError(
+          f"Index: an integer on the batch axis {batch_axis} removes it, and kernels always "
+          f"keep a batch axis; use a slice (e.g. {full[b]}:{full[b] + 1}) instead, got {idx}")
+    spatial = tuple(i for a, i in enumerate(full) if a not in (b, c))
+    if not k.diagonal_spatial:
+      spatial = tuple(i for i in spatial for _ in range(2))
+
+    def take(m, bn):
+      if m.ndim < bn:  # a scalar NTK placeholder
+        return m
+      return m[(full[b],) * bn + spatial]
+
+    return analytic._map(k, take)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis))
+
+
+def unmask_fn(apply_fn: Callable) -> Callable:
+  """NT's ``stax.unmask_fn``: ``apply_fn`` whose masked outputs are returned as plain arrays.
+
+  jaxtheory's layers never return masked arrays (masking is not covered), so
+  this is ``apply_fn`` itself.
+  """
+  return apply_fn
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
@@ -303,7 +623,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
   _check_axes(batch_axis, channel_axis)
   if axis not in (-1, (-1,), [-1]):
     raise ValueError(f"LayerNorm over axis={axis!r} is not covered (only the channel axis, -1)")
-  return _Triple(L.layer_norm(eps))
+  return _Triple(L.layer_norm(eps), (0, -1))
 
 
 # ----------------------------------------------------------------------------
@@ -418,7 +738,7 @@ def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
 
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
-  return _Triple(core.repeat(_layer(layer), n))
+  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None))
 
 
 def layer(layer_fn: Callable) -> Callable:

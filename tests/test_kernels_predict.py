@@ -463,3 +463,38 @@ def test_closed_form_tracks_wide_network_training(x64):
   err_exact = [rel(lin[i], exact[i], f0) for i, f0 in enumerate((f0_train, f0_test))]
   assert max(err_exact) < 1e-8, err_exact
   assert max(err_exact) < 1e-4 * max(err_net)
+
+
+def test_mse_float32_targets_take_the_float64_kernels_dtype(x64):
+  """NT: float32 ``y_train`` with a float64 kernel predicts in float64 at any ``t`` (or None)."""
+  k_dd, k_td, _ = _psd_joint(4, 3, seed=7)
+  y = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2)), jnp.float32)
+  fn = predict.gradient_descent_mse(jnp.asarray(k_dd), y)
+  f0, g0 = jnp.zeros((4, 2), jnp.float32), jnp.zeros((3, 2), jnp.float32)
+  for t in (None, jnp.inf, 2.0):
+    tr, te = fn(t, f0, g0, jnp.asarray(k_td))
+    assert tr.dtype == te.dtype == jnp.float64, t
+  np.testing.assert_allclose(fn(None, f0), fn(jnp.inf, f0), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("trace_axes", [(0, -1), (0, 1, 2)])
+def test_mse_trace_axes_with_the_batch_axis(x64, trace_axes):
+  """The batch axis traced like any other (NT): the kernel pairs y_train's remaining axes."""
+  rng = np.random.default_rng(1)
+  n, a, c = 2, 3, 4
+  y, f0 = rng.normal(size=(n, a, c)), rng.normal(size=(n, a, c))
+  kept = [ax for ax in range(3) if ax not in {t % 3 for t in trace_axes}]
+  m = int(np.prod([y.shape[ax] for ax in kept]))
+  phi = rng.normal(size=(m, 2 * m))
+  k = phi @ phi.T / phi.shape[1]  # kernel over the kept axes (axis 1, or none: 1x1)
+  t, lr = 3.0, 0.5
+  fn = predict.gradient_descent_mse(jnp.asarray(k.reshape(())) if not kept else jnp.asarray(k),
+                                    jnp.asarray(y), lr, trace_axes=trace_axes)
+  out = fn(t, jnp.asarray(f0))
+  # Reference: the flow on the kept axis, independently for every traced index.
+  move = lambda v: np.moveaxis(v, kept, range(len(kept))).reshape(m, -1)
+  e = scipy.linalg.expm(-k * lr * t / y.size)
+  ref = move(y) + e @ (move(f0) - move(y))
+  np.testing.assert_allclose(move(np.asarray(out)), ref, rtol=1e-10)
+  assert out.shape == y.shape
+  np.testing.assert_allclose(fn(None, jnp.asarray(f0)), y)

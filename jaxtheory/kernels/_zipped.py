@@ -41,9 +41,9 @@ def _layout(y_train: Array, trace_axes: Axes) -> _Layout:
     if not -ndim <= a < ndim:
       raise ValueError(f"trace_axes {tuple(axes)} out of range for y_train of shape "
                        f"{y_train.shape}")
+  # As in NT, the batch axis is not special: traced with the others, the kernel's axes are
+  # then y_train's remaining axes (a kernel of shape () when every axis is traced).
   axes = tuple(sorted({a % ndim for a in axes}))
-  if 0 in axes:
-    raise ValueError("trace_axes must not contain the batch axis 0 of y_train")
   sample = tuple(d for i, d in enumerate(y_train.shape) if i not in axes)
   trace = tuple(y_train.shape[a] for a in axes)
   return _Layout(ndim, axes, sample, trace)

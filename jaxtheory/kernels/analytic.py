@@ -114,6 +114,33 @@ def _map(k: Kernel, fn, with_ntk=True) -> Kernel:
       cov2=None if k.cov2 is None else fn(k.cov2, 1))
 
 
+def permute_spatial(k: Kernel, perm: Sequence[int]) -> Kernel:
+  """The kernel of the activation with its spatial axes reordered.
+
+  Args:
+    k: a kernel whose activation has ``len(perm)`` spatial axes.
+    perm: spatial axis ``i`` of the result is axis ``perm[i]`` of ``k``'s
+      activation (as in ``jnp.transpose`` of the spatial axes alone).
+
+  Returns:
+    ``k`` with every covariance (and the NTK) transposed accordingly, in either
+    spatial layout (``(h, w)`` or ``(h, h', w, w')``).
+  """
+  perm = tuple(int(p) for p in perm)
+  if perm == tuple(range(len(perm))):
+    return k
+  if sorted(perm) != list(range(k.nspatial)):
+    raise ValueError(f"perm {perm} is not a permutation of the kernel's {k.nspatial} spatial axes")
+
+  def move(m, bn):
+    if m.ndim < bn:  # a scalar NTK placeholder
+      return m
+    sp = [(bn + p,) if k.diagonal_spatial else (bn + 2 * p, bn + 2 * p + 1) for p in perm]
+    return jnp.transpose(m, tuple(range(bn)) + sum(sp, ()))
+
+  return _map(k, move)
+
+
 def scale(k: Kernel, factor) -> Kernel:
   """Multiplies every covariance and the NTK by ``factor`` (output scaled by ``sqrt(factor)``)."""
   return _map(k, lambda m, _: m * factor)
@@ -230,6 +257,40 @@ def _conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
   return mat
 
 
+def conv_transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
+  """``(before, after)`` padding of the stride-dilated input in ``lax.conv_transpose``."""
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+  if padding == "SAME":
+    total = window + stride - 2
+    before = window - 1 if stride > window - 1 else -(-total // 2)
+  else:
+    total = window + stride - 2 + max(window - stride, 0)
+    before = window - 1
+  return before, total - before
+
+
+def _conv_transpose_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
+                            diagonal_spatial: bool) -> Array:
+  r"""Covariance of a transposed conv with i.i.d. shared weights, up to ``W_std^2``.
+
+  ``lax.conv_transpose`` is a stride-1 ``VALID`` convolution of the input
+  dilated by the strides (zeros between positions) and padded; the dilated
+  input's covariance is the input's, dilated and padded alike on both copies
+  of each axis, so :func:`_conv_average` applies to it (NT's
+  ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise).
+  """
+  widths = [(0, 0, 0)] * mat.ndim
+  for a, (f, s) in enumerate(zip(filter_shape, strides)):
+    lo, hi = conv_transpose_pads(f, s, padding)
+    axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
+    for ax in axes:
+      widths[ax] = (lo, hi, s - 1)
+  mat = lax.pad(mat, jnp.zeros((), mat.dtype), widths)
+  return _conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
+                       diagonal_spatial)
+
+
 def _pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:
   """Sum over all pairs of positions in each window (both copies of every axis)."""
   dims, st, pads = [1] * batch_ndim, [1] * batch_ndim, [(0, 0)] * batch_ndim
@@ -277,7 +338,7 @@ class AffineRule(NamedTuple):
 def affine(W_std: float, b_std: float | None, *, out_wide: bool,
            rule: Callable[[Any], AffineRule] = lambda ctx: AffineRule(),
            filter_shape: Sequence[int] = (), strides: Sequence[int] = (),
-           padding: str = "VALID", name: str = "dense") -> KernelMap:
+           padding: str = "VALID", name: str = "dense", transpose: bool = False) -> KernelMap:
   r"""Kernel map of a dense (``filter_shape=()``) or convolutional layer.
 
   With :math:`\sigma = W_{std}\cdot` ``init_scale`` and :math:`\mathcal A`
@@ -319,8 +380,11 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
     strides: conv strides.
     padding: ``'SAME'`` or ``'VALID'``.
     name: layer name for error messages.
+    transpose: a transposed convolution (``lax.conv_transpose``): :math:`\mathcal A`
+      is :func:`_conv_transpose_average`.
   """
   filter_shape, strides = tuple(filter_shape), tuple(strides)
+  average = _conv_transpose_average if transpose else _conv_average
   receptive = math.prod(filter_shape)
 
   def kernel(k: Kernel, ctx) -> Kernel:
@@ -330,7 +394,7 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
     if k.nspatial != len(filter_shape) and filter_shape:
       raise ValueError(f"{name}: a {len(filter_shape)}D filter needs {len(filter_shape)} "
                        f"spatial axes, the input kernel has {k.nspatial}")
-    lin = ((lambda m, bn: _conv_average(m, bn, filter_shape, strides, padding, k.diagonal_spatial))
+    lin = ((lambda m, bn: average(m, bn, filter_shape, strides, padding, k.diagonal_spatial))
            if filter_shape else (lambda m, bn: m))
     sigma2 = (W_std * r.init_scale) ** 2
     readout = k.wide and not out_wide
@@ -374,7 +438,7 @@ def flatten() -> KernelMap:
       return m
 
     return _map(k, trace).replace(channels=k.channels * math.prod(k.spatial_shape),
-                                  diagonal_spatial=False, is_gaussian=False)
+                                  diagonal_spatial=True, is_gaussian=False)
 
   return kernel
 
@@ -430,7 +494,8 @@ def global_avg_pool() -> KernelMap:
       return k
     if k.diagonal_spatial:
       raise NeedsFullSpatial("global_avg_pool")
-    return _map(k, lambda m, bn: jnp.mean(m, axis=tuple(range(bn, m.ndim))))
+    return _map(k, lambda m, bn: jnp.mean(m, axis=tuple(range(bn, m.ndim)))).replace(
+        diagonal_spatial=True)
 
   return kernel
 
@@ -443,7 +508,7 @@ def take_last() -> KernelMap:
     if k.nspatial != 1:
       raise ValueError(f"take_last needs one sequence axis, the kernel has {k.nspatial}")
     idx = (Ellipsis, -1) if k.diagonal_spatial else (Ellipsis, -1, -1)
-    return _map(k, lambda m, _: m[idx]).replace(diagonal_spatial=False)
+    return _map(k, lambda m, _: m[idx]).replace(diagonal_spatial=True)
 
   return kernel
 

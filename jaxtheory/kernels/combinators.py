@@ -17,13 +17,18 @@ import jax.numpy as jnp
 from jaxtheory.kernels.analytic import Kernel, KernelMap
 
 
+def _layout(k: Kernel):
+  """The spatial layout flag, ``None`` without spatial axes (both layouts are then the same)."""
+  return k.diagonal_spatial if k.nspatial else None
+
+
 def fan_in_sum() -> KernelMap:
   """Sum of independent centred Gaussian branches: kernels add."""
 
   def kernel(ks, ctx) -> Kernel:
     del ctx
     ks = tuple(ks)
-    if len({k.nngp.shape for k in ks}) != 1 or len({k.diagonal_spatial for k in ks}) != 1:
+    if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
       raise ValueError(f"fan_in_sum needs kernels of one shape, got "
                        f"{[k.nngp.shape for k in ks]}")
     if len(ks) > 1 and not all(k.is_gaussian for k in ks):
@@ -71,7 +76,7 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
     ax = axis % ndim
     if ax == 0:
       raise ValueError("fan_in_concat along the batch axis has no kernel")
-    if len({k.diagonal_spatial for k in ks}) != 1 or len({k.nspatial for k in ks}) != 1:
+    if len({_layout(k) for k in ks}) != 1 or len({k.nspatial for k in ks}) != 1:
       raise ValueError("fan_in_concat needs kernels of one layout")
     ntks = None if any(k.ntk is None for k in ks) else [k.ntk for k in ks]
     if ax == ndim - 1:

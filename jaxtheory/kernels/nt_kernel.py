@@ -316,7 +316,11 @@ def kernel_fn(layer, ctx) -> Callable:
     return compiled[key](x1, x2)
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
-         diagonal_spatial: bool | None = None, batch_size: int | None = None, **kwargs):
+         diagonal_spatial: bool | None = None, batch_size: int | None = None,
+         mask_constant=None, **kwargs):
+    if mask_constant is not None:
+      raise ValueError(f"kernel_fn got mask_constant={mask_constant}: masking is not supported "
+                       "by jaxtheory")
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
     names, single = (None, False) if get is None else _normalize_get(get)

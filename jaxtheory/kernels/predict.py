@@ -182,9 +182,14 @@ def _cho_solve(c: Array, b: Array) -> Array:
   return jsl.cho_solve((c, True), b)
 
 
-def _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test):
-  """Broadcast initial outputs and the 2-D train form (zeros for ``None``)."""
-  dtype = jnp.result_type(y_train, float)
+def _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test, k_dtype):
+  """Broadcast initial outputs and the 2-D train form (zeros for ``None``).
+
+  The predictions take the kernel's precision where it is higher than the
+  targets' (NT's: a float32 ``y_train`` with a float64 kernel gives float64 at
+  any ``t``, ``t=None`` included).
+  """
+  dtype = jnp.result_type(y_train, k_dtype, float)
   if fx_train_0 is not None:
     fx_train_0 = jnp.broadcast_to(fx_train_0, y_train.shape).astype(dtype)
   f0 = (jnp.zeros((math.prod(lay.sample_shape), math.prod(lay.trace_shape)), dtype)
@@ -196,7 +201,8 @@ def _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test):
 
 @functools.partial(jax.jit, static_argnames=("lay", "sample_test"))
 def _mse_flow_inf(c, y_train, fx_train_0, fx_test_0, k_test_train, lay, sample_test):
-  fx_train_0, fx_test_0, f0 = _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test)
+  fx_train_0, fx_test_0, f0 = _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test,
+                                            c.dtype)
   fx_train_t = y_train.astype(f0.dtype)
   fx_test_t = None
   if fx_test_0 is not None:
@@ -207,7 +213,8 @@ def _mse_flow_inf(c, y_train, fx_train_0, fx_test_0, k_test_train, lay, sample_t
 
 @functools.partial(jax.jit, static_argnames=("lay", "sample_test"))
 def _mse_flow(s, lam, V, y_train, fx_train_0, fx_test_0, k_test_train, lay, sample_test):
-  fx_train_0, fx_test_0, f0 = _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test)
+  fx_train_0, fx_test_0, f0 = _init_outputs(y_train, fx_train_0, fx_test_0, lay, sample_test,
+                                            V.dtype)
   t_shape = s.shape
   s = s.reshape(-1)
   lead = tuple(range(len(t_shape)))

@@ -3,8 +3,9 @@
 from jaxtheory.nn.core import (Ctx, Feat, Layer, Model, PARAMETRIZATIONS, Spec, antisymmetric,
                                fan_in_concat, fan_in_sum, fan_out, frozen, identity_layer, model,
                                parallel, residual, serial, stable_normal)
-from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv, cos, dense,
-                                 elementwise, embedding, erf, exp, flatten, fourier_features,
+from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv, conv_transpose,
+                                 cos, dense, elementwise, embedding, erf, exp, flatten,
+                                 fourier_features,
                                  gelu, global_avg_pool, identity, layer_norm, leaky_relu,
                                  monomial, positional_embedding, rbf, rectified_monomial, relu,
                                  sigmoid, sign, sin, take_last, tanh)

@@ -84,13 +84,13 @@ class _Affine:
       return self.out_dim
     return self.width_mult * ctx.width
 
-  def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense"):
+  def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense", transpose=False):
     rule = lambda ctx: analytic.AffineRule(self.parametrization or ctx.parametrization,
                                            ctx.init_scale, self.out_channels(ctx),
                                            width_ratio(ctx))
     return analytic.affine(self.W_std, self.b_std, out_wide=self.width_mult is not None,
                            rule=rule, filter_shape=filter_shape, strides=strides,
-                           padding=padding, name=name)
+                           padding=padding, name=name, transpose=transpose)
 
   def rules(self, fin: Feat, d_in: int, ctx):
     ctx = self.ctx(ctx)
@@ -208,6 +208,49 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
     return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
 
   return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv"))
+
+
+def conv_transpose(out_chan: int, filter_shape: Sequence[int],
+                   strides: Sequence[int] | None = None, padding: str = "VALID",
+                   W_std: float = 1.0, b_std: float | None = None,
+                   width_mult: float | None = None, parametrization: str | None = None) -> Layer:
+  """Transposed convolution (``lax.conv_transpose``) over channels-last inputs.
+
+  The output grows by the strides (``'SAME'``: ``n * stride`` positions).
+  Fan-in is ``prod(filter_shape) * active input channels``, as in :func:`conv`;
+  the kernel is :func:`jaxtheory.kernels.analytic.affine` with ``transpose=True``.
+  """
+  _check_positive_int("out_chan", out_chan)
+  filter_shape = tuple(filter_shape)
+  strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+  dims = _conv_dims(len(filter_shape))
+  aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape), parametrization)
+
+  def _conv(x, W):
+    return lax.conv_transpose(x, W, strides, padding, dimension_numbers=dims)
+
+  def init(key, spec, ctx):
+    if len(spec.shape) != len(filter_shape) + 2:
+      raise ValueError(
+          f"conv_transpose with a {len(filter_shape)}D filter needs inputs (batch, "
+          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
+    c_in = spec.shape[-1]
+    fout, params, scales = aff.init_params(key, filter_shape + (c_in, out_chan),
+                                           spec.feat, c_in, ctx)
+    out_shape = jax.eval_shape(
+        _conv, jax.ShapeDtypeStruct(spec.shape, _FLOAT()),
+        jax.ShapeDtypeStruct(filter_shape + (c_in, out_chan), _FLOAT())).shape
+    return Spec(out_shape, fout), params, scales
+
+  def apply(params, x, feat, ctx):
+    _check_float_input("conv_transpose", x)
+    fout, w, b = aff.rules(feat, x.shape[-1], ctx)
+    return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
+
+  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv_transpose",
+                                       transpose=True))
 
 
 def _stateless(fn: Callable, feat_fn: Callable | None = None, kernel=None) -> Layer:

@@ -1,0 +1,122 @@
+"""``stax`` on any layout: Conv ``dimension_numbers``, ``batch_axis``/``channel_axis`` (as NT)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxtheory import stax
+from jaxtheory.kernels import analytic
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _close(a, b, **kw):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), **kw)
+
+
+def _x(shape=(4, 3, 5, 2), seed=0):
+  return jax.random.normal(jax.random.key(seed), shape)
+
+
+def _net(dn):
+  return stax.serial(stax.Conv(3, (2, 3), padding="SAME", b_std=0.1, dimension_numbers=dn),
+                     stax.Relu(),
+                     stax.Conv(2, (2, 3), strides=(1, 2), dimension_numbers=dn))
+
+
+@pytest.mark.parametrize("spec,perm", [("NCHW", (0, 3, 1, 2)), ("CWNH", (3, 2, 0, 1))])
+def test_conv_dimension_numbers_match_channels_last(spec, perm):
+  """The same network on transposed inputs: transposed outputs, the same kernel (spatial H, W)."""
+  x = _x()
+  init_ref, apply_ref, kfn_ref = _net(None)
+  init, apply, kfn = _net((spec, "OIHW", spec))
+  xt = jnp.transpose(x, perm)
+  shape_ref, params = init_ref(jax.random.key(1), x.shape)
+  shape, params_t = init(jax.random.key(1), xt.shape)
+  assert shape == tuple(shape_ref[i] for i in perm)
+  jax.tree.map(lambda a, b: _close(a, b), params, params_t)
+  _close(apply(params, xt), jnp.transpose(apply_ref(params, x), perm), rtol=1e-12)
+  # NT's convention: the kernel's spatial axes are in the output spec's order.
+  order = (0, 1, 2, 3, 4, 5) if spec.index("H") < spec.index("W") else (0, 1, 4, 5, 2, 3)
+  k, k_ref = kfn(xt, None, ("nngp", "ntk")), kfn_ref(x, None, ("nngp", "ntk"))
+  for a, b in zip(k, k_ref):
+    _close(a, jnp.transpose(b, order), rtol=1e-12)
+
+
+def test_conv_apply_equals_lax_with_the_same_dimension_numbers():
+  dn = ("NWHC", "HWIO", "NCWH")
+  x = jnp.transpose(_x(), (0, 2, 1, 3))  # N, W=5, H=3, C; out N, C=4, W=3, H=3
+  init, apply, kfn = stax.Conv(4, (2, 3), strides=(1, 2), padding="SAME", W_std=1.5,
+                               dimension_numbers=dn)
+  shape, params = init(jax.random.key(2), x.shape)
+  y = apply(params, x)
+  ref = lax.conv_general_dilated(x, params["W"], (1, 2), "SAME", dimension_numbers=dn)
+  _close(y, 1.5 / np.sqrt(2 * 3 * 2) * ref, rtol=1e-12)
+  assert shape == y.shape == (4, 4, 3, 3)
+  # NT's convention: the kernel's spatial axes are the output's (W then H here).
+  k = kfn(x, None, "nngp")
+  k_ref = stax.Conv(4, (2, 3), strides=(1, 2), padding="SAME", W_std=1.5)[2](
+      jnp.transpose(x, (0, 2, 1, 3)), None, "nngp")
+  assert k.shape == (4, 4, 3, 3, 3, 3)
+  _close(k, jnp.transpose(k_ref, (0, 1, 4, 5, 2, 3)), rtol=1e-12)
+
+
+def test_dense_and_pooling_batch_and_channel_axes():
+  x = _x((3, 5, 4))  # H, N, C
+  init, apply, kfn = stax.serial(stax.Dense(6, b_std=0.2, batch_axis=1, channel_axis=2),
+                                 stax.Erf(),
+                                 stax.AvgPool((2,), batch_axis=1, channel_axis=2),
+                                 stax.GlobalAvgPool(batch_axis=1, channel_axis=2))
+  init_r, apply_r, kfn_r = stax.serial(stax.Dense(6, b_std=0.2), stax.Erf(), stax.AvgPool((2,)),
+                                       stax.GlobalAvgPool())
+  xs = jnp.transpose(x, (1, 0, 2))
+  shape, params = init(jax.random.key(4), x.shape)
+  assert shape == (5, 6)
+  _close(apply(params, x), apply_r(params, xs), rtol=1e-12)
+  _close(kfn(x, None, "ntk"), kfn_r(xs, None, "ntk"), rtol=1e-12)  # kernel: unchanged
+  # Channels before batch: GlobalAvgPool answers (channels, batch), as NT's.
+  init_c, apply_c, _ = stax.serial(stax.Dense(6, batch_axis=1, channel_axis=0),
+                                   stax.GlobalAvgPool(batch_axis=1, channel_axis=0))
+  xc = jnp.transpose(x, (2, 1, 0))
+  shape, params = init_c(jax.random.key(5), xc.shape)
+  assert shape == (6, 5) == apply_c(params, xc).shape
+
+
+def test_permute_spatial_both_layouts():
+  x = _x((2, 3, 4, 2))
+  for diag in (True, False):
+    k = analytic.inputs_to_kernel(x, diagonal_spatial=diag)
+    kt = analytic.inputs_to_kernel(jnp.transpose(x, (0, 2, 1, 3)), diagonal_spatial=diag)
+    _close(analytic.permute_spatial(k, (1, 0)).nngp, kt.nngp)
+    _close(analytic.permute_spatial(k, (1, 0)).cov1, kt.cov1)
+
+
+def test_bad_dimension_numbers_are_refused():
+  with pytest.raises(ValueError, match="do not describe a 2D convolution"):
+    stax.Conv(3, (2, 2), dimension_numbers=("NCHW", "OIHW", "NCDW"))
+  with pytest.raises(ValueError, match="do not describe a 1D convolution"):
+    stax.Conv(3, (2,), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def test_flatten_and_global_pool_outputs_are_diagonal_spatial_as_nt():
+  """NT's Flatten/GlobalAvgPool answer diagonal_spatial=True (no spatial axes left): a network
+  flattening images has the Kernel object of the dense network on flat inputs."""
+  x = _x((3, 2, 2, 2))
+  _, _, k_fc = stax.serial(stax.Dense(4, 1.5, 0.1), stax.Erf())
+  _, _, k_bot = stax.serial(stax.Flatten(), stax.Dense(4, 1.5, 0.1), stax.Erf())
+  a, b = k_bot(x), k_fc(x.reshape(3, -1))
+  assert a.diagonal_spatial and b.diagonal_spatial
+  _close(a.nngp, b.nngp, rtol=1e-12)
+  _, _, k_pool = stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.GlobalAvgPool())
+  assert k_pool(x).diagonal_spatial
+  # Branches without spatial axes combine whatever layout each was computed in.
+  _, _, k_sum = stax.serial(stax.FanOut(2), stax.parallel(
+      stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2)),
+      stax.serial(stax.Flatten(), stax.Dense(2))), stax.FanInSum())
+  assert k_sum(x, None, "nngp").shape == (3, 3)
