@@ -11,7 +11,7 @@ setting-dependent. Here the correlation is therefore a measured number with
 its bootstrap confidence interval, not a check.
 
 Setting: an MLP (``depth`` x ``width``) on a balanced MNIST subset (``n_train``
-images, 2x2-average-pooled to 14x14) with MSE on one-hot targets, trained by
+images at full resolution, flattened to 784 inputs) with MSE on one-hot targets, trained by
 SAM (``optimizer='sam'``; :math:`\rho = 0` is plain SGD) over the grid
 ``seed x lr x rho`` in one program per batch size
 (:func:`jaxtheory.sweep.run_over` over ``batch_size``; the largest is the whole
@@ -128,9 +128,8 @@ def _check(cfg: Config) -> None:
 
 
 def load_data(cfg: Config) -> data.Dataset:
-  """The balanced training subset and ``n_test`` test examples (MNIST pooled to 14x14)."""
-  return data.balanced(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.data_seed,
-                       pool=2)
+  """The balanced training subset and ``n_test`` test examples (MNIST at full resolution)."""
+  return data.balanced(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.data_seed)
 
 
 def curvature_probe(model: nn.Model, x: jax.Array, y: jax.Array, num_classes: int,
