@@ -413,13 +413,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
              b_std, parametrization=_param(parameterization)), s, parameterization)
-  if dimension_numbers is None:
-    return _Triple(lay, (0, -1))
-  lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
-  canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
-  if not (lhs == canon == out):
-    lay = _relaid(lay, lhs, canon, out)
-  return _Triple(lay, (lhs.index("N"), lhs.index("C")))
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
 
 
 def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
@@ -448,9 +442,14 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
       L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
                        W_std, b_std, parametrization=_param(parameterization)),
       s, parameterization)
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
+
+
+def _conv_triple(lay, dimension_numbers, nspatial: int) -> _Triple:
+  """A channels-last conv layer read and written in ``dimension_numbers``' layouts."""
   if dimension_numbers is None:
     return _Triple(lay, (0, -1))
-  lhs, rhs, out = _conv_specs(dimension_numbers, len(tuple(filter_shape)))
+  lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
   canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)

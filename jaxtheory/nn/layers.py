@@ -178,36 +178,8 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   ``parametrization`` overrides ``ctx.parametrization`` for this layer (see
   :func:`dense`).
   """
-  _check_positive_int("out_chan", out_chan)
-  filter_shape = tuple(filter_shape)
-  strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
-  if padding not in ("SAME", "VALID"):
-    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
-  dims = _conv_dims(len(filter_shape))
-  aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape), parametrization)
-
-  def _conv(x, W):
-    return lax.conv_general_dilated(x, W, strides, padding, dimension_numbers=dims)
-
-  def init(key, spec, ctx):
-    if len(spec.shape) != len(filter_shape) + 2:
-      raise ValueError(
-          f"conv with a {len(filter_shape)}D filter needs inputs (batch, "
-          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
-    c_in = spec.shape[-1]
-    fout, params, scales = aff.init_params(key, filter_shape + (c_in, out_chan),
-                                           spec.feat, c_in, ctx)
-    out_shape = jax.eval_shape(
-        _conv, jax.ShapeDtypeStruct(spec.shape, _FLOAT()),
-        jax.ShapeDtypeStruct(filter_shape + (c_in, out_chan), _FLOAT())).shape
-    return Spec(out_shape, fout), params, scales
-
-  def apply(params, x, feat, ctx):
-    _check_float_input("conv", x)
-    fout, w, b = aff.rules(feat, x.shape[-1], ctx)
-    return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
-
-  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv"))
+  return _conv_like("conv", lax.conv_general_dilated, out_chan, filter_shape, strides, padding,
+                    W_std, b_std, width_mult, parametrization)
 
 
 def conv_transpose(out_chan: int, filter_shape: Sequence[int],
@@ -220,6 +192,13 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
   Fan-in is ``prod(filter_shape) * active input channels``, as in :func:`conv`;
   the kernel is :func:`jaxtheory.kernels.analytic.affine` with ``transpose=True``.
   """
+  return _conv_like("conv_transpose", lax.conv_transpose, out_chan, filter_shape, strides,
+                    padding, W_std, b_std, width_mult, parametrization, transpose=True)
+
+
+def _conv_like(name: str, op: Callable, out_chan, filter_shape, strides, padding, W_std, b_std,
+               width_mult, parametrization, transpose: bool = False) -> Layer:
+  """A convolution or transposed convolution ``op(x, W, strides, padding, dimension_numbers=)``."""
   _check_positive_int("out_chan", out_chan)
   filter_shape = tuple(filter_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
@@ -229,12 +208,12 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
   aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape), parametrization)
 
   def _conv(x, W):
-    return lax.conv_transpose(x, W, strides, padding, dimension_numbers=dims)
+    return op(x, W, strides, padding, dimension_numbers=dims)
 
   def init(key, spec, ctx):
     if len(spec.shape) != len(filter_shape) + 2:
       raise ValueError(
-          f"conv_transpose with a {len(filter_shape)}D filter needs inputs (batch, "
+          f"{name} with a {len(filter_shape)}D filter needs inputs (batch, "
           f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
     c_in = spec.shape[-1]
     fout, params, scales = aff.init_params(key, filter_shape + (c_in, out_chan),
@@ -245,12 +224,12 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
     return Spec(out_shape, fout), params, scales
 
   def apply(params, x, feat, ctx):
-    _check_float_input("conv_transpose", x)
+    _check_float_input(name, x)
     fout, w, b = aff.rules(feat, x.shape[-1], ctx)
     return aff.finish(params, _conv(x, params["W"]), fout, w, b), fout
 
-  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv_transpose",
-                                       transpose=True))
+  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, name,
+                                       transpose=transpose))
 
 
 def _stateless(fn: Callable, feat_fn: Callable | None = None, kernel=None) -> Layer:
