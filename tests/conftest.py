@@ -1,14 +1,46 @@
-"""Suite-wide JAX settings: implicit rank promotion is an error, as in neural-tangents' and equinox's suites.
+"""Suite-wide settings: implicit rank promotion is an error, and one compilation cache serves the run.
 
-A conftest module is imported by every pytest process, xdist workers included,
+Rank promotion is an error, as in neural-tangents' and equinox's suites. A
+conftest module is imported by every pytest process, xdist workers included,
 and the environment variable carries the setting into the subprocesses tests
 start (the CLI, notebooks, multi-host workers), so it holds however the suite
 is run and wherever the package's code runs.
+
+Many tests build the same small programs (the same tiny MLP on the same data,
+one fixture per worker, a CLI run and its resumed twin), so the whole run
+shares one persistent compilation cache: a fresh folder made by the first
+process (the xdist controller), inherited by the workers and subprocesses
+through ``JAXTHEORY_COMPILATION_CACHE``, and removed at the end. A run starts
+from an empty cache, so nothing carries over between runs; a folder the
+caller set in that variable (or ``off``) is used as given. The cache changes
+how long a compile takes, never what it computes.
 """
 
 import os
+import shutil
+import tempfile
 
-import jax
+# XLA logs a spurious error line per program it loads from the cache on CPU
+# (see jaxtheory.compile_cache); its C++ log level is read once, when jaxlib loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # pylint: disable=wrong-import-position
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_CACHE = "JAXTHEORY_COMPILATION_CACHE"
+_made = []
+
+
+def pytest_configure(config):
+  del config
+  if _CACHE not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+    _made.append(tempfile.mkdtemp(prefix="jaxtheory-test-cache-"))
+    os.environ[_CACHE] = _made[0]
+
+
+def pytest_unconfigure(config):
+  del config
+  for path in _made:
+    shutil.rmtree(path, ignore_errors=True)

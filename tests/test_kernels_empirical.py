@@ -24,8 +24,8 @@ def x64():
 
 def _brute(f, params, x1, x2, trace_axes=(-1,), diagonal_axes=()):
   """Full ``jax.jacobian`` of the batch, contracted, then NT's trace / diagonal."""
-  J1 = jax.jacobian(f)(params, x1)
-  J2 = jax.jacobian(f)(params, x2)
+  jac = jax.jit(jax.jacobian(f))  # one compile instead of hundreds of eager op dispatches
+  J1, J2 = jac(params, x1), jac(params, x2)
   out1, out2 = f(params, x1), f(params, x2)
   d = out1.ndim
   K = sum(jnp.tensordot(a.reshape(out1.shape + (-1,)), b.reshape(out2.shape + (-1,)),
@@ -53,7 +53,8 @@ def _inputs(n1, n2, shape, key=0):
 def _check_all(f, params, x1, x2, impls=IMPLS, **kw):
   ref = _brute(f, params, x1, x2, **kw)
   for impl in impls:
-    K = E.empirical_ntk(f, params, x1, x2, implementation=impl, **kw)
+    K = jax.jit(lambda p, a, b: E.empirical_ntk(f, p, a, b, implementation=impl, **kw))(
+        params, x1, x2)
     chex.assert_shape(K, ref.shape)
     np.testing.assert_allclose(K, ref, **TOL, err_msg=impl)
 
