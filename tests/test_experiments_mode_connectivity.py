@@ -115,7 +115,7 @@ def test_cli_prints_pass_fail_lines(tmp_path):
 @pytest.mark.slow
 def test_small_cnn_matching_removes_the_barrier():
   """arch='cnn': conv -> pool -> conv -> pool -> flatten -> dense, matched channel by channel."""
-  cfg = M.Config(dataset="digits", per_class=50, pairs=2, arch="cnn", widths=(8, 32), steps=400,
+  cfg = M.Config(dataset="digits", per_class=50, pairs=2, arch="cnn", widths=(8, 32), steps=200,
                  batch_size=50, spawn_step=50, record=3, alphas=5)
   ds = M.run(cfg)
   assert ds.attrs["arch"] == "cnn"
