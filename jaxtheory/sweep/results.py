@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from jaxtheory.metric import as_metric
 from jaxtheory.sweep import outdir
 
 
@@ -29,7 +30,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
   axes = list(plan.grid)
   shape = tuple(len(plan.grid[a]) for a in axes) + (len(plan.schedule),)
   data_vars = {}
-  fns = dict(plan.sweep.metrics)
+  declared = {k: as_metric(f).dims for k, f in dict(plan.sweep.metrics).items()}
   for name, per_run in metrics.items():
     if name == "diverged_step":  # one value per run: its last record holds it
       arr = np.full(shape[:-1], np.nan)
@@ -41,7 +42,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
     arr = np.full(shape + extra, False if per_run.dtype == bool else np.nan,
                   dtype=bool if per_run.dtype == bool else np.float64)
     arr[tuple(plan.index.T)] = per_run
-    data_vars[name] = (axes + ["step"] + metric_dims(name, fns.get(name), len(extra)), arr)
+    data_vars[name] = (axes + ["step"] + metric_dims(name, declared.get(name, ()), len(extra)), arr)
   coords = {a: plan.grid[a] for a in axes}
   coords["step"] = plan.schedule.astype(np.int64)
   s = plan.sweep
@@ -68,10 +69,11 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
   return xr.Dataset(data_vars, coords, attrs)
 
 
-def metric_dims(name: str, fn, ndim: int) -> list[str]:
-  """Names of a recorded metric's own axes: ``fn.dims`` if the function sets it,
-  else ``<name>_0, <name>_1, ...`` (a metric may return any fixed-shape array)."""
-  dims = list(getattr(fn, "dims", None) or [f"{name}_{i}" for i in range(ndim)])
+def metric_dims(name: str, dims: tuple[str, ...], ndim: int) -> list[str]:
+  """Names of a recorded metric's own axes: the ``dims`` it declares (see
+  :class:`~jaxtheory.metric.Metric`), else ``<name>_0, <name>_1, ...`` (a
+  metric may return any fixed-shape array)."""
+  dims = list(dims or [f"{name}_{i}" for i in range(ndim)])
   if len(dims) != ndim:
     raise ValueError(f"metric {name!r} declares dims {tuple(dims)} but returns {ndim} axes")
   return dims
