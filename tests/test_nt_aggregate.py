@@ -199,3 +199,22 @@ def test_bad_patterns_and_axes_are_refused():
     init(jax.random.key(0), x.shape)
   with pytest.raises(NotImplementedError, match="both patterns"):
     kfn(x, _normal(1, (2, 4, 2)), "nngp", pattern=(jnp.ones((3, 4, 4)), None))
+
+
+def test_empirical_ntk_with_batch_axes_anywhere_and_patterns():
+  """NT's ``test_vmap_axes`` setting: inputs whose batch axis is not leading (no shared
+  leading axis, so no vmap shortcut), an ``x2`` of ``None``\\ s, and ``pattern=`` split
+  ``(for x1, for x2)``; the kernel equals that of the batch-first network."""
+  xa, xb = _normal(0, (3, 2)), _normal(1, (4, 3, 2))  # (n, c) and (h, n, c)
+  p = _normal(2, (3, 4, 4))
+  init, apply, _ = stax.parallel(
+      stax.Dense(3), stax.serial(stax.Dense(3, batch_axis=1), stax.Relu(),
+                                 stax.Aggregate(aggregate_axis=0, batch_axis=1)))
+  _, params = init(jax.random.key(0), (xa.shape, xb.shape))
+  _, apply_first, _ = stax.parallel(
+      stax.Dense(3), stax.serial(stax.Dense(3), stax.Relu(), stax.Aggregate()))
+  ntk = nt.empirical_ntk_fn(apply)((xa, xb), (None, None), params, pattern=(p, p))
+  ref = nt.empirical_ntk_fn(apply_first)((xa, jnp.moveaxis(xb, 1, 0)), None, params,
+                                         pattern=(p, p))
+  _close(ntk[0], ref[0], rtol=1e-10)
+  _close(ntk[1], np.transpose(ref[1], (2, 3, 0, 1)), rtol=1e-10, atol=1e-12)
