@@ -285,7 +285,7 @@ def kernel_fn(layer, ctx) -> Callable:
 
   Returns:
     ``fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=True,
-    diagonal_spatial=None, batch_size=None)``. ``x1_or_kernel`` is an array
+    diagonal_spatial=None, batch_size=None, pattern=None)``. ``x1_or_kernel`` is an array
     ``(n1, ..., channels)``, a pytree of arrays (for layers taking several
     inputs), or a :class:`Kernel` (pytree) from another ``kernel_fn``, in which
     case ``x2`` must be ``None``. ``get=None`` returns a :class:`Kernel`, a
@@ -293,6 +293,9 @@ def kernel_fn(layer, ctx) -> Callable:
     ``diagonal_spatial`` ``None`` chooses the layout (diagonal when no layer
     needs more and the output has no spatial axes), ``True`` asks for
     same-position entries only, ``False`` for all pairs of positions.
+    ``pattern=(pattern1, pattern2)``: the graphs of ``x1`` and ``x2`` for
+    aggregation layers (:mod:`jaxtheory.kernels.graph`), carried by the
+    context; ``x1`` with itself uses ``pattern1`` on both sides.
   """
   if layer.kernel is None:
     raise analytic.no_kernel_error(layer)
