@@ -218,3 +218,17 @@ def test_empirical_ntk_with_batch_axes_anywhere_and_patterns():
                                          pattern=(p, p))
   _close(ntk[0], ref[0], rtol=1e-10)
   _close(ntk[1], np.transpose(ref[1], (2, 3, 0, 1)), rtol=1e-10, atol=1e-12)
+
+
+def test_kernel_inputs_take_patterns_too():
+  """``kernel_fn(kernel, pattern=...)`` on NT ``Kernel`` inputs equals the whole network's."""
+  x1, x2 = _normal(0, (3, 4, 2)), _normal(1, (2, 4, 2))
+  a1, a2 = _normal(2, (3, 4, 4)), _normal(3, (2, 4, 4))
+  head, tail = [stax.Dense(8), stax.Relu()], [stax.Aggregate(), stax.GlobalAvgPool()]
+  whole = stax.serial(*head, *tail)[2](x1, x2, None, pattern=(a1, a2))
+  k = stax.serial(*head)[2](x1, x2, None, diagonal_spatial=False)
+  out = stax.serial(*tail)[2](k, pattern=(a1, a2))
+  for g in ("nngp", "ntk", "cov1", "cov2"):
+    _close(getattr(out, g), getattr(whole, g), rtol=1e-10)
+  with pytest.raises(NotImplementedError, match="both patterns"):
+    stax.serial(*tail)[2](k, pattern=(a1, None))  # x2 is not x1: pattern2 is needed

@@ -303,7 +303,7 @@ def kernel_fn(layer, ctx) -> Callable:
 
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk)
-    c12, c11, c22 = _pattern_ctxs(ctx, pattern, x2 is None)
+    c12, c11, c22 = _pattern_ctxs(ctx, pattern, all(jax.tree.leaves(same)))
     out12 = layer.kernel(k12, c12)
     out11 = None if k11 is None else layer.kernel(k11, c11)
     out22 = None if k22 is None else layer.kernel(k22, c22)
