@@ -252,7 +252,7 @@ def _normalize_get(get):
 
 
 def _pattern_pair(pattern):
-  """NT's ``pattern=(pattern1, pattern2)`` for ``x1`` and ``x2``, as arrays; ``None`` if both are."""
+  """NT's ``pattern=(pattern1, pattern2)`` for ``x1`` and ``x2`` as arrays; ``None`` if both are."""
   if pattern is None:
     return None
   if not (isinstance(pattern, (tuple, list)) and len(pattern) == 2):

@@ -1,4 +1,4 @@
-"""Index helpers of NT's ``utils`` (``canonicalize_idx``, ``slice_shape``), used by ``stax.Index``."""
+"""NT's index helpers ``utils.canonicalize_idx`` and ``slice_shape``, used by ``stax.Index``."""
 
 from __future__ import annotations
 
