@@ -33,7 +33,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``'VALID'``, strides), ``Relu``, ``ABRelu``, ``LeakyRelu``, ``Abs``, ``Erf``,
 ``Gelu``, ``Sin``, ``Cos``, ``Sign``, ``Exp``, ``ExpNormalized``, ``Identity``,
 ``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
-``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis),
+``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis), ``Aggregate``,
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
 ``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn``
@@ -46,7 +46,7 @@ Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_ax
 of ``Flatten`` and ``LayerNorm``; ``CIRCULAR`` padding; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either),
-``ConvLocal``, ``SumPool``/``GlobalSumPool``, ``Aggregate`` (graphs),
+``ConvLocal``, ``SumPool``/``GlobalSumPool``,
 ``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
 (``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
 ``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
@@ -63,9 +63,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxtheory import nn
-from jaxtheory.kernels import analytic, nonlinear, nt_kernel
+from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
 from jaxtheory.kernels.nt_kernel import Kernel
-from jaxtheory.nn import core, dropout as dropout_layer, layers as L
+from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L
+from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 
 _CTX = nn.Ctx("ntk")
 _PARAM = {"ntk": "ntk", "standard": "sp"}
@@ -139,6 +140,7 @@ def _apply_fn(layer):
       raise TypeError("apply_fn got mask_constant: masking is not covered by jaxtheory.stax")
     # Other keyword arguments are ignored, as NT's layers ignore those they do not use.
     ctx = _CTX if rng is None else dropout_layer.with_rng(_CTX, rng)
+    ctx = kgraph.with_pattern(ctx, kwargs.pop("pattern", None))  # Aggregate's graph
     y, _ = layer.apply(params, inputs, feats(inputs), ctx)
     return y
 
@@ -494,57 +496,26 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
                              batch_axis, channel_axis), (batch_axis, channel_axis))
 
 
+def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
+              to_dense: Callable | None = lambda p: p, implementation: str = "DENSE") -> _Triple:
+  """Graph aggregation (NT's ``stax.Aggregate``): each vertex becomes the weighted sum of its
+  predecessors; ``apply_fn(params, x, pattern=A)``, ``kernel_fn(x1, x2, pattern=(A1, A2))``.
+
+  ``implementation='DENSE'``: ``A`` is ``(batch, *V, *V)`` (``V`` the sizes of
+  ``aggregate_axis``, default all but batch and channel), ``to_dense`` decodes
+  it first; ``'SPARSE'``: integer arcs ``(batch, n_edges, K, 2)`` (tail, head),
+  negative coordinates dropped. No pattern: the identity. See
+  :mod:`jaxtheory.kernels.graph`.
+  """
+  return _Triple(graph.aggregate(aggregate_axis, batch_axis, channel_axis, to_dense,
+                                 implementation), (batch_axis, channel_axis))
+
+
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
   channel axes in their input order."""
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
                  (batch_axis, channel_axis))
-
-
-def canonicalize_idx(idx, ndim: int) -> tuple:
-  """``idx`` (as in ``x[idx]``) as one entry per axis of an ``ndim``-dimensional array.
-
-  NT's ``utils.canonicalize_idx``: a single ``int``, ``slice`` or ``...``
-  indexes the leading axis; an ``Ellipsis`` expands to as many ``slice(None)``
-  as the axes it stands for; missing trailing entries are ``slice(None)``.
-
-  Args:
-    idx: an ``int``, ``slice``, ``...`` or a tuple of those (``stax.Slice[...]``).
-    ndim: number of axes of the indexed array.
-
-  Returns:
-    A tuple of ``int`` and ``slice``, one per axis (integers drop their axis).
-  """
-  if idx is Ellipsis or isinstance(idx, (int, slice)):
-    idx = (idx,)
-  idx = tuple(idx)
-  if sum(i is Ellipsis for i in idx) > 1:
-    raise IndexError(f"an index can only have a single ellipsis ('...'), got {idx}")
-  if Ellipsis in idx:
-    at = idx.index(Ellipsis)
-    idx = idx[:at] + (slice(None),) * (ndim - len(idx) + 1) + idx[at + 1:]
-  if len(idx) > ndim:
-    raise IndexError(f"too many indices ({len(idx)}) for an array of {ndim} axes")
-  return idx + (slice(None),) * (ndim - len(idx))
-
-
-def slice_shape(shape: Sequence[int], idx) -> tuple[int, ...]:
-  """The shape of ``x[idx]`` for ``x`` of ``shape``; an axis of unknown size (``-1`` or
-  ``None``) stays unknown if ``idx`` leaves it whole (NT's ``utils.slice_shape``)."""
-  full = canonicalize_idx(idx, len(shape))
-  out = []
-  for a, (i, n) in enumerate(zip(full, shape)):
-    if n is None or n < 0:
-      if i != slice(None):
-        raise ValueError(f"cannot index axis {a} of unknown size {n} with {i}; give init_fn "
-                         f"an input shape with a known size at axis {a}")
-      out.append(n)
-    elif isinstance(i, slice):
-      out.append(len(range(*i.indices(n))))
-    else:
-      if not -n <= i < n:
-        raise IndexError(f"index {i} is out of bounds for axis {a} of size {n}")
-  return tuple(out)
 
 
 class _Slice:

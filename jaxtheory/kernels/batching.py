@@ -80,12 +80,16 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     n_dev = _n_devices(device_count)
     if x2 is not None and not jax.tree.leaves(x2):
       x2 = None  # NT's x2=(None, None): two inputs, each compared with itself
-    call, arrays, key = _block_call(kernel_fn, args, kwargs)
     kernels = jax.tree.leaves(x1, is_leaf=_is_kernel)
     if kernels and all(_is_kernel(k) for k in kernels):
       if x2 is not None:
         raise ValueError("batch: a Kernel input takes x2=None")
+      call, arrays, _ = _block_call(kernel_fn, args, kwargs)
       return _kernel_blocks(call, x1, arrays, batch_size, store_on_device)
+    x1_in, x2_in = x1, x2
+    x1, x2, fn, kwargs, names = _with_pairs(kernel_fn, x1, x2, kwargs)
+    call, arrays, key = _block_call(fn, args, kwargs)
+    key = None if key is None else (key, names)
     n1 = _batch_size_of(x1, "x1")
     n2 = n1 if x2 is None else _batch_size_of(x2, "x2")
     b1 = batch_size or -(-n1 // n_dev)
@@ -110,10 +114,45 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     out = _concat(rows, axis=0, store_on_device=store_on_device)
     if x2 is None:
       out = _drop_cov2(out)
-    out = _set_x1_is_x2(_fix_shapes(out), x1, x2)
+    out = _set_x1_is_x2(_fix_shapes(out), x1_in, x2_in)
     return out if store_on_device else _to_host(out)
 
   return batched_kernel_fn
+
+
+def _with_pairs(kernel_fn, x1, x2, kwargs):
+  """NT's per-example keyword pairs (``pattern=(p1, p2)``) made part of the inputs.
+
+  A keyword argument (other than ``rng``) whose value is a pair of arrays with the
+  leading axes of ``x1`` and of ``x2`` (``p2`` may be ``None`` when ``x2`` is) is cut
+  into blocks with the inputs: ``x1`` becomes ``(x1, {name: p1})``, ``x2`` likewise.
+
+  Returns:
+    ``(x1, x2, fn, kwargs, names)``: the inputs, ``fn`` unpacking them into
+    ``kernel_fn``'s call, the other keyword arguments and the pairs' names.
+  """
+  n1 = _batch_size_of(x1, "x1")
+  n2 = n1 if x2 is None else _batch_size_of(x2, "x2")
+
+  def rows(a, n):
+    return _is_array(a) and jnp.ndim(a) >= 1 and jnp.shape(a)[0] == n
+
+  names = tuple(k for k, v in kwargs.items()
+                if k != "rng" and isinstance(v, tuple) and len(v) == 2 and rows(v[0], n1)
+                and (rows(v[1], n2) or (v[1] is None and x2 is None)))
+  if not names:
+    return x1, x2, kernel_fn, kwargs, names
+  first = {k: kwargs[k][0] for k in names}
+  x1 = (x1, first)
+  x2 = None if x2 is None else (x2, {k: kwargs[k][1] for k in names})
+  rest = {k: v for k, v in kwargs.items() if k not in names}
+
+  def fn(a, b, *args, **kw):
+    a, e1 = a
+    b, e2 = (None, e1) if b is None else b  # x2 is x1: so are the pairs' second halves
+    return kernel_fn(a, b, *args, **kw, **{k: (e1[k], e2[k]) for k in names})
+
+  return x1, x2, fn, rest, names
 
 
 def _set_x1_is_x2(out, x1, x2):

@@ -245,7 +245,9 @@ def _check_inputs(x1, x2, independent: bool):
     if jnp.result_type(a) != jnp.result_type(b):
       raise ValueError(f"x1 and x2 have different dtypes: {jnp.result_type(a)} and "
                        f"{jnp.result_type(b)}")
-  for x, name in ((l1, "x1"), (l2, "x2")):
+  # Without the independence shortcut the inputs need no common batch axis (NT's
+  # in_axes may put it anywhere in each array).
+  for x, name in ((l1, "x1"), (l2, "x2")) if independent else ():
     sizes = {jnp.shape(a)[0] for a in x}
     if len(sizes) != 1:
       raise ValueError(f"the arrays of {name} disagree on the batch size: {sorted(sizes)}")
@@ -459,6 +461,8 @@ def empirical_ntk_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes 
   axis, kw_axes = _vmap_axes(vmap_axes)
 
   def ntk_fn(x1, x2, params, **apply_fn_kwargs):
+    if x2 is not None and not jax.tree.leaves(x2):
+      x2 = None  # NT's x2 of Nones, e.g. [(None, None), None]: x2 is x1
     k1, k2 = _split_kwargs(apply_fn_kwargs, x2 is not None)
     # Keyword arguments batched along axis 0 travel with the inputs.
     X1 = (x1, {k: v for k, v in k1.items() if k in kw_axes})

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtheory.kernels import analytic, batching
+from jaxtheory.kernels import analytic, batching, graph
 
 Array = jax.Array
 
@@ -251,6 +251,30 @@ def _normalize_get(get):
   return names, single
 
 
+def _pattern_pair(pattern):
+  """NT's ``pattern=(pattern1, pattern2)`` for ``x1`` and ``x2`` as arrays; ``None`` if both are."""
+  if pattern is None:
+    return None
+  if not (isinstance(pattern, (tuple, list)) and len(pattern) == 2):
+    raise ValueError("kernel_fn's pattern must be a pair (pattern1, pattern2) for x1 and x2 "
+                     f"(None for no pattern), got {type(pattern).__name__}")
+  if pattern[0] is None and pattern[1] is None:
+    return None
+  return tuple(None if p is None else jnp.asarray(p) for p in pattern)
+
+
+def _pattern_ctxs(ctx, pattern, same: bool):
+  """Contexts for the kernels of ``x1`` with ``x2``, ``x1`` with itself and ``x2`` with itself
+  (``same``: ``x2`` is ``x1``, and a missing ``pattern2`` is ``pattern1``)."""
+  if pattern is None:
+    return ctx, ctx, ctx
+  p1, p2 = pattern
+  if p2 is None and same:
+    p2 = p1
+  return (graph.with_pattern(ctx, (p1, p2)), graph.with_pattern(ctx, (p1, p1)),
+          graph.with_pattern(ctx, (p2, p2)))
+
+
 def kernel_fn(layer, ctx) -> Callable:
   r"""neural-tangents' ``kernel_fn`` of a layer (what ``stax`` layers return).
 
@@ -261,7 +285,7 @@ def kernel_fn(layer, ctx) -> Callable:
 
   Returns:
     ``fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=True,
-    diagonal_spatial=None, batch_size=None)``. ``x1_or_kernel`` is an array
+    diagonal_spatial=None, batch_size=None, pattern=None)``. ``x1_or_kernel`` is an array
     ``(n1, ..., channels)``, a pytree of arrays (for layers taking several
     inputs), or a :class:`Kernel` (pytree) from another ``kernel_fn``, in which
     case ``x2`` must be ``None``. ``get=None`` returns a :class:`Kernel`, a
@@ -269,16 +293,20 @@ def kernel_fn(layer, ctx) -> Callable:
     ``diagonal_spatial`` ``None`` chooses the layout (diagonal when no layer
     needs more and the output has no spatial axes), ``True`` asks for
     same-position entries only, ``False`` for all pairs of positions.
+    ``pattern=(pattern1, pattern2)``: the graphs of ``x1`` and ``x2`` for
+    aggregation layers (:mod:`jaxtheory.kernels.graph`), carried by the
+    context; ``x1`` with itself uses ``pattern1`` on both sides.
   """
   if layer.kernel is None:
     raise analytic.no_kernel_error(layer)
   compiled = {}
 
-  def compute(x1, x2, want_ntk, diagonal_batch, diagonal_spatial):
+  def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk)
-    out12 = layer.kernel(k12, ctx)
-    out11 = None if k11 is None else layer.kernel(k11, ctx)
-    out22 = None if k22 is None else layer.kernel(k22, ctx)
+    c12, c11, c22 = _pattern_ctxs(ctx, pattern, all(jax.tree.leaves(same)))
+    out12 = layer.kernel(k12, c12)
+    out11 = None if k11 is None else layer.kernel(k11, c11)
+    out22 = None if k22 is None else layer.kernel(k22, c22)
     # Outputs and inputs may be different pytrees (fan-out, fan-in); the flags of
     # the first input apply to every output.
     same0 = jax.tree.leaves(same)[0]
@@ -292,37 +320,38 @@ def kernel_fn(layer, ctx) -> Callable:
         _from_analytic(a, b, c, eq0, diagonal_batch, same0)
         for a, b, c in zip(leaves12, leaves11, leaves22)])
 
-  def choose_layout(x1, x2, diagonal_batch):
+  def choose_layout(x1, x2, pattern, diagonal_batch):
     spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
                                   t)
     try:
-      out = jax.eval_shape(lambda a, b: compute(a, b, False, diagonal_batch, True),
-                           spec(x1), spec(x2))
+      out = jax.eval_shape(lambda a, b, p: compute(a, b, p, False, diagonal_batch, True),
+                           spec(x1), spec(x2), spec(pattern))
     except analytic.NeedsFullSpatial:
       return False
     return all(k.nngp.ndim == 2 for k in jax.tree.leaves(out, is_leaf=is_kernel))
 
-  def run(x1, x2, want_ntk, diagonal_batch, diagonal_spatial):
-    key = (_flags(x1), None if x2 is None else _flags(x2), want_ntk, diagonal_batch,
-           diagonal_spatial)
+  def run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial):
+    key = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
+           diagonal_batch, diagonal_spatial)
     if key not in compiled:
       if diagonal_spatial is None:
-        diag = choose_layout(x1, x2, diagonal_batch)
+        diag = choose_layout(x1, x2, pattern, diagonal_batch)
       else:
         diag = bool(diagonal_spatial)
       compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
                                                 diagonal_batch=diagonal_batch,
                                                 diagonal_spatial=diag))
-    return compiled[key](x1, x2)
+    return compiled[key](x1, x2, pattern)
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
          diagonal_spatial: bool | None = None, batch_size: int | None = None,
-         mask_constant=None, **kwargs):
+         mask_constant=None, pattern=None, **kwargs):
     if mask_constant is not None:
       raise ValueError(f"kernel_fn got mask_constant={mask_constant}: masking is not supported "
                        "by jaxtheory")
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
+    pattern = _pattern_pair(pattern)
     names, single = (None, False) if get is None else _normalize_get(get)
     want_ntk = names is None or "ntk" in names
     from_kernel = is_kernel(x1) or (not hasattr(x1, "shape") and any(
@@ -333,10 +362,12 @@ def kernel_fn(layer, ctx) -> Callable:
     diagonal_batch = bool(diagonal_batch)
     try:
       if batch_size is not None and not from_kernel:
-        out = batching.batch(lambda a, b: run(a, b, want_ntk, diagonal_batch, diagonal_spatial),
-                    batch_size, 0)(x1, x2)
+        out = batching.batch(
+            lambda a, b, pattern=None: run(a, b, pattern, want_ntk, diagonal_batch,
+                                           diagonal_spatial),
+            batch_size, 0)(x1, x2, pattern=pattern)
       else:
-        out = run(x1, x2, want_ntk, diagonal_batch, diagonal_spatial)
+        out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial)
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None

@@ -56,6 +56,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxtheory.kernels._zipped import (Axes, _check_kernel, _k_from_2d, _k_to_2d, _layout,
@@ -508,6 +509,36 @@ def _ensemble_flow(s, lam, V, y_train, k_td, nngp_dd, nngp_td, nngp_tt, *, kind,
 
 
 
+def _is_arrays(v) -> bool:
+  """Every leaf of ``v`` is an array (NT's test: ``None`` and empty trees pass too)."""
+  return all(isinstance(l, (jax.Array, np.ndarray)) for l in jax.tree.leaves(v))
+
+
+def _is_pair(v) -> bool:
+  return isinstance(v, tuple) and len(v) == 2
+
+
+def _test_kwargs(train: dict, test: dict) -> tuple[dict, dict]:
+  """``(test-train, test-test)`` keyword arguments of ``kernel_fn`` (NT's rule).
+
+  Test values replace train ones of the same name; where both are pairs of
+  arrays ``(for x1, for x2)``, the test-train call gets ``(test[0], train[0])``
+  (e.g. ``pattern``, ``rng``); other values must agree between train and test.
+  """
+  td, tt = dict(train), dict(train)
+  for k, v_tt in test.items():
+    v_dd = train.get(k)
+    if _is_arrays(v_dd) and _is_arrays(v_tt):
+      v_td = (v_tt[0], v_dd[0]) if _is_pair(v_dd) and _is_pair(v_tt) else v_tt
+    elif v_dd != v_tt:
+      raise ValueError(f"kernel_fn keyword argument {k} differs between the train kernel "
+                       f"({v_dd!r}) and the test kernels ({v_tt!r}), which is not supported")
+    else:
+      v_td = v_tt
+    td[k], tt[k] = v_td, v_tt
+  return td, tt
+
+
 def gradient_descent_mse_ensemble(
     kernel_fn: Callable,
     x_train: ArrayLike,
@@ -549,11 +580,14 @@ def gradient_descent_mse_ensemble(
     trace_axes: axes of the outputs along which kernels are
       :math:`\Theta \otimes I`.
     normalization: loss normalization (see :func:`gradient_descent_mse`).
-    **kernel_fn_kwargs: passed unchanged to every ``kernel_fn`` call (unlike
-      NT, train and test values are not combined).
+    **kernel_fn_kwargs: passed to ``kernel_fn`` for the train-train kernel
+      and, unless ``predict_fn`` is given others of the same name, for the
+      test-test one; for test-train, pairs of arrays ``(for x1, for x2)``
+      (e.g. ``pattern``) combine test and train halves (NT's rule, see
+      :func:`_test_kwargs`).
 
   Returns:
-    ``predict_fn(t=None, x_test=None, get=None, compute_cov=False)`` returning
+    ``predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kwargs)`` returning
     the mean (or :class:`Gaussian`) for a string ``get``, else a
     ``Gaussians`` namedtuple; leading axes ``jnp.shape(t)``. ``x_test=None``
     predicts on the train set.
@@ -586,7 +620,8 @@ def gradient_descent_mse_ensemble(
     return gp_inference(train_kernels(names), y_train, diag_reg, diag_reg_absolute_scale,
                         lay.trace_axes)
 
-  def predict_fn(t=None, x_test=None, get: Get = None, compute_cov: bool = False):
+  def predict_fn(t=None, x_test=None, get: Get = None, compute_cov: bool = False,
+                 **kernel_fn_test_test_kwargs):
     """Mean [and covariance] of the ensemble's outputs on ``x_test`` at time[s] ``t``.
 
     Args:
@@ -594,6 +629,8 @@ def gradient_descent_mse_ensemble(
       x_test: test inputs (``None``: the train set, unregularized).
       get: ``'nngp'``, ``'ntk'``, a tuple, or ``None`` (both).
       compute_cov: also return the covariance.
+      **kernel_fn_test_test_kwargs: ``kernel_fn`` keyword arguments for the
+        test inputs (e.g. ``pattern=(p_test, p_test)``), see above.
 
     Returns:
       A mean or :class:`Gaussian` (string ``get``), else a ``Gaussians`` namedtuple.
@@ -605,13 +642,13 @@ def gradient_descent_mse_ensemble(
     if x_test is None:
       k_td, nngp_tt, sample_test = None, (True if compute_cov else None), lay.sample_shape
     else:
-      k_td = kernel_fn(x_test, x_train, needed if len(needed) > 1 else needed[0],
-                       **kernel_fn_kwargs)
+      kw_td, kw_tt = _test_kwargs(kernel_fn_kwargs, kernel_fn_test_test_kwargs)
+      k_td = kernel_fn(x_test, x_train, needed if len(needed) > 1 else needed[0], **kw_td)
       if len(needed) == 1:
         k_td = _Kernel(**{needed[0]: k_td})
       sample_test = _check_kernel(getattr(k_td, needed[0]), lay, "kernel_fn(x_test, x_train)",
                                   square=False)
-      nngp_tt = kernel_fn(x_test, None, "nngp", **kernel_fn_kwargs) if compute_cov else None
+      nngp_tt = kernel_fn(x_test, None, "nngp", **kw_tt) if compute_cov else None
 
     if t is None:
       return predict_inf(needed)(get=names if not single else names[0],
