@@ -44,7 +44,6 @@ def test_registered():
 @pytest.mark.parametrize("key,value,message", [
     ("part", "cnn", "unknown part 'cnn'; available: both, rf, mlp"),
     ("ridges", "0.1,1", "ridges must be >= 0 and include 0"),
-    ("features", "10,20", "features needs at least 3 values"),
     ("mlp_dataset", "cifar", "unknown mlp_dataset 'cifar'; available: mnist, fashion-mnist, "
                              "mnist1d, digits"),
     ("mlp_dataset", "digits", "mlp_pool=2 pools MNIST and Fashion-MNIST images only; set "
@@ -182,6 +181,16 @@ def test_parts_run_alone():
   mlp = D.run(D.Config(part="mlp", seeds=1, widths=(2, 4, 8), steps=5, record=2, **TINY_MLP))
   assert "rf_test_loss" not in mlp and mlp.test_acc.dims == ("seed", "width", "label_noise",
                                                              "step")
+
+
+def test_too_few_widths_or_feature_counts_skip_rather_than_raise():
+  ds = D.run(D.Config(seeds=1, n_train=10, n_test=10, features=(5, 20), widths=(4,), steps=3,
+                      record=1, **TINY_MLP), progress=False)
+  checks = D.signature(ds)
+  assert [c.skipped for c in checks] == [True, True], [c.line() for c in checks]
+  assert "at least 3 feature counts, got 5,20" in checks[0].line()
+  assert "at least 3 widths, got 4" in checks[1].line()
+  assert D.summary(ds)
 
 
 def test_cli_prints_pass_fail_lines(tmp_path):
