@@ -125,6 +125,13 @@ def test_batch_over_devices():
       ntk_fn = nt.empirical_ntk_fn(apply_fn, vmap_axes=0)
       np.testing.assert_allclose(nt.batch(ntk_fn, 2)(x1, x2, params), ntk_fn(x1, x2, params),
                                  rtol=1e-10)
+      # One batched kernel_fn reused on Kernel inputs of other shapes (each signature compiled).
+      block = nt.batch(stax.serial(stax.Dense(16), stax.Relu())[2], 0, 2)
+      _, _, two = stax.serial(stax.Dense(16), stax.Relu(), stax.Dense(16), stax.Relu())
+      for b in (None, x2, x2[:4]):
+        got, want = block(block(x1[:8], b)), two(x1[:8], b)
+        np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-12)
+        assert got.shape2 == want.shape2
       f = batching._jit_or_pmap_broadcast(lambda a, b, p: [a @ b, p], device_count=2)
       out = f(jnp.ones((2, 5)), jnp.ones(5), jnp.ones(3))
       assert out[0].shape == (2,) and out[1].shape == (2, 3)

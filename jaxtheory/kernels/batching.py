@@ -399,21 +399,27 @@ def _to_host(out):
 
 
 def _sharded(call, n_dev: int):
-  """``call`` over a group of ``n_dev`` row blocks of ``x1``, one per device (compiled once)."""
+  """``call`` over a group of ``n_dev`` row blocks of ``x1``, one per device.
+
+  Compiled once per input signature: the tree (with a ``Kernel``'s static
+  fields, e.g. its ``shape2``, which fix the output's) and the leaves' shapes.
+  """
   mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("d",))
-  compiled = []
+  compiled = {}
 
   def run(x1, x2, arrays):
-    if not compiled:
+    leaves, tree = jax.tree.flatten((x1, x2, arrays))
+    sig = (tree, tuple((np.shape(a), np.result_type(a)) for a in leaves))
+    if sig not in compiled:
       local = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct((a.shape[0] // n_dev,) + a.shape[1:], a.dtype), x1)
       specs = _map_kernel(jax.eval_shape(call, local, x2, arrays),
                           lambda a, f: P() if f == "cov2" else P("d"), lambda a: P())
-      compiled.append(jax.jit(jax.shard_map(call, mesh=mesh, in_specs=(P("d"), P(), P()),
-                                            out_specs=specs, check_vma=False)))
+      compiled[sig] = jax.jit(jax.shard_map(call, mesh=mesh, in_specs=(P("d"), P(), P()),
+                                            out_specs=specs, check_vma=False))
     split, whole = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())
-    out = compiled[0](jax.device_put(x1, split), jax.device_put(x2, whole),
-                      jax.device_put(arrays, whole))
+    out = compiled[sig](jax.device_put(x1, split), jax.device_put(x2, whole),
+                        jax.device_put(arrays, whole))
     return jax.device_put(out, jax.local_devices()[0])  # gathered: the result lives on one device
 
   return run
