@@ -48,8 +48,9 @@ non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``,
 ``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
-(``mask_constant``); NT's requirement algebra (``Bool``, ``Diagonal``,
-``requires``). ``nt.batch``, ``nt.predict``, ``nt.empirical_kernel_fn`` and
+(``mask_constant``); NT's ``requires`` decorator (its values, ``Bool`` and
+``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
+``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
 """
 
@@ -65,6 +66,7 @@ import jax.numpy as jnp
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
 from jaxtheory.kernels.nt_kernel import Kernel
+from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 
