@@ -38,12 +38,13 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
 ``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn``
 (the identity: no masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
-``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``
-(computed channels-last; the kernel's spatial axes follow the activation's, and
+``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
+``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
+``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
 ``kernel_fn`` reads its inputs with the first layer's batch and channel axes, as NT).
 
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
-of ``Flatten`` and ``LayerNorm``; ``CIRCULAR`` padding; ``LayerNorm`` over
+of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``,
@@ -65,6 +66,7 @@ import jax.numpy as jnp
 
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
+from jaxtheory.kernels import padding as kpadding
 from jaxtheory.kernels.nt_kernel import Kernel
 from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L
@@ -328,8 +330,8 @@ def _s_out(s, parameterization: str) -> int:
 
 
 def _check_padding(padding):
-  if padding not in ("SAME", "VALID"):
-    raise ValueError(f"padding must be 'SAME' or 'VALID' (CIRCULAR is not covered), got {padding!r}")
+  """NT's paddings, as strings or its ``Padding`` enum."""
+  return kpadding.check(getattr(padding, "value", padding))
 
 
 # ----------------------------------------------------------------------------
@@ -398,7 +400,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
       letters of the filter spec (``dimension_numbers[1]``), as in
       ``lax.conv_general_dilated``.
     strides: per spatial axis, in the same order (default 1).
-    padding: ``'SAME'`` or ``'VALID'``.
+    padding: ``'SAME'``, ``'VALID'`` or ``'CIRCULAR'`` (periodic).
     W_std: weight standard deviation.
     b_std: bias standard deviation (``None``: no bias).
     dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, e.g.
@@ -413,7 +415,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   Returns:
     ``(init_fn, apply_fn, kernel_fn)``.
   """
-  _check_padding(padding)
+  padding = _check_padding(padding)
   lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
              b_std, parametrization=_param(parameterization)), s, parameterization)
@@ -431,7 +433,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     out_chan: output channels.
     filter_shape: the filter's spatial sizes (in the filter spec's order).
     strides: per spatial axis (default 1); the output grows by them.
-    padding: ``'SAME'`` or ``'VALID'``.
+    padding: ``'SAME'``, ``'VALID'`` or ``'CIRCULAR'`` (the ``'VALID'`` output folded
+      onto ``n * stride`` periodic positions).
     W_std: weight standard deviation.
     b_std: bias standard deviation (``None``: no bias).
     dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, as in :func:`Conv`.
@@ -441,7 +444,7 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
   Returns:
     ``(init_fn, apply_fn, kernel_fn)``.
   """
-  _check_padding(padding)
+  padding = _check_padding(padding)
   lay = _width_scaled(
       L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
                        W_std, b_std, parametrization=_param(parameterization)),
@@ -491,7 +494,7 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
   """Average pooling; NT's defaults: stride 1, normalized by the window size
   (``normalize_edges=True``: by the non-padding inputs in each window). Any ``batch_axis``
   and ``channel_axis``: ``window_shape`` and ``strides`` follow the other axes in order."""
-  _check_padding(padding)
+  padding = _check_padding(padding)
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
   return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtheory.kernels import padding as pad
+
 Array = jax.Array
 KernelMap = Callable[[Any, Any], Any]
 
@@ -236,13 +238,17 @@ def _conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
 
   For each spatial axis with filter size :math:`f` and stride :math:`s`,
   :math:`K'_{ij} = \frac1f \sum_{d<f} K_{is+d,\,js+d}` over the zero-padded
-  input (Novak et al. 2019, eq. 7; NT's ``_conv_kernel_full_spatial``). Only
+  input (Novak et al. 2019, eq. 7; NT's ``_conv_kernel_full_spatial``), or the
+  periodically padded one (``'CIRCULAR'``, :mod:`jaxtheory.kernels.padding`). Only
   same-offset pairs survive because weights at different offsets are
   independent, so diagonal entries depend only on diagonal entries.
   """
   for a, (f, s) in enumerate(zip(filter_shape, strides)):
     axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
-    lo, hi, size = _pads(mat.shape[axes[0]], f, s, padding)
+    if padding == "CIRCULAR":  # both copies of the axis padded periodically, then VALID
+      mat = pad.wrap(mat, axes, (f,) * len(axes), (s,) * len(axes))
+    lo, hi, size = _pads(mat.shape[axes[0]], f, s,
+                         "VALID" if padding == "CIRCULAR" else padding)
     widths = [(0, 0)] * mat.ndim
     for ax in axes:
       widths[ax] = (lo, hi)
@@ -260,7 +266,7 @@ def _conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
 def conv_transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
   """``(before, after)`` padding of the stride-dilated input in ``lax.conv_transpose``."""
   if padding not in ("SAME", "VALID"):
-    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    raise ValueError(f"padding must be 'SAME' or 'VALID' here, got {padding!r}")
   if padding == "SAME":
     total = window + stride - 2
     before = window - 1 if stride > window - 1 else -(-total // 2)
@@ -279,16 +285,23 @@ def _conv_transpose_average(mat: Array, batch_ndim: int, filter_shape, strides, 
   input's covariance is the input's, dilated and padded alike on both copies
   of each axis, so :func:`_conv_average` applies to it (NT's
   ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise).
+  ``'CIRCULAR'`` folds the ``'VALID'`` result onto the ring
+  (:func:`jaxtheory.kernels.padding.fold`, on both copies of each axis).
   """
   widths = [(0, 0, 0)] * mat.ndim
+  spatial, rings = [], []
   for a, (f, s) in enumerate(zip(filter_shape, strides)):
-    lo, hi = conv_transpose_pads(f, s, padding)
+    lo, hi = conv_transpose_pads(f, s, "VALID" if padding == "CIRCULAR" else padding)
     axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
     for ax in axes:
       widths[ax] = (lo, hi, s - 1)
+      spatial.append(ax)
+      rings.append(mat.shape[ax] * s)
   mat = lax.pad(mat, jnp.zeros((), mat.dtype), widths)
-  return _conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
-                       diagonal_spatial)
+  mat = _conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
+                      diagonal_spatial)
+  # CIRCULAR: the VALID output folded onto SAME's n * stride positions (both copies).
+  return pad.fold(mat, spatial, rings) if padding == "CIRCULAR" else mat
 
 
 def _pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:
@@ -443,6 +456,11 @@ def flatten() -> KernelMap:
   return kernel
 
 
+def _twice(t) -> tuple:
+  """``(a, b) -> (a, a, b, b)``: one entry per copy of each spatial axis."""
+  return tuple(v for v in t for _ in range(2))
+
+
 def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
   """Number of non-padding inputs in each pooling window along one axis."""
   return lax.reduce_window(jnp.ones((size,)), 0.0, lax.add, (window,), (stride,), padding)
@@ -467,6 +485,10 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
     if k.nspatial != len(window_shape):
       raise ValueError(f"avg_pool: a {len(window_shape)}D window needs {len(window_shape)} "
                        f"spatial axes, the input kernel has {k.nspatial}")
+    if padding == "CIRCULAR":  # every window is full: periodic padding, then VALID
+      return _map(k, lambda m, bn: _pool_sum(
+          pad.wrap(m, range(bn, m.ndim), _twice(window_shape), _twice(strides)), bn,
+          window_shape, strides, "VALID") / norm)
     if not normalize_edges:
       return _map(k, lambda m, bn: _pool_sum(m, bn, window_shape, strides, padding) / norm)
     counts = [window_counts(n, w, st, padding)
@@ -733,8 +755,8 @@ def _batched(block_fn, x1, x2, names, batch_size):
   def chunks(x, n):
     # Edge-pad to a multiple of batch_size so every block has one shape (one compile).
     m = -(-n // batch_size) * batch_size
-    pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], m - n, axis=0)]) if m > n else a
-    x = jax.tree.map(pad, x)
+    edge_pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], m - n, axis=0)]) if m > n else a
+    x = jax.tree.map(edge_pad, x)
     return [jax.tree.map(lambda a: a[i:i + batch_size], x) for i in range(0, m, batch_size)]
 
   c1, c2 = chunks(x1, n1), chunks(x2_, n2)

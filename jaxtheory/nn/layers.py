@@ -23,7 +23,7 @@ import numpy as np
 from jax import lax
 
 from jaxtheory.errors import ConfigError
-from jaxtheory.kernels import analytic, nonlinear
+from jaxtheory.kernels import analytic, nonlinear, padding as pad
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
                                stable_normal, trailing)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
@@ -173,8 +173,8 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
          width_mult: float | None = None, parametrization: str | None = None) -> Layer:
   """Convolution over channels-last inputs ``(batch, *spatial, channels)``.
 
-  1D, 2D or 3D by the length of ``filter_shape``; ``padding`` is ``'SAME'`` or
-  ``'VALID'``. Fan-in is ``prod(filter_shape) * active input channels``.
+  1D, 2D or 3D by the length of ``filter_shape``; ``padding`` is ``'SAME'``,
+  ``'VALID'`` or ``'CIRCULAR'`` (periodic, :mod:`jaxtheory.kernels.padding`). Fan-in is ``prod(filter_shape) * active input channels``.
   ``parametrization`` overrides ``ctx.parametrization`` for this layer (see
   :func:`dense`).
   """
@@ -188,7 +188,8 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
                    width_mult: float | None = None, parametrization: str | None = None) -> Layer:
   """Transposed convolution (``lax.conv_transpose``) over channels-last inputs.
 
-  The output grows by the strides (``'SAME'``: ``n * stride`` positions).
+  The output grows by the strides (``'SAME'`` and ``'CIRCULAR'``: ``n * stride``
+  positions).
   Fan-in is ``prod(filter_shape) * active input channels``, as in :func:`conv`;
   the kernel is :func:`jaxtheory.kernels.analytic.affine` with ``transpose=True``.
   """
@@ -202,13 +203,19 @@ def _conv_like(name: str, op: Callable, out_chan, filter_shape, strides, padding
   _check_positive_int("out_chan", out_chan)
   filter_shape = tuple(filter_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
-  if padding not in ("SAME", "VALID"):
-    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+  pad.check(padding)
   dims = _conv_dims(len(filter_shape))
   aff = _Affine(out_chan, W_std, b_std, width_mult, math.prod(filter_shape), parametrization)
+  spatial = tuple(range(1, len(filter_shape) + 1))
 
   def _conv(x, W):
-    return op(x, W, strides, padding, dimension_numbers=dims)
+    if padding != "CIRCULAR":
+      return op(x, W, strides, padding, dimension_numbers=dims)
+    if not transpose:  # periodic input, then VALID: SAME's output shape
+      return op(pad.wrap(x, spatial, filter_shape, strides), W, strides, "VALID",
+                dimension_numbers=dims)
+    y = op(x, W, strides, "VALID", dimension_numbers=dims)  # folded onto n * stride positions
+    return pad.fold(y, spatial, [n * st for n, st in zip(x.shape[1:-1], strides)])
 
   def init(key, spec, ctx):
     if len(spec.shape) != len(filter_shape) + 2:
@@ -265,14 +272,20 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
   """Average pooling over spatial axes (NT's ``AvgPool``).
 
   Divides by the window size, or with ``normalize_edges`` by the number of
-  non-padding inputs in each window (differs only for ``'SAME'`` padding).
+  non-padding inputs in each window (differs only for ``'SAME'`` padding;
+  ``'CIRCULAR'`` windows are always full).
   """
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else window_shape
 
+  pad.check(padding)
+
   def fn(x, feat, ctx):
     win = (1,) + window_shape + (1,)
     st = (1,) + strides + (1,)
+    if padding == "CIRCULAR":  # every window full: periodic input, then VALID
+      x = pad.wrap(x, range(1, x.ndim - 1), window_shape, strides)
+      return lax.reduce_window(x, 0.0, lax.add, win, st, "VALID") / math.prod(window_shape)
     s = lax.reduce_window(x, 0.0, lax.add, win, st, padding)
     if not normalize_edges:
       return s / math.prod(window_shape)
