@@ -86,15 +86,22 @@ def test_one_width_skips_the_comparisons():
              or "wider" in c.name or "coordinate" in c.name), [c.line() for c in checks]
 
 
-def test_tiny_run_seeds_1_summary_and_figures(tmp_path):
-  ds = M.run(M.Config(**TINY))
+def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
+  # Two models with different numbers of layers: only ``coord`` has a layer axis (NaN
+  # beyond a model's own layers); the other results keep their axes.
+  ds = M.run(M.Config(**dict(TINY, models=("mlp", "transformer"), p=5)))
   assert ds.train_loss.dims == ("model", "setting", "seed", "width", "lr_k", "step")
+  assert ds.log2_lr.dims == ("setting", "lr_k")
   assert ds.coord.dims[-1] == "layer"
+  finite = np.isfinite(ds.coord.isel(step=0, lr_k=0, seed=0, width=0, setting=0))
+  assert finite.sum("layer").values.tolist() == [3, 5]  # MLP: 2 hidden + output
   rows = dict(M.summary(ds))
-  assert "mlp mup-adam" in rows and "drift exponent" in rows["mlp mup-adam"]
-  assert len(M.signature(ds)) == 5
+  assert "mlp mup-adam" in rows and "drift exponent" in rows["transformer mup-adam"]
+  assert len(M.signature(ds)) == 10
   paths = M.figures(ds, tmp_path)
-  assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png", "coord_check.png"]
+  assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png",
+                                                    "mutransfer_transformer.png",
+                                                    "coord_check.png"]
 
 
 @pytest.mark.slow

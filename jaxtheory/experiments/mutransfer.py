@@ -33,15 +33,31 @@ infinite loss. The drift exponent is the least-squares slope of
 
 The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
 scaled down to a 2-core CPU the default trains widths 16, 64 and 256 for 30
-full-batch steps with 2 seeds (its wall time is not yet measured). Measured on
-the Flax MLP alone with Adam, 1 seed (``models=mlp settings=sp-adam,mup-adam
-seeds=1 adam_lr=-9,-1``), 757 s on a 2-core CPU shared with other jobs (load
-~25): SP's best learning rate falls from 2^-3.33 (width 16) to 2^-5.33 (64)
-and 2^-6.33 (256), a drift exponent of -0.75; muP's stays at 2^-3.33, 2^-3.33,
-2^-3.67 (exponent -0.08); after 3 steps the coordinate width exponents are at
-most 0.08 under muP and up to 1.05 under SP; at muP's learning rate the loss
-falls with the width at steps 1-3 (0.65, 0.32, 0.29 at step 3) before every
-width fits the 256 digits (final losses ~1e-5-1e-4, noise).
+full-batch steps with 2 seeds, 28 learning rates per Adam/Muon sweep and 25 per
+SGD sweep: 36 min wall on 2 cores shared with another job (load 3-8; 1674 s
+of user CPU). Its figures (best learning rate at widths 16, 64, 256; drift
+exponent):
+
+* MLP, Adam: muP 2^-3.33, 2^-3.67, 2^-3.67 (-0.08); SP 2^-3.33, 2^-5.33,
+  2^-6.67 (-0.83). SGD: muP 2^0.67, 2^0.67, 2^1.00 (+0.08); SP stays at 2^0.67
+  (0.00: the control fails, SGD in SP does not drift over this range).
+* transformer, Adam: muP 2^-4.33 at every width (0.00); SP 2^-4.33, 2^-6.00,
+  2^-9.67 (-1.33). SGD: muP 2^1.00, 2^1.33, 2^1.67 (+0.17); SP 2^1.00, 2^-1.00,
+  2^-3.00 (-1.00).
+* Muon in SP (measured, not judged): MLP 2^-1.67, 2^-2.00, 2^-2.33 (-0.17),
+  transformer 2^-2.33, 2^-3.00, 2^-3.67 (-0.33): closer to transfer than SP
+  Adam/SGD, not within one grid step for the transformer.
+* wider is better under muP at a fixed learning rate: the MLP under Adam only;
+  widths 64 and 256 tie elsewhere (MLP SGD 0.038 vs 0.041 at step 15;
+  transformer Adam 0.48 vs 0.50, SGD 2.30 vs 2.33 at step 30).
+* coordinate check after 3 steps: flat under muP (|exponent| <= 0.18) but for
+  the transformer's readout under Adam (-0.36: it starts at muP's 1/width
+  scale and has not grown yet); under SP up to +0.49 (MLP SGD) to +1.51.
+
+15 of the 20 checks pass. Measured earlier on the Flax MLP alone with Adam,
+1 seed (``models=mlp settings=sp-adam,mup-adam seeds=1 adam_lr=-9,-1``): SP's
+best learning rate falls from 2^-3.33 (width 16) to 2^-6.33 (256), muP's
+stays within one grid step (exponents -0.75 and -0.08).
 
 >>> from jaxtheory.experiments import mutransfer as mt
 >>> cfg = mt.Config(models=("mlp",), widths=(8, 16), seeds=1, steps=4, settings=("mup-adam",),
@@ -260,8 +276,12 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       res = res.assign_coords(layer=np.arange(res.sizes["layer"]))
       res["log2_lr"] = ("lr_k", lrs)
       parts.append(res.expand_dims(model=[model], setting=[setting]))
-    out = xr.combine_by_coords(parts, join="outer", combine_attrs="override",
-                               data_vars="all", coords="different", compat="no_conflicts")
+    # Settings of a model share its layers (their learning-rate grids may differ: outer
+    # join); models differ in their number of layers, so only ``coord`` is padded with NaN.
+    kw = dict(join="outer", combine_attrs="override", coords="different", compat="equals")
+    per_model = [xr.concat([p for p in parts if p.model.item() == m], "setting", **kw)
+                 for m in cfg.models]
+    out = xr.concat(per_model, "model", **kw)
     report.close(out)
   for key in ("compile_seconds", "run_seconds"):
     out.attrs[key] = float(sum(float(p.attrs.get(key, 0.0)) for p in parts))
@@ -280,6 +300,12 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 # Reading the results.
 
 
+def _geomean(x: xr.DataArray, dim: str) -> xr.DataArray:
+  """Geometric mean over ``dim``; a loss of exactly 0 gives 0 (without numpy's log(0) warning)."""
+  with np.errstate(divide="ignore"):
+    return np.exp(np.log(x).mean(dim))
+
+
 def final_loss(ds: xr.Dataset) -> xr.DataArray:
   """Each run's smoothed final training loss; ``inf`` where it diverged.
 
@@ -288,7 +314,7 @@ def final_loss(ds: xr.Dataset) -> xr.DataArray:
   """
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
-  loss = np.exp(np.log(tail).mean("step"))
+  loss = _geomean(tail, "step")
   bad = ds.diverged.isel(step=-1).astype(bool) | ~np.isfinite(loss)
   return loss.where(~bad, np.inf)
 
@@ -305,7 +331,7 @@ def best_lr(ds: xr.Dataset) -> xr.DataArray:
 
   The mean runs over seeds in log space; NaN where every learning rate diverged.
   """
-  mean = np.exp(np.log(final_loss(ds)).mean("seed"))
+  mean = _geomean(final_loss(ds), "seed")
   return xr.apply_ufunc(_grid_argmin, mean, input_core_dims=[["lr_k"]], vectorize=True)
 
 
@@ -372,8 +398,8 @@ def coord_exponents(ds: xr.Dataset) -> xr.DataArray:
       else:
         e = xr.full_like(c.isel(lr_k=0, seed=0, width=0), np.nan)
       rows.append(e.reindex(layer=ds.layer.values))
-    out.append(xr.concat(rows, dim=ds.setting))
-  return xr.concat(out, dim=ds.model)
+    out.append(xr.concat(rows, dim=ds.setting, coords="different", compat="equals"))
+  return xr.concat(out, dim=ds.model, coords="different", compat="equals")
 
 
 def _fmt_best(r: dict, widths) -> str:
@@ -433,7 +459,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
   one_width = len(widths) < 2
   one_lr = ds.sizes["lr_k"] < 2
   ce = coord_exponents(ds) if not one_width else None
-  loss = np.exp(np.log(final_loss(ds)).mean("seed"))
+  loss = _geomean(final_loss(ds), "seed")
   for m in ds.model.values:
     m = str(m)
     for opt in ("adam", "sgd"):
@@ -455,8 +481,8 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
         else:
           k = int(np.median(mu["index"]))
           run_ = ds.sel(model=m, setting=f"mup-{opt}").isel(lr_k=k)
-          curve = np.exp(np.log(run_.train_loss.where(~run_.diverged.astype(bool), np.inf))
-                         .mean("seed"))  # (width, step)
+          curve = _geomean(run_.train_loss.where(~run_.diverged.astype(bool), np.inf),
+                           "seed")  # (width, step)
           level = floor * float(curve.isel(step=0).max())
           judged = [t for t in curve.step.values[1:] if curve.sel(step=t).min() > level]
           lr_text = f"at lr 2^{float(ds.log2_lr.sel(setting=f'mup-{opt}')[k]):.2f}"
@@ -502,7 +528,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   """Loss vs learning rate per width (one panel per model and setting); coordinate checks."""
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  loss = np.exp(np.log(final_loss(ds)).mean("seed"))
+  loss = _geomean(final_loss(ds), "seed")
   t = transfer(ds)
   paths = []
   for m in ds.model.values:
