@@ -25,6 +25,7 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # pylint: disable=wrong-import-position
+import pytest  # pylint: disable=wrong-import-position
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -44,3 +45,11 @@ def pytest_unconfigure(config):
   del config
   for path in _made:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def x64():
+  """Runs one test in float64 (within the test only: a worker-wide switch would leak into
+  the other tests it runs). A file all in float64 says ``pytestmark = pytest.mark.usefixtures("x64")``."""
+  with jax.enable_x64(True):
+    yield

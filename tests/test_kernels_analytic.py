@@ -28,12 +28,6 @@ HERE = pathlib.Path(__file__).parent
 REFS = pathlib.Path(os.environ.get("JAXTHEORY_NT_REFS", HERE / "data" / "nt_kernels.npz"))
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
-
-
 def _battery():
   spec = importlib.util.spec_from_file_location("kernel_battery", HERE / "kernel_battery.py")
   if spec is None or not (HERE / "kernel_battery.py").exists():

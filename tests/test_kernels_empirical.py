@@ -16,12 +16,6 @@ IMPLS = ("jacobian", "ntvp", "structured")
 TOL = dict(atol=1e-6, rtol=1e-6)
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
-
-
 def _brute(f, params, x1, x2, trace_axes=(-1,), diagonal_axes=()):
   """Full ``jax.jacobian`` of the batch, contracted, then NT's trace / diagonal."""
   jac = jax.jit(jax.jacobian(f))  # one compile instead of hundreds of eager op dispatches

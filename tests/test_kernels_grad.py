@@ -15,12 +15,6 @@ import pytest
 from jaxtheory import nn, stax
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
-
-
 PHIS = {
     "relu": stax.Relu,
     "leaky_relu": lambda: stax.LeakyRelu(0.1),

@@ -22,13 +22,6 @@ TOL = 1e-9
 Kernel = collections.namedtuple("Kernel", "nngp ntk")  # NT's kernel-object convention
 
 
-@pytest.fixture
-def x64():
-  """Runs a test in float64 without leaking the setting into other tests."""
-  with jax.enable_x64(True):
-    yield
-
-
 def _psd_joint(n_train, n_test, seed=0, rank=None, shift=0.):
   """A random PSD kernel on train+test points, split into its blocks (numpy)."""
   rng = np.random.default_rng(seed)

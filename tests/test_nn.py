@@ -34,13 +34,6 @@ BATCH = 4
 TOL64, TOL32 = 1e-10, 1e-5
 
 
-@pytest.fixture
-def x64():
-  """Runs a test in float64 without leaking the setting into other tests."""
-  with jax.enable_x64(True):
-    yield
-
-
 # ----------------------------------------------------------------------------
 # Comparing a padded tree with an unpadded one.
 

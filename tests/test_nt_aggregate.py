@@ -10,10 +10,7 @@ from jaxtheory import nt, stax
 from jaxtheory.kernels import predict
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _close(a, b, **kw):

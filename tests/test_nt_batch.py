@@ -15,12 +15,7 @@ from jaxtheory import nt, stax
 from jaxtheory.kernels import batching, monte_carlo
 
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-  # Within each test only: a suite-wide switch would leak into other files on the same worker.
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _net(out=3):

@@ -16,10 +16,7 @@ from jaxtheory import nt, stax
 from jaxtheory.kernels import padding
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _same_lo(n, f, s):

@@ -9,10 +9,7 @@ from jax import lax
 from jaxtheory import stax
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _close(a, b, **kw):

@@ -8,10 +8,7 @@ import pytest
 from jaxtheory import nt, stax
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _xs(n1=6, n2=4, shape=(3,)):

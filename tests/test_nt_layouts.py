@@ -10,10 +10,7 @@ from jaxtheory import stax
 from jaxtheory.kernels import analytic
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _close(a, b, **kw):

@@ -11,10 +11,7 @@ from jaxtheory.probes import over_runs
 from jaxtheory.probes import curvature as C
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _quadratic(eigs, seed=0):

@@ -10,10 +10,7 @@ from jaxtheory.probes import over_runs
 from jaxtheory.probes import similarity as S
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _pair(n=64, d=12, noise=0.7, seed=0):

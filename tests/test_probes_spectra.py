@@ -10,10 +10,7 @@ from jaxtheory.probes import over_runs
 from jaxtheory.probes import spectra as S
 
 
-@pytest.fixture(autouse=True)
-def x64():
-  with jax.enable_x64(True):
-    yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _with_singular_values(s, rows, cols, seed=0):
