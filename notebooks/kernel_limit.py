@@ -75,11 +75,11 @@ ts = data.teacher_student(n_train=cfg.n_train, n_test=cfg.n_test, input_dim=cfg.
                           seed=0)
 x = ts.x_train[:16]
 ctx = nn.Ctx("ntk")
-for w in (64, 256, 1024):
+for w in ((64, 256) if SMALL else (64, 256, 1024)):
   m = nn.mlp(ts.input_shape, w, cfg.depth, ts.out_dim, b_std=0.1)
   exact = np.asarray(kernels.kernel_fn(m, ctx)(x, get="ntk"))
   errs = []
-  for seed in range(3):
+  for seed in range(2 if SMALL else 3):
     emp = kernels.empirical_ntk(lambda p, x_, m=m: m.apply(p, x_, ctx),
                                 m.init(jax.random.key(seed), ctx), x)
     errs.append(np.linalg.norm(np.asarray(emp) - exact) / np.linalg.norm(exact))

@@ -1,6 +1,5 @@
 """Tests for the double-descent experiment: the closed-form readout, signature, controls, CLI."""
 
-import doctest
 import json
 import pathlib
 
@@ -31,10 +30,6 @@ TINY_MLP = dict(mlp_dataset="digits", mlp_pool=1, mlp_n_train=30, mlp_n_test=20)
 @pytest.fixture(scope="module")
 def small():
   return D.run(D.Config(**SMALL))
-
-
-def test_docstring_examples_run():
-  assert doctest.testmod(D).failed == 0
 
 
 def test_registered():

@@ -1,6 +1,7 @@
 """Tests for the mode-connectivity experiment: barriers, matching, its random-permutation control."""
 
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -142,9 +143,10 @@ def test_cli_resume_after_finishing_and_after_a_kill_gives_the_same_results(tmp_
   assert again.exit_code == 0, again.output
   np.testing.assert_array_equal(xr.load_dataset(out / "results.nc").barrier.values,
                                 ref.barrier.values)
-  # Killed midway: the main sweep finished and was checkpointed, the spawned part not yet.
+  # Killed midway: the main sweep finished and was checkpointed, the spawned part not yet
+  # (a copy of the finished folder without the spawned parts' checkpoints and the results).
   half = tmp_path / "h"
-  assert CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(half), *sets]).exit_code == 0
+  shutil.copytree(out, half)
   for part in half.glob("checkpoint-part-spawn*.npz"):
     part.unlink()
   (half / "results.nc").unlink()
