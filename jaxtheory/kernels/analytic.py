@@ -36,7 +36,7 @@ import functools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -592,6 +592,14 @@ def identity() -> KernelMap:
 # The user entry point.
 
 
+class RunCtx(Protocol):
+  """What a whole model's kernel function reads of the run's context (``jaxtheory.nn.Ctx``
+  is one): the parametrization, whose NTK may not exist, and the output scale ``1/gamma``.
+  Each layer's kernel map resolves its own rule from the context (``affine``'s ``rule``)."""
+  parametrization: str
+  gamma: Any
+
+
 class _DefaultCtx(NamedTuple):
   parametrization: str = "sp"
   width: Any = None
@@ -631,7 +639,7 @@ def _normalize_get(get):
   return names, single
 
 
-def kernel_fn(model_or_layer, ctx=None) -> Callable:
+def kernel_fn(model_or_layer, ctx: RunCtx | None = None) -> Callable:
   r"""NT's ``kernel_fn`` for a :class:`~jaxtheory.nn.Model` or a layer.
 
   Args:
@@ -677,7 +685,7 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
                            compute_ntk="ntk" in names) for a, b in zip(leaves1, leaves2)]
     out = layer.kernel(jax.tree.unflatten(tree, ks), ctx)
     if is_model:
-      gamma = getattr(ctx, "gamma", 1.0)
+      gamma = ctx.gamma
       if not (isinstance(gamma, (int, float)) and gamma == 1.0):
         out = jax.tree.map(lambda k: scale(k, 1.0 / gamma ** 2), out,
                            is_leaf=lambda k: isinstance(k, Kernel))
@@ -705,7 +713,7 @@ def kernel_fn(model_or_layer, ctx=None) -> Callable:
   def fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size: int | None = None,
          diagonal_spatial: bool | None = None):
     names, single = _normalize_get(get)
-    p = getattr(ctx, "parametrization", "sp")
+    p = ctx.parametrization
     if "ntk" in names and p in ("mup", "mf"):
       raise ValueError(_NO_NTK.format(where="kernel_fn", p=p))
     x1 = jax.tree.map(jnp.asarray, x1)
