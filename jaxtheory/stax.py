@@ -13,8 +13,11 @@ changing the import::
 
 * ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
   a batch axis, which may be ``-1``.
-* ``apply_fn(params, inputs, **kwargs)``; ``params`` are jaxtheory's (dicts of
-  ``W``/``b``), not NT's ``(W, b)`` tuples; ``rng=`` feeds ``Dropout``.
+* ``apply_fn(params, inputs, **kwargs)``; ``params`` are NT's: a tuple per
+  ``serial``/``parallel``, ``(W, b)`` per ``Dense``/``Conv``/``ConvTranspose``
+  (``W`` laid out as ``dimension_numbers[1]``, ``b`` shaped like the output
+  with unit axes, ``None`` without a bias), ``()`` for layers without
+  parameters; ``rng=`` feeds ``Dropout``.
 * ``kernel_fn(x1_or_kernel, x2=None, get=None, **kwargs)``: NNGP and NTK of
   one output channel in NT's conventions (including the per-layer
   ``parameterization``, ``'ntk'`` or ``'standard'`` with its width scale
@@ -63,6 +66,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
@@ -334,6 +338,43 @@ def _check_padding(padding):
   return kpadding.check(getattr(padding, "value", padding))
 
 
+def _nt_params(layer: core.Layer, w_perm: tuple[int, ...] | None = None,
+               b_axis: int = -1) -> core.Layer:
+  """``layer`` (parameters ``{'W': W, 'b': b}``) holding NT's parameters: a tuple ``(W, b)``.
+
+  ``W`` is laid out as NT lays it out: ``jnp.transpose(W, w_perm)`` of ours
+  (``None``: the same layout). ``b`` has the output's rank, its values on
+  ``b_axis`` and unit axes elsewhere, or is ``None`` without a bias. ``apply``
+  takes that tuple (a scalar ``b`` broadcasts) or jaxtheory's dict.
+  """
+  undo = None if w_perm is None else tuple(int(i) for i in np.argsort(w_perm))
+
+  def init(key, spec, ctx):
+    out, params, scales = layer.init(key, spec, ctx)
+    W = params["W"] if w_perm is None else jnp.transpose(params["W"], w_perm)
+    b = params.get("b")
+    if b is not None:
+      shape = [1] * len(out.shape)
+      shape[b_axis % len(out.shape)] = b.shape[0]
+      b = b.reshape(shape)
+    return out, (W, b), (scales["W"], scales.get("b"))
+
+  def apply(params, x, feat, ctx):
+    if not isinstance(params, dict):
+      try:
+        W, b = params
+      except (TypeError, ValueError):
+        raise TypeError("a Dense/Conv/ConvTranspose layer's parameters are NT's (W, b), got "
+                        f"{type(params).__name__}") from None
+      W = jnp.asarray(W) if undo is None else jnp.transpose(jnp.asarray(W), undo)
+      params = {"W": W}
+      if b is not None:
+        params["b"] = jnp.reshape(b, (-1,) if jnp.ndim(b) else ())
+    return layer.apply(params, x, feat, ctx)
+
+  return core.Layer(init, apply, layer.kernel)
+
+
 # ----------------------------------------------------------------------------
 # Combinators.
 
@@ -385,7 +426,8 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
   p = _param(parameterization)
   lay = _width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
                               parametrization=p), s, parameterization)
-  return _Triple(_moved_axes(lay, batch_axis, channel_axis), (batch_axis, channel_axis))
+  return _Triple(_nt_params(_moved_axes(lay, batch_axis, channel_axis), b_axis=channel_axis),
+                 (batch_axis, channel_axis))
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -453,14 +495,17 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
 
 
 def _conv_triple(lay, dimension_numbers, nspatial: int) -> _Triple:
-  """A channels-last conv layer read and written in ``dimension_numbers``' layouts."""
+  """A channels-last conv layer read and written in ``dimension_numbers``' layouts, its
+  filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's)."""
   if dimension_numbers is None:
-    return _Triple(lay, (0, -1))
+    return _Triple(_nt_params(lay), (0, -1))
   lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
   canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)
-  return _Triple(lay, (lhs.index("N"), lhs.index("C")))
+  ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
+  w_perm = None if ours == rhs else _perm(ours, rhs)
+  return _Triple(_nt_params(lay, w_perm, out.index("C")), (lhs.index("N"), lhs.index("C")))
 
 
 def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:

@@ -29,7 +29,7 @@ def test_circular_conv_is_the_periodic_sum(n, f, s):
   init, apply, _ = stax.Conv(4, (f,), (s,), "CIRCULAR", b_std=None)
   _, params = init(jax.random.key(1), x.shape)
   y = np.asarray(apply(params, x))
-  w = np.asarray(params["W"]) / np.sqrt(3 * f)  # NTK parameterization, W_std = 1
+  w = np.asarray(params[0]) / np.sqrt(3 * f)  # NTK parameterization, W_std = 1
   lo, m = _same_lo(n, f, s), -(-n // s)
   want = np.zeros((2, m, 4))
   for i, d in itertools.product(range(m), range(f)):
@@ -45,9 +45,9 @@ def test_circular_conv_transpose_is_the_adjoint_of_circular_conv(n, f, s):
   _, params = init(jax.random.key(1), x.shape)
   y = apply_t(params, x)
   assert y.shape == (2, n * s, 3)
-  w = jnp.flip(jnp.swapaxes(params["W"], -1, -2), 0)
+  w = jnp.flip(jnp.swapaxes(params[0], -1, -2), 0)
   _, apply_c, _ = stax.Conv(3, (f,), (s,), "CIRCULAR", b_std=None)
-  _, vjp = jax.vjp(lambda z: apply_c({"W": w}, z), jnp.ones((2, n * s, 3)))
+  _, vjp = jax.vjp(lambda z: apply_c((w, None), z), jnp.ones((2, n * s, 3)))
   np.testing.assert_allclose(y, vjp(x)[0], rtol=1e-12, atol=1e-12)
 
 

@@ -54,8 +54,9 @@ def test_conv_transpose_kernel_is_exact_for_one_layer(filter_shape, strides, pad
   # apply is lax.conv_transpose with NT's NTK scaling.
   shape_out, params = init(jax.random.key(2), x1.shape)
   dims = ("NHC", "HIO", "NHC") if len(filter_shape) == 1 else ("NHWC", "HWIO", "NHWC")
-  y = lax.conv_transpose(x1, params["W"], strides, padding, dimension_numbers=dims)
-  b = params["b"].reshape((1,) * (y.ndim - 1) + (-1,))
+  y = lax.conv_transpose(x1, params[0], strides, padding, dimension_numbers=dims)
+  b = params[1]  # NT's bias: the output's rank, unit axes but the channels
+  assert b.shape == (1,) * (y.ndim - 1) + (y.shape[-1],)
   _close(apply(params, x1), 1.3 / np.sqrt(2 * np.prod(filter_shape)) * y + 0.2 * b, rtol=1e-12)
   assert shape_out == y.shape
 
@@ -68,5 +69,8 @@ def test_conv_transpose_channels_first():
   xt = jnp.transpose(x, (0, 2, 1))
   shape, params = init(jax.random.key(1), x.shape)
   assert shape == (2, 4, 10)
-  _close(apply(params, x), jnp.transpose(apply_r(params, xt), (0, 2, 1)), rtol=1e-12)
+  w, b = params  # NT's filter layout, "OIH" here; the reference layer's is "HIO"
+  assert w.shape == (4, 3, 3) and b is None
+  _close(apply(params, x), jnp.transpose(apply_r((jnp.transpose(w, (2, 1, 0)), b), xt), (0, 2, 1)),
+         rtol=1e-12)
   _close(kfn(x, None, "nngp"), kfn_r(xt, None, "nngp"), rtol=1e-12)

@@ -37,8 +37,13 @@ def test_conv_dimension_numbers_match_channels_last(spec, perm):
   shape_ref, params = init_ref(jax.random.key(1), x.shape)
   shape, params_t = init(jax.random.key(1), xt.shape)
   assert shape == tuple(shape_ref[i] for i in perm)
-  jax.tree.map(lambda a, b: _close(a, b), params, params_t)
-  _close(apply(params, xt), jnp.transpose(apply_ref(params, x), perm), rtol=1e-12)
+  # NT's parameters: the filter laid out as "OIHW", the bias shaped like the output.
+  for (w, b), (w_t, b_t) in zip((params[0], params[2]), (params_t[0], params_t[2])):
+    _close(jnp.transpose(w, (3, 2, 0, 1)), w_t)
+    if b is not None:
+      _close(jnp.transpose(b, perm), b_t)
+  assert params[1] == params_t[1] == ()
+  _close(apply(params_t, xt), jnp.transpose(apply_ref(params, x), perm), rtol=1e-12)
   # NT's convention: the kernel's spatial axes are in the output spec's order.
   order = (0, 1, 2, 3, 4, 5) if spec.index("H") < spec.index("W") else (0, 1, 4, 5, 2, 3)
   k, k_ref = kfn(xt, None, ("nngp", "ntk")), kfn_ref(x, None, ("nngp", "ntk"))
@@ -53,7 +58,7 @@ def test_conv_apply_equals_lax_with_the_same_dimension_numbers():
                                dimension_numbers=dn)
   shape, params = init(jax.random.key(2), x.shape)
   y = apply(params, x)
-  ref = lax.conv_general_dilated(x, params["W"], (1, 2), "SAME", dimension_numbers=dn)
+  ref = lax.conv_general_dilated(x, params[0], (1, 2), "SAME", dimension_numbers=dn)
   _close(y, 1.5 / np.sqrt(2 * 3 * 2) * ref, rtol=1e-12)
   assert shape == y.shape == (4, 4, 3, 3)
   # NT's convention: the kernel's spatial axes are the output's (W then H here).
