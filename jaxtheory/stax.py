@@ -66,7 +66,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
@@ -338,16 +337,16 @@ def _check_padding(padding):
   return kpadding.check(getattr(padding, "value", padding))
 
 
-def _nt_params(layer: core.Layer, w_perm: tuple[int, ...] | None = None,
+def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
                b_axis: int = -1) -> core.Layer:
   """``layer`` (parameters ``{'W': W, 'b': b}``) holding NT's parameters: a tuple ``(W, b)``.
 
-  ``W`` is laid out as NT lays it out: ``jnp.transpose(W, w_perm)`` of ours
-  (``None``: the same layout). ``b`` has the output's rank, its values on
-  ``b_axis`` and unit axes elsewhere, or is ``None`` without a bias. ``apply``
-  takes that tuple (a scalar ``b`` broadcasts) or jaxtheory's dict.
+  ``W`` is laid out as NT lays it out: ``w_specs = (ours, NT's)`` name its axes
+  in each layout (``None``: the same layout). ``b`` has the output's rank, its
+  values on ``b_axis`` and unit axes elsewhere, or is ``None`` without a bias.
+  ``apply`` takes that tuple (a scalar ``b`` broadcasts) or jaxtheory's dict.
   """
-  undo = None if w_perm is None else tuple(int(i) for i in np.argsort(w_perm))
+  w_perm, undo = (None, None) if w_specs is None else (_perm(*w_specs), _perm(*w_specs[::-1]))
 
   def init(key, spec, ctx):
     out, params, scales = layer.init(key, spec, ctx)
@@ -504,8 +503,8 @@ def _conv_triple(lay, dimension_numbers, nspatial: int) -> _Triple:
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
-  w_perm = None if ours == rhs else _perm(ours, rhs)
-  return _Triple(_nt_params(lay, w_perm, out.index("C")), (lhs.index("N"), lhs.index("C")))
+  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C")),
+                 (lhs.index("N"), lhs.index("C")))
 
 
 def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
