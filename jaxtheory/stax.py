@@ -29,6 +29,15 @@ changing the import::
   (``kernel_fn(kernel_fn(x))`` composes). ``diagonal_batch=False`` returns full
   self-covariances in ``cov1``/``cov2``; ``diagonal_spatial`` picks the layout;
   ``batch_size=`` computes in blocks (NT does this with ``nt.batch``).
+* masking (NT's): ``apply_fn(params, x, mask_constant=c)`` and
+  ``kernel_fn(x1, x2, mask_constant=c)`` treat entries equal to ``c`` as
+  padding; ``apply_fn`` then returns a :class:`MaskedArray` (``unmask_fn``
+  zeroes its masked entries). ``Dense`` and ``Conv`` (channels-last),
+  ``AvgPool``, ``GlobalAvgPool`` (a mean over the unmasked positions),
+  ``Flatten``, the nonlinearities, ``Dropout``, ``Identity``, ``DotGeneral``
+  and the fan-in/fan-out combinators follow masks
+  (:mod:`jaxtheory.kernels.masking`); other layers refuse a masked input with
+  ``NotImplementedError``.
 * every layer's three functions carry its constructor's ``__name__``, and
   :func:`layer` turns NT-style user layers into layers that compose with these.
 
@@ -39,8 +48,8 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis), ``Aggregate``,
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``unmask_fn``
-(the identity: no masked outputs here). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``DotGeneral`` with
+a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
 ``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
 ``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
@@ -51,8 +60,7 @@ of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``,
-``DotGeneral``, ``ImageResize``, ``FanInProd``; masking
-(``mask_constant``); NT's ``requires`` decorator (its values, ``Bool`` and
+``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires`` decorator (its values, ``Bool`` and
 ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
@@ -72,7 +80,9 @@ from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel
 from jaxtheory.kernels import padding as kpadding
 from jaxtheory.kernels.nt_kernel import Kernel
 from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
-from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L
+from jaxtheory.kernels import masking as kmasking
+from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
+from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 
 _CTX = nn.Ctx("ntk")
@@ -86,14 +96,33 @@ class _Triple(tuple):
   ``init_fn.__name__ == 'Dense'``): :func:`_named` sets the name.
   """
 
-  def __new__(cls, layer: core.Layer, in_axes=None, fans_out: bool = False):
+  def __new__(cls, layer: core.Layer, in_axes=None, fans_out: bool = False,
+              mask: masking.Rule | None | str = None):
+    name = _Name()
+    if mask != _PASS:  # combinators pass masks through; other layers follow ``mask`` or refuse
+      layer = masking.masked(layer, mask, name)
     obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer, in_axes)))
+    obj.name = name
     obj.layer = layer
     # ``(batch_axis, channel_axis)`` the layer needs of its input (NT's ``requires``), a tuple
     # of those for several inputs, or ``None`` (any layout). ``kernel_fn`` lays inputs out so.
     obj.in_axes = in_axes
     obj.fans_out = fans_out
     return obj
+
+
+class _Name:
+  """A layer's name for its error messages, known once its constructor returns."""
+  value = "this layer"
+
+  def __str__(self):
+    return self.value
+
+
+_PASS = "pass"
+_SAME = masking.identity_rule()
+# Nonlinearities that can map a zero input to nonzero re-mask their kernel (as NT's do).
+_SAME_REMASK = masking.identity_rule(remask=True)
 
 
 def _named(constructor):
@@ -104,6 +133,7 @@ def _named(constructor):
     triple = constructor(*args, **kwargs)
     for f in triple[:3]:
       f.__name__ = f.__qualname__ = constructor.__name__
+    triple.name.value = constructor.__name__
     return triple
 
   return build
@@ -141,14 +171,17 @@ def _apply_fn(layer):
   def feats(x):
     return core.Feat() if hasattr(x, "shape") else tuple(feats(a) for a in x)
 
+
   def apply_fn(params, inputs, **kwargs):
     rng = kwargs.pop("rng", None)
-    if kwargs.get("mask_constant") is not None:
-      raise TypeError("apply_fn got mask_constant: masking is not covered by jaxtheory.stax")
+    mask_constant = kwargs.pop("mask_constant", None)
     # Other keyword arguments are ignored, as NT's layers ignore those they do not use.
     ctx = _CTX if rng is None else dropout_layer.with_rng(_CTX, rng)
     ctx = kgraph.with_pattern(ctx, kwargs.pop("pattern", None))  # Aggregate's graph
-    y, _ = layer.apply(params, inputs, feats(inputs), ctx)
+    f = feats(masking.unmask(inputs))
+    if mask_constant is not None:
+      inputs = masking.mask_inputs(inputs, mask_constant)
+    y, _ = layer.apply(params, inputs, f, ctx)
     return y
 
   return apply_fn
@@ -381,36 +414,37 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
 def serial(*layers) -> _Triple:
   """Composes layers left to right (NT's ``stax.serial``)."""
   return _Triple(nn.serial(*map(_layer, layers)), _serial_in_axes(layers),
-                 any(getattr(t, "fans_out", False) for t in layers[:1]))
+                 any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS)
 
 
 def parallel(*layers) -> _Triple:
   """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
   axes = tuple(getattr(t, "in_axes", None) for t in layers)
   return _Triple(nn.parallel(*map(_layer, layers)),
-                 axes if any(a is not None for a in axes) else None)
+                 axes if any(a is not None for a in axes) else None, mask=_PASS)
 
 
 def FanOut(num: int) -> _Triple:
-  return _Triple(nn.fan_out(num), fans_out=True)
+  return _Triple(nn.fan_out(num), fans_out=True, mask=_PASS)
 
 
 def FanInSum() -> _Triple:
-  return _Triple(nn.fan_in_sum())
+  return _Triple(nn.fan_in_sum(), mask=masking.Rule(lambda ms, shapes: kmasking.sum_masks(ms)))
 
 
 def FanInConcat(axis: int = -1) -> _Triple:
-  return _Triple(nn.fan_in_concat(axis))
+  return _Triple(nn.fan_in_concat(axis), mask=masking.Rule(
+      lambda ms, shapes: kmasking.concat_masks(ms, shapes, axis)))
 
 
 def Identity() -> _Triple:
-  return _Triple(nn.identity_layer())
+  return _Triple(nn.identity_layer(), mask=_SAME)
 
 
 def Dropout(rate: float, mode: str = "train") -> _Triple:
   """Dropout keeping each unit with probability ``rate`` (NT's ``stax.Dropout``);
   ``apply_fn`` needs ``rng=`` in train mode."""
-  return _Triple(dropout_layer.dropout(rate, mode))
+  return _Triple(dropout_layer.dropout(rate, mode), mask=_SAME)
 
 
 # ----------------------------------------------------------------------------
@@ -425,8 +459,10 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
   p = _param(parameterization)
   lay = _width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
                               parametrization=p), s, parameterization)
+  rule = (masking.Rule(lambda m, shape: kmasking.collapse_channels(m), remask=True)
+          if (batch_axis, channel_axis) == (0, -1) else None)
   return _Triple(_nt_params(_moved_axes(lay, batch_axis, channel_axis), b_axis=channel_axis),
-                 (batch_axis, channel_axis))
+                 (batch_axis, channel_axis), mask=rule)
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -460,7 +496,11 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
              b_std, parametrization=_param(parameterization)), s, parameterization)
-  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
+  window = tuple(filter_shape)
+  strides = (1,) * len(window) if strides is None else tuple(strides)
+  rule = masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
+                                                          strides, padding), remask=True)
+  return _conv_triple(lay, dimension_numbers, len(window), rule)
 
 
 def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
@@ -493,18 +533,19 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
   return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
 
 
-def _conv_triple(lay, dimension_numbers, nspatial: int) -> _Triple:
+def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None) -> _Triple:
   """A channels-last conv layer read and written in ``dimension_numbers``' layouts, its
-  filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's)."""
+  filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's);
+  masks follow ``rule`` in the channels-last layout only."""
   if dimension_numbers is None:
-    return _Triple(_nt_params(lay), (0, -1))
+    return _Triple(_nt_params(lay), (0, -1), mask=rule)
   lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
   canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
   return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C")),
-                 (lhs.index("N"), lhs.index("C")))
+                 (lhs.index("N"), lhs.index("C")), mask=rule if lhs == canon == out else None)
 
 
 def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
@@ -529,7 +570,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
   _check_axes(batch_axis)
   if batch_axis_out != 0:
     raise ValueError("only batch_axis_out=0 is covered")
-  return _Triple(L.flatten(), (0, -1))
+  return _Triple(L.flatten(), (0, -1), mask=masking.Rule(_flatten_mask))
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -541,8 +582,10 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
   padding = _check_padding(padding)
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
+  rule = (masking.Rule(lambda m, shape: kmasking.pool_mask(m, window_shape, strides, padding),
+                       remask=True) if (batch_axis, channel_axis) == (0, -1) else None)
   return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),
-                             batch_axis, channel_axis), (batch_axis, channel_axis))
+                             batch_axis, channel_axis), (batch_axis, channel_axis), mask=rule)
 
 
 def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
@@ -563,8 +606,63 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
   channel axes in their input order."""
+  rule = (masking.Rule(lambda m, shape: jnp.all(m, axis=tuple(range(1, m.ndim - 1))),
+                       apply=_global_avg_pool_masked) if (batch_axis, channel_axis) == (0, -1)
+          else None)
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
-                 (batch_axis, channel_axis))
+                 (batch_axis, channel_axis), mask=rule)
+
+
+def _global_avg_pool_masked(params, x, mask, feat, ctx):
+  """The mean over a channels-last activation's unmasked positions (NT's masked mean)."""
+  del params, ctx
+  axes = tuple(range(1, x.ndim - 1))
+  count = jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes)
+  return jnp.sum(x, axis=axes) / jnp.maximum(count, 1).astype(x.dtype), feat
+
+
+def _flatten_mask(mask, shape):
+  """Flatten's mask: the input's (broadcast to the input, when its shape is known) reshaped."""
+  if shape is not None:
+    mask = jnp.broadcast_to(mask, shape)
+  return mask.reshape(mask.shape[0], -1)
+
+
+def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,
+               batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """A constant factor times the input (NT's ``stax.DotGeneral`` with a scalar operand).
+
+  ``lhs`` or ``rhs`` (at most one) is a number or a 0-d array ``c``: the layer
+  computes ``c * x`` and its kernel ``c^2 K``; with both ``None`` it is the
+  identity. Array operands, which NT contracts with the input by
+  ``lax.dot_general(..., dimension_numbers)``, are not supported here (a clear
+  error); masks pass through unchanged.
+  """
+  del precision, batch_axis, channel_axis  # a scalar acts alike on every axis
+  if lhs is not None and rhs is not None:
+    raise ValueError("DotGeneral: at most one of the constants lhs and rhs may be given; the "
+                     "input is the other operand")
+  other = lhs if rhs is None else rhs
+  c = 1.0 if other is None else other
+  if jnp.ndim(c) != 0 or jax.tree.leaves(dimension_numbers):
+    raise NotImplementedError(
+        "DotGeneral with an array operand (a contraction with the input) is not supported by "
+        "jaxtheory.stax; a scalar lhs or rhs (c * x) is, with empty dimension_numbers")
+  c = float(c)
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return spec, (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x * jnp.asarray(c, x.dtype), feat
+
+  def kernel(k, ctx):
+    del ctx
+    return analytic.scale(k, c * c)
+
+  return _Triple(core.Layer(init, apply, kernel), mask=_SAME)
 
 
 class _Slice:
@@ -628,12 +726,14 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
 
 
 def unmask_fn(apply_fn: Callable) -> Callable:
-  """NT's ``stax.unmask_fn``: ``apply_fn`` whose masked outputs are returned as plain arrays.
+  """NT's ``stax.unmask_fn``: ``apply_fn`` whose masked outputs (:class:`MaskedArray`) are
+  returned as plain arrays with the masked entries zeroed."""
 
-  jaxtheory's layers never return masked arrays (masking is not covered), so
-  this is ``apply_fn`` itself.
-  """
-  return apply_fn
+  @functools.wraps(apply_fn)
+  def fn(*args, **kwargs):
+    return masking.unmask(apply_fn(*args, **kwargs))
+
+  return fn
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
@@ -651,48 +751,48 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
 
 def Relu(do_stabilize: bool = False) -> _Triple:
   del do_stabilize  # float64 kernels need no rescaling
-  return _Triple(L.relu())
+  return _Triple(L.relu(), mask=_SAME)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> _Triple:
   del do_stabilize
-  return _Triple(L.ab_relu(a, b))
+  return _Triple(L.ab_relu(a, b), mask=_SAME)
 
 
 def LeakyRelu(alpha: float, do_stabilize: bool = False) -> _Triple:
   del do_stabilize
-  return _Triple(L.leaky_relu(alpha))
+  return _Triple(L.leaky_relu(alpha), mask=_SAME)
 
 
 def Abs(do_stabilize: bool = False) -> _Triple:
   del do_stabilize
-  return _Triple(L.ab_relu(-1.0, 1.0))
+  return _Triple(L.ab_relu(-1.0, 1.0), mask=_SAME)
 
 
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
-  return _Triple(L.erf(a, b, c))
+  return _Triple(L.erf(a, b, c), mask=_SAME_REMASK)
 
 
 def Gelu(approximate: bool = False) -> _Triple:
   """GELU; as in NT, ``approximate`` changes ``apply_fn`` only (the kernel is exact)."""
   lay = L.gelu(approximate)
-  return _Triple(core.Layer(lay.init, lay.apply, nonlinear.gelu()))
+  return _Triple(core.Layer(lay.init, lay.apply, nonlinear.gelu()), mask=_SAME)
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
-  return _Triple(L.sin(a, b, c))
+  return _Triple(L.sin(a, b, c), mask=_SAME_REMASK)
 
 
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> _Triple:
-  return _Triple(L.cos(a, b, c))
+  return _Triple(L.cos(a, b, c), mask=_SAME_REMASK)
 
 
 def Sign() -> _Triple:
-  return _Triple(L.sign())
+  return _Triple(L.sign(), mask=_SAME)
 
 
 def Exp(a: float = 1.0, b: float = 1.0) -> _Triple:
-  return _Triple(L.exp(a, b))
+  return _Triple(L.exp(a, b), mask=_SAME_REMASK)
 
 
 def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False) -> _Triple:
@@ -702,35 +802,36 @@ def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False
   def apply(params, x, feat, ctx):
     raise NotImplementedError("ExpNormalized has no finite-width apply_fn (as in NT)")
 
-  return _Triple(core.Layer(base.init, apply, nonlinear.exp_normalized(gamma, shift, do_clip)))
+  return _Triple(core.Layer(base.init, apply, nonlinear.exp_normalized(gamma, shift, do_clip)),
+                 mask=_SAME_REMASK)
 
 
 def Monomial(degree: int) -> _Triple:
-  return _Triple(L.monomial(degree))
+  return _Triple(L.monomial(degree), mask=_SAME)
 
 
 def RectifiedMonomial(degree: int) -> _Triple:
-  return _Triple(L.rectified_monomial(degree))
+  return _Triple(L.rectified_monomial(degree), mask=_SAME)
 
 
 def Rbf(gamma: float = 1.0) -> _Triple:
-  return _Triple(L.rbf(gamma))
+  return _Triple(L.rbf(gamma), mask=_SAME_REMASK)
 
 
 def ElementwiseNumerical(fn: Callable, deg: int,
                          df: Callable | None = None) -> _Triple:
   """Any elementwise ``fn`` with a Gauss-Hermite kernel of degree ``deg``."""
-  return _Triple(L.elementwise(fn, deg=deg, df=df))
+  return _Triple(L.elementwise(fn, deg=deg, df=df), mask=_SAME_REMASK)
 
 
 def Gaussian(a: float = 1.0, b: float = -1.0) -> _Triple:
   """``a * exp(b * x ** 2)``, closed-form kernel."""
-  return _Triple(L.gaussian(a, b))
+  return _Triple(L.gaussian(a, b), mask=_SAME_REMASK)
 
 
 def Gabor() -> _Triple:
   """``exp(-x ** 2) * sin(x)``, closed-form kernel."""
-  return _Triple(L.gabor())
+  return _Triple(L.gabor(), mask=_SAME)
 
 
 def Sigmoid_like() -> _Triple:
@@ -740,24 +841,24 @@ def Sigmoid_like() -> _Triple:
 
 def Hermite(degree: int) -> _Triple:
   """Normalized Hermite polynomial; inputs assumed to have unit variance (as in NT)."""
-  return _Triple(L.hermite(degree))
+  return _Triple(L.hermite(degree), mask=_SAME_REMASK)
 
 
 def Polynomial(coef: Sequence[float]) -> _Triple:
   """``sum_i coef[i] * x ** i`` with its closed-form kernel."""
-  return _Triple(L.polynomial(coef))
+  return _Triple(L.polynomial(coef), mask=_SAME)
 
 
 def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
                 d_nngp_fn: Callable | None = None) -> _Triple:
   """A nonlinearity ``fn`` with its dual ``nngp_fn(cov12, var1, var2)`` (and optionally
   ``d_nngp_fn``, else the derivative of ``nngp_fn`` in ``cov12``)."""
-  return _Triple(L.dual_elementwise(fn, nngp_fn, d_nngp_fn))
+  return _Triple(L.dual_elementwise(fn, nngp_fn, d_nngp_fn), mask=_SAME_REMASK)
 
 
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
-  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None))
+  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None), mask=_PASS)
 
 
 def layer(layer_fn: Callable) -> Callable:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtheory.kernels import padding as pad
+from jaxtheory.kernels import masking, padding as pad
 
 Array = jax.Array
 KernelMap = Callable[[Any, Any], Any]
@@ -71,6 +71,10 @@ class Kernel:
       role of the next layer under muP / mean field).
     x1_is_x2: ``None`` (unknown) or a boolean array: the two batches are the
       same inputs (dropout's kernel needs it: same-example entries change).
+    mask1: ``None`` or which positions of the activation of ``x1`` are masked
+      padding, ``(n1, *spatial, c)`` with ``c`` the channels or 1 (see
+      :mod:`jaxtheory.kernels.masking`).
+    mask2: the same for ``x2`` (``None``: unmasked, or ``x2`` is ``x1``).
   """
   nngp: Array
   ntk: Array | None
@@ -81,6 +85,8 @@ class Kernel:
   is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
   wide: bool = dataclasses.field(default=False, metadata=dict(static=True))
   x1_is_x2: Any = None
+  mask1: Any = None
+  mask2: Any = None
 
   def replace(self, **kw) -> "Kernel":
     return dataclasses.replace(self, **kw)
@@ -140,7 +146,10 @@ def permute_spatial(k: Kernel, perm: Sequence[int]) -> Kernel:
     sp = [(bn + p,) if k.diagonal_spatial else (bn + 2 * p, bn + 2 * p + 1) for p in perm]
     return jnp.transpose(m, tuple(range(bn)) + sum(sp, ()))
 
-  return _map(k, move)
+  def move_mask(m):  # (n, *spatial, c)
+    return None if m is None else jnp.transpose(m, (0, *(1 + p for p in perm), m.ndim - 1))
+
+  return _map(k, move).replace(mask1=move_mask(k.mask1), mask2=move_mask(k.mask2))
 
 
 def scale(k: Kernel, factor) -> Kernel:
@@ -516,8 +525,13 @@ def global_avg_pool() -> KernelMap:
       return k
     if k.diagonal_spatial:
       raise NeedsFullSpatial("global_avg_pool")
-    return _map(k, lambda m, bn: jnp.mean(m, axis=tuple(range(bn, m.ndim)))).replace(
-        diagonal_spatial=True)
+    m11, m12, m22 = masking.products(k, "global_avg_pool")
+    mean = masking.masked_spatial_mean
+    return k.replace(nngp=mean(k.nngp, 2, m12),
+                     ntk=None if k.ntk is None else mean(k.ntk, 2, m12),
+                     cov1=mean(k.cov1, 1, m11),
+                     cov2=None if k.cov2 is None else mean(k.cov2, 1, m22),
+                     diagonal_spatial=True)
 
   return kernel
 

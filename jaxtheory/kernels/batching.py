@@ -48,7 +48,7 @@ PyTree = Any
 
 
 def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
-          store_on_device: bool = True) -> Callable:
+          store_on_device: bool = True, *, by_position: bool = False) -> Callable:
   """``kernel_fn`` computed in blocks of examples, in parallel over local devices.
 
   Args:
@@ -61,6 +61,12 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       devices, ``0`` none (plain ``jit`` on the default device).
     store_on_device: ``False`` moves finished blocks to host memory (the CPU)
       as they are computed.
+    by_position: the network depends on an example's position in its batch:
+      dropout draws its mask per position, so an example must meet itself at
+      one position and other examples at other positions. With ``x2=None`` the
+      kernel is then computed as one block (blocks would pair examples at equal
+      positions of different blocks). An ``rng`` keyword argument (dropout in an
+      empirical kernel) turns this on.
 
   Returns:
     A function with ``kernel_fn``'s signature and result.
@@ -92,8 +98,11 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     key = None if key is None else (key, names)
     n1 = _batch_size_of(x1, "x1")
     n2 = n1 if x2 is None else _batch_size_of(x2, "x2")
-    b1 = batch_size or -(-n1 // n_dev)
-    b2 = batch_size or n2
+    size = batch_size
+    if x2 is None and (by_position or kwargs.get("rng") is not None):
+      n_dev, size = 1, 0
+    b1 = size or -(-n1 // n_dev)
+    b2 = size or n2
     n_dev = min(n_dev, -(-n1 // b1))
     if n_dev == 1 and b1 >= n1 and b2 >= n2:  # one block: no padding, no copies
       out = _cached(compiled, None if key is None else (key, 1),

@@ -48,14 +48,15 @@ def fan_in_sum() -> KernelMap:
 
 def _block_diag(mats, pair_axes):
   """Concatenates along ``pair_axes`` (both copies) with zero off-diagonal blocks."""
-  sizes = [m.shape[pair_axes[0]] for m in mats]
-  total, out, off = sum(sizes), 0.0, 0
-  for m, n in zip(mats, sizes):
+  totals = {ax: sum(m.shape[ax] for m in mats) for ax in pair_axes}
+  offs = dict.fromkeys(pair_axes, 0)
+  out = 0.0
+  for m in mats:
     widths = [(0, 0)] * m.ndim
     for ax in pair_axes:
-      widths[ax] = (off, total - off - n)
+      widths[ax] = (offs[ax], totals[ax] - offs[ax] - m.shape[ax])
+      offs[ax] += m.shape[ax]
     out = out + jnp.pad(m, widths)
-    off += n
   return out
 
 
@@ -65,7 +66,8 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
   Along channels the kernel is the channel-weighted average
   :math:`K = \sum_i C_i K_i / \sum_i C_i` (no longer i.i.d. across channels,
   so not Gaussian-i.i.d.); along a spatial axis the covariance is
-  block-diagonal (branches are independent; NT's ``FanInConcat``).
+  block-diagonal (branches are independent; NT's ``FanInConcat``), and so it is between
+  the examples of different branches along the batch axis.
   """
 
   def kernel(ks, ctx) -> Kernel:
@@ -74,10 +76,10 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
     k0 = ks[0]
     ndim = k0.nspatial + 2
     ax = axis % ndim
-    if ax == 0:
-      raise ValueError("fan_in_concat along the batch axis has no kernel")
     if len({_layout(k) for k in ks}) != 1 or len({k.nspatial for k in ks}) != 1:
       raise ValueError("fan_in_concat needs kernels of one layout")
+    if ax == 0:
+      return _concat_batch(ks)
     ntks = None if any(k.ntk is None for k in ks) else [k.ntk for k in ks]
     if ax == ndim - 1:
       if len({k.nngp.shape for k in ks}) != 1:
@@ -109,6 +111,24 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
                       is_gaussian=True, wide=any(k.wide for k in ks))
 
   return kernel
+
+
+def _concat_batch(ks) -> Kernel:
+  """Independent centred Gaussian branches stacked along the batch axis: block-diagonal
+  covariances between examples of different branches (NT's ``FanInConcat(axis=0)``)."""
+  if not all(k.is_gaussian for k in ks):
+    raise ValueError("fan_in_concat along the batch axis needs centred Gaussian branches "
+                     "(each ending in a dense or conv layer)")
+  if len({k.nngp.shape[2:] for k in ks}) != 1:
+    raise ValueError("fan_in_concat along the batch axis needs equal spatial shapes, got "
+                     f"{[k.nngp.shape[2:] for k in ks]}")
+  k0 = ks[0]
+  pair = lambda ms: None if ms[0] is None else _block_diag(ms, (0, 1))
+  stack = lambda ms: None if ms[0] is None else jnp.concatenate(ms, axis=0)
+  ntks = None if any(k.ntk is None for k in ks) else [k.ntk for k in ks]
+  return k0.replace(nngp=pair([k.nngp for k in ks]), ntk=None if ntks is None else pair(ntks),
+                    cov1=stack([k.cov1 for k in ks]), cov2=stack([k.cov2 for k in ks]),
+                    is_gaussian=True, wide=any(k.wide for k in ks))
 
 
 def frozen(kernel: KernelMap) -> KernelMap:

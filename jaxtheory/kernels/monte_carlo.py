@@ -42,7 +42,8 @@ def _sample_once_kernel_fn(kernel_fn: Callable, init_fn: Callable, batch_size: i
     _, params = init_fn(init_key, jax.tree.map(lambda a: a.shape, x1))
     return kernel_fn(x1, x2, get, params, rng=apply_key, **apply_fn_kwargs)
 
-  return batch(sample_once, batch_size, device_count, store_on_device)
+  # Dropout (the rng passed to apply_fn) draws its mask per position in the batch.
+  return batch(sample_once, batch_size, device_count, store_on_device, by_position=True)
 
 
 def _canonical_n_samples(n_samples) -> tuple[set[int], bool]:

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtheory.kernels import analytic, batching, graph
+from jaxtheory.kernels import analytic, batching, graph, masking
 
 Array = jax.Array
 
@@ -57,8 +57,8 @@ class Kernel:
     shape2: shape of the activations on ``x2``.
     batch_axis: the batch axis of the activations.
     channel_axis: the channel axis of the activations.
-    mask1: masked positions of ``x1`` (``None``: no masking; masking is not
-      supported by jaxtheory).
+    mask1: masked positions of the activation of ``x1``, batch first and
+      channels last (``None``: no masking; see :mod:`jaxtheory.kernels.masking`).
     mask2: the same for ``x2``.
   """
   nngp: Array
@@ -129,8 +129,6 @@ def _to_analytic(k: Kernel) -> tuple[analytic.Kernel, analytic.Kernel | None,
   those of each batch with itself (``k22`` is ``None`` when ``x2`` is ``x1``)."""
   if k.is_reversed:
     raise ValueError("kernels with reversed spatial axes are not supported")
-  if k.mask1 is not None or k.mask2 is not None:
-    raise ValueError("masked kernels (mask_constant) are not supported by jaxtheory")
   if k.diagonal_batch:
     v1, v2 = k.cov1, k.cov2
   else:
@@ -141,13 +139,15 @@ def _to_analytic(k: Kernel) -> tuple[analytic.Kernel, analytic.Kernel | None,
   if ntk is not None and ntk.ndim == 0:
     ntk = jnp.broadcast_to(ntk, k.nngp.shape)
   k12 = analytic.Kernel(k.nngp, ntk, v1, v2, ch, k.diagonal_spatial, k.is_gaussian, False,
-                        k.x1_is_x2)
+                        k.x1_is_x2, k.mask1, k.mask2)
   if k.diagonal_batch:
     return k12, None, None
   yes = jnp.asarray(True)
-  k11 = analytic.Kernel(k.cov1, None, v1, None, ch, k.diagonal_spatial, k.is_gaussian, False, yes)
+  k11 = analytic.Kernel(k.cov1, None, v1, None, ch, k.diagonal_spatial, k.is_gaussian, False, yes,
+                        k.mask1)
   k22 = None if k.cov2 is None else analytic.Kernel(k.cov2, None, v2, None, ch,
-                                                   k.diagonal_spatial, k.is_gaussian, False, yes)
+                                                   k.diagonal_spatial, k.is_gaussian, False, yes,
+                                                   k.mask2)
   return k12, k11, k22
 
 
@@ -170,7 +170,8 @@ def _from_analytic(k12: analytic.Kernel, k11: analytic.Kernel | None,
                 x1_is_x2=jnp.asarray(x1_is_x2, bool), is_gaussian=k12.is_gaussian,
                 is_reversed=False, is_input=False, diagonal_batch=diagonal_batch,
                 diagonal_spatial=k12.diagonal_spatial, shape1=shape1,
-                shape2=_shape(k12, n2), batch_axis=0, channel_axis=len(shape1) - 1)
+                shape2=_shape(k12, n2), batch_axis=0, channel_axis=len(shape1) - 1,
+                mask1=k12.mask1, mask2=None if same else k12.mask2)
 
 
 def x1_is_x2(x1, x2=None, eps: float = 1e-12):
@@ -190,8 +191,9 @@ def _is_leaf(x) -> bool:
   return isinstance(x, (Kernel, analytic.Kernel))
 
 
-def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk):
-  """Analytic kernels ``(k12, k11, k22)`` pytrees for arrays or NT kernels."""
+def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk, mask_constant=None):
+  """Analytic kernels ``(k12, k11, k22)`` pytrees for arrays or NT kernels; entries of the
+  arrays equal to ``mask_constant`` are masked (:mod:`jaxtheory.kernels.masking`)."""
   if jax.tree.leaves(x1, is_leaf=is_kernel) and all(
       is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)):
     if x2 is not None:
@@ -214,8 +216,13 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk):
   if len(leaves2) != len(leaves1):
     raise ValueError(f"x1 and x2 must be the same pytree of inputs, got {len(leaves1)} and "
                      f"{len(leaves2)} arrays")
-  mk = lambda a, b, ntk: analytic.inputs_to_kernel(
-      a, b, diagonal_spatial=diagonal_spatial, compute_ntk=ntk).replace(x1_is_x2=x1_is_x2(a, b))
+  def mk(a, b, ntk):
+    eq = x1_is_x2(a, b)
+    a, m1 = masking.input_mask(a, mask_constant)
+    b, m2 = (None, None) if b is None else masking.input_mask(b, mask_constant)
+    return analytic.inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial,
+                                     compute_ntk=ntk).replace(x1_is_x2=eq, mask1=m1, mask2=m2)
+
   k12 = jax.tree.unflatten(tree, [mk(a, b, compute_ntk) for a, b in zip(leaves1, leaves2)])
   k11 = k22 = None
   if not diagonal_batch:
@@ -301,8 +308,9 @@ def kernel_fn(layer, ctx) -> Callable:
     raise analytic.no_kernel_error(layer)
   compiled = {}
 
-  def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial):
-    k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk)
+  def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
+    k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
+                                      mask_constant)
     c12, c11, c22 = _pattern_ctxs(ctx, pattern, all(jax.tree.leaves(same)))
     out12 = layer.kernel(k12, c12)
     out11 = None if k11 is None else layer.kernel(k11, c11)
@@ -320,35 +328,38 @@ def kernel_fn(layer, ctx) -> Callable:
         _from_analytic(a, b, c, eq0, diagonal_batch, same0)
         for a, b, c in zip(leaves12, leaves11, leaves22)])
 
-  def choose_layout(x1, x2, pattern, diagonal_batch):
+  def choose_layout(x1, x2, pattern, diagonal_batch, mask_constant):
     spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
                                   t)
     try:
-      out = jax.eval_shape(lambda a, b, p: compute(a, b, p, False, diagonal_batch, True),
+      out = jax.eval_shape(lambda a, b, p: compute(a, b, p, False, diagonal_batch, True,
+                                                   mask_constant),
                            spec(x1), spec(x2), spec(pattern))
     except analytic.NeedsFullSpatial:
       return False
     return all(k.nngp.ndim == 2 for k in jax.tree.leaves(out, is_leaf=is_kernel))
 
-  def run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial):
+  def run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant):
     key = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
-           diagonal_batch, diagonal_spatial)
+           diagonal_batch, diagonal_spatial, _flags(mask_constant))
     if key not in compiled:
       if diagonal_spatial is None:
-        diag = choose_layout(x1, x2, pattern, diagonal_batch)
+        diag = choose_layout(x1, x2, pattern, diagonal_batch, mask_constant)
       else:
         diag = bool(diagonal_spatial)
       compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
                                                 diagonal_batch=diagonal_batch,
                                                 diagonal_spatial=diag))
-    return compiled[key](x1, x2, pattern)
+    return compiled[key](x1, x2, pattern, mask_constant=mask_constant)
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
          diagonal_spatial: bool | None = None, batch_size: int | None = None,
          mask_constant=None, pattern=None, **kwargs):
     if mask_constant is not None:
-      raise ValueError(f"kernel_fn got mask_constant={mask_constant}: masking is not supported "
-                       "by jaxtheory")
+      mask_constant = jnp.asarray(mask_constant)
+      if mask_constant.ndim or not jnp.issubdtype(mask_constant.dtype, jnp.number):
+        raise TypeError("kernel_fn's mask_constant must be a number (or None), got "
+                        f"shape {mask_constant.shape} of {mask_constant.dtype}")
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
     pattern = _pattern_pair(pattern)
@@ -364,10 +375,10 @@ def kernel_fn(layer, ctx) -> Callable:
       if batch_size is not None and not from_kernel:
         out = batching.batch(
             lambda a, b, pattern=None: run(a, b, pattern, want_ntk, diagonal_batch,
-                                           diagonal_spatial),
+                                           diagonal_spatial, mask_constant),
             batch_size, 0)(x1, x2, pattern=pattern)
       else:
-        out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial)
+        out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
