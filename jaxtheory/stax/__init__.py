@@ -1,0 +1,104 @@
+"""A neural-tangents-compatible facade: ``stax`` names and signatures over :mod:`jaxtheory.nn`.
+
+Every constructor returns ``(init_fn, apply_fn, kernel_fn)`` exactly as
+neural-tangents 0.6.5's ``stax`` does (Novak et al. 2020), so NT code ports by
+changing the import::
+
+  from jaxtheory import stax
+  init_fn, apply_fn, kernel_fn = stax.serial(
+      stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(), stax.Dense(1))
+  out_shape, params = init_fn(jax.random.key(0), (-1, 10))
+  y = apply_fn(params, x)
+  k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: NT's Kernel
+
+* ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
+  a batch axis, which may be ``-1``.
+* ``apply_fn(params, inputs, **kwargs)``; ``params`` are NT's: a tuple per
+  ``serial``/``parallel``, ``(W, b)`` per ``Dense``/``Conv``/``ConvTranspose``
+  (``W`` laid out as ``dimension_numbers[1]``, ``b`` shaped like the output
+  with unit axes, ``None`` without a bias), ``()`` for layers without
+  parameters; ``rng=`` feeds ``Dropout``.
+* ``kernel_fn(x1_or_kernel, x2=None, get=None, **kwargs)``: NNGP and NTK of
+  one output channel in NT's conventions (including the per-layer
+  ``parameterization``, ``'ntk'`` or ``'standard'`` with its width scale
+  ``s``), computed by :mod:`jaxtheory.kernels.analytic` (nonlinearities:
+  :mod:`jaxtheory.kernels.nonlinear`). ``get=None`` returns NT's
+  :class:`~jaxtheory.kernels.nt_kernel.Kernel` object (``.nngp``, ``.ntk``,
+  ``.cov1``, ``.shape1``, ``.x1_is_x2``, ``.replace``, ...), a string that
+  array, a tuple a namedtuple. A ``Kernel`` may be passed instead of inputs
+  (``kernel_fn(kernel_fn(x))`` composes). ``diagonal_batch=False`` returns full
+  self-covariances in ``cov1``/``cov2``; ``diagonal_spatial`` picks the layout;
+  ``batch_size=`` computes in blocks (NT does this with ``nt.batch``).
+* masking (NT's): ``apply_fn(params, x, mask_constant=c)`` and
+  ``kernel_fn(x1, x2, mask_constant=c)`` treat entries equal to ``c`` as
+  padding; ``apply_fn`` then returns a :class:`MaskedArray` (``unmask_fn``
+  zeroes its masked entries). ``Dense`` and ``Conv`` (channels-last),
+  ``AvgPool``, ``GlobalAvgPool`` (a mean over the unmasked positions),
+  ``Flatten``, the nonlinearities, ``Dropout``, ``Identity``, ``DotGeneral``
+  and the fan-in/fan-out combinators follow masks
+  (:mod:`jaxtheory.kernels.masking`); other layers refuse a masked input with
+  ``NotImplementedError``.
+* every layer's three functions carry its constructor's ``__name__``, and
+  :func:`layer` turns NT-style user layers into layers that compose with these.
+
+Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
+``'VALID'``, strides), ``Relu``, ``ABRelu``, ``LeakyRelu``, ``Abs``, ``Erf``,
+``Gelu``, ``Sin``, ``Cos``, ``Sign``, ``Exp``, ``ExpNormalized``, ``Identity``,
+``Monomial``, ``RectifiedMonomial``, ``Rbf``, ``ElementwiseNumerical``,
+``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis), ``Aggregate``,
+``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
+``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
+``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``DotGeneral`` with
+a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
+``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
+``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
+``kernel_fn`` reads its inputs with the first layer's batch and channel axes, as NT).
+
+Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
+of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
+non-channel axes; attention (``GlobalSelfAttention``),
+``BatchNorm`` (NT has none either),
+``ConvLocal``, ``SumPool``/``GlobalSumPool``,
+``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires`` decorator (its values, ``Bool`` and
+``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
+``nt.predict``, ``nt.empirical_kernel_fn`` and
+``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
+"""
+
+from __future__ import annotations
+
+# The names stax.py had at module level, its imports included, so that every
+# ``stax.<name>`` (and ``dir(jaxtheory.stax)``) outlives the split into modules.
+import functools  # noqa: F401
+from collections.abc import Callable, Sequence  # noqa: F401
+
+import jax  # noqa: F401
+import jax.numpy as jnp  # noqa: F401
+
+from jaxtheory import nn  # noqa: F401
+from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel  # noqa: F401
+from jaxtheory.kernels import padding as kpadding  # noqa: F401
+from jaxtheory.kernels.nt_kernel import Kernel  # noqa: F401 (NT's stax name)
+from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
+from jaxtheory.kernels import masking as kmasking  # noqa: F401
+from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking  # noqa: F401
+from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
+from jaxtheory.nn.indexing import canonicalize_idx, slice_shape  # noqa: F401 (nt imports them)
+
+from jaxtheory.stax._core import (  # noqa: F401
+    _CTX, _PARAM, _PASS, _SAME, _SAME_REMASK, _Name, _Triple, _apply_fn, _channels_last,
+    _check_axes, _check_padding, _init_fn, _is_axes, _is_shape, _kernel_fn, _layer, _moved_axes,
+    _name_layers, _named, _nt_params, _param, _perm, _relaid, _s_out, _serial_in_axes,
+    _width_scaled)
+from jaxtheory.stax.combinators import (  # noqa: F401
+    FanInConcat, FanInSum, FanOut, Identity, _foreign_apply, _foreign_init, layer, parallel,
+    repeat, serial, unmask_fn)
+from jaxtheory.stax.linear import (  # noqa: F401
+    Aggregate, AvgPool, Conv, ConvTranspose, Dense, DotGeneral, Dropout, Flatten, GlobalAvgPool,
+    Index, LayerNorm, Slice, _Slice, _conv_specs, _conv_triple, _flatten_mask,
+    _global_avg_pool_masked)
+from jaxtheory.stax.elementwise import (  # noqa: F401
+    ABRelu, Abs, Cos, Elementwise, ElementwiseNumerical, Erf, Exp, ExpNormalized, Gabor, Gaussian,
+    Gelu, Hermite, LeakyRelu, Monomial, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
+    Sign, Sin)

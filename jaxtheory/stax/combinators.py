@@ -1,0 +1,105 @@
+"""Combinators of :mod:`jaxtheory.stax`: ``serial``, ``parallel``, ``repeat``, fan-out/fan-in,
+``Identity``, NT's ``@layer`` for user layers, and ``unmask_fn``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+
+from jaxtheory import nn
+from jaxtheory.kernels import masking as kmasking, nt_kernel
+from jaxtheory.nn import core, masking
+from jaxtheory.stax._core import (_PASS, _SAME, _Triple, _layer, _name_layers,
+                                  _serial_in_axes)
+
+
+def serial(*layers) -> _Triple:
+  """Composes layers left to right (NT's ``stax.serial``)."""
+  return _Triple(nn.serial(*map(_layer, layers)), _serial_in_axes(layers),
+                 any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS)
+
+
+def parallel(*layers) -> _Triple:
+  """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
+  axes = tuple(getattr(t, "in_axes", None) for t in layers)
+  return _Triple(nn.parallel(*map(_layer, layers)),
+                 axes if any(a is not None for a in axes) else None, mask=_PASS)
+
+
+def FanOut(num: int) -> _Triple:
+  return _Triple(nn.fan_out(num), fans_out=True, mask=_PASS)
+
+
+def FanInSum() -> _Triple:
+  return _Triple(nn.fan_in_sum(), mask=masking.Rule(lambda ms, shapes: kmasking.sum_masks(ms)))
+
+
+def FanInConcat(axis: int = -1) -> _Triple:
+  return _Triple(nn.fan_in_concat(axis), mask=masking.Rule(
+      lambda ms, shapes: kmasking.concat_masks(ms, shapes, axis)))
+
+
+def Identity() -> _Triple:
+  return _Triple(nn.identity_layer(), mask=_SAME)
+
+
+def unmask_fn(apply_fn: Callable) -> Callable:
+  """NT's ``stax.unmask_fn``: ``apply_fn`` whose masked outputs (:class:`MaskedArray`) are
+  returned as plain arrays with the masked entries zeroed."""
+
+  @functools.wraps(apply_fn)
+  def fn(*args, **kwargs):
+    return masking.unmask(apply_fn(*args, **kwargs))
+
+  return fn
+
+
+def repeat(layer, n: int) -> _Triple:
+  """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
+  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None), mask=_PASS)
+
+
+def layer(layer_fn: Callable) -> Callable:
+  """NT's ``@stax.layer``: a user's layer ``(init_fn, apply_fn, kernel_fn)`` as a stax layer.
+
+  ``layer_fn(*args, **kwargs)`` returns NT-style functions: ``init_fn(key,
+  input_shape) -> (output_shape, params)``, ``apply_fn(params, x, **kwargs)``
+  and ``kernel_fn(kernel, **kwargs) -> kernel`` on a :class:`Kernel`. The
+  result composes with every other layer here (its kernel map converts to and
+  from :class:`Kernel` around the user's ``kernel_fn``).
+  """
+
+  @functools.wraps(layer_fn)
+  def build(*args, **kwargs):
+    init_fn, apply_fn, kernel_fn = layer_fn(*args, **kwargs)
+    triple = _Triple(core.Layer(_foreign_init(init_fn), _foreign_apply(apply_fn),
+                                nt_kernel.foreign_kernel_map(kernel_fn)))
+    for f in triple[:3]:
+      f.__name__ = f.__qualname__ = layer_fn.__name__
+    return triple
+
+  return build
+
+
+def _foreign_init(init_fn):
+
+  def init(key, spec, ctx):
+    del ctx
+    shape, params = init_fn(key, spec.shape)
+    return core.Spec(tuple(shape)), params, jax.tree.map(lambda _: 1.0, params)
+
+  return init
+
+
+def _foreign_apply(apply_fn):
+
+  def apply(params, x, feat, ctx):
+    del feat, ctx
+    return apply_fn(params, x), core.Feat()
+
+  return apply
+
+
+_name_layers(globals(), __name__, ("serial", "parallel", "repeat"))

@@ -1,0 +1,308 @@
+"""Linear layers of :mod:`jaxtheory.stax`: ``Dense``, ``Conv``, ``ConvTranspose``, pooling,
+``Flatten``, ``Aggregate``, ``DotGeneral``, ``Index``/``Slice``, ``LayerNorm`` and ``Dropout``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxtheory.kernels import analytic, masking as kmasking
+from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
+from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
+from jaxtheory.stax._core import (_SAME, _Triple, _check_axes, _check_padding, _moved_axes,
+                                  _name_layers, _nt_params, _param, _relaid, _s_out,
+                                  _width_scaled)
+
+
+def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
+          channel_axis: int = -1, parameterization: str = "ntk",
+          s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Fully connected layer on the channel axis (NT's ``stax.Dense``); any ``batch_axis`` and
+  ``channel_axis`` (the other axes are spatial and keep their place)."""
+  p = _param(parameterization)
+  lay = _width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
+                              parametrization=p), s, parameterization)
+  rule = (masking.Rule(lambda m, shape: kmasking.collapse_channels(m), remask=True)
+          if (batch_axis, channel_axis) == (0, -1) else None)
+  return _Triple(_nt_params(_moved_axes(lay, batch_axis, channel_axis), b_axis=channel_axis),
+                 (batch_axis, channel_axis), mask=rule)
+
+
+def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+         padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+         dimension_numbers: tuple[str, str, str] | None = None, parameterization: str = "ntk",
+         s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Convolution (NT's ``stax.Conv``).
+
+  Args:
+    out_chan: output channels.
+    filter_shape: the filter's spatial sizes, in the order of the spatial
+      letters of the filter spec (``dimension_numbers[1]``), as in
+      ``lax.conv_general_dilated``.
+    strides: per spatial axis, in the same order (default 1).
+    padding: ``'SAME'``, ``'VALID'`` or ``'CIRCULAR'`` (periodic).
+    W_std: weight standard deviation.
+    b_std: bias standard deviation (``None``: no bias).
+    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, e.g.
+      ``('NCHW', 'OIHW', 'NHWC')`` (``N`` batch, ``C`` channels, ``I``/``O``
+      filter in/out); ``None`` is channels-last (``NHWC, HWIO, NHWC``).
+      Computed by transposing to channels-last and back; the kernel's spatial
+      axes follow the activation's spatial axes in order (NT's convention),
+      and ``kernel_fn`` reads its inputs with the batch and channel axes of ``lhs``.
+    parameterization: ``'ntk'`` or ``'standard'``.
+    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
+  """
+  padding = _check_padding(padding)
+  lay = _width_scaled(
+      L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
+             b_std, parametrization=_param(parameterization)), s, parameterization)
+  window = tuple(filter_shape)
+  strides = (1,) * len(window) if strides is None else tuple(strides)
+  rule = masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
+                                                          strides, padding), remask=True)
+  return _conv_triple(lay, dimension_numbers, len(window), rule)
+
+
+def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
+                  strides: Sequence[int] | None = None, padding: str = "VALID",
+                  W_std: float = 1.0, b_std: float | None = None,
+                  dimension_numbers: tuple[str, str, str] | None = None,
+                  parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Transposed convolution (NT's ``stax.ConvTranspose``, ``lax.conv_transpose``).
+
+  Args:
+    out_chan: output channels.
+    filter_shape: the filter's spatial sizes (in the filter spec's order).
+    strides: per spatial axis (default 1); the output grows by them.
+    padding: ``'SAME'``, ``'VALID'`` or ``'CIRCULAR'`` (the ``'VALID'`` output folded
+      onto ``n * stride`` periodic positions).
+    W_std: weight standard deviation.
+    b_std: bias standard deviation (``None``: no bias).
+    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, as in :func:`Conv`.
+    parameterization: ``'ntk'`` or ``'standard'``.
+    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
+  """
+  padding = _check_padding(padding)
+  lay = _width_scaled(
+      L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
+                       W_std, b_std, parametrization=_param(parameterization)),
+      s, parameterization)
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
+
+
+def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None) -> _Triple:
+  """A channels-last conv layer read and written in ``dimension_numbers``' layouts, its
+  filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's);
+  masks follow ``rule`` in the channels-last layout only."""
+  if dimension_numbers is None:
+    return _Triple(_nt_params(lay), (0, -1), mask=rule)
+  lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
+  canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
+  if not (lhs == canon == out):
+    lay = _relaid(lay, lhs, canon, out)
+  ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
+  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C")),
+                 (lhs.index("N"), lhs.index("C")), mask=rule if lhs == canon == out else None)
+
+
+def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
+  """``(lhs, rhs, out)`` checked: the same spatial letters in each, ``N``/``C`` and ``I``/``O``."""
+  try:
+    lhs, rhs, out = (str(d) for d in dimension_numbers)
+  except (TypeError, ValueError):
+    raise ValueError(f"dimension_numbers must be three strings (lhs, rhs, out), got "
+                     f"{dimension_numbers!r}") from None
+  spatial = [c for c in rhs if c not in "IO"]
+  ok = (len(set(rhs)) == len(rhs) == nspatial + 2 and sorted(rhs) == sorted(spatial + ["I", "O"])
+        and sorted(lhs) == sorted(out) == sorted(spatial + ["N", "C"]))
+  if not ok:
+    raise ValueError(
+        f"dimension_numbers {tuple(dimension_numbers)} do not describe a {nspatial}D convolution: "
+        f"the input and output specs need N, C and the filter spec's {nspatial} spatial letters, "
+        "the filter spec I, O and those letters (e.g. ('NCHW', 'OIHW', 'NHWC'))")
+  return lhs, rhs, out
+
+
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
+  _check_axes(batch_axis)
+  if batch_axis_out != 0:
+    raise ValueError("only batch_axis_out=0 is covered")
+  return _Triple(L.flatten(), (0, -1), mask=masking.Rule(_flatten_mask))
+
+
+def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
+            padding: str = "VALID", normalize_edges: bool = False, batch_axis: int = 0,
+            channel_axis: int = -1) -> _Triple:
+  """Average pooling; NT's defaults: stride 1, normalized by the window size
+  (``normalize_edges=True``: by the non-padding inputs in each window). Any ``batch_axis``
+  and ``channel_axis``: ``window_shape`` and ``strides`` follow the other axes in order."""
+  padding = _check_padding(padding)
+  window_shape = tuple(window_shape)
+  strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
+  rule = (masking.Rule(lambda m, shape: kmasking.pool_mask(m, window_shape, strides, padding),
+                       remask=True) if (batch_axis, channel_axis) == (0, -1) else None)
+  return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),
+                             batch_axis, channel_axis), (batch_axis, channel_axis), mask=rule)
+
+
+def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
+              to_dense: Callable | None = lambda p: p, implementation: str = "DENSE") -> _Triple:
+  """Graph aggregation (NT's ``stax.Aggregate``): each vertex becomes the weighted sum of its
+  predecessors; ``apply_fn(params, x, pattern=A)``, ``kernel_fn(x1, x2, pattern=(A1, A2))``.
+
+  ``implementation='DENSE'``: ``A`` is ``(batch, *V, *V)`` (``V`` the sizes of
+  ``aggregate_axis``, default all but batch and channel), ``to_dense`` decodes
+  it first; ``'SPARSE'``: integer arcs ``(batch, n_edges, K, 2)`` (tail, head),
+  negative coordinates dropped. No pattern: the identity. See
+  :mod:`jaxtheory.kernels.graph`.
+  """
+  return _Triple(graph.aggregate(aggregate_axis, batch_axis, channel_axis, to_dense,
+                                 implementation), (batch_axis, channel_axis))
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
+  channel axes in their input order."""
+  rule = (masking.Rule(lambda m, shape: jnp.all(m, axis=tuple(range(1, m.ndim - 1))),
+                       apply=_global_avg_pool_masked) if (batch_axis, channel_axis) == (0, -1)
+          else None)
+  return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
+                 (batch_axis, channel_axis), mask=rule)
+
+
+def _global_avg_pool_masked(params, x, mask, feat, ctx):
+  """The mean over a channels-last activation's unmasked positions (NT's masked mean)."""
+  del params, ctx
+  axes = tuple(range(1, x.ndim - 1))
+  count = jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes)
+  return jnp.sum(x, axis=axes) / jnp.maximum(count, 1).astype(x.dtype), feat
+
+
+def _flatten_mask(mask, shape):
+  """Flatten's mask: the input's (broadcast to the input, when its shape is known) reshaped."""
+  if shape is not None:
+    mask = jnp.broadcast_to(mask, shape)
+  return mask.reshape(mask.shape[0], -1)
+
+
+def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,
+               batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """A constant factor times the input (NT's ``stax.DotGeneral`` with a scalar operand).
+
+  ``lhs`` or ``rhs`` (at most one) is a number or a 0-d array ``c``: the layer
+  computes ``c * x`` and its kernel ``c^2 K``; with both ``None`` it is the
+  identity. Array operands, which NT contracts with the input by
+  ``lax.dot_general(..., dimension_numbers)``, are not supported here (a clear
+  error); masks pass through unchanged.
+  """
+  del precision, batch_axis, channel_axis  # a scalar acts alike on every axis
+  if lhs is not None and rhs is not None:
+    raise ValueError("DotGeneral: at most one of the constants lhs and rhs may be given; the "
+                     "input is the other operand")
+  other = lhs if rhs is None else rhs
+  c = 1.0 if other is None else other
+  if jnp.ndim(c) != 0 or jax.tree.leaves(dimension_numbers):
+    raise NotImplementedError(
+        "DotGeneral with an array operand (a contraction with the input) is not supported by "
+        "jaxtheory.stax; a scalar lhs or rhs (c * x) is, with empty dimension_numbers")
+  c = float(c)
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return spec, (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x * jnp.asarray(c, x.dtype), feat
+
+  def kernel(k, ctx):
+    del ctx
+    return analytic.scale(k, c * c)
+
+  return _Triple(core.Layer(init, apply, kernel), mask=_SAME)
+
+
+class _Slice:
+  """``Slice[1:10, :, ::-1]`` is ``(slice(1, 10), slice(None), slice(None, None, -1))``."""
+
+  def __getitem__(self, idx):
+    return idx
+
+
+Slice = _Slice()
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """``x[idx]`` as a layer (NT's ``stax.Index``), ``idx`` built with :data:`Slice`.
+
+  Args:
+    idx: the index, e.g. ``stax.Slice[::2, :4, 0, ...]``: slices or integers
+      per axis (an integer drops its axis), ``...`` for the remaining axes.
+    batch_axis: the batch axis of the input.
+    channel_axis: the channel axis of the input.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``. ``kernel_fn`` indexes the kernel's
+    batch and spatial axes alike; it raises ``NotImplementedError`` if ``idx``
+    indexes the channel axis (infinite in the kernel) or takes an integer on
+    the batch axis (the kernel always keeps one), as NT's does.
+  """
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return core.Spec(slice_shape(spec.shape, idx), spec.feat), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return x[idx], feat
+
+  def kernel(k, ctx):
+    del ctx
+    ndim = k.nspatial + 2
+    full = canonicalize_idx(idx, ndim)
+    b, c = batch_axis % ndim, channel_axis % ndim
+    if full[c] != slice(None):
+      raise NotImplementedError(f"Index: indexing the channel axis {channel_axis} (infinite in "
+                                f"the kernel) is not supported, got {idx}")
+    if isinstance(full[b], int):
+      raise NotImplementedError(
+          f"Index: an integer on the batch axis {batch_axis} removes it, and kernels always "
+          f"keep a batch axis; use a slice (e.g. {full[b]}:{full[b] + 1}) instead, got {idx}")
+    spatial = tuple(i for a, i in enumerate(full) if a not in (b, c))
+    if not k.diagonal_spatial:
+      spatial = tuple(i for i in spatial for _ in range(2))
+
+    def take(m, bn):
+      if m.ndim < bn:  # a scalar NTK placeholder
+        return m
+      return m[(full[b],) * bn + spatial]
+
+    return analytic._map(k, take)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis))
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
+              channel_axis: int = -1) -> _Triple:
+  """Layer norm over the channel axis (NT's ``stax.LayerNorm``)."""
+  _check_axes(batch_axis, channel_axis)
+  if axis not in (-1, (-1,), [-1]):
+    raise ValueError(f"LayerNorm over axis={axis!r} is not covered (only the channel axis, -1)")
+  return _Triple(L.layer_norm(eps), (0, -1))
+
+
+def Dropout(rate: float, mode: str = "train") -> _Triple:
+  """Dropout keeping each unit with probability ``rate`` (NT's ``stax.Dropout``);
+  ``apply_fn`` needs ``rng=`` in train mode."""
+  return _Triple(dropout_layer.dropout(rate, mode), mask=_SAME)
+
+
+_name_layers(globals(), __name__)
