@@ -60,45 +60,24 @@ of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
 non-channel axes; attention (``GlobalSelfAttention``),
 ``BatchNorm`` (NT has none either),
 ``ConvLocal``, ``SumPool``/``GlobalSumPool``,
-``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires`` decorator (its values, ``Bool`` and
-``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
+``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires``
+decorator (its values, ``Bool`` and ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
 """
 
 from __future__ import annotations
 
-# The names stax.py had at module level, its imports included, so that every
-# ``stax.<name>`` (and ``dir(jaxtheory.stax)``) outlives the split into modules.
-import functools  # noqa: F401
-from collections.abc import Callable, Sequence  # noqa: F401
-
-import jax  # noqa: F401
-import jax.numpy as jnp  # noqa: F401
-
-from jaxtheory import nn  # noqa: F401
-from jaxtheory.kernels import analytic, graph as kgraph, nonlinear, nt_kernel  # noqa: F401
-from jaxtheory.kernels import padding as kpadding  # noqa: F401
 from jaxtheory.kernels.nt_kernel import Kernel  # noqa: F401 (NT's stax name)
 from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
-from jaxtheory.kernels import masking as kmasking  # noqa: F401
-from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking  # noqa: F401
-from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape  # noqa: F401 (nt imports them)
-
-from jaxtheory.stax._core import (  # noqa: F401
-    _CTX, _PARAM, _PASS, _SAME, _SAME_REMASK, _Name, _Triple, _apply_fn, _channels_last,
-    _check_axes, _check_padding, _init_fn, _is_axes, _is_shape, _kernel_fn, _layer, _moved_axes,
-    _name_layers, _named, _nt_params, _param, _perm, _relaid, _s_out, _serial_in_axes,
-    _width_scaled)
+from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
 from jaxtheory.stax.combinators import (  # noqa: F401
-    FanInConcat, FanInSum, FanOut, Identity, _foreign_apply, _foreign_init, layer, parallel,
-    repeat, serial, unmask_fn)
-from jaxtheory.stax.linear import (  # noqa: F401
-    Aggregate, AvgPool, Conv, ConvTranspose, Dense, DotGeneral, Dropout, Flatten, GlobalAvgPool,
-    Index, LayerNorm, Slice, _Slice, _conv_specs, _conv_triple, _flatten_mask,
-    _global_avg_pool_masked)
+    FanInConcat, FanInSum, FanOut, Identity, layer, parallel, repeat, serial, unmask_fn)
 from jaxtheory.stax.elementwise import (  # noqa: F401
     ABRelu, Abs, Cos, Elementwise, ElementwiseNumerical, Erf, Exp, ExpNormalized, Gabor, Gaussian,
     Gelu, Hermite, LeakyRelu, Monomial, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
     Sign, Sin)
+from jaxtheory.stax.linear import (  # noqa: F401
+    Aggregate, AvgPool, Conv, ConvTranspose, Dense, DotGeneral, Dropout, Flatten, GlobalAvgPool,
+    Index, LayerNorm, Slice)
