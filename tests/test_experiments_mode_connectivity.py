@@ -99,20 +99,6 @@ def test_summary_and_figures(small, tmp_path):
   assert pathlib.Path(paths[0]).stat().st_size > 0
 
 
-def test_cli_prints_pass_fail_lines(tmp_path):
-  out = tmp_path / "m"
-  args = ["run", "mode-connectivity", "--out", str(out)]
-  for kv in ("dataset=digits", "per_class=10", "pairs=1", "widths=8", "steps=6", "spawn_step=2",
-             "record=2", "alphas=3", "batch_size=20"):
-    args += ["--set", kv]
-  res = CliRunner().invoke(cli, args)
-  assert res.exit_code == 0, res.output
-  lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL"))]
-  assert len(lines) == 5, res.output
-  assert any("control: a random permutation" in l for l in lines)
-  assert (out / "results.nc").exists() and (out / "linear_paths.png").exists()
-
-
 @pytest.mark.slow
 def test_small_cnn_matching_removes_the_barrier():
   """arch='cnn': conv -> pool -> conv -> pool -> flatten -> dense, matched channel by channel."""
@@ -128,8 +114,9 @@ def test_small_cnn_matching_removes_the_barrier():
 
 @pytest.mark.slow
 def test_cli_resume_after_finishing_and_after_a_kill_gives_the_same_results(tmp_path):
-  """`run --out DIR` then `--resume`: the finished parts' parameters come from their
-  checkpoints (the engine keeps them), so the barriers are the same."""
+  """`run --out DIR` prints its PASS/FAIL lines and figures; then `--resume`: the finished
+  parts' parameters come from their checkpoints (the engine keeps them), so the barriers are
+  the same."""
   sets = []
   for kv in ("dataset=digits", "per_class=10", "pairs=1", "widths=8,32", "steps=6",
              "spawn_step=2", "record=2", "alphas=3", "batch_size=20"):
@@ -137,6 +124,10 @@ def test_cli_resume_after_finishing_and_after_a_kill_gives_the_same_results(tmp_
   out = tmp_path / "m"
   first = CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(out), *sets])
   assert first.exit_code == 0, first.output
+  lines = [l for l in first.output.splitlines() if l.startswith(("PASS", "FAIL"))]
+  assert len(lines) == 5, first.output
+  assert any("control: a random permutation" in l for l in lines)
+  assert (out / "linear_paths.png").exists()
   ref = xr.load_dataset(out / "results.nc")
   again = CliRunner().invoke(cli, ["run", "mode-connectivity", "--out", str(out), "--resume",
                                    *sets])

@@ -348,3 +348,18 @@ def test_token_models_sweep():
                   dict(width=[8, 12]), "adamw", steps=3, record=1)
   res = sweep.run(s)
   assert np.isfinite(res.train_loss.values).all()
+
+
+def test_initialisation_compiled_for_speed_draws_the_same_bits():
+  """Buckets compile their initialisation with ``INIT_COMPILER_OPTIONS`` (faster to compile):
+  every parameter of every architecture must equal, bit for bit, the default compilation's."""
+  from jaxtheory.sweep import loop  # pylint: disable=import-outside-toplevel
+  models = [nn.mlp((10,), 24, 2, 3), nn.cnn((8, 8, 1), 6, 2, 3),
+            nn.transformer(11, 5, 16, 1, 2, 11)]
+  seeds = jnp.arange(3)
+  for m in models:
+    f = lambda s, m=m: jax.lax.map(lambda k: m.init(jax.random.key(k)), s)
+    want = jax.jit(f)(seeds)
+    got = loop.compile_init(f, seeds)(seeds)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

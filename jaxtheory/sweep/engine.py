@@ -46,7 +46,7 @@ from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import guard
 from jaxtheory.sweep.devices import fetch, place
-from jaxtheory.sweep.loop import RunGroup, _Bucket, execute_plan
+from jaxtheory.sweep.loop import RunGroup, _Bucket, compile_init, execute_plan
 from jaxtheory.sweep.planning import STRATEGIES, Plan, Sweep, choose_chunk, plan, _runs_per_width
 from jaxtheory.train import setup
 
@@ -179,8 +179,11 @@ def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGrou
     data_b = place(data, None)
     for members in p.buckets:
       bk = _Bucket(p, members, data, "vmap", None, memory_budget, 1)
-      init = jax.jit(jax.vmap(lambda h, d: setup(bk.tr, h, d), in_axes=(0, None)))
+      init = None
       for runs, hps in bk.groups():
+        if init is None:
+          init = compile_init(jax.vmap(lambda h, d: setup(bk.tr, h, d), in_axes=(0, None)),
+                              hps, data_b)
         out.append(bk.run_group(p, runs, hps, fetch(init(hps, data_b).params)))
   return out
 
