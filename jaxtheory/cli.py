@@ -33,7 +33,7 @@ from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
 from jaxtheory.experiments import EXPERIMENTS, configure, describe, format_value
 from jaxtheory.sweep import STRATEGIES, outdir
-from jaxtheory.errors import ConfigError
+from jaxtheory.errors import ConfigError, JaxtheoryError
 
 USAGE_ERROR = 2
 
@@ -204,10 +204,17 @@ def run_experiment(experiment, sets, preset, out, strategy, no_plots, resume, ch
       results = sweep.save(ds, os.path.join(out, "results.nc"))
       make_figures = getattr(module, "figures", plots.save_default_figures)
       figures = [] if no_plots else make_figures(ds, out)
-  except (ConfigError, DataError, ValueError, OSError) as e:
+  # Bad input and unwritable folders are one-line errors; any other exception is a bug and
+  # keeps its traceback (a plain ValueError from deep inside would otherwise pass for a
+  # user's mistake).
+  except (JaxtheoryError, OSError) as e:
     if created:  # nothing of a run that never trained stays behind
       _remove_if_unused(out)
     _fail(f"cannot write into {out}: {outdir.reason(e)}" if isinstance(e, OSError) else str(e))
+  except BaseException:
+    if created:
+      _remove_if_unused(out)
+    raise
   _print_summary(module, ds, experiment, [results, config, *figures])
 
 

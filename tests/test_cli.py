@@ -221,3 +221,28 @@ def test_plot_redraws_the_figures_of_a_saved_run(tmp_path):
   assert all(os.path.getsize(p) > 0 for p in written) and len(written) == 11
   res = _invoke("plot", str(tmp_path / "nothing"))
   assert res.exit_code == 2 and "results.nc does not exist" in res.stderr
+
+
+@pytest.mark.parametrize("raised,one_line", [
+    (ConfigError("lr must be >= 0, got -1"), True),
+    (OSError(28, "No space left on device"), True),
+    (ValueError("operands could not be broadcast together"), False),
+])
+def test_run_reports_bad_input_in_one_line_and_bugs_with_their_traceback(
+    raised, one_line, tmp_path, monkeypatch):
+  """A user's mistake is one ``error:`` line; an exception jaxtheory did not raise on purpose
+  (here a plain ValueError from inside the run) is a bug and is not dressed up as one."""
+
+  def run(cfg, **kwargs):
+    raise raised
+
+  monkeypatch.setattr(width_sweep, "run", run)
+  res = CliRunner().invoke(cli, ["run", "width-sweep", "--out", str(tmp_path / "o")])
+  assert res.exit_code != 0
+  if one_line:
+    assert res.output.strip().splitlines()[-1].startswith("error:"), res.output
+    assert not isinstance(res.exception, type(raised)) or isinstance(res.exception, SystemExit)
+  else:
+    assert res.exception is raised
+    assert "error:" not in res.output
+  assert not (tmp_path / "o").exists()  # nothing of a run that never trained stays behind
