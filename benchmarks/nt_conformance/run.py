@@ -78,6 +78,8 @@ CI_CASES = (
     "tests/stax/requirements_test.py::DiagonalClassTest::test_diagonal_compose_is_associative",
     "tests/batching_test.py::BatchTest::testAnalyticKernelComposeParallel",
     "tests/stax/linear_test.py::ConvTransposeTest::test_conv_transpose_circular0",
+    # Masking (mask_constant) through nested parallel Dense/Conv/Flatten/Dropout/GlobalAvgPool.
+    "tests/stax/stax_test.py::ParallelInOutTest::test_nested_parallel0",
 )
 
 # Test plumbing only: JAX APIs that NT's tests use and current JAX removed.
