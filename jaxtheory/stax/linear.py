@@ -75,20 +75,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
                   parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> _Triple:
   """Transposed convolution (NT's ``stax.ConvTranspose``, ``lax.conv_transpose``).
 
-  Args:
-    out_chan: output channels.
-    filter_shape: the filter's spatial sizes (in the filter spec's order).
-    strides: per spatial axis (default 1); the output grows by them.
-    padding: ``'SAME'``, ``'VALID'`` or ``'CIRCULAR'`` (the ``'VALID'`` output folded
-      onto ``n * stride`` periodic positions).
-    W_std: weight standard deviation.
-    b_std: bias standard deviation (``None``: no bias).
-    dimension_numbers: ``(lhs, rhs, out)`` specs of any layout, as in :func:`Conv`.
-    parameterization: ``'ntk'`` or ``'standard'``.
-    s: NT's ``(s_in, s_out)`` width scale of the standard parameterization.
-
-  Returns:
-    ``(init_fn, apply_fn, kernel_fn)``.
+  The arguments are :func:`Conv`'s, except that the output grows by the
+  ``strides``, and ``'CIRCULAR'`` padding folds the ``'VALID'`` output onto
+  ``n * stride`` periodic positions. Returns ``(init_fn, apply_fn, kernel_fn)``.
   """
   padding = _check_padding(padding)
   lay = _width_scaled(
