@@ -43,14 +43,15 @@ def test_apply_returns_masks_and_unmask_zeroes_them():
 
 
 def test_global_avg_pool_averages_unmasked_positions_only():
-  x = _inputs()
+  x = _inputs(c=1)  # pooling needs whole positions masked: one channel here
   init, apply, _ = stax.GlobalAvgPool()
   _, params = init(jax.random.key(0), x.shape)
   out = apply(params, x, mask_constant=MASK)
   want = np.asarray(x)[1, :4].mean(0)
   np.testing.assert_allclose(np.asarray(out.masked_value)[1], want, rtol=1e-12)
-  np.testing.assert_array_equal(np.asarray(out.mask), [[False] * 3, [False] * 3, [False] * 3,
-                                                       [True] * 3])
+  np.testing.assert_array_equal(np.asarray(out.mask), [[False], [False], [False], [True]])
+  with pytest.raises(NotImplementedError, match="differs between channels"):
+    apply(params, _inputs(c=3), mask_constant=MASK)
 
 
 @pytest.mark.parametrize("get", ["nngp", "ntk"])
@@ -112,7 +113,7 @@ def test_layers_without_a_masking_rule_refuse_masked_inputs():
 def test_channelwise_masks_need_a_collapsing_layer_first():
   x = jnp.ones((2, 3, 2)).at[0, 1, 0].set(MASK)
   kernel_fn = stax.AvgPool((1,))[2]  # keeps the mask and re-masks its kernel
-  with pytest.raises(NotImplementedError, match="differ between channels"):
+  with pytest.raises(NotImplementedError, match="between channels"):
     kernel_fn(x, None, "nngp", mask_constant=MASK)
 
 
@@ -174,3 +175,59 @@ def test_pool_mask_keeps_each_windows_centre():
   np.testing.assert_array_equal(masking.pool_mask(m, (2,), (2,), "VALID")[0, :, 0],
                                 [False, True])
   assert masking.pool_mask(m, (3,), (1,), "SAME") is m
+
+
+def test_batched_masked_kernels_carry_the_whole_masks():
+  """In blocks (batch_size, nt.batch) the result's masks are those of all examples, and the
+  Kernel passed back in (whole or in blocks) gives the unbatched answer."""
+  x = _inputs(n=4, t=3, c=2)
+  kernel_fn = stax.serial(stax.Dense(4), stax.Relu())[2]
+  whole = kernel_fn(x, None, None, mask_constant=MASK)
+  next_fn = stax.serial(stax.Dense(4), stax.GlobalAvgPool())[2]
+  want = next_fn(whole, get="nngp")
+  for size in (1, 2):
+    blocked = kernel_fn(x, None, None, mask_constant=MASK, batch_size=size)
+    np.testing.assert_array_equal(blocked.mask1, whole.mask1)
+    assert blocked.mask2 is None and blocked.cov2 is None
+    np.testing.assert_allclose(next_fn(blocked, get="nngp"), want, rtol=1e-12)
+    np.testing.assert_allclose(nt.batch(next_fn, size)(whole, get="nngp"), want, rtol=1e-12)
+
+
+def test_nan_mask_constant_with_an_equal_x2_is_the_same_inputs():
+  """x1_is_x2 compares the masked inputs: NaN padding does not make x2 differ from x1."""
+  x = jnp.where(_inputs() == MASK, jnp.nan, _inputs())
+  kernel_fn = stax.serial(stax.Dense(8), stax.Relu(), stax.Dropout(0.5), stax.GlobalAvgPool())[2]
+  same = kernel_fn(x, None, "nngp", mask_constant=jnp.nan)
+  given = kernel_fn(x, x + 0.0, "nngp", mask_constant=jnp.nan)
+  np.testing.assert_allclose(given, same, rtol=1e-12)
+
+
+def test_kernels_that_change_the_number_of_examples_refuse_blocks():
+  x = jax.random.normal(jax.random.key(12), (4, 3))
+  kernel_fn = stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(8), stax.Dense(8)),
+                          stax.FanInConcat(axis=0))[2]
+  assert kernel_fn(x, None, "nngp").shape == (8, 8)
+  with pytest.raises(ValueError, match="changes the number of examples"):
+    kernel_fn(x, None, "nngp", batch_size=2)
+  with pytest.raises(TypeError, match="mask_constant= instead of passing a MaskedArray"):
+    kernel_fn(stax.MaskedArray(x, x > 0), None, "nngp")
+
+
+def test_monte_carlo_keeps_its_blocks_unless_the_network_draws_from_rng():
+  from jaxtheory.kernels import monte_carlo  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(13), (6, 3))
+  plain = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(2))
+  dropout = stax.serial(stax.Dense(4), stax.Dropout(0.5), stax.Dense(2))
+  assert not monte_carlo._uses_rng(plain[0], plain[1], x, {})
+  assert monte_carlo._uses_rng(dropout[0], dropout[1], x, {})
+  seen = []
+
+  def apply(params, inputs, **kwargs):
+    seen.append(inputs.shape[0])
+    return plain[1](params, inputs, **kwargs)
+
+  mc = nt.monte_carlo_kernel_fn(plain[0], apply, jax.random.key(14), 2, batch_size=2,
+                                device_count=0)
+  mc(x, None, "nngp")
+  # The first call traces the whole input (is rng read?); the kernel is then computed in blocks.
+  assert seen[0] == 6 and seen[1:] and max(seen[1:]) == 2, seen

@@ -117,6 +117,7 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       cols = []
       for j in range(0, n2, b2):
         block = run(group, _rows(x2_, j, b2), arrays)
+        _check_block(block, b1 * n_dev, b2)
         block = _cut(block, min(b1 * n_dev, n1 - i), min(b2, n2 - j))
         cols.append(block if store_on_device else jax.device_get(block))
       rows.append(_concat(cols, axis=1, store_on_device=store_on_device))
@@ -328,9 +329,12 @@ def _fields(out):
   return tuple(fields) if fields else None
 
 
-# Fields of a kernel that are blocks of the result; any other field (``x1_is_x2``,
-# masks, static metadata) is the same for every block and passes through.
-_BLOCK_FIELDS = ("nngp", "ntk", "cov1", "cov2")
+# Fields of a kernel that are blocks of the result: ``(n1, n2, ...)``, or per row of blocks
+# (``x1``'s: ``cov1``, ``mask1``) or per column (``x2``'s); any other field (``x1_is_x2``,
+# static metadata) is the same for every block and passes through.
+_ROW_FIELDS = ("cov1", "mask1")
+_COL_FIELDS = ("cov2", "mask2")
+_BLOCK_FIELDS = ("nngp", "ntk") + _ROW_FIELDS + _COL_FIELDS
 
 
 def _map_kernel(out, fn, other=lambda a: a):
@@ -349,12 +353,23 @@ def _map_kernel(out, fn, other=lambda a: a):
 
 def _cut(block, m1: int, m2: int):
   def cut(a, field):
-    if field == "cov1":
+    if field in _ROW_FIELDS:
       return a[:m1]
-    if field == "cov2":
+    if field in _COL_FIELDS:
       return a[:m2]
     return a[:m1, :m2]
   return _map_kernel(block, cut)
+
+
+def _check_block(block, rows: int, cols: int) -> None:
+  """A block of ``rows x cols`` examples must give a kernel of that many (else it is cut wrong)."""
+  for a, field in _leaves(block):
+    if field in ("nngp", "ntk") and a.ndim >= 2 and a.shape[:2] != (rows, cols):
+      raise ValueError(
+          f"batch: a block of {rows} x {cols} examples gave a kernel of {a.shape[0]} x "
+          f"{a.shape[1]}: the kernel function changes the number of examples (e.g. "
+          "FanInConcat along the batch axis), so it cannot be computed in blocks; call it "
+          "without batch_size / nt.batch")
 
 
 def _leaves(out) -> list:
@@ -372,11 +387,11 @@ def _concat(blocks: list, axis: int, store_on_device: bool):
   per_block = [_leaves(b) for b in blocks]
   joined = []
   for i, (first, field) in enumerate(per_block[0]):
-    if (field == "cov1" and axis == 1) or (field == "cov2" and axis == 0):
+    if (field in _ROW_FIELDS and axis == 1) or (field in _COL_FIELDS and axis == 0):
       joined.append(first)  # the same for every block of a row (column)
     else:
       joined.append(cat([leaves[i][0] for leaves in per_block],
-                        axis=0 if field in ("cov1", "cov2") else axis))
+                        axis=0 if field in _ROW_FIELDS + _COL_FIELDS else axis))
   it = iter(joined)
   return _fix_shapes(_map_kernel(blocks[0], lambda a, f: next(it)))
 
@@ -399,7 +414,8 @@ def _drop_cov2(out):
   fields = _fields(out)
   if fields is None or "cov2" not in fields:
     return out
-  return out._replace(cov2=None) if hasattr(out, "_replace") else out.replace(cov2=None)
+  drop = dict(cov2=None, **({"mask2": None} if "mask2" in fields else {}))
+  return out._replace(**drop) if hasattr(out, "_replace") else out.replace(**drop)
 
 
 def _to_host(out):
@@ -423,7 +439,7 @@ def _sharded(call, n_dev: int):
       local = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct((a.shape[0] // n_dev,) + a.shape[1:], a.dtype), x1)
       specs = _map_kernel(jax.eval_shape(call, local, x2, arrays),
-                          lambda a, f: P() if f == "cov2" else P("d"), lambda a: P())
+                          lambda a, f: P() if f in _COL_FIELDS else P("d"), lambda a: P())
       compiled[sig] = jax.jit(jax.shard_map(call, mesh=mesh, in_specs=(P("d"), P(), P()),
                                             out_specs=specs, check_vma=False))
     split, whole = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 
 from jaxtheory.kernels.batching import batch
 from jaxtheory.kernels.empirical import empirical_kernel_fn
@@ -30,11 +31,14 @@ __all__ = ["monte_carlo_kernel_fn"]
 
 
 def _sample_once_kernel_fn(kernel_fn: Callable, init_fn: Callable, batch_size: int = 0,
-                           device_count: int = -1, store_on_device: bool = True) -> Callable:
+                           device_count: int = -1, store_on_device: bool = True,
+                           apply_fn: Callable | None = None) -> Callable:
   """``fn(x1, x2, key, get, **apply_fn_kwargs)``: the empirical kernel of one draw.
 
   ``key`` is split into an init key and a key passed to ``apply_fn`` as
-  ``rng`` (dropout).
+  ``rng`` (dropout). Blocks follow ``batch_size`` and ``device_count``, except
+  that with ``x2=None`` a network that reads ``rng`` (``apply_fn``; all
+  networks when it is not given) is computed as one block.
   """
 
   def sample_once(x1, x2, key, get, **apply_fn_kwargs):
@@ -42,8 +46,39 @@ def _sample_once_kernel_fn(kernel_fn: Callable, init_fn: Callable, batch_size: i
     _, params = init_fn(init_key, jax.tree.map(lambda a: a.shape, x1))
     return kernel_fn(x1, x2, get, params, rng=apply_key, **apply_fn_kwargs)
 
-  # Dropout (the rng passed to apply_fn) draws its mask per position in the batch.
-  return batch(sample_once, batch_size, device_count, store_on_device, by_position=True)
+  blocks = batch(sample_once, batch_size, device_count, store_on_device)
+  # Dropout (the rng passed to apply_fn) draws its mask per position in the batch: with
+  # x2=None an example must meet itself at one position, so such a network is one block.
+  whole = batch(sample_once, batch_size, device_count, store_on_device, by_position=True)
+  uses_rng = {}
+
+  def batched(x1, x2, key, get, **apply_fn_kwargs):
+    if x2 is not None:
+      return blocks(x1, x2, key, get, **apply_fn_kwargs)
+    if apply_fn is None:  # unknown network: one block is always right
+      return whole(x1, x2, key, get, **apply_fn_kwargs)
+    sig = (jax.tree.structure(x1), tuple(jnp.shape(a) for a in jax.tree.leaves(x1)),
+           tuple(sorted(apply_fn_kwargs)))
+    if sig not in uses_rng:
+      uses_rng[sig] = _uses_rng(init_fn, apply_fn, x1, apply_fn_kwargs)
+    return (whole if uses_rng[sig] else blocks)(x1, x2, key, get, **apply_fn_kwargs)
+
+  return batched
+
+
+def _uses_rng(init_fn: Callable, apply_fn: Callable, x, kwargs) -> bool:
+  """Whether ``apply_fn(params, x, rng=key, **kwargs)`` reads ``key`` (traced, not run; when
+  it cannot be traced apart from a run, assume it does: one block is always correct)."""
+  shapes = jax.tree.map(lambda a: a.shape, x)
+  spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
+  try:
+    params = jax.eval_shape(lambda k: init_fn(k, shapes)[1], jax.random.key(0))
+    closed = jax.make_jaxpr(lambda k, p, xs: apply_fn(p, xs, rng=k, **kwargs))(
+        jax.random.key(0), params, spec)
+  except Exception:  # pylint: disable=broad-except
+    return True
+  key = closed.jaxpr.invars[0]
+  return any(key in e.invars for e in closed.jaxpr.eqns) or key in closed.jaxpr.outvars
 
 
 def _canonical_n_samples(n_samples) -> tuple[set[int], bool]:
@@ -97,7 +132,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
   empirical = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes,
                                   implementation, _j_rules, _s_rules, _fwd)
   sample_once = _sample_once_kernel_fn(empirical, init_fn, batch_size, device_count,
-                                       store_on_device)
+                                       store_on_device, apply_fn)
 
   def running_means(x1, x2, get, apply_fn_kwargs):
     k, total = key, None

@@ -96,7 +96,10 @@ class Kernel:
     ntk = self.ntk
     if ntk is not None and ntk.ndim >= 2:
       ntk = ntk[n1_slice, n2_slice]
+    mask2 = self.mask1 if self.mask2 is None else self.mask2  # x2 is x1: so is its mask
     return self.replace(nngp=self.nngp[n1_slice, n2_slice], ntk=ntk, cov1=cov1, cov2=cov2,
+                        mask1=None if self.mask1 is None else self.mask1[n1_slice],
+                        mask2=None if mask2 is None else mask2[n2_slice],
                         shape1=(cov1.shape[0],) + tuple(self.shape1[1:]),
                         shape2=(cov2.shape[0],) + tuple(self.shape2[1:]))
 
@@ -217,9 +220,9 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk, mask_constant
     raise ValueError(f"x1 and x2 must be the same pytree of inputs, got {len(leaves1)} and "
                      f"{len(leaves2)} arrays")
   def mk(a, b, ntk):
-    eq = x1_is_x2(a, b)
     a, m1 = masking.input_mask(a, mask_constant)
     b, m2 = (None, None) if b is None else masking.input_mask(b, mask_constant)
+    eq = x1_is_x2(a, b)  # of the masked inputs (a NaN mask_constant is not unequal to itself)
     return analytic.inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial,
                                      compute_ntk=ntk).replace(x1_is_x2=eq, mask1=m1, mask2=m2)
 
@@ -231,7 +234,10 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk, mask_constant
       k22 = jax.tree.unflatten(tree, [mk(a if b is None else b, None, False)
                                       for a, b in zip(leaves1, leaves2)])
   same = jax.tree.unflatten(tree, [b is None for b in leaves2])
-  eq = jax.tree.unflatten(tree, [x1_is_x2(a, b) for a, b in zip(leaves1, leaves2)])
+  eq = jax.tree.unflatten(tree, [x1_is_x2(masking.input_mask(a, mask_constant)[0],
+                                          None if b is None else
+                                          masking.input_mask(b, mask_constant)[0])
+                                 for a, b in zip(leaves1, leaves2)])
   return k12, k11, k22, same, eq
 
 
@@ -362,6 +368,10 @@ def kernel_fn(layer, ctx) -> Callable:
                         f"shape {mask_constant.shape} of {mask_constant.dtype}")
     if kwargs:
       raise TypeError(f"kernel_fn got unsupported keyword arguments {sorted(kwargs)}")
+    if any(hasattr(l, "masked_value") for l in jax.tree.leaves(
+        (x1, x2), is_leaf=lambda v: hasattr(v, "masked_value"))):
+      raise TypeError("kernel_fn takes arrays (or Kernels); mark padding with mask_constant= "
+                      "instead of passing a MaskedArray")
     pattern = _pattern_pair(pattern)
     names, single = (None, False) if get is None else _normalize_get(get)
     want_ntk = names is None or "ntk" in names
