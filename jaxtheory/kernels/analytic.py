@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxtheory.kernels import masking, padding as pad
+from jaxtheory.kernels._spatial import spread as _spread, variances as _variances
 
 Array = jax.Array
 KernelMap = Callable[[Any, Any], Any]
@@ -207,33 +208,7 @@ def inputs_to_kernel(x1: jax.typing.ArrayLike, x2: jax.typing.ArrayLike | None =
 
 
 # ----------------------------------------------------------------------------
-# Spatial bookkeeping.
-
-
-def _variances(cov: Array, diagonal_spatial: bool) -> Array:
-  """Per-position variances ``(n, h, w, ...)`` of a ``cov1``-shaped array."""
-  if diagonal_spatial:
-    return cov
-  for _ in range((cov.ndim - 1) // 2):
-    cov = jnp.diagonal(cov, axis1=1, axis2=2)  # appends the diagonal: order is kept
-  return cov
-
-
-def _spread(v: Array, left: bool, batch_ndim: int, diagonal_spatial: bool) -> Array:
-  """Reshapes per-position variances ``(n, *s)`` to broadcast against a kernel.
-
-  ``left`` variances index the first batch axis and the first copy of each
-  spatial axis; right ones the second. ``batch_ndim`` is that of the target.
-  """
-  n, sp = v.shape[0], v.shape[1:]
-  if batch_ndim == 2:
-    lead = (n, 1) if left else (1, n)
-  else:
-    lead = (n,)
-  if diagonal_spatial:
-    return v.reshape(lead + sp)
-  pairs = sum((((s, 1) if left else (1, s)) for s in sp), ())
-  return v.reshape(lead + pairs)
+# Spatial bookkeeping (per-position arrays: :mod:`jaxtheory.kernels._spatial`).
 
 
 def _pads(size: int, window: int, stride: int, padding: str):

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtheory.kernels._spatial import spread
+
 Array = jax.Array
 
 
@@ -49,29 +51,20 @@ def input_mask(x, mask_constant) -> tuple[Array, Array | None]:
   return jnp.where(mask, jnp.zeros((), x.dtype), x), mask
 
 
-def _positions(mask: Array, where: str) -> Array:
-  """``(n, *spatial)``: a channel-collapsed mask without its unit channel axis."""
+def whole_positions(mask: Array, where: str) -> Array:
+  """``mask`` itself if it masks whole positions (a unit channel axis), else a clear error."""
   if mask.shape[-1] != 1:
     raise NotImplementedError(
-        f"{where}: masks that differ between channels (shape {mask.shape}) are not supported by "
-        "infinite-width kernels; mask whole positions (all channels of an entry alike), or put "
-        "a Dense or Conv layer first, which masks a position when all its channels are masked")
-  return mask[..., 0]
+        f"{where}: a mask that differs between channels (shape {mask.shape}) is not supported "
+        "here; mask whole positions (all channels of an entry alike), or put a Dense or Conv "
+        "layer first, which masks a position when all its channels are masked")
+  return mask
 
 
 def _outer(m1: Array, m2: Array, same_batch: bool, diagonal_spatial: bool) -> Array:
   """Boolean ``m1[i, s] | m2[j, s']`` laid out like a covariance of that kind."""
-  if same_batch:
-    if diagonal_spatial:
-      return m1 | m2
-    a = m1.reshape(m1.shape[:1] + sum(((d, 1) for d in m1.shape[1:]), ()))
-    b = m2.reshape(m2.shape[:1] + sum(((1, d) for d in m2.shape[1:]), ()))
-    return a | b
-  if diagonal_spatial:
-    return m1[:, None] | m2[None, :]
-  a = m1.reshape(m1.shape[:1] + (1,) + sum(((d, 1) for d in m1.shape[1:]), ()))
-  b = m2.reshape((1,) + m2.shape[:1] + sum(((1, d) for d in m2.shape[1:]), ()))
-  return a | b
+  bn = 1 if same_batch else 2
+  return spread(m1, True, bn, diagonal_spatial) | spread(m2, False, bn, diagonal_spatial)
 
 
 def products(k, where: str = "masking"):
@@ -81,11 +74,11 @@ def products(k, where: str = "masking"):
     return None, None, None
   n1, n2 = k.nngp.shape[:2]
   none = lambda n: jnp.zeros((n, *k.spatial_shape), bool)
-  m1 = none(n1) if k.mask1 is None else _positions(k.mask1, where)
+  m1 = none(n1) if k.mask1 is None else whole_positions(k.mask1, where)[..., 0]
   if k.mask2 is None:  # x2 is x1 (no cov2), or x2 is not masked
     m2 = m1 if k.cov2 is None else none(n2)
   else:
-    m2 = _positions(k.mask2, where)
+    m2 = whole_positions(k.mask2, where)[..., 0]
   m1 = jnp.broadcast_to(m1, (n1, *k.spatial_shape))
   m2 = jnp.broadcast_to(m2, (n2, *k.spatial_shape))
   d = k.diagonal_spatial

@@ -23,7 +23,8 @@ import numpy as np
 import scipy.special
 from jax import lax
 
-from jaxtheory.kernels.analytic import Kernel, KernelMap, _spread, _variances
+from jaxtheory.kernels._spatial import spread as _spread, variances as _variances
+from jaxtheory.kernels.analytic import Kernel, KernelMap
 
 Array = jax.Array
 

@@ -234,10 +234,7 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk, mask_constant
       k22 = jax.tree.unflatten(tree, [mk(a if b is None else b, None, False)
                                       for a, b in zip(leaves1, leaves2)])
   same = jax.tree.unflatten(tree, [b is None for b in leaves2])
-  eq = jax.tree.unflatten(tree, [x1_is_x2(masking.input_mask(a, mask_constant)[0],
-                                          None if b is None else
-                                          masking.input_mask(b, mask_constant)[0])
-                                 for a, b in zip(leaves1, leaves2)])
+  eq = jax.tree.map(lambda k: k.x1_is_x2, k12, is_leaf=lambda k: isinstance(k, analytic.Kernel))
   return k12, k11, k22, same, eq
 
 

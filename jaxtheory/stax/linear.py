@@ -137,7 +137,7 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
   rule = (masking.Rule(lambda m, shape: kmasking.pool_mask(
-      _whole_positions(m, "AvgPool"), window_shape, strides, padding), remask=True)
+      kmasking.whole_positions(m, "AvgPool"), window_shape, strides, padding), remask=True)
           if (batch_axis, channel_axis) == (0, -1) else None)
   return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),
                              batch_axis, channel_axis), (batch_axis, channel_axis), mask=rule)
@@ -161,23 +161,12 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
   channel axes in their input order."""
-  rule = (masking.Rule(lambda m, shape: jnp.all(_whole_positions(m, "GlobalAvgPool"),
+  rule = (masking.Rule(lambda m, shape: jnp.all(kmasking.whole_positions(m, "GlobalAvgPool"),
                                                 axis=tuple(range(1, m.ndim - 1))),
                        apply=_global_avg_pool_masked) if (batch_axis, channel_axis) == (0, -1)
           else None)
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
                  (batch_axis, channel_axis), mask=rule)
-
-
-def _whole_positions(mask, name: str):
-  """Pooling averages positions: its input's mask must mask whole positions (a unit channel
-  axis, as after a Dense or Conv layer), as in NT."""
-  if mask.shape[-1] != 1:
-    raise NotImplementedError(
-        f"{name}: a mask that differs between channels (shape {mask.shape}) is not supported "
-        "before pooling; put a Dense or Conv layer first, which masks a position when all its "
-        "channels are masked")
-  return mask
 
 
 def _global_avg_pool_masked(params, x, mask, feat, ctx):
