@@ -335,7 +335,8 @@ class AffineRule(NamedTuple):
 def affine(W_std: float, b_std: float | None, *, out_wide: bool,
            rule: Callable[[Any], AffineRule] = lambda ctx: AffineRule(),
            filter_shape: Sequence[int] = (), strides: Sequence[int] = (),
-           padding: str = "VALID", name: str = "dense", transpose: bool = False) -> KernelMap:
+           padding: str = "VALID", name: str = "dense", transpose: bool = False,
+           shared: bool = True) -> KernelMap:
   r"""Kernel map of a dense (``filter_shape=()``) or convolutional layer.
 
   With :math:`\sigma = W_{std}\cdot` ``init_scale`` and :math:`\mathcal A`
@@ -379,6 +380,10 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
     name: layer name for error messages.
     transpose: a transposed convolution (``lax.conv_transpose``): :math:`\mathcal A`
       is :func:`_conv_transpose_average`.
+    shared: ``False`` for a locally connected layer (unshared weights and biases,
+      one per output position): different positions are independent, so every
+      off-diagonal position pair is zero and each position's variance is the
+      shared conv's (:func:`_unshared`).
   """
   filter_shape, strides = tuple(filter_shape), tuple(strides)
   average = _conv_transpose_average if transpose else _conv_average
@@ -393,28 +398,70 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
                        f"spatial axes, the input kernel has {k.nspatial}")
     lin = ((lambda m, bn: average(m, bn, filter_shape, strides, padding, k.diagonal_spatial))
            if filter_shape else (lambda m, bn: m))
+    if not (shared or k.diagonal_spatial):
+      lin = _unshared(lambda m, bn: average(m, bn, filter_shape, strides, padding, True))
     sigma2 = (W_std * r.init_scale) ** 2
     readout = k.wide and not out_wide
     if p in ("mup", "mf") and readout:
       sigma2 = 0.0
     b2 = 0.0 if b_std is None else b_std ** 2
     lk = _map(k, lin)
-    out = _map(lk, lambda m, _: sigma2 * m + b2, with_ntk=False)
+    # A bias is one variable per channel, or per channel and position if unshared.
+    same = ((lambda m, bn: 1.0) if shared or k.diagonal_spatial
+            else (lambda m, bn: _position_eye(m.shape[bn:], m.dtype).reshape(
+                (1,) * bn + m.shape[bn:])))
+    out = _map(lk, lambda m, bn: sigma2 * m + b2 * same(m, bn), with_ntk=False)
     ntk = None
     if k.ntk is not None:
       if p == "sp":
         fan_in = k.channels * receptive
-        ntk = fan_in * lk.nngp + sigma2 * lk.ntk + (0.0 if b_std is None else 1.0)
+        ntk = (fan_in * lk.nngp + sigma2 * lk.ntk
+               + (0.0 if b_std is None else same(lk.nngp, 2)))
       elif p == "ntk" and r.width_ratio is not None:
         # The base fan-in: the fan-in the layer would have at the base width.
         fan_in0 = k.channels * receptive / (r.width_ratio if k.wide else 1.0)
         ntk = (fan_in0 * jnp.where(sigma2 == 0, 0.0, lk.nngp) + sigma2 * lk.ntk
-               + (0.0 if b_std is None else 1.0))
+               + (0.0 if b_std is None else same(lk.nngp, 2)))
       else:
         ntk = out.nngp + sigma2 * lk.ntk
     return out.replace(ntk=ntk, channels=r.out_channels, is_gaussian=True, wide=out_wide)
 
   return kernel
+
+
+def _position_eye(spatial: Sequence[int], dtype) -> Array:
+  """``1`` where every position pair of the full layout ``(h, h', w, w', ...)`` is equal."""
+  eye = jnp.ones((), dtype)
+  for n in spatial[::2]:
+    eye = jnp.multiply.outer(eye, jnp.eye(n, dtype=dtype))
+  return eye
+
+
+def _unshared(average_diagonal) -> Callable:
+  """An unshared layer's map on the full layout: the diagonal-layout map
+  ``average_diagonal(m, batch_ndim)`` of the same-position entries, placed back on the
+  diagonal (distinct positions see independent weights, so they do not covary)."""
+
+  def lin(m, bn):
+    if m.ndim < bn:  # a scalar NTK placeholder
+      return m
+    diag = m
+    for _ in range((m.ndim - bn) // 2):  # (h, h', w, w') -> (w, w', h) -> (h, w)
+      diag = jnp.diagonal(diag, axis1=bn, axis2=bn + 1)
+    diag = average_diagonal(diag, bn)
+    full = diag
+    for a in range(diag.ndim - bn):  # (h, w) -> (h, h', w, w')
+      full = jnp.moveaxis(_diag_embed(jnp.moveaxis(full, bn + 2 * a, -1)), (-2, -1),
+                          (bn + 2 * a, bn + 2 * a + 1))
+    return full
+
+  return lin
+
+
+def _diag_embed(v: Array) -> Array:
+  """``(..., n) -> (..., n, n)`` with ``v`` on the diagonal."""
+  eye = jnp.eye(v.shape[-1], dtype=v.dtype)
+  return v[..., None] * eye.reshape((1,) * (v.ndim - 1) + eye.shape)
 
 
 def flatten() -> KernelMap:

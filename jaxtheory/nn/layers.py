@@ -84,13 +84,14 @@ class _Affine:
       return self.out_dim
     return self.width_mult * ctx.width
 
-  def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense", transpose=False):
+  def kernel(self, filter_shape=(), strides=(), padding="VALID", name="dense", transpose=False,
+             shared=True):
     rule = lambda ctx: analytic.AffineRule(self.parametrization or ctx.parametrization,
                                            ctx.init_scale, self.out_channels(ctx),
                                            width_ratio(ctx))
     return analytic.affine(self.W_std, self.b_std, out_wide=self.width_mult is not None,
                            rule=rule, filter_shape=filter_shape, strides=strides,
-                           padding=padding, name=name, transpose=transpose)
+                           padding=padding, name=name, transpose=transpose, shared=shared)
 
   def rules(self, fin: Feat, d_in: int, ctx):
     ctx = self.ctx(ctx)
@@ -195,6 +196,74 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
   """
   return _conv_like("conv_transpose", lax.conv_transpose, out_chan, filter_shape, strides,
                     padding, W_std, b_std, width_mult, parametrization, transpose=True)
+
+
+def conv_local(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+               padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+               width_mult: float | None = None, parametrization: str | None = None) -> Layer:
+  """Locally connected layer (an unshared convolution): a separate filter and bias per output
+  position (``lax.conv_general_dilated_local``), over channels-last inputs.
+
+  Arguments as in :func:`conv`. ``W`` is ``(*out_spatial, c_in * prod(filter_shape),
+  out_chan)`` (lax's layout: the input channel is the slow index), ``b`` is
+  ``(*out_spatial, out_chan)``. In the limit, positions no longer covary
+  (:func:`jaxtheory.kernels.analytic.affine` with ``shared=False``); each position's
+  variance is a convolution's.
+  """
+  _check_positive_int("out_chan", out_chan)
+  filter_shape = tuple(filter_shape)
+  strides = tuple(strides) if strides is not None else (1,) * len(filter_shape)
+  pad.check(padding)
+  dims = _conv_dims(len(filter_shape))
+  receptive = math.prod(filter_shape)
+  aff = _Affine(out_chan, W_std, b_std, width_mult, receptive, parametrization)
+  spatial = tuple(range(1, len(filter_shape) + 1))
+
+  def _conv(x, W):
+    if padding == "CIRCULAR":  # periodic input, then VALID: SAME's output shape
+      x, p = pad.wrap(x, spatial, filter_shape, strides), "VALID"
+    else:
+      p = padding
+    return lax.conv_general_dilated_local(x, W, strides, p, filter_shape,
+                                          dimension_numbers=dims)
+
+  def out_spatial(shape):
+    probe = jax.ShapeDtypeStruct(filter_shape + (shape[-1], out_chan), _FLOAT())
+    x = jax.ShapeDtypeStruct(shape, _FLOAT())
+    p = "SAME" if padding == "CIRCULAR" else padding
+    return jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+        x, w, strides, p, dimension_numbers=dims), x, probe).shape[1:-1]
+
+  def init(key, spec, ctx):
+    if len(spec.shape) != len(filter_shape) + 2:
+      raise ValueError(
+          f"conv_local with a {len(filter_shape)}D filter needs inputs (batch, "
+          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
+    c_in = spec.shape[-1]
+    out_sp = out_spatial(spec.shape)
+    fout, w, b = aff.rules(spec.feat, c_in, ctx)
+    kW, kb = jax.random.split(key)
+    # Drawn with the input channel on axis -2 (as conv's filters, so padded input channels
+    # are masked rows), then laid out as lax wants: (*out, c_in * prod(filter), out).
+    W = _draw_weight(kW, out_sp + (receptive, c_in, out_chan), spec.feat) * w.std
+    W = _row_col_mask(W, spec.feat, fout)
+    W = jnp.swapaxes(W, -3, -2).reshape(out_sp + (c_in * receptive, out_chan))
+    params, scales = {"W": W}, {"W": w.lr}
+    if b is not None:
+      params["b"] = apply_mask(stable_normal(kb, out_sp + (out_chan,), _FLOAT()) * b.std, fout)
+      scales["b"] = b.lr
+    return Spec((spec.shape[0],) + out_sp + (out_chan,), fout), params, scales
+
+  def apply(params, x, feat, ctx):
+    _check_float_input("conv_local", x)
+    fout, w, b = aff.rules(feat, x.shape[-1], ctx)
+    y = _conv(x, params["W"]) * w.mult
+    if b is not None:
+      y = y + params["b"][None] * b.mult
+    return apply_mask(y, fout), fout
+
+  return Layer(init, apply, aff.kernel(filter_shape, strides, padding, "conv_local",
+                                       shared=False))
 
 
 def _conv_like(name: str, op: Callable, out_chan, filter_shape, strides, padding, W_std, b_std,

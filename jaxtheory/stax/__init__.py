@@ -33,7 +33,8 @@ changing the import::
   ``kernel_fn(x1, x2, mask_constant=c)`` treat entries equal to ``c`` as
   padding; ``apply_fn`` then returns a :class:`MaskedArray` (``unmask_fn``
   zeroes its masked entries). ``Dense`` and ``Conv`` (channels-last),
-  ``AvgPool``, ``GlobalAvgPool`` (a mean over the unmasked positions),
+  ``ConvLocal``, ``AvgPool``, ``GlobalAvgPool`` (a mean over the unmasked positions),
+  ``GlobalSelfAttention`` (masked keys are left out),
   ``Flatten``, the nonlinearities, ``Dropout``, ``Identity``, ``DotGeneral``
   and the fan-in/fan-out combinators follow masks
   (:mod:`jaxtheory.kernels.masking`); other layers refuse a masked input with
@@ -48,8 +49,10 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Flatten``, ``AvgPool``, ``GlobalAvgPool``, ``LayerNorm`` (channel axis), ``Aggregate``,
 ``FanOut``, ``FanInSum``, ``FanInConcat``, ``repeat``, ``Elementwise``,
 ``Gaussian``, ``Gabor``, ``Sigmoid_like``, ``Hermite``, ``Polynomial``,
-``Dropout``, ``layer``, ``ConvTranspose``, ``Index`` (with ``Slice``), ``DotGeneral`` with
-a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout and
+``Dropout``, ``layer``, ``ConvTranspose``, ``ConvLocal`` (locally connected),
+``GlobalSelfAttention`` (its kernel: linear scaling with any mechanism, or the identity
+mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Slice``),
+``DotGeneral`` with a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
 ``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
 ``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
@@ -57,9 +60,7 @@ a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout
 
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
 of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
-non-channel axes; attention (``GlobalSelfAttention``),
-``BatchNorm`` (NT has none either),
-``ConvLocal``, ``SumPool``/``GlobalSumPool``,
+non-channel axes; ``BatchNorm`` (NT has none either), ``SumPool``/``GlobalSumPool``,
 ``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires``
 decorator (its values, ``Bool`` and ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
@@ -72,6 +73,8 @@ from jaxtheory.kernels.nt_kernel import Kernel  # noqa: F401 (NT's stax name)
 from jaxtheory.kernels.requirements import Bool, Diagonal  # noqa: F401 (NT's stax names)
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape  # noqa: F401 (nt imports them)
 from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
+from jaxtheory.stax.attention import (  # noqa: F401
+    AttentionMechanism, GlobalSelfAttention, PositionalEmbedding)
 from jaxtheory.stax.combinators import (  # noqa: F401
     FanInConcat, FanInSum, FanOut, Identity, layer, parallel, repeat, serial, unmask_fn)
 from jaxtheory.stax.elementwise import (  # noqa: F401
@@ -79,5 +82,5 @@ from jaxtheory.stax.elementwise import (  # noqa: F401
     Gelu, Hermite, LeakyRelu, Monomial, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
     Sign, Sin)
 from jaxtheory.stax.linear import (  # noqa: F401
-    Aggregate, AvgPool, Conv, ConvTranspose, Dense, DotGeneral, Dropout, Flatten, GlobalAvgPool,
-    Index, LayerNorm, Slice)
+    Aggregate, AvgPool, Conv, ConvLocal, ConvTranspose, Dense, DotGeneral, Dropout, Flatten,
+    GlobalAvgPool, Index, LayerNorm, Slice)

@@ -305,13 +305,15 @@ def _check_padding(padding):
 
 
 def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
-               b_axis: int = -1) -> core.Layer:
+               b_axis: int = -1, b_local: bool = False) -> core.Layer:
   """``layer`` (parameters ``{'W': W, 'b': b}``) holding NT's parameters: a tuple ``(W, b)``.
 
   ``W`` is laid out as NT lays it out: ``w_specs = (ours, NT's)`` name its axes
   in each layout (``None``: the same layout). ``b`` has the output's rank, its
   values on ``b_axis`` and unit axes elsewhere, or is ``None`` without a bias.
   ``apply`` takes that tuple (a scalar ``b`` broadcasts) or jaxtheory's dict.
+  ``b_local``: ``b`` is a locally connected layer's, one per position and channel,
+  held with a leading unit batch axis (NT's ``ConvLocal``).
   """
   w_perm, undo = (None, None) if w_specs is None else (_perm(*w_specs), _perm(*w_specs[::-1]))
 
@@ -319,7 +321,9 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
     out, params, scales = layer.init(key, spec, ctx)
     W = params["W"] if w_perm is None else jnp.transpose(params["W"], w_perm)
     b = params.get("b")
-    if b is not None:
+    if b is not None and b_local:
+      b = b[None]
+    elif b is not None:
       shape = [1] * len(out.shape)
       shape[b_axis % len(out.shape)] = b.shape[0]
       b = b.reshape(shape)
@@ -334,7 +338,9 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
                         f"{type(params).__name__}") from None
       W = jnp.asarray(W) if undo is None else jnp.transpose(jnp.asarray(W), undo)
       params = {"W": W}
-      if b is not None:
+      if b is not None and b_local:
+        params["b"] = jnp.reshape(b, jnp.shape(b)[1:])
+      elif b is not None:
         params["b"] = jnp.reshape(b, (-1,) if jnp.ndim(b) else ())
     return layer.apply(params, x, feat, ctx)
 

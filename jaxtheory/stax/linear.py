@@ -87,18 +87,43 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
   return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
 
 
-def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None) -> _Triple:
+def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+              padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+              dimension_numbers: tuple[str, str, str] | None = None,
+              parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> _Triple:
+  """Locally connected layer (NT's ``stax.ConvLocal``): :func:`Conv` with a separate filter
+  and bias at every output position (``lax.conv_general_dilated_local``).
+
+  The arguments are :func:`Conv`'s. ``W`` is laid out as ``dimension_numbers[1]``
+  with the output's spatial sizes and ``I = c_in * prod(filter_shape)``; ``b`` is
+  shaped like one output. In the limit distinct positions are independent, so the
+  kernel keeps only same-position entries, each a convolution's. Returns
+  ``(init_fn, apply_fn, kernel_fn)``.
+  """
+  padding = _check_padding(padding)
+  lay = _width_scaled(
+      L.conv_local(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
+                   W_std, b_std, parametrization=_param(parameterization)), s, parameterization)
+  window = tuple(filter_shape)
+  strides = (1,) * len(window) if strides is None else tuple(strides)
+  rule = masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
+                                                          strides, padding), remask=True)
+  return _conv_triple(lay, dimension_numbers, len(window), rule, b_local=True)
+
+
+def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
+                 b_local: bool = False) -> _Triple:
   """A channels-last conv layer read and written in ``dimension_numbers``' layouts, its
   filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's);
   masks follow ``rule`` in the channels-last layout only."""
   if dimension_numbers is None:
-    return _Triple(_nt_params(lay), (0, -1), mask=rule)
+    return _Triple(_nt_params(lay, b_local=b_local), (0, -1), mask=rule)
   lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
   canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
-  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C")),
+  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local),
                  (lhs.index("N"), lhs.index("C")), mask=rule if lhs == canon == out else None)
 
 
