@@ -498,16 +498,16 @@ def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
 
 
 def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
-             normalize_edges: bool = False) -> KernelMap:
+             normalize_edges: bool = False, normalize: bool = True) -> KernelMap:
   r"""Average pooling: :math:`K'_{ij} = \frac{1}{n_i n_j}\sum_{d, d' \in w} K_{is+d,\,js+d'}`.
 
   Over the zero-padded input; :math:`n_i` is the window size, or with
   ``normalize_edges`` (NT's flag, which matters for ``'SAME'`` padding) the
-  number of non-padding inputs in window :math:`i`. Needs the full spatial
-  covariance.
+  number of non-padding inputs in window :math:`i`. ``normalize=False``: sum
+  pooling, :math:`n_i = 1`. Needs the full spatial covariance.
   """
   window_shape, strides = tuple(window_shape), tuple(strides)
-  norm = math.prod(window_shape) ** 2
+  norm = math.prod(window_shape) ** 2 if normalize else 1
 
   def kernel(k: Kernel, ctx) -> Kernel:
     del ctx
@@ -520,7 +520,7 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
       return _map(k, lambda m, bn: _pool_sum(
           pad.wrap(m, range(bn, m.ndim), _twice(window_shape), _twice(strides)), bn,
           window_shape, strides, "VALID") / norm)
-    if not normalize_edges:
+    if not (normalize_edges and normalize):
       return _map(k, lambda m, bn: _pool_sum(m, bn, window_shape, strides, padding) / norm)
     counts = [window_counts(n, w, st, padding)
               for n, w, st in zip(k.spatial_shape, window_shape, strides)]
@@ -538,8 +538,9 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
   return kernel
 
 
-def global_avg_pool() -> KernelMap:
-  r"""Global average pooling: :math:`K' = \mathrm{mean}_{s, s'} K_{ss'}`."""
+def global_avg_pool(normalize: bool = True) -> KernelMap:
+  r"""Global average pooling: :math:`K' = \mathrm{mean}_{s, s'} K_{ss'}` (over the unmasked
+  pairs); ``normalize=False``: global sum pooling, :math:`K' = \sum_{s, s'} K_{ss'}`."""
 
   def kernel(k: Kernel, ctx) -> Kernel:
     del ctx
@@ -548,7 +549,8 @@ def global_avg_pool() -> KernelMap:
     if k.diagonal_spatial:
       raise NeedsFullSpatial("global_avg_pool")
     m11, m12, m22 = masking.products(k, "global_avg_pool")
-    mean = masking.masked_spatial_mean
+    mean = (masking.masked_spatial_mean if normalize
+            else lambda m, bn, _: jnp.sum(m, axis=tuple(range(bn, m.ndim))))
     return k.replace(nngp=mean(k.nngp, 2, m12),
                      ntk=None if k.ntk is None else mean(k.ntk, 2, m12),
                      cov1=mean(k.cov1, 1, m11),

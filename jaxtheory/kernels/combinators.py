@@ -46,6 +46,34 @@ def fan_in_sum() -> KernelMap:
   return kernel
 
 
+def fan_in_prod() -> KernelMap:
+  r"""Elementwise product of independent branches: :math:`K = \prod_i K_i` and, by the product
+  rule, :math:`\Theta = \sum_i \Theta_i \prod_{j \ne i} K_j` (NT's ``FanInProd``; the branches
+  must share no parameters, e.g. each ends in its own dense or conv layer). The product of
+  several Gaussians is not Gaussian: a dense or conv layer must follow before a nonlinearity.
+  """
+
+  def kernel(ks, ctx) -> Kernel:
+    del ctx
+    ks = tuple(ks)
+    if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
+      raise ValueError(f"fan_in_prod needs kernels of one shape, got "
+                       f"{[k.nngp.shape for k in ks]}")
+    prod = lambda xs: None if xs[0] is None else functools.reduce(operator.mul, xs)
+    ntk = None
+    if not any(k.ntk is None for k in ks):
+      nngp_so_far, ntk = 1.0, 0.0
+      for k in ks:
+        ntk = ntk * k.nngp + nngp_so_far * k.ntk
+        nngp_so_far = nngp_so_far * k.nngp
+    return ks[0].replace(nngp=prod([k.nngp for k in ks]), ntk=ntk,
+                         cov1=prod([k.cov1 for k in ks]), cov2=prod([k.cov2 for k in ks]),
+                         is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
+                         wide=any(k.wide for k in ks))
+
+  return kernel
+
+
 def _block_diag(mats, pair_axes):
   """Concatenates along ``pair_axes`` (both copies) with zero off-diagonal blocks."""
   totals = {ax: sum(m.shape[ax] for m in mats) for ax in pair_axes}

@@ -1,9 +1,10 @@
 """Pure-function networks: layers, combinators, parametrizations, model constructors."""
 
 from jaxtheory.nn.core import (Ctx, Feat, Layer, Model, PARAMETRIZATIONS, Spec, antisymmetric,
-                               fan_in_concat, fan_in_sum, fan_out, frozen, identity_layer, model,
+                               fan_in_concat, fan_in_prod, fan_in_sum, fan_out, frozen, identity_layer, model,
                                parallel, residual, serial, stable_normal)
-from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv, conv_transpose,
+from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv, conv_local,
+                                 conv_transpose,
                                  cos, dense, elementwise, embedding, erf, exp, flatten,
                                  fourier_features,
                                  gelu, global_avg_pool, identity, layer_norm, leaky_relu,

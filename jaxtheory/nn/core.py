@@ -29,7 +29,9 @@ wraps a layer and an input shape into a :class:`Model` with the familiar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -303,6 +305,30 @@ def fan_in_sum() -> Layer:
     return sum(xs[1:], xs[0]), sum_feats(feats)
 
   return Layer(init, apply, combinators.fan_in_sum())
+
+
+def fan_in_prod() -> Layer:
+  """Multiplies a tuple of activations of equal shape elementwise."""
+
+  def init(key, specs, ctx):
+    del key, ctx
+    shapes = {s.shape for s in specs}
+    if len(shapes) != 1:
+      raise ValueError(f"fan_in_prod needs inputs of one shape, got {sorted(shapes)}")
+    return Spec(specs[0].shape, _prod_feats([s.feat for s in specs])), (), ()
+
+  def apply(params, xs, feats, ctx):
+    del params, ctx
+    return functools.reduce(operator.mul, xs), _prod_feats(feats)
+
+  return Layer(init, apply, combinators.fan_in_prod())
+
+
+def _prod_feats(feats: Sequence[Feat]) -> Feat:
+  """Features of a product of activations (a feature is active if all are)."""
+  wide = any(f.wide for f in feats)
+  masks = [f.mask for f in feats if f.mask is not None]
+  return Feat(wide, functools.reduce(operator.and_, masks) if masks else None)
 
 
 def _concat_feats(feats: Sequence[Feat], sizes: Sequence[int]) -> Feat:

@@ -337,39 +337,45 @@ def flatten() -> Layer:
 
 
 def avg_pool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
-             padding: str = "VALID", normalize_edges: bool = False) -> Layer:
+             padding: str = "VALID", normalize_edges: bool = False,
+             normalize: bool = True) -> Layer:
   """Average pooling over spatial axes (NT's ``AvgPool``).
 
   Divides by the window size, or with ``normalize_edges`` by the number of
   non-padding inputs in each window (differs only for ``'SAME'`` padding;
-  ``'CIRCULAR'`` windows are always full).
+  ``'CIRCULAR'`` windows are always full). ``normalize=False`` sums instead
+  (NT's ``SumPool``).
   """
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else window_shape
 
   pad.check(padding)
 
+  size = math.prod(window_shape) if normalize else 1
+
   def fn(x, feat, ctx):
     win = (1,) + window_shape + (1,)
     st = (1,) + strides + (1,)
     if padding == "CIRCULAR":  # every window full: periodic input, then VALID
       x = pad.wrap(x, range(1, x.ndim - 1), window_shape, strides)
-      return lax.reduce_window(x, 0.0, lax.add, win, st, "VALID") / math.prod(window_shape)
+      return lax.reduce_window(x, 0.0, lax.add, win, st, "VALID") / size
     s = lax.reduce_window(x, 0.0, lax.add, win, st, padding)
-    if not normalize_edges:
-      return s / math.prod(window_shape)
+    if not (normalize_edges and normalize):
+      return s / size
     counts = lax.reduce_window(jnp.ones(x.shape[1:-1], x.dtype), 0.0, lax.add, window_shape,
                                strides, padding)
     return s / counts.reshape((1,) + counts.shape + (1,))
 
   return _stateless(fn, kernel=analytic.avg_pool(window_shape, strides, padding,
-                                                 normalize_edges))
+                                                 normalize_edges, normalize))
 
 
-def global_avg_pool() -> Layer:
-  """Mean over all spatial axes: ``(batch, *spatial, C) -> (batch, C)``."""
-  return _stateless(lambda x, f, c: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
-                    kernel=analytic.global_avg_pool())
+def global_avg_pool(normalize: bool = True) -> Layer:
+  """Mean over all spatial axes: ``(batch, *spatial, C) -> (batch, C)``; ``normalize=False``:
+  the sum (NT's ``GlobalSumPool``)."""
+  reduce = jnp.mean if normalize else jnp.sum
+  return _stateless(lambda x, f, c: reduce(x, axis=tuple(range(1, x.ndim - 1))),
+                    kernel=analytic.global_avg_pool(normalize))
 
 
 def take_last() -> Layer:

@@ -52,7 +52,8 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Dropout``, ``layer``, ``ConvTranspose``, ``ConvLocal`` (locally connected),
 ``GlobalSelfAttention`` (its kernel: linear scaling with any mechanism, or the identity
 mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Slice``),
-``DotGeneral`` with a scalar operand (``c * x``). ``Conv`` takes ``dimension_numbers`` of any layout and
+``DotGeneral`` with a scalar operand (``c * x``), ``SumPool``, ``GlobalSumPool``,
+``FanInProd``. ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
 ``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
 ``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
@@ -60,8 +61,8 @@ mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Sl
 
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
 of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
-non-channel axes; ``BatchNorm`` (NT has none either), ``SumPool``/``GlobalSumPool``,
-``DotGeneral`` with an array operand, ``ImageResize``, ``FanInProd``; NT's ``requires``
+non-channel axes; ``BatchNorm`` (NT has none either),
+``DotGeneral`` with an array operand, ``ImageResize``; NT's ``requires``
 decorator (its values, ``Bool`` and ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
@@ -76,11 +77,11 @@ from jaxtheory.nn.masking import MaskedArray  # noqa: F401 (NT's stax name)
 from jaxtheory.stax.attention import (  # noqa: F401
     AttentionMechanism, GlobalSelfAttention, PositionalEmbedding)
 from jaxtheory.stax.combinators import (  # noqa: F401
-    FanInConcat, FanInSum, FanOut, Identity, layer, parallel, repeat, serial, unmask_fn)
+    FanInConcat, FanInProd, FanInSum, FanOut, Identity, layer, parallel, repeat, serial, unmask_fn)
 from jaxtheory.stax.elementwise import (  # noqa: F401
     ABRelu, Abs, Cos, Elementwise, ElementwiseNumerical, Erf, Exp, ExpNormalized, Gabor, Gaussian,
     Gelu, Hermite, LeakyRelu, Monomial, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
     Sign, Sin)
 from jaxtheory.stax.linear import (  # noqa: F401
     Aggregate, AvgPool, Conv, ConvLocal, ConvTranspose, Dense, DotGeneral, Dropout, Flatten,
-    GlobalAvgPool, Index, LayerNorm, Slice)
+    GlobalAvgPool, GlobalSumPool, Index, LayerNorm, Slice, SumPool)

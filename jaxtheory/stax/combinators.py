@@ -36,6 +36,12 @@ def FanInSum() -> _Triple:
   return _Triple(nn.fan_in_sum(), mask=masking.Rule(lambda ms, shapes: kmasking.sum_masks(ms)))
 
 
+def FanInProd() -> _Triple:
+  """Elementwise product of the branches (NT's ``stax.FanInProd``); its kernel is the product of
+  the branches' kernels, so the branches must not share parameters."""
+  return _Triple(nn.fan_in_prod(), mask=masking.Rule(lambda ms, shapes: kmasking.sum_masks(ms)))
+
+
 def FanInConcat(axis: int = -1) -> _Triple:
   return _Triple(nn.fan_in_concat(axis), mask=masking.Rule(
       lambda ms, shapes: kmasking.concat_masks(ms, shapes, axis)))

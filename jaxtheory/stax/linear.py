@@ -158,14 +158,27 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
   """Average pooling; NT's defaults: stride 1, normalized by the window size
   (``normalize_edges=True``: by the non-padding inputs in each window). Any ``batch_axis``
   and ``channel_axis``: ``window_shape`` and ``strides`` follow the other axes in order."""
+  return _pool(window_shape, strides, padding, normalize_edges, batch_axis, channel_axis)
+
+
+def SumPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
+            padding: str = "VALID", batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """Sum pooling (NT's ``stax.SumPool``): :func:`AvgPool` without the division."""
+  return _pool(window_shape, strides, padding, False, batch_axis, channel_axis, normalize=False)
+
+
+def _pool(window_shape, strides, padding, normalize_edges, batch_axis, channel_axis,
+          normalize: bool = True) -> _Triple:
   padding = _check_padding(padding)
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
+  name = "AvgPool" if normalize else "SumPool"
   rule = (masking.Rule(lambda m, shape: kmasking.pool_mask(
-      kmasking.whole_positions(m, "AvgPool"), window_shape, strides, padding), remask=True)
+      kmasking.whole_positions(m, name), window_shape, strides, padding), remask=True)
           if (batch_axis, channel_axis) == (0, -1) else None)
-  return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges),
-                             batch_axis, channel_axis), (batch_axis, channel_axis), mask=rule)
+  return _Triple(_moved_axes(L.avg_pool(window_shape, strides, padding, normalize_edges,
+                                        normalize), batch_axis, channel_axis),
+                 (batch_axis, channel_axis), mask=rule)
 
 
 def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
@@ -192,6 +205,16 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
           else None)
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
                  (batch_axis, channel_axis), mask=rule)
+
+
+def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
+  """Sum over the spatial axes (NT's ``stax.GlobalSumPool``); the output keeps the batch and
+  channel axes in their input order."""
+  rule = (masking.Rule(lambda m, shape: jnp.all(kmasking.whole_positions(m, "GlobalSumPool"),
+                                                axis=tuple(range(1, m.ndim - 1))))
+          if (batch_axis, channel_axis) == (0, -1) else None)
+  return _Triple(_moved_axes(L.global_avg_pool(normalize=False), batch_axis, channel_axis,
+                             keep_ndim=False), (batch_axis, channel_axis), mask=rule)
 
 
 def _global_avg_pool_masked(params, x, mask, feat, ctx):
