@@ -1,0 +1,170 @@
+"""Analytic kernels of NT's newer layers and ``nt.batch``, ours against neural-tangents 0.6.5.
+
+The same networks are built from each side's ``stax`` (ours: ``jaxtheory.stax``
+on current JAX; NT's: the pinned side environment of ``benchmarks/nt_oracle``,
+built by its ``setup_env.sh``) and timed in fresh subprocesses, float32, CPU,
+compile excluded (median of repeated calls; the first call is reported apart),
+with the growth of peak RSS over a baseline taken after the inputs exist (which
+includes compiling; ``run MiB``: the growth over the timed calls alone):
+
+* ``attention``: 1x1 conv (64) -> ``GlobalSelfAttention`` (softmax, linear
+  scaling, SUM positional embeddings) -> ReLU -> global average pool -> dense,
+  on 24 sequences of length 12;
+* ``conv_transpose``: two strided ``ConvTranspose`` (64, 3x3, stride 2, SAME)
+  with ReLU, global average pool, dense, on 12 images 4x4x3;
+* ``dropout``: dense (512) -> ReLU -> ``Dropout(0.8)`` -> dense, on 1000 x 64;
+* ``aggregate``: dense (128) -> ``Aggregate`` over a random graph of 24
+  vertices -> ReLU -> dense on the vertices, on 64 graphs;
+* ``batch``: ``nt.batch(kernel_fn, batch_size=25)`` of the conv net of
+  ``benchmarks/kernels.py`` (two 64-channel 3x3 SAME convs, global average
+  pooling) on 100 images 8x8x3: x1 against itself in 16 blocks.
+
+Every network's NNGP and NTK, x1 against itself. Prints a table and, per
+network, NT's time over ours and our peak memory over NT's.
+
+    python benchmarks/kernels_layers.py [--quick] [--cases attention batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+NT_PY = os.path.join(HERE, "nt_oracle", ".venv", "bin", "python")
+CASES = ("attention", "conv_transpose", "dropout", "aggregate", "batch")
+
+
+def build(case, stax):
+  """``(kernel_fn, x1, kwargs)`` of one benchmark network, from either side's ``stax``."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+  if case == "attention":
+    net = stax.serial(
+        stax.Conv(64, (1,), padding="SAME"),
+        stax.GlobalSelfAttention(64, 64, 16, 4, linear_scaling=True,
+                                 attention_mechanism="SOFTMAX", pos_emb_type="SUM",
+                                 b_std=0.1),
+        stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
+    return net[2], f32(24, 12, 8), {}
+  if case == "conv_transpose":
+    net = stax.serial(
+        stax.ConvTranspose(64, (3, 3), (2, 2), "SAME", W_std=1.3, b_std=0.05), stax.Relu(),
+        stax.ConvTranspose(64, (3, 3), (2, 2), "SAME", W_std=1.3, b_std=0.05), stax.Relu(),
+        stax.GlobalAvgPool(), stax.Dense(1))
+    return net[2], f32(12, 4, 4, 3), {}
+  if case == "dropout":
+    net = stax.serial(stax.Dense(512, 1.0, 0.05), stax.Relu(), stax.Dropout(0.8),
+                      stax.Dense(1, 1.0, 0.05))
+    return net[2], f32(1000, 64), {}
+  if case == "aggregate":
+    n, v = 64, 24
+    pattern = (rng.random((n, v, v)) < 0.3).astype(np.float32)
+    net = stax.serial(stax.Dense(128, 1.0, 0.05), stax.Aggregate(), stax.Relu(),
+                      stax.Dense(1, 1.0, 0.05))
+    return net[2], f32(n, v, 4), {"pattern": (pattern, pattern)}
+  if case == "batch":
+    net = stax.serial(stax.Conv(64, (3, 3), padding="SAME", W_std=1.0, b_std=0.05), stax.Relu(),
+                      stax.Conv(64, (3, 3), padding="SAME", W_std=1.0, b_std=0.05), stax.Relu(),
+                      stax.GlobalAvgPool(), stax.Dense(10, 1.0, 0.05))
+    return net[2], f32(100, 8, 8, 3), {}
+  raise KeyError(case)
+
+
+def _peak_mib():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(side, case, repeats):
+  """Times one network on one side; prints one JSON line."""
+  import jax
+  import numpy as np
+  if side == "nt":
+    sys.path.insert(0, os.path.join(HERE, "nt_oracle"))
+    import nt_import
+    nt = nt_import.load()
+  else:
+    sys.path.insert(0, ROOT)
+    from jaxtheory import nt
+  kernel_fn, x1, kw = build(case, nt.stax)
+  x1 = jax.device_put(x1)
+  get = ("nngp", "ntk")
+  if case == "batch":
+    fn = nt.batch(kernel_fn, batch_size=25)
+    call = lambda: fn(x1, None, get)
+  else:
+    jitted = jax.jit(lambda x, kw: kernel_fn(x, None, get, **kw))
+    call = lambda: jitted(x1, kw)
+  base = _peak_mib()
+  t0 = time.perf_counter()
+  jax.block_until_ready(call())
+  first = time.perf_counter() - t0
+  compiled = _peak_mib()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(call())
+    times.append(time.perf_counter() - t0)
+  print(json.dumps({"seconds": statistics.median(times), "first_call_s": first,
+                    "peak_mib": _peak_mib() - base, "run_peak_mib": _peak_mib() - compiled,
+                    "checksum": [float(np.asarray(a, np.float64).sum()) for a in
+                                 jax.tree_util.tree_leaves(out)]}))
+
+
+def measure(side, case, repeats):
+  py = NT_PY if side == "nt" else sys.executable
+  cmd = [py, "-W", "ignore", os.path.abspath(__file__), "--worker", side, case,
+         "--repeats", str(repeats)]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+  lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+  if r.returncode or not lines:
+    return {"error": (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]}
+  return json.loads(lines[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="3 timed repeats instead of 7")
+  p.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
+  p.add_argument("--worker", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
+  p.add_argument("--repeats", type=int, default=7)
+  args = p.parse_args()
+  if args.worker:
+    worker(*args.worker, args.repeats)
+    return
+  repeats = 3 if args.quick else args.repeats
+  if not os.path.exists(NT_PY):
+    print("NT side environment missing: run benchmarks/nt_oracle/setup_env.sh first",
+          file=sys.stderr)
+  print(f"{'network':<16}{'ours ms':>10}{'NT ms':>10}{'NT/ours':>9}"
+        f"{'ours MiB':>10}{'NT MiB':>9}{'run MiB ours/NT':>17}{'first s ours/NT':>17}"
+        "  same values")
+  for case in args.cases:
+    ours = measure("ours", case, repeats)
+    nt = measure("nt", case, repeats) if os.path.exists(NT_PY) else {"error": ["no side env"]}
+    if "error" in ours:
+      print(f"{case:<16}ours failed: {ours['error']}")
+      continue
+    row = f"{case:<16}{ours['seconds'] * 1e3:>10.2f}"
+    if "error" in nt:
+      print(row + f"  NT failed: {nt['error']}")
+      continue
+    same = all(abs(a - b) <= 1e-3 * max(1.0, abs(b))
+               for a, b in zip(ours["checksum"], nt["checksum"]))
+    print(row + f"{nt['seconds'] * 1e3:>10.2f}{nt['seconds'] / ours['seconds']:>9.2f}"
+          f"{ours['peak_mib']:>10.1f}{nt['peak_mib']:>9.1f}"
+          f"{ours['run_peak_mib']:>9.1f}/{nt['run_peak_mib']:<7.1f}"
+          f"{ours['first_call_s']:>9.2f}/{nt['first_call_s']:<7.2f}  {same}")
+
+
+if __name__ == "__main__":
+  main()
