@@ -52,7 +52,8 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 ``Dropout``, ``layer``, ``ConvTranspose``, ``ConvLocal`` (locally connected),
 ``GlobalSelfAttention`` (its kernel: linear scaling with any mechanism, or the identity
 mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Slice``),
-``DotGeneral`` with a scalar operand (``c * x``), ``SumPool``, ``GlobalSumPool``,
+``DotGeneral`` (a scalar, or an array contracted with the input; not the batch axis),
+``SumPool``, ``GlobalSumPool``,
 ``FanInProd``. ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
 ``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
@@ -62,7 +63,7 @@ mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Sl
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
 of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
 non-channel axes; ``BatchNorm`` (NT has none either),
-``DotGeneral`` with an array operand, ``ImageResize``; NT's ``requires``
+``ImageResize``; NT's ``requires``
 decorator (its values, ``Bool`` and ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.

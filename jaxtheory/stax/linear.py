@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from jaxtheory.kernels import analytic, masking as kmasking
+from jaxtheory.kernels import analytic, dot_general as kdot, masking as kmasking
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 from jaxtheory.stax._core import (_SAME, _Triple, _check_axes, _check_padding, _moved_axes,
@@ -234,25 +235,77 @@ def _flatten_mask(mask, shape):
 
 def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,
                batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
-  """A constant factor times the input (NT's ``stax.DotGeneral`` with a scalar operand).
+  """A constant, untrained ``lax.dot_general`` with the input (NT's ``stax.DotGeneral``).
 
-  ``lhs`` or ``rhs`` (at most one) is a number or a 0-d array ``c``: the layer
-  computes ``c * x`` and its kernel ``c^2 K``; with both ``None`` it is the
-  identity. Array operands, which NT contracts with the input by
-  ``lax.dot_general(..., dimension_numbers)``, are not supported here (a clear
-  error); masks pass through unchanged.
+  ``apply_fn`` computes ``lax.dot_general(x, rhs, dimension_numbers)`` or
+  ``lax.dot_general(lhs, x, dimension_numbers)`` (at most one of ``lhs`` and
+  ``rhs`` is given; neither: the identity; a number or 0-d array: ``c * x``).
+  Any linear map of the input can be written so: sums or differences of
+  positions, permutations, strides, masks, per-example weights (batching over
+  the batch axis), ...
+
+  The kernel is the same contraction applied to both copies of the input's
+  covariance: contracted and batched spatial axes of the input are summed or
+  paired with the operand's, the operand's free axes become new spatial axes,
+  and the output's spatial axes follow its own order (``lax.dot_general``'s:
+  batch axes, then the free axes of ``lhs``, then of ``rhs``). Contracting a
+  spatial axis needs the covariances of all pairs of positions.
+
+  Args:
+    lhs: the constant left operand, or ``None`` (the input is the left one).
+    rhs: the constant right operand, or ``None``.
+    dimension_numbers: ``((lhs_contracting, rhs_contracting), (lhs_batch,
+      rhs_batch))`` as in ``lax.dot_general``; the input's axes are those of the
+      activation laid out with ``batch_axis`` and ``channel_axis``.
+    precision: ``lax.dot_general``'s.
+    batch_axis: the input's batch axis; it may be paired with an operand axis
+      (per-example constants) but not contracted (the output would have no
+      batch axis: a ``ValueError``).
+    channel_axis: the input's channel axis; it can be neither contracted nor
+      batched (a ``ValueError``).
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``.
   """
-  del precision, batch_axis, channel_axis  # a scalar acts alike on every axis
   if lhs is not None and rhs is not None:
     raise ValueError("DotGeneral: at most one of the constants lhs and rhs may be given; the "
                      "input is the other operand")
-  other = lhs if rhs is None else rhs
-  c = 1.0 if other is None else other
-  if jnp.ndim(c) != 0 or jax.tree.leaves(dimension_numbers):
-    raise NotImplementedError(
-        "DotGeneral with an array operand (a contraction with the input) is not supported by "
-        "jaxtheory.stax; a scalar lhs or rhs (c * x) is, with empty dimension_numbers")
-  c = float(c)
+  is_lhs = lhs is not None
+  other = lhs if is_lhs else rhs
+  if other is None or (jnp.ndim(other) == 0 and not jax.tree.leaves(dimension_numbers)):
+    return _scale_layer(1.0 if other is None else float(other))
+  other = jnp.asarray(other)
+  spec = lambda ndim: kdot.Contraction.of(dimension_numbers, ndim, other.ndim, is_lhs,
+                                          batch_axis, channel_axis)
+
+  def dot(x):
+    args = (other.astype(x.dtype), x) if is_lhs else (x, other.astype(x.dtype))
+    return lax.dot_general(*args, dimension_numbers, precision)
+
+  def init(key, s, ctx):
+    del key, ctx
+    spec(len(s.shape))  # checks the axes
+    return core.Spec(jax.eval_shape(dot, jax.ShapeDtypeStruct(s.shape, jnp.float32)).shape), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, feat, ctx
+    spec(x.ndim)
+    return dot(x), core.Feat()
+
+  def kernel(k, ctx):
+    return kdot.kernel_map(other, spec(k.nspatial + 2))(k, ctx)
+
+  def mask_fn(m, shape):
+    if shape is None:  # the kernel's (n, *spatial, c) mask
+      return kdot.output_mask(m, other, spec(m.ndim))
+    return kdot.apply_mask(m, shape, other, dimension_numbers, is_lhs, channel_axis)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
+                 mask=masking.Rule(mask_fn))
+
+
+def _scale_layer(c: float) -> _Triple:
+  """``c * x``: the kernel times ``c**2``; masks pass through."""
 
   def init(key, spec, ctx):
     del key, ctx

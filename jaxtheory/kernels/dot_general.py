@@ -1,0 +1,191 @@
+r"""The kernel of a constant ``lax.dot_general`` with the activation (neural-tangents'
+``DotGeneral`` with an array operand).
+
+The layer computes :math:`y = x \cdot_{\mathrm{dn}} o` (or :math:`o \cdot_{\mathrm{dn}} x`)
+for a fixed array :math:`o`; it is linear in :math:`x` and leaves the channel axis
+alone, so each channel's covariance transforms as
+
+.. math::
+  K'(x, x')_{a b} = \sum_{c, c'} o_{a c}\, o_{b c'}\, K(x, x')_{c c'}
+
+where :math:`c, c'` run over the contracted input positions and :math:`a, b` over the
+output positions: an einsum of the kernel with two copies of :math:`o`, one per side.
+A spatial axis of the input paired with an axis of :math:`o` (a ``lax.dot_general``
+batch axis) stays, weighted entrywise; the batch axis may be paired too (one constant
+per example); the operand's free axes become new spatial axes. In the diagonal layout
+(same-position entries only) both copies share their labels, which is exact unless a
+spatial axis is contracted (then :class:`~jaxtheory.kernels.analytic.NeedsFullSpatial`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxtheory.kernels import analytic, masking
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Contraction:
+  """Which axes of the input and of the operand a ``lax.dot_general`` pairs.
+
+  Attributes:
+    ndim_x: the input's rank (batch, channel and spatial axes).
+    ndim_o: the operand's rank.
+    is_lhs: the operand is ``lax.dot_general``'s left argument.
+    x_contract, o_contract: contracted axes, pairwise.
+    x_batch, o_batch: batch (paired, kept) axes, pairwise.
+    batch_axis, channel_axis: the input's batch and channel axes (non-negative).
+  """
+  ndim_x: int
+  ndim_o: int
+  is_lhs: bool
+  x_contract: tuple[int, ...]
+  o_contract: tuple[int, ...]
+  x_batch: tuple[int, ...]
+  o_batch: tuple[int, ...]
+  batch_axis: int
+  channel_axis: int
+
+  @staticmethod
+  def of(dimension_numbers, ndim_x: int, ndim_o: int, is_lhs: bool, batch_axis: int,
+         channel_axis: int) -> "Contraction":
+    """Checked: the channel axis is free, the batch axis is not contracted."""
+    try:
+      (lc, rc), (lb, rb) = dimension_numbers
+    except (TypeError, ValueError):
+      raise ValueError("DotGeneral: dimension_numbers must be ((lhs_contracting, "
+                       "rhs_contracting), (lhs_batch, rhs_batch)), got "
+                       f"{dimension_numbers!r}") from None
+    (oc, xc), (ob, xb) = ((lc, rc), (lb, rb)) if is_lhs else ((rc, lc), (rb, lb))
+    mod = lambda axes, n: tuple(int(a) % n for a in axes)
+    xc, xb, oc, ob = mod(xc, ndim_x), mod(xb, ndim_x), mod(oc, ndim_o), mod(ob, ndim_o)
+    b, c = batch_axis % ndim_x, channel_axis % ndim_x
+    if b == c:
+      raise ValueError(f"DotGeneral: batch_axis={batch_axis} and channel_axis={channel_axis} "
+                       f"name the same axis of a {ndim_x}-dimensional input")
+    if len(xc) != len(oc) or len(xb) != len(ob):
+      raise ValueError(f"DotGeneral: dimension_numbers {dimension_numbers!r} pair different "
+                       "numbers of axes")
+    if c in xc + xb:
+      raise ValueError(f"DotGeneral: the channel axis ({c}) can be neither contracted nor "
+                       "batched: its kernel treats channels as infinitely many i.i.d. copies")
+    if b in xc:
+      raise ValueError(f"DotGeneral: contracting the batch axis ({b}) leaves no batch axis; "
+                       "jaxtheory's kernels always keep one")
+    return Contraction(ndim_x, ndim_o, is_lhs, xc, oc, xb, ob, b, c)
+
+  @property
+  def x_spatial(self) -> tuple[int, ...]:
+    """The input's spatial axes, in order (the kernel's spatial axes)."""
+    return tuple(a for a in range(self.ndim_x) if a not in (self.batch_axis, self.channel_axis))
+
+  def output_axes(self) -> list[tuple[str, int]]:
+    """``lax.dot_general``'s output axes: ``('x', axis)`` or ``('o', axis)``, in order."""
+    x_free = [("x", a) for a in range(self.ndim_x) if a not in self.x_contract + self.x_batch]
+    o_free = [("o", a) for a in range(self.ndim_o) if a not in self.o_contract + self.o_batch]
+    return [("x", a) for a in self.x_batch] + (o_free + x_free if self.is_lhs
+                                               else x_free + o_free)
+
+  def output_batch_channel(self) -> tuple[int, int]:
+    """The output's batch and channel axes."""
+    out = self.output_axes()
+    return out.index(("x", self.batch_axis)), out.index(("x", self.channel_axis))
+
+  def einsum_args(self, n_batch: int, diagonal: bool, sides: int = 2):
+    """Sublists for ``einsum(K, K_labels, o, o_left, [o, o_right], out)``.
+
+    ``n_batch``: the kernel's batch axes (2: ``nngp``, 1: ``cov1``); ``sides=1`` maps a
+    single activation-like array ``(n, *spatial)`` (masks) instead of a covariance.
+    """
+    sp = self.x_spatial
+    nsp = len(sp)
+    batch = (0, 1) if n_batch == 2 else (0, 0)
+    first = 2
+    left = {a: first + 2 * d for d, a in enumerate(sp)}
+    right = {a: first + 2 * d + (0 if diagonal or sides == 1 else 1) for d, a in enumerate(sp)}
+    free0 = first + 2 * nsp
+    o_free = [a for a in range(self.ndim_o) if a not in self.o_contract + self.o_batch]
+    free_l = {a: free0 + 2 * i for i, a in enumerate(o_free)}
+    free_r = {a: free0 + 2 * i + (0 if diagonal or sides == 1 else 1)
+              for i, a in enumerate(o_free)}
+
+    def o_labels(side_map, free_map, b):
+      labels = []
+      for a in range(self.ndim_o):
+        if a in self.o_contract:
+          labels.append(side_map[self.x_contract[self.o_contract.index(a)]])
+        elif a in self.o_batch:
+          xa = self.x_batch[self.o_batch.index(a)]
+          labels.append(b if xa == self.batch_axis else side_map[xa])
+        else:
+          labels.append(free_map[a])
+      return labels
+
+    if sides == 1:
+      k_labels = [batch[0]] + [left[a] for a in sp]
+    else:
+      k_labels = list(batch[:n_batch]) + [l for a in sp for l in
+                                          ((left[a],) if diagonal else (left[a], right[a]))]
+    out = list(batch[:n_batch]) if sides == 2 else [batch[0]]
+    for kind, a in self.output_axes():
+      if kind == "x" and a in (self.batch_axis, self.channel_axis):
+        continue
+      l, r = (left[a], right[a]) if kind == "x" else (free_l[a], free_r[a])
+      out += [l] if (diagonal or sides == 1) else [l, r]
+    o_left = o_labels(left, free_l, batch[0])
+    o_right = o_labels(right, free_r, batch[1] if n_batch == 2 else batch[0])
+    return k_labels, o_left, o_right, out
+
+
+def kernel_map(other: Array, spec: Contraction) -> analytic.KernelMap:
+  """Kernel map of ``lax.dot_general`` with the constant ``other`` (see the module docstring)."""
+
+  def kernel(k: analytic.Kernel, ctx) -> analytic.Kernel:
+    del ctx
+    if k.nspatial + 2 != spec.ndim_x:
+      raise ValueError(f"DotGeneral: built for {spec.ndim_x}-dimensional inputs, got a kernel "
+                       f"of {k.nspatial + 2}-dimensional activations")
+    contracts_space = any(a != spec.batch_axis for a in spec.x_contract)
+    if k.diagonal_spatial and contracts_space and k.nspatial:
+      raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
+    o = other.astype(k.nngp.dtype)
+
+    def apply(m, bn):
+      if m is None or m.ndim < bn:  # a scalar NTK placeholder
+        return m
+      kl, ol, orr, out = spec.einsum_args(bn, k.diagonal_spatial)
+      return jnp.einsum(m, kl, o, ol, o, orr, out, precision=lax.Precision.HIGHEST)
+
+    return analytic._map(k, apply)
+
+  return kernel
+
+
+def output_mask(mask: Array, other: Array, spec: Contraction) -> Array:
+  """The output's mask from the kernel's ``(n, *spatial, c)`` input mask: an output entry is
+  masked unless some unmasked input entry meets a nonzero operand entry."""
+  m = masking.whole_positions(mask, "DotGeneral")[..., 0]
+  n = m.shape[0]
+  sp_shape = tuple(mask.shape[1:-1])
+  kept = jnp.broadcast_to(~m, (n,) + sp_shape).astype(jnp.float32)
+  kl, ol, _, out = spec.einsum_args(1, True, sides=1)
+  hit = jnp.einsum(kept, kl, (other != 0).astype(jnp.float32), ol, out)
+  return (hit == 0)[..., None]
+
+
+def apply_mask(mask: Array, shape: Sequence[int], other: Array, dimension_numbers,
+               is_lhs: bool, channel_axis: int) -> Array:
+  """The output's mask from the activation-layout mask of an input of ``shape`` (NT's rule)."""
+  full = list(shape)
+  full[channel_axis] = mask.shape[channel_axis]
+  kept = (~jnp.broadcast_to(mask, full)).astype(jnp.float32)
+  o = (other != 0).astype(jnp.float32)
+  args = (o, kept) if is_lhs else (kept, o)
+  return lax.dot_general(*args, dimension_numbers) == 0

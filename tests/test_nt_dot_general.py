@@ -1,0 +1,100 @@
+"""``stax.DotGeneral`` with an array operand: its kernel is exact on a linear network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtheory import stax
+from jaxtheory.kernels import dot_general as kdot
+
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+_O = lambda *shape: jax.random.normal(jax.random.key(7), shape)
+
+# (lhs, rhs, dimension_numbers) on (n, 4, 5, c) activations.
+CASES = [
+    (None, _O(4), (((1,), (0,)), ((), ()))),             # contract a spatial axis away
+    (_O(6, 4), None, (((1,), (1,)), ((), ()))),          # lhs: a new leading axis, batch moves
+    (None, _O(5, 7), (((2,), (0,)), ((), ()))),          # a spatial axis mapped to 7 positions
+    (None, _O(4, 3), (((), ()), ((1,), (0,)))),          # a spatial axis paired (batch dims)
+    (None, _O(3, 6), (((), ()), ((0,), (0,)))),          # one constant per example
+    (_O(2, 5, 4), None, (((2, 1), (1, 2)), ((), ()))),   # both spatial axes contracted
+]
+
+
+def _exact(apply, params, x1, x2, ob, oc):
+  """``sum_theta dy(x1)/dtheta dy(x2)/dtheta`` of output channel 0 in NT's full layout: the
+  NNGP (and NTK) exactly, for a network linear in standard-normal parameters."""
+  def jac(x):
+    y = lambda p: jnp.take(jnp.moveaxis(apply(p, x), (ob, oc), (0, -1)), 0, axis=-1)
+    j = jax.jacobian(y)(params)
+    leaves = jax.tree.leaves(j)
+    sp = leaves[0].shape[:y(params).ndim]
+    return jnp.concatenate([a.reshape(sp + (-1,)) for a in leaves], -1)
+  j1, j2 = jac(x1), jac(x2)
+  nsp = j1.ndim - 2
+  k = jnp.einsum(j1, [0] + list(range(2, 2 + nsp)) + [99], j2,
+                 [1] + list(range(2 + nsp, 2 + 2 * nsp)) + [99],
+                 [0, 1] + [a for d in range(nsp) for a in (2 + d, 2 + nsp + d)])
+  return k
+
+
+@pytest.mark.parametrize("lhs,rhs,dn", CASES)
+def test_dot_general_kernel_is_exact(lhs, rhs, dn):
+  x1 = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
+  x2 = jax.random.normal(jax.random.key(1), (3 if dn[1][0] == (0,) else 2, 4, 5, 2))
+  init, apply, kfn = stax.serial(stax.Conv(3, (2, 2), padding="SAME", W_std=1.2),
+                                 stax.DotGeneral(lhs=lhs, rhs=rhs, dimension_numbers=dn))
+  out_shape, params = init(jax.random.key(2), x1.shape)
+  other = rhs if lhs is None else lhs
+  spec = kdot.Contraction.of(dn, 4, other.ndim, lhs is not None, 0, -1)
+  ob, oc = spec.output_batch_channel()
+  args = (other, x1) if lhs is not None else (x1, other)
+  conv = stax.Conv(3, (2, 2), padding="SAME", W_std=1.2)[1]
+  np.testing.assert_allclose(apply(params, x1), jax.lax.dot_general(
+      *(a if a is other else conv(params[0], x1) for a in args), dn), rtol=1e-12)
+  assert out_shape == apply(params, x1).shape
+  exact = _exact(apply, params, x1, x2, ob, oc)
+  k = kfn(x1, x2, ("nngp", "ntk"), diagonal_spatial=False)
+  np.testing.assert_allclose(k.nngp, exact, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.ntk, exact, rtol=1e-9, atol=1e-12)
+  if not any(a != 0 for a in spec.x_contract):  # no spatial contraction: diagonal works too
+    kd = kfn(x1, x2, "nngp", diagonal_spatial=True)
+    np.testing.assert_allclose(kd, _diagonal(exact), rtol=1e-9, atol=1e-12)
+  else:
+    with pytest.raises(ValueError, match="all pairs of positions"):
+      kfn(x1, x2, "nngp", diagonal_spatial=True)
+
+
+def _diagonal(k):
+  """Same-position entries of a full-layout kernel ``(n1, n2, h, h', w, w', ...)``."""
+  nsp = (k.ndim - 2) // 2
+  labels = [0, 1] + [2 + d for d in range(nsp) for _ in range(2)]
+  return jnp.einsum(k, labels, [0, 1] + [2 + d for d in range(nsp)])
+
+
+def test_dot_general_masks_follow_neural_tangents_rule():
+  """An output entry is masked when every input entry it sums over is (NT's own test)."""
+  x = jnp.ones((4, 2, 3, 1))
+  kfn = stax.DotGeneral(rhs=jnp.ones((4, 2, 3)), dimension_numbers=(((1,), (1,)), ((2,), (2,))))[2]
+  get = lambda m1, m2: kfn(jnp.where(m1, 10.0, x), jnp.where(m2, 10.0, x), "nngp",
+                           mask_constant=10.0)
+  none, every = jnp.zeros_like(x, bool), jnp.ones_like(x, bool)
+  np.testing.assert_allclose(get(none, none), 4.0)
+  np.testing.assert_allclose(get(every, none), 0.0)
+  half = jnp.concatenate([every[:2], none[2:]])
+  k = get(half, none)
+  np.testing.assert_allclose(k[:2], 0.0)
+  np.testing.assert_allclose(k[2:], 4.0)
+
+
+def test_dot_general_refuses_the_channel_and_batch_contractions():
+  x = jnp.ones((2, 3, 4))
+  with pytest.raises(ValueError, match="channel axis"):
+    stax.DotGeneral(rhs=jnp.ones((4,)), dimension_numbers=(((2,), (0,)), ((), ())))[0](
+        jax.random.key(0), x.shape)
+  with pytest.raises(ValueError, match="batch axis"):
+    stax.DotGeneral(rhs=jnp.ones((2,)), dimension_numbers=(((0,), (0,)), ((), ())))[2](
+        x, None, "nngp")
