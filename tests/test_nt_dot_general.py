@@ -92,9 +92,14 @@ def test_dot_general_masks_follow_neural_tangents_rule():
 
 def test_dot_general_refuses_the_channel_and_batch_contractions():
   x = jnp.ones((2, 3, 4))
+  # kernel_fn's batch_axis= / channel_axis= describe every activation (NT's): axis 1 is the
+  # channel axis here, so contracting axis 2 is allowed.
+  k = stax.DotGeneral(rhs=jnp.ones((4,)), dimension_numbers=(((2,), (0,)), ((), ())))[2](
+      x, None, "nngp", channel_axis=1)
+  np.testing.assert_allclose(k, 4 * 4.0)
   with pytest.raises(ValueError, match="channel axis"):
-    stax.DotGeneral(rhs=jnp.ones((4,)), dimension_numbers=(((2,), (0,)), ((), ())))[0](
-        jax.random.key(0), x.shape)
+    stax.DotGeneral(rhs=jnp.ones((4,)), dimension_numbers=(((2,), (0,)), ((), ())))[2](
+        x, None, "nngp")
   with pytest.raises(ValueError, match="batch axis"):
     stax.DotGeneral(rhs=jnp.ones((2,)), dimension_numbers=(((0,), (0,)), ((), ())))[2](
         x, None, "nngp")

@@ -20,7 +20,9 @@ spatial axis is contracted (then :class:`~jaxtheory.kernels.analytic.NeedsFullSp
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -144,15 +146,34 @@ class Contraction:
     return k_labels, o_left, o_right, out
 
 
-def kernel_map(other: Array, spec: Contraction) -> analytic.KernelMap:
-  """Kernel map of ``lax.dot_general`` with the constant ``other`` (see the module docstring)."""
+@functools.cache
+def _with_axes_type(cls: type) -> type:
+  return dataclasses.make_dataclass(f"{cls.__name__}WithInputAxes",
+                                    [("input_axes", Any, dataclasses.field(default=None))],
+                                    bases=(cls,), frozen=True)
+
+
+def with_input_axes(ctx, axes: tuple[int, int]):
+  """``ctx`` (a dataclass run context) that also says where the activations keep their batch
+  and channel axes (neural-tangents' ``kernel_fn(..., batch_axis=, channel_axis=)``, which
+  states them for every layer); read by :func:`input_axes_of`."""
+  fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)
+            if f.name != "input_axes"}
+  return _with_axes_type(type(ctx))(**fields, input_axes=tuple(axes))
+
+
+def input_axes_of(ctx) -> tuple[int, int] | None:
+  """The ``(batch_axis, channel_axis)`` the context carries, or ``None``."""
+  return getattr(ctx, "input_axes", None)
+
+
+def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analytic.KernelMap:
+  """Kernel map of ``lax.dot_general`` with the constant ``other`` (see the module docstring);
+  ``spec(ndim, ctx)`` is the contraction for inputs of rank ``ndim`` in the run ``ctx``."""
 
   def kernel(k: analytic.Kernel, ctx) -> analytic.Kernel:
-    del ctx
-    if k.nspatial + 2 != spec.ndim_x:
-      raise ValueError(f"DotGeneral: built for {spec.ndim_x}-dimensional inputs, got a kernel "
-                       f"of {k.nspatial + 2}-dimensional activations")
-    contracts_space = any(a != spec.batch_axis for a in spec.x_contract)
+    spec_ = spec(k.nspatial + 2, ctx)
+    contracts_space = any(a != spec_.batch_axis for a in spec_.x_contract)
     if k.diagonal_spatial and contracts_space and k.nspatial:
       raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
     o = other.astype(k.nngp.dtype)
@@ -160,7 +181,7 @@ def kernel_map(other: Array, spec: Contraction) -> analytic.KernelMap:
     def apply(m, bn):
       if m is None or m.ndim < bn:  # a scalar NTK placeholder
         return m
-      kl, ol, orr, out = spec.einsum_args(bn, k.diagonal_spatial)
+      kl, ol, orr, out = spec_.einsum_args(bn, k.diagonal_spatial)
       return jnp.einsum(m, kl, o, ol, o, orr, out, precision=lax.Precision.HIGHEST)
 
     return analytic._map(k, apply)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtheory import nn
-from jaxtheory.kernels import analytic, graph as kgraph, nt_kernel
+from jaxtheory.kernels import analytic, dot_general as kdot, graph as kgraph, nt_kernel
 from jaxtheory.kernels import padding as kpadding
 from jaxtheory.nn import core, dropout as dropout_layer, masking
 
@@ -146,9 +146,17 @@ def _kernel_fn(layer, in_axes=None):
   def kernel_fn(x1, x2=None, get=None, **kwargs):
     if layer.kernel is None:
       raise analytic.no_kernel_error(layer)
-    if "fn" not in state:
-      state["fn"] = nt_kernel.kernel_fn(layer, _CTX)
-    return state["fn"](_channels_last(x1, in_axes), _channels_last(x2, in_axes), get, **kwargs)
+    # NT's batch_axis= / channel_axis=: where every activation keeps them, the inputs included.
+    given = (kwargs.pop("batch_axis", None), kwargs.pop("channel_axis", None))
+    axes = in_axes
+    if given != (None, None):
+      default = in_axes if _is_axes(in_axes) else (0, -1)
+      axes = tuple(d if g is None else int(g) for g, d in zip(given, default))
+    key = None if given == (None, None) else axes
+    if key not in state:
+      ctx = _CTX if key is None else kdot.with_input_axes(_CTX, axes)
+      state[key] = nt_kernel.kernel_fn(layer, ctx)
+    return state[key](_channels_last(x1, axes), _channels_last(x2, axes), get, **kwargs)
 
   return kernel_fn
 

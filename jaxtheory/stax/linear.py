@@ -275,8 +275,11 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
   if other is None or (jnp.ndim(other) == 0 and not jax.tree.leaves(dimension_numbers)):
     return _scale_layer(1.0 if other is None else float(other))
   other = jnp.asarray(other)
-  spec = lambda ndim: kdot.Contraction.of(dimension_numbers, ndim, other.ndim, is_lhs,
-                                          batch_axis, channel_axis)
+
+  def spec(ndim, ctx=None):
+    # kernel_fn(..., batch_axis=, channel_axis=) states the layout for every layer (NT's).
+    b, c = kdot.input_axes_of(ctx) or (batch_axis, channel_axis)
+    return kdot.Contraction.of(dimension_numbers, ndim, other.ndim, is_lhs, b, c)
 
   def dot(x):
     args = (other.astype(x.dtype), x) if is_lhs else (x, other.astype(x.dtype))
@@ -284,24 +287,21 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
 
   def init(key, s, ctx):
     del key, ctx
-    spec(len(s.shape))  # checks the axes
     return core.Spec(jax.eval_shape(dot, jax.ShapeDtypeStruct(s.shape, jnp.float32)).shape), (), ()
 
   def apply(params, x, feat, ctx):
     del params, feat, ctx
-    spec(x.ndim)
     return dot(x), core.Feat()
 
-  def kernel(k, ctx):
-    return kdot.kernel_map(other, spec(k.nspatial + 2))(k, ctx)
-
   def mask_fn(m, shape):
-    if shape is None:  # the kernel's (n, *spatial, c) mask
-      return kdot.output_mask(m, other, spec(m.ndim))
     return kdot.apply_mask(m, shape, other, dimension_numbers, is_lhs, channel_axis)
 
-  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
-                 mask=masking.Rule(mask_fn))
+  def kernel_mask_fn(m, ctx):  # the kernel's (n, *spatial, c) mask, channels last
+    return kdot.output_mask(m, other, spec(m.ndim, ctx))
+
+  return _Triple(core.Layer(init, apply, kdot.kernel_map(other, spec)),
+                 (batch_axis, channel_axis),
+                 mask=masking.Rule(mask_fn, kernel_mask_fn=kernel_mask_fn))
 
 
 def _scale_layer(c: float) -> _Triple:
