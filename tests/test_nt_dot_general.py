@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtheory import stax
+from jaxtheory import nt, stax
 from jaxtheory.kernels import dot_general as kdot
 
 
@@ -103,3 +103,11 @@ def test_dot_general_refuses_the_channel_and_batch_contractions():
   with pytest.raises(ValueError, match="batch axis"):
     stax.DotGeneral(rhs=jnp.ones((2,)), dimension_numbers=(((0,), (0,)), ((), ())))[2](
         x, None, "nngp")
+
+
+def test_axis_after_dot_follows_lax():
+  x, o = jnp.zeros((2, 3, 4, 5)), jnp.zeros((4, 7, 2))
+  y = jax.lax.dot_general(x, o, (((2,), (0,)), ((0,), (2,))))  # (2, 3, 5, 7)
+  assert [y.shape[nt.axis_after_dot(a, (2,), (0,))] for a in (0, 1, 3)] == [2, 3, 5]
+  y = jax.lax.dot_general(o, x, (((0,), (2,)), ((2,), (0,))))  # (2, 7, 3, 5)
+  assert [y.shape[nt.axis_after_dot(a, (2,), (0,), o.ndim)] for a in (0, 1, 3)] == [2, 3, 5]

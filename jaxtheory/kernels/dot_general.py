@@ -146,6 +146,28 @@ class Contraction:
     return k_labels, o_left, o_right, out
 
 
+def axis_after_dot(axis: int, contracting_dims: Sequence[int], batch_dims: Sequence[int],
+                   lhs_ndim: int | None = None) -> int:
+  """Where a free or batch axis of one ``lax.dot_general`` operand lands in the output.
+
+  Args:
+    axis: the axis of the operand (non-negative), not a contracted one.
+    contracting_dims: that operand's contracted axes.
+    batch_dims: that operand's batch axes (they lead the output, in this order).
+    lhs_ndim: ``None`` if the operand is the left one; else the left operand's rank (its
+      free axes come first).
+
+  Returns:
+    The output axis (NT's ``utils.axis_after_dot``).
+  """
+  if axis in batch_dims:
+    return list(batch_dims).index(axis)
+  before = sum(1 for a in contracting_dims if a < axis)
+  after_batch = sum(1 for a in batch_dims if a > axis)
+  lhs_free = 0 if lhs_ndim is None else lhs_ndim - len(batch_dims) - len(contracting_dims)
+  return axis - before + after_batch + lhs_free
+
+
 @functools.cache
 def _with_axes_type(cls: type) -> type:
   return dataclasses.make_dataclass(f"{cls.__name__}WithInputAxes",
