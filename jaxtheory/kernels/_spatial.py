@@ -1,5 +1,7 @@
-"""Per-position bookkeeping of kernel layouts: a kernel's variances, and per-example,
-per-position arrays (variances, masks) laid out to broadcast against a kernel.
+"""Per-position bookkeeping of kernel layouts: a kernel's variances, per-example,
+per-position arrays (variances, masks) laid out to broadcast against a kernel, and the
+spatial sums of convolutions and pooling over both copies of each axis (the geometry
+that :mod:`jaxtheory.kernels.analytic`'s conv and pooling maps share).
 
 A kernel is ``(n1, n2, *S)`` (``nngp``, the NTK) or ``(n, *S)`` (``cov1``, ``cov2``), with
 ``S = (h, w, ...)`` in the diagonal spatial layout or ``(h, h', w, w', ...)`` in the full one.
@@ -7,8 +9,13 @@ A kernel is ``(n1, n2, *S)`` (``nngp``, the NTK) or ``(n, *S)`` (``cov1``, ``cov
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from jaxtheory.kernels import padding as pad
 
 Array = jax.Array
 
@@ -37,3 +44,138 @@ def spread(v: Array, left: bool, batch_ndim: int, diagonal_spatial: bool) -> Arr
     return v.reshape(lead + sp)
   pairs = sum((((s, 1) if left else (1, s)) for s in sp), ())
   return v.reshape(lead + pairs)
+
+
+def pad_sizes(size: int, window: int, stride: int, padding: str):
+  (lo, hi), = lax.padtype_to_pads((size,), (window,), (stride,), padding)
+  return lo, hi, (size + lo + hi - window) // stride + 1
+
+
+def conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
+                  diagonal_spatial: bool) -> Array:
+  r"""Covariance of a conv with i.i.d. shared weights, up to ``W_std^2``.
+
+  For each spatial axis with filter size :math:`f` and stride :math:`s`,
+  :math:`K'_{ij} = \frac1f \sum_{d<f} K_{is+d,\,js+d}` over the zero-padded
+  input (Novak et al. 2019, eq. 7; NT's ``_conv_kernel_full_spatial``), or the
+  periodically padded one (``'CIRCULAR'``, :mod:`jaxtheory.kernels.padding`). Only
+  same-offset pairs survive because weights at different offsets are
+  independent, so diagonal entries depend only on diagonal entries.
+  """
+  for a, (f, s) in enumerate(zip(filter_shape, strides)):
+    axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
+    if padding == "CIRCULAR":  # both copies of the axis padded periodically, then VALID
+      mat = pad.wrap(mat, axes, (f,) * len(axes), (s,) * len(axes))
+    lo, hi, size = pad_sizes(mat.shape[axes[0]], f, s,
+                         "VALID" if padding == "CIRCULAR" else padding)
+    widths = [(0, 0)] * mat.ndim
+    for ax in axes:
+      widths[ax] = (lo, hi)
+    padded = jnp.pad(mat, widths)
+    acc = 0.0
+    for d in range(f):
+      sl = padded
+      for ax in axes:
+        sl = lax.slice_in_dim(sl, d, d + (size - 1) * s + 1, s, axis=ax)
+      acc = acc + sl
+    mat = acc / f
+  return mat
+
+
+def conv_transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
+  """``(before, after)`` padding of the stride-dilated input in ``lax.conv_transpose``."""
+  if padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding must be 'SAME' or 'VALID' here, got {padding!r}")
+  if padding == "SAME":
+    total = window + stride - 2
+    before = window - 1 if stride > window - 1 else -(-total // 2)
+  else:
+    total = window + stride - 2 + max(window - stride, 0)
+    before = window - 1
+  return before, total - before
+
+
+def conv_transpose_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
+                            diagonal_spatial: bool) -> Array:
+  r"""Covariance of a transposed conv with i.i.d. shared weights, up to ``W_std^2``.
+
+  ``lax.conv_transpose`` is a stride-1 ``VALID`` convolution of the input
+  dilated by the strides (zeros between positions) and padded; the dilated
+  input's covariance is the input's, dilated and padded alike on both copies
+  of each axis, so :func:`conv_average` applies to it (NT's
+  ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise).
+  ``'CIRCULAR'`` folds the ``'VALID'`` result onto the ring
+  (:func:`jaxtheory.kernels.padding.fold`, on both copies of each axis).
+  """
+  widths = [(0, 0, 0)] * mat.ndim
+  spatial, rings = [], []
+  for a, (f, s) in enumerate(zip(filter_shape, strides)):
+    lo, hi = conv_transpose_pads(f, s, "VALID" if padding == "CIRCULAR" else padding)
+    axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
+    for ax in axes:
+      widths[ax] = (lo, hi, s - 1)
+      spatial.append(ax)
+      rings.append(mat.shape[ax] * s)
+  mat = lax.pad(mat, jnp.zeros((), mat.dtype), widths)
+  mat = conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
+                      diagonal_spatial)
+  # CIRCULAR: the VALID output folded onto SAME's n * stride positions (both copies).
+  return pad.fold(mat, spatial, rings) if padding == "CIRCULAR" else mat
+
+
+def pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:
+  """Sum over all pairs of positions in each window (both copies of every axis)."""
+  dims, st, pads = [1] * batch_ndim, [1] * batch_ndim, [(0, 0)] * batch_ndim
+  for a, (w, s) in enumerate(zip(window_shape, strides)):
+    lo, hi, _ = pad_sizes(mat.shape[batch_ndim + 2 * a], w, s, padding)
+    dims += [w, w]
+    st += [s, s]
+    pads += [(lo, hi), (lo, hi)]
+  # A Python-scalar init makes this a window sum (differentiable in both modes); a
+  # traced init would select the generic reducer, which has no transpose rule.
+  return lax.reduce_window(mat, 0.0, lax.add, dims, st, pads)
+
+
+def position_eye(spatial: Sequence[int], dtype) -> Array:
+  """``1`` where every position pair of the full layout ``(h, h', w, w', ...)`` is equal."""
+  eye = jnp.ones((), dtype)
+  for n in spatial[::2]:
+    eye = jnp.multiply.outer(eye, jnp.eye(n, dtype=dtype))
+  return eye
+
+
+def unshared(average_diagonal) -> Callable:
+  """An unshared layer's map on the full layout: the diagonal-layout map
+  ``average_diagonal(m, batch_ndim)`` of the same-position entries, placed back on the
+  diagonal (distinct positions see independent weights, so they do not covary)."""
+
+  def lin(m, bn):
+    if m.ndim < bn:  # a scalar NTK placeholder
+      return m
+    diag = m
+    for _ in range((m.ndim - bn) // 2):  # (h, h', w, w') -> (w, w', h) -> (h, w)
+      diag = jnp.diagonal(diag, axis1=bn, axis2=bn + 1)
+    diag = average_diagonal(diag, bn)
+    full = diag
+    for a in range(diag.ndim - bn):  # (h, w) -> (h, h', w, w')
+      full = jnp.moveaxis(diag_embed(jnp.moveaxis(full, bn + 2 * a, -1)), (-2, -1),
+                          (bn + 2 * a, bn + 2 * a + 1))
+    return full
+
+  return lin
+
+
+def diag_embed(v: Array) -> Array:
+  """``(..., n) -> (..., n, n)`` with ``v`` on the diagonal."""
+  eye = jnp.eye(v.shape[-1], dtype=v.dtype)
+  return v[..., None] * eye.reshape((1,) * (v.ndim - 1) + eye.shape)
+
+
+def twice(t) -> tuple:
+  """``(a, b) -> (a, a, b, b)``: one entry per copy of each spatial axis."""
+  return tuple(v for v in t for _ in range(2))
+
+
+def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
+  """Number of non-padding inputs in each pooling window along one axis."""
+  return lax.reduce_window(jnp.ones((size,)), 0.0, lax.add, (window,), (stride,), padding)

@@ -43,7 +43,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxtheory.kernels import masking, padding as pad
-from jaxtheory.kernels._spatial import spread as _spread, variances as _variances
+from jaxtheory.kernels._spatial import (conv_average as _conv_average,
+                                        conv_transpose_average as _conv_transpose_average,
+                                        pool_sum as _pool_sum, position_eye as _position_eye,
+                                        spread as _spread, twice as _twice,
+                                        unshared as _unshared, variances as _variances,
+                                        window_counts)
 
 Array = jax.Array
 KernelMap = Callable[[Any, Any], Any]
@@ -208,100 +213,6 @@ def inputs_to_kernel(x1: jax.typing.ArrayLike, x2: jax.typing.ArrayLike | None =
 
 
 # ----------------------------------------------------------------------------
-# Spatial bookkeeping (per-position arrays: :mod:`jaxtheory.kernels._spatial`).
-
-
-def _pads(size: int, window: int, stride: int, padding: str):
-  (lo, hi), = lax.padtype_to_pads((size,), (window,), (stride,), padding)
-  return lo, hi, (size + lo + hi - window) // stride + 1
-
-
-def _conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
-                  diagonal_spatial: bool) -> Array:
-  r"""Covariance of a conv with i.i.d. shared weights, up to ``W_std^2``.
-
-  For each spatial axis with filter size :math:`f` and stride :math:`s`,
-  :math:`K'_{ij} = \frac1f \sum_{d<f} K_{is+d,\,js+d}` over the zero-padded
-  input (Novak et al. 2019, eq. 7; NT's ``_conv_kernel_full_spatial``), or the
-  periodically padded one (``'CIRCULAR'``, :mod:`jaxtheory.kernels.padding`). Only
-  same-offset pairs survive because weights at different offsets are
-  independent, so diagonal entries depend only on diagonal entries.
-  """
-  for a, (f, s) in enumerate(zip(filter_shape, strides)):
-    axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
-    if padding == "CIRCULAR":  # both copies of the axis padded periodically, then VALID
-      mat = pad.wrap(mat, axes, (f,) * len(axes), (s,) * len(axes))
-    lo, hi, size = _pads(mat.shape[axes[0]], f, s,
-                         "VALID" if padding == "CIRCULAR" else padding)
-    widths = [(0, 0)] * mat.ndim
-    for ax in axes:
-      widths[ax] = (lo, hi)
-    padded = jnp.pad(mat, widths)
-    acc = 0.0
-    for d in range(f):
-      sl = padded
-      for ax in axes:
-        sl = lax.slice_in_dim(sl, d, d + (size - 1) * s + 1, s, axis=ax)
-      acc = acc + sl
-    mat = acc / f
-  return mat
-
-
-def conv_transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
-  """``(before, after)`` padding of the stride-dilated input in ``lax.conv_transpose``."""
-  if padding not in ("SAME", "VALID"):
-    raise ValueError(f"padding must be 'SAME' or 'VALID' here, got {padding!r}")
-  if padding == "SAME":
-    total = window + stride - 2
-    before = window - 1 if stride > window - 1 else -(-total // 2)
-  else:
-    total = window + stride - 2 + max(window - stride, 0)
-    before = window - 1
-  return before, total - before
-
-
-def _conv_transpose_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
-                            diagonal_spatial: bool) -> Array:
-  r"""Covariance of a transposed conv with i.i.d. shared weights, up to ``W_std^2``.
-
-  ``lax.conv_transpose`` is a stride-1 ``VALID`` convolution of the input
-  dilated by the strides (zeros between positions) and padded; the dilated
-  input's covariance is the input's, dilated and padded alike on both copies
-  of each axis, so :func:`_conv_average` applies to it (NT's
-  ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise).
-  ``'CIRCULAR'`` folds the ``'VALID'`` result onto the ring
-  (:func:`jaxtheory.kernels.padding.fold`, on both copies of each axis).
-  """
-  widths = [(0, 0, 0)] * mat.ndim
-  spatial, rings = [], []
-  for a, (f, s) in enumerate(zip(filter_shape, strides)):
-    lo, hi = conv_transpose_pads(f, s, "VALID" if padding == "CIRCULAR" else padding)
-    axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
-    for ax in axes:
-      widths[ax] = (lo, hi, s - 1)
-      spatial.append(ax)
-      rings.append(mat.shape[ax] * s)
-  mat = lax.pad(mat, jnp.zeros((), mat.dtype), widths)
-  mat = _conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
-                      diagonal_spatial)
-  # CIRCULAR: the VALID output folded onto SAME's n * stride positions (both copies).
-  return pad.fold(mat, spatial, rings) if padding == "CIRCULAR" else mat
-
-
-def _pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:
-  """Sum over all pairs of positions in each window (both copies of every axis)."""
-  dims, st, pads = [1] * batch_ndim, [1] * batch_ndim, [(0, 0)] * batch_ndim
-  for a, (w, s) in enumerate(zip(window_shape, strides)):
-    lo, hi, _ = _pads(mat.shape[batch_ndim + 2 * a], w, s, padding)
-    dims += [w, w]
-    st += [s, s]
-    pads += [(lo, hi), (lo, hi)]
-  # A Python-scalar init makes this a window sum (differentiable in both modes); a
-  # traced init would select the generic reducer, which has no transpose rule.
-  return lax.reduce_window(mat, 0.0, lax.add, dims, st, pads)
-
-
-# ----------------------------------------------------------------------------
 # Linear layers.
 
 
@@ -429,41 +340,6 @@ def affine(W_std: float, b_std: float | None, *, out_wide: bool,
   return kernel
 
 
-def _position_eye(spatial: Sequence[int], dtype) -> Array:
-  """``1`` where every position pair of the full layout ``(h, h', w, w', ...)`` is equal."""
-  eye = jnp.ones((), dtype)
-  for n in spatial[::2]:
-    eye = jnp.multiply.outer(eye, jnp.eye(n, dtype=dtype))
-  return eye
-
-
-def _unshared(average_diagonal) -> Callable:
-  """An unshared layer's map on the full layout: the diagonal-layout map
-  ``average_diagonal(m, batch_ndim)`` of the same-position entries, placed back on the
-  diagonal (distinct positions see independent weights, so they do not covary)."""
-
-  def lin(m, bn):
-    if m.ndim < bn:  # a scalar NTK placeholder
-      return m
-    diag = m
-    for _ in range((m.ndim - bn) // 2):  # (h, h', w, w') -> (w, w', h) -> (h, w)
-      diag = jnp.diagonal(diag, axis1=bn, axis2=bn + 1)
-    diag = average_diagonal(diag, bn)
-    full = diag
-    for a in range(diag.ndim - bn):  # (h, w) -> (h, h', w, w')
-      full = jnp.moveaxis(_diag_embed(jnp.moveaxis(full, bn + 2 * a, -1)), (-2, -1),
-                          (bn + 2 * a, bn + 2 * a + 1))
-    return full
-
-  return lin
-
-
-def _diag_embed(v: Array) -> Array:
-  """``(..., n) -> (..., n, n)`` with ``v`` on the diagonal."""
-  eye = jnp.eye(v.shape[-1], dtype=v.dtype)
-  return v[..., None] * eye.reshape((1,) * (v.ndim - 1) + eye.shape)
-
-
 def flatten() -> KernelMap:
   r"""Flatten: channels absorb the positions, so :math:`K' = \mathrm{mean}_s K_{ss}`.
 
@@ -485,16 +361,6 @@ def flatten() -> KernelMap:
                                   diagonal_spatial=True, is_gaussian=False)
 
   return kernel
-
-
-def _twice(t) -> tuple:
-  """``(a, b) -> (a, a, b, b)``: one entry per copy of each spatial axis."""
-  return tuple(v for v in t for _ in range(2))
-
-
-def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
-  """Number of non-padding inputs in each pooling window along one axis."""
-  return lax.reduce_window(jnp.ones((size,)), 0.0, lax.add, (window,), (stride,), padding)
 
 
 def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
