@@ -7,6 +7,7 @@ import pytest
 from jax import lax
 
 from jaxtheory import nt, stax
+from linear_exact import jacobian_kernel
 
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -14,26 +15,6 @@ pytestmark = pytest.mark.usefixtures("x64")
 
 def _close(a, b, **kw):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), **kw)
-
-
-def _jacobian_kernel(apply, params, x1, x2):
-  """``sum_theta dy(x1)/dtheta dy(x2)/dtheta`` of output channel 0, in NT's full layout.
-
-  One NTK-parametrized layer is linear in its standard-normal parameters, so this is its
-  NNGP and its NTK exactly.
-  """
-  def jac(x):
-    j = jax.jacobian(lambda p: apply(p, x)[..., 0])(params)
-    return jnp.concatenate([a.reshape(a.shape[:x.ndim - 1] + (-1,))
-                            for a in jax.tree.leaves(j)], -1)
-  j1, j2 = jac(x1), jac(x2)  # (n, *spatial, P)
-  a = j1.reshape(j1.shape[0], -1, j1.shape[-1])
-  b = j2.reshape(j2.shape[0], -1, j2.shape[-1])
-  k = jnp.einsum("apk,bqk->abpq", a, b)
-  sp = j1.shape[1:-1]
-  k = k.reshape(k.shape[:2] + sp + sp)
-  nsp = len(sp)  # (n1, n2, h, w, h', w') -> (n1, n2, h, h', w, w')
-  return jnp.transpose(k, (0, 1) + tuple(2 + i + nsp * j for i in range(nsp) for j in (0, 1)))
 
 
 @pytest.mark.parametrize("filter_shape,strides,padding",
@@ -69,7 +50,7 @@ def test_conv_local_apply_and_kernel_are_exact(filter_shape, strides, padding):
   _close(y, ref, rtol=1e-12, atol=1e-12)
 
   # kernel: exact (one NTK-parametrized layer: NNGP = NTK = the Jacobian's Gram matrix).
-  exact = _jacobian_kernel(apply, params, x1, x2)
+  exact = jacobian_kernel(apply, params, x1, x2)
   k = kfn(x1, x2, ("nngp", "ntk"), diagonal_spatial=False)
   _close(k.nngp, exact, rtol=1e-10, atol=1e-12)
   _close(k.ntk, exact, rtol=1e-10, atol=1e-12)

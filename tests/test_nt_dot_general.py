@@ -7,6 +7,7 @@ import pytest
 
 from jaxtheory import nt, stax
 from jaxtheory.kernels import dot_general as kdot
+from linear_exact import diagonal, jacobian_kernel
 
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -24,23 +25,6 @@ CASES = [
 ]
 
 
-def _exact(apply, params, x1, x2, ob, oc):
-  """``sum_theta dy(x1)/dtheta dy(x2)/dtheta`` of output channel 0 in NT's full layout: the
-  NNGP (and NTK) exactly, for a network linear in standard-normal parameters."""
-  def jac(x):
-    y = lambda p: jnp.take(jnp.moveaxis(apply(p, x), (ob, oc), (0, -1)), 0, axis=-1)
-    j = jax.jacobian(y)(params)
-    leaves = jax.tree.leaves(j)
-    sp = leaves[0].shape[:y(params).ndim]
-    return jnp.concatenate([a.reshape(sp + (-1,)) for a in leaves], -1)
-  j1, j2 = jac(x1), jac(x2)
-  nsp = j1.ndim - 2
-  k = jnp.einsum(j1, [0] + list(range(2, 2 + nsp)) + [99], j2,
-                 [1] + list(range(2 + nsp, 2 + 2 * nsp)) + [99],
-                 [0, 1] + [a for d in range(nsp) for a in (2 + d, 2 + nsp + d)])
-  return k
-
-
 @pytest.mark.parametrize("lhs,rhs,dn", CASES)
 def test_dot_general_kernel_is_exact(lhs, rhs, dn):
   x1 = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
@@ -56,23 +40,16 @@ def test_dot_general_kernel_is_exact(lhs, rhs, dn):
   np.testing.assert_allclose(apply(params, x1), jax.lax.dot_general(
       *(a if a is other else conv(params[0], x1) for a in args), dn), rtol=1e-12)
   assert out_shape == apply(params, x1).shape
-  exact = _exact(apply, params, x1, x2, ob, oc)
+  exact = jacobian_kernel(apply, params, x1, x2, ob, oc)
   k = kfn(x1, x2, ("nngp", "ntk"), diagonal_spatial=False)
   np.testing.assert_allclose(k.nngp, exact, rtol=1e-9, atol=1e-12)
   np.testing.assert_allclose(k.ntk, exact, rtol=1e-9, atol=1e-12)
   if not any(a != 0 for a in spec.x_contract):  # no spatial contraction: diagonal works too
     kd = kfn(x1, x2, "nngp", diagonal_spatial=True)
-    np.testing.assert_allclose(kd, _diagonal(exact), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(kd, diagonal(exact), rtol=1e-9, atol=1e-12)
   else:
     with pytest.raises(ValueError, match="all pairs of positions"):
       kfn(x1, x2, "nngp", diagonal_spatial=True)
-
-
-def _diagonal(k):
-  """Same-position entries of a full-layout kernel ``(n1, n2, h, h', w, w', ...)``."""
-  nsp = (k.ndim - 2) // 2
-  labels = [0, 1] + [2 + d for d in range(nsp) for _ in range(2)]
-  return jnp.einsum(k, labels, [0, 1] + [2 + d for d in range(nsp)])
 
 
 def test_dot_general_masks_follow_neural_tangents_rule():

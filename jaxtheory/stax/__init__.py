@@ -54,7 +54,7 @@ Covered: ``serial``, ``parallel``, ``Dense``, ``Conv`` (1D-3D, ``'SAME'`` /
 mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Slice``),
 ``DotGeneral`` (a scalar, or an array contracted with the input; not the batch axis),
 ``SumPool``, ``GlobalSumPool``,
-``FanInProd``. ``Conv`` takes ``dimension_numbers`` of any layout and
+``FanInProd``, ``ImageResize`` (its kernel: linear and nearest). ``Conv`` takes ``dimension_numbers`` of any layout and
 ``Dense``, ``AvgPool``, ``GlobalAvgPool`` any ``batch_axis``/``channel_axis``;
 ``Conv``, ``ConvTranspose`` and ``AvgPool`` take ``'SAME'``, ``'VALID'`` and
 ``'CIRCULAR'`` padding (computed channels-last; the kernel's spatial axes follow the activation's, and
@@ -62,8 +62,7 @@ mechanism with square-root scaling; positional embeddings), ``Index`` (with ``Sl
 
 Not covered (a clear error, or simply absent): other ``batch_axis``/``channel_axis``
 of ``Flatten`` and ``LayerNorm``; ``LayerNorm`` over
-non-channel axes; ``BatchNorm`` (NT has none either),
-``ImageResize``; NT's ``requires``
+non-channel axes; ``BatchNorm`` (NT has none either); NT's ``requires``
 decorator (its values, ``Bool`` and ``Diagonal``, are here: :mod:`jaxtheory.kernels.requirements`). ``nt.batch``,
 ``nt.predict``, ``nt.empirical_kernel_fn`` and
 ``nt.monte_carlo_kernel_fn`` are in :mod:`jaxtheory.nt`.
@@ -85,4 +84,4 @@ from jaxtheory.stax.elementwise import (  # noqa: F401
     Sign, Sin)
 from jaxtheory.stax.linear import (  # noqa: F401
     Aggregate, AvgPool, Conv, ConvLocal, ConvTranspose, Dense, DotGeneral, Dropout, Flatten,
-    GlobalAvgPool, GlobalSumPool, Index, LayerNorm, Slice, SumPool)
+    GlobalAvgPool, GlobalSumPool, ImageResize, Index, LayerNorm, Slice, SumPool)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtheory.kernels import analytic, dot_general as kdot, masking as kmasking
+from jaxtheory.kernels import analytic, dot_general as kdot, masking as kmasking, resize as kresize
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 from jaxtheory.stax._core import (_SAME, _Triple, _check_axes, _check_padding, _moved_axes,
@@ -320,6 +320,72 @@ def _scale_layer(c: float) -> _Triple:
     return analytic.scale(k, c * c)
 
   return _Triple(core.Layer(init, apply, kernel), mask=_SAME)
+
+
+def ImageResize(shape: Sequence[int], method, antialias: bool = True,
+                precision=lax.Precision.HIGHEST, batch_axis: int = 0,
+                channel_axis: int = -1) -> _Triple:
+  """Resizes the activation with ``jax.image.resize`` (NT's ``stax.ImageResize``).
+
+  Args:
+    shape: the output's shape, one entry per axis of the input, ``-1`` keeping
+      that axis (the channel axis must be kept for ``kernel_fn``, and here the
+      batch axis too).
+    method: ``'linear'`` (``'bilinear'``, ...), ``'nearest'``, or for ``apply_fn``
+      only ``'cubic'``, ``'lanczos3'``, ``'lanczos5'`` (a ``jax.image.ResizeMethod``
+      or its name).
+    antialias: a triangular antialiasing filter when shrinking (linear).
+    precision: of the interpolation's contractions.
+    batch_axis: the input's batch axis.
+    channel_axis: the input's channel axis.
+
+  Returns:
+    ``(init_fn, apply_fn, kernel_fn)``; the kernel resizes both copies of each
+    spatial axis of the covariance alike (:mod:`jaxtheory.kernels.resize`). A mask
+    marks an output entry only when all its contributions are masked (NT's rule).
+  """
+  shape = tuple(int(s) for s in shape)
+  method = kresize.method_of(method)
+  full = lambda in_shape: tuple(i if s == -1 else s for s, i in zip(shape, in_shape))
+  resize = lambda x, to: jax.image.resize(x, to, method, antialias=antialias,
+                                          precision=precision)
+
+  def init(key, spec, ctx):
+    del key, ctx
+    if len(spec.shape) != len(shape):
+      raise ValueError(f"ImageResize: shape {shape} has {len(shape)} entries for a "
+                       f"{len(spec.shape)}-dimensional input")
+    return core.Spec(full(spec.shape)), (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, feat, ctx
+    return resize(x, full(x.shape)), core.Feat()
+
+  ndim = len(shape)
+  b, c = batch_axis % ndim, channel_axis % ndim
+  spatial = tuple(shape[a] for a in range(ndim) if a not in (b, c))
+  base = kresize.image_resize(spatial, method, antialias, precision)
+
+  def kernel(k, ctx):
+    if shape[c] != -1:
+      raise ValueError(f"ImageResize: resizing the channel axis ({channel_axis}) has no "
+                       "infinite-width limit; set shape[channel_axis] = -1")
+    if shape[b] != -1:
+      raise NotImplementedError(f"ImageResize: resizing the batch axis ({batch_axis}) is not "
+                                "supported in kernel_fn; set shape[batch_axis] = -1")
+    return base(k, ctx)
+
+  def mask_fn(m, in_shape):
+    if in_shape is None:  # the kernel's (n, *spatial, c) mask
+      to = (m.shape[0],) + tuple(i if s == -1 else s for s, i in zip(spatial, m.shape[1:-1]))
+      return ~resize(~m, to + m.shape[-1:]).astype(bool)
+    to = list(full(in_shape))
+    to[c] = m.shape[c]
+    return ~resize(~jnp.broadcast_to(m, tuple(in_shape[:c]) + (m.shape[c],) +
+                                     tuple(in_shape[c + 1:])), tuple(to)).astype(bool)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
+                 mask=masking.Rule(mask_fn, remask=True))
 
 
 class _Slice:
