@@ -229,3 +229,18 @@ def test_monte_carlo_keeps_its_blocks_unless_the_network_draws_from_rng():
   mc(x, None, "nngp")
   # The first call traces the whole input (is rng read?); the kernel is then computed in blocks.
   assert seen[0] == 6 and seen[1:] and max(seen[1:]) == 2, seen
+
+
+def test_dense_on_any_axes_follows_masks():
+  """Masking the last positions of a channels-first activation equals deleting them."""
+  x = jax.random.normal(jax.random.key(0), (3, 4, 5))  # channels, batch, positions
+  masked_x = x.at[:, :, 3:].set(MASK)
+  init, apply, kfn = stax.serial(stax.Dense(6, batch_axis=1, channel_axis=0), stax.Relu(),
+                                 stax.Dense(1, batch_axis=1, channel_axis=0))
+  _, params = init(jax.random.key(1), x.shape)
+  y = stax.unmask_fn(apply)(params, masked_x, mask_constant=MASK)
+  np.testing.assert_allclose(y[..., :3], apply(params, x[..., :3]), rtol=1e-12)
+  np.testing.assert_array_equal(y[..., 3:], 0.0)
+  k = kfn(masked_x, None, "ntk", mask_constant=MASK)
+  np.testing.assert_allclose(k[..., :3, :3], kfn(x[..., :3], None, "ntk"), rtol=1e-12)
+  np.testing.assert_array_equal(k[..., 3:, :], 0.0)

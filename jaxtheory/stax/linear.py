@@ -25,8 +25,10 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
   p = _param(parameterization)
   lay = _width_scaled(L.dense(out_dim * _s_out(s, parameterization), W_std, b_std,
                               parametrization=p), s, parameterization)
-  rule = (masking.Rule(lambda m, shape: kmasking.collapse_channels(m), remask=True)
-          if (batch_axis, channel_axis) == (0, -1) else None)
+  # A position is masked when all its channels are: the kernel's masks are channels-last,
+  # the activation's keep the channel axis where it is.
+  rule = masking.Rule(lambda m, shape: kmasking.collapse_channels(m) if shape is None
+                      else jnp.all(m, axis=channel_axis, keepdims=True), remask=True)
   return _Triple(_nt_params(_moved_axes(lay, batch_axis, channel_axis), b_axis=channel_axis),
                  (batch_axis, channel_axis), mask=rule)
 
