@@ -22,15 +22,20 @@ def _layout(k: Kernel):
   return k.diagonal_spatial if k.nspatial else None
 
 
+def _same_shapes(ks, where: str) -> tuple:
+  """The branches' kernels as a tuple, checked to share one shape and one layout."""
+  ks = tuple(ks)
+  if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
+    raise ValueError(f"{where} needs kernels of one shape, got {[k.nngp.shape for k in ks]}")
+  return ks
+
+
 def fan_in_sum() -> KernelMap:
   """Sum of independent centred Gaussian branches: kernels add."""
 
   def kernel(ks, ctx) -> Kernel:
     del ctx
-    ks = tuple(ks)
-    if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
-      raise ValueError(f"fan_in_sum needs kernels of one shape, got "
-                       f"{[k.nngp.shape for k in ks]}")
+    ks = _same_shapes(ks, "fan_in_sum")
     if len(ks) > 1 and not all(k.is_gaussian for k in ks):
       raise ValueError(
           "fan_in_sum: the kernel of a sum is the sum of kernels only for independent centred "
@@ -55,10 +60,7 @@ def fan_in_prod() -> KernelMap:
 
   def kernel(ks, ctx) -> Kernel:
     del ctx
-    ks = tuple(ks)
-    if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
-      raise ValueError(f"fan_in_prod needs kernels of one shape, got "
-                       f"{[k.nngp.shape for k in ks]}")
+    ks = _same_shapes(ks, "fan_in_prod")
     prod = lambda xs: None if xs[0] is None else functools.reduce(operator.mul, xs)
     ntk = None
     if not any(k.ntk is None for k in ks):

@@ -162,6 +162,13 @@ def _check_float_input(layer: str, x) -> None:
 _SPATIAL = "DHW"
 
 
+def _check_conv_input(name: str, filter_shape, shape) -> None:
+  if len(shape) != len(filter_shape) + 2:
+    raise ValueError(
+        f"{name} with a {len(filter_shape)}D filter needs inputs (batch, "
+        f"{len(filter_shape)} spatial axes, channels), got shape {shape[1:]} per example")
+
+
 def _conv_dims(nspatial):
   s = _SPATIAL[-nspatial:] if nspatial <= 3 else None
   if s is None:
@@ -235,10 +242,7 @@ def conv_local(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int
         x, w, strides, p, dimension_numbers=dims), x, probe).shape[1:-1]
 
   def init(key, spec, ctx):
-    if len(spec.shape) != len(filter_shape) + 2:
-      raise ValueError(
-          f"conv_local with a {len(filter_shape)}D filter needs inputs (batch, "
-          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
+    _check_conv_input("conv_local", filter_shape, spec.shape)
     c_in = spec.shape[-1]
     out_sp = out_spatial(spec.shape)
     fout, w, b = aff.rules(spec.feat, c_in, ctx)
@@ -287,10 +291,7 @@ def _conv_like(name: str, op: Callable, out_chan, filter_shape, strides, padding
     return pad.fold(y, spatial, [n * st for n, st in zip(x.shape[1:-1], strides)])
 
   def init(key, spec, ctx):
-    if len(spec.shape) != len(filter_shape) + 2:
-      raise ValueError(
-          f"{name} with a {len(filter_shape)}D filter needs inputs (batch, "
-          f"{len(filter_shape)} spatial axes, channels), got shape {spec.shape[1:]} per example")
+    _check_conv_input(name, filter_shape, spec.shape)
     c_in = spec.shape[-1]
     fout, params, scales = aff.init_params(key, filter_shape + (c_in, out_chan),
                                            spec.feat, c_in, ctx)
