@@ -50,8 +50,15 @@ def test_global_avg_pool_averages_unmasked_positions_only():
   want = np.asarray(x)[1, :4].mean(0)
   np.testing.assert_allclose(np.asarray(out.masked_value)[1], want, rtol=1e-12)
   np.testing.assert_array_equal(np.asarray(out.mask), [[False], [False], [False], [True]])
+  # A mask that differs between channels: apply averages each channel's unmasked entries;
+  # the kernel (one covariance for all channels) refuses it.
+  x3 = _inputs(c=3)
+  out = apply(params, x3, mask_constant=MASK)
+  keep = np.asarray(x3) != MASK
+  want = (np.asarray(x3) * keep).sum(1) / np.maximum(keep.sum(1), 1)
+  np.testing.assert_allclose(np.asarray(out.masked_value), want, rtol=1e-12)
   with pytest.raises(NotImplementedError, match="differs between channels"):
-    apply(params, _inputs(c=3), mask_constant=MASK)
+    stax.GlobalAvgPool()[2](x3, None, "nngp", mask_constant=MASK)
 
 
 @pytest.mark.parametrize("get", ["nngp", "ntk"])
@@ -244,3 +251,13 @@ def test_dense_on_any_axes_follows_masks():
   k = kfn(masked_x, None, "ntk", mask_constant=MASK)
   np.testing.assert_allclose(k[..., :3, :3], kfn(x[..., :3], None, "ntk"), rtol=1e-12)
   np.testing.assert_array_equal(k[..., 3:, :], 0.0)
+  # A global mean over the unmasked positions, channels first.
+  for pool in (stax.GlobalAvgPool(batch_axis=1, channel_axis=0),
+               stax.GlobalSumPool(batch_axis=1, channel_axis=0)):
+    init, apply, kfn = stax.serial(stax.Dense(6, batch_axis=1, channel_axis=0), stax.Relu(),
+                                   pool)
+    _, params = init(jax.random.key(1), x.shape)
+    np.testing.assert_allclose(stax.unmask_fn(apply)(params, masked_x, mask_constant=MASK),
+                               apply(params, x[..., :3]), rtol=1e-12)
+    np.testing.assert_allclose(kfn(masked_x, None, "ntk", mask_constant=MASK),
+                               kfn(x[..., :3], None, "ntk"), rtol=1e-12)

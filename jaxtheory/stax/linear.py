@@ -12,7 +12,8 @@ from jax import lax
 from jaxtheory.kernels import analytic, dot_general as kdot, masking as kmasking, resize as kresize
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
-from jaxtheory.stax._core import (_SAME, _Triple, _check_axes, _check_padding, _moved_axes,
+from jaxtheory.stax._core import (_SAME, _SAME_REMASK, _Triple, _check_axes, _check_padding,
+                                  _moved_axes,
                                   _name_layers, _nt_params, _param, _relaid, _s_out,
                                   _width_scaled)
 
@@ -195,17 +196,17 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
   negative coordinates dropped. No pattern: the identity. See
   :mod:`jaxtheory.kernels.graph`.
   """
+  # Masks pass through and the kernel is re-masked (NT's): masked vertices still receive
+  # their neighbours' sums, but count as padding downstream.
   return _Triple(graph.aggregate(aggregate_axis, batch_axis, channel_axis, to_dense,
-                                 implementation), (batch_axis, channel_axis))
+                                 implementation), (batch_axis, channel_axis), mask=_SAME_REMASK)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   """Mean over the spatial axes (NT's ``stax.GlobalAvgPool``); the output keeps the batch and
-  channel axes in their input order."""
-  rule = (masking.Rule(lambda m, shape: jnp.all(kmasking.whole_positions(m, "GlobalAvgPool"),
-                                                axis=tuple(range(1, m.ndim - 1))),
-                       apply=_global_avg_pool_masked) if (batch_axis, channel_axis) == (0, -1)
-          else None)
+  channel axes in their input order. With masks: the mean over the unmasked positions."""
+  rule = masking.Rule(_global_pool_mask(batch_axis, channel_axis, "GlobalAvgPool"),
+                      apply=_global_avg_pool_masked(batch_axis, channel_axis))
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
                  (batch_axis, channel_axis), mask=rule)
 
@@ -213,19 +214,37 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
 def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   """Sum over the spatial axes (NT's ``stax.GlobalSumPool``); the output keeps the batch and
   channel axes in their input order."""
-  rule = (masking.Rule(lambda m, shape: jnp.all(kmasking.whole_positions(m, "GlobalSumPool"),
-                                                axis=tuple(range(1, m.ndim - 1))))
-          if (batch_axis, channel_axis) == (0, -1) else None)
+  rule = masking.Rule(_global_pool_mask(batch_axis, channel_axis, "GlobalSumPool"))
   return _Triple(_moved_axes(L.global_avg_pool(normalize=False), batch_axis, channel_axis,
                              keep_ndim=False), (batch_axis, channel_axis), mask=rule)
 
 
-def _global_avg_pool_masked(params, x, mask, feat, ctx):
-  """The mean over a channels-last activation's unmasked positions (NT's masked mean)."""
-  del params, ctx
-  axes = tuple(range(1, x.ndim - 1))
-  count = jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes)
-  return jnp.sum(x, axis=axes) / jnp.maximum(count, 1).astype(x.dtype), feat
+def _spatial_axes(ndim: int, batch_axis: int, channel_axis: int) -> tuple[int, ...]:
+  return tuple(a for a in range(ndim) if a not in (batch_axis % ndim, channel_axis % ndim))
+
+
+def _global_pool_mask(batch_axis: int, channel_axis: int, where: str):
+  """A global pool's output mask: every position masked (the kernel's masks are channels-last;
+  the activation's keep the batch and channel axes where they are)."""
+
+  def mask_fn(m, shape):
+    if shape is None:
+      return jnp.all(kmasking.whole_positions(m, where), axis=tuple(range(1, m.ndim - 1)))
+    return jnp.all(m, axis=_spatial_axes(m.ndim, batch_axis, channel_axis))
+
+  return mask_fn
+
+
+def _global_avg_pool_masked(batch_axis: int, channel_axis: int):
+  """The mean over an activation's unmasked positions (NT's masked mean)."""
+
+  def apply(params, x, mask, feat, ctx):
+    del params, ctx
+    axes = _spatial_axes(x.ndim, batch_axis, channel_axis)
+    count = jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes)
+    return jnp.sum(x, axis=axes) / jnp.maximum(count, 1).astype(x.dtype), feat
+
+  return apply
 
 
 def _flatten_mask(mask, shape):
