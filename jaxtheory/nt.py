@@ -13,8 +13,9 @@ not covered), ``nt.empirical_ntk_fn``, ``nt.empirical_nngp_fn``,
 ``gradient_descent_mse_ensemble``, ``gradient_descent``, ``max_learning_rate``),
 ``nt.linearize``, ``nt.taylor_expand``, ``nt.NtkImplementation`` and ``nt.Kernel``
 (what ``stax`` kernel functions return, :mod:`jaxtheory.kernels.nt_kernel`); of NT's
-``utils``, ``canonicalize_idx`` and ``slice_shape`` (for ``stax.Index``) and
-``axis_after_dot`` (for ``stax.DotGeneral``). Not
+``utils``, ``canonicalize_idx`` and ``slice_shape`` (for ``stax.Index``),
+``axis_after_dot`` (for ``stax.DotGeneral``), ``zip_axes`` and ``unzip_axes`` (the full
+spatial layout ``(h, h', w, w')`` to and from ``(h, w, h', w')``). Not
 covered: ``nt.experimental``.
 """
 
@@ -22,6 +23,7 @@ import enum
 
 from jaxtheory import stax
 from jaxtheory.kernels import predict
+from jaxtheory.kernels._spatial import unzip_axes, zip_axes
 from jaxtheory.kernels.batching import batch
 from jaxtheory.kernels.dot_general import axis_after_dot
 from jaxtheory.kernels.empirical import (empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn,
@@ -42,4 +44,5 @@ class NtkImplementation(enum.IntEnum):
 
 __all__ = ["Kernel", "NtkImplementation", "axis_after_dot", "batch", "canonicalize_idx", "empirical_kernel_fn",
            "empirical_nngp_fn", "empirical_ntk_fn", "empirical_ntk_vp_fn", "linearize",
-           "monte_carlo_kernel_fn", "predict", "slice_shape", "stax", "taylor_expand"]
+           "monte_carlo_kernel_fn", "predict", "slice_shape", "stax", "taylor_expand", "unzip_axes",
+           "zip_axes"]

@@ -88,3 +88,12 @@ def test_axis_after_dot_follows_lax():
   assert [y.shape[nt.axis_after_dot(a, (2,), (0,))] for a in (0, 1, 3)] == [2, 3, 5]
   y = jax.lax.dot_general(o, x, (((0,), (2,)), ((2,), (0,))))  # (2, 7, 3, 5)
   assert [y.shape[nt.axis_after_dot(a, (2,), (0,), o.ndim)] for a in (0, 1, 3)] == [2, 3, 5]
+
+
+def test_zip_axes_interleaves_the_two_copies():
+  x = jnp.arange(2 * 3 * 4 * 5 * 6).reshape(2, 3, 4, 5, 6)  # batch, then (h, w, h2, w2)
+  z = nt.zip_axes(x, 1, 5)
+  assert z.shape == (2, 3, 5, 4, 6)
+  np.testing.assert_array_equal(z[1, 2, 3, 1, 4], x[1, 2, 1, 3, 4])
+  np.testing.assert_array_equal(nt.unzip_axes(z, 1, 5), x)
+  assert nt.unzip_axes(jnp.zeros((2, 3, 3, 4, 4)), 1).shape == (2, 3, 4, 3, 4)

@@ -179,3 +179,30 @@ def twice(t) -> tuple:
 def window_counts(size: int, window: int, stride: int, padding: str) -> Array:
   """Number of non-padding inputs in each pooling window along one axis."""
   return lax.reduce_window(jnp.ones((size,)), 0.0, lax.add, (window,), (stride,), padding)
+
+
+def zip_axes(x: Array, start_axis: int = 0, end_axis: int | None = None) -> Array:
+  """``(..., X, Y, ..., X', Y', ...) -> (..., X, X', Y, Y', ...)`` over the axes from
+  ``start_axis`` to ``end_axis`` (an even number): the kernel's full spatial layout from
+  the two copies side by side (NT's ``utils.zip_axes``)."""
+  return _zip(x, start_axis, end_axis, unzip=False)
+
+
+def unzip_axes(x: Array, start_axis: int = 0, end_axis: int | None = None) -> Array:
+  """The inverse of :func:`zip_axes`: ``(..., X, X', Y, Y', ...) -> (..., X, Y, ..., X', Y', ...)``
+  (NT's ``utils.unzip_axes``)."""
+  return _zip(x, start_axis, end_axis, unzip=True)
+
+
+def _zip(x: Array, start_axis: int, end_axis: int | None, unzip: bool) -> Array:
+  end = x.ndim if end_axis is None else end_axis % (x.ndim + 1)
+  n = end - start_axis
+  if n % 2:
+    raise ValueError(f"zip_axes: an even number of axes from {start_axis} to {end} is needed, "
+                     f"got {n} of shape {x.shape}")
+  half = n // 2
+  zipped = [start_axis + i + half * c for i in range(half) for c in (0, 1)]
+  perm = list(range(start_axis)) + zipped + list(range(end, x.ndim))
+  if unzip:  # the inverse permutation
+    perm = [perm.index(a) for a in range(x.ndim)]
+  return jnp.transpose(x, perm)
