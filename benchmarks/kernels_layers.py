@@ -9,7 +9,7 @@ includes compiling; ``run MiB``: the growth over the timed calls alone):
 
 * ``attention``: 1x1 conv (64) -> ``GlobalSelfAttention`` (softmax, linear
   scaling, SUM positional embeddings) -> ReLU -> global average pool -> dense,
-  on 24 sequences of length 12;
+  on 48 sequences of length 24;
 * ``conv_transpose``: two strided ``ConvTranspose`` (64, 3x3, stride 2, SAME)
   with ReLU, global average pool, dense, on 12 images 4x4x3;
 * ``dropout``: dense (512) -> ReLU -> ``Dropout(0.8)`` -> dense, on 1000 x 64;
@@ -54,7 +54,7 @@ def build(case, stax):
                                  attention_mechanism="SOFTMAX", pos_emb_type="SUM",
                                  b_std=0.1),
         stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
-    return net[2], f32(24, 12, 8), {}
+    return net[2], f32(48, 24, 8), {}
   if case == "conv_transpose":
     net = stax.serial(
         stax.ConvTranspose(64, (3, 3), (2, 2), "SAME", W_std=1.3, b_std=0.05), stax.Relu(),
