@@ -38,8 +38,8 @@ def _rel_err(est, exact):
 
 
 @pytest.mark.parametrize("linear_scaling,pos_emb_type,val_pos_emb,decay", [
-    (True, "NONE", False, None), (True, "SUM", False, _DECAY), (True, "CONCAT", True, None),
-    (False, "SUM", True, None)])
+    (True, "NONE", False, None), (True, "SUM", False, _DECAY), (False, "SUM", True, None)])
+# CONCAT embeddings: the NTK test below.
 def test_attention_nngp_is_the_wide_limit(linear_scaling, pos_emb_type, val_pos_emb, decay):
   """The NNGP of attention at every position pair against wide networks (fed the inputs
   themselves: wide, so that the positional embeddings, one per input channel, are too)."""
