@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.kernels import analytic, masking
+from jaxtheory.kernels._spatial import unzip_axes, zip_axes
 
 Array = jax.Array
 
@@ -70,19 +71,13 @@ def position_covariance(spatial_shape, p_norm: float, decay_fn: Callable | None)
 
 def _flat(m: Array, bn: int) -> Array:
   """``(*batch, h, h', w, w') -> (*batch, T, T)`` with ``T = h * w``."""
-  nsp = (m.ndim - bn) // 2
-  perm = tuple(range(bn)) + tuple(bn + 2 * a for a in range(nsp)) + tuple(
-      bn + 2 * a + 1 for a in range(nsp))
   t = math.prod(m.shape[bn::2])
-  return jnp.transpose(m, perm).reshape(m.shape[:bn] + (t, t))
+  return unzip_axes(m, bn).reshape(m.shape[:bn] + (t, t))
 
 
 def _unflat(m: Array, bn: int, spatial_shape) -> Array:
   """The inverse of :func:`_flat`."""
-  nsp = len(spatial_shape)
-  m = m.reshape(m.shape[:bn] + tuple(spatial_shape) * 2)
-  perm = tuple(range(bn)) + tuple(bn + a + nsp * c for a in range(nsp) for c in (0, 1))
-  return jnp.transpose(m, perm)
+  return zip_axes(m.reshape(m.shape[:bn] + tuple(spatial_shape) * 2), bn)
 
 
 def global_self_attention(*, linear_scaling: bool, mechanism: str, QK_std: float,
@@ -147,7 +142,7 @@ def global_self_attention(*, linear_scaling: bool, mechanism: str, QK_std: float
         return K
       r = jnp.broadcast_to(R.reshape((1,) * bn + R.shape), K.shape)
       if m is not None:
-        r = jnp.where(_flat(jnp.broadcast_to(m, m.shape), bn), jnp.zeros((), r.dtype), r)
+        r = jnp.where(_flat(m, bn), jnp.zeros((), r.dtype), r)
       return w_x * K + w_p * r
 
     K11i, K12i, K22i = interp(K11, m11, 1), interp(K12, m12, 2), interp(K22, m22, 1)
@@ -155,7 +150,8 @@ def global_self_attention(*, linear_scaling: bool, mechanism: str, QK_std: float
     value = (lambda raw, mixed: mixed) if val_pos_emb else (lambda raw, mixed: raw)
 
     if linear_scaling:
-      key_mask1, key_mask2 = _key_masks(k)
+      key_mask1, key_mask2 = (None if m is None else m.reshape(m.shape[0], -1)
+                              for m in masking.position_masks(k, "GlobalSelfAttention"))
 
       def attention(Ki, key_mask):
         logits = QK_std * Ki
@@ -192,21 +188,3 @@ def global_self_attention(*, linear_scaling: bool, mechanism: str, QK_std: float
                      cov2=None if cov2 is None else _unflat(cov2, 1, sp), is_gaussian=True)
 
   return kernel
-
-
-def _key_masks(k: analytic.Kernel):
-  """``(n, T)`` masked positions of each input (``None``: unmasked)."""
-  if k.mask1 is None and k.mask2 is None:
-    return None, None
-  n1, n2 = k.nngp.shape[:2]
-  sp = k.spatial_shape
-
-  def flat(mask, n):
-    if mask is None:
-      return jnp.zeros((n, math.prod(sp)), bool)
-    m = masking.whole_positions(mask, "GlobalSelfAttention")[..., 0]
-    return jnp.broadcast_to(m, (n,) + sp).reshape(n, -1)
-
-  m1 = flat(k.mask1, n1)
-  m2 = m1 if (k.mask2 is None and k.cov2 is None) else flat(k.mask2, n2)
-  return m1, m2

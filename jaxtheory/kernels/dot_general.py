@@ -100,23 +100,23 @@ class Contraction:
     out = self.output_axes()
     return out.index(("x", self.batch_axis)), out.index(("x", self.channel_axis))
 
-  def einsum_args(self, n_batch: int, diagonal: bool, sides: int = 2):
-    """Sublists for ``einsum(K, K_labels, o, o_left, [o, o_right], out)``.
+  def einsum_args(self, n_batch: int, diagonal: bool):
+    """Sublists for ``einsum(K, K_labels, o, o_left, o, o_right, out)``.
 
-    ``n_batch``: the kernel's batch axes (2: ``nngp``, 1: ``cov1``); ``sides=1`` maps a
-    single activation-like array ``(n, *spatial)`` (masks) instead of a covariance.
+    ``n_batch``: the kernel's batch axes (2: ``nngp``, 1: ``cov1``). With ``n_batch=1``
+    and ``diagonal``, ``einsum(a, K_labels, o, o_left, out)`` maps a single
+    activation-like array ``(n, *spatial)`` (masks) instead of a covariance.
     """
     sp = self.x_spatial
     nsp = len(sp)
     batch = (0, 1) if n_batch == 2 else (0, 0)
     first = 2
     left = {a: first + 2 * d for d, a in enumerate(sp)}
-    right = {a: first + 2 * d + (0 if diagonal or sides == 1 else 1) for d, a in enumerate(sp)}
+    right = {a: first + 2 * d + (0 if diagonal else 1) for d, a in enumerate(sp)}
     free0 = first + 2 * nsp
     o_free = [a for a in range(self.ndim_o) if a not in self.o_contract + self.o_batch]
     free_l = {a: free0 + 2 * i for i, a in enumerate(o_free)}
-    free_r = {a: free0 + 2 * i + (0 if diagonal or sides == 1 else 1)
-              for i, a in enumerate(o_free)}
+    free_r = {a: free0 + 2 * i + (0 if diagonal else 1) for i, a in enumerate(o_free)}
 
     def o_labels(side_map, free_map, b):
       labels = []
@@ -130,17 +130,14 @@ class Contraction:
           labels.append(free_map[a])
       return labels
 
-    if sides == 1:
-      k_labels = [batch[0]] + [left[a] for a in sp]
-    else:
-      k_labels = list(batch[:n_batch]) + [l for a in sp for l in
-                                          ((left[a],) if diagonal else (left[a], right[a]))]
-    out = list(batch[:n_batch]) if sides == 2 else [batch[0]]
+    k_labels = list(batch[:n_batch]) + [l for a in sp for l in
+                                        ((left[a],) if diagonal else (left[a], right[a]))]
+    out = list(batch[:n_batch])
     for kind, a in self.output_axes():
       if kind == "x" and a in (self.batch_axis, self.channel_axis):
         continue
       l, r = (left[a], right[a]) if kind == "x" else (free_l[a], free_r[a])
-      out += [l] if (diagonal or sides == 1) else [l, r]
+      out += [l] if diagonal else [l, r]
     o_left = o_labels(left, free_l, batch[0])
     o_right = o_labels(right, free_r, batch[1] if n_batch == 2 else batch[0])
     return k_labels, o_left, o_right, out
@@ -214,11 +211,8 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
 def output_mask(mask: Array, other: Array, spec: Contraction) -> Array:
   """The output's mask from the kernel's ``(n, *spatial, c)`` input mask: an output entry is
   masked unless some unmasked input entry meets a nonzero operand entry."""
-  m = masking.whole_positions(mask, "DotGeneral")[..., 0]
-  n = m.shape[0]
-  sp_shape = tuple(mask.shape[1:-1])
-  kept = jnp.broadcast_to(~m, (n,) + sp_shape).astype(jnp.float32)
-  kl, ol, _, out = spec.einsum_args(1, True, sides=1)
+  kept = (~masking.whole_positions(mask, "DotGeneral")[..., 0]).astype(jnp.float32)
+  kl, ol, _, out = spec.einsum_args(1, True)
   hit = jnp.einsum(kept, kl, (other != 0).astype(jnp.float32), ol, out)
   return (hit == 0)[..., None]
 

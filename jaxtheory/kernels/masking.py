@@ -67,11 +67,12 @@ def _outer(m1: Array, m2: Array, same_batch: bool, diagonal_spatial: bool) -> Ar
   return spread(m1, True, bn, diagonal_spatial) | spread(m2, False, bn, diagonal_spatial)
 
 
-def products(k, where: str = "masking"):
-  """``(m11, m12, m22)``: which entries of ``cov1``, ``nngp`` (and the NTK) and ``cov2`` of
-  kernel ``k`` involve a masked position (``None`` where ``k`` carries no masks)."""
+def position_masks(k, where: str = "masking"):
+  """``(m1, m2)``: which positions of the activations on ``x1`` and ``x2`` are masked,
+  ``(n1, *spatial)`` and ``(n2, *spatial)`` booleans (``(None, None)`` where ``k`` carries no
+  masks; an unmasked side is all ``False``, and ``x2`` that is ``x1`` shares its mask)."""
   if k.mask1 is None and k.mask2 is None:
-    return None, None, None
+    return None, None
   n1, n2 = k.nngp.shape[:2]
   none = lambda n: jnp.zeros((n, *k.spatial_shape), bool)
   m1 = none(n1) if k.mask1 is None else whole_positions(k.mask1, where)[..., 0]
@@ -79,8 +80,16 @@ def products(k, where: str = "masking"):
     m2 = m1 if k.cov2 is None else none(n2)
   else:
     m2 = whole_positions(k.mask2, where)[..., 0]
-  m1 = jnp.broadcast_to(m1, (n1, *k.spatial_shape))
-  m2 = jnp.broadcast_to(m2, (n2, *k.spatial_shape))
+  return (jnp.broadcast_to(m1, (n1, *k.spatial_shape)),
+          jnp.broadcast_to(m2, (n2, *k.spatial_shape)))
+
+
+def products(k, where: str = "masking"):
+  """``(m11, m12, m22)``: which entries of ``cov1``, ``nngp`` (and the NTK) and ``cov2`` of
+  kernel ``k`` involve a masked position (``None`` where ``k`` carries no masks)."""
+  m1, m2 = position_masks(k, where)
+  if m1 is None:
+    return None, None, None
   d = k.diagonal_spatial
   m11 = _outer(m1, m1, True, d)
   m22 = m11 if k.cov2 is None else _outer(m2, m2, True, d)

@@ -65,11 +65,8 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
   lay = _width_scaled(
       L.conv(out_chan * _s_out(s, parameterization), filter_shape, strides, padding, W_std,
              b_std, parametrization=_param(parameterization)), s, parameterization)
-  window = tuple(filter_shape)
-  strides = (1,) * len(window) if strides is None else tuple(strides)
-  rule = masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
-                                                          strides, padding), remask=True)
-  return _conv_triple(lay, dimension_numbers, len(window), rule)
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)),
+                      _conv_mask_rule(filter_shape, strides, padding))
 
 
 def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
@@ -108,11 +105,16 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int]
   lay = _width_scaled(
       L.conv_local(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
                    W_std, b_std, parametrization=_param(parameterization)), s, parameterization)
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)),
+                      _conv_mask_rule(filter_shape, strides, padding), b_local=True)
+
+
+def _conv_mask_rule(filter_shape, strides, padding) -> masking.Rule:
+  """A conv's masks: a position is masked when its whole window is (channels collapsed)."""
   window = tuple(filter_shape)
   strides = (1,) * len(window) if strides is None else tuple(strides)
-  rule = masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
+  return masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
                                                           strides, padding), remask=True)
-  return _conv_triple(lay, dimension_numbers, len(window), rule, b_local=True)
 
 
 def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
@@ -384,7 +386,7 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
 
   ndim = len(shape)
   b, c = batch_axis % ndim, channel_axis % ndim
-  spatial = tuple(shape[a] for a in range(ndim) if a not in (b, c))
+  spatial = tuple(shape[a] for a in _spatial_axes(ndim, b, c))
   base = kresize.image_resize(spatial, method, antialias, precision)
 
   def kernel(k, ctx):
