@@ -67,6 +67,19 @@ def test_dot_general_masks_follow_neural_tangents_rule():
   np.testing.assert_allclose(k[2:], 4.0)
 
 
+@pytest.mark.parametrize("lhs,rhs,dn", CASES)
+def test_output_mask_of_a_broadcast_mask_equals_that_of_the_full_mask(lhs, rhs, dn):
+  """A mask with unit spatial axes (one value per example) reads as its broadcast."""
+  other = rhs if lhs is None else lhs
+  spec = kdot.Contraction.of(dn, 4, other.ndim, lhs is not None, 0, -1)
+  unit = jnp.array([True, False, False])[:, None, None, None]
+  full = jnp.broadcast_to(unit, (3, 4, 5, 1))
+  from_unit = kdot.output_mask(unit, other, spec)
+  from_full = kdot.output_mask(full, other, spec)
+  np.testing.assert_array_equal(jnp.broadcast_to(from_unit, from_full.shape), from_full)
+  assert from_full[0].all() and not from_full[1:].any()
+
+
 def test_dot_general_refuses_the_channel_and_batch_contractions():
   x = jnp.ones((2, 3, 4))
   # kernel_fn's batch_axis= / channel_axis= describe every activation (NT's): axis 1 is the
