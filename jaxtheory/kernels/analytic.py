@@ -440,17 +440,22 @@ def take_last() -> KernelMap:
 
 
 def layer_norm(eps: float = 1e-12, affine: bool = False, *,
-               parametrization: Callable[[Any], str] = lambda ctx: "sp") -> KernelMap:
-  r"""Layer norm over the channel axis of a centred Gaussian activation.
+               parametrization: Callable[[Any], str] = lambda ctx: "sp",
+               spatial_axes: Sequence[int] = (), over_batch: bool = False) -> KernelMap:
+  r"""Layer norm over the channel axis (and optionally spatial axes and the batch) of a
+  centred Gaussian activation.
 
   In the limit the channel mean vanishes and the channel variance is
   :math:`K_{ss}(x)`, so (NT's ``LayerNorm``; Ba et al. 2016)
 
   .. math:: K'_{ss'}(x, x') = \frac{K_{ss'}(x, x')}{\sqrt{(\epsilon + K_{ss}(x))(\epsilon + K_{s's'}(x'))}}
 
-  and the NTK is divided by the same factor. With ``affine=True`` the gain
-  (initially 1) and bias (initially 0) are trained too and add
-  :math:`K' + 1` to the NTK.
+  and the NTK is divided by the same factor. Normalising over spatial axes too
+  replaces :math:`K_{ss}(x)` by its mean over those axes (over the unmasked
+  positions when the activation carries masks); over the batch as well, by its
+  mean over the batch of ``x`` (and of ``x'`` on the other side). With
+  ``affine=True`` the gain (initially 1) and bias (initially 0) are trained too
+  and add :math:`K' + 1` to the NTK.
 
   Args:
     eps: added to the variance before the square root.
@@ -458,7 +463,20 @@ def layer_norm(eps: float = 1e-12, affine: bool = False, *,
     parametrization: ``ctx -> str``, the run's parametrization as the layer
       resolves it; the trained gain's NTK has no infinite-width limit under
       ``'mup'`` and ``'mf'``, where asking for it is an error.
+    spatial_axes: the spatial axes (``0`` the first) normalised over as well.
+    over_batch: whether the batch axis is normalised over as well.
   """
+  mean_axes = ((0,) if over_batch else ()) + tuple(1 + int(a) for a in spatial_axes)
+
+  def mean_variance(cov, mask, ds):
+    v = _variances(cov, ds)
+    if not mean_axes:
+      return v + eps
+    if mask is None:
+      return jnp.mean(v, mean_axes, keepdims=True) + eps
+    w = (~mask).astype(v.dtype)
+    total = jnp.sum(w, mean_axes, keepdims=True)
+    return jnp.sum(v * w, mean_axes, keepdims=True) / jnp.maximum(total, 1) + eps
 
   def kernel(k: Kernel, ctx) -> Kernel:
     if not k.is_gaussian:
@@ -467,8 +485,9 @@ def layer_norm(eps: float = 1e-12, affine: bool = False, *,
     if affine and k.ntk is not None:
       _check_ntk_allowed(k, parametrization(ctx), "layer_norm")
     ds = k.diagonal_spatial
-    v1 = _variances(k.cov1, ds) + eps
-    v2 = v1 if k.cov2 is None else _variances(k.cov2, ds) + eps
+    m1, m2 = masking.position_masks(k, "LayerNorm") if mean_axes else (None, None)
+    v1 = mean_variance(k.cov1, m1, ds)
+    v2 = v1 if k.cov2 is None else mean_variance(k.cov2, m2, ds)
     d12 = jnp.sqrt(_spread(v1, True, 2, ds) * _spread(v2, False, 2, ds))
     d11 = jnp.sqrt(_spread(v1, True, 1, ds) * _spread(v1, False, 1, ds))
     d22 = None if k.cov2 is None else jnp.sqrt(_spread(v2, True, 1, ds) * _spread(v2, False, 1, ds))

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxtheory.kernels import analytic, dot_general as kdot, masking as kmasking, resize as kresize
+from jaxtheory.kernels import (analytic, dot_general as kdot, masking as kmasking,
+                               padding as kpad, resize as kresize)
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 from jaxtheory.stax._core import (_SAME, _SAME_REMASK, _Triple, _check_axes, _check_padding,
@@ -85,7 +86,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
       L.conv_transpose(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
                        W_std, b_std, parametrization=_param(parameterization)),
       s, parameterization)
-  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)))
+  return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)),
+                      _conv_transpose_mask_rule(filter_shape, strides, padding))
 
 
 def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -115,6 +117,29 @@ def _conv_mask_rule(filter_shape, strides, padding) -> masking.Rule:
   strides = (1,) * len(window) if strides is None else tuple(strides)
   return masking.Rule(lambda m, shape: kmasking.pool_mask(kmasking.collapse_channels(m), window,
                                                           strides, padding), remask=True)
+
+
+def _conv_transpose_mask_rule(filter_shape, strides, padding) -> masking.Rule:
+  """A transposed conv's masks (NT's rule): an output position is masked when any input
+  position it receives from is (channels collapsed)."""
+  window = tuple(filter_shape)
+  strides = (1,) * len(window) if strides is None else tuple(strides)
+
+  def mask_fn(m, shape):
+    del shape
+    m = kmasking.collapse_channels(m).astype(jnp.float32)
+    ones = jnp.ones(window + (1, 1), jnp.float32)
+    n = len(window)  # channels-last activations, a (*window, in, out) filter
+    sp = tuple(range(1, n + 1))
+    dims = lax.ConvDimensionNumbers((0, n + 1) + sp, (n + 1, n) + tuple(range(n)),
+                                    (0, n + 1) + sp)
+    y = lax.conv_transpose(m, ones, strides, "VALID" if padding == "CIRCULAR" else padding,
+                           dimension_numbers=dims)
+    if padding == "CIRCULAR":
+      y = kpad.fold(y, sp, [size * st for size, st in zip(m.shape[1:-1], strides)])
+    return y > 0
+
+  return masking.Rule(mask_fn, remask=True)
 
 
 def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
@@ -468,16 +493,81 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
 
     return analytic._map(k, take)
 
-  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis))
+  def mask_fn(m, shape):
+    if shape is not None:  # the activation's mask, broadcast to it: indexed alike
+      return jnp.broadcast_to(m, shape)[idx]
+    # The kernel's (n, *spatial, c) mask: the batch and spatial entries of idx; a unit
+    # (broadcast) axis stays as it is.
+    ndim = m.ndim
+    full = canonicalize_idx(idx, ndim)
+    b, c = batch_axis % ndim, channel_axis % ndim
+    entries = [full[b]] + [i for a, i in enumerate(full) if a not in (b, c)] + [slice(None)]
+    return m[tuple(i if size > 1 else (0 if isinstance(i, int) else slice(None))
+                   for i, size in zip(entries, m.shape))]
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
+                 mask=masking.Rule(mask_fn))
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
               channel_axis: int = -1) -> _Triple:
-  """Layer norm over the channel axis (NT's ``stax.LayerNorm``)."""
-  _check_axes(batch_axis, channel_axis)
-  if axis not in (-1, (-1,), [-1]):
-    raise ValueError(f"LayerNorm over axis={axis!r} is not covered (only the channel axis, -1)")
-  return _Triple(L.layer_norm(eps), (0, -1))
+  """Layer normalisation (NT's ``stax.LayerNorm``): ``(x - mean) / sqrt(eps + var)`` with the
+  mean and variance taken over ``axis``.
+
+  ``axis`` (an int or a tuple of them) must include the channel axis (without it
+  there is no infinite-width limit); it may add spatial axes and the batch axis
+  (statistics shared across the batch). Masked entries (``mask_constant``) are
+  left out of the mean and variance; the mask passes through unchanged.
+  """
+  if batch_axis == channel_axis:
+    raise ValueError(f"LayerNorm: batch_axis={batch_axis} and channel_axis={channel_axis} "
+                     "name the same axis")
+
+  def axes(ndim):
+    """``(normalised axes, batch, channel)`` of an ``ndim``-dimensional activation."""
+    ax = (axis,) if isinstance(axis, int) else tuple(axis)
+    b, c = batch_axis % ndim, channel_axis % ndim
+    if not all(isinstance(a, int) and -ndim <= a < ndim for a in ax):
+      raise ValueError(f"LayerNorm: axis={axis!r} is out of range for a {ndim}-dimensional "
+                       "input")
+    ax = tuple(sorted({a % ndim for a in ax}))
+    if c not in ax:
+      raise ValueError(f"LayerNorm: normalising over the channel axis ({c}) is needed for an "
+                       f"infinite-width limit; got axis={axis!r}")
+    return ax, b, c
+
+  def normalize(x, mask, feat):
+    ax, _, _ = axes(x.ndim)
+    keep = core.apply_mask(jnp.ones_like(x), feat)  # width padding: inactive features out
+    if mask is not None:
+      keep = keep * ~jnp.broadcast_to(mask, x.shape)
+    count = jnp.sum(keep, ax, keepdims=True)
+    mean = jnp.sum(keep * x, ax, keepdims=True) / count
+    var = jnp.sum(keep * (x - mean) ** 2, ax, keepdims=True) / count
+    return core.apply_mask((x - mean) * lax.rsqrt(var + eps), feat)
+
+  def init(key, spec, ctx):
+    del key, ctx
+    axes(len(spec.shape))
+    return spec, (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    return normalize(x, None, feat), feat
+
+  def masked_apply(params, x, mask, feat, ctx):
+    del params, ctx
+    return normalize(x, mask, feat), feat
+
+  def kernel(k, ctx):
+    ax, b, c = axes(k.nspatial + 2)
+    spatial = [a for a in range(k.nspatial + 2) if a not in (b, c)]
+    return analytic.layer_norm(eps, spatial_axes=tuple(spatial.index(a) for a in ax
+                                                       if a in spatial),
+                               over_batch=b in ax)(k, ctx)
+
+  return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
+                 mask=masking.Rule(lambda m, shape: m, apply=masked_apply))
 
 
 def Dropout(rate: float, mode: str = "train") -> _Triple:
