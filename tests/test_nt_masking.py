@@ -107,13 +107,18 @@ def test_mask_constant_may_be_traced_or_nan():
 
 def test_layers_without_a_masking_rule_refuse_masked_inputs():
   x = _inputs()
-  # A conv in a channels-first layout follows masks in the channels-last one only.
-  init, apply, kernel_fn = stax.serial(stax.Dense(4), stax.Conv(
-      4, (2,), padding="SAME", dimension_numbers=("NCH", "HIO", "NCH")))
+  # Every built-in layer has a rule; a user's @stax.layer does not say how it treats padding.
+  @stax.layer
+  def Twice():
+    return (lambda key, shape: (shape, ()), lambda params, x, **kw: 2 * x,
+            lambda k, **kw: k.replace(nngp=4 * k.nngp, cov1=4 * k.cov1,
+                                      cov2=None if k.cov2 is None else 4 * k.cov2))
+
+  init, apply, kernel_fn = stax.serial(stax.Dense(4), Twice())
   _, params = init(jax.random.key(0), x.shape)
-  with pytest.raises(NotImplementedError, match="Conv does not support masked inputs"):
+  with pytest.raises(NotImplementedError, match="Twice does not support masked inputs"):
     apply(params, x, mask_constant=MASK)
-  with pytest.raises(NotImplementedError, match="Conv does not support masked inputs"):
+  with pytest.raises(NotImplementedError, match="Twice does not support masked inputs"):
     kernel_fn(x, None, "nngp", mask_constant=MASK)
   # Without a mask they work as before.
   assert kernel_fn(x, None, "nngp").shape[:2] == (4, 4)
@@ -298,6 +303,25 @@ def test_conv_transpose_masks_every_output_a_masked_input_reaches(padding):
   for n, t in ((0, 1), (1, 4)):
     from_masked[n] |= np.abs(np.asarray(jac[n, :, :, n, t])).sum((1, 2)) > 0
   np.testing.assert_array_equal(mask, from_masked)
+
+
+def test_conv_in_any_layout_follows_masks_as_channels_last_does():
+  """A conv read as NCH and written as NHC: masks and kernel equal the channels-last conv's."""
+  x = jnp.cos(jax.random.normal(jax.random.key(8), (3, 7, 2))).at[0, 4:].set(MASK)
+  last = stax.serial(stax.Conv(4, (3,), (2,), "SAME", b_std=0.1), stax.Relu(),
+                     stax.Conv(4, (2,), padding="VALID"), stax.GlobalAvgPool())
+  first = stax.serial(stax.Conv(4, (3,), (2,), "SAME", b_std=0.1,
+                                dimension_numbers=("NCH", "HIO", "NHC")), stax.Relu(),
+                      stax.Conv(4, (2,), padding="VALID"), stax.GlobalAvgPool())
+  xt = jnp.swapaxes(x, 1, 2)
+  for get in ("nngp", "ntk"):
+    np.testing.assert_allclose(first[2](xt, None, get, mask_constant=MASK),
+                               last[2](x, None, get, mask_constant=MASK), rtol=1e-12)
+  _, params = last[0](jax.random.key(0), x.shape)
+  want = last[1](params, x, mask_constant=MASK)
+  got = first[1](params, xt, mask_constant=MASK)
+  np.testing.assert_allclose(got.masked_value, want.masked_value, rtol=1e-12)
+  np.testing.assert_array_equal(got.mask, want.mask)
 
 
 def test_conv_transpose_kernel_with_masks_matches_monte_carlo():

@@ -84,6 +84,7 @@ def layer(layer_fn: Callable) -> Callable:
                                 nt_kernel.foreign_kernel_map(kernel_fn)))
     for f in triple[:3]:
       f.__name__ = f.__qualname__ = layer_fn.__name__
+    triple.name.value = layer_fn.__name__  # for its error messages
     return triple
 
   return build

@@ -14,7 +14,7 @@ from jaxtheory.kernels import (analytic, dot_general as kdot, masking as kmaskin
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 from jaxtheory.stax._core import (_SAME, _SAME_REMASK, _Triple, _check_axes, _check_padding,
-                                  _moved_axes,
+                                  _moved_axes, _perm,
                                   _name_layers, _nt_params, _param, _relaid, _s_out,
                                   _width_scaled)
 
@@ -155,7 +155,29 @@ def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
   return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local),
-                 (lhs.index("N"), lhs.index("C")), mask=rule if lhs == canon == out else None)
+                 (lhs.index("N"), lhs.index("C")),
+                 mask=rule if rule is None or lhs == canon == out else _relaid_rule(rule, lhs,
+                                                                                   canon, out))
+
+
+def _relaid_rule(rule: masking.Rule, lhs: str, canon: str, out: str) -> masking.Rule:
+  """``rule`` (of channels-last masks in layout ``canon``) on masks laid out as ``lhs``,
+  answering in ``out``; the kernel's ``(n, *spatial, c)`` masks have their spatial axes
+  permuted as the kernel's are (see :func:`_relaid`)."""
+  to_c, from_c = _perm(lhs, canon), _perm(canon, out)
+  sp = lambda spec: [c for c in spec if c not in "NC"]
+  k_to, k_from = _perm(sp(lhs), sp(canon)), _perm(sp(canon), sp(out))
+  spatial = lambda m, perm: jnp.transpose(m, (0, *(1 + p for p in perm), m.ndim - 1))
+
+  def mask_fn(m, shape):
+    if shape is None:  # the kernel's mask
+      return spatial(rule.mask_fn(spatial(m, k_to), None), k_from)
+    m = jnp.broadcast_to(m, tuple(shape[:lhs.index("C")]) + (m.shape[lhs.index("C")],) +
+                         tuple(shape[lhs.index("C") + 1:]))
+    return jnp.transpose(rule.mask_fn(jnp.transpose(m, to_c), tuple(shape[i] for i in to_c)),
+                         from_c)
+
+  return masking.Rule(mask_fn, rule.remask)
 
 
 def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
