@@ -8,6 +8,7 @@ from jax import lax
 
 from jaxtheory import stax
 from jaxtheory.kernels import analytic
+from linear_exact import jacobian_kernel
 
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -122,3 +123,43 @@ def test_flatten_and_global_pool_outputs_are_diagonal_spatial_as_nt():
       stax.serial(stax.Conv(3, (2, 2)), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2)),
       stax.serial(stax.Flatten(), stax.Dense(2))), stax.FanInSum())
   assert k_sum(x, None, "nngp").shape == (3, 3)
+
+
+@pytest.mark.parametrize("conv", [stax.Conv, stax.ConvTranspose, stax.ConvLocal],
+                         ids=["conv", "conv_transpose", "conv_local"])
+def test_convolutions_with_no_spatial_axes_are_dense_layers(conv):
+  x1, x2 = (jax.random.normal(jax.random.key(k), (n, 3)) for k, n in ((0, 2), (1, 4)))
+  net = stax.serial(conv(16, (), W_std=1.3, b_std=0.2), stax.Relu(), conv(1, ()))
+  dense = stax.serial(stax.Dense(16, 1.3, 0.2), stax.Relu(), stax.Dense(1))
+  for get in ("nngp", "ntk"):
+    np.testing.assert_allclose(net[2](x1, x2, get), dense[2](x1, x2, get), rtol=1e-12)
+  _, params = net[0](jax.random.key(2), x1.shape)
+  np.testing.assert_allclose(net[1](params, x1), dense[1](params, x1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("conv", [stax.Conv, stax.ConvTranspose, stax.ConvLocal],
+                         ids=["conv", "conv_transpose", "conv_local"])
+def test_four_dimensional_convolutions_have_exact_kernels(conv):
+  x1, x2 = (jax.random.normal(jax.random.key(k), (n, 3, 2, 2, 3, 2)) for k, n in ((0, 2), (1, 1)))
+  init, apply, kernel_fn = conv(3, (2, 1, 2, 1), padding="SAME", W_std=1.3, b_std=0.2)
+  _, params = init(jax.random.key(2), x1.shape)
+  np.testing.assert_allclose(kernel_fn(x1, x2, "nngp", diagonal_spatial=False),
+                             jacobian_kernel(apply, params, x1, x2), rtol=1e-10, atol=1e-12)
+
+
+def test_flatten_with_batch_axes_anywhere():
+  """NT's Flatten(batch_axis, batch_axis_out): the kernel is the batch-first Flatten's."""
+  x = jax.random.normal(jax.random.key(0), (4, 3, 5, 2))  # H N W C
+  ref = stax.serial(stax.Conv(8, (2, 2), padding="SAME"), stax.Relu(), stax.Flatten(),
+                    stax.Dense(3))
+  for out in (0, 1):
+    net = stax.serial(stax.Conv(8, (2, 2), padding="SAME", dimension_numbers=("HNWC", "HWIO",
+                                                                              "HNWC")),
+                      stax.Relu(), stax.Flatten(1, out),
+                      stax.Dense(3, batch_axis=out, channel_axis=1 - out))
+    np.testing.assert_allclose(net[2](x, None, "ntk"), ref[2](jnp.swapaxes(x, 0, 1), None, "ntk"),
+                               rtol=1e-12)
+    _, flat = stax.Flatten(1, out)[:2]
+    y = flat((), x)
+    want = jnp.moveaxis(x, 1, 0).reshape(3, -1)
+    np.testing.assert_array_equal(y, want if out == 0 else want.T)

@@ -136,6 +136,17 @@ def pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Arr
   return lax.reduce_window(mat, 0.0, lax.add, dims, st, pads)
 
 
+def pool_sum_diagonal(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:
+  """Sum over the positions of each window, one copy of every axis (the diagonal layout)."""
+  dims, st, pads = [1] * batch_ndim, [1] * batch_ndim, [(0, 0)] * batch_ndim
+  for a, (w, s) in enumerate(zip(window_shape, strides)):
+    lo, hi, _ = pad_sizes(mat.shape[batch_ndim + a], w, s, padding)
+    dims.append(w)
+    st.append(s)
+    pads.append((lo, hi))
+  return lax.reduce_window(mat, 0.0, lax.add, dims, st, pads)
+
+
 def position_eye(spatial: Sequence[int], dtype) -> Array:
   """``1`` where every position pair of the full layout ``(h, h', w, w', ...)`` is equal."""
   eye = jnp.ones((), dtype)

@@ -45,7 +45,9 @@ from jax import lax
 from jaxtheory.kernels import masking, padding as pad
 from jaxtheory.kernels._spatial import (conv_average as _conv_average,
                                         conv_transpose_average as _conv_transpose_average,
-                                        pool_sum as _pool_sum, position_eye as _position_eye,
+                                        pool_sum as _pool_sum,
+                                        pool_sum_diagonal as _pool_sum_diagonal,
+                                        position_eye as _position_eye,
                                         spread as _spread, twice as _twice,
                                         unshared as _unshared, variances as _variances,
                                         window_counts)
@@ -108,6 +110,34 @@ class Kernel:
     """Sizes of the activation's spatial axes."""
     s = self.nngp.shape[2:]
     return s if self.diagonal_spatial else s[::2]
+
+
+@functools.cache
+def _ctx_type_with(cls: type, name: str) -> type:
+  if any(f.name == name for f in dataclasses.fields(cls)):
+    return cls
+  return dataclasses.make_dataclass(f"{cls.__name__}_{name}",
+                                    [(name, Any, dataclasses.field(default=None))],
+                                    bases=(cls,), frozen=True)
+
+
+def ctx_with(ctx, name: str, value):
+  """``ctx`` (any dataclass run context) that also carries ``value`` as field ``name`` (read
+  with ``getattr(ctx, name, default)``): how kernel-only settings reach the layers' maps."""
+  fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != name}
+  return _ctx_type_with(type(ctx), name)(**fields, **{name: value})
+
+
+def with_white_positions(ctx):
+  """``ctx`` under which layers that mix positions read a diagonal-layout kernel
+  (``diagonal_spatial=True``) as that of spatially uncorrelated activations: what
+  neural-tangents does when asked for that layout (exact after a locally connected
+  layer, whose positions are independent; an approximation elsewhere)."""
+  return ctx_with(ctx, "white_positions", True)
+
+
+def white_positions(ctx) -> bool:
+  return bool(getattr(ctx, "white_positions", False))
 
 
 class NeedsFullSpatial(Exception):
@@ -370,33 +400,41 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
   Over the zero-padded input; :math:`n_i` is the window size, or with
   ``normalize_edges`` (NT's flag, which matters for ``'SAME'`` padding) the
   number of non-padding inputs in window :math:`i`. ``normalize=False``: sum
-  pooling, :math:`n_i = 1`. Needs the full spatial covariance.
+  pooling, :math:`n_i = 1`. Needs the full spatial covariance, except under
+  :func:`with_white_positions`: then a diagonal-layout kernel is pooled as that
+  of uncorrelated positions, :math:`K'_{ii} = \frac{1}{n_i^2}\sum_{d \in w} K_{is+d,\,is+d}`.
   """
   window_shape, strides = tuple(window_shape), tuple(strides)
   norm = math.prod(window_shape) ** 2 if normalize else 1
 
   def kernel(k: Kernel, ctx) -> Kernel:
-    del ctx
-    if k.diagonal_spatial:
+    diag = k.diagonal_spatial
+    if diag and not white_positions(ctx):
       raise NeedsFullSpatial("avg_pool")
     if k.nspatial != len(window_shape):
       raise ValueError(f"avg_pool: a {len(window_shape)}D window needs {len(window_shape)} "
                        f"spatial axes, the input kernel has {k.nspatial}")
+    pool_sum = _pool_sum_diagonal if diag else _pool_sum
+    per_axis = (lambda t: t) if diag else _twice
     if padding == "CIRCULAR":  # every window is full: periodic padding, then VALID
-      return _map(k, lambda m, bn: _pool_sum(
-          pad.wrap(m, range(bn, m.ndim), _twice(window_shape), _twice(strides)), bn,
+      return _map(k, lambda m, bn: pool_sum(
+          pad.wrap(m, range(bn, m.ndim), per_axis(window_shape), per_axis(strides)), bn,
           window_shape, strides, "VALID") / norm)
     if not (normalize_edges and normalize):
-      return _map(k, lambda m, bn: _pool_sum(m, bn, window_shape, strides, padding) / norm)
+      return _map(k, lambda m, bn: pool_sum(m, bn, window_shape, strides, padding) / norm)
     counts = [window_counts(n, w, st, padding)
               for n, w, st in zip(k.spatial_shape, window_shape, strides)]
 
     def pool(m, bn):
-      m = _pool_sum(m, bn, window_shape, strides, padding)
+      m = pool_sum(m, bn, window_shape, strides, padding)
       for a, c in enumerate(counts):
         shape = [1] * m.ndim
-        shape[bn + 2 * a] = shape[bn + 2 * a + 1] = c.shape[0]
-        m = m / (c[:, None] * c[None, :]).astype(m.dtype).reshape(shape)
+        if diag:
+          shape[bn + a] = c.shape[0]
+          m = m / (c * c).astype(m.dtype).reshape(shape)
+        else:
+          shape[bn + 2 * a] = shape[bn + 2 * a + 1] = c.shape[0]
+          m = m / (c[:, None] * c[None, :]).astype(m.dtype).reshape(shape)
       return m
 
     return _map(k, pool)
@@ -409,11 +447,12 @@ def global_avg_pool(normalize: bool = True) -> KernelMap:
   pairs); ``normalize=False``: global sum pooling, :math:`K' = \sum_{s, s'} K_{ss'}`."""
 
   def kernel(k: Kernel, ctx) -> Kernel:
-    del ctx
     if k.nspatial == 0:
       return k
     if k.diagonal_spatial:
-      raise NeedsFullSpatial("global_avg_pool")
+      if not white_positions(ctx):
+        raise NeedsFullSpatial("global_avg_pool")
+      return _global_pool_white(k, normalize)
     m11, m12, m22 = masking.products(k, "global_avg_pool")
     mean = (masking.masked_spatial_mean if normalize
             else lambda m, bn, _: jnp.sum(m, axis=tuple(range(bn, m.ndim))))
@@ -424,6 +463,33 @@ def global_avg_pool(normalize: bool = True) -> KernelMap:
                      diagonal_spatial=True)
 
   return kernel
+
+
+def _global_pool_white(k: Kernel, normalize: bool) -> Kernel:
+  """Global pooling of a diagonal-layout kernel read as that of uncorrelated positions: the
+  sum of the same-position entries (over positions unmasked on both sides), divided by the
+  product of the two sides' unmasked counts when averaging."""
+  axes = lambda m, bn: tuple(range(bn, m.ndim))
+  m1, m2 = masking.position_masks(k, "global_avg_pool")
+  n1, n2 = k.nngp.shape[:2]
+  if m1 is None:
+    m1, m2 = jnp.zeros((n1, *k.spatial_shape), bool), jnp.zeros((n2, *k.spatial_shape), bool)
+  kept = lambda m: jnp.sum(~m, axis=tuple(range(1, m.ndim))).astype(k.nngp.dtype)
+  c1, c2 = kept(m1), kept(m2)
+
+  def pool(m, bn, mask, count):
+    if m is None or m.ndim < bn:
+      return m
+    s = jnp.sum(jnp.where(mask, 0.0, m), axis=axes(m, bn))
+    return s / jnp.maximum(count, 1.0) if normalize else s
+
+  m12 = _spread(m1, True, 2, True) | _spread(m2, False, 2, True)
+  c12 = c1[:, None] * c2[None, :]
+  nngp = pool(k.nngp, 2, m12, c12)
+  ntk = None if k.ntk is None else pool(k.ntk, 2, m12, c12)
+  cov1 = pool(k.cov1, 1, m1, c1 * c1)
+  cov2 = None if k.cov2 is None else pool(k.cov2, 1, m2, c2 * c2)
+  return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, diagonal_spatial=True)
 
 
 def take_last() -> KernelMap:

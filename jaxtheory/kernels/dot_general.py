@@ -20,7 +20,6 @@ spatial axis is contracted (then :class:`~jaxtheory.kernels.analytic.NeedsFullSp
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -165,20 +164,11 @@ def axis_after_dot(axis: int, contracting_dims: Sequence[int], batch_dims: Seque
   return axis - before + after_batch + lhs_free
 
 
-@functools.cache
-def _with_axes_type(cls: type) -> type:
-  return dataclasses.make_dataclass(f"{cls.__name__}WithInputAxes",
-                                    [("input_axes", Any, dataclasses.field(default=None))],
-                                    bases=(cls,), frozen=True)
-
-
 def with_input_axes(ctx, axes: tuple[int, int]):
   """``ctx`` (a dataclass run context) that also says where the activations keep their batch
   and channel axes (neural-tangents' ``kernel_fn(..., batch_axis=, channel_axis=)``, which
   states them for every layer); read by :func:`input_axes_of`."""
-  fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)
-            if f.name != "input_axes"}
-  return _with_axes_type(type(ctx))(**fields, input_axes=tuple(axes))
+  return analytic.ctx_with(ctx, "input_axes", tuple(axes))
 
 
 def input_axes_of(ctx) -> tuple[int, int] | None:

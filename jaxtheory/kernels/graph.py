@@ -29,11 +29,8 @@ pattern2)`` for the kernel of ``x1`` with ``x2``.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,22 +54,12 @@ def implementation_of(implementation) -> str:
 # The pattern on the run context.
 
 
-@functools.cache
-def _with_pattern_type(cls: type) -> type:
-  if any(f.name == "pattern" for f in dataclasses.fields(cls)):
-    return cls
-  return dataclasses.make_dataclass(f"{cls.__name__}WithPattern",
-                                    [("pattern", Any, dataclasses.field(default=None))],
-                                    bases=(cls,), frozen=True)
-
-
 def with_pattern(ctx, pattern):
   """``ctx`` (any dataclass run context) that also carries ``pattern`` (read by
   :func:`pattern_of`); ``pattern=None`` leaves ``ctx`` as it is."""
   if pattern is None:
     return ctx
-  fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "pattern"}
-  return _with_pattern_type(type(ctx))(**fields, pattern=pattern)
+  return analytic.ctx_with(ctx, "pattern", pattern)
 
 
 def pattern_of(ctx):

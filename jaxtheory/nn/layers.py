@@ -170,9 +170,10 @@ def _check_conv_input(name: str, filter_shape, shape) -> None:
 
 
 def _conv_dims(nspatial):
-  s = _SPATIAL[-nspatial:] if nspatial <= 3 else None
-  if s is None:
-    raise ValueError("conv supports 1, 2 or 3 spatial dimensions")
+  """Channels-last specs with ``nspatial`` spatial axes (any number, 0 included)."""
+  s = _SPATIAL[len(_SPATIAL) - nspatial:] if nspatial <= 3 else "ABEFGJKLMPQRSTUVXYZ"[:nspatial]
+  if len(s) != nspatial:
+    raise ValueError(f"conv supports up to 19 spatial dimensions, got {nspatial}")
   return ("N" + s + "C", s + "IO", "N" + s + "C")
 
 

@@ -199,10 +199,42 @@ def _conv_specs(dimension_numbers, nspatial: int) -> tuple[str, str, str]:
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
-  _check_axes(batch_axis)
-  if batch_axis_out != 0:
-    raise ValueError("only batch_axis_out=0 is covered")
-  return _Triple(L.flatten(), (0, -1), mask=masking.Rule(_flatten_mask))
+  """Flattens all axes but the batch axis (NT's ``stax.Flatten``), in their order.
+
+  Args:
+    batch_axis: the input's batch axis.
+    batch_axis_out: ``0`` (or ``-2``): the output is ``(batch, features)``; ``1``
+      (or ``-1``): ``(features, batch)``.
+  """
+  if batch_axis_out not in (0, 1, -1, -2):
+    raise ValueError(f"Flatten: batch_axis_out must be 0 or 1, got {batch_axis_out}")
+  first = batch_axis_out in (0, -2)
+  if batch_axis == 0 and first:
+    return _Triple(L.flatten(), (0, -1), mask=masking.Rule(_flatten_mask))
+
+  def flat(x):
+    y = jnp.moveaxis(x, batch_axis, 0)
+    y = y.reshape(y.shape[0], -1)
+    return y if first else y.T
+
+  def init(key, spec, ctx):
+    del key, ctx
+    return core.Spec(jax.eval_shape(flat, jax.ShapeDtypeStruct(spec.shape, jnp.float32)).shape), \
+        (), ()
+
+  def apply(params, x, feat, ctx):
+    del params, ctx
+    if feat.mask is not None:
+      raise ValueError("Flatten with batch_axis != 0 or batch_axis_out != 0 does not take "
+                       "width-padded inputs (a width sweep); use the defaults")
+    return flat(x), core.Feat()
+
+  def mask_fn(m, shape):
+    return _flatten_mask(m, None) if shape is None else flat(jnp.broadcast_to(m, shape))
+
+  lay = core.Layer(init, apply, L.flatten().kernel)
+  # kernel_fn reads the inputs with their batch axis first; their channel axis does not matter.
+  return _Triple(lay, (batch_axis, 0 if batch_axis == -1 else -1), mask=masking.Rule(mask_fn))
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
