@@ -163,3 +163,16 @@ def test_flatten_with_batch_axes_anywhere():
     y = flat((), x)
     want = jnp.moveaxis(x, 1, 0).reshape(3, -1)
     np.testing.assert_array_equal(y, want if out == 0 else want.T)
+
+
+def test_kernel_reports_the_output_layout_in_its_shapes():
+  """NT's Kernel.shape1/shape2/batch_axis/channel_axis describe the last layer's layout."""
+  x1 = jax.random.normal(jax.random.key(0), (4, 3, 5, 2))  # H N W C
+  conv = stax.Conv(8, (2, 2), padding="SAME", dimension_numbers=("HNWC", "HWIO", "CNWH"))
+  k = stax.serial(conv, stax.Relu())[2](x1, x1[:, :2])
+  assert (k.shape1, k.shape2, k.batch_axis, k.channel_axis) == ((8, 3, 5, 4), (8, 2, 5, 4), 1, 0)
+  net = stax.serial(conv, stax.Relu(), stax.Flatten(1, 1),
+                    stax.Dense(7, batch_axis=1, channel_axis=0))
+  got = net[2](x1, None, ("nngp", "shape1"))
+  assert got.shape1 == (7, 3) and got.nngp.shape == (3, 3)
+  assert stax.serial(conv, stax.GlobalAvgPool(1, 0))[2](x1, None).shape1 == (8, 3)

@@ -404,7 +404,9 @@ def _fix_shapes(out):
     return out
   n1 = out.nngp.shape[0]
   n2 = out.nngp.shape[1]
-  return out.replace(shape1=(n1,) + tuple(out.shape1[1:]), shape2=(n2,) + tuple(out.shape2[1:]))
+  b = getattr(out, "batch_axis", 0)
+  at = lambda shape, n: tuple(n if i == b % len(shape) else d for i, d in enumerate(shape))
+  return out.replace(shape1=at(out.shape1, n1), shape2=at(out.shape2, n2))
 
 
 def _drop_cov2(out):

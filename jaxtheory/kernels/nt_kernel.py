@@ -100,8 +100,11 @@ class Kernel:
     return self.replace(nngp=self.nngp[n1_slice, n2_slice], ntk=ntk, cov1=cov1, cov2=cov2,
                         mask1=None if self.mask1 is None else self.mask1[n1_slice],
                         mask2=None if mask2 is None else mask2[n2_slice],
-                        shape1=(cov1.shape[0],) + tuple(self.shape1[1:]),
-                        shape2=(cov2.shape[0],) + tuple(self.shape2[1:]))
+                        shape1=self._with_batch(self.shape1, cov1.shape[0]),
+                        shape2=self._with_batch(self.shape2, cov2.shape[0]))
+
+  def _with_batch(self, shape, n):
+    return tuple(n if i == self.batch_axis % len(shape) else d for i, d in enumerate(shape))
 
   @property
   def nspatial(self) -> int:
@@ -364,7 +367,7 @@ def kernel_fn(layer, ctx) -> Callable:
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
          diagonal_spatial: bool | None = None, batch_size: int | None = None,
-         mask_constant=None, pattern=None, **kwargs):
+         mask_constant=None, pattern=None, out_axes=None, **kwargs):
     if mask_constant is not None:
       mask_constant = jnp.asarray(mask_constant)
       if mask_constant.ndim or not jnp.issubdtype(mask_constant.dtype, jnp.number):
@@ -396,14 +399,48 @@ def kernel_fn(layer, ctx) -> Callable:
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
-    if names is None:
-      return out
-    if single:
-      return jax.tree.map(lambda k: getattr(k, names[0]), out, is_leaf=is_kernel)
-    cls = analytic._kernels_type(names)
-    return jax.tree.map(lambda k: cls(*(getattr(k, g) for g in names)), out, is_leaf=is_kernel)
+    if out_axes is not None:
+      out = laid_out(out, out_axes)
+    return select(out, get)
 
   return fn
+
+
+def laid_out(k, axes):
+  """An NT ``Kernel`` (pytree) whose ``shape1``/``shape2``/``batch_axis``/``channel_axis``
+  describe activations laid out with ``axes = (batch_axis, channel_axis)`` (the kernel's own
+  arrays do not depend on the layout)."""
+  def one(kk):
+    if not isinstance(kk, Kernel) or not kk.shape1:
+      return kk
+    ndim = len(kk.shape1)
+    b, c = (a % ndim for a in axes)
+    if b == c or (b, c) == (0, ndim - 1):
+      return kk
+
+    def move(shape):
+      out = list(shape[1:-1])
+      for i, d in sorted([(b, shape[0]), (c, shape[-1])]):
+        out.insert(i, d)
+      return tuple(out)
+
+    return dataclasses.replace(kk, shape1=move(kk.shape1),
+                               shape2=None if kk.shape2 is None else move(kk.shape2),
+                               batch_axis=b, channel_axis=c)
+
+  return jax.tree.map(one, k, is_leaf=is_kernel)
+
+
+def select(out, get):
+  """What ``kernel_fn(..., get)`` returns from its :class:`Kernel` (pytree) ``out``: ``out``
+  itself (``get=None``), one field's array (a string) or a namedtuple of fields (a tuple)."""
+  if get is None:
+    return out
+  names, single = _normalize_get(get)
+  if single:
+    return jax.tree.map(lambda k: getattr(k, names[0]), out, is_leaf=is_kernel)
+  cls = analytic._kernels_type(names)
+  return jax.tree.map(lambda k: cls(*(getattr(k, g) for g in names)), out, is_leaf=is_kernel)
 
 
 def foreign_kernel_map(kernel_fn: Callable) -> analytic.KernelMap:

@@ -31,16 +31,22 @@ class _Triple(tuple):
   """
 
   def __new__(cls, layer: core.Layer, in_axes=None, fans_out: bool = False,
-              mask: masking.Rule | None | str = None):
+              mask: masking.Rule | None | str = None, out_axes="in"):
     name = _Name()
     if mask != _PASS:  # combinators pass masks through; other layers follow ``mask`` or refuse
       layer = masking.masked(layer, mask, name)
-    obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer), _kernel_fn(layer, in_axes)))
+    if out_axes == "in":
+      out_axes = in_axes if _is_axes(in_axes) else None
+    obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer),
+                              _kernel_fn(layer, in_axes, out_axes)))
     obj.name = name
     obj.layer = layer
     # ``(batch_axis, channel_axis)`` the layer needs of its input (NT's ``requires``), a tuple
     # of those for several inputs, or ``None`` (any layout). ``kernel_fn`` lays inputs out so.
     obj.in_axes = in_axes
+    # ``(batch_axis, channel_axis)`` of the output, or ``None``: the layout it was given
+    # (elementwise layers) or not known. The NT Kernel's ``shape1``/``batch_axis`` follow it.
+    obj.out_axes = out_axes
     obj.fans_out = fans_out
     return obj
 
@@ -140,7 +146,7 @@ def _channels_last(x, in_axes):
   return x
 
 
-def _kernel_fn(layer, in_axes=None):
+def _kernel_fn(layer, in_axes=None, out_axes=None):
   state = {}
 
   def kernel_fn(x1, x2=None, get=None, **kwargs):
@@ -156,7 +162,9 @@ def _kernel_fn(layer, in_axes=None):
     if key not in state:
       ctx = _CTX if key is None else kdot.with_input_axes(_CTX, axes)
       state[key] = nt_kernel.kernel_fn(layer, ctx)
-    return state[key](_channels_last(x1, axes), _channels_last(x2, axes), get, **kwargs)
+    layout = axes if given != (None, None) else out_axes
+    return state[key](_channels_last(x1, axes), _channels_last(x2, axes), get,
+                      out_axes=layout if _is_axes(layout) else None, **kwargs)
 
   return kernel_fn
 

@@ -17,15 +17,19 @@ from jaxtheory.stax._core import (_PASS, _SAME, _Triple, _layer, _name_layers,
 
 def serial(*layers) -> _Triple:
   """Composes layers left to right (NT's ``stax.serial``)."""
+  out_axes = None  # the last layout a layer sets; elementwise layers keep the one they get
+  for t in layers:
+    out_axes = getattr(t, "out_axes", None) or out_axes
   return _Triple(nn.serial(*map(_layer, layers)), _serial_in_axes(layers),
-                 any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS)
+                 any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS,
+                 out_axes=out_axes)
 
 
 def parallel(*layers) -> _Triple:
   """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
   axes = tuple(getattr(t, "in_axes", None) for t in layers)
   return _Triple(nn.parallel(*map(_layer, layers)),
-                 axes if any(a is not None for a in axes) else None, mask=_PASS)
+                 axes if any(a is not None for a in axes) else None, mask=_PASS, out_axes=None)
 
 
 def FanOut(num: int) -> _Triple:
@@ -64,7 +68,8 @@ def unmask_fn(apply_fn: Callable) -> Callable:
 
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
-  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None), mask=_PASS)
+  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None), mask=_PASS,
+                 out_axes=getattr(layer, "out_axes", None))
 
 
 def layer(layer_fn: Callable) -> Callable:

@@ -155,7 +155,7 @@ def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
   return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local),
-                 (lhs.index("N"), lhs.index("C")),
+                 (lhs.index("N"), lhs.index("C")), out_axes=(out.index("N"), out.index("C")),
                  mask=rule if rule is None or lhs == canon == out else _relaid_rule(rule, lhs,
                                                                                    canon, out))
 
@@ -234,7 +234,8 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> _Triple:
 
   lay = core.Layer(init, apply, L.flatten().kernel)
   # kernel_fn reads the inputs with their batch axis first; their channel axis does not matter.
-  return _Triple(lay, (batch_axis, 0 if batch_axis == -1 else -1), mask=masking.Rule(mask_fn))
+  return _Triple(lay, (batch_axis, 0 if batch_axis == -1 else -1), mask=masking.Rule(mask_fn),
+                 out_axes=(0, 1) if first else (1, 0))
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -289,7 +290,8 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   rule = masking.Rule(_global_pool_mask(batch_axis, channel_axis, "GlobalAvgPool"),
                       apply=_global_avg_pool_masked(batch_axis, channel_axis))
   return _Triple(_moved_axes(L.global_avg_pool(), batch_axis, channel_axis, keep_ndim=False),
-                 (batch_axis, channel_axis), mask=rule)
+                 (batch_axis, channel_axis), mask=rule,
+                 out_axes=_pooled_axes(batch_axis, channel_axis))
 
 
 def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
@@ -297,7 +299,15 @@ def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
   channel axes in their input order."""
   rule = masking.Rule(_global_pool_mask(batch_axis, channel_axis, "GlobalSumPool"))
   return _Triple(_moved_axes(L.global_avg_pool(normalize=False), batch_axis, channel_axis,
-                             keep_ndim=False), (batch_axis, channel_axis), mask=rule)
+                             keep_ndim=False), (batch_axis, channel_axis), mask=rule,
+                 out_axes=_pooled_axes(batch_axis, channel_axis))
+
+
+def _pooled_axes(batch_axis: int, channel_axis: int) -> tuple[int, int]:
+  """The ``(batch, channel)`` axes of a global pool's 2-D output: in their input order."""
+  first = (batch_axis < channel_axis if (batch_axis < 0) == (channel_axis < 0)
+           else batch_axis >= 0)
+  return (0, 1) if first else (1, 0)
 
 
 def _spatial_axes(ndim: int, batch_axis: int, channel_axis: int) -> tuple[int, ...]:
@@ -559,8 +569,9 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
     return m[tuple(i if size > 1 else (0 if isinstance(i, int) else slice(None))
                    for i, size in zip(entries, m.shape))]
 
+  # Integer indices drop axes: the output layout is left to the layers around it.
   return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
-                 mask=masking.Rule(mask_fn))
+                 mask=masking.Rule(mask_fn), out_axes=None)
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
