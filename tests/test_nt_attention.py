@@ -94,3 +94,17 @@ def test_attention_refuses_what_has_no_closed_form():
     init(jax.random.key(0), x1.shape)
   with pytest.raises(ValueError, match="pos_emb_type"):
     stax.GlobalSelfAttention(8, 8, 8, 2, pos_emb_type="ADD")
+
+
+def test_a_position_is_masked_when_all_its_channels_are():
+  """Per-channel masks reach attention through a channel concatenation; as in NT, only the
+  positions masked in every channel are left out (the others read their masked entries as 0)."""
+  mask = -9.0
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+  masked = x.at[0, 1, 0].set(mask).at[1, 4].set(mask)
+  zeroed = x.at[0, 1, 0].set(0.0).at[1, 4].set(mask)
+  att = stax.GlobalSelfAttention(8, 8, 8, 1, linear_scaling=True, b_std=0.1)
+  kfn = stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), stax.Dense(2)),
+                    stax.FanInConcat(), att, stax.GlobalAvgPool())[2]
+  np.testing.assert_allclose(kfn(masked, None, "nngp", mask_constant=mask),
+                             kfn(zeroed, None, "nngp", mask_constant=mask), rtol=1e-10)

@@ -129,6 +129,9 @@ def global_self_attention(*, linear_scaling: bool, mechanism: str, QK_std: float
     if k.diagonal_spatial:
       raise analytic.NeedsFullSpatial("GlobalSelfAttention")
     sp = k.spatial_shape
+    # A position whose channels are all masked is masked (NT's attention collapses them so).
+    collapse = lambda m: None if m is None else masking.collapse_channels(m)
+    k = k.replace(mask1=collapse(k.mask1), mask2=collapse(k.mask2))
     m11, m12, m22 = masking.products(k, "GlobalSelfAttention")
     K11, K12 = _flat(k.cov1, 1), _flat(k.nngp, 2)
     K22 = None if k.cov2 is None else _flat(k.cov2, 1)
