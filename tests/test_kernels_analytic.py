@@ -359,8 +359,8 @@ def test_bad_inputs_give_clear_errors(x64):
     stax.Dense(1, parameterization="mup")
   with pytest.raises(ValueError, match="do not describe a 2D convolution"):
     stax.Conv(1, (3, 3), dimension_numbers=("NCHW", "OIHW", "NCDW"))
-  with pytest.raises(ValueError, match="channels-last"):
-    stax.Flatten(batch_axis=1)
+  with pytest.raises(ValueError, match="batch_axis_out must be 0 or 1"):
+    stax.Flatten(batch_axis_out=2)
   with pytest.raises(ValueError, match="unknown parametrization"):
     nn.dense(3, parametrization="xyz")
 

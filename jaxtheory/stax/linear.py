@@ -606,7 +606,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0,
     keep = core.apply_mask(jnp.ones_like(x), feat)  # width padding: inactive features out
     if mask is not None:
       keep = keep * ~jnp.broadcast_to(mask, x.shape)
-    count = jnp.sum(keep, ax, keepdims=True)
+    count = jnp.maximum(jnp.sum(keep, ax, keepdims=True), 1)  # all masked: no statistics
     mean = jnp.sum(keep * x, ax, keepdims=True) / count
     var = jnp.sum(keep * (x - mean) ** 2, ax, keepdims=True) / count
     return core.apply_mask((x - mean) * lax.rsqrt(var + eps), feat)
