@@ -497,8 +497,6 @@ def test_diagonal_spatial_true_is_the_diagonal_of_the_full_kernel(x64):
     np.testing.assert_allclose(getattr(diag, f), take(getattr(full, f)), rtol=1e-12)
   blocked = kf(x1, x2, "nngp", diagonal_spatial=True, batch_size=2)
   np.testing.assert_allclose(blocked, diag.nngp, rtol=1e-12)
-  # Pooling reads the diagonal layout as uncorrelated positions (tests/test_nt_diagonal_pooling.py);
-  # a layer that mixes positions otherwise refuses it.
-  _, _, resized = stax.serial(stax.Conv(4, (2, 2)), stax.ImageResize((-1, 6, 4, -1), "linear"))
-  with pytest.raises(ValueError, match="diagonal_spatial=True: ImageResize"):
-    resized(x1, x2, "nngp", diagonal_spatial=True)
+  _, _, pooled = stax.serial(stax.Conv(4, (2, 2)), stax.Relu(), stax.GlobalAvgPool())
+  with pytest.raises(ValueError, match="diagonal_spatial=True: global_avg_pool needs"):
+    pooled(x1, x2, "nngp", diagonal_spatial=True)

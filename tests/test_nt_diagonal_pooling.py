@@ -1,9 +1,8 @@
-"""``kernel_fn(..., diagonal_spatial=True)`` through pooling: positions read as uncorrelated.
+"""``kernel_fn(..., diagonal_spatial=True)`` through pooling, as in neural-tangents.
 
-As in neural-tangents, asking for the diagonal layout makes pooling layers treat
-distinct positions as uncorrelated. That is exact after a locally connected
-layer (its positions see independent weights) and an approximation elsewhere;
-without the request, layouts are chosen so that pooling is always exact.
+Right after a locally connected layer distinct positions do not covary (they see
+independent weights), so pooling reads the diagonal layout exactly; anywhere
+else pooling needs all pairs of positions and the diagonal layout is refused.
 """
 
 import jax
@@ -48,13 +47,13 @@ def test_masked_global_pooling_of_uncorrelated_positions_is_exact():
                                rtol=1e-12)
 
 
-def test_elsewhere_pooling_sums_the_same_position_entries_only():
-  """After a ReLU positions covary; the diagonal layout keeps only same-position terms."""
-  body = stax.serial(stax.Conv(8, (2, 2), padding="SAME", b_std=0.1), stax.Relu())
+def test_elsewhere_pooling_refuses_the_diagonal_layout():
+  """After a conv and a ReLU positions covary: NT's requirement check raises, and so do we."""
+  net = stax.serial(stax.Conv(8, (2, 2), padding="SAME", b_std=0.1), stax.Relu(),
+                    stax.ConvLocal(8, (1, 1)), stax.Relu(), stax.AvgPool((2, 2)), stax.Flatten())
   x1, x2 = _x(0, 2), _x(1, 3)
-  diag = body[2](x1, x2, "nngp", diagonal_spatial=True)          # (2, 3, 6, 5)
-  white = stax.serial(body, stax.AvgPool((2, 2), (2, 1)))[2](x1, x2, "nngp", diagonal_spatial=True)
-  want = jax.lax.reduce_window(diag, 0.0, jax.lax.add, (1, 1, 2, 2), (1, 1, 2, 1), "VALID") / 16
-  np.testing.assert_allclose(white, want, rtol=1e-12)
-  exact = stax.serial(body, stax.AvgPool((2, 2), (2, 1)), stax.Flatten())[2](x1, x2, "nngp")
-  assert not np.allclose(jnp.mean(white, (2, 3)), exact)  # the approximation is visible
+  with pytest.raises(ValueError, match="diagonal_spatial=True: avg_pool needs"):
+    net[2](x1, x2, "nngp", diagonal_spatial=True)
+  # Left to choose, the layout is full there, and diagonal where the network allows it.
+  np.testing.assert_allclose(net[2](x1, x2, "nngp"), net[2](x1, x2, "nngp",
+                                                             diagonal_spatial=False), rtol=1e-12)

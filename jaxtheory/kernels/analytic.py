@@ -83,6 +83,8 @@ class Kernel:
       padding, ``(n1, *spatial, c)`` with ``c`` the channels or 1 (see
       :mod:`jaxtheory.kernels.masking`).
     mask2: the same for ``x2`` (``None``: unmasked, or ``x2`` is ``x1``).
+    white: static; distinct positions are known not to covary (right after a
+      locally connected layer), so pooling can read the diagonal layout exactly.
   """
   nngp: Array
   ntk: Array | None
@@ -95,6 +97,7 @@ class Kernel:
   x1_is_x2: Any = None
   mask1: Any = None
   mask2: Any = None
+  white: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   def replace(self, **kw) -> "Kernel":
     return dataclasses.replace(self, **kw)
@@ -126,18 +129,6 @@ def ctx_with(ctx, name: str, value):
   with ``getattr(ctx, name, default)``): how kernel-only settings reach the layers' maps."""
   fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != name}
   return _ctx_type_with(type(ctx), name)(**fields, **{name: value})
-
-
-def with_white_positions(ctx):
-  """``ctx`` under which layers that mix positions read a diagonal-layout kernel
-  (``diagonal_spatial=True``) as that of spatially uncorrelated activations: what
-  neural-tangents does when asked for that layout (exact after a locally connected
-  layer, whose positions are independent; an approximation elsewhere)."""
-  return ctx_with(ctx, "white_positions", True)
-
-
-def white_positions(ctx) -> bool:
-  return bool(getattr(ctx, "white_positions", False))
 
 
 class NeedsFullSpatial(Exception):
@@ -400,16 +391,17 @@ def avg_pool(window_shape: Sequence[int], strides: Sequence[int], padding: str,
   Over the zero-padded input; :math:`n_i` is the window size, or with
   ``normalize_edges`` (NT's flag, which matters for ``'SAME'`` padding) the
   number of non-padding inputs in window :math:`i`. ``normalize=False``: sum
-  pooling, :math:`n_i = 1`. Needs the full spatial covariance, except under
-  :func:`with_white_positions`: then a diagonal-layout kernel is pooled as that
-  of uncorrelated positions, :math:`K'_{ii} = \frac{1}{n_i^2}\sum_{d \in w} K_{is+d,\,is+d}`.
+  pooling, :math:`n_i = 1`. Needs the full spatial covariance, unless distinct
+  positions do not covary (``k.white``): then the diagonal layout is pooled exactly,
+  :math:`K'_{ii} = \frac{1}{n_i^2}\sum_{d \in w} K_{is+d,\,is+d}`.
   """
   window_shape, strides = tuple(window_shape), tuple(strides)
   norm = math.prod(window_shape) ** 2 if normalize else 1
 
   def kernel(k: Kernel, ctx) -> Kernel:
+    del ctx
     diag = k.diagonal_spatial
-    if diag and not white_positions(ctx):
+    if diag and not k.white:
       raise NeedsFullSpatial("avg_pool")
     if k.nspatial != len(window_shape):
       raise ValueError(f"avg_pool: a {len(window_shape)}D window needs {len(window_shape)} "
@@ -447,10 +439,11 @@ def global_avg_pool(normalize: bool = True) -> KernelMap:
   pairs); ``normalize=False``: global sum pooling, :math:`K' = \sum_{s, s'} K_{ss'}`."""
 
   def kernel(k: Kernel, ctx) -> Kernel:
+    del ctx
     if k.nspatial == 0:
       return k
     if k.diagonal_spatial:
-      if not white_positions(ctx):
+      if not k.white:
         raise NeedsFullSpatial("global_avg_pool")
       return _global_pool_white(k, normalize)
     m11, m12, m22 = masking.products(k, "global_avg_pool")
@@ -466,7 +459,7 @@ def global_avg_pool(normalize: bool = True) -> KernelMap:
 
 
 def _global_pool_white(k: Kernel, normalize: bool) -> Kernel:
-  """Global pooling of a diagonal-layout kernel read as that of uncorrelated positions: the
+  """Global pooling of a diagonal-layout kernel of uncorrelated positions (exact): the
   sum of the same-position entries (over positions unmasked on both sides), divided by the
   product of the two sides' unmasked counts when averaging."""
   axes = lambda m, bn: tuple(range(bn, m.ndim))

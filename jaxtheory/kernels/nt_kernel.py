@@ -305,10 +305,9 @@ def kernel_fn(layer, ctx) -> Callable:
     string that field's array, a tuple a namedtuple of those fields.
     ``diagonal_spatial`` ``None`` chooses the layout (diagonal when no layer
     needs more and the output has no spatial axes), ``True`` asks for
-    same-position entries only (pooling layers then treat distinct positions as
-    uncorrelated, as neural-tangents does: exact right after a locally connected
-    layer, an approximation elsewhere; other position-mixing layers refuse),
-    ``False`` for all pairs of positions.
+    same-position entries only (a layer that needs the others raises, except
+    pooling right after a locally connected layer, whose positions do not
+    covary), ``False`` for all pairs of positions.
     ``pattern=(pattern1, pattern2)``: the graphs of ``x1`` and ``x2`` for
     aggregation layers (:mod:`jaxtheory.kernels.graph`), carried by the
     context; ``x1`` with itself uses ``pattern1`` on both sides.
@@ -317,12 +316,10 @@ def kernel_fn(layer, ctx) -> Callable:
     raise analytic.no_kernel_error(layer)
   compiled = {}
 
-  def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None,
-              white=False):
+  def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
                                       mask_constant)
-    c12, c11, c22 = _pattern_ctxs(analytic.with_white_positions(ctx) if white else ctx, pattern,
-                                  all(jax.tree.leaves(same)))
+    c12, c11, c22 = _pattern_ctxs(ctx, pattern, all(jax.tree.leaves(same)))
     out12 = layer.kernel(k12, c12)
     out11 = None if k11 is None else layer.kernel(k11, c11)
     out22 = None if k22 is None else layer.kernel(k22, c22)
@@ -358,11 +355,9 @@ def kernel_fn(layer, ctx) -> Callable:
         diag = choose_layout(x1, x2, pattern, diagonal_batch, mask_constant)
       else:
         diag = bool(diagonal_spatial)
-      # Asked for the diagonal layout, pooling reads it as uncorrelated positions (NT's).
       compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
                                                 diagonal_batch=diagonal_batch,
-                                                diagonal_spatial=diag,
-                                                white=diagonal_spatial is not None and diag))
+                                                diagonal_spatial=diag))
     return compiled[key](x1, x2, pattern, mask_constant=mask_constant)
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,

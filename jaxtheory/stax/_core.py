@@ -31,10 +31,10 @@ class _Triple(tuple):
   """
 
   def __new__(cls, layer: core.Layer, in_axes=None, fans_out: bool = False,
-              mask: masking.Rule | None | str = None, out_axes="in"):
+              mask: masking.Rule | None | str = None, out_axes="in", white: bool = False):
     name = _Name()
     if mask != _PASS:  # combinators pass masks through; other layers follow ``mask`` or refuse
-      layer = masking.masked(layer, mask, name)
+      layer = _whitening(masking.masked(layer, mask, name), white)
     if out_axes == "in":
       out_axes = in_axes if _is_axes(in_axes) else None
     obj = tuple.__new__(cls, (_init_fn(layer), _apply_fn(layer),
@@ -49,6 +49,19 @@ class _Triple(tuple):
     obj.out_axes = out_axes
     obj.fans_out = fans_out
     return obj
+
+
+def _whitening(layer: core.Layer, white: bool) -> core.Layer:
+  """``layer`` whose output kernel says whether its distinct positions are known not to covary
+  (``white``: a locally connected layer), so that pooling may read the diagonal layout."""
+  if layer.kernel is None:
+    return layer
+
+  def kernel(k, ctx):
+    return jax.tree.map(lambda kk: kk.replace(white=white), layer.kernel(k, ctx),
+                        is_leaf=lambda v: isinstance(v, analytic.Kernel))
+
+  return core.Layer(layer.init, layer.apply, kernel)
 
 
 class _Name:

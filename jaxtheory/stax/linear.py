@@ -108,7 +108,7 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int]
       L.conv_local(out_chan * _s_out(s, parameterization), filter_shape, strides, padding,
                    W_std, b_std, parametrization=_param(parameterization)), s, parameterization)
   return _conv_triple(lay, dimension_numbers, len(tuple(filter_shape)),
-                      _conv_mask_rule(filter_shape, strides, padding), b_local=True)
+                      _conv_mask_rule(filter_shape, strides, padding), b_local=True, white=True)
 
 
 def _conv_mask_rule(filter_shape, strides, padding) -> masking.Rule:
@@ -143,12 +143,12 @@ def _conv_transpose_mask_rule(filter_shape, strides, padding) -> masking.Rule:
 
 
 def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
-                 b_local: bool = False) -> _Triple:
+                 b_local: bool = False, white: bool = False) -> _Triple:
   """A channels-last conv layer read and written in ``dimension_numbers``' layouts, its
   filter laid out as ``dimension_numbers[1]`` and its bias shaped like the output (NT's);
   masks follow ``rule`` in the channels-last layout only."""
   if dimension_numbers is None:
-    return _Triple(_nt_params(lay, b_local=b_local), (0, -1), mask=rule)
+    return _Triple(_nt_params(lay, b_local=b_local), (0, -1), mask=rule, white=white)
   lhs, rhs, out = _conv_specs(dimension_numbers, nspatial)
   canon = "N" + "".join(c for c in rhs if c not in "IO") + "C"
   if not (lhs == canon == out):
@@ -157,7 +157,8 @@ def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
   return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local),
                  (lhs.index("N"), lhs.index("C")), out_axes=(out.index("N"), out.index("C")),
                  mask=rule if rule is None or lhs == canon == out else _relaid_rule(rule, lhs,
-                                                                                   canon, out))
+                                                                                   canon, out),
+                 white=white)
 
 
 def _relaid_rule(rule: masking.Rule, lhs: str, canon: str, out: str) -> masking.Rule:
