@@ -400,13 +400,9 @@ def _fix_shapes(out):
   """NT kernels record their batch sizes in ``shape1``/``shape2``: those of the whole."""
   if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
     return type(out)(_fix_shapes(o) for o in out)
-  if getattr(out, "shape1", None) is None or not hasattr(out, "replace"):
+  if getattr(out, "shape1", None) is None or not hasattr(out, "with_batch_sizes"):
     return out
-  n1 = out.nngp.shape[0]
-  n2 = out.nngp.shape[1]
-  b = getattr(out, "batch_axis", 0)
-  at = lambda shape, n: tuple(n if i == b % len(shape) else d for i, d in enumerate(shape))
-  return out.replace(shape1=at(out.shape1, n1), shape2=at(out.shape2, n2))
+  return out.with_batch_sizes(out.nngp.shape[0], out.nngp.shape[1])
 
 
 def _drop_cov2(out):

@@ -99,12 +99,14 @@ class Kernel:
     mask2 = self.mask1 if self.mask2 is None else self.mask2  # x2 is x1: so is its mask
     return self.replace(nngp=self.nngp[n1_slice, n2_slice], ntk=ntk, cov1=cov1, cov2=cov2,
                         mask1=None if self.mask1 is None else self.mask1[n1_slice],
-                        mask2=None if mask2 is None else mask2[n2_slice],
-                        shape1=self._with_batch(self.shape1, cov1.shape[0]),
-                        shape2=self._with_batch(self.shape2, cov2.shape[0]))
+                        mask2=None if mask2 is None else mask2[n2_slice]
+                        ).with_batch_sizes(cov1.shape[0], cov2.shape[0])
 
-  def _with_batch(self, shape, n):
-    return tuple(n if i == self.batch_axis % len(shape) else d for i, d in enumerate(shape))
+  def with_batch_sizes(self, n1: int, n2: int) -> "Kernel":
+    """This kernel with ``shape1``/``shape2`` saying ``n1``/``n2`` examples (on the batch axis)."""
+    at = lambda shape, n: tuple(n if i == self.batch_axis % len(shape) else d
+                                for i, d in enumerate(shape))
+    return self.replace(shape1=at(self.shape1, n1), shape2=at(self.shape2, n2))
 
   @property
   def nspatial(self) -> int:

@@ -201,6 +201,14 @@ def _perm(src: str, dst: str) -> tuple[int, ...]:
   return tuple(src.index(c) for c in dst)
 
 
+def _layout_perms(lhs: str, canon: str, out: str):
+  """``(to_c, from_c, k_to, k_from)``: the transposes of an activation from ``lhs`` to ``canon``
+  and from ``canon`` to ``out``, and the same of its spatial axes alone (kernels, masks)."""
+  sp = lambda spec: [c for c in spec if c not in "NC"]
+  return (_perm(lhs, canon), _perm(canon, out), _perm(sp(lhs), sp(canon)),
+          _perm(sp(canon), sp(out)))
+
+
 def _relaid(layer: core.Layer, lhs: str, canon: str, out: str) -> core.Layer:
   """``layer`` (computing in layout ``canon``) on inputs laid out as ``lhs``, answering in ``out``.
 
@@ -208,9 +216,7 @@ def _relaid(layer: core.Layer, lhs: str, canon: str, out: str) -> core.Layer:
   The kernel's spatial axes follow the activation's spatial axes in order (NT's
   convention), so the kernel map permutes them likewise.
   """
-  to_c, from_c = _perm(lhs, canon), _perm(canon, out)
-  sp = lambda spec: [c for c in spec if c not in "NC"]
-  k_to, k_from = _perm(sp(lhs), sp(canon)), _perm(sp(canon), sp(out))
+  to_c, from_c, k_to, k_from = _layout_perms(lhs, canon, out)
 
   def init(key, spec, ctx):
     o, params, scales = layer.init(key, core.Spec(tuple(spec.shape[i] for i in to_c), spec.feat),

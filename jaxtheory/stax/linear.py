@@ -14,7 +14,7 @@ from jaxtheory.kernels import (analytic, dot_general as kdot, masking as kmaskin
 from jaxtheory.nn import core, dropout as dropout_layer, graph, layers as L, masking
 from jaxtheory.nn.indexing import canonicalize_idx, slice_shape
 from jaxtheory.stax._core import (_SAME, _SAME_REMASK, _Triple, _check_axes, _check_padding,
-                                  _moved_axes, _perm,
+                                  _layout_perms, _moved_axes,
                                   _name_layers, _nt_params, _param, _relaid, _s_out,
                                   _width_scaled)
 
@@ -165,9 +165,7 @@ def _relaid_rule(rule: masking.Rule, lhs: str, canon: str, out: str) -> masking.
   """``rule`` (of channels-last masks in layout ``canon``) on masks laid out as ``lhs``,
   answering in ``out``; the kernel's ``(n, *spatial, c)`` masks have their spatial axes
   permuted as the kernel's are (see :func:`_relaid`)."""
-  to_c, from_c = _perm(lhs, canon), _perm(canon, out)
-  sp = lambda spec: [c for c in spec if c not in "NC"]
-  k_to, k_from = _perm(sp(lhs), sp(canon)), _perm(sp(canon), sp(out))
+  to_c, from_c, k_to, k_from = _layout_perms(lhs, canon, out)
   spatial = lambda m, perm: jnp.transpose(m, (0, *(1 + p for p in perm), m.ndim - 1))
 
   def mask_fn(m, shape):
