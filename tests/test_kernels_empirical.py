@@ -286,3 +286,49 @@ def test_param_weights_give_the_learning_rate_weighted_kernel(impl):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
     with pytest.raises(ValueError, match="tree structure of params"):
       E.empirical_ntk(f, params, x1, param_weights=[1.0])
+
+
+def _dropout_net(rate=0.5):
+  from jaxtheory import stax
+  return stax.serial(stax.Dense(64), stax.Relu(), stax.Dropout(rate), stax.Dense(3))
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_rng_of_distinct_inputs_is_split_as_nt(typed):
+  # An `rng` keyword (dropout) gives x1 the key and a distinct x2 `fold_in(key, 1)`; inputs
+  # equal to x1 (even as another array) get the same key, as x2=None does.
+  init_fn, apply_fn, _ = _dropout_net()
+  x1 = jax.random.normal(jax.random.key(0), (3, 5))
+  x2 = jax.random.normal(jax.random.key(1), (2, 5))
+  _, params = init_fn(jax.random.key(2), x1.shape)
+  key = jax.random.key(3) if typed else jax.random.PRNGKey(3)
+  kernel_fn = E.empirical_kernel_fn(apply_fn)
+  f1 = apply_fn(params, x1, rng=key)
+  f2 = apply_fn(params, x2, rng=jax.random.fold_in(key, 1))
+  np.testing.assert_allclose(kernel_fn(x1, x2, "nngp", params, rng=key), f1 @ f2.T / 3,
+                             rtol=1e-6)
+  ntk = E.empirical_ntk_fn(apply_fn, implementation="jacobian")
+  brute = _brute(lambda p, x: apply_fn(p, x, rng=key), params, x1, x1 + 0.0)
+  for x_again in (None, x1 + 0.0):
+    np.testing.assert_allclose(kernel_fn(x1, x_again, "nngp", params, rng=key), f1 @ f1.T / 3,
+                               rtol=1e-6)
+    np.testing.assert_allclose(ntk(x1, x_again, params, rng=key), brute, rtol=1e-6)
+  # A pair of equal keys for distinct inputs is mended; a pair for the same inputs is unified.
+  pair = E._dropout_keys((key, key), x1, x2)
+  assert not np.array_equal(jax.random.key_data(pair[0]), jax.random.key_data(pair[1]))
+  pair = E._dropout_keys((key, jax.random.fold_in(key, 7)), x1, x1 + 0.0)
+  np.testing.assert_array_equal(jax.random.key_data(pair[0]), jax.random.key_data(pair[1]))
+
+
+def test_monte_carlo_ntk_with_dropout_matches_analytic_across_inputs():
+  # Distinct x1 and x2 draw independent dropout masks, so the Monte Carlo cross-kernel
+  # converges to the analytic one, which dropout leaves unchanged off the diagonal. With one
+  # shared mask it would be about 1/rate = 5 times too large.
+  from jaxtheory import nt
+  init_fn, apply_fn, kernel_fn = _dropout_net(0.2)
+  x1 = jax.random.normal(jax.random.key(0), (3, 5))
+  x2 = jax.random.normal(jax.random.key(1), (2, 5))
+  mc = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(4), 96, vmap_axes=0)
+  exact = kernel_fn(x1, x2, "ntk")
+  err = jnp.linalg.norm(mc(x1, x2, "ntk") - exact) / jnp.linalg.norm(exact)
+  assert err < 0.2, float(err)

@@ -396,17 +396,48 @@ def empirical_nngp(f: Callable, params: PyTree, x1: PyTree, x2: PyTree | None = 
 # neural-tangents-compatible wrappers.
 
 
-def _split_kwargs(kwargs, has_x2: bool):
-  """NT's rule: a 2-tuple value is ``(for x1, for x2)``; anything else is shared."""
+def _split_kwargs(kwargs, x1, x2):
+  """NT's rule for ``apply_fn``'s keywords when ``x2`` is given.
+
+  A 2-tuple value is ``(for x1, for x2)``; anything else is shared, except
+  ``rng`` (dropout): distinct inputs must see independent draws and the same
+  inputs the same one, so a single key ``k`` becomes ``(k, fold_in(k, 1))``
+  unless ``x1`` equals ``x2``, and a pair of keys is mended the same way.
+  """
+  if x2 is None:
+    k1 = {k: v[0] if isinstance(v, tuple) and len(v) == 2 else v for k, v in kwargs.items()}
+    return k1, k1
   k1, k2 = {}, {}
   for k, v in kwargs.items():
-    if isinstance(v, tuple) and len(v) == 2:
+    if k == "rng" and v is not None:
+      k1[k], k2[k] = _dropout_keys(v, x1, x2)
+    elif isinstance(v, tuple) and len(v) == 2:
       k1[k], k2[k] = v
     else:
       k1[k] = k2[k] = v
-  if not has_x2:
-    k2 = k1
   return k1, k2
+
+
+def _same_inputs(x1, x2) -> jax.Array:
+  """Whether two input pytrees hold the same values (a traced boolean)."""
+  l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
+  if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
+    return jnp.asarray(False)
+  return jnp.all(jnp.asarray([jnp.array_equal(a, b) for a, b in zip(l1, l2)]))
+
+
+def _dropout_keys(key, x1, x2):
+  """``(key1, key2)`` with ``key1 == key2`` exactly when ``x1`` equals ``x2``."""
+  same = _same_inputs(x1, x2)
+  if isinstance(key, tuple) and len(key) == 2:
+    key1, key2 = key
+    clash = jnp.all(jax.random.key_data(key1) == jax.random.key_data(key2)) \
+        if jax.dtypes.issubdtype(jnp.result_type(key1), jax.dtypes.prng_key) \
+        else jnp.all(jnp.asarray(key1) == jnp.asarray(key2))
+    key2 = lax.select(clash, jax.random.fold_in(key2, 1), key2)
+  else:
+    key1, key2 = key, jax.random.fold_in(key, 1)
+  return key1, lax.select(same, key1, key2)
 
 
 def _vmap_axes(vmap_axes):
@@ -463,7 +494,7 @@ def empirical_ntk_fn(f: Callable, trace_axes: Axes = (-1,), diagonal_axes: Axes 
   def ntk_fn(x1, x2, params, **apply_fn_kwargs):
     if x2 is not None and not jax.tree.leaves(x2):
       x2 = None  # NT's x2 of Nones, e.g. [(None, None), None]: x2 is x1
-    k1, k2 = _split_kwargs(apply_fn_kwargs, x2 is not None)
+    k1, k2 = _split_kwargs(apply_fn_kwargs, x1, x2)
     # Keyword arguments batched along axis 0 travel with the inputs.
     X1 = (x1, {k: v for k, v in k1.items() if k in kw_axes})
     X2 = None if x2 is None else (x2, {k: v for k, v in k2.items() if k in kw_axes})
@@ -497,7 +528,7 @@ def empirical_nngp_fn(f: Callable, trace_axes: Axes = (-1,),
   """
 
   def nngp_fn(x1, x2, params, **apply_fn_kwargs):
-    k1, k2 = _split_kwargs(apply_fn_kwargs, x2 is not None)
+    k1, k2 = _split_kwargs(apply_fn_kwargs, x1, x2)
     out1 = f(params, x1, **k1)
     out2 = out1 if x2 is None else f(params, x2, **k2)
     return jax.tree.map(
@@ -579,7 +610,7 @@ def empirical_ntk_vp_fn(f: Callable, x1: PyTree, x2: PyTree | None, params: PyTr
   >>> vp(jnp.ones((2, 4))).shape
   (2, 4)
   """
-  k1, k2 = _split_kwargs(apply_fn_kwargs, x2 is not None)
+  k1, k2 = _split_kwargs(apply_fn_kwargs, x1, x2)
   x2 = x1 if x2 is None else x2
 
   def ntk_vp_fn(cotangents):
