@@ -229,3 +229,34 @@ def test_kernel_inputs_take_patterns_too():
     _close(getattr(out, g), getattr(whole, g), rtol=1e-10)
   with pytest.raises(NotImplementedError, match="both patterns"):
     stax.serial(*tail)[2](k, pattern=(a1, None))  # x2 is not x1: pattern2 is needed
+
+
+@pytest.mark.parametrize("spatial", [(0,), (1,), (0, 2), (0, 1, 2)])
+@pytest.mark.parametrize("bn", [1, 2])
+def test_sandwich_over_any_aggregated_axes_is_a1t_m_a2(spatial, bn):
+  """The two batched products equal the closed form over any subset of 3 spatial axes."""
+  from jaxtheory.kernels import graph
+  sizes, n1, n2 = (2, 3, 4), 3, 2
+  batch = (n1, n2) if bn == 2 else (n1,)
+  m = _normal(0, batch + tuple(s for s in sizes for _ in range(2)))
+  agg = tuple(sizes[d] for d in spatial)
+  a1 = _normal(1, (n1, *agg, *agg))
+  a2 = _normal(2, (n2 if bn == 2 else n1, *agg, *agg))
+  letters = iter("cdefghijklmnopqrstuvwxyz")
+  m_lab, out_lab, t1, h1, t2, h2 = [], [], [], [], [], []
+  for d in range(3):
+    p, q = next(letters), next(letters)
+    m_lab += [p, q]
+    if d in spatial:
+      P, Q = next(letters), next(letters)
+      t1.append(p), h1.append(P), t2.append(q), h2.append(Q)
+      out_lab += [P, Q]
+    else:
+      out_lab += [p, q]
+  bm = "ab" if bn == 2 else "a"
+  b2 = "b" if bn == 2 else "a"
+  expr = (f"{bm}{''.join(m_lab)},a{''.join(t1 + h1)},{b2}{''.join(t2 + h2)}"
+          f"->{bm}{''.join(out_lab)}")
+  want = np.einsum(expr, m, a1, a2)
+  _close(graph._sandwich(jnp.asarray(m), jnp.asarray(a1), jnp.asarray(a2), spatial, 3, bn),
+         want, rtol=1e-10)

@@ -159,22 +159,30 @@ def _sandwich(m, a1, a2, spatial: Sequence[int], nspatial: int, bn: int):
 
   ``m`` has ``bn`` batch axes (``(n1, n2)`` or one shared ``n``), then ``(p_d,
   q_d)`` per spatial axis ``d``; ``a1``/``a2`` are ``(n, *tails, *heads)``
-  over the axes ``spatial``.
+  over the axes ``spatial``. Two batched matrix products (``a1`` batched over
+  ``n1``, then ``a2`` over ``n2``) and one transpose back to ``m``'s layout:
+  about twice as fast on CPU as a three-operand ``einsum``, whose contraction
+  order moves the large operand between the products.
   """
   if m is None or m.ndim < bn:  # a scalar NTK placeholder
     return m
-  b1, b2 = (0, 1) if bn == 2 else (0, 0)
-  p = [bn + 2 * d for d in range(nspatial)]
-  q = [bn + 2 * d + 1 for d in range(nspatial)]
-  nxt = bn + 2 * nspatial
-  heads_p = {d: nxt + i for i, d in enumerate(spatial)}
-  heads_q = {d: nxt + len(spatial) + i for i, d in enumerate(spatial)}
-  m_lab = list(range(bn)) + [l for d in range(nspatial) for l in (p[d], q[d])]
-  a1_lab = [b1] + [p[d] for d in spatial] + [heads_p[d] for d in spatial]
-  a2_lab = [b2] + [q[d] for d in spatial] + [heads_q[d] for d in spatial]
-  out = list(range(bn)) + [l for d in range(nspatial)
-                           for l in (heads_p.get(d, p[d]), heads_q.get(d, q[d]))]
-  return jnp.einsum(m, m_lab, a1, a1_lab, a2, a2_lab, out, precision=lax.Precision.HIGHEST)
+  k = len(spatial)
+  labels = (["n1", "n2"] if bn == 2 else ["n"]) + [
+      (side, d) for d in range(nspatial) for side in ("p", "q")]
+  mat = lambda x, y, contract, batch: lax.dot_general(
+      x, y, ((contract, tuple(range(1, k + 1))), ((batch,), (0,))),
+      precision=lax.Precision.HIGHEST)
+  p_axes = tuple(labels.index(("p", d)) for d in spatial)
+  y = mat(m, a1, p_axes, 0)
+  y_labels = [labels[0]] + [l for i, l in enumerate(labels[1:], 1) if i not in p_axes] + [
+      ("P", d) for d in spatial]
+  b2 = y_labels.index(labels[bn - 1])
+  q_axes = tuple(y_labels.index(("q", d)) for d in spatial)
+  z = mat(y, a2, q_axes, b2)
+  z_labels = [y_labels[b2]] + [l for i, l in enumerate(y_labels) if i != b2 and i not in q_axes] \
+      + [("Q", d) for d in spatial]
+  head = {("p", d): ("P", d) for d in spatial} | {("q", d): ("Q", d) for d in spatial}
+  return jnp.transpose(z, [z_labels.index(head.get(l, l)) for l in labels])
 
 
 def aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
