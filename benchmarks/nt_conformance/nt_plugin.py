@@ -9,7 +9,7 @@ Loaded by ``run.py`` with ``-p nt_plugin``. It
 * with ``NT_CONFORMANCE_LARGE=1``, turns NT's ``test_utils.skip_test`` (the
   "large tests are skipped on CPU" switch) into a no-op;
 * writes every test's outcome, and the first line of its exception, to the
-  JSON file named by ``NT_CONFORMANCE_REPORT``.
+  JSON file named by ``NT_CONFORMANCE_REPORT`` (rewritten after every case).
 """
 
 import json
@@ -81,10 +81,17 @@ def pytest_runtest_logreport(report):
     rec.update(outcome="skipped", when=report.when, cause=_cause(report))
   elif report.failed:
     rec.update(outcome="failed", when=report.when, cause=_cause(report))
+  if report.when == "teardown":
+    _write()  # after every case: a run stopped midway keeps what it measured
+
+
+def _write():
+  path = os.environ.get("NT_CONFORMANCE_REPORT")
+  if path:
+    with open(path + ".tmp", "w") as f:
+      json.dump(_RECORDS, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def pytest_sessionfinish(session):
-  path = os.environ.get("NT_CONFORMANCE_REPORT")
-  if path:
-    with open(path, "w") as f:
-      json.dump(_RECORDS, f, indent=1, sort_keys=True)
+  _write()

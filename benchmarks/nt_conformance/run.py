@@ -176,6 +176,17 @@ def run_pytest(python: str, work: str, files: list[str], large: bool, k: str | N
     return subprocess.run(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
+def large_cases(path: str) -> list[str]:
+  """The node ids that a CPU run's records show NT skipping as large."""
+  with open(path) as f:
+    records = json.load(f)
+  ids = [n for n, r in records.items()
+         if r["outcome"] == "skipped" and "Skipping large tests" in r["cause"]]
+  if not ids:
+    raise SystemExit(f"{path} records no case that NT skips as large")
+  return ids
+
+
 def _file_of(nodeid: str) -> str:
   return nodeid.split("::")[0]
 
@@ -245,7 +256,11 @@ def main(argv=None) -> int:
   p.add_argument("--work", help="where NT's tests are unpacked (default: CACHE/work)")
   p.add_argument("--ci", action="store_true",
                  help="run only the fixed part CI runs (CI_CASES); implies --min-pass all")
-  p.add_argument("--json", help="write the per-test records here")
+  p.add_argument("--json", help="write the per-test records here (also while the run goes on, "
+                 "so a run stopped midway keeps the cases it finished)")
+  p.add_argument("--large-of", metavar="JSON",
+                 help="run only the cases that a CPU run's --json records show NT skipping as "
+                 "large (implies --large)")
   p.add_argument("--min-pass", type=int, help="exit 1 unless at least this many cases pass")
   args = p.parse_args(argv)
 
@@ -253,19 +268,18 @@ def main(argv=None) -> int:
   sdist = ensure_sdist(args.cache, python)
   work = prepare_tests(sdist, args.work or os.path.join(args.cache, "work"))
   files = args.files or (list(CI_CASES) if args.ci else default_files(work))
+  if args.large_of:
+    files, args.large = large_cases(args.large_of), True
   if args.ci and args.min_pass is None:
     args.min_pass = len(CI_CASES)
   with tempfile.TemporaryDirectory() as tmp:
-    report = os.path.join(tmp, "report.json")
+    report = args.json or os.path.join(tmp, "report.json")
     rc = run_pytest(python, work, files, args.large, args.k, args.cases, report)
     if not os.path.exists(report):
       _log(f"pytest wrote no report (exit code {rc})")
       return 2
     with open(report) as f:
       records = json.load(f)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(records, f, indent=1, sort_keys=True)
   table, stats = summarize(records, files)
   print(table)
   print()
