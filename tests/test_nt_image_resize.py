@@ -30,12 +30,8 @@ def test_image_resize_kernel_is_exact(shape, method, antialias):
   k = kfn(x1, x2, ("nngp", "ntk"), diagonal_spatial=False)
   np.testing.assert_allclose(k.nngp, exact, rtol=1e-9, atol=1e-12)
   np.testing.assert_allclose(k.ntk, exact, rtol=1e-9, atol=1e-12)
-  if method == "nearest":  # a selection: the diagonal layout suffices
-    np.testing.assert_allclose(kfn(x1, x2, "nngp", diagonal_spatial=True), diagonal(exact),
-                               rtol=1e-9, atol=1e-12)
-  else:
-    with pytest.raises(ValueError, match="all pairs of positions"):
-      kfn(x1, x2, "nngp", diagonal_spatial=True)
+  with pytest.raises(ValueError, match="all pairs of positions"):  # as neural-tangents
+    kfn(x1, x2, "nngp", diagonal_spatial=True)
 
 
 def test_image_resize_refuses_what_has_no_kernel():
@@ -46,3 +42,65 @@ def test_image_resize_refuses_what_has_no_kernel():
     stax.ImageResize((-1, 8, -1), "cubic")[2](x, None, "nngp")
   with pytest.raises(ValueError, match="unknown method"):
     stax.ImageResize((-1, 8, -1), "bicubical")
+
+
+def _batch_resized(size, method):
+  conv = stax.Conv(3, (2,), padding="SAME", W_std=1.2, b_std=0.3)
+  return stax.serial(conv, stax.ImageResize((size, -1, -1), method))
+
+
+@pytest.mark.parametrize("size", [3, 7])
+def test_nearest_resize_of_the_batch_axis_is_exact_against_another_x2(size):
+  # Nearest selects examples: the NNGP, the NTK and both sides' variances are exact.
+  x1 = jax.random.normal(jax.random.key(0), (5, 4, 2))
+  x2 = jax.random.normal(jax.random.key(1), (3, 4, 2))
+  init, apply, kfn = _batch_resized(size, "nearest")
+  _, params = init(jax.random.key(2), x1.shape)
+  # As in neural-tangents: per-example covariances are refused when asked for, and not
+  # chosen when the caller leaves diagonal_batch unset.
+  with pytest.raises(ValueError, match="use diagonal_batch=False"):
+    kfn(x1, x2, "nngp", diagonal_spatial=False, diagonal_batch=True)
+  k = kfn(x1, x2, ("nngp", "ntk", "cov1", "cov2"), diagonal_spatial=False)
+  assert k.cov1.shape[:2] == (size, size)
+  exact = jacobian_kernel(apply, params, x1, x2)
+  assert exact.shape[:2] == (size, size)
+  np.testing.assert_allclose(k.nngp, exact, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.ntk, exact, rtol=1e-9, atol=1e-12)
+  for cov, x in ((k.cov1, x1), (k.cov2, x2)):  # (n, n, h, h'): x with itself
+    np.testing.assert_allclose(cov, jacobian_kernel(apply, params, x, x), rtol=1e-9,
+                               atol=1e-12)
+  # A ReLU after it reads each side's selected variances: the arc-cosine formula on the
+  # exact covariances.
+  relu = stax.serial(_batch_resized(size, "nearest"), stax.Relu())[2](
+      x1, x2, "nngp", diagonal_spatial=False, diagonal_batch=False)
+  var = lambda x: np.einsum("aapq->apq", np.asarray(jacobian_kernel(apply, params, x, x)))
+  v1, v2 = np.einsum("app->ap", var(x1)), np.einsum("app->ap", var(x2))
+  norm = np.sqrt(v1[:, None, :, None] * v2[None, :, None, :])
+  cos = np.clip(np.asarray(exact) / norm, -1, 1)
+  theta = np.arccos(cos)
+  np.testing.assert_allclose(relu, norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi),
+                             rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [3, 8])
+def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_refused_otherwise(size):
+  # Linear mixes examples: exact against x1 itself (the NNGP holds all their covariances,
+  # so the new variances are its diagonal, and the ReLU after it reads them), refused
+  # against a different x2.
+  x1 = jax.random.normal(jax.random.key(0), (5, 4, 2))
+  init, apply, kfn = _batch_resized(size, "linear")
+  _, params = init(jax.random.key(2), x1.shape)
+  exact = jacobian_kernel(apply, params, x1, x1)
+  full = dict(diagonal_spatial=False, diagonal_batch=False)
+  k = kfn(x1, None, ("nngp", "cov1"), **full)
+  np.testing.assert_allclose(k.nngp, exact, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
+  relu = stax.serial(_batch_resized(size, "linear"), stax.Relu())[2](x1, None, "nngp", **full)
+  var = np.moveaxis(np.diagonal(exact, 0, 0, 1), -1, 0)  # (size, h, h')
+  diag = lambda a: np.diagonal(a, 0, 1, 2)  # same-position entries, (size, h)
+  # ReLU of a centred Gaussian: E[relu(u)^2] = var / 2 on the (example, position) diagonal.
+  np.testing.assert_allclose(diag(np.diagonal(relu, 0, 0, 1).transpose(2, 0, 1)),
+                             diag(var) / 2, rtol=1e-9)
+  x2 = jax.random.normal(jax.random.key(1), (3, 4, 2))
+  with pytest.raises(NotImplementedError, match="method='nearest', or x2=None"):
+    kfn(x1, x2, "nngp", **full)

@@ -131,6 +131,15 @@ def ctx_with(ctx, name: str, value):
   return _ctx_type_with(type(ctx), name)(**fields, **{name: value})
 
 
+class NeedsFullBatch(Exception):
+  """Raised by a layer that mixes examples (resizing the batch axis) when ``kernel_fn`` was
+  asked for per-example covariances (``diagonal_batch=True``, read from the context).
+
+  neural-tangents' ``kernel_fn`` then computes with ``diagonal_batch=False`` when
+  the caller did not choose, and raises ``ValueError`` when they chose ``True``.
+  """
+
+
 class NeedsFullSpatial(Exception):
   """Raised by a layer that needs off-diagonal spatial covariances (pooling).
 

@@ -10,9 +10,10 @@ inputs (``kernel_fn(kernel_fn(x))`` composes two networks). This module holds
 that object (:class:`Kernel`) and :func:`kernel_fn`, which runs a layer's
 kernel map on arrays or on :class:`Kernel` objects and answers in NT's layout:
 
-* ``diagonal_batch=True`` (the default): ``cov1`` holds :math:`K(x_i, x_i)`,
-  shape ``(n1, *S)``; ``False``: the full :math:`K(x_i, x_j)`, ``(n1, n1, *S)``
-  (the NNGP of ``x1`` with itself), likewise ``cov2``;
+* ``diagonal_batch=True``: ``cov1`` holds :math:`K(x_i, x_i)`, shape
+  ``(n1, *S)``; ``False``: the full :math:`K(x_i, x_j)`, ``(n1, n1, *S)`` (the
+  NNGP of ``x1`` with itself), likewise ``cov2``; unset (the default): ``True``
+  unless a layer mixes examples (resizing the batch axis), which needs ``False``;
 * ``diagonal_spatial``: see :func:`jaxtheory.kernels.analytic.kernel_fn`.
 """
 
@@ -299,8 +300,10 @@ def kernel_fn(layer, ctx) -> Callable:
     ctx: the run context.
 
   Returns:
-    ``fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=True,
-    diagonal_spatial=None, batch_size=None, pattern=None)``. ``x1_or_kernel`` is an array
+    ``fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=None,
+    diagonal_spatial=None, batch_size=None, pattern=None)``. ``diagonal_batch``
+    ``None`` is ``True`` unless a layer needs the covariances between examples
+    (then ``False``; asking ``True`` then raises ``ValueError``). ``x1_or_kernel`` is an array
     ``(n1, ..., channels)``, a pytree of arrays (for layers taking several
     inputs), or a :class:`Kernel` (pytree) from another ``kernel_fn``, in which
     case ``x2`` must be ``None``. ``get=None`` returns a :class:`Kernel`, a
@@ -321,7 +324,9 @@ def kernel_fn(layer, ctx) -> Callable:
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
                                       mask_constant)
-    c12, c11, c22 = _pattern_ctxs(ctx, pattern, all(jax.tree.leaves(same)))
+    # A layer that can only follow NT's full-batch layout (resizing the batch axis) reads it.
+    c12, c11, c22 = _pattern_ctxs(analytic.ctx_with(ctx, "diagonal_batch", diagonal_batch),
+                                  pattern, all(jax.tree.leaves(same)))
     out12 = layer.kernel(k12, c12)
     out11 = None if k11 is None else layer.kernel(k11, c11)
     out22 = None if k22 is None else layer.kernel(k22, c22)
@@ -349,7 +354,21 @@ def kernel_fn(layer, ctx) -> Callable:
       return False
     return all(k.nngp.ndim == 2 for k in jax.tree.leaves(out, is_leaf=is_kernel))
 
+  full_batch = {}  # per call signature, whether a layer needs diagonal_batch=False
+
   def run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant):
+    if diagonal_batch is None:  # the caller did not choose: per-example unless a layer needs more
+      sig = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
+             diagonal_spatial, _flags(mask_constant))
+      if sig not in full_batch:
+        try:
+          out = run(x1, x2, pattern, want_ntk, True, diagonal_spatial, mask_constant)
+        except analytic.NeedsFullBatch:
+          full_batch[sig] = True
+        else:
+          full_batch[sig] = False
+          return out
+      diagonal_batch = not full_batch[sig]
     key = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
            diagonal_batch, diagonal_spatial, _flags(mask_constant))
     if key not in compiled:
@@ -362,7 +381,7 @@ def kernel_fn(layer, ctx) -> Callable:
                                                 diagonal_spatial=diag))
     return compiled[key](x1, x2, pattern, mask_constant=mask_constant)
 
-  def fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
+  def fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
          diagonal_spatial: bool | None = None, batch_size: int | None = None,
          mask_constant=None, pattern=None, out_axes=None, **kwargs):
     if mask_constant is not None:
@@ -384,7 +403,7 @@ def kernel_fn(layer, ctx) -> Callable:
     if not from_kernel:
       x1 = jax.tree.map(jnp.asarray, x1)
       x2 = None if x2 is None else jax.tree.map(jnp.asarray, x2)
-    diagonal_batch = bool(diagonal_batch)
+    diagonal_batch = None if diagonal_batch is None else bool(diagonal_batch)
     try:
       if batch_size is not None and not from_kernel:
         out = batching.batch(
@@ -396,6 +415,9 @@ def kernel_fn(layer, ctx) -> Callable:
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
+    except analytic.NeedsFullBatch as e:
+      raise ValueError(f"diagonal_batch=True: {e} mixes examples and needs the covariances "
+                       "between them; use diagonal_batch=False (or leave it unset)") from None
     if out_axes is not None:
       out = laid_out(out, out_axes)
     return select(out, get)

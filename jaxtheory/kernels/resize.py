@@ -4,9 +4,19 @@ Linear and nearest-neighbour resizing act on each spatial axis separately by a f
 matrix :math:`M` (interpolation weights, with a triangular antialiasing filter when a
 linear resize shrinks an axis), so the covariance of the resized activation is
 :math:`M K M^\top` on every pair of axes: ``jax.image.resize`` of the kernel itself, with
-both copies of an axis resized alike. Nearest-neighbour resizing only selects positions,
-so it also acts on the diagonal layout; linear resizing mixes positions and needs the
-full one (:class:`~jaxtheory.kernels.analytic.NeedsFullSpatial`).
+both copies of an axis resized alike, which needs the full layout of all pairs of
+positions (:class:`~jaxtheory.kernels.analytic.NeedsFullSpatial`; nearest-neighbour
+resizing only selects positions and could read the diagonal one, but neural-tangents
+refuses it, and so does this).
+
+Resizing the batch axis makes each new example an interpolation of old ones
+(:func:`resize_batch`): the NNGP and NTK are resized on both batch axes alike, which
+is exact. The variances of the new examples are too when the resize only selects
+examples (nearest), or when ``x2`` is ``x1`` (then the NNGP holds every covariance
+between the examples, and the variances are its diagonal); a linear resize of ``x1``
+against a different ``x2`` would need the covariances among ``x1``'s own examples,
+which that kernel does not hold, and is refused. Through ``kernel_fn`` resizing the
+batch axis also needs ``diagonal_batch=False``, as in neural-tangents.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from jaxtheory.kernels import analytic
@@ -32,6 +43,41 @@ def method_of(method) -> jax.image.ResizeMethod:
                      "'cubic', 'lanczos3' or 'lanczos5'") from None
 
 
+def _check_method(method: jax.image.ResizeMethod) -> None:
+  if method not in KERNEL_METHODS:
+    raise NotImplementedError(
+        f"ImageResize: the kernel is computed for the 'linear' and 'nearest' methods only "
+        f"(their interpolation weights are fixed matrices), got {method.name.lower()}")
+
+
+def resize_batch(k: analytic.Kernel, size1: int, size2: int, method, antialias: bool = True,
+                 precision=lax.Precision.HIGHEST) -> analytic.Kernel:
+  """``k`` after resizing the batch axis of ``x1`` to ``size1`` examples and of ``x2`` to
+  ``size2`` (see the module's docstring for when this is exact, and the refusal)."""
+  method = method_of(method)
+  _check_method(method)
+  same = k.cov2 is None
+  nearest = method == jax.image.ResizeMethod.NEAREST
+  if not (nearest or same):
+    raise NotImplementedError(
+        "ImageResize: a linear resize of the batch axis mixes examples, and the variance of "
+        "a mixed example needs the covariances among x1's own examples, which the kernel of "
+        "x1 against a different x2 does not hold; use method='nearest', or x2=None")
+
+  def resize(m, sizes):
+    if m is None or m.ndim < len(sizes):  # a scalar NTK placeholder
+      return m
+    return jax.image.resize(m, tuple(sizes) + m.shape[len(sizes):], method,
+                            antialias=antialias, precision=precision)
+
+  nngp = resize(k.nngp, (size1, size2))
+  if nearest:
+    cov1, cov2 = resize(k.cov1, (size1,)), resize(k.cov2, (size2,))
+  else:  # x2 is x1: the new variances are the diagonal of the new NNGP
+    cov1, cov2 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0), None
+  return k.replace(nngp=nngp, ntk=resize(k.ntk, (size1, size2)), cov1=cov1, cov2=cov2)
+
+
 def image_resize(spatial_shape: Sequence[int], method, antialias: bool = True,
                  precision=lax.Precision.HIGHEST) -> analytic.KernelMap:
   """Kernel map of resizing the spatial axes to ``spatial_shape`` (``-1``: unchanged)."""
@@ -40,19 +86,16 @@ def image_resize(spatial_shape: Sequence[int], method, antialias: bool = True,
 
   def kernel(k: analytic.Kernel, ctx) -> analytic.Kernel:
     del ctx
-    if method not in KERNEL_METHODS:
-      raise NotImplementedError(
-          f"ImageResize: the kernel is computed for the 'linear' and 'nearest' methods only "
-          f"(their interpolation weights are fixed matrices), got {method.name.lower()}")
+    _check_method(method)
     if len(spatial_shape) != k.nspatial:
       raise ValueError(f"ImageResize: {len(spatial_shape)} spatial sizes for a kernel of "
                        f"{k.nspatial} spatial axes")
     new = tuple(k.spatial_shape[a] if s == -1 else s for a, s in enumerate(spatial_shape))
     if new == tuple(k.spatial_shape):
       return k
-    if k.diagonal_spatial and method != jax.image.ResizeMethod.NEAREST:
-      raise analytic.NeedsFullSpatial("ImageResize (linear)")
-    per_axis = new if k.diagonal_spatial else tuple(s for s in new for _ in range(2))
+    if k.diagonal_spatial:
+      raise analytic.NeedsFullSpatial("ImageResize")
+    per_axis = tuple(s for s in new for _ in range(2))
 
     def resize(m, bn):
       if m.ndim < bn:  # a scalar NTK placeholder

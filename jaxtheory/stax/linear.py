@@ -440,8 +440,10 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
 
   Args:
     shape: the output's shape, one entry per axis of the input, ``-1`` keeping
-      that axis (the channel axis must be kept for ``kernel_fn``, and here the
-      batch axis too).
+      that axis (the channel axis must be kept for ``kernel_fn``). Resizing
+      the batch axis interpolates examples: ``kernel_fn`` needs
+      ``diagonal_batch=False`` for it, and a linear one ``x2=None`` too
+      (:func:`jaxtheory.kernels.resize.resize_batch`).
     method: ``'linear'`` (``'bilinear'``, ...), ``'nearest'``, or for ``apply_fn``
       only ``'cubic'``, ``'lanczos3'``, ``'lanczos5'`` (a ``jax.image.ResizeMethod``
       or its name).
@@ -482,13 +484,15 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
       raise ValueError(f"ImageResize: resizing the channel axis ({channel_axis}) has no "
                        "infinite-width limit; set shape[channel_axis] = -1")
     if shape[b] != -1:
-      raise NotImplementedError(f"ImageResize: resizing the batch axis ({batch_axis}) is not "
-                                "supported in kernel_fn; set shape[batch_axis] = -1")
+      if getattr(ctx, "diagonal_batch", False):
+        raise analytic.NeedsFullBatch("ImageResize (resizing the batch axis)")
+      k = kresize.resize_batch(k, shape[b], shape[b], method, antialias, precision)
     return base(k, ctx)
 
   def mask_fn(m, in_shape):
     if in_shape is None:  # the kernel's (n, *spatial, c) mask
-      to = (m.shape[0],) + tuple(i if s == -1 else s for s, i in zip(spatial, m.shape[1:-1]))
+      to = (m.shape[0] if shape[b] == -1 else shape[b],) + tuple(
+          i if s == -1 else s for s, i in zip(spatial, m.shape[1:-1]))
       return ~resize(~m, to + m.shape[-1:]).astype(bool)
     to = list(full(in_shape))
     to[c] = m.shape[c]
