@@ -8,9 +8,10 @@ Memory is reported twice:
 
 * ``work MiB``: the computation's own working memory, the most that resident
   memory rises above its level before a call while the call runs (sampled
-  every 0.2 ms from ``/proc/self/statm`` over the timed calls; large buffers
-  go back to the system when freed, ``MALLOC_MMAP_THRESHOLD_=65536``, so each
-  call starts from the same level). This is what bounds the problem size.
+  every 0.2 ms from ``/proc/self/statm`` over 3 calls, in a process of its
+  own, not the timed one: there large buffers go back to the system when
+  freed, ``MALLOC_MMAP_THRESHOLD_=65536``, so each call starts from the same
+  level). This is what bounds the problem size.
 * ``peak MiB``: the growth of peak RSS over a baseline taken after the inputs
   exist; it includes compiling, and so the compiler's own memory, which differs
   between the two JAX versions more than between the two libraries.
@@ -119,8 +120,9 @@ class _RssSampler:
     self.high = max(self.high, _rss_mib())
 
 
-def worker(side, case, repeats):
-  """Times one network on one side; prints one JSON line."""
+def worker(side, case, repeats, mode):
+  """Times one network on one side (``mode='time'``) or samples its memory (``'memory'``);
+  prints one JSON line."""
   import jax
   import numpy as np
   if side == "nt":
@@ -146,29 +148,42 @@ def worker(side, case, repeats):
   times, work = [], []
   for _ in range(repeats):
     out = None
-    gc.collect()
-    before = _rss_mib()
-    with _RssSampler() as rss:
+    if mode == "time":  # no sampling thread here: it would compete for the cores
       t0 = time.perf_counter()
       out = jax.block_until_ready(call())
       times.append(time.perf_counter() - t0)
+      continue
+    gc.collect()
+    before = _rss_mib()
+    with _RssSampler() as rss:
+      out = jax.block_until_ready(call())
     work.append(rss.high - before)
-  print(json.dumps({"seconds": statistics.median(times), "first_call_s": first,
-                    "peak_mib": _peak_mib() - base, "work_mib": max(work),
+  print(json.dumps({"seconds": statistics.median(times) if times else None,
+                    "first_call_s": first, "peak_mib": _peak_mib() - base,
+                    "work_mib": max(work) if work else None,
                     "checksum": [float(np.asarray(a, np.float64).sum()) for a in
                                  jax.tree_util.tree_leaves(out)]}))
 
 
 def measure(side, case, repeats):
+  """Two fresh processes: one times the calls, one samples their memory (with large buffers
+  returned to the system when freed, which would change the timing)."""
   py = NT_PY if side == "nt" else sys.executable
-  cmd = [py, "-W", "ignore", os.path.abspath(__file__), "--worker", side, case,
-         "--repeats", str(repeats)]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", MALLOC_MMAP_THRESHOLD_="65536")
-  r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-  lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-  if r.returncode or not lines:
-    return {"error": (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]}
-  return json.loads(lines[-1])
+  out = {}
+  for mode, extra in (("time", {}), ("memory", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
+    cmd = [py, "-W", "ignore", os.path.abspath(__file__), "--worker", side, case,
+           "--repeats", str(repeats if mode == "time" else 3), "--mode", mode]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode or not lines:
+      return {"error": (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]}
+    rec = json.loads(lines[-1])
+    if mode == "time":
+      out = rec
+    else:
+      out["work_mib"] = rec["work_mib"]
+  return out
 
 
 def main():
@@ -177,9 +192,10 @@ def main():
   p.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
   p.add_argument("--worker", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
   p.add_argument("--repeats", type=int, default=7)
+  p.add_argument("--mode", default="time", choices=("time", "memory"), help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
-    worker(*args.worker, args.repeats)
+    worker(*args.worker, args.repeats, args.mode)
     return
   repeats = 3 if args.quick else args.repeats
   if not os.path.exists(NT_PY):

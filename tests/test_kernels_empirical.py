@@ -313,8 +313,16 @@ def test_rng_of_distinct_inputs_is_split_as_nt(typed):
     np.testing.assert_allclose(kernel_fn(x1, x_again, "nngp", params, rng=key), f1 @ f1.T / 3,
                                rtol=1e-6)
     np.testing.assert_allclose(ntk(x1, x_again, params, rng=key), brute, rtol=1e-6)
+  # Distinct inputs of x1's shape are told apart by value, under jit too; NaN padding is
+  # equal to itself.
+  x3 = x1.at[0, 0].add(1.0)
+  keys = jax.jit(E._dropout_keys)(key, x1, x3)
+  assert not np.array_equal(jax.random.key_data(keys[0]), jax.random.key_data(keys[1]))
+  nan = x1.at[0, 0].set(jnp.nan)
+  keys = jax.jit(E._dropout_keys)(key, nan, nan + 0.0)
+  np.testing.assert_array_equal(jax.random.key_data(keys[0]), jax.random.key_data(keys[1]))
   # A pair of equal keys for distinct inputs is mended; a pair for the same inputs is unified.
-  pair = E._dropout_keys((key, key), x1, x2)
+  pair = E._dropout_keys((key, key), x1, x3)
   assert not np.array_equal(jax.random.key_data(pair[0]), jax.random.key_data(pair[1]))
   pair = E._dropout_keys((key, jax.random.fold_in(key, 7)), x1, x1 + 0.0)
   np.testing.assert_array_equal(jax.random.key_data(pair[0]), jax.random.key_data(pair[1]))

@@ -104,3 +104,21 @@ def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_refused_otherw
   x2 = jax.random.normal(jax.random.key(1), (3, 4, 2))
   with pytest.raises(NotImplementedError, match="method='nearest', or x2=None"):
     kfn(x1, x2, "nngp", **full)
+
+
+def test_batch_resize_with_blocks_or_per_example_kernels_is_refused_clearly():
+  x1 = jax.random.normal(jax.random.key(0), (4, 4, 2))
+  conv = stax.Conv(3, (2,), padding="SAME")
+  _, _, kfn = stax.serial(conv, stax.ImageResize((2, -1, -1), "nearest"))
+  with pytest.raises(ValueError, match="cannot be computed in blocks"):
+    kfn(x1, None, "nngp", batch_size=2)
+  # A Kernel input keeps its own layout when diagonal_batch is unset, so a per-example one
+  # cannot feed a batch resize, and a full-batch one can.
+  _, _, resize = stax.ImageResize((2, -1, -1), "nearest")
+  with pytest.raises(ValueError, match="compute it with diagonal_batch=False"):
+    resize(conv[2](x1, None))
+  full = conv[2](x1, None, diagonal_spatial=False, diagonal_batch=False)
+  out = resize(full)
+  assert not out.diagonal_batch and out.cov1.shape[:2] == (2, 2)
+  np.testing.assert_allclose(out.nngp, kfn(x1, None, "nngp", diagonal_spatial=False),
+                             rtol=1e-12)

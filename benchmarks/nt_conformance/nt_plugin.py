@@ -75,12 +75,11 @@ def pytest_runtest_logreport(report):
   rec = _RECORDS.setdefault(report.nodeid, dict(outcome="passed", when="call", cause="",
                                                 seconds=0.0))
   rec["seconds"] = rec.get("seconds", 0.0) + report.duration
-  if rec["outcome"] != "passed":
-    return
-  if report.skipped:
-    rec.update(outcome="skipped", when=report.when, cause=_cause(report))
-  elif report.failed:
-    rec.update(outcome="failed", when=report.when, cause=_cause(report))
+  if rec["outcome"] == "passed":
+    if report.skipped:
+      rec.update(outcome="skipped", when=report.when, cause=_cause(report))
+    elif report.failed:
+      rec.update(outcome="failed", when=report.when, cause=_cause(report))
   if report.when == "teardown":
     _write()  # after every case: a run stopped midway keeps what it measured
 

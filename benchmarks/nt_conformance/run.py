@@ -268,12 +268,18 @@ def main(argv=None) -> int:
   sdist = ensure_sdist(args.cache, python)
   work = prepare_tests(sdist, args.work or os.path.join(args.cache, "work"))
   files = args.files or (list(CI_CASES) if args.ci else default_files(work))
+  if args.json:  # written by pytest, which runs in the work folder
+    args.json = os.path.abspath(args.json)
   if args.large_of:
+    if args.json == os.path.abspath(args.large_of):
+      raise SystemExit("--json must not overwrite the --large-of records it reads")
     files, args.large = large_cases(args.large_of), True
   if args.ci and args.min_pass is None:
     args.min_pass = len(CI_CASES)
   with tempfile.TemporaryDirectory() as tmp:
     report = args.json or os.path.join(tmp, "report.json")
+    if os.path.exists(report):
+      os.remove(report)  # never read an earlier run's records
     rc = run_pytest(python, work, files, args.large, args.k, args.cases, report)
     if not os.path.exists(report):
       _log(f"pytest wrote no report (exit code {rc})")

@@ -61,12 +61,11 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       devices, ``0`` none (plain ``jit`` on the default device).
     store_on_device: ``False`` moves finished blocks to host memory (the CPU)
       as they are computed.
-    by_position: the network depends on an example's position in its batch:
-      dropout draws its mask per position, so an example must meet itself at
-      one position and other examples at other positions. With ``x2=None`` the
-      kernel is then computed as one block (blocks would pair examples at equal
-      positions of different blocks). An ``rng`` keyword argument (dropout in an
-      empirical kernel) turns this on.
+    by_position: the network draws randomness per position in its batch
+      (dropout). With ``x2=None`` the kernel is then computed as one block, one
+      draw for all of ``x1``: blocks would draw ``x1``'s masks anew for every
+      pair of blocks, and the estimate would not be symmetric. An ``rng``
+      keyword argument (dropout in an empirical kernel) turns this on.
 
   Returns:
     A function with ``kernel_fn``'s signature and result.

@@ -419,11 +419,12 @@ def _split_kwargs(kwargs, x1, x2):
 
 
 def _same_inputs(x1, x2) -> jax.Array:
-  """Whether two input pytrees hold the same values (a traced boolean)."""
+  """Whether two input pytrees hold the same values (a traced boolean; NaN padding, as a
+  ``mask_constant``, equals itself)."""
   l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
   if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
     return jnp.asarray(False)
-  return jnp.all(jnp.asarray([jnp.array_equal(a, b) for a, b in zip(l1, l2)]))
+  return jnp.all(jnp.asarray([jnp.array_equal(a, b, equal_nan=True) for a, b in zip(l1, l2)]))
 
 
 def _dropout_keys(key, x1, x2):

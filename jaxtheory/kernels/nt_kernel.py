@@ -356,10 +356,30 @@ def kernel_fn(layer, ctx) -> Callable:
 
   full_batch = {}  # per call signature, whether a layer needs diagonal_batch=False
 
+  def signature(x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant):
+    return (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
+            diagonal_spatial, _flags(mask_constant))
+
+  def needs_full_batch(x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant) -> bool:
+    """Whether a layer mixes examples (traced, not run; remembered per signature)."""
+    sig = signature(x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant)
+    if sig not in full_batch:
+      spec = lambda t: jax.tree.map(
+          lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), t)
+      diag = bool(diagonal_spatial)  # None: the full layout, which every layer accepts
+      try:
+        jax.eval_shape(lambda a, b, p: compute(a, b, p, want_ntk, True, diag, mask_constant),
+                       spec(x1), spec(x2), spec(pattern))
+        full_batch[sig] = False
+      except analytic.NeedsFullBatch:
+        full_batch[sig] = True
+      except analytic.NeedsFullSpatial:
+        full_batch[sig] = False  # a layout error, reported by the computation itself
+    return full_batch[sig]
+
   def run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant):
     if diagonal_batch is None:  # the caller did not choose: per-example unless a layer needs more
-      sig = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
-             diagonal_spatial, _flags(mask_constant))
+      sig = signature(x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant)
       if sig not in full_batch:
         try:
           out = run(x1, x2, pattern, want_ntk, True, diagonal_spatial, mask_constant)
@@ -403,7 +423,14 @@ def kernel_fn(layer, ctx) -> Callable:
     if not from_kernel:
       x1 = jax.tree.map(jnp.asarray, x1)
       x2 = None if x2 is None else jax.tree.map(jnp.asarray, x2)
+    if diagonal_batch is None and from_kernel:  # the input kernels' layout
+      diagonal_batch = all(k.diagonal_batch for k in jax.tree.leaves(x1, is_leaf=is_kernel))
     diagonal_batch = None if diagonal_batch is None else bool(diagonal_batch)
+    if batch_size is not None and not from_kernel and needs_full_batch(
+        x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant):
+      raise ValueError("kernel_fn(batch_size=...): a layer mixes examples (ImageResize of the "
+                       "batch axis), so the kernel cannot be computed in blocks of examples; "
+                       "call kernel_fn without batch_size")
     try:
       if batch_size is not None and not from_kernel:
         out = batching.batch(
@@ -416,6 +443,10 @@ def kernel_fn(layer, ctx) -> Callable:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
     except analytic.NeedsFullBatch as e:
+      if from_kernel:
+        raise ValueError(f"{e} mixes examples and needs the covariances between them, which "
+                         "the input Kernel does not hold (it was computed with "
+                         "diagonal_batch=True); compute it with diagonal_batch=False") from None
       raise ValueError(f"diagonal_batch=True: {e} mixes examples and needs the covariances "
                        "between them; use diagonal_batch=False (or leave it unset)") from None
     if out_axes is not None:
