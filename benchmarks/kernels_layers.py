@@ -29,9 +29,11 @@ Memory is reported twice:
   pooling) on 100 images 8x8x3: x1 against itself in 16 blocks.
 
 Every network's NNGP and NTK, x1 against itself. Prints a table and, per
-network, NT's time over ours and NT's working memory over ours.
+network, NT's time over ours (the median of ``--rounds`` alternating rounds,
+and the range of the per-round ratios: a ratio whose range straddles 1 is
+inside the noise) and NT's working memory over ours.
 
-    python benchmarks/kernels_layers.py [--quick] [--cases attention batch]
+    python benchmarks/kernels_layers.py [--quick] [--rounds 3] [--cases attention batch]
 """
 
 from __future__ import annotations
@@ -186,12 +188,22 @@ def measure(side, case, repeats):
   return out
 
 
+def _median_round(recs):
+  """The round with the median time (its memory figures with it); an error if any failed."""
+  bad = [r for r in recs if "error" in r]
+  if bad:
+    return bad[0]
+  return sorted(recs, key=lambda r: r["seconds"])[len(recs) // 2]
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true", help="3 timed repeats instead of 7")
   p.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
   p.add_argument("--worker", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
   p.add_argument("--repeats", type=int, default=7)
+  p.add_argument("--rounds", type=int, default=3,
+                 help="alternating rounds of fresh processes per side (median reported)")
   p.add_argument("--mode", default="time", choices=("time", "memory"), help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
@@ -201,12 +213,18 @@ def main():
   if not os.path.exists(NT_PY):
     print("NT side environment missing: run benchmarks/nt_oracle/setup_env.sh first",
           file=sys.stderr)
-  print(f"{'network':<16}{'ours ms':>10}{'NT ms':>10}{'NT/ours':>9}"
+  print(f"{'network':<16}{'ours ms':>10}{'NT ms':>10}{'NT/ours':>9}{'per round':>11}"
         f"{'work MiB ours/NT':>18}{'NT/ours':>9}{'peak MiB ours/NT':>18}{'first s ours/NT':>17}"
         "  same values")
   for case in args.cases:
-    ours = measure("ours", case, repeats)
-    nt = measure("nt", case, repeats) if os.path.exists(NT_PY) else {"error": ["no side env"]}
+    # Rounds alternate the two sides (ours, NT, ours, NT, ...), so that load that comes and goes
+    # on the machine falls on both; each side's time is the median over rounds.
+    rounds = {"ours": [], "nt": []}
+    for _ in range(args.rounds):
+      rounds["ours"].append(measure("ours", case, repeats))
+      rounds["nt"].append(measure("nt", case, repeats) if os.path.exists(NT_PY)
+                          else {"error": ["no side env"]})
+    ours, nt = (_median_round(rounds[side]) for side in ("ours", "nt"))
     if "error" in ours:
       print(f"{case:<16}ours failed: {ours['error']}")
       continue
@@ -216,7 +234,10 @@ def main():
       continue
     same = all(abs(a - b) <= 1e-3 * max(1.0, abs(b))
                for a, b in zip(ours["checksum"], nt["checksum"]))
-    print(row + f"{nt['seconds'] * 1e3:>10.2f}{nt['seconds'] / ours['seconds']:>9.2f}"
+    ratios = [b["seconds"] / a["seconds"] for a, b in zip(rounds["ours"], rounds["nt"])
+              if "error" not in a and "error" not in b]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else ""
+    print(row + f"{nt['seconds'] * 1e3:>10.2f}{nt['seconds'] / ours['seconds']:>9.2f}{spread:>11}"
           f"{ours['work_mib']:>10.1f}/{nt['work_mib']:<7.1f}"
           f"{nt['work_mib'] / max(ours['work_mib'], 0.1):>9.2f}"
           f"{ours['peak_mib']:>10.1f}/{nt['peak_mib']:<7.1f}"
