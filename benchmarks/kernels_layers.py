@@ -167,12 +167,13 @@ def worker(side, case, repeats, mode):
                                  jax.tree_util.tree_leaves(out)]}))
 
 
-def measure(side, case, repeats):
-  """Two fresh processes: one times the calls, one samples their memory (with large buffers
-  returned to the system when freed, which would change the timing)."""
+def measure(side, case, repeats, memory: bool = True):
+  """Fresh processes: one times the calls and, with ``memory``, one samples their memory (with
+  large buffers returned to the system when freed, which would change the timing)."""
   py = NT_PY if side == "nt" else sys.executable
   out = {}
-  for mode, extra in (("time", {}), ("memory", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
+  modes = (("time", {}), ("memory", {"MALLOC_MMAP_THRESHOLD_": "65536"}))
+  for mode, extra in modes if memory else modes[:1]:
     cmd = [py, "-W", "ignore", os.path.abspath(__file__), "--worker", side, case,
            "--repeats", str(repeats if mode == "time" else 3), "--mode", mode]
     env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
@@ -189,7 +190,7 @@ def measure(side, case, repeats):
 
 
 def _median_round(recs):
-  """The round with the median time (its memory figures with it); an error if any failed."""
+  """The round with the median time; an error if any failed."""
   bad = [r for r in recs if "error" in r]
   if bad:
     return bad[0]
@@ -219,12 +220,14 @@ def main():
   for case in args.cases:
     # Rounds alternate the two sides (ours, NT, ours, NT, ...), so that load that comes and goes
     # on the machine falls on both; each side's time is the median over rounds.
+    # Memory does not vary between rounds: it is sampled in the first only.
     rounds = {"ours": [], "nt": []}
-    for _ in range(args.rounds):
-      rounds["ours"].append(measure("ours", case, repeats))
-      rounds["nt"].append(measure("nt", case, repeats) if os.path.exists(NT_PY)
+    for i in range(args.rounds):
+      rounds["ours"].append(measure("ours", case, repeats, memory=i == 0))
+      rounds["nt"].append(measure("nt", case, repeats, memory=i == 0) if os.path.exists(NT_PY)
                           else {"error": ["no side env"]})
-    ours, nt = (_median_round(rounds[side]) for side in ("ours", "nt"))
+    work = {side: rounds[side][0].get("work_mib") for side in rounds}
+    ours, nt = (dict(_median_round(rounds[side]), work_mib=work[side]) for side in ("ours", "nt"))
     if "error" in ours:
       print(f"{case:<16}ours failed: {ours['error']}")
       continue

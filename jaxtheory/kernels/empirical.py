@@ -432,9 +432,7 @@ def _dropout_keys(key, x1, x2):
   same = _same_inputs(x1, x2)
   if isinstance(key, tuple) and len(key) == 2:
     key1, key2 = key
-    clash = jnp.all(jax.random.key_data(key1) == jax.random.key_data(key2)) \
-        if jax.dtypes.issubdtype(jnp.result_type(key1), jax.dtypes.prng_key) \
-        else jnp.all(jnp.asarray(key1) == jnp.asarray(key2))
+    clash = jnp.all(jax.random.key_data(key1) == jax.random.key_data(key2))  # typed or raw
     key2 = lax.select(clash, jax.random.fold_in(key2, 1), key2)
   else:
     key1, key2 = key, jax.random.fold_in(key, 1)
