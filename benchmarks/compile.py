@@ -50,7 +50,8 @@ print("COMPILE_JSON " + json.dumps(dict(
     lower=secs["/jax/core/compile/jaxpr_to_mlir_module_duration"],
     xla=secs["/jax/core/compile/backend_compile_duration"],
     hits=events["/jax/compilation_cache/cache_hits"],
-    misses=events["/jax/compilation_cache/cache_misses"])))
+    misses=events["/jax/compilation_cache/cache_misses"],
+    stored=jaxtheory.compile_cache.stats["hits"])))
 """
 
 EXPERIMENTS = ("width-sweep", "kernel-limit", "double-descent", "grokking", "neural-collapse",

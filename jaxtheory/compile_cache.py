@@ -26,17 +26,39 @@ jax sets it to 3 (fatal only) unless the user chose a level. When jax was
 imported first with a lower level, the default cache stays off (it would fill
 the output with these lines); ``JAXTHEORY_COMPILATION_CACHE=PATH`` or
 :func:`enable` with a path still turns it on.
+
+JAX's cache starts from a lowered program, so every invocation still traces
+and lowers everything it runs (a third to a half of a sweep's compile time
+once XLA's share is a cache load). Above it sits a store of whole
+executables that callers key themselves, before tracing:
+:func:`store_executable` / :func:`load_executable`, in the ``executables``
+subfolder of the cache folder, keyed by what the caller says determines the
+program plus :func:`environment` (jax, jaxlib, backend, devices, every JAX
+setting, ``XLA_FLAGS`` and the digest of jaxtheory's own source, so that a
+new version or a changed setting never loads a stale program). The sweep
+engine keys each width bucket's programs by its computation (the jaxprs of
+model, optimizer and metrics), so a second invocation of the same sweep
+skips tracing and lowering its training programs. It is off with the cache,
+and off on several devices or processes.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import importlib.util
 import os
+import pickle
 import sys
+import tempfile
+from typing import Any, NamedTuple
 
 ENV = "JAXTHEORY_COMPILATION_CACHE"
 OFF = ("off", "none", "false", "0", "no")
 MAX_BYTES = 4 * 2**30
+EXECUTABLES_MAX_BYTES = 2**30
+# Hits, misses and stores of the executable store in this process (what the tests count).
+stats: collections.Counter = collections.Counter()
 
 
 def default_dir() -> str:
@@ -125,3 +147,186 @@ def directory() -> str | None:
   if not jax.config.jax_enable_compilation_cache:
     return None
   return jax.config.jax_compilation_cache_dir
+
+
+def _source_digest() -> str:
+  """sha256 over jaxtheory's own ``.py`` files (names and contents), computed once per process."""
+  global _SOURCE  # pylint: disable=global-statement
+  if _SOURCE is None:
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+      dirs.sort()
+      for f in sorted(files):
+        if f.endswith(".py"):
+          path = os.path.join(folder, f)
+          h.update(os.path.relpath(path, root).encode() + b"\0")
+          with open(path, "rb") as fh:
+            h.update(fh.read() + b"\0")
+    _SOURCE = h.hexdigest()
+  return _SOURCE
+
+
+_SOURCE: str | None = None
+
+
+def environment() -> dict[str, Any]:
+  """What every compiled program depends on besides its own computation.
+
+  Versions (jax, jaxlib, jaxtheory's source digest), the backend and its
+  devices, every JAX setting as in effect here (thread-local ones such as
+  ``jax.enable_x64`` included) and ``XLA_FLAGS``.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  settings = {}
+  for name, value in jax.config.values.items():
+    try:
+      value = getattr(jax.config, name)
+    except Exception:  # pylint: disable=broad-except  # some settings are write-only
+      pass
+    settings[name] = repr(value)
+  return {"jaxtheory source": _source_digest(), "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "backend": jax.default_backend(),
+          "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+          "processes": jax.process_count(), "settings": settings,
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+
+
+def executables_enabled() -> bool:
+  """Whether :func:`load_executable` and :func:`store_executable` are in use (cache on, one device)."""
+  return _executables_dir() is not None
+
+
+def _executables_dir() -> str | None:
+  import jax  # pylint: disable=import-outside-toplevel
+  folder = directory()
+  if folder is None or jax.device_count() != 1 or jax.process_count() != 1:
+    return None
+  return os.path.join(folder, "executables")
+
+
+class Stored(NamedTuple):
+  """An entry of the executable store: its values, and its executables loaded on demand."""
+  values: dict[str, Any]
+  payloads: dict[str, Any]
+
+  def executable(self, name: str):
+    """The stored executable ``name`` (a ``jax.stages.Compiled``), or ``None`` if it cannot load."""
+    from jax.experimental import serialize_executable  # pylint: disable=import-outside-toplevel
+    try:
+      _prepare_loading()
+      return serialize_executable.deserialize_and_load(*self.payloads[name])
+    except Exception:  # pylint: disable=broad-except
+      stats["unloadable"] += 1
+      return None
+
+
+def load_executable(key: str) -> Stored | None:
+  """The entry :func:`store_executable` stored under ``key``; ``None`` if absent.
+
+  Its executables load when asked for (:meth:`Stored.executable`). A missing
+  or unreadable entry is a miss (and an unreadable one is removed): the store
+  is an optimisation, never an error.
+  """
+  folder = _executables_dir()
+  if folder is None:
+    return None
+  path = os.path.join(folder, key + ".pkl")
+  try:
+    with open(path, "rb") as f:
+      entry = pickle.load(f)
+    stored = Stored(entry["values"], entry["executables"])
+  except Exception as e:  # pylint: disable=broad-except
+    stats["misses"] += 1
+    if not isinstance(e, FileNotFoundError):
+      try:
+        os.remove(path)
+      except OSError:
+        pass
+    return None
+  try:
+    os.utime(path)  # recently used: kept longest
+  except OSError:
+    pass
+  stats["hits"] += 1
+  return stored
+
+
+def store_executable(key: str, values: dict[str, Any],
+                     executables: dict[str, Any]) -> bool:
+  """Stores picklable ``values`` and compiled ``executables`` (``jax.stages.Compiled``) under ``key``.
+
+  Returns whether they were stored: an executable that cannot be
+  serialized (e.g. one with closed-over constants) is not, silently. The
+  folder is bounded to :data:`EXECUTABLES_MAX_BYTES`, least recently used
+  entries removed first.
+  """
+  folder = _executables_dir()
+  if folder is None:
+    return False
+  from jax.experimental import serialize_executable  # pylint: disable=import-outside-toplevel
+  if any(not _portable(v) for v in executables.values()):
+    return False
+  tmp = None
+  try:
+    entry = {"values": dict(values),
+             "executables": {k: serialize_executable.serialize(v) for k, v in executables.items()}}
+    blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+      f.write(blob)
+    os.replace(tmp, os.path.join(folder, key + ".pkl"))
+  except Exception:  # pylint: disable=broad-except
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)
+    return False
+  stats["stored"] += 1
+  _bound(folder, EXECUTABLES_MAX_BYTES)
+  return True
+
+
+def _portable(compiled) -> bool:
+  """Whether a compiled program can run in another process: no host callbacks, no effects."""
+  unloaded = getattr(compiled._executable, "_unloaded_executable", None)  # pylint: disable=protected-access
+  return unloaded is not None and not any(
+      getattr(unloaded, a, None) for a in ("host_callbacks", "ordered_effects", "unordered_effects"))
+
+
+_PREPARED = False
+
+
+def _prepare_loading() -> None:
+  """Readies the process for programs it did not lower itself (once per process).
+
+  jaxlib fills its table of LAPACK routines (linear algebra on CPU) only
+  when it lowers a program that calls one; a loaded program that calls one
+  first would jump through an empty table and crash. Lowering a 1x1
+  Cholesky fills it (a lowering only, nothing compiles).
+  """
+  global _PREPARED  # pylint: disable=global-statement
+  if not _PREPARED:
+    import jax  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    if jax.default_backend() == "cpu":
+      jax.jit(jax.numpy.linalg.cholesky).lower(np.ones((1, 1), np.float32))
+    _PREPARED = True
+
+
+def _bound(folder: str, max_bytes: int) -> None:
+  """Removes the least recently used entries until the folder holds at most ``max_bytes``."""
+  try:
+    entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
+               if e.name.endswith(".pkl")]
+  except OSError:
+    return
+  total = sum(size for _, size, _ in entries)
+  for _, size, path in sorted(entries):
+    if total <= max_bytes:
+      break
+    try:
+      os.remove(path)
+      total -= size
+    except OSError:
+      pass

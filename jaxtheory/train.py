@@ -369,18 +369,24 @@ class RunState(NamedTuple):
   diverged_step: Array | None = None  # step of the first non-finite value; -1: none
 
 
-def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
-  """Initial state of one run from its hyperparameters."""
-  hp = _hyper(tr, hp)
-  key = jax.random.key(hp.seed)
-  ctx = tr.ctx(hp)
-  params, scales = tr.model.init_with_lr_scale(jax.random.fold_in(key, 0), ctx)
+def init_params(tr: Trainer, key: Array, ctx: Ctx) -> tuple[Any, Any]:
+  """A run's initial parameters and per-tensor learning-rate multipliers (same tree)."""
+  params, scales = tr.model.init_with_lr_scale(key, ctx)
   family = tr.optimizer.family
   lr_mult = jax.tree.map(
       lambda s: jnp.asarray(getattr(s, family), jnp.result_type(float)),
       scales, is_leaf=lambda s: isinstance(s, LRScale))
   if tr.optimizer.lr_mult is not None:  # the spec's own per-tensor multipliers
     lr_mult = jax.tree.map(jnp.multiply, lr_mult, tr.optimizer.lr_mult(params))
+  return params, lr_mult
+
+
+def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array]) -> RunState:
+  """Initial state of one run from its hyperparameters."""
+  hp = _hyper(tr, hp)
+  key = jax.random.key(hp.seed)
+  ctx = tr.ctx(hp)
+  params, lr_mult = init_params(tr, jax.random.fold_in(key, 0), ctx)
   n = data["y_train"].shape[0]
   n_train = n if hp.n_train is None else hp.n_train
   weights = (jnp.arange(n) < n_train).astype(jnp.result_type(float))

@@ -8,48 +8,70 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One small sweep in a fresh process; prints JAX's cache hit / miss counts and stderr stays clean.
+# The sweep records a float64 metric through an SVD: a LAPACK call, which a program loaded
+# from the store (never lowered in its process) must still find.
 SCRIPT = """
-import json
+import json, sys
 from jaxtheory import compile_cache, data, nn, sweep
-import jax
+import jax, jax.numpy as jnp
 counts = {"cache_hits": 0, "cache_misses": 0}
 def listen(event, **kwargs):
   name = event.rsplit("/", 1)[-1]
   if event.startswith("/jax/compilation_cache/") and name in counts:
     counts[name] += 1
 jax.monitoring.register_event_listener(listen)
+act = nn.activation(sys.argv[1])
+top_sv = lambda params, apply, d: jnp.linalg.svd(apply(params, d["x_train"]), compute_uv=False)[0]
 ds = data.gaussian_mixture(n_train=32, n_test=32, num_classes=3, input_dim=4)
-s = sweep.Sweep(model=lambda w: nn.mlp((4,), w, 1, 3), data=ds,
-                grid=dict(seed=[0, 1], width=[8, 16]), steps=4, record=2)
-sweep.run(s, progress=False)
-print(json.dumps(dict(counts, dir=compile_cache.directory())))
+s = sweep.Sweep(model=lambda w: nn.mlp((4,), w, 1, 3, activation=act), data=ds,
+                grid=dict(seed=[0, 1], width=[8, 16]), steps=4, record=2, max_waste=0.0,
+                metrics={"top_sv": top_sv}, dtype="float64")
+res = sweep.run(s, progress=False)
+print(json.dumps(dict(counts, dir=compile_cache.directory(), traces=res.attrs["traces"],
+                      loaded=res.attrs["programs_loaded"], store=dict(compile_cache.stats),
+                      loss=res.train_loss.values.tolist(), sv=res.top_sv.values.tolist())))
 """
 
 
-def _run(env_value, tmp_path):
+def _run(env_value, tmp_path, activation="relu"):
   env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=env_value, JAX_PLATFORMS="cpu")
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-  res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path, text=True,
-                       capture_output=True, timeout=600, check=False)
+  res = subprocess.run([sys.executable, "-c", SCRIPT, activation], env=env, cwd=tmp_path,
+                       text=True, capture_output=True, timeout=600, check=False)
   assert res.returncode == 0, res.stderr
   return json.loads(res.stdout.strip().splitlines()[-1]), res.stderr
 
 
-def test_second_run_loads_every_program_from_the_cache(tmp_path):
+def test_second_run_loads_its_programs_and_compiles_nothing(tmp_path):
   cache = str(tmp_path / "cache")
   first, err1 = _run(cache, tmp_path)
   second, err2 = _run(cache, tmp_path)
   assert first["dir"] == second["dir"] == cache
+  # First: two width buckets (max_waste=0), each traced, compiled and stored.
   assert first["cache_misses"] > 0 and first["cache_hits"] == 0
-  assert second["cache_misses"] == 0 and second["cache_hits"] == first["cache_misses"]
-  assert os.listdir(cache)
+  assert first["traces"] == 2 and first["loaded"] == 0 and first["store"]["stored"] == 2
+  # Second: both buckets' programs come whole from the store: no training program is traced,
+  # and what JAX still compiles (small host-side programs) comes from its own cache.
+  assert second["traces"] == 0 and second["loaded"] == 2 and second["store"] == {"hits": 2}
+  assert second["cache_misses"] == 0 and 0 < second["cache_hits"] < first["cache_misses"]
+  assert second["loss"] == first["loss"] and second["sv"] == first["sv"]  # bit for bit
+  assert len(os.listdir(os.path.join(cache, "executables"))) == 2
   # XLA's spurious "Target machine feature ..." lines on loading a CPU program are silenced.
   assert "Target machine feature" not in err1 + err2
 
 
+def test_a_changed_computation_never_loads_a_stored_program(tmp_path):
+  cache = str(tmp_path / "cache")
+  relu, _ = _run(cache, tmp_path, "relu")
+  tanh, _ = _run(cache, tmp_path, "tanh")  # same shapes, another model: its own programs
+  assert tanh["loaded"] == 0 and tanh["traces"] == 2 and tanh["store"]["stored"] == 2
+  assert tanh["loss"] != relu["loss"]
+
+
 def test_cache_off_compiles_every_time(tmp_path):
   counts, _ = _run("off", tmp_path)
-  assert counts == {"cache_hits": 0, "cache_misses": 0, "dir": None}
+  assert counts["cache_hits"] == counts["cache_misses"] == 0 and counts["dir"] is None
+  assert counts["traces"] == 2 and counts["loaded"] == 0 and counts["store"] == {}
 
 
 def test_default_cache_stays_off_when_jax_came_first_and_would_log(tmp_path):
@@ -64,3 +86,26 @@ def test_default_cache_stays_off_when_jax_came_first_and_would_log(tmp_path):
   assert res.returncode == 0, res.stderr
   default, asked = json.loads(res.stdout.strip().splitlines()[-1])
   assert default is None and asked == str(tmp_path / "asked")
+
+
+def test_store_refuses_what_another_process_cannot_run_and_drops_what_it_cannot_read(
+    tmp_path, monkeypatch):
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(compile_cache, "directory", lambda: str(tmp_path))
+
+  def with_callback(x):
+    jax.debug.callback(lambda v: None, x)  # a pointer into this process
+    return 2 * x
+
+  x = np.ones(3, np.float32)
+  assert not compile_cache.store_executable("cb", {}, {"f": jax.jit(with_callback).lower(x).compile()})
+  assert not os.path.exists(tmp_path / "executables" / "cb.pkl")
+  assert compile_cache.store_executable("ok", {"n": 1}, {"f": jax.jit(lambda v: 2 * v).lower(x).compile()})
+  got = compile_cache.load_executable("ok")
+  assert got.values == {"n": 1} and np.array_equal(got.executable("f")(x), 2 * x)
+  (tmp_path / "executables" / "bad.pkl").write_bytes(b"not a pickle")
+  assert compile_cache.load_executable("bad") is None
+  assert not (tmp_path / "executables" / "bad.pkl").exists()
+  assert compile_cache.load_executable("absent") is None

@@ -29,7 +29,8 @@ from jaxtheory.errors import CheckpointError
 from jaxtheory.sweep import outdir
 
 
-def _digest(o: Any) -> str:
+def digest(o: Any) -> str:
+  """A stable sha256 of the JSON-able ``o`` (arrays hashed by their bytes)."""
   def enc(o):
     if isinstance(o, np.ndarray):
       return {"shape": list(o.shape), "dtype": str(o.dtype),
@@ -47,7 +48,7 @@ def fingerprint(parts: dict[str, Any]) -> dict[str, str]:
   The keys name the parts in words (``'the model'``, ``"metric 'acc'"``), so
   a mismatch can say what changed.
   """
-  return {name: _digest(part) for name, part in parts.items()}
+  return {name: digest(part) for name, part in parts.items()}
 
 
 def changed(old: dict[str, str] | str, new: dict[str, str]) -> list[str]:

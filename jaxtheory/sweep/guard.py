@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.errors import ConfigError
-from jaxtheory.train import Trainer
+from jaxtheory.train import Trainer, init_params
 
 # Domains of the hyperparameters jaxtheory knows; any other must be finite.
 _NON_NEGATIVE = ("lr", "adam_lr", "weight_decay", "rho", "eps", "init_scale")
@@ -212,8 +212,8 @@ def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, ja
   constants closed over by the functions are.
   """
   key = jax.random.key(0)
-  init = lambda k, hp: tr.model.init_with_lr_scale(k, tr.ctx(hp))[0]
-  params = jax.eval_shape(init, key, hp1)
+  init = lambda k, hp: init_params(tr, k, tr.ctx(hp))  # with the learning-rate multipliers
+  params = jax.eval_shape(init, key, hp1)[0]
   out = {"model": [_jaxpr(init, key, hp1),
                    _jaxpr(lambda p, hp, x: tr.apply(p, x, hp), params, hp1, data["x_train"])]}
 

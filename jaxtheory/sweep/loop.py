@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from jaxtheory import compile_cache
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
 from jaxtheory.nn import Ctx, Model
@@ -123,9 +124,8 @@ def compile_init(f: Callable, *args):
   return jax.jit(f).lower(*args).compile(compiler_options=INIT_COMPILER_OPTIONS)
 
 
-def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> dict[str, str]:
-  """Everything that determines the results, part by part (see :mod:`jaxtheory.sweep.guard`)."""
-  s = p.sweep
+def _computations(p: Plan, data) -> dict[int, dict[str, Any]]:
+  """``capacity -> guard.computation`` of every width bucket (traced, not compiled)."""
   per_bucket = {}
   float_t = jnp.result_type(float)
   for members in p.buckets:
@@ -135,6 +135,13 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget) -> dict[
            for k, v in p.flat.items()}
     hp1.update({k: jnp.asarray(v, float_t) for k, v in p.fixed.items() if k not in hp1})
     per_bucket[int(max(members))] = guard.computation(tr, Hyper.of(hp1, tr.optimizer), data)
+  return per_bucket
+
+
+def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget,
+                 per_bucket: dict[int, dict[str, Any]]) -> dict[str, str]:
+  """Everything that determines the results, part by part (see :mod:`jaxtheory.sweep.guard`)."""
+  s = p.sweep
   general = {f"the {k} values": v.tolist() for k, v in p.grid.items()}
   general.update({f"hyperparameter {k}": v for k, v in p.fixed.items()})
   general.update({
@@ -156,10 +163,39 @@ def _memory_per_run(tr: Trainer, hp1, data) -> float:
   return float(2 * state_bytes + temp)
 
 
-class _Bucket:
-  """One width bucket: its trainer, runs, strategy, memory groups and compiled programs."""
+def _program_key(p: Plan, tr: Trainer, computation, hps, data, strategy, chunk_size, K,
+                 memory_budget) -> str:
+  """The key of a bucket's programs in the executable store, known before tracing them.
 
-  def __init__(self, p: Plan, members, data, strategy, chunk_size, memory_budget, K):
+  Everything they depend on: the bucket's computation (jaxprs of model,
+  optimizer and metrics), the trainer's settings, the shapes and dtypes of
+  the hyperparameters and data (not their values: those are arguments), the
+  execution options, and :func:`jaxtheory.compile_cache.environment`.
+  """
+  aval = lambda a: [list(np.shape(a)), str(np.asarray(a).dtype)]
+  return CK.digest({
+      "environment": compile_cache.environment(), "computation": computation,
+      "trainer": dict(loss=p.loss, parametrization=tr.parametrization, padded=tr.padded,
+                      batch_size=tr.batch_size, num_classes=tr.num_classes,
+                      metrics=[k for k, _ in tr.metrics]),
+      "hyperparameters": jax.tree.map(aval, hps._asdict()) if hasattr(hps, "_asdict") else
+                         jax.tree.map(aval, hps),
+      "data": {k: aval(v) for k, v in data.items()},
+      "execution": dict(strategy=strategy, chunk_size=chunk_size, K=K,
+                        memory_budget=memory_budget)})
+
+
+class _Bucket:
+  """One width bucket: its trainer, runs, strategy, memory groups and compiled programs.
+
+  With ``computation`` given (and the compilation cache on), the bucket's
+  decisions (strategy, chunk, memory groups) and compiled programs come from
+  the executable store when an earlier process stored them, and go there
+  once compiled.
+  """
+
+  def __init__(self, p: Plan, members, data, strategy, chunk_size, memory_budget, K,
+               computation: dict[str, Any] | None = None):
     s = p.sweep
     float_t = jnp.result_type(float)
     self.cap = max(members)
@@ -171,6 +207,15 @@ class _Bucket:
     # Named values become the typed hyperparameters here, once.
     self.hps = Hyper.of({k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
                          for k, v in hps.items()}, p.optimizer)
+    self.traces, self.K, self._compiled = [0], K, None
+    self.key = None if computation is None or strategy == "loop" else _program_key(
+        p, self.tr, computation, self.hps, data, strategy, chunk_size, K, memory_budget)
+    self.loaded = False  # whether the programs came from the executable store
+    self._stored = None if self.key is None else compile_cache.load_executable(self.key)
+    if self._stored is not None:
+      (self.group, self.memory, self.strat, self.chunk,
+       self.padded_group) = self._stored.values["decisions"]
+      return
     hp1 = jax.tree.map(lambda a: a[0], self.hps)
     R = len(self.runs)
     self.group = R
@@ -192,7 +237,6 @@ class _Bucket:
     # Each device takes an equal share of a group, a multiple of the vmapped chunk.
     unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk
     self.padded_group = -(-self.group // (n_dev * unit)) * n_dev * unit
-    self.traces, self.K, self._compiled = [0], K, None
 
   def groups(self):
     """``(run indices, hyperparameters padded to the group size)`` per memory group."""
@@ -213,7 +257,11 @@ class _Bucket:
     return segment(self.tr, st, hp, d, iv)
 
   def programs(self, hps, data):
-    """Compiled ``(init, segment)`` for a group, built once per bucket."""
+    """Compiled ``(init, segment)`` for a group, built (or loaded) once per bucket."""
+    if self._compiled is None and self._stored is not None:
+      init, seg = (self._stored.executable(k) for k in ("init", "segment"))
+      if init is not None and seg is not None:
+        self._compiled, self.loaded = (init, seg), True
     if self._compiled is None:
       tr, chunk = self.tr, self.chunk
       # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
@@ -229,6 +277,11 @@ class _Bucket:
       st = jax.eval_shape(jax.jit(init_f), hps, data)
       iv = place(np.zeros(self.K, np.int32), None)
       self._compiled = init, jax.jit(f).lower(st, hps, data, iv).compile()
+      if self.key is not None:
+        compile_cache.store_executable(
+            self.key, {"decisions": (self.group, self.memory, self.strat, self.chunk,
+                                     self.padded_group)},
+            {"init": self._compiled[0], "segment": self._compiled[1]})
     return self._compiled
 
 
@@ -251,17 +304,21 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
   data = data_arrays(s.data)
   intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
   K = max(1, math.ceil(len(intervals) / max(1, record_chunks)))
+  if ck is not None and strategy == "loop":
+    raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
+  # The buckets' computations key the checkpoint and the stored executables.
+  comps = (_computations(p, data) if ck is not None or (
+      strategy != "loop" and compile_cache.executables_enabled()) else {})
   if ck is not None:
-    if strategy == "loop":
-      raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
-    ck.open(_fingerprint(p, strategy, chunk_size, K, data, memory_budget))
+    ck.open(_fingerprint(p, strategy, chunk_size, K, data, memory_budget, comps))
   saved = ck.saved if ck is not None else None
   n_chunks = math.ceil(len(intervals) / K)
   intervals = np.concatenate([intervals, np.zeros(n_chunks * K - len(intervals), np.int32)])
   total_steps = int(s.steps) * len(p.index)
   job = Job(p, data, intervals, K, lambda done, info: progress(done, total_steps, info),
             groups=groups)
-  info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "compile_s": 0.0,
+  info: dict[str, Any] = {"buckets": [], "strategy": [], "traces": 0, "loaded": 0,
+                          "compile_s": 0.0,
                           "run_s": 0.0, "backend": jax.default_backend(),
                           "devices": jax.device_count(), "memory": 0.0}
   data_b = place(data, None)
@@ -270,7 +327,8 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
   # resumed sweep can return them without training those runs again.
   finals: dict[int, Any] = dict(saved["finals"]) if saved is not None else {}
   for members in p.buckets:
-    bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K)
+    bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
+                 comps.get(int(max(members))))
     info["buckets"].append(sorted(members))
     info["strategy"].append(f"{bk.strat}:{bk.chunk}" + (
         f"x{-(-len(bk.runs) // bk.group)}groups" if bk.group < len(bk.runs) else ""))
@@ -323,6 +381,7 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
         ck.save(job.metrics, unit + 1, 0, None, [], finals)
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += bk.traces[0]
+    info["loaded"] += bk.loaded
   info["run_s"] -= info["compile_s"]
   info["peak"] = peak_memory()
   n_rec = len(p.schedule)

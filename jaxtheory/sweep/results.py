@@ -59,6 +59,7 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
       "buckets": json.dumps(info["buckets"]),
       "strategy": json.dumps(info["strategy"]),
       "traces": int(info["traces"]),
+      "programs_loaded": int(info["loaded"]),
       "compile_seconds": float(info["compile_s"]),
       "run_seconds": float(info["run_s"]),
       "backend": info["backend"],
