@@ -487,6 +487,10 @@ class Model(NamedTuple):
 
   def output_shape(self, ctx: Ctx = Ctx()) -> tuple[int, ...]:
     """Shape of the output for one example (no batch axis)."""
+    return self.shapes(ctx)[0]
+
+  def shapes(self, ctx: Ctx = Ctx()) -> tuple[tuple[int, ...], Any]:
+    """``(output shape of one example, parameter shapes)``, from one trace of ``init``."""
     box = []
 
     def f(k):
@@ -494,8 +498,8 @@ class Model(NamedTuple):
       box.append(spec.shape)
       return params
 
-    jax.eval_shape(f, jax.random.key(0))
-    return tuple(box[0][1:])
+    params = jax.eval_shape(f, jax.random.key(0))
+    return tuple(box[0][1:]), params
 
   def num_params(self, ctx: Ctx = Ctx()) -> int:
     """The number of parameter scalars, from their shapes (nothing is computed).

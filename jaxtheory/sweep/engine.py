@@ -39,6 +39,7 @@ from typing import NamedTuple
 import jax
 import xarray as xr
 
+from jaxtheory import compile_cache
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
 from jaxtheory.nn import PARAMETRIZATIONS
@@ -46,9 +47,8 @@ from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import guard
 from jaxtheory.sweep.devices import fetch, place
-from jaxtheory.sweep.loop import RunGroup, _Bucket, compile_init, execute_plan
+from jaxtheory.sweep.loop import RunGroup, _Bucket, _computations, execute_plan
 from jaxtheory.sweep.planning import STRATEGIES, Plan, Sweep, choose_chunk, plan, _runs_per_width
-from jaxtheory.train import setup
 
 __all__ = ["STRATEGIES", "Plan", "RunGroup", "Sweep", "SweepResult", "choose_chunk", "execute",
            "fetch", "initial_params", "plan", "run"]
@@ -177,13 +177,14 @@ def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGrou
   with jax.enable_x64(s.dtype == "float64"):
     data = data_arrays(s.data)
     data_b = place(data, None)
+    comps = _computations(p, data) if compile_cache.executables_enabled() else {}
     for members in p.buckets:
-      bk = _Bucket(p, members, data, "vmap", None, memory_budget, 1)
+      bk = _Bucket(p, members, data, "vmap", None, memory_budget, 1,
+                   comps.get(int(max(members))))
       init = None
       for runs, hps in bk.groups():
         if init is None:
-          init = compile_init(jax.vmap(lambda h, d: setup(bk.tr, h, d), in_axes=(0, None)),
-                              hps, data_b)
+          init = bk.init_program(hps, data_b)
         out.append(bk.run_group(p, runs, hps, fetch(init(hps, data_b).params)))
   return out
 

@@ -95,7 +95,9 @@ def _trainer(p: Plan, members) -> Trainer:
   A bucket of one width needs no masks: it is built unpadded (fewer ops per step).
   """
   s = p.sweep
-  return Trainer(_build(s, int(max(members)), s.data), p.loss, p.optimizer,
+  cap = int(max(members))
+  model = p.models[cap] if cap in p.models else _build(s, cap, s.data)
+  return Trainer(model, p.loss, p.optimizer,
                  parametrization=s.parametrization, padded=len(members) > 1,
                  batch_size=s.batch_size, num_classes=s.data.num_classes,
                  metrics=tuple(s.metrics.items()))
@@ -163,35 +165,34 @@ def _memory_per_run(tr: Trainer, hp1, data) -> float:
   return float(2 * state_bytes + temp)
 
 
-def _program_key(p: Plan, tr: Trainer, computation, hps, data, strategy, chunk_size, K,
-                 memory_budget) -> str:
-  """The key of a bucket's programs in the executable store, known before tracing them.
+def _aval(a) -> list:
+  return [list(np.shape(a)), str(np.asarray(a).dtype)]
 
-  Everything they depend on: the bucket's computation (jaxprs of model,
-  optimizer and metrics), the trainer's settings, the shapes and dtypes of
-  the hyperparameters and data (not their values: those are arguments), the
-  execution options, and :func:`jaxtheory.compile_cache.environment`.
+
+def _computation_key(p: Plan, tr: Trainer, computation, data) -> str:
+  """What a bucket's programs depend on, known before tracing them (see :class:`_Bucket`).
+
+  The bucket's computation (jaxprs of model, optimizer and metrics), the
+  trainer's settings, the data's shapes and dtypes (not their values: those
+  are arguments) and :func:`jaxtheory.compile_cache.environment`.
   """
-  aval = lambda a: [list(np.shape(a)), str(np.asarray(a).dtype)]
   return CK.digest({
       "environment": compile_cache.environment(), "computation": computation,
       "trainer": dict(loss=p.loss, parametrization=tr.parametrization, padded=tr.padded,
                       batch_size=tr.batch_size, num_classes=tr.num_classes,
                       metrics=[k for k, _ in tr.metrics]),
-      "hyperparameters": jax.tree.map(aval, hps._asdict()) if hasattr(hps, "_asdict") else
-                         jax.tree.map(aval, hps),
-      "data": {k: aval(v) for k, v in data.items()},
-      "execution": dict(strategy=strategy, chunk_size=chunk_size, K=K,
-                        memory_budget=memory_budget)})
+      "data": {k: _aval(v) for k, v in data.items()}})
 
 
 class _Bucket:
   """One width bucket: its trainer, runs, strategy, memory groups and compiled programs.
 
   With ``computation`` given (and the compilation cache on), the bucket's
-  decisions (strategy, chunk, memory groups) and compiled programs come from
-  the executable store when an earlier process stored them, and go there
-  once compiled.
+  decisions (strategy, chunk, memory groups) and each compiled program come
+  from the executable store when an earlier process stored them, and go
+  there once made: decisions keyed by the computation and the execution
+  options, each program by the computation, its name and what shapes it
+  (the group's hyperparameters; the segment's strategy, chunk and ``K``).
   """
 
   def __init__(self, p: Plan, members, data, strategy, chunk_size, memory_budget, K,
@@ -208,13 +209,16 @@ class _Bucket:
     self.hps = Hyper.of({k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
                          for k, v in hps.items()}, p.optimizer)
     self.traces, self.K, self._compiled = [0], K, None
-    self.key = None if computation is None or strategy == "loop" else _program_key(
-        p, self.tr, computation, self.hps, data, strategy, chunk_size, K, memory_budget)
-    self.loaded = False  # whether the programs came from the executable store
-    self._stored = None if self.key is None else compile_cache.load_executable(self.key)
-    if self._stored is not None:
-      (self.group, self.memory, self.strat, self.chunk,
-       self.padded_group) = self._stored.values["decisions"]
+    self.key = None if computation is None or strategy == "loop" else _computation_key(
+        p, self.tr, computation, data)
+    self.loaded = False  # whether the training program came from the executable store
+    decisions = None if self.key is None else CK.digest(
+        [self.key, "decisions", jax.tree.map(_aval, dict(self.hps._asdict())),
+         dict(strategy=strategy, chunk_size=chunk_size, memory_budget=memory_budget,
+              devices=jax.device_count())])
+    stored = None if decisions is None else compile_cache.load_executable(decisions)
+    if stored is not None:
+      self.group, self.memory, self.strat, self.chunk, self.padded_group = stored.values["decisions"]
       return
     hp1 = jax.tree.map(lambda a: a[0], self.hps)
     R = len(self.runs)
@@ -237,6 +241,9 @@ class _Bucket:
     # Each device takes an equal share of a group, a multiple of the vmapped chunk.
     unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk
     self.padded_group = -(-self.group // (n_dev * unit)) * n_dev * unit
+    if decisions is not None:
+      compile_cache.store_executable(decisions, {"decisions": (
+          self.group, self.memory, self.strat, self.chunk, self.padded_group)}, {})
 
   def groups(self):
     """``(run indices, hyperparameters padded to the group size)`` per memory group."""
@@ -256,35 +263,49 @@ class _Bucket:
     self.traces[0] += 1  # runs at trace time only: counts compilations
     return segment(self.tr, st, hp, d, iv)
 
+  def _program(self, name: str, hps, build: Callable[[], Any], *shaped_by) -> tuple[Any, bool]:
+    """``(program, loaded)``: the compiled program ``name``, from the store or ``build()``."""
+    if self.key is None:
+      return build(), False
+    key = CK.digest([self.key, name, jax.tree.map(_aval, dict(hps._asdict())), *shaped_by])
+    stored = compile_cache.load_executable(key)
+    exe = None if stored is None else stored.executable(name)
+    if exe is not None:
+      return exe, True
+    exe = build()
+    compile_cache.store_executable(key, {}, {name: exe})
+    return exe, False
+
+  def _init_f(self):
+    tr = self.tr
+    # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
+    init_f = lambda hs, d: jax.lax.map(lambda h: setup(tr, h, d), hs)
+    return shard_runs(init_f, 1, 1) if jax.device_count() > 1 else init_f
+
+  def init_program(self, hps, data):
+    """The compiled initialisation of a group's runs: ``init(hps, data) -> states``."""
+    return self._program("init", hps, lambda: compile_init(self._init_f(), hps, data))[0]
+
   def programs(self, hps, data):
     """Compiled ``(init, segment)`` for a group, built (or loaded) once per bucket."""
-    if self._compiled is None and self._stored is not None:
-      init, seg = (self._stored.executable(k) for k in ("init", "segment"))
-      if init is not None and seg is not None:
-        self._compiled, self.loaded = (init, seg), True
     if self._compiled is None:
-      tr, chunk = self.tr, self.chunk
-      # lax.map, not vmap: a vmapped threefry init takes seconds longer to compile.
-      init_f = lambda hs, d: jax.lax.map(lambda h: setup(tr, h, d), hs)
+      chunk = self.chunk
       if self.strat == "vmap":
         f = jax.vmap(self.per_run, in_axes=(0, 0, None, None))
       else:
         f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
                                               (st, hp), batch_size=None if chunk == 1 else chunk)
       if jax.device_count() > 1:
-        init_f, f = shard_runs(init_f, 1, 1), shard_runs(f, 2, 2)
-      init = compile_init(init_f, hps, data)
-      st = jax.eval_shape(jax.jit(init_f), hps, data)
-      iv = place(np.zeros(self.K, np.int32), None)
-      self._compiled = init, jax.jit(f).lower(st, hps, data, iv).compile()
-      if self.key is not None:
-        compile_cache.store_executable(
-            self.key, {"decisions": (self.group, self.memory, self.strat, self.chunk,
-                                     self.padded_group)},
-            {"init": self._compiled[0], "segment": self._compiled[1]})
+        f = shard_runs(f, 2, 2)
+
+      def build_segment():
+        st = jax.eval_shape(jax.jit(self._init_f()), hps, data)
+        iv = place(np.zeros(self.K, np.int32), None)
+        return jax.jit(f).lower(st, hps, data, iv).compile()
+
+      seg, self.loaded = self._program("segment", hps, build_segment, self.strat, chunk, self.K)
+      self._compiled = self.init_program(hps, data), seg
     return self._compiled
-
-
 
 
 def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
