@@ -10,7 +10,9 @@ on the second invocation, is a load from the cache). Printed per experiment:
   second;
 * ``compile 1st`` and ``compile 2nd``, and their ratio (goal: 2nd <= 10% of 1st);
 * ``wall 1st`` and the compile share of it (goal: <= 25%);
-* the cache hits of the second invocation.
+* the second invocation's hits in JAX's cache (hits/programs compiled) and in
+  jaxtheory's executable store (entries loaded whole: bucket programs and
+  decisions, never traced or lowered).
 
     python benchmarks/compile.py                          # all seven (~20 min on 2 CPU cores)
     python benchmarks/compile.py matrix-completion width-sweep
@@ -51,7 +53,7 @@ print("COMPILE_JSON " + json.dumps(dict(
     xla=secs["/jax/core/compile/backend_compile_duration"],
     hits=events["/jax/compilation_cache/cache_hits"],
     misses=events["/jax/compilation_cache/cache_misses"],
-    stored=jaxtheory.compile_cache.stats["hits"])))
+    store=jaxtheory.compile_cache.stats["hits"])))
 """
 
 EXPERIMENTS = ("width-sweep", "kernel-limit", "double-descent", "grokking", "neural-collapse",
@@ -83,7 +85,7 @@ def main() -> None:
   extra = [a for kv in args.set for a in ("--set", kv)] + ["--no-plots"] * args.no_plots
   head = (f"{'experiment':<19}{'trace':>7}{'lower':>7}{'xla':>7}{'compile 1st':>13}"
           f"{'trace':>7}{'lower':>7}{'load':>7}{'compile 2nd':>13}{'2nd/1st':>9}{'wall 1st':>10}{'share':>7}{'wall 2nd':>10}"
-          f"{'hits 2nd':>10}")
+          f"{'hits 2nd':>10}{'store 2nd':>10}")
   rows = []
   for name in args.names:
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +96,7 @@ def main() -> None:
                 f"{a['compile']:>12.1f}s{b['trace']:>7.1f}{b['lower']:>7.1f}{b['xla']:>7.1f}"
                 f"{b['compile']:>12.1f}s{b['compile'] / a['compile']:>9.0%}"
                 f"{a['wall']:>9.1f}s{a['compile'] / a['wall']:>7.0%}{b['wall']:>9.1f}s"
-                f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}")
+                f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}{b['store']:>10}")
     print(rows[-1], file=sys.stderr, flush=True)
   print("compile = tracing + lowering + XLA compile (a cache load on the 2nd run), from "
         "jax.monitoring; seconds; each invocation a fresh process")

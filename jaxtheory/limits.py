@@ -171,7 +171,7 @@ def execute(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
   if analytic_kernel is None:
     analytic_kernel = s.parametrization == "ntk"
   with jax.enable_x64(s.dtype == "float64"):
-    init = initial_params(s)
+    init = initial_params(s, planned=p)
     _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype)
     _add_kernel_dynamics(res, s, n_probe, dtype)
     _add_weight_movement(res, p, init, groups)

@@ -166,13 +166,17 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
   return SweepResult(ds, groups)
 
 
-def initial_params(s: Sweep, memory_budget: float | None = None) -> list[RunGroup]:
+def initial_params(s: Sweep, memory_budget: float | None = None, *,
+                   planned: Plan | None = None) -> list[RunGroup]:
   """Every run's parameters at initialisation (no training), grouped as in :func:`run`.
 
   The same compiled initialisation as :func:`run`, so these are exactly the
-  parameters a run of the sweep starts from.
+  parameters a run of the sweep starts from. ``planned``: ``plan(s)``, when
+  the caller has made it already.
   """
-  p = plan(s)
+  p = plan(s) if planned is None else planned
+  if p.sweep is not s:
+    raise ConfigError("initial_params: planned must be the plan of this sweep, plan(s)")
   out = []
   with jax.enable_x64(s.dtype == "float64"):
     data = data_arrays(s.data)

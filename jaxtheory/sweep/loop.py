@@ -205,8 +205,9 @@ class _Bucket:
     hps = {k: np.asarray(v[self.runs]) for k, v in p.flat.items()}
     for k, v in p.fixed.items():
       hps.setdefault(k, np.full((len(self.runs),), v))
-    # Named values become the typed hyperparameters here, once.
-    self.hps = Hyper.of({k: jnp.asarray(v, jnp.int32 if k in G.INT_AXES else float_t)
+    # Named values become the typed hyperparameters here, once; on the host (numpy), so that
+    # selecting a group's runs is not a device program (place() puts them on the devices).
+    self.hps = Hyper.of({k: np.asarray(v, np.int32 if k in G.INT_AXES else float_t)
                          for k, v in hps.items()}, p.optimizer)
     self.traces, self.K, self._compiled = [0], K, None
     self.key = None if computation is None or strategy == "loop" else _computation_key(
