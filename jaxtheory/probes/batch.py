@@ -3,8 +3,9 @@
 A probe is written for ONE network (``fn(params, *args) -> pytree``). A sweep
 holds many: parameters stacked on leading axes (e.g. ``(seed, width)``), all at
 the padded capacity of their bucket. :func:`over_runs` maps the probe over
-those leading axes in one compiled program, either vectorised (``vmap``) or as
-a sequential ``lax.map`` (bounded memory), chunked in between.
+those leading axes in one compiled program (``jax.jit``: a probe's own loops,
+such as Lanczos, are not dispatched op by op), either vectorised (``vmap``) or
+as a sequential ``lax.map`` (bounded memory), chunked in between.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
@@ -52,21 +54,32 @@ def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
       raise ValueError(
           f"every mapped array needs the same {batch_dims} leading run axes; got "
           f"{tuple(jnp.shape(leaf)[:batch_dims])} and {lead}")
+  if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+    raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
   n = math.prod(lead)
-  flat = lambda a: jnp.reshape(a, (n,) + jnp.shape(a)[batch_dims:])
-  args = tuple(jax.tree.map(flat, a) if ax is not None else a for a, ax in zip(args, axes))
-  shared = {i: a for i, (a, ax) in enumerate(zip(args, axes)) if ax is None}
+  # Shared arguments made only of arrays are arguments of the one compiled program; any other
+  # (a number the probe may use as a size, a function, a string) is closed over, as given.
+  traced = {i: a for i, (a, ax) in enumerate(zip(args, axes))
+            if ax is None and all(_is_array(l) for l in jax.tree.leaves(a))}
+  static = {i: a for i, (a, ax) in enumerate(zip(args, axes)) if ax is None and i not in traced}
   per_run = tuple(a for a, ax in zip(args, axes) if ax is not None)
 
-  def one(mapped_args):
-    it = iter(mapped_args)
-    full = [shared[i] if i in shared else next(it) for i in range(len(args))]
-    return fn(*full)
+  def program(per_run, traced):
+    def one(mapped_args):
+      it = iter(mapped_args)
+      full = [traced[i] if i in traced else static[i] if i in static else next(it)
+              for i in range(len(args))]
+      return fn(*full)
 
-  if chunk is None:
-    out = jax.vmap(one)(per_run)
-  else:
-    if not isinstance(chunk, int) or chunk < 1:
-      raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
-    out = jax.lax.map(one, per_run, batch_size=None if chunk == 1 else chunk)
-  return jax.tree.map(lambda a: jnp.reshape(a, lead + a.shape[1:]), out)
+    flat = jax.tree.map(lambda a: jnp.reshape(a, (n,) + jnp.shape(a)[batch_dims:]), per_run)
+    if chunk is None:
+      out = jax.vmap(one)(flat)
+    else:
+      out = jax.lax.map(one, flat, batch_size=None if chunk == 1 else chunk)
+    return jax.tree.map(lambda a: jnp.reshape(a, lead + a.shape[1:]), out)
+
+  return jax.jit(program)(per_run, traced)
+
+
+def _is_array(x) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray))
