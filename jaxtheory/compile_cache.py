@@ -194,7 +194,7 @@ def environment() -> dict[str, Any]:
 
 
 def executables_enabled() -> bool:
-  """Whether :func:`load_executable` and :func:`store_executable` are in use (cache on, one device)."""
+  """Whether the executable store is in use (the cache on, one device, one process)."""
   return _executables_dir() is not None
 
 
@@ -255,9 +255,9 @@ def load_executable(key: str) -> Stored | None:
 
 def store_executable(key: str, values: dict[str, Any],
                      executables: dict[str, Any]) -> bool:
-  """Stores picklable ``values`` and compiled ``executables`` (``jax.stages.Compiled``) under ``key``.
+  """Stores picklable ``values`` and compiled ``executables`` (``jax.stages.Compiled``).
 
-  Returns whether they were stored: an executable that cannot be
+  Returns whether they were stored under ``key``: an executable that cannot be
   serialized (e.g. one with closed-over constants) is not, silently. The
   folder is bounded to :data:`EXECUTABLES_MAX_BYTES`, least recently used
   entries removed first.
@@ -289,9 +289,10 @@ def store_executable(key: str, values: dict[str, Any],
 
 def _portable(compiled) -> bool:
   """Whether a compiled program can run in another process: no host callbacks, no effects."""
-  unloaded = getattr(compiled._executable, "_unloaded_executable", None)  # pylint: disable=protected-access
-  return unloaded is not None and not any(
-      getattr(unloaded, a, None) for a in ("host_callbacks", "ordered_effects", "unordered_effects"))
+  # pylint: disable-next=protected-access
+  unloaded = getattr(compiled._executable, "_unloaded_executable", None)
+  return unloaded is not None and not any(getattr(unloaded, a, None) for a in (
+      "host_callbacks", "ordered_effects", "unordered_effects"))
 
 
 _PREPARED = False

@@ -73,8 +73,7 @@ def _outputs(key: str, dims: Sequence[str]):
 
 def _lr_weights(model, ctx: Ctx):
   """Per-parameter SGD learning-rate multipliers of one run (the NTK's weights)."""
-  _, scales = model.init_with_lr_scale(jax.random.key(0), ctx)
-  return jax.tree.map(lambda s: jnp.asarray(s.sgd, jnp.result_type(float)), scales,
+  return jax.tree.map(lambda s: jnp.asarray(s.sgd, jnp.result_type(float)), model.lr_scale(ctx),
                       is_leaf=lambda s: isinstance(s, LRScale))
 
 

@@ -28,6 +28,7 @@ wraps a layer and an input shape into a :class:`Model` with the familiar
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -158,9 +159,18 @@ def sum_feats(feats: Sequence[Feat]) -> Feat:
   return Feat(wide, mask)
 
 
-# Set while Model.shapes traces an init: no value is ever read there, so stable_normal skips
-# tracing its draws (a third to two thirds of the trace of an init).
+# Set while Model.shapes or Model.lr_scale trace an init whose parameter values are never read:
+# stable_normal then skips tracing its draws (a third to two thirds of the trace of an init).
 _SHAPES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def _shapes_only():
+  token = _SHAPES_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _SHAPES_ONLY.reset(token)
 
 
 def stable_normal(key, shape, dtype=jnp.float32, row_ids=None) -> Array:
@@ -506,12 +516,14 @@ class Model(NamedTuple):
       box.append(spec.shape)
       return params
 
-    token = _SHAPES_ONLY.set(True)
-    try:
+    with _shapes_only():
       params = jax.eval_shape(f, jax.random.key(0))
-    finally:
-      _SHAPES_ONLY.reset(token)
     return tuple(box[0][1:]), params
+
+  def lr_scale(self, ctx: Ctx = Ctx()):
+    """The per-parameter learning-rate multipliers alone (no random draw is traced)."""
+    with _shapes_only():
+      return self.init_with_lr_scale(jax.random.key(0), ctx)[1]
 
   def num_params(self, ctx: Ctx = Ctx()) -> int:
     """The number of parameter scalars, from their shapes (nothing is computed).

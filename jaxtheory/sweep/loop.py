@@ -219,7 +219,8 @@ class _Bucket:
               devices=jax.device_count())])
     stored = None if decisions is None else compile_cache.load_executable(decisions)
     if stored is not None:
-      self.group, self.memory, self.strat, self.chunk, self.padded_group = stored.values["decisions"]
+      (self.group, self.memory, self.strat, self.chunk,
+       self.padded_group) = stored.values["decisions"]
       return
     hp1 = jax.tree.map(lambda a: a[0], self.hps)
     R = len(self.runs)
