@@ -94,7 +94,7 @@ def main() -> None:
       b = invoke(name, cache, os.path.join(tmp, "b"), extra)
     rows.append(f"{name:<19}{a['trace']:>7.1f}{a['lower']:>7.1f}{a['xla']:>7.1f}"
                 f"{a['compile']:>12.1f}s{b['trace']:>7.1f}{b['lower']:>7.1f}{b['xla']:>7.1f}"
-                f"{b['compile']:>12.1f}s{b['compile'] / a['compile']:>9.0%}"
+                f"{b['compile']:>12.2f}s{b['compile'] / a['compile']:>9.1%}"
                 f"{a['wall']:>9.1f}s{a['compile'] / a['wall']:>7.0%}{b['wall']:>9.1f}s"
                 f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}{b['store']:>10}")
     print(rows[-1], file=sys.stderr, flush=True)
