@@ -187,6 +187,7 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
   """Adds ``dev_linear`` (and ``dev_ntk``, ``ntk_init_error``) per run and step."""
   d = data_arrays(s.data, dtype)
   x_tr, x_te = d["x_train"], d["x_test"]
+  x_all = jnp.concatenate([x_tr, x_te])
   y = _targets(s.data, dtype)
   n = y.shape[0]
   steps = res.step.values
@@ -199,11 +200,11 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
     k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(s.parametrization))
     k_trtr, k_tetr = k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk")
   for g in groups:
-    # The lazy prediction of every run of the group, from its own kernel at initialization.
-    th_trtr, th_tetr = over_runs(
-        lambda prm, c: (training_ntk(g.model, prm, c, x_tr, None, implementation),
-                        training_ntk(g.model, prm, c, x_te, x_tr, implementation)),
-        g.params, g.ctx, chunk=1)
+    # The lazy prediction of every run of the group, from its own kernel at initialization:
+    # the train and test rows against the train columns, as one kernel (one trace).
+    th = over_runs(lambda prm, c: training_ntk(g.model, prm, c, x_all, x_tr, implementation),
+                   g.params, g.ctx, chunk=1)
+    th_trtr, th_tetr = th[:, :n], th[:, n:]
     lrs = _lrs(p, g.runs)
     for j, r in enumerate(g.runs):
       idx = tuple(p.index[r])
