@@ -17,6 +17,7 @@ on the second invocation, is a load from the cache). Printed per experiment:
     python benchmarks/compile.py                          # all seven (~20 min on 2 CPU cores)
     python benchmarks/compile.py matrix-completion width-sweep
     python benchmarks/compile.py --no-plots --set steps=100 width-sweep
+    python benchmarks/compile.py --where kernel-limit     # and where the 2nd run's time goes
 """
 
 from __future__ import annotations
@@ -34,10 +35,26 @@ import collections, contextlib, io, json, sys, time
 t0 = time.perf_counter()
 import jaxtheory
 from jaxtheory import cli
-import jax
+import jax, os, traceback
 secs, events = collections.defaultdict(float), collections.Counter()
-jax.monitoring.register_event_duration_secs_listener(
-    lambda e, s, **k: secs.__setitem__(e, secs[e] + s))
+where = collections.defaultdict(float)  # (event, jaxtheory call site) -> seconds
+
+def site():
+  frames = [f for f in traceback.extract_stack() if "/jaxtheory/" in f.filename
+            and not f.filename.endswith(("/cli.py", "/compose.py"))]
+  return " < ".join(f"{f.filename.split('/jaxtheory/')[-1]}:{f.lineno} {f.name}"
+                    for f in frames[-3:][::-1])
+
+LABEL = {"jaxpr_trace_duration": "trace", "jaxpr_to_mlir_module_duration": "lower",
+         "backend_compile_duration": "xla"}
+
+def listen(e, s, **k):
+  secs[e] += s
+  label = LABEL.get(e.rsplit("/", 1)[-1])
+  if label and os.environ.get("COMPILE_WHERE"):
+    where[(label, site())] += s
+
+jax.monitoring.register_event_duration_secs_listener(listen)
 jax.monitoring.register_event_listener(lambda e, **k: events.update([e]))
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -53,16 +70,17 @@ print("COMPILE_JSON " + json.dumps(dict(
     xla=secs["/jax/core/compile/backend_compile_duration"],
     hits=events["/jax/compilation_cache/cache_hits"],
     misses=events["/jax/compilation_cache/cache_misses"],
-    store=jaxtheory.compile_cache.stats["hits"])))
+    store=jaxtheory.compile_cache.stats["hits"],
+    where=sorted(([s, e, w] for (e, w), s in where.items()), reverse=True)[:12])))
 """
 
 EXPERIMENTS = ("width-sweep", "kernel-limit", "double-descent", "grokking", "neural-collapse",
                "matrix-completion", "edge-of-stability")
 
 
-def invoke(name: str, cache: str, out: str, extra: list[str]) -> dict:
+def invoke(name: str, cache: str, out: str, extra: list[str], where: bool = False) -> dict:
   """One ``jaxtheory run NAME`` in a fresh process; its compile and wall seconds."""
-  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=cache)
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=cache, COMPILE_WHERE="1" if where else "")
   res = subprocess.run([sys.executable, "-c", CHILD, "run", name, "--out", out, *extra],
                        env=env, capture_output=True, text=True, check=False)
   lines = [l for l in res.stdout.splitlines() if l.startswith("COMPILE_JSON ")]
@@ -81,6 +99,10 @@ def main() -> None:
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="passed to every run (e.g. steps=100 for a quick look)")
   ap.add_argument("--no-plots", action="store_true")
+  ap.add_argument("--where", action="store_true",
+                  help="also print where the second invocation's compile time goes: the "
+                       "jaxtheory call sites (innermost first) of its largest trace, lowering "
+                       "and XLA events")
   args = ap.parse_args()
   extra = [a for kv in args.set for a in ("--set", kv)] + ["--no-plots"] * args.no_plots
   head = (f"{'experiment':<19}{'trace':>7}{'lower':>7}{'xla':>7}{'compile 1st':>13}"
@@ -91,13 +113,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
       cache = os.path.join(tmp, "cache")
       a = invoke(name, cache, os.path.join(tmp, "a"), extra)
-      b = invoke(name, cache, os.path.join(tmp, "b"), extra)
+      b = invoke(name, cache, os.path.join(tmp, "b"), extra, args.where)
     rows.append(f"{name:<19}{a['trace']:>7.1f}{a['lower']:>7.1f}{a['xla']:>7.1f}"
                 f"{a['compile']:>12.1f}s{b['trace']:>7.1f}{b['lower']:>7.1f}{b['xla']:>7.1f}"
                 f"{b['compile']:>12.2f}s{b['compile'] / a['compile']:>9.1%}"
                 f"{a['wall']:>9.1f}s{a['compile'] / a['wall']:>7.0%}{b['wall']:>9.1f}s"
                 f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}{b['store']:>10}")
     print(rows[-1], file=sys.stderr, flush=True)
+    for sec, event, site in b["where"] if args.where else ():
+      print(f"    {sec:6.2f} s {event:<7} {site}", file=sys.stderr, flush=True)
   print("compile = tracing + lowering + XLA compile (a cache load on the 2nd run), from "
         "jax.monitoring; seconds; each invocation a fresh process")
   print(head)

@@ -40,6 +40,13 @@ engine keys each width bucket's programs by its computation (the jaxprs of
 model, optimizer and metrics), so a second invocation of the same sweep
 skips tracing and lowering its training programs. It is off with the cache,
 and off on several devices or processes.
+
+The store is opt-in (``JAXTHEORY_EXECUTABLE_STORE=1``): on CPU, a program
+loaded in a new process can fail at its first call with "Function
+<fusion> not found" when the process that compiled it had compiled many
+programs before (seen in the test suite and on resuming an experiment; a
+fresh CLI run's programs load and run bit-identically). Until that is
+understood, the default keeps JAX's cache alone.
 """
 
 from __future__ import annotations
@@ -198,8 +205,13 @@ def executables_enabled() -> bool:
   return _executables_dir() is not None
 
 
+STORE_ENV = "JAXTHEORY_EXECUTABLE_STORE"
+
+
 def _executables_dir() -> str | None:
   import jax  # pylint: disable=import-outside-toplevel
+  if os.environ.get(STORE_ENV, "").strip().lower() not in ("1", "on", "true", "yes"):
+    return None
   folder = directory()
   if folder is None or jax.device_count() != 1 or jax.process_count() != 1:
     return None

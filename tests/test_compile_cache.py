@@ -34,7 +34,8 @@ print(json.dumps(dict(counts, dir=compile_cache.directory(), traces=res.attrs["t
 
 
 def _run(env_value, tmp_path, activation="relu"):
-  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=env_value, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=env_value, JAX_PLATFORMS="cpu",
+             JAXTHEORY_EXECUTABLE_STORE="1")
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   res = subprocess.run([sys.executable, "-c", SCRIPT, activation], env=env, cwd=tmp_path,
                        text=True, capture_output=True, timeout=600, check=False)
@@ -69,6 +70,16 @@ def test_a_changed_computation_never_loads_a_stored_program(tmp_path):
   assert tanh["loss"] != relu["loss"]
 
 
+def test_store_is_off_unless_asked(tmp_path):
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+  env.pop("JAXTHEORY_EXECUTABLE_STORE", None)
+  code = "from jaxtheory import compile_cache\nprint(compile_cache.executables_enabled())"
+  res = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True,
+                       timeout=300, check=False)
+  assert res.returncode == 0, res.stderr
+  assert res.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_cache_off_compiles_every_time(tmp_path):
   counts, _ = _run("off", tmp_path)
   assert counts["cache_hits"] == counts["cache_misses"] == 0 and counts["dir"] is None
@@ -95,6 +106,7 @@ def test_store_refuses_what_another_process_cannot_run_and_drops_what_it_cannot_
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(compile_cache, "directory", lambda: str(tmp_path))
+  monkeypatch.setenv(compile_cache.STORE_ENV, "1")
 
   def with_callback(x):
     jax.debug.callback(lambda v: None, x)  # a pointer into this process

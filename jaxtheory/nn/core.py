@@ -517,7 +517,7 @@ class Model(NamedTuple):
       return params
 
     with _shapes_only():
-      params = jax.eval_shape(f, jax.random.key(0))
+      params = jax.eval_shape(lambda: f(jax.random.key(0)))  # no eager key: no program
     return tuple(box[0][1:]), params
 
   def lr_scale(self, ctx: Ctx = Ctx()):

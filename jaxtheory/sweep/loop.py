@@ -166,7 +166,7 @@ def _memory_per_run(tr: Trainer, hp1, data) -> float:
 
 
 def _aval(a) -> list:
-  return [list(np.shape(a)), str(np.asarray(a).dtype)]
+  return [list(np.shape(a)), str(a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype)]
 
 
 def _computation_key(p: Plan, tr: Trainer, computation, data) -> str:
@@ -210,8 +210,9 @@ class _Bucket:
     self.hps = Hyper.of({k: np.asarray(v, np.int32 if k in G.INT_AXES else float_t)
                          for k, v in hps.items()}, p.optimizer)
     self.traces, self.K, self._compiled = [0], K, None
-    self.key = None if computation is None or strategy == "loop" else _computation_key(
-        p, self.tr, computation, data)
+    self.key = (None if computation is None or strategy == "loop"
+                or not compile_cache.executables_enabled()
+                else _computation_key(p, self.tr, computation, data))
     self.loaded = False  # whether the training program came from the executable store
     decisions = None if self.key is None else CK.digest(
         [self.key, "decisions", jax.tree.map(_aval, dict(self.hps._asdict())),
