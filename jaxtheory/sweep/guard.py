@@ -109,15 +109,13 @@ def _gib(b: float) -> str:
   return f"{b / 2**30:.3g} GiB" if b >= 2**27 else f"{b / 2**20:.3g} MiB"
 
 
-def run_state_bytes(model, optimizer, fixed: Mapping[str, float], itemsize: int,
-                    shapes: Any = None) -> tuple[int, float]:
+def run_state_bytes(shapes: Any, optimizer, fixed: Mapping[str, float], itemsize: int
+                    ) -> tuple[int, float]:
   """``(parameters, bytes)`` of one run's state: parameters, gradients, optimizer state.
 
-  From shapes alone (``jax.eval_shape``; ``shapes``: the parameter shapes,
-  when known): nothing is allocated or compiled.
+  From the parameter ``shapes`` alone (the optimizer state by
+  ``jax.eval_shape``): nothing is allocated or compiled.
   """
-  if shapes is None:
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
   n = int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
   try:
     kw = {k: v for k, v in fixed.items() if k in optimizer.hyper_names}

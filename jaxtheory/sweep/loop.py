@@ -29,7 +29,7 @@ from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard
 from jaxtheory.sweep.devices import fetch, peak_memory, place, shard_runs
-from jaxtheory.sweep.planning import Plan, _build, _strategy_chunk, _xla_flops
+from jaxtheory.sweep.planning import Plan, _strategy_chunk, _xla_flops
 from jaxtheory.sweep.results import to_dataset
 from jaxtheory.train import Hyper, Trainer, segment, setup, train_step
 
@@ -95,9 +95,7 @@ def _trainer(p: Plan, members) -> Trainer:
   A bucket of one width needs no masks: it is built unpadded (fewer ops per step).
   """
   s = p.sweep
-  cap = int(max(members))
-  model = p.models[cap] if cap in p.models else _build(s, cap, s.data)
-  return Trainer(model, p.loss, p.optimizer,
+  return Trainer(p.models[int(max(members))], p.loss, p.optimizer,
                  parametrization=s.parametrization, padded=len(members) > 1,
                  batch_size=s.batch_size, num_classes=s.data.num_classes,
                  metrics=tuple(s.metrics.items()))
