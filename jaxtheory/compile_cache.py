@@ -38,26 +38,29 @@ setting, ``XLA_FLAGS`` and the digest of jaxtheory's own source, so that a
 new version or a changed setting never loads a stale program). The sweep
 engine keys each width bucket's programs by its computation (the jaxprs of
 model, optimizer and metrics), so a second invocation of the same sweep
-skips tracing and lowering its training programs. It is off with the cache,
-and off on several devices or processes.
+skips tracing and lowering its training programs. It is on with the cache
+(``JAXTHEORY_EXECUTABLE_STORE=off`` turns it off alone), and off on several
+devices or processes.
 
-The store is opt-in (``JAXTHEORY_EXECUTABLE_STORE=1``): on CPU, a program
-loaded in a new process can fail at its first call with "Function
-<fusion> not found" when the process that compiled it had compiled many
-programs before (seen in the test suite and on resuming an experiment; a
-fresh CLI run's programs load and run bit-identically). Until that is
-understood, the default keeps JAX's cache alone.
+A program that JAX itself loaded from its cache is never stored: XLA:CPU
+writes such a program back without its machine code (its object files are
+not kept after loading), and in a new process it fails at its first call
+with "Function <fusion> not found". So the store takes only programs this
+process compiled (JAX's cache-hit events are watched around each build),
+and on CPU it neither stores nor loads a program without object files.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import importlib.util
 import os
 import pickle
 import sys
 import tempfile
+import threading
 from typing import Any, NamedTuple
 
 ENV = "JAXTHEORY_COMPILATION_CACHE"
@@ -210,7 +213,7 @@ STORE_ENV = "JAXTHEORY_EXECUTABLE_STORE"
 
 def _executables_dir() -> str | None:
   import jax  # pylint: disable=import-outside-toplevel
-  if os.environ.get(STORE_ENV, "").strip().lower() not in ("1", "on", "true", "yes"):
+  if _off(os.environ.get(STORE_ENV, "")):
     return None
   folder = directory()
   if folder is None or jax.device_count() != 1 or jax.process_count() != 1:
@@ -227,6 +230,9 @@ class Stored(NamedTuple):
     """The stored executable ``name`` (a ``jax.stages.Compiled``), or ``None`` if it cannot load."""
     from jax.experimental import serialize_executable  # pylint: disable=import-outside-toplevel
     try:
+      if not _self_contained(self.payloads[name][0]):
+        stats["unloadable"] += 1
+        return None
       _prepare_loading()
       return serialize_executable.deserialize_and_load(*self.payloads[name])
     except Exception:  # pylint: disable=broad-except
@@ -282,8 +288,11 @@ def store_executable(key: str, values: dict[str, Any],
     return False
   tmp = None
   try:
-    entry = {"values": dict(values),
-             "executables": {k: serialize_executable.serialize(v) for k, v in executables.items()}}
+    payloads = {k: serialize_executable.serialize(v) for k, v in executables.items()}
+    if not all(_self_contained(p[0]) for p in payloads.values()):
+      stats["not_self_contained"] += 1
+      return False
+    entry = {"values": dict(values), "executables": payloads}
     blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -297,6 +306,66 @@ def store_executable(key: str, values: dict[str, Any],
   stats["stored"] += 1
   _bound(folder, EXECUTABLES_MAX_BYTES)
   return True
+
+
+def load_or_build(key: str, name: str, build) -> tuple[Any, bool]:
+  """``(program, loaded)``: the executable stored as ``name`` under ``key``, else ``build()``'s.
+
+  ``build`` compiles the program (e.g. ``lambda: jax.jit(f).lower(x).compile()``).
+  What it returns is stored under ``key`` unless JAX loaded it from its own
+  cache: such a program is written back without its machine code on CPU and
+  could not run in another process (the next process that misses the store
+  compiles it again, from JAX's cache).
+  """
+  stored = load_executable(key)
+  exe = None if stored is None else stored.executable(name)
+  if exe is not None:
+    return exe, True
+  with _watch_cache_hits() as hits:
+    exe = build()
+  if hits[0]:
+    stats["from_jax_cache"] += 1
+  else:
+    store_executable(key, {}, {name: exe})
+  return exe, False
+
+
+_local = threading.local()
+_LISTENING = []
+
+
+def _on_event(event: str, **kwargs) -> None:
+  del kwargs
+  counter = getattr(_local, "hits", None)
+  if counter is not None and event == "/jax/compilation_cache/cache_hits":
+    counter[0] += 1
+
+
+@contextlib.contextmanager
+def _watch_cache_hits():
+  """Counts JAX's persistent-cache hits in this thread while the block runs (a one-item list)."""
+  if not _LISTENING:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.monitoring.register_event_listener(_on_event)
+    _LISTENING.append(True)
+  outer, _local.hits = getattr(_local, "hits", None), [0]
+  try:
+    yield _local.hits
+  finally:
+    if outer is not None:
+      outer[0] += _local.hits[0]
+    _local.hits = outer
+
+
+def _self_contained(serialized: bytes) -> bool:
+  """Whether a serialized program carries its machine code (on CPU: at least one object file).
+
+  An XLA:CPU program written back after being loaded from a cache has its
+  kernels' names but not their code; it would fail at its first call in a
+  new process. Other backends are not checked.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.default_backend() != "cpu" or b"\x7fELF" in serialized
 
 
 def _portable(compiled) -> bool:

@@ -269,13 +269,7 @@ class _Bucket:
     if self.key is None:
       return build(), False
     key = CK.digest([self.key, name, jax.tree.map(_aval, dict(hps._asdict())), *shaped_by])
-    stored = compile_cache.load_executable(key)
-    exe = None if stored is None else stored.executable(name)
-    if exe is not None:
-      return exe, True
-    exe = build()
-    compile_cache.store_executable(key, {}, {name: exe})
-    return exe, False
+    return compile_cache.load_or_build(key, name, build)
 
   def _init_f(self):
     tr = self.tr
