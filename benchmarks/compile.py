@@ -17,7 +17,7 @@ on the second invocation, is a load from the cache). Printed per experiment:
     python benchmarks/compile.py                          # all seven (~20 min on 2 CPU cores)
     python benchmarks/compile.py matrix-completion width-sweep
     python benchmarks/compile.py --no-plots --set steps=100 width-sweep
-    python benchmarks/compile.py --where kernel-limit     # and where the 2nd run's time goes
+    python benchmarks/compile.py --where kernel-limit     # and where each run's time goes
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def main() -> None:
                   help="passed to every run (e.g. steps=100 for a quick look)")
   ap.add_argument("--no-plots", action="store_true")
   ap.add_argument("--where", action="store_true",
-                  help="also print where the second invocation's compile time goes: the "
-                       "jaxtheory call sites (innermost first) of its largest trace, lowering "
-                       "and XLA events")
+                  help="also print where each invocation's compile time goes: the jaxtheory "
+                       "call sites (innermost first) of its largest trace, lowering and XLA "
+                       "events")
   args = ap.parse_args()
   extra = [a for kv in args.set for a in ("--set", kv)] + ["--no-plots"] * args.no_plots
   head = (f"{'experiment':<19}{'trace':>7}{'lower':>7}{'xla':>7}{'compile 1st':>13}"
@@ -112,7 +112,7 @@ def main() -> None:
   for name in args.names:
     with tempfile.TemporaryDirectory() as tmp:
       cache = os.path.join(tmp, "cache")
-      a = invoke(name, cache, os.path.join(tmp, "a"), extra)
+      a = invoke(name, cache, os.path.join(tmp, "a"), extra, args.where)
       b = invoke(name, cache, os.path.join(tmp, "b"), extra, args.where)
     rows.append(f"{name:<19}{a['trace']:>7.1f}{a['lower']:>7.1f}{a['xla']:>7.1f}"
                 f"{a['compile']:>12.1f}s{b['trace']:>7.1f}{b['lower']:>7.1f}{b['xla']:>7.1f}"
@@ -120,8 +120,10 @@ def main() -> None:
                 f"{a['wall']:>9.1f}s{a['compile'] / a['wall']:>7.0%}{b['wall']:>9.1f}s"
                 f"{b['hits']:>5}/{b['hits'] + b['misses']:<4}{b['store']:>10}")
     print(rows[-1], file=sys.stderr, flush=True)
-    for sec, event, site in b["where"] if args.where else ():
-      print(f"    {sec:6.2f} s {event:<7} {site}", file=sys.stderr, flush=True)
+    for which, r in (("1st", a), ("2nd", b)) if args.where else ():
+      print(f"  {which} invocation, largest call sites:", file=sys.stderr)
+      for sec, event, site in r["where"]:
+        print(f"    {sec:6.2f} s {event:<7} {site}", file=sys.stderr, flush=True)
   print("compile = tracing + lowering + XLA compile (a cache load on the 2nd run), from "
         "jax.monitoring; seconds; each invocation a fresh process")
   print(head)
