@@ -54,6 +54,43 @@ def test_lanczos_restarts_when_krylov_space_is_exhausted():
   assert np.sum(np.asarray(lz.beta) == 0) >= 2  # decoupled blocks
 
 
+def test_lanczos_over_runs_restarts_each_run_as_if_alone():
+  # Krylov spaces exhausted every 2 and 3 steps, and never: mapped over runs (restart vectors
+  # drawn only at steps where some run broke down), mapped twice, and one run at a time agree.
+  spectra = [[3.0] * 6 + [-1.0] * 6, [3.0] * 4 + [2.0] * 3 + [-1.0] * 5, np.arange(1.0, 13.0)]
+  As = jnp.stack([_quadratic(e, seed=i)[0] for i, e in enumerate(spectra)])
+  keys = jax.random.split(jax.random.key(1), 3)
+
+  def one(A, key):
+    lz = C.lanczos(C.hessian(lambda x: 0.5 * x @ A @ x, jnp.zeros(12)), key, num_iters=12)
+    return lz.alpha, lz.beta, lz.basis
+
+  alone = [jax.jit(one)(A, k) for A, k in zip(As, keys)]
+  mapped = jax.jit(jax.vmap(one))(As, keys)
+  twice = jax.jit(jax.vmap(jax.vmap(one)))(As[None], keys[None])
+  shared = jax.jit(jax.vmap(one, in_axes=(0, None)))(As, keys[0])  # one key for every run
+  for i, eigs in enumerate(spectra):
+    for got in (mapped, jax.tree.map(lambda a: a[0], twice)):
+      for a, b in zip(alone[i], got):
+        np.testing.assert_allclose(b[i], a, atol=1e-12)
+    alpha, beta, _ = (t[i] for t in shared)
+    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    np.testing.assert_allclose(np.linalg.eigvalsh(T), np.sort(eigs), atol=1e-10)
+  # Restarts (beta = 0) every 2 steps, every 3 (until an eigenspace runs out), never.
+  assert [int(np.sum(np.asarray(a[1]) == 0)) for a in alone] == [5, 4, 0]
+
+
+def test_lanczos_is_differentiable_alone_and_mapped():
+  def top(s):
+    A = s * jnp.diag(jnp.arange(1.0, 5.0))
+    lz = C.lanczos(C.hessian(lambda x: 0.5 * x @ A @ x, jnp.zeros(4)), jax.random.key(0), num_iters=4)
+    return jnp.linalg.eigvalsh(lz.tridiagonal())[-1]  # = 4 s
+
+  np.testing.assert_allclose(jax.grad(top)(2.0), 4.0, rtol=1e-10)
+  np.testing.assert_allclose(jax.jacfwd(top)(2.0), 4.0, rtol=1e-10)
+  np.testing.assert_allclose(jax.vmap(jax.grad(top))(jnp.array([1.0, 3.0])), [4.0, 4.0], rtol=1e-10)
+
+
 def test_hutchinson_trace_within_three_standard_errors():
   eigs = _spectrum()
   _, op = _quadratic(eigs)

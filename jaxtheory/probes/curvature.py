@@ -282,6 +282,59 @@ def _probe(op: Operator, key, rademacher: bool = False) -> Array:
   return v if op.mask is None else v * op.mask
 
 
+def _orth(V, w):
+  """``w`` orthogonalised twice against the rows of ``V`` ("twice is enough")."""
+  for _ in range(2):
+    w = w - V.T @ (V @ w)
+  return w
+
+
+def _restart_vector(V, key, mask):
+  r = _orth(V, jax.random.normal(key, V.shape[1:], V.dtype) * mask)
+  nr = jnp.linalg.norm(r)
+  return r / jnp.where(nr > 0, nr, 1.0)
+
+
+def _next_vector_cond(broke, w, b, V, key, mask):
+  """The next Lanczos vector: ``w / b``, or a fresh random one orthogonal to ``V`` if ``broke``."""
+  return jax.lax.cond(broke, lambda: _restart_vector(V, key, mask),
+                      lambda: w / jnp.where(b > 0, b, 1.0))
+
+
+@jax.custom_jvp
+def _next_vector(broke, w, b, V, key, mask):
+  """:func:`_next_vector_cond`, mapped over runs without drawing a restart at every step."""
+  return _next_vector_mapped(broke, w, b, V, key, mask)
+
+
+@_next_vector.defjvp
+def _next_vector_jvp(primals, tangents):
+  # Differentiated, it is the plain conditional (custom_vmap has no derivative rules).
+  return jax.jvp(_next_vector_cond, primals, tangents)
+
+
+@jax.custom_batching.custom_vmap
+def _next_vector_mapped(broke, w, b, V, key, mask):
+  return _next_vector_cond(broke, w, b, V, key, mask)
+
+
+@_next_vector_mapped.def_vmap
+def _next_vector_vmap(axis_size, in_batched, broke, w, b, V, key, mask):
+  # Mapped over runs, a lax.cond on a per-run predicate becomes a select that draws and
+  # orthogonalises a restart vector for every run at every step. Restarts are rare: draw
+  # them only at a step where some run broke down.
+  axes = [0 if batched else None for batched in in_batched]
+  divide = lambda w, b: w / jnp.where(b > 0, b, 1.0)
+  plain = jax.vmap(divide, in_axes=axes[1:3], axis_size=axis_size)(w, b)
+
+  def restarted():
+    fresh = jax.vmap(_restart_vector, in_axes=axes[3:], axis_size=axis_size)(V, key, mask)
+    where = jnp.broadcast_to(broke, (axis_size,))[:, None]
+    return jnp.where(where, fresh, plain)
+
+  return jax.lax.cond(jnp.any(broke), restarted, lambda: plain), True
+
+
 def lanczos(op: Operator, key, num_iters: int = 20, v0: Array | None = None) -> Lanczos:
   r"""``num_iters`` Lanczos steps with full reorthogonalisation.
 
@@ -313,15 +366,7 @@ def lanczos(op: Operator, key, num_iters: int = 20, v0: Array | None = None) -> 
   # One spare row: step j writes v_{j+1} into row j + 1 unconditionally.
   V = jnp.zeros((m + 1, op.dim), op.dtype).at[0].set(v)
 
-  def orth(V, w):
-    for _ in range(2):
-      w = w - V.T @ (V @ w)
-    return w
-
-  def restart(V, j):
-    r = orth(V, _probe(op, jax.random.fold_in(key, j)))
-    nr = jnp.linalg.norm(r)
-    return r / jnp.where(nr > 0, nr, 1.0)
+  mask = jnp.ones((), op.dtype) if op.mask is None else op.mask
 
   def body(j, carry):
     V, alpha, beta = carry
@@ -329,11 +374,11 @@ def lanczos(op: Operator, key, num_iters: int = 20, v0: Array | None = None) -> 
     w = op.matvec(vj)
     a = jnp.vdot(vj, w)
     scale = jnp.linalg.norm(w)
-    w = orth(V, w)  # rows > j are still zero: this is against v_0..v_j
+    w = _orth(V, w)  # rows > j are still zero: this is against v_0..v_j
     b = jnp.linalg.norm(w)
     # Invariant subspace found: restart with a random vector orthogonal to V.
     broke = b <= 1e3 * eps * jnp.maximum(scale, jnp.finfo(op.dtype).tiny)
-    nxt = jax.lax.cond(broke, restart, lambda V, j: w / jnp.where(b > 0, b, 1.0), V, j)
+    nxt = _next_vector(broke, w, b, V, jax.random.fold_in(key, j), mask)
     return V.at[j + 1].set(nxt), alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0.0, b))
 
   alpha = jnp.zeros((m,), op.dtype)
