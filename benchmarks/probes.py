@@ -5,8 +5,9 @@ A sweep of ``seeds x widths`` MLPs, stored padded at the capacity width (as
 
 * ``over_runs``: the one-run probe mapped over the ``(seed, width)`` axes in
   one compiled call, vectorised (``vmap``) or sequential (``lax.map``);
-* ``bucketed``: one ``over_runs`` call per width (its seeds), each at its
-  own width: what a sweep's width buckets give when widths are 2x apart;
+* ``per width``: one ``over_runs`` call per width (its seeds), each at its
+  own width, vectorised or sequential: what a sweep's width buckets give
+  when widths are 2x apart;
 * ``loop``: what a user would otherwise write (and what PyHessian does per
   model): each network built at its own width, one jitted call per run in a
   Python loop (one compilation per width, excluded from the timing).
@@ -14,16 +15,19 @@ A sweep of ``seeds x widths`` MLPs, stored padded at the capacity width (as
 Probes: the top Hessian eigenvalue of the training loss (Lanczos, 20 steps,
 as in a sharpness sweep) and linear CKA between each run's hidden layers and
 those of a reference network (``cka_matrix``). Compilation is excluded
-everywhere; each figure is the best of ``repeats`` timed calls.
+everywhere. The contenders are timed interleaved (``timing.interleaved``):
+each figure is the median of ``--repeats`` rounds with its min-max, and
+``loop/x`` is the median per-round ratio (``~``: its spread contains 1, the
+difference is inside the noise).
 
-Run: ``python benchmarks/probes.py [--quick]``.
+Run: ``python benchmarks/probes.py [--quick] [--repeats N]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
+import jaxtheory  # noqa: F401  (before jax: quiets XLA's CPU cache-loading log lines)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,16 +36,7 @@ from jaxtheory import nn, train
 from jaxtheory.probes import over_runs
 from jaxtheory.probes import curvature as C
 from jaxtheory.probes import similarity as S
-
-
-def _best(f, repeats):
-  jax.block_until_ready(f())  # compile / warm up
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f())
-    ts.append(time.perf_counter() - t0)
-  return min(ts)
+from timing import cell, interleaved, ratio_cell, timed
 
 
 def _hidden(model, params, x, ctx, depth):
@@ -54,19 +49,19 @@ def _hidden(model, params, x, ctx, depth):
   return hid + [model.apply(params, x, ctx)]
 
 
-def run(quick: bool = False, repeats: int = 3) -> dict:
-  """Times both probes both ways; returns seconds per sweep and the speed-ups.
+def run(quick: bool = False, repeats: int = 5) -> dict:
+  """Times both probes every way, interleaved; returns per-round seconds.
 
   Args:
     quick: a small configuration (seconds) for smoke tests.
-    repeats: timed calls per figure (the best is kept).
+    repeats: interleaved rounds.
 
   Returns:
-    ``{"config": ..., "sharpness": {...}, "cka": {...}}`` with seconds for
-    padded ``vmap`` and ``map`` (``lax.map``) over all runs, ``bucketed``
-    (one ``over_runs`` call per width over its seeds, unpadded) and ``loop``;
-    ``speedup_padded`` = loop / best padded, ``speedup_bucketed`` = loop /
-    bucketed.
+    ``{"config": ..., "sharpness": {...}, "cka": {...}}``, each probe with
+    per-round seconds of ``padded vmap`` and ``padded map`` (one ``over_runs``
+    over all runs at the capacity), ``width vmap`` and ``width map`` (one
+    ``over_runs`` per width over its seeds) and ``loop``, and
+    ``max_rel_diff`` between the padded and the loop's values.
   """
   seeds, widths = ([0, 1], [16, 32]) if quick else (list(range(8)), [64, 128, 256, 512])
   n, d, classes, depth, iters = (64, 8, 4, 2, 20) if quick else (256, 32, 10, 2, 20)
@@ -107,50 +102,53 @@ def run(quick: bool = False, repeats: int = 3) -> dict:
                                                          in_axes=(0, 0, None), chunk=1))
     per_width = {w: jax.jit(lambda p, ref, m=small[w], probe=probe: probe(m, p, nn.Ctx(), ref))
                  for w in widths}
-    # Bucketed: one over_runs call per width (all seeds), each at its own width, as a
-    # sweep's width buckets hold them (no padding waste).
-    per_bucket = {w: jax.jit(lambda P, ref, m=small[w], probe=probe: over_runs(
-        lambda p: probe(m, p, nn.Ctx(), ref), P)) for w in widths}
+    # Per width: one over_runs call per width (all seeds), each at its own width, as a
+    # sweep's width buckets hold them (no padding waste); vectorised or sequential.
+    per_bucket = {c: {w: jax.jit(lambda P, ref, m=small[w], probe=probe, c=c: over_runs(
+        lambda p: probe(m, p, nn.Ctx(), ref), P, chunk=c)) for w in widths} for c in (None, 1)}
     seed_stacks = {w: jax.tree.map(stack, *[small_params[(s, w)] for s in seeds])
                    for w in widths}
 
     def loop(per_width=per_width):
-      return [per_width[w](small_params[(s, w)], ref_reps) for s in seeds for w in widths]
+      return jax.block_until_ready(
+          [per_width[w](small_params[(s, w)], ref_reps) for s in seeds for w in widths])
 
-    def bucketed(per_bucket=per_bucket):
-      return [per_bucket[w](seed_stacks[w], ref_reps) for w in widths]
+    def bucketed(c, per_bucket=per_bucket):
+      return jax.block_until_ready([per_bucket[c][w](seed_stacks[w], ref_reps) for w in widths])
 
-    for w in widths:  # compile every width once, outside the timing
-      jax.block_until_ready(per_width[w](small_params[(seeds[0], w)], ref_reps))
-    t_vmap = _best(lambda: f_vmap(P, Wd, ref_reps), repeats)
-    t_map = _best(lambda: f_map(P, Wd, ref_reps), repeats)
-    t_bucket = _best(bucketed, repeats)
-    t_loop = _best(loop, repeats)
+    t = interleaved({
+        "padded vmap": timed(lambda f=f_vmap: jax.block_until_ready(f(P, Wd, ref_reps))),
+        "padded map": timed(lambda f=f_map: jax.block_until_ready(f(P, Wd, ref_reps))),
+        "width vmap": timed(lambda b=bucketed: b(None)),
+        "width map": timed(lambda b=bucketed: b(1)),
+        "loop": timed(loop)}, repeats)
     # The batched values are the loop's (padded == unpadded up to float32 roundoff).
     a = np.asarray(f_vmap(P, Wd, ref_reps)).reshape(len(seeds) * len(widths), -1)
     b = np.stack([np.ravel(v) for v in loop()])
-    out[name] = dict(vmap_s=t_vmap, map_s=t_map, bucketed_s=t_bucket, loop_s=t_loop,
-                     speedup_padded=t_loop / min(t_vmap, t_map),
-                     speedup_bucketed=t_loop / t_bucket,
-                     max_rel_diff=float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6))))
+    out[name] = dict(t, max_rel_diff=float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6))))
   return out
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true")
-  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
   args = ap.parse_args()
   res = run(args.quick, args.repeats)
   c = res["config"]
   print(f"{c['seeds']} seeds x widths {c['widths']} (capacity {c['capacity']}), "
-        f"{c['examples']} examples, depth {c['depth']}, backend {c['backend']}")
+        f"{c['examples']} examples, depth {c['depth']}, backend {c['backend']}; "
+        f"median [min-max] of {args.repeats} interleaved rounds, ms")
+  cols = ("padded vmap", "padded map", "width vmap", "width map", "loop")
+  print(f"{'probe':10s} " + " ".join(f"{k:>22s}" for k in cols)
+        + "".join(f"{'loop/' + k:>22s}" for k in cols[:4]) + "  max rel diff")
   for name in ("sharpness", "cka"):
     r = res[name]
-    print(f"{name:10s} padded over_runs: vmap {r['vmap_s'] * 1e3:8.1f} ms, lax.map "
-          f"{r['map_s'] * 1e3:8.1f} ms | per-width over_runs {r['bucketed_s'] * 1e3:8.1f} ms | "
-          f"loop {r['loop_s'] * 1e3:8.1f} ms | loop/padded {r['speedup_padded']:5.2f}x, "
-          f"loop/per-width {r['speedup_bucketed']:5.2f}x | max rel diff {r['max_rel_diff']:.1e}")
+    print(f"{name:10s} " + " ".join(f"{cell(r[k], 1e3, '', 1):>22s}" for k in cols)
+          + "".join(f"{ratio_cell(r['loop'] / r[k]):>22s}" for k in cols[:4])
+          + f"  {r['max_rel_diff']:.1e}")
+  print("loop/x > 1: x (one compiled call) is faster than the loop of jitted calls; "
+        "~: inside the noise.")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ geometric width grid 16..1024.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jaxtheory  # noqa: F401  (before jax: quiets XLA's CPU cache-loading log lines)
 import jax
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 
 from jaxtheory import data, nn, sweep
+from timing import cell, interleaved, ratio_cell, timed
 
 SHAPES = [  # name, width, runs, steps, batch size (None = full batch), hidden layers
     ("tiny  w=16 full", 16, 32, 300, None, 2),
@@ -54,19 +54,8 @@ SHAPES = [  # name, width, runs, steps, batch size (None = full batch), hidden l
 DEPTH = 2  # hidden layers of the contenders; set per shape in main()
 
 
-def _timed(fn):
-  """``fn`` warmed up (compiled), as a function returning the seconds of one call."""
-  fn()
-
-  def once():
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-  return once
-
-
 def _timeit(fn, repeat=2):
-  once = _timed(fn)
+  once = timed(fn)
   return min(once() for _ in range(repeat))
 
 
@@ -74,29 +63,13 @@ def matmul_peak_timer(n=2048):
   """One timing of an ``n x n`` float32 matmul, as FLOP/s (call it in every round)."""
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda a: a @ a)
-  once = _timed(lambda: f(a).block_until_ready())
+  once = timed(lambda: f(a).block_until_ready())
   return lambda: 2 * n**3 / once()
 
 
 def matmul_peak(n=2048):
   timer = matmul_peak_timer(n)
   return float(np.median([timer() for _ in range(5)]))
-
-
-def interleaved(timers: dict, repeats: int) -> dict[str, np.ndarray]:
-  """``name -> per-round values``: round ``r`` calls every timer once, starting at a
-  rotated position, so slow spells of a shared machine hit every contender alike."""
-  names = list(timers)
-  out = {k: [] for k in names}
-  for r in range(repeats):
-    for k in names[r % len(names):] + names[:r % len(names)]:
-      out[k].append(timers[k]())
-  return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _cell(v: np.ndarray) -> str:
-  """Median and min-max: ``1.23s[1.20-1.31]``."""
-  return f"{np.median(v):.2f}s[{v.min():.2f}-{v.max():.2f}]"
 
 
 def mlp_flops(width, d_in, d_out, batch):
@@ -163,13 +136,13 @@ def _jax_single(ds, width, steps, batch):
 
 def jax_loop(ds, width, runs, steps, batch):
   f = jax.jit(_jax_single(ds, width, steps, batch))
-  return _timed(lambda: [f(s).block_until_ready() for s in range(runs)])
+  return timed(lambda: [f(s).block_until_ready() for s in range(runs)])
 
 
 def jax_vmap(ds, width, runs, steps, batch):
   f = jax.jit(jax.vmap(_jax_single(ds, width, steps, batch)))
   seeds = jnp.arange(runs)
-  return _timed(lambda: f(seeds).block_until_ready())
+  return timed(lambda: f(seeds).block_until_ready())
 
 
 def _torch_parts(ds, width):
@@ -207,7 +180,7 @@ def torch_loop(ds, width, runs, steps, batch):
         torch.nn.functional.cross_entropy(net(xb), yb).backward()
         opt.step()
 
-  return _timed(go)
+  return timed(go)
 
 
 def torch_vmap(ds, width, runs, steps, batch):
@@ -231,7 +204,7 @@ def torch_vmap(ds, width, runs, steps, batch):
         for k in params:
           params[k] -= 0.1 * gs[k]
 
-  return _timed(go)
+  return timed(go)
 
 
 def padded_flops_ratio():
@@ -282,13 +255,12 @@ def main():
     peaks.append(peak)
     best_alt = min(others, key=lambda k: np.median(t[k]))
     ratio = t["auto"] / t[best_alt]
-    noise = "~" if ratio.min() <= 1.0 <= ratio.max() else " "
     n = ds.x_train.shape[0] if batch is None else batch
     flops = mlp_flops(width, 64, 10, n) * steps * runs
     gflops = flops / np.median(t["auto"]) / 1e9
     pct = 100 * flops / t["auto"] / peak  # per round, against that round's peak
-    print(f"{name:18s} {runs:4d} {steps:5d} " + " ".join(f"{_cell(t[c]):>19s}" for c in cols)
-          + f" {np.median(ratio):5.2f}{noise}[{ratio.min():.2f}-{ratio.max():.2f}]"
+    print(f"{name:18s} {runs:4d} {steps:5d} " + " ".join(f"{cell(t[c]):>19s}" for c in cols)
+          + f" {ratio_cell(ratio)}"
           + f" {gflops:8.1f} {np.median(pct):4.0f}%[{pct.min():.0f}-{pct.max():.0f}]"
           + f"  {timers['auto'].info} (best other: {best_alt})")
   peaks = np.concatenate(peaks) / 1e9
