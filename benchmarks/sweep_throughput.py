@@ -1,14 +1,18 @@
 """Sweep throughput: the engine's automatic choice vs what a user would write instead.
 
-One run, same machine, printed side by side for a range of MLP shapes on the
-digits data (1347 x 64, 10 classes), SGD, no metrics but the final ones:
+One run, same machine, printed side by side for a range of shapes, SGD, no
+metrics but the final ones: MLPs (deep ones, many runs) and a small CNN
+(``nn.cnn``, 3x3 SAME convolutions, the images as 8x8x1) on the digits data
+(1347 x 64, 10 classes), and a one-block transformer (``nn.transformer``, 4
+heads) on modular addition mod 97:
 
 * ``auto``      the engine's automatic strategy (``jaxtheory.sweep.run``);
 * ``vmap``/``map``/``chunk4``  the engine forced to one strategy (chunks of 4 runs);
 * ``jax-loop``  a Python loop of separately jitted single runs (plain JAX);
 * ``jax-vmap``  a plain ``jax.vmap`` of that single run over seeds;
 * ``torch-loop`` / ``torch-vmap``  PyTorch (CPU) loop of runs and a
-  ``torch.func`` vmapped ensemble, when torch is installed (``pip install .[bench]``).
+  ``torch.func`` vmapped ensemble, when torch is installed (``pip install .[bench]``);
+  MLP shapes only.
 
 Times exclude compilation (JAX contenders run once to warm up; the engine
 reports its execution time apart from compilation). Timings are noisy on a
@@ -19,13 +23,14 @@ slow spell hits all of them), and the table prints the median with the
 spread (min-max) in brackets; the matmul peak is measured the same way, in
 the same rounds. ``auto/best`` is the median of the per-round ratios, with
 ``~`` where its range includes 1 (the difference is inside the noise). Also printed:
-achieved FLOP/s of ``auto`` as a fraction of the machine's measured matmul
-peak, and the executed / ideal FLOPs of the engine's width buckets for a
+achieved FLOP/s of ``auto`` (XLA's count of one training step of one run)
+as a fraction of the machine's measured matmul peak, and the executed / ideal FLOPs of the engine's width buckets for a
 geometric width grid 16..1024.
 
     python benchmarks/sweep_throughput.py            # full table (~10 min on 2 CPU cores)
     python benchmarks/sweep_throughput.py --quick    # two small shapes
     python benchmarks/sweep_throughput.py --repeats 9
+    python benchmarks/sweep_throughput.py --only cnn
 """
 
 from __future__ import annotations
@@ -41,22 +46,31 @@ import optax
 from jaxtheory import data, nn, sweep
 from timing import cell, interleaved, ratio_cell, timed
 
-SHAPES = [  # name, width, runs, steps, batch size (None = full batch), hidden layers
-    ("tiny  w=16 full", 16, 32, 300, None, 2),
-    ("small w=64 full", 64, 32, 200, None, 2),
-    ("mid  w=128 mb64", 128, 32, 300, 64, 2),
-    ("wide w=256 full", 256, 16, 100, None, 2),
-    ("wide w=512 full", 512, 8, 50, None, 2),
-    ("wide w=512 mb128", 512, 8, 200, 128, 2),
-    ("deep d=6 w=64", 64, 16, 200, None, 6),
-    ("many 128 w=16", 16, 128, 200, None, 2),
+SHAPES = [  # name, architecture, width, runs, steps, batch size (None = full batch), depth
+    ("tiny  w=16 full", "mlp", 16, 32, 300, None, 2),
+    ("small w=64 full", "mlp", 64, 32, 200, None, 2),
+    ("mid  w=128 mb64", "mlp", 128, 32, 300, 64, 2),
+    ("wide w=256 full", "mlp", 256, 16, 100, None, 2),
+    ("wide w=512 full", "mlp", 512, 8, 50, None, 2),
+    ("wide w=512 mb128", "mlp", 512, 8, 200, 128, 2),
+    ("deep d=6 w=64", "mlp", 64, 16, 200, None, 6),
+    ("many 128 w=16", "mlp", 16, 128, 200, None, 2),
+    ("cnn c=16 mb128", "cnn", 16, 8, 100, 128, 2),
+    ("tfm d=32 mb256", "transformer", 32, 8, 100, 256, 1),
 ]
-DEPTH = 2  # hidden layers of the contenders; set per shape in main()
 
 
-def _timeit(fn, repeat=2):
-  once = timed(fn)
-  return min(once() for _ in range(repeat))
+def setup(arch: str, depth: int):
+  """``(dataset, width -> Model)`` of one architecture."""
+  if arch == "mlp":
+    ds = data.digits()
+    return ds, lambda w: nn.mlp(ds.input_shape, w, depth, ds.out_dim)
+  if arch == "cnn":
+    ds = data.digits(flatten=False)
+    return ds, lambda w: nn.cnn(ds.input_shape, w, depth, ds.out_dim, pool="flatten",
+                                downsample=2)
+  ds = data.modular_arithmetic(97)
+  return ds, lambda w: nn.transformer(98, ds.input_shape[0], w, depth, 4, out_dim=97)
 
 
 def matmul_peak_timer(n=2048):
@@ -67,27 +81,28 @@ def matmul_peak_timer(n=2048):
   return lambda: 2 * n**3 / once()
 
 
-def matmul_peak(n=2048):
-  timer = matmul_peak_timer(n)
-  return float(np.median([timer() for _ in range(5)]))
-
-
-def mlp_flops(width, d_in, d_out, batch):
-  """FLOPs of one SGD step (forward + backward ~ 3x forward matmuls)."""
-  fwd = 2 * batch * (d_in * width + (DEPTH - 1) * width * width + width * d_out)
-  return 3 * fwd
+def step_flops(ds, make, width, batch):
+  """XLA's FLOP count of one SGD step of one run (forward and backward)."""
+  m = make(width)
+  n = ds.x_train.shape[0] if batch is None else batch
+  x, y = jnp.asarray(ds.x_train[:n]), jnp.asarray(ds.y_train[:n])
+  p = m.init(jax.random.key(0))
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(m.apply(p, x), y).mean()
+  step = lambda p: jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p))
+  cost = jax.jit(step).lower(p).cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost["flops"])
 
 
 # ----------------------------------------------------------------------------
 # Contenders.
 
 
-def engine_timer(ds, width, runs, steps, batch, strategy, chunk_size=None):
+def engine_timer(ds, make, width, runs, steps, batch, strategy, chunk_size=None):
   """The engine forced to ``strategy``: each call runs the sweep and returns its
   execution seconds (the engine reports compilation apart); the chosen strategy
   is in ``.info``."""
-  s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, DEPTH, 10), ds,
-                  dict(seed=list(range(runs)), width=[width]), hparams=dict(lr=0.1),
+  s = sweep.Sweep(make, ds, dict(seed=list(range(runs)), width=[width]), hparams=dict(lr=0.1),
                   steps=steps, batch_size=batch, record=[steps])
 
   def once():
@@ -99,13 +114,8 @@ def engine_timer(ds, width, runs, steps, batch, strategy, chunk_size=None):
   return once
 
 
-def engine(ds, width, runs, steps, batch, strategy, chunk_size=None):
-  once = engine_timer(ds, width, runs, steps, batch, strategy, chunk_size)
-  return min(once() for _ in range(2)), {"strategy": once.info}
-
-
-def _jax_single(ds, width, steps, batch):
-  m = nn.mlp(ds.input_shape, width, DEPTH, 10)
+def _jax_single(ds, make, width, steps, batch):
+  m = make(width)
   x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
   tx = optax.sgd(0.1)
 
@@ -134,18 +144,18 @@ def _jax_single(ds, width, steps, batch):
   return run
 
 
-def jax_loop(ds, width, runs, steps, batch):
-  f = jax.jit(_jax_single(ds, width, steps, batch))
+def jax_loop(ds, make, width, runs, steps, batch):
+  f = jax.jit(_jax_single(ds, make, width, steps, batch))
   return timed(lambda: [f(s).block_until_ready() for s in range(runs)])
 
 
-def jax_vmap(ds, width, runs, steps, batch):
-  f = jax.jit(jax.vmap(_jax_single(ds, width, steps, batch)))
+def jax_vmap(ds, make, width, runs, steps, batch):
+  f = jax.jit(jax.vmap(_jax_single(ds, make, width, steps, batch)))
   seeds = jnp.arange(runs)
   return timed(lambda: f(seeds).block_until_ready())
 
 
-def _torch_parts(ds, width):
+def _torch_parts(ds, width, depth):
   import torch
   torch.set_num_threads(2)
   x = torch.tensor(ds.x_train)
@@ -154,7 +164,7 @@ def _torch_parts(ds, width):
   def make(seed):
     torch.manual_seed(seed)
     layers, d = [], ds.input_shape[0]
-    for _ in range(DEPTH):
+    for _ in range(depth):
       layers += [torch.nn.Linear(d, width), torch.nn.ReLU()]
       d = width
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
@@ -162,8 +172,8 @@ def _torch_parts(ds, width):
   return torch, x, y, make
 
 
-def torch_loop(ds, width, runs, steps, batch):
-  torch, x, y, make = _torch_parts(ds, width)
+def torch_loop(ds, width, depth, runs, steps, batch):
+  torch, x, y, make = _torch_parts(ds, width, depth)
 
   def go():
     for s in range(runs):
@@ -183,8 +193,8 @@ def torch_loop(ds, width, runs, steps, batch):
   return timed(go)
 
 
-def torch_vmap(ds, width, runs, steps, batch):
-  torch, x, y, make = _torch_parts(ds, width)
+def torch_vmap(ds, width, depth, runs, steps, batch):
+  torch, x, y, make = _torch_parts(ds, width, depth)
   from torch.func import functional_call, grad, stack_module_state, vmap
 
   def go():
@@ -210,25 +220,24 @@ def torch_vmap(ds, width, runs, steps, batch):
 def padded_flops_ratio():
   ds = data.digits()
   widths = [16, 32, 64, 128, 256, 512, 1024]
-  s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, DEPTH, 10), ds, dict(width=widths), steps=1)
+  s = sweep.Sweep(lambda w: nn.mlp(ds.input_shape, w, 2, 10), ds, dict(width=widths), steps=1)
   p = sweep.plan(s)
   return p.buckets, sweep.padded_flops_ratio(p.buckets, p.cost.__getitem__)
 
 
 def main():
-  global DEPTH  # pylint: disable=global-statement
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true", help="two small shapes only")
   ap.add_argument("--no-torch", action="store_true")
   ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds per shape")
+  ap.add_argument("--only", default="", help="shapes whose name contains this (e.g. cnn)")
   args = ap.parse_args()
-  shapes = SHAPES[:2] if args.quick else SHAPES
+  shapes = [sh for sh in (SHAPES[:2] if args.quick else SHAPES) if args.only in sh[0]]
   try:
     import torch  # noqa: F401
     have_torch = not args.no_torch
   except ImportError:
     have_torch = False
-  ds = data.digits()
   peak_timer = matmul_peak_timer()
   print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__}; "
         f"median [min-max] of {args.repeats} interleaved rounds")
@@ -238,35 +247,35 @@ def main():
   print(f"\n{'shape':18s} {'runs':>4s} {'steps':>5s} " + " ".join(f"{c:>19s}" for c in cols)
         + f" {'auto/best':>17s} {'GFLOP/s':>8s} {'%peak':>11s}  chosen")
   peaks = []
-  for name, width, runs, steps, batch, depth in shapes:
-    DEPTH = depth
-    timers = {"auto": engine_timer(ds, width, runs, steps, batch, "auto"),
-              "vmap": engine_timer(ds, width, runs, steps, batch, "vmap"),
-              "map": engine_timer(ds, width, runs, steps, batch, "map"),
-              "chunk4": engine_timer(ds, width, runs, steps, batch, "chunked", 4),
-              "jax-loop": jax_loop(ds, width, runs, steps, batch),
-              "jax-vmap": jax_vmap(ds, width, runs, steps, batch)}
-    if have_torch:
-      timers["torch-loop"] = torch_loop(ds, width, runs, steps, batch)
-      timers["torch-vmap"] = torch_vmap(ds, width, runs, steps, batch)
+  for name, arch, width, runs, steps, batch, depth in shapes:
+    ds, make = setup(arch, depth)
+    timers = {"auto": engine_timer(ds, make, width, runs, steps, batch, "auto"),
+              "vmap": engine_timer(ds, make, width, runs, steps, batch, "vmap"),
+              "map": engine_timer(ds, make, width, runs, steps, batch, "map"),
+              "chunk4": engine_timer(ds, make, width, runs, steps, batch, "chunked", 4),
+              "jax-loop": jax_loop(ds, make, width, runs, steps, batch),
+              "jax-vmap": jax_vmap(ds, make, width, runs, steps, batch)}
+    torch_here = have_torch and arch == "mlp"
+    if torch_here:
+      timers["torch-loop"] = torch_loop(ds, width, depth, runs, steps, batch)
+      timers["torch-vmap"] = torch_vmap(ds, width, depth, runs, steps, batch)
     timers["peak"] = peak_timer
     t = interleaved(timers, args.repeats)
     peak = t.pop("peak")
     peaks.append(peak)
-    best_alt = min(others, key=lambda k: np.median(t[k]))
+    best_alt = min((k for k in others if k in t), key=lambda k: np.median(t[k]))
     ratio = t["auto"] / t[best_alt]
-    n = ds.x_train.shape[0] if batch is None else batch
-    flops = mlp_flops(width, 64, 10, n) * steps * runs
+    flops = step_flops(ds, make, width, batch) * steps * runs
     gflops = flops / np.median(t["auto"]) / 1e9
     pct = 100 * flops / t["auto"] / peak  # per round, against that round's peak
-    print(f"{name:18s} {runs:4d} {steps:5d} " + " ".join(f"{cell(t[c]):>19s}" for c in cols)
+    print(f"{name:18s} {runs:4d} {steps:5d} "
+          + " ".join(f"{cell(t[c]) if c in t else '-':>19s}" for c in cols)
           + f" {ratio_cell(ratio)}"
           + f" {gflops:8.1f} {np.median(pct):4.0f}%[{pct.min():.0f}-{pct.max():.0f}]"
           + f"  {timers['auto'].info} (best other: {best_alt})")
   peaks = np.concatenate(peaks) / 1e9
   print(f"\nmatmul peak (2048^2 float32), every round: median {np.median(peaks):.1f} "
         f"[{peaks.min():.1f}-{peaks.max():.1f}] GFLOP/s")
-  DEPTH = 2
   groups, ratio = padded_flops_ratio()
   print(f"width buckets for 16..1024 (x2): {groups}; executed/ideal FLOPs = {ratio:.2f}")
   print("auto/best < 1: the engine beat every alternative (jax-loop, jax-vmap, torch); "

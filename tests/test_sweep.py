@@ -213,6 +213,19 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e3, "cpu") == 64
   assert 1 < sweep.choose_chunk(64, 20e6, "cpu") < 64
   assert sweep.choose_chunk(64, 40e6, "cpu", minibatch=True) > sweep.choose_chunk(64, 40e6, "cpu")
+  # Convolutions mapped over runs become grouped ones, slow on CPU: one run at a time there.
+  assert sweep.choose_chunk(64, 1e3, "cpu", convolutional=True) == 1
+  assert sweep.choose_chunk(64, 1e3, "gpu", convolutional=True) == 64
+
+
+def test_auto_strategy_runs_convolutional_nets_one_at_a_time_on_cpu():
+  ds = data.digits(flatten=False)
+  ds = ds._replace(x_train=ds.x_train[:64], y_train=ds.y_train[:64])
+  grid = dict(seed=[0, 1, 2, 3], width=[4])
+  cnn = sweep.Sweep(lambda w: nn.cnn(ds.input_shape, w, 1, 10), ds, grid, steps=1, record=[1])
+  mlp = sweep.Sweep(lambda w: nn.mlp((64,), w, 1, 10), data.digits(), grid, steps=1, record=[1])
+  assert sweep.run(cnn, progress=False).attrs["strategy"] == '["map:1"]'
+  assert sweep.run(mlp, progress=False).attrs["strategy"] == '["vmap:4"]'
 
 
 def test_user_metric_is_recorded_in_the_compiled_loop(mixture):

@@ -107,10 +107,12 @@ def _lowered_step(tr: Trainer, hp1, data):
   return st, jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data)
 
 
-def _step_flops(tr: Trainer, hp1, data) -> float:
-  """FLOPs of one training step of one run (XLA cost analysis, no compilation)."""
+def _step_cost(tr: Trainer, hp1, data) -> tuple[float, bool]:
+  """``(FLOPs, convolutional)`` of one training step of one run (XLA's cost analysis of
+  the lowered step, no compilation; whether it has a convolution)."""
   st, lowered = _lowered_step(tr, hp1, data)
-  return _xla_flops(lowered) or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
+  flops = _xla_flops(lowered) or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
+  return flops, "stablehlo.convolution" in lowered.as_text()
 
 
 # A bucket's initialisation runs once and costs mostly the compilation of its threefry draws;
@@ -235,9 +237,9 @@ class _Bucket:
             f"but the memory budget is {memory_budget / 2**20:.1f} MiB")
       self.group = min(R, fits)
       self.memory = data_bytes + self.group * per_run
-    self.strat, self.chunk = _strategy_chunk(
-        strategy, self.group, _step_flops(self.tr, hp1, data) if strategy == "auto" else 0,
-        chunk_size, s.batch_size is not None)
+    flops, convolutional = _step_cost(self.tr, hp1, data) if strategy == "auto" else (0, False)
+    self.strat, self.chunk = _strategy_chunk(strategy, self.group, flops, chunk_size,
+                                             s.batch_size is not None, convolutional)
     n_dev = jax.device_count()
     # Each device takes an equal share of a group, a multiple of the vmapped chunk.
     unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk

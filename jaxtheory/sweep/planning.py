@@ -204,7 +204,7 @@ def _checked_shapes(m: Model, ds: Dataset):
 
 
 def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None,
-                 minibatch: bool = False) -> int:
+                 minibatch: bool = False, convolutional: bool = False) -> int:
   """How many runs to ``vmap`` together (chunks are then ``lax.map``-ed).
 
   On accelerators all runs are vmapped (one wide program). On CPU, vmapping
@@ -216,11 +216,17 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   1 GFLOP for minibatch steps (a minibatch's working set is small, so
   vmapping pays up to larger models). Both thresholds come from
   ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
-  chunks of 4 / lax.map for MLPs of width 16 to 512).
+  chunks of 4 / lax.map for MLPs of width 16 to 512). A ``convolutional``
+  step (one with a convolution) runs one run at a time on CPU: mapped over
+  runs, a convolution becomes a grouped one, which XLA:CPU runs about 2x
+  slower than the runs one by one (a small CNN: vmap 11.1 s, chunks of 4
+  10.5 s, ``lax.map`` 5.4 s).
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return num_runs
+  if convolutional:
+    return 1
   budget = _CPU_CHUNK_FLOPS["minibatch" if minibatch else "full"]
   return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
 
@@ -229,7 +235,8 @@ _CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 1e9}
 
 
 def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
-                    chunk_size: int | None, minibatch: bool = False) -> tuple[str, int]:
+                    chunk_size: int | None, minibatch: bool = False,
+                    convolutional: bool = False) -> tuple[str, int]:
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
   if strategy == "vmap":
@@ -238,6 +245,6 @@ def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
     return strategy, 1
   if strategy == "chunked":
     return "chunked", int(chunk_size or max(1, num_runs // 4))
-  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch)
+  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch, convolutional=convolutional)
   return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
 
