@@ -8,7 +8,9 @@ heads) on modular addition mod 97:
 
 * ``auto``      the engine's automatic strategy (``jaxtheory.sweep.run``);
 * ``vmap``/``map``/``chunk4``  the engine forced to one strategy (chunks of 4 runs);
-* ``jax-loop``  a Python loop of separately jitted single runs (plain JAX);
+* ``jax-loop``  a Python loop of separately jitted single runs (plain JAX), ending
+  with what the engine records at the end (loss and accuracy on train and
+  test, the parameter norm);
 * ``jax-vmap``  a plain ``jax.vmap`` of that single run over seeds;
 * ``torch-loop`` / ``torch-vmap``  PyTorch (CPU) loop of runs and a
   ``torch.func`` vmapped ensemble, when torch is installed (``pip install .[bench]``);
@@ -117,6 +119,7 @@ def engine_timer(ds, make, width, runs, steps, batch, strategy, chunk_size=None)
 def _jax_single(ds, make, width, steps, batch):
   m = make(width)
   x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+  x_te, y_te = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
   tx = optax.sgd(0.1)
 
   def loss(p, xb, yb):
@@ -139,7 +142,13 @@ def _jax_single(ds, make, width, steps, batch):
       return optax.apply_updates(p, u), st
 
     p, _ = jax.lax.fori_loop(0, steps, step, (p, st))
-    return loss(p, x, y)
+    # The metrics the engine records at the end: loss and accuracy on train and test.
+    out = []
+    for xs, ys in ((x, y), (x_te, y_te)):
+      f = m.apply(p, xs)
+      out += [optax.softmax_cross_entropy_with_integer_labels(f, ys).mean(),
+              jnp.mean(jnp.argmax(f, -1) == ys)]
+    return jnp.stack(out + [optax.tree.norm(p)])
 
   return run
 
