@@ -291,14 +291,16 @@ def _orth(V, w):
 
 def _restart_vector(V, key, mask):
   r = _orth(V, jax.random.normal(key, V.shape[1:], V.dtype) * mask)
-  nr = jnp.linalg.norm(r)
-  return r / jnp.where(nr > 0, nr, 1.0)
+  return _divide(r, jnp.linalg.norm(r))
+
+
+def _divide(w, b):
+  return w / jnp.where(b > 0, b, 1.0)
 
 
 def _next_vector_cond(broke, w, b, V, key, mask):
   """The next Lanczos vector: ``w / b``, or a fresh random one orthogonal to ``V`` if ``broke``."""
-  return jax.lax.cond(broke, lambda: _restart_vector(V, key, mask),
-                      lambda: w / jnp.where(b > 0, b, 1.0))
+  return jax.lax.cond(broke, lambda: _restart_vector(V, key, mask), lambda: _divide(w, b))
 
 
 @jax.custom_jvp
@@ -324,8 +326,7 @@ def _next_vector_vmap(axis_size, in_batched, broke, w, b, V, key, mask):
   # orthogonalises a restart vector for every run at every step. Restarts are rare: draw
   # them only at a step where some run broke down.
   axes = [0 if batched else None for batched in in_batched]
-  divide = lambda w, b: w / jnp.where(b > 0, b, 1.0)
-  plain = jax.vmap(divide, in_axes=axes[1:3], axis_size=axis_size)(w, b)
+  plain = jax.vmap(_divide, in_axes=axes[1:3], axis_size=axis_size)(w, b)
 
   def restarted():
     fresh = jax.vmap(_restart_vector, in_axes=axes[3:], axis_size=axis_size)(V, key, mask)
