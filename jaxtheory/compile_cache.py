@@ -147,8 +147,32 @@ def enable(path: str | os.PathLike | None = None) -> str | None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
   if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it
+    _stamp_unstamped(path)
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return path
+
+
+def _stamp_unstamped(path: str) -> None:
+  """Gives every cache entry without one the access-time file JAX's eviction reads.
+
+  JAX writes ``KEY-atime`` beside ``KEY-cache`` only when eviction is on (with
+  ``filelock`` installed); a folder shared with a process that ran without it
+  (an environment without ``filelock``, an older jaxtheory) holds entries
+  without one, and then every later write that evicts fails with a warning
+  (``FileNotFoundError: ...-atime``) and stores nothing. Stamped as the oldest
+  entries, they are the first evicted.
+  """
+  try:
+    names = set(os.listdir(path))
+  except OSError:
+    return
+  for name in names:
+    if name.endswith("-cache") and name[:-len("-cache")] + "-atime" not in names:
+      try:
+        with open(os.path.join(path, name[:-len("-cache")] + "-atime"), "xb") as f:
+          f.write((0).to_bytes(8, "little"))
+      except OSError:  # written meanwhile by another process, or a read-only folder
+        pass
 
 
 def directory() -> str | None:

@@ -33,11 +33,11 @@ print(json.dumps(dict(counts, dir=compile_cache.directory(), traces=res.attrs["t
 """
 
 
-def _run(env_value, tmp_path, activation="relu"):
+def _run(env_value, tmp_path, activation="relu", prelude=""):
   env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=env_value, JAX_PLATFORMS="cpu")
   for k in ("TF_CPP_MIN_LOG_LEVEL", "JAXTHEORY_EXECUTABLE_STORE"):
     env.pop(k, None)
-  res = subprocess.run([sys.executable, "-c", SCRIPT, activation], env=env, cwd=tmp_path,
+  res = subprocess.run([sys.executable, "-c", prelude + SCRIPT, activation], env=env, cwd=tmp_path,
                        text=True, capture_output=True, timeout=600, check=False)
   assert res.returncode == 0, res.stderr
   return json.loads(res.stdout.strip().splitlines()[-1]), res.stderr
@@ -100,6 +100,21 @@ def test_store_is_on_with_the_cache_and_off_when_asked(tmp_path):
                          timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == expected
+
+
+def test_entries_of_a_process_without_eviction_do_not_break_one_with_it(tmp_path):
+  # A process without filelock (JAX's eviction off) writes entries without access-time files;
+  # a later process with eviction on used to fail every write ("FileNotFoundError: ...-atime"
+  # warnings, nothing stored). Its cache now stamps them and keeps working.
+  cache = tmp_path / "cache"
+  _run(str(cache), tmp_path, prelude="import sys; sys.modules['filelock'] = None\n")
+  entries = lambda suffix: {n[:-len(suffix)] for n in os.listdir(cache) if n.endswith(suffix)}
+  unstamped = entries("-cache")
+  assert unstamped and not entries("-atime")
+  counts, err = _run(str(cache), tmp_path, activation="tanh")  # new programs to write
+  assert "Error writing persistent compilation cache entry" not in err, err
+  assert counts["cache_misses"] > 0 and entries("-cache") > unstamped
+  assert entries("-cache") == entries("-atime")
 
 
 def test_cache_off_compiles_every_time(tmp_path):
