@@ -216,6 +216,18 @@ def test_choose_chunk_policy():
   # Convolutions mapped over runs become grouped ones, slow on CPU: one run at a time there.
   assert sweep.choose_chunk(64, 1e3, "cpu", convolutional=True) == 1
   assert sweep.choose_chunk(64, 1e3, "gpu", convolutional=True) == 64
+  # The CPU thresholds are per matrix product: a deeper net (more products of the same size)
+  # vmaps more runs than a shallow one with the same FLOPs per step.
+  assert sweep.choose_chunk(64, 200e6, "cpu", matmuls=20) == 3
+  assert sweep.choose_chunk(64, 200e6, "cpu", matmuls=8) == sweep.choose_chunk(64, 200e6, "cpu") == 1
+
+
+def test_auto_chunk_pads_the_runs_least():
+  from jaxtheory.sweep.planning import _strategy_chunk
+  # 16 runs with room for chunks of 3: chunks of 2 (16 runs), not of 3 (18, two padded).
+  assert _strategy_chunk("auto", 16, 200e6, None, matmuls=20) == ("chunked", 2)
+  assert _strategy_chunk("auto", 17, 40e6, None) == ("chunked", 6)  # 18 rather than 21
+  assert _strategy_chunk("auto", 32, 60e6, None) == ("chunked", 4)
 
 
 def test_auto_strategy_runs_convolutional_nets_one_at_a_time_on_cpu():

@@ -107,12 +107,14 @@ def _lowered_step(tr: Trainer, hp1, data):
   return st, jax.jit(lambda s, h, d: train_step(tr, s, h, d)).lower(st, hp1, data)
 
 
-def _step_cost(tr: Trainer, hp1, data) -> tuple[float, bool]:
-  """``(FLOPs, convolutional)`` of one training step of one run (XLA's cost analysis of
-  the lowered step, no compilation; whether it has a convolution)."""
+def _step_cost(tr: Trainer, hp1, data) -> tuple[float, bool, int]:
+  """``(FLOPs, convolutional, matmuls)`` of one training step of one run: XLA's cost
+  analysis of the lowered step (no compilation), whether it has a convolution, and
+  how many matrix products (``dot_general``) it has."""
   st, lowered = _lowered_step(tr, hp1, data)
   flops = _xla_flops(lowered) or 3.0 * 2 * sum(math.prod(l.shape) for l in jax.tree.leaves(st.params))
-  return flops, "stablehlo.convolution" in lowered.as_text()
+  text = lowered.as_text()
+  return flops, "stablehlo.convolution" in text, text.count("stablehlo.dot_general")
 
 
 # A bucket's initialisation runs once and costs mostly the compilation of its threefry draws;
@@ -237,9 +239,10 @@ class _Bucket:
             f"but the memory budget is {memory_budget / 2**20:.1f} MiB")
       self.group = min(R, fits)
       self.memory = data_bytes + self.group * per_run
-    flops, convolutional = _step_cost(self.tr, hp1, data) if strategy == "auto" else (0, False)
+    flops, convolutional, matmuls = (_step_cost(self.tr, hp1, data) if strategy == "auto"
+                                     else (0, False, None))
     self.strat, self.chunk = _strategy_chunk(strategy, self.group, flops, chunk_size,
-                                             s.batch_size is not None, convolutional)
+                                             s.batch_size is not None, convolutional, matmuls)
     n_dev = jax.device_count()
     # Each device takes an equal share of a group, a multiple of the vmapped chunk.
     unit = -(-self.group // n_dev) if self.strat == "vmap" else self.chunk

@@ -204,30 +204,44 @@ def _checked_shapes(m: Model, ds: Dataset):
 
 
 def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None = None,
-                 minibatch: bool = False, convolutional: bool = False) -> int:
+                 minibatch: bool = False, convolutional: bool = False,
+                 matmuls: int | None = None) -> int:
   """How many runs to ``vmap`` together (chunks are then ``lax.map``-ed).
 
   On accelerators all runs are vmapped (one wide program). On CPU, vmapping
-  pays while one run's step is too small to keep the cores busy (per-op
-  overhead dominates) and loses once it is large enough, where ``lax.map``
-  keeps each run's working set in cache (measured on a 2-core CPU: vmap over 64 MLP seeds
-  ran 0.5-1.5x a Python loop, lax.map beat both). So a CPU chunk holds about
-  ``_CPU_CHUNK_FLOPS`` of work per step: 300 MFLOP for full-batch steps and
-  1 GFLOP for minibatch steps (a minibatch's working set is small, so
-  vmapping pays up to larger models). Both thresholds come from
+  pays while one run's operations are too small to keep the cores busy
+  (per-op overhead dominates) and loses once they are large enough, where
+  ``lax.map`` keeps each run's working set in cache (measured on a 2-core
+  CPU: vmap over 64 MLP seeds ran 0.5-1.5x a Python loop, lax.map beat
+  both). What matters is the size of each operation, not of the whole step:
+  a deeper net of the same width has more products of the same size. So a
+  CPU chunk holds about ``_CPU_CHUNK_FLOPS`` of work per step *per 8 matrix
+  products* (the forward and backward products of an MLP with two hidden
+  layers, on which the thresholds were measured): 300 MFLOP for full-batch
+  steps and 1 GFLOP for minibatch steps (a minibatch's working set is small,
+  so vmapping pays up to larger models). Both thresholds come from
   ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
-  chunks of 4 / lax.map for MLPs of width 16 to 512). A ``convolutional``
+  chunks of 4 / lax.map for MLPs of width 16 to 512; at depth 6, chunks of
+  4 beat ``lax.map``, which a per-step threshold chose). A ``convolutional``
   step (one with a convolution) runs one run at a time on CPU: mapped over
   runs, a convolution becomes a grouped one, which XLA:CPU runs about 2x
   slower than the runs one by one (a small CNN: vmap 11.1 s, chunks of 4
   10.5 s, ``lax.map`` 5.4 s).
+
+  Args:
+    num_runs: runs in the group.
+    flops_per_run_step: FLOPs of one training step of one run.
+    backend: ``'cpu'``, ``'gpu'``, ...; default: JAX's default backend.
+    minibatch: the step uses a minibatch.
+    convolutional: the step has a convolution.
+    matmuls: matrix products (``dot_general``) in one step; ``None``: 8.
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return num_runs
   if convolutional:
     return 1
-  budget = _CPU_CHUNK_FLOPS["minibatch" if minibatch else "full"]
+  budget = _CPU_CHUNK_FLOPS["minibatch" if minibatch else "full"] * max(matmuls or 8, 1) / 8
   return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
 
 
@@ -236,7 +250,7 @@ _CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 1e9}
 
 def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
                     chunk_size: int | None, minibatch: bool = False,
-                    convolutional: bool = False) -> tuple[str, int]:
+                    convolutional: bool = False, matmuls: int | None = None) -> tuple[str, int]:
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown strategy {strategy!r}; available: {', '.join(STRATEGIES)}")
   if strategy == "vmap":
@@ -245,6 +259,9 @@ def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
     return strategy, 1
   if strategy == "chunked":
     return "chunked", int(chunk_size or max(1, num_runs // 4))
-  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch, convolutional=convolutional)
+  c = choose_chunk(num_runs, flops_per_run, minibatch=minibatch, convolutional=convolutional,
+                   matmuls=matmuls)
+  if 1 < c < num_runs:  # the chunk in [c/2, c] that pads the runs least (16 runs: 2, not 3)
+    c = min(range(c, (c + 1) // 2 - 1, -1), key=lambda k: -(-num_runs // k) * k)
   return ("vmap" if c >= num_runs else "map" if c == 1 else "chunked"), c
 
