@@ -8,13 +8,14 @@ heads) on modular addition mod 97:
 
 * ``auto``      the engine's automatic strategy (``jaxtheory.sweep.run``);
 * ``vmap``/``map``/``chunk4``  the engine forced to one strategy (chunks of 4 runs);
-* ``jax-loop``  a Python loop of separately jitted single runs (plain JAX), ending
-  with what the engine records at the end (loss and accuracy on train and
-  test, the parameter norm);
+* ``jax-loop``  a Python loop of separately jitted single runs (plain JAX), each
+  measuring what the engine records at step 0 and at the end (its schedule
+  always holds both): loss and accuracy on train and test, the parameter norm;
 * ``jax-vmap``  a plain ``jax.vmap`` of that single run over seeds;
 * ``torch-loop`` / ``torch-vmap``  PyTorch (CPU) loop of runs and a
   ``torch.func`` vmapped ensemble, when torch is installed (``pip install .[bench]``);
-  MLP shapes only.
+  MLP shapes only; they measure the same records (the ensemble run by run, on the meta
+  module's parameters).
 
 Times exclude compilation (JAX contenders run once to warm up; the engine
 reports its execution time apart from compilation). Timings are noisy on a
@@ -125,6 +126,15 @@ def _jax_single(ds, make, width, steps, batch):
   def loss(p, xb, yb):
     return optax.softmax_cross_entropy_with_integer_labels(m.apply(p, xb), yb).mean()
 
+  def record(p):
+    # What the engine records at every recorded step: loss and accuracy on train and test.
+    out = []
+    for xs, ys in ((x, y), (x_te, y_te)):
+      f = m.apply(p, xs)
+      out += [optax.softmax_cross_entropy_with_integer_labels(f, ys).mean(),
+              jnp.mean(jnp.argmax(f, -1) == ys)]
+    return jnp.stack(out + [optax.tree.norm(p)])
+
   def run(seed):
     key = jax.random.key(seed)
     p = m.init(key)
@@ -141,14 +151,11 @@ def _jax_single(ds, make, width, steps, batch):
       u, st = tx.update(g, st, p)
       return optax.apply_updates(p, u), st
 
+    first = record(p)
     p, _ = jax.lax.fori_loop(0, steps, step, (p, st))
-    # The metrics the engine records at the end: loss and accuracy on train and test.
-    out = []
-    for xs, ys in ((x, y), (x_te, y_te)):
-      f = m.apply(p, xs)
-      out += [optax.softmax_cross_entropy_with_integer_labels(f, ys).mean(),
-              jnp.mean(jnp.argmax(f, -1) == ys)]
-    return jnp.stack(out + [optax.tree.norm(p)])
+    # The engine's benchmark sweeps record at step 0 and at the end (its schedule always
+    # holds both), so the contenders measure both too.
+    return jnp.stack([first, record(p)])
 
   return run
 
@@ -169,6 +176,16 @@ def _torch_parts(ds, width, depth):
   torch.set_num_threads(2)
   x = torch.tensor(ds.x_train)
   y = torch.tensor(ds.y_train, dtype=torch.long)
+  sets = ((x, y), (torch.tensor(ds.x_test), torch.tensor(ds.y_test, dtype=torch.long)))
+
+  def record(apply, params):
+    # What the engine records at step 0 and at the end: loss and accuracy on train and test.
+    with torch.no_grad():
+      out = []
+      for xs, ys in sets:
+        f = apply(xs)
+        out += [torch.nn.functional.cross_entropy(f, ys), (f.argmax(-1) == ys).float().mean()]
+      return out + [torch.sqrt(sum((p**2).sum() for p in params))]
 
   def make(seed):
     torch.manual_seed(seed)
@@ -178,15 +195,16 @@ def _torch_parts(ds, width, depth):
       d = width
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10))
 
-  return torch, x, y, make
+  return torch, x, y, make, record
 
 
 def torch_loop(ds, width, depth, runs, steps, batch):
-  torch, x, y, make = _torch_parts(ds, width, depth)
+  torch, x, y, make, record = _torch_parts(ds, width, depth)
 
   def go():
     for s in range(runs):
       net = make(s)
+      record(net, list(net.parameters()))
       opt = torch.optim.SGD(net.parameters(), lr=0.1)
       g = torch.Generator().manual_seed(s)
       for _ in range(steps):
@@ -198,12 +216,13 @@ def torch_loop(ds, width, depth, runs, steps, batch):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(xb), yb).backward()
         opt.step()
+      record(net, list(net.parameters()))
 
   return timed(go)
 
 
 def torch_vmap(ds, width, depth, runs, steps, batch):
-  torch, x, y, make = _torch_parts(ds, width, depth)
+  torch, x, y, make, record = _torch_parts(ds, width, depth)
   from torch.func import functional_call, grad, stack_module_state, vmap
 
   def go():
@@ -212,6 +231,10 @@ def torch_vmap(ds, width, depth, runs, steps, batch):
     base = make(0).to("meta")
     loss = lambda p, xb, yb: torch.nn.functional.cross_entropy(functional_call(base, p, (xb,)), yb)
     g_fn = vmap(grad(loss), in_dims=(0, None, None) if batch is None else (0, 0, 0))
+    records = lambda: [record(lambda xs: functional_call(base, {k: v[r] for k, v in params.items()},
+                                                         (xs,)), [v[r] for v in params.values()])
+                       for r in range(runs)]
+    records()
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
       if batch is None:
@@ -222,6 +245,7 @@ def torch_vmap(ds, width, depth, runs, steps, batch):
       with torch.no_grad():
         for k in params:
           params[k] -= 0.1 * gs[k]
+    records()
 
   return timed(go)
 
