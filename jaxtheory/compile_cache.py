@@ -13,8 +13,11 @@ It is switched on when ``jaxtheory`` is imported, not at the first
 process, so a cache enabled later would be ignored whenever a probe, kernel or
 user ``jit`` compiled first. Every program is cached, however quick to compile
 (JAX's default skips programs compiled in under a second, which are most of a
-sweep's cost-estimate and probe programs); where the ``filelock`` package is
-installed the folder is bounded to 4 GiB (least recently used entries go first).
+sweep's cost-estimate and probe programs). The folder is bounded to 4 GiB, the
+oldest entries removed first, by jaxtheory itself at most once an hour (see
+:func:`bound_jax_cache`), not by JAX's own size bound: that one reads an access-time
+file of every entry before every write, which costs O(entries) per compilation
+and fails every write in a folder shared with a process that ran without it.
 
 On CPU, loading a cached program makes XLA log an error line per program
 ("Target machine feature +prefer-no-gather is not supported on the host
@@ -55,12 +58,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import importlib.util
 import os
 import pickle
 import sys
 import tempfile
 import threading
+import time
 from typing import Any, NamedTuple
 
 ENV = "JAXTHEORY_COMPILATION_CACHE"
@@ -146,33 +149,41 @@ def enable(path: str | os.PathLike | None = None) -> str | None:
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it
-    _stamp_unstamped(path)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  bound_jax_cache(path)
   return path
 
 
-def _stamp_unstamped(path: str) -> None:
-  """Gives every cache entry without one the access-time file JAX's eviction reads.
+def bound_jax_cache(path: str, max_bytes: int = MAX_BYTES, every_s: float = 3600.0) -> None:
+  """Keeps JAX's cache folder under ``max_bytes``, the oldest entries removed first.
 
-  JAX writes ``KEY-atime`` beside ``KEY-cache`` only when eviction is on (with
-  ``filelock`` installed); a folder shared with a process that ran without it
-  (an environment without ``filelock``, an older jaxtheory) holds entries
-  without one, and then every later write that evicts fails with a warning
-  (``FileNotFoundError: ...-atime``) and stores nothing. Stamped as the oldest
-  entries, they are the first evicted.
+  Runs at most once per ``every_s`` seconds per folder (a stamp file's
+  modification time says when it last ran), so that starting a process does
+  not stat thousands of entries every time. Removes each entry's ``-atime``
+  file too (JAX writes one where its own size bound was turned on).
   """
+  stamp = os.path.join(path, ".jaxtheory-bounded")
   try:
-    names = set(os.listdir(path))
+    if time.time() - os.stat(stamp).st_mtime < every_s:
+      return
+  except OSError:
+    pass
+  try:
+    with open(stamp, "w"):
+      pass
+    entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(path)
+               if e.name.endswith("-cache")]
   except OSError:
     return
-  for name in names:
-    if name.endswith("-cache") and name[:-len("-cache")] + "-atime" not in names:
+  total = sum(size for _, size, _ in entries)
+  for _, size, entry in sorted(entries):
+    if total <= max_bytes:
+      break
+    for f in (entry, entry[:-len("-cache")] + "-atime"):
       try:
-        with open(os.path.join(path, name[:-len("-cache")] + "-atime"), "xb") as f:
-          f.write((0).to_bytes(8, "little"))
-      except OSError:  # written meanwhile by another process, or a read-only folder
+        os.remove(f)
+      except OSError:
         pass
+    total -= size
 
 
 def directory() -> str | None:

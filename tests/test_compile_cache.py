@@ -102,19 +102,34 @@ def test_store_is_on_with_the_cache_and_off_when_asked(tmp_path):
     assert res.stdout.strip().splitlines()[-1] == expected
 
 
-def test_entries_of_a_process_without_eviction_do_not_break_one_with_it(tmp_path):
-  # A process without filelock (JAX's eviction off) writes entries without access-time files;
-  # a later process with eviction on used to fail every write ("FileNotFoundError: ...-atime"
-  # warnings, nothing stored). Its cache now stamps them and keeps working.
+def test_a_folder_shared_with_a_process_without_filelock_keeps_caching(tmp_path):
+  # JAX's own size bound (on only with filelock installed) reads every entry's access-time file
+  # before each write: entries written without one (an environment without filelock) made every
+  # later write fail ("FileNotFoundError: ...-atime" warnings, nothing stored). jaxtheory bounds
+  # the folder itself, so both kinds of process cache alike.
   cache = tmp_path / "cache"
   _run(str(cache), tmp_path, prelude="import sys; sys.modules['filelock'] = None\n")
-  entries = lambda suffix: {n[:-len(suffix)] for n in os.listdir(cache) if n.endswith(suffix)}
-  unstamped = entries("-cache")
-  assert unstamped and not entries("-atime")
+  entries = lambda: {n for n in os.listdir(cache) if n.endswith("-cache")}
+  before = entries()
   counts, err = _run(str(cache), tmp_path, activation="tanh")  # new programs to write
   assert "Error writing persistent compilation cache entry" not in err, err
-  assert counts["cache_misses"] > 0 and entries("-cache") > unstamped
-  assert entries("-cache") == entries("-atime")
+  assert counts["cache_misses"] > 0 and entries() > before
+
+
+def test_cache_folder_is_bounded_oldest_first_at_most_once_an_interval(tmp_path):
+  from jaxtheory import compile_cache
+  for i in range(5):
+    (tmp_path / f"jit_f-{i}-cache").write_bytes(b"x" * 100)
+    (tmp_path / f"jit_f-{i}-atime").write_bytes(b"t" * 8)
+    os.utime(tmp_path / f"jit_f-{i}-cache", (1000 + i, 1000 + i))
+  compile_cache.bound_jax_cache(str(tmp_path), max_bytes=250)
+  left = sorted(n for n in os.listdir(tmp_path) if n.startswith("jit_"))
+  assert left == ["jit_f-3-atime", "jit_f-3-cache", "jit_f-4-atime", "jit_f-4-cache"]
+  (tmp_path / "jit_f-5-cache").write_bytes(b"x" * 100)
+  compile_cache.bound_jax_cache(str(tmp_path), max_bytes=250)  # within the hour: not again
+  assert (tmp_path / "jit_f-3-cache").exists()
+  compile_cache.bound_jax_cache(str(tmp_path), max_bytes=250, every_s=0.0)
+  assert not (tmp_path / "jit_f-3-cache").exists() and (tmp_path / "jit_f-5-cache").exists()
 
 
 def test_cache_off_compiles_every_time(tmp_path):
