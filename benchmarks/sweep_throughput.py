@@ -30,7 +30,7 @@ achieved FLOP/s of ``auto`` (XLA's count of one training step of one run)
 as a fraction of the machine's measured matmul peak, and the executed / ideal FLOPs of the engine's width buckets for a
 geometric width grid 16..1024.
 
-    python benchmarks/sweep_throughput.py            # full table (~10 min on 2 CPU cores)
+    python benchmarks/sweep_throughput.py            # full table (over 30 min on 2 CPU cores with torch)
     python benchmarks/sweep_throughput.py --quick    # two small shapes
     python benchmarks/sweep_throughput.py --repeats 9
     python benchmarks/sweep_throughput.py --only cnn
