@@ -170,20 +170,9 @@ def bound_jax_cache(path: str, max_bytes: int = MAX_BYTES, every_s: float = 3600
   try:
     with open(stamp, "w"):
       pass
-    entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(path)
-               if e.name.endswith("-cache")]
   except OSError:
     return
-  total = sum(size for _, size, _ in entries)
-  for _, size, entry in sorted(entries):
-    if total <= max_bytes:
-      break
-    for f in (entry, entry[:-len("-cache")] + "-atime"):
-      try:
-        os.remove(f)
-      except OSError:
-        pass
-    total -= size
+  _bound(path, max_bytes, "-cache", "-atime")
 
 
 def directory() -> str | None:
@@ -431,19 +420,21 @@ def _prepare_loading() -> None:
     _PREPARED = True
 
 
-def _bound(folder: str, max_bytes: int) -> None:
-  """Removes the least recently used entries until the folder holds at most ``max_bytes``."""
+def _bound(folder: str, max_bytes: int, suffix: str = ".pkl", companion: str | None = None) -> None:
+  """Removes the least recently used entries (files ending in ``suffix``, each with its
+  ``companion`` file if named) until the folder holds at most ``max_bytes``."""
   try:
     entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
-               if e.name.endswith(".pkl")]
+               if e.name.endswith(suffix)]
   except OSError:
     return
   total = sum(size for _, size, _ in entries)
   for _, size, path in sorted(entries):
     if total <= max_bytes:
       break
-    try:
-      os.remove(path)
-      total -= size
-    except OSError:
-      pass
+    for f in (path,) if companion is None else (path, path[:-len(suffix)] + companion):
+      try:
+        os.remove(f)
+      except OSError:
+        pass
+    total -= size
