@@ -432,9 +432,13 @@ def _bound(folder: str, max_bytes: int, suffix: str = ".pkl", companion: str | N
   for _, size, path in sorted(entries):
     if total <= max_bytes:
       break
-    for f in (path,) if companion is None else (path, path[:-len(suffix)] + companion):
+    try:
+      os.remove(path)
+      total -= size
+    except OSError:
+      continue
+    if companion is not None:
       try:
-        os.remove(f)
+        os.remove(path[:-len(suffix)] + companion)
       except OSError:
         pass
-    total -= size
