@@ -1,7 +1,7 @@
 """Sweep throughput: the engine's automatic choice vs what a user would write instead.
 
 One run, same machine, printed side by side for a range of shapes, SGD, no
-metrics but the final ones: MLPs (deep ones, many runs) and a small CNN
+metrics but those of step 0 and the end: MLPs (deep ones, many runs) and a small CNN
 (``nn.cnn``, 3x3 SAME convolutions, the images as 8x8x1) on the digits data
 (1347 x 64, 10 classes), and a one-block transformer (``nn.transformer``, 4
 heads) on modular addition mod 97:
