@@ -8,6 +8,14 @@ also take the run's :class:`~jaxtheory.nn.Ctx` (``ctx``) and the network
 ``inputs``. A metric returning an array names that array's axes in ``dims``
 (they become dimensions of the results dataset).
 
+The trainer computes a sweep's metrics one after another, and a metric that
+factorizes several matrices (SVD, eigh, Cholesky, QR, solves) should do so
+with :func:`in_turn`: on CPU, XLA's LAPACK kernels split a batch (one matrix
+per run of a vmapped sweep) over the same thread pool that runs the program
+and block until their pieces are done, so as many independent factorizations
+as the pool has threads can each wait on work that no free thread is left to
+run, and the program hangs for good (seen with four layers' SVDs on two cores).
+
 >>> import jax.numpy as jnp
 >>> from jaxtheory.metric import Metric
 >>> m = Metric(lambda params, apply, d, ctx: jnp.zeros(3), dims=("layer",), inputs=("ctx",))
@@ -18,8 +26,10 @@ also take the run's :class:`~jaxtheory.nn.Ctx` (``ctx``) and the network
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
+
+from jax import lax
 
 from jaxtheory.errors import ConfigError
 
@@ -66,3 +76,32 @@ def as_metric(fn: Metric | Callable) -> Metric:
   except (TypeError, ValueError):  # builtins and some C callables have no signature
     names = {}
   return Metric(fn, tuple(getattr(fn, "dims", None) or ()), tuple(k for k in INPUTS if k in names))
+
+
+def after(x: Any, y: Any) -> Any:
+  """``x`` itself, but available to what follows only once ``y`` is computed.
+
+  An order imposed by data dependence (:func:`jax.lax.optimization_barrier`):
+  whatever reads the returned ``x`` cannot start before ``y`` is done.
+  """
+  return lax.optimization_barrier((x, y))[0]
+
+
+def in_turn(fn: Callable[[Any], Any], xs: Sequence[Any]) -> list[Any]:
+  """``[fn(x) for x in xs]``, each call starting only once the previous result is computed.
+
+  The order is enforced by data dependence (:func:`after`), so XLA cannot run
+  two of the calls at once. Use it for matrix factorizations inside a
+  compiled program (see the module docstring): run side by side, batched
+  LAPACK calls can exhaust the CPU thread pool and deadlock. The values are
+  those of the plain list comprehension.
+
+  >>> import jax, jax.numpy as jnp
+  >>> Ws = [jnp.eye(3), 2 * jnp.eye(2)]
+  >>> [s.tolist() for s in jax.jit(lambda Ws: in_turn(jnp.linalg.svdvals, Ws))(Ws)]
+  [[1.0, 1.0, 1.0], [2.0, 2.0]]
+  """
+  out = []
+  for x in xs:
+    out.append(fn(after(x, out[-1]) if out else x))
+  return out

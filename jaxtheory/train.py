@@ -40,7 +40,7 @@ import optax
 from jaxtheory.data import data_arrays  # noqa: F401 (re-exported)
 from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
-from jaxtheory.metric import Metric, as_metric
+from jaxtheory.metric import Metric, after, as_metric
 from jaxtheory.nn import Ctx, LRScale, Model
 
 Array = jax.Array
@@ -512,8 +512,12 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   out["param_norm"] = optax.tree.norm(st.params)
   d = dict(data, y_train=st.labels, w_train=st.weights)
   ctx = tr.ctx(hp)
+  # One metric after another: two metrics' matrix factorizations side by side
+  # can deadlock XLA's CPU thread pool (see jaxtheory.metric).
+  prev = None
   for name, metric in tr.metrics:
-    out[name] = jnp.asarray(metric(st.params, apply, d, ctx=ctx, model=tr.model))
+    params, dm = (st.params, d) if prev is None else after((st.params, d), prev)
+    out[name] = prev = jnp.asarray(metric(params, apply, dm, ctx=ctx, model=tr.model))
   out["diverged"] = ~st.ok
   return out
 

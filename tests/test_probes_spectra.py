@@ -8,6 +8,7 @@ import pytest
 from jaxtheory import nn
 from jaxtheory.probes import over_runs
 from jaxtheory.probes import spectra as S
+from factorization_order import factorizations_in_turn
 
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -113,3 +114,16 @@ def test_fourier_power_is_parseval_and_sparsity_reads_frequencies():
   assert float(S.fourier_sparsity(pure, 1)) < 0.99
   # A random embedding spreads its power: top 2 of 6 frequencies hold well under 1.
   assert 2 / 6 - 0.05 < float(S.fourier_sparsity(E, 2)) < 0.8
+
+
+def test_several_matrices_are_factorized_one_at_a_time():
+  # Side by side, batched LAPACK calls can deadlock XLA's CPU thread pool (seen
+  # with a vmapped sweep recording four layers' spectra on two cores).
+  model = nn.mlp((6,), 8, 3, 3)
+  P = jax.vmap(lambda k: model.init(k))(jax.random.split(jax.random.key(0), 4))
+  for probe in (S.layer_metric(), lambda p, *_: S.summary(p, k_min=3)):
+    traced = jax.make_jaxpr(jax.vmap(lambda p: probe(p, None, None)))(P)
+    count, ordered = factorizations_in_turn(traced)
+    assert count == 4 and ordered
+  free = lambda p: [jnp.linalg.svdvals(W) for W in S.matrices(p).values()]
+  assert factorizations_in_turn(jax.make_jaxpr(jax.vmap(free))(P)) == (4, False)

@@ -10,6 +10,7 @@ import pytest
 from jaxtheory import data, nn, sweep, train
 from jaxtheory.errors import ConfigError
 from jaxtheory.metric import Metric, as_metric
+from factorization_order import factorizations_in_turn
 
 quiet = lambda *a: None
 
@@ -80,3 +81,16 @@ def test_plain_functions_are_wrapped_once_at_the_boundary():
   assert m.dims == ("a",) and m.inputs == ("model",) and as_metric(m) is m
   with pytest.raises(ConfigError, match="inputs are among"):
     as_metric(Metric(f, inputs=("hp",)))
+
+
+def test_metrics_are_measured_one_after_another(mixture):
+  # Two metrics' factorizations side by side can deadlock XLA's CPU pool.
+  top = lambda params, apply, d: jnp.linalg.svdvals(params[0]["W"])[0]
+  gram = lambda params, apply, d: jnp.linalg.eigvalsh(d["x_train"].T @ d["x_train"])[-1]
+  tr = train.Trainer(nn.mlp((4,), 6, 1, 3), "xent", train.get_optimizer("sgd"), num_classes=3,
+                     metrics=(("top", top), ("gram", gram)))
+  d = data.data_arrays(mixture)
+  hp = dict(seed=jnp.int32(0), width=jnp.int32(6), lr=jnp.float32(0.1))
+  st = train.setup(tr, hp, d)
+  traced = jax.make_jaxpr(lambda st: train.measure(tr, st, hp, d))(st)
+  assert factorizations_in_turn(traced) == (2, True)

@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxtheory.metric import in_turn
+
 Array = jax.Array
 PyTree = Any
 
@@ -180,8 +182,8 @@ def summary(params: PyTree, select=None, k: int | float | None = None,
     Peng & Mahoney 2021).
   """
   out = {}
-  for name, W in matrices(params, select).items():
-    s = jnp.linalg.svd(W, compute_uv=False)
+  mats = matrices(params, select)
+  for name, s in zip(mats, in_turn(jnp.linalg.svdvals, list(mats.values()))):
     lam = esd(s)
     alpha = powerlaw_alpha(lam, k, k_min)
     out[name] = {
@@ -221,8 +223,7 @@ def layer_metric(select=None):
   def fn(params, apply, data):
     del apply, data
     rows = []
-    for W in matrices(params, select).values():
-      s = jnp.linalg.svd(W, compute_uv=False)
+    for s in in_turn(jnp.linalg.svdvals, list(matrices(params, select).values())):
       rows.append(jnp.stack([jnp.sqrt(jnp.sum(s ** 2)), stable_rank(s), effective_rank(s)]))
     return jnp.stack(rows)
 
