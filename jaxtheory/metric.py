@@ -29,7 +29,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from jax import lax
+import jax
+import jax.numpy as jnp
 
 from jaxtheory.errors import ConfigError
 
@@ -79,12 +80,18 @@ def as_metric(fn: Metric | Callable) -> Metric:
 
 
 def after(x: Any, y: Any) -> Any:
-  """``x`` itself, but available to what follows only once ``y`` is computed.
+  """``x`` itself, but computed from ``y`` too, so nothing that reads it can start before ``y``.
 
-  An order imposed by data dependence (:func:`jax.lax.optimization_barrier`):
-  whatever reads the returned ``x`` cannot start before ``y`` is done.
+  Every numeric leaf of ``x`` gets an exact zero added that XLA must compute
+  from ``y`` (``0 * nan_to_num(y)``: 0 even where ``y`` is not finite), a data
+  dependence that compiled programs keep. (An optimization barrier does not
+  order work on CPU: XLA drops it before the program is split into tasks.)
+  The values are those of ``x``; numeric leaves are copied once.
   """
-  return lax.optimization_barrier((x, y))[0]
+  lead = jax.tree.leaves(y)[0]
+  zero = 0 * jnp.nan_to_num(jnp.ravel(lead)[0])
+  tie = lambda a: a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.number) else a
+  return jax.tree.map(tie, x)
 
 
 def in_turn(fn: Callable[[Any], Any], xs: Sequence[Any]) -> list[Any]:

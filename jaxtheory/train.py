@@ -516,8 +516,8 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   # can deadlock XLA's CPU thread pool (see jaxtheory.metric).
   prev = None
   for name, metric in tr.metrics:
-    params, dm = (st.params, d) if prev is None else after((st.params, d), prev)
-    out[name] = prev = jnp.asarray(metric(params, apply, dm, ctx=ctx, model=tr.model))
+    params = st.params if prev is None else after(st.params, prev)
+    out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=tr.model))
   out["diverged"] = ~st.ok
   return out
 
