@@ -16,15 +16,17 @@ from jaxtheory.experiments import weight_decay_spectra as W
 from jaxtheory.errors import ConfigError
 from jaxtheory.probes.spectra import layer_metric
 
-# MNIST (CI fetches it), 500 training images, width 32, 2 normalized layers, 1500 steps, 2 seeds;
-# lr*wd >= 0.01 (AdamW) and 0.006 (SGD): every run relaxes within the first half.
+# MNIST (CI fetches it), 3000 training images (too many to fit exactly in 1500 steps, which would
+# end the equilibrium), width 32, 2 normalized layers, 2 seeds; lr*wd >= 0.01 (AdamW) and 0.006
+# (SGD): every run relaxes within the first half.
 # On a grid this small the fits depend on the CPU (XLA rounds differently per instruction set
 # and training amplifies it): the same commit that passed CI at the defaults gave, on another
 # 2-core machine, AdamW exponents 0.397-0.506 and a residual-net rank ratio of 0.91, just
-# outside +-0.1 and 0.9. So the law is judged within +-0.15 and the ranks at <= 0.95 here; the
-# experiment's defaults (+-0.1, 0.9) are for its own, larger grid.
-TOL = dict(k_tol=0.15, max_rank_ratio=0.95)
-SMALL = dict(per_class=50, n_test=300, seeds=2, width=32, depth=2, lr_times_wd=(0.01, 0.03),
+# outside +-0.1 and 0.9. So the law is judged within +-0.15 (k2 within 0.25; measured here up
+# to 0.198) and the ranks at <= 0.95; the experiment's defaults (+-0.1, 0.2, 0.9) are for its
+# own, larger grid.
+TOL = dict(k_tol=0.15, max_k2=0.25, max_rank_ratio=0.95)
+SMALL = dict(per_class=300, n_test=300, seeds=2, width=32, depth=2, lr_times_wd=(0.01, 0.03),
              lr_over_wd=(0.001, 0.01), sgd_lr_times_wd=(0.006,), sgd_lr_over_wd=(0.1, 1.0),
              steps=1500, record=16)
 
@@ -119,10 +121,10 @@ def test_signature_on_a_small_grid(small):
   assert len(checks) == 7
   judged = [c for c in checks if not c.skipped]
   assert len(judged) == 7, [c.line() for c in checks]
-  # The laws (AdamW 1/2 with little lr*wd dependence, SGD 1/4), the lower ranks and the control.
-  # Not asserted, and failing on this grid as on the default one: the stationarity of the norm
-  # over the second half (|growth| up to 0.34 here) and a difference between the networks.
-  core = [checks[i] for i in (1, 2, 3, 5, 6)]
+  # The equilibrium, the laws (AdamW 1/2 with little lr*wd dependence, SGD 1/4), the lower ranks
+  # and the control. Not asserted: a difference between the networks, which the default grid
+  # shows at its largest learning rates (0.02-0.04, beyond this grid's) and this one does not.
+  core = [checks[i] for i in (0, 1, 2, 3, 5, 6)]
   assert all(c.passed for c in core), [c.line() for c in checks]
   for (arch, layer), f in W.law_fits(small).items():
     if layer < small.layer.values[-1]:
