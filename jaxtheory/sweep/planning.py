@@ -50,7 +50,9 @@ class Sweep:
     record: recording schedule (see :func:`jaxtheory.train.schedule`).
     loss: ``'xent'`` or ``'mse'``; default by the data (classification or not).
     parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
-    metrics: extra recorded metrics ``name -> fn(params, apply, data)``.
+    metrics: extra recorded metrics ``name -> fn(params, apply, data)``
+      (:mod:`jaxtheory.metric`; one that factorizes several matrices should do so
+      with :func:`jaxtheory.metric.in_turn`, or it can deadlock on CPU).
     max_waste: bound on padded / ideal FLOPs within a bucket.
     dtype: ``'float32'`` or ``'float64'``.
     name: a label stored with the results.
