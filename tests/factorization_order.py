@@ -29,17 +29,30 @@ def _computations(hlo: str):
 
 
 def factorizations_in_turn(hlo: str) -> list[tuple[int, bool]]:
-  """``(count, ordered)`` for each computation of ``hlo`` that holds a LAPACK call."""
+  """``(count, ordered)`` for each computation of ``hlo`` that holds a LAPACK call.
+
+  A loop or call whose computation holds LAPACK calls counts as one: what
+  follows it must depend on it, and it on the call before.
+  """
+  comps = dict(_computations(hlo))
+  holds = {c: any('custom_call_target="lapack_' in rhs for _, rhs in body)
+           for c, body in comps.items()}
+  for _ in comps:  # through nested calls
+    holds = {c: h or any(holds.get("%" + r, False) or holds.get(r, False)
+                         for _, rhs in comps[c] for r in _REF.findall(rhs))
+             for c, h in holds.items()}
   out = []
-  for _, body in _computations(hlo):
+  for _, body in comps.items():
     names = {n for n, _ in body}
     deps, calls, ordered = {}, [], True
     for n, rhs in body:
+      refs = _REF.findall(rhs)
       d = set()
-      for r in _REF.findall(rhs):
+      for r in refs:
         if r in names:
           d |= deps.get(r, set()) | {r}
-      if 'custom_call_target="lapack_' in rhs:
+      if 'custom_call_target="lapack_' in rhs or any(
+          r not in names and (holds.get("%" + r) or holds.get(r)) for r in refs):
         ordered &= not calls or calls[-1] in d
         calls.append(n)
       deps[n] = d

@@ -126,3 +126,14 @@ def test_several_matrices_are_factorized_one_at_a_time():
     assert factorizations_in_turn(hlo(lambda p: probe(p, None, None))) == [(4, True)]
   free = lambda p: [jnp.linalg.svdvals(W) for W in S.matrices(p).values()]
   assert factorizations_in_turn(hlo(free)) == [(4, False)]
+
+
+def test_a_partial_last_chunk_waits_for_the_others():
+  model = nn.mlp((6,), 8, 3, 3)
+  P = jax.vmap(lambda k: model.init(k))(jax.random.split(jax.random.key(0), 5))
+  probe = lambda p: S.summary(p, k_min=3)
+  program = jax.jit(lambda P: over_runs(probe, P, chunk=2))
+  # The loop over full chunks and the last chunk's four SVDs, in turn.
+  assert factorizations_in_turn(program.lower(P).compile().as_text()) == [(4, True), (5, True)]
+  out, ref = program(P), jax.jit(lambda P: over_runs(probe, P))(P)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10), out, ref)

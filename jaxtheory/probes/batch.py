@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtheory.metric import after
+
 
 def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
               chunk: int | None = None) -> Any:
@@ -74,8 +76,15 @@ def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
     flat = jax.tree.map(lambda a: jnp.reshape(a, (n,) + jnp.shape(a)[batch_dims:]), per_run)
     if chunk is None:
       out = jax.vmap(one)(flat)
-    else:
+    elif chunk == 1 or n % chunk == 0:
       out = jax.lax.map(one, flat, batch_size=None if chunk == 1 else chunk)
+    else:
+      # The last, partial chunk after the others (lax.map would run it beside them: two probes'
+      # matrix factorizations side by side can deadlock XLA's CPU pool, see jaxtheory.metric).
+      k = n - n % chunk
+      head = jax.lax.map(one, jax.tree.map(lambda a: a[:k], flat), batch_size=chunk)
+      tail = jax.vmap(one)(after(jax.tree.map(lambda a: a[k:], flat), head))
+      out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), head, tail)
     return jax.tree.map(lambda a: jnp.reshape(a, lead + a.shape[1:]), out)
 
   return jax.jit(program)(per_run, traced)
