@@ -34,7 +34,7 @@ from jaxtheory.experiments import weight_decay_spectra as wds
 
 # The test suite sets JT_NOTEBOOK_STEPS and gets a tiny problem (digits, no files needed).
 SMALL = "JT_NOTEBOOK_STEPS" in os.environ
-STEPS = int(os.environ.get("JT_NOTEBOOK_STEPS", 2000))
+STEPS = int(os.environ.get("JT_NOTEBOOK_STEPS", wds.Config.steps))
 cfg = wds.Config(steps=STEPS)
 if SMALL:
   cfg = wds.Config(dataset="digits", per_class=20, n_test=200, seeds=1, width=16, depth=2,
