@@ -74,8 +74,8 @@ decay"): no stationary norm (|growth| up to 2.9 over the second half). Hence
 500 images per class and 3000 steps (38 epochs; the runs with weight decay
 keep a train loss above 0.06).
 
-The defaults (2 seeds, 104 runs of 3000 steps) take 61 s on 2 CPU cores
-(12 s of it compiling without the compilation cache, 3 s with it) and pass
+The defaults (2 seeds, 104 runs of 3000 steps) take 77 s on a quiet 2-core
+CPU (68 s again, its programs loaded from the compilation cache) and pass
 every check. Measured: AdamW :math:`k` = 0.497, 0.507, 0.502 (plain, layers
 1-3) and 0.483, 0.492, 0.501 (residual), :math:`R^2 \ge 0.999`,
 :math:`|k_2| \le 0.13`; SGD :math:`k` = 0.273, 0.277, 0.303 (:math:`R^2` 0.999),

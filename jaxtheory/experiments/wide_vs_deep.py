@@ -40,8 +40,8 @@ residual stream is high anyway: at initialisation the CKA matrix is a smooth
 band decaying away from the diagonal, whose runs above 0.95 are short.
 
 **The phenomenon did not appear at this scale.** The default run (2 seeds,
-depths 3 and 12, widths 16 and 256, 500 MNIST images, 400 steps; 26.7 min
-wall on a 2-core CPU shared at load average 20-28, 3.9 min of CPU time)
+depths 3 and 12, widths 16 and 256, 500 MNIST images, 400 steps; 53 s on a
+quiet 2-core CPU, 31 s again with its programs loaded from the cache)
 trains every run to 99.8-100% training accuracy (test 77-90%), but the
 largest model (depth 12, width 256) has runs of only 5/13 and 4/13 layers
 at CKA >= 0.95 (3/13 and 4/13 at init); their first PC holds 26-30% of the
