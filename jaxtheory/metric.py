@@ -88,8 +88,11 @@ def after(x: Any, y: Any) -> Any:
   order work on CPU: XLA drops it before the program is split into tasks.)
   The values are those of ``x``; numeric leaves are copied once.
   """
-  lead = jax.tree.leaves(y)[0]
-  zero = 0 * jnp.nan_to_num(jnp.ravel(lead)[0])
+  leaves = [l for l in jax.tree.leaves(y) if jnp.size(l) and jnp.issubdtype(jnp.result_type(l),
+                                                                           jnp.number)]
+  if not leaves:  # nothing to wait for
+    return x
+  zero = 0 * jnp.nan_to_num(jnp.ravel(leaves[0])[0])
   tie = lambda a: a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.number) else a
   return jax.tree.map(tie, x)
 
