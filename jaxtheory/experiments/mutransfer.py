@@ -34,9 +34,9 @@ infinite loss. The drift exponent is the least-squares slope of
 The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
 scaled down to a 2-core CPU the default trains widths 16, 64 and 256 for 30
 full-batch steps with 2 seeds, 28 learning rates per Adam/Muon sweep and 25 per
-SGD sweep: 36 min wall on 2 cores shared with another job (load 3-8; 1674 s
-of user CPU). Its figures (best learning rate at widths 16, 64, 256; drift
-exponent):
+SGD sweep: 12 min (723 s, 75 s of it compiling) on a quiet 2-core CPU
+without the compilation cache, the transformer taking 11 of them. Its
+figures (best learning rate at widths 16, 64, 256; drift exponent):
 
 * MLP, Adam: muP 2^-3.33, 2^-3.67, 2^-3.67 (-0.08); SP 2^-3.33, 2^-5.33,
   2^-6.67 (-0.83). SGD: muP 2^0.67, 2^0.67, 2^1.00 (+0.08); SP stays at 2^0.67
