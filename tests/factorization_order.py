@@ -11,13 +11,15 @@ import re
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
 _REF = re.compile(r"%([\w.\-]+)")
+_LAPACK = 'custom_call_target="lapack_'
 
 
 def _computations(hlo: str):
+  """``(name, [(instruction, right-hand side)])`` per computation, names without ``ENTRY``/``%``."""
   name, body = None, []
   for line in hlo.splitlines():
     if line.rstrip().endswith("{") and "=" not in line.split("(")[0]:
-      name, body = line.split("(")[0].strip(), []
+      name, body = line.split("(")[0].split()[-1].lstrip("%"), []
     elif line.strip() == "}":
       if name is not None:
         yield name, body
@@ -35,14 +37,12 @@ def factorizations_in_turn(hlo: str) -> list[tuple[int, bool]]:
   follows it must depend on it, and it on the call before.
   """
   comps = dict(_computations(hlo))
-  holds = {c: any('custom_call_target="lapack_' in rhs for _, rhs in body)
-           for c, body in comps.items()}
+  holds = {c: any(_LAPACK in rhs for _, rhs in body) for c, body in comps.items()}
   for _ in comps:  # through nested calls
-    holds = {c: h or any(holds.get("%" + r, False) or holds.get(r, False)
-                         for _, rhs in comps[c] for r in _REF.findall(rhs))
+    holds = {c: h or any(holds.get(r, False) for _, rhs in comps[c] for r in _REF.findall(rhs))
              for c, h in holds.items()}
   out = []
-  for _, body in comps.items():
+  for body in comps.values():
     names = {n for n, _ in body}
     deps, calls, ordered = {}, [], True
     for n, rhs in body:
@@ -51,8 +51,7 @@ def factorizations_in_turn(hlo: str) -> list[tuple[int, bool]]:
       for r in refs:
         if r in names:
           d |= deps.get(r, set()) | {r}
-      if 'custom_call_target="lapack_' in rhs or any(
-          r not in names and (holds.get("%" + r) or holds.get(r)) for r in refs):
+      if _LAPACK in rhs or any(r not in names and holds.get(r, False) for r in refs):
         ordered &= not calls or calls[-1] in d
         calls.append(n)
       deps[n] = d
