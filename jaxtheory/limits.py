@@ -106,6 +106,9 @@ def _check(s: Sweep):
   for axis in ("n_train", "label_noise", "weight_decay"):
     if axis in p.grid or (axis == "weight_decay" and p.fixed.get(axis, 0.0)):
       raise ConfigError(f"the kernel comparison does not support a {axis} axis")
+  if "parametrization" in p.grid:
+    raise ConfigError("the kernel comparison takes one parametrization (each has its own limit); "
+                      "compare several with sweep.run_over('parametrization', ...)")
   return p
 
 

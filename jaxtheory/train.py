@@ -188,8 +188,10 @@ def get_optimizer(opt: str | Optimizer) -> Optimizer:
 # ----------------------------------------------------------------------------
 # Hyperparameters of one run.
 
-RUN_FIELDS = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale", "base_width")
-SWEEPABLE = RUN_FIELDS
+RUN_FIELDS = ("seed", "width", "n_train", "label_noise", "gamma", "init_scale", "base_width",
+              "parametrization")
+# The parametrization is swept by name (the engine turns the names into indices).
+SWEEPABLE = RUN_FIELDS[:-1]
 
 
 class Hyper(NamedTuple):
@@ -208,6 +210,8 @@ class Hyper(NamedTuple):
     gamma: the richness (see :class:`~jaxtheory.nn.Ctx`).
     init_scale: the initial-weights multiplier.
     base_width: the width that width factors are relative to.
+    parametrization: with a trainer choosing among several parametrizations
+      at run time, the index of this run's (see :class:`~jaxtheory.nn.Ctx`).
     opt: ``name -> value`` of the optimizer spec's declared hyperparameters.
   """
   seed: Any
@@ -217,6 +221,7 @@ class Hyper(NamedTuple):
   gamma: Any = None
   init_scale: Any = None
   base_width: Any = None
+  parametrization: Any = None
   opt: Mapping[str, Any] = {}
 
   @classmethod
@@ -296,7 +301,8 @@ class Trainer:
     loss: a loss function ``loss(outputs, labels, weights)``, or a name in
       :data:`jaxtheory.losses.LOSSES` (``'mse'``, ``'xent'``).
     optimizer: an :class:`Optimizer` spec.
-    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
+    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``; a tuple of
+      them chooses per run, by the index ``hp.parametrization``.
     padded: whether ``hp.width`` is passed to the model as the active width.
     batch_size: ``None`` for full-batch gradient descent.
     num_classes: for label noise and accuracy (``None``: regression).
@@ -310,7 +316,7 @@ class Trainer:
   model: Model
   loss: str | Callable
   optimizer: Optimizer
-  parametrization: str = dataclasses.field(default="sp", kw_only=True)
+  parametrization: str | tuple[str, ...] = dataclasses.field(default="sp", kw_only=True)
   padded: bool = dataclasses.field(default=True, kw_only=True)
   batch_size: int | None = dataclasses.field(default=None, kw_only=True)
   num_classes: int | None = dataclasses.field(default=None, kw_only=True)
@@ -330,7 +336,7 @@ class Trainer:
     base = hp.base_width  # width factors relative to it need the run's width
     return Ctx(self.parametrization, hp.width if self.padded or base is not None else None,
                1.0 if hp.gamma is None else hp.gamma,
-               1.0 if hp.init_scale is None else hp.init_scale, base)
+               1.0 if hp.init_scale is None else hp.init_scale, base, hp.parametrization)
 
   def tx(self, hp: Hyper | Mapping[str, Array]) -> optax.GradientTransformationExtraArgs:
     return optax.with_extra_args_support(self.optimizer.make(**_hyper(self, hp).opt))

@@ -12,10 +12,11 @@ wider network trains better. The coordinate check (TP V, Sec. 4;
 :mod:`jaxtheory.probes.coord`) shows why: under muP every layer's activations
 keep their size as the width grows, under SP they grow after a few steps.
 
-Two networks, each trained over ``widths x learning rate x seed`` as one sweep
-per setting (parametrization x optimizer; the widths of a native model share
-one padded program): an MLP written in **Flax linen** (2 hidden layers, run in
-any parametrization by its base shapes, :func:`jaxtheory.nn.base_shapes.parametrize`)
+Two networks, each trained over ``parametrization x widths x learning rate x
+seed`` as one sweep per optimizer (SP and muP share every program; the widths
+of a native model share one padded program): an MLP written in **Flax linen**
+(2 hidden layers, run in any parametrization by its base shapes,
+:func:`jaxtheory.nn.base_shapes.parametrize`)
 on scikit-learn's 8x8 digits, and this library's tiny pre-LN transformer
 (:func:`jaxtheory.nn.transformer`, ``base_width`` as a hyperparameter) on
 modular addition ``a + b mod p`` (token sequences ``[a, b, =]``). Settings: SP
@@ -250,32 +251,46 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     raise ConfigError("mutransfer does not return parameters; run its sweeps directly")
   checkpoint = engine.pop("checkpoint", None)
   record = record_steps(cfg)
-  parts = []
-  jobs = [(m, s) for m in cfg.models for s in cfg.settings]
+  parts = {}
+  # One sweep per model and optimizer: its parametrizations are a grid axis, so SP
+  # and muP share each width bucket's program (one compile for both).
+  jobs = []
+  for m in cfg.models:
+    for opt in dict.fromkeys(st.partition("-")[2] for st in cfg.settings):
+      jobs.append((m, opt, [st.partition("-")[0] for st in cfg.settings
+                            if st.partition("-")[2] == opt]))
   with reporter(progress, "mutransfer") as report:
-    for k, (model, setting) in enumerate(jobs):
-      par, _, opt = setting.partition("-")
+    for k, (model, opt, pars) in enumerate(jobs):
       ds = load_data(cfg, model)
       build, fixed = builder(cfg, model, ds)
       lrs = log2_lrs(cfg, opt)
       if opt == "muon":
         fixed = dict(fixed, adam_lr=1e-3)
-      s = sweep.Sweep(build, ds, dict(seed=seed_list(cfg.seeds), width=list(cfg.widths),
-                                      lr=list(2.0 ** lrs)),
-                      opt, fixed, steps=cfg.steps, record=record, parametrization=par,
+      name = f"{'/'.join(pars)}-{opt}"
+      s = sweep.Sweep(build, ds, dict(parametrization=pars, seed=seed_list(cfg.seeds),
+                                      width=list(cfg.widths), lr=list(2.0 ** lrs)),
+                      opt, fixed, steps=cfg.steps, record=record,
                       metrics={"coord": probes.coord_metric()}, max_waste=float("inf"),
-                      name=f"mutransfer-{model}-{setting}")
+                      name=f"mutransfer-{model}-{opt}")
       opts = dict(engine, progress=chain_progress(
-          lambda d, t, info="", m=model, st=setting: report(d, t, f"{info} ({m} {st})".lstrip()),
+          lambda d, t, info="", m=model, st=name: report(d, t, f"{info} ({m} {st})".lstrip()),
           k, len(jobs)))
       if checkpoint is not None:
         root, ext = os.path.splitext(os.fspath(checkpoint))
-        opts["checkpoint"] = f"{root}-{model}-{setting}{ext or '.npz'}"
+        opts["checkpoint"] = f"{root}-{model}-{opt}{ext or '.npz'}"
       res = sweep.run(s, **opts)
       res = res.rename(lr="lr_k").assign_coords(lr_k=np.arange(len(lrs)))
       res = res.assign_coords(layer=np.arange(res.sizes["layer"]))
       res["log2_lr"] = ("lr_k", lrs)
-      parts.append(res.expand_dims(model=[model], setting=[setting]))
+      for j, par in enumerate(pars):
+        part = res.isel(parametrization=j, drop=True)
+        # The shared program's time, split evenly among the settings it ran.
+        part.attrs = dict(res.attrs, parametrization=par, **{
+            key: float(res.attrs.get(key, 0.0)) / len(pars)
+            for key in ("compile_seconds", "run_seconds")})
+        parts[(model, f"{par}-{opt}")] = part.expand_dims(model=[model],
+                                                           setting=[f"{par}-{opt}"])
+    parts = [parts[(m, st)] for m in cfg.models for st in cfg.settings]
     # Settings of a model share its layers (their learning-rate grids may differ: outer
     # join); models differ in their number of layers, so only ``coord`` is padded with NaN.
     kw = dict(join="outer", combine_attrs="override", coords="different", compat="equals")

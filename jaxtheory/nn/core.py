@@ -83,7 +83,11 @@ class Ctx:
   Attributes:
     parametrization: ``'sp'`` (standard), ``'ntk'`` (neural tangent),
       ``'mup'`` (maximal update) or ``'mf'`` (mean field). Static: changing it
-      recompiles.
+      recompiles. A tuple of them with a traced ``choice`` is a choice made at
+      run time, so one program runs several parametrizations (a sweep whose
+      grid has a ``parametrization`` axis): every width factor of
+      :mod:`jaxtheory.nn.param` is computed for each and the chosen one
+      selected, which gives the same numbers as the single parametrization.
     width: the active width (a traced scalar). ``None`` means the network runs
       at the width it was built with (no padding).
     gamma: richness. The network output is multiplied by ``1/gamma`` and the
@@ -95,18 +99,28 @@ class Ctx:
       function and first updates; microsoft/mup's convention): width factors
       are taken relative to it (:mod:`jaxtheory.nn.param`). Needs ``width``.
       ``None``: absolute width factors.
+    choice: with a tuple ``parametrization``, the index of the one this run
+      uses (a traced integer); ignored otherwise.
   """
-  parametrization: str = dataclasses.field(default="sp", metadata=dict(static=True))
+  parametrization: str | tuple[str, ...] = dataclasses.field(default="sp",
+                                                             metadata=dict(static=True))
   width: Any = None
   gamma: Any = 1.0
   init_scale: Any = 1.0
   base_width: Any = None
+  choice: Any = None
 
   def __post_init__(self):
-    if self.parametrization not in PARAMETRIZATIONS:
+    p = self.parametrization
+    names = p if isinstance(p, tuple) else (p,)
+    bad = [n for n in names if n not in PARAMETRIZATIONS]
+    if bad or not names:
       raise ValueError(
-          f"unknown parametrization {self.parametrization!r}; expected one of "
+          f"unknown parametrization {(bad or [p])[0]!r}; expected one of "
           f"{', '.join(PARAMETRIZATIONS)}")
+    if isinstance(p, tuple) and self.choice is None:
+      raise ValueError(f"Ctx(parametrization={p!r}) chooses among several at run time and "
+                       "needs choice= (the index of this run's parametrization)")
 
 
 class Layer(NamedTuple):

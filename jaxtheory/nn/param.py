@@ -71,6 +71,7 @@ Equinox) by comparing its parameter shapes at two widths.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -87,6 +88,33 @@ class Rule(NamedTuple):
   mult: Any
   std: Any
   lr: LRScale
+
+
+def _per_parametrization(rule):
+  """``rule(ctx, ...)`` for a context whose parametrization may be chosen at run time.
+
+  With ``ctx.parametrization`` a tuple of names and ``ctx.choice`` a traced
+  index, the rule is computed under each name and the chosen values are
+  selected (``jnp.where``), so one program serves every parametrization of a
+  sweep and each run gets exactly the numbers its own parametrization gives.
+  """
+  def chosen(ctx, *args, **kwargs):
+    names = ctx.parametrization
+    if isinstance(names, str):
+      return rule(ctx, *args, **kwargs)
+    outs = [rule(dataclasses.replace(ctx, parametrization=n, choice=None), *args, **kwargs)
+            for n in names]
+
+    def pick(*values):
+      out = values[-1]
+      for i in range(len(values) - 2, -1, -1):
+        out = jnp.where(ctx.choice == i, values[i], out)
+      return out
+    return jax.tree.map(pick, *outs)
+
+  chosen.__name__, chosen.__doc__ = rule.__name__, rule.__doc__
+  chosen.__wrapped__ = rule
+  return chosen
 
 
 def role(in_wide: bool, out_wide: bool) -> str:
@@ -142,6 +170,7 @@ def _relative_weight_rule(p: str, role_: str, fan_in, sigma, r) -> Rule:
   raise ValueError(f"unknown parametrization {p!r}")
 
 
+@_per_parametrization
 def weight_rule(ctx, role_: str, fan_in, n, W_std: float, ratio=None) -> Rule:
   """Multiplier, init std and LR multipliers of a weight.
 
@@ -181,6 +210,7 @@ def weight_rule(ctx, role_: str, fan_in, n, W_std: float, ratio=None) -> Rule:
   raise ValueError(f"unknown parametrization {p!r}")
 
 
+@_per_parametrization
 def bias_rule(ctx, role_: str, n, b_std: float, ratio=None) -> Rule:
   """Multiplier, init std and LR multipliers of a bias (see module docstring).
 
@@ -214,6 +244,7 @@ def bias_rule(ctx, role_: str, n, b_std: float, ratio=None) -> Rule:
   raise ValueError(f"unknown parametrization {p!r}")
 
 
+@_per_parametrization
 def vector_lr(ctx, n, ratio=None) -> LRScale:
   """LR multipliers of width-sized vectors that are not biases (norm gains).
 
@@ -224,6 +255,7 @@ def vector_lr(ctx, n, ratio=None) -> LRScale:
   return LRScale(1.0, 1.0)
 
 
+@_per_parametrization
 def attention_scale(ctx, head_dim, ratio=None):
   """Query-key scaling: ``1/sqrt(d_head)`` (SP, NTK) or ``1/d_head`` (muP, mf).
 

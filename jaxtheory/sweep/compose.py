@@ -1,6 +1,6 @@
 """Sweeps over a structural choice: one sweep per value, results joined along a new axis.
 
-Depth, model family, parametrization or data set change the *program*, not
+Depth, model family or data set change the *program*, not
 just its inputs, so they cannot share one compiled sweep. :func:`run_over`
 runs one :class:`~jaxtheory.sweep.Sweep` per value (each with its own
 checkpoint file, so a killed job resumes where it stopped) and concatenates

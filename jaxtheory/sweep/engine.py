@@ -31,7 +31,6 @@ this module holds the entry points.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -42,7 +41,6 @@ import xarray as xr
 from jaxtheory import compile_cache
 from jaxtheory.data import data_arrays
 from jaxtheory.errors import ConfigError
-from jaxtheory.nn import PARAMETRIZATIONS
 from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import guard
@@ -136,20 +134,6 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
   """
   guard.check_options(strategy, chunk_size, record_chunks, checkpoint_interval, memory_budget,
                       STRATEGIES)
-  if "parametrization" in s.grid:  # structural: one sweep per value, joined along it
-    from jaxtheory.sweep.compose import execute_over  # pylint: disable=import-outside-toplevel
-    values = [s.grid["parametrization"]] if isinstance(s.grid["parametrization"], str) else list(
-        s.grid["parametrization"])
-    bad = [v for v in values if v not in PARAMETRIZATIONS]
-    if bad:
-      raise ConfigError(f"unknown parametrization {bad[0]!r}; expected one of "
-                        f"{', '.join(PARAMETRIZATIONS)}")
-    rest = {k: v for k, v in s.grid.items() if k != "parametrization"}
-    make = lambda v: dataclasses.replace(s, grid=rest, parametrization=v, name=f"{s.name}-{v}")
-    return execute_over("parametrization", values, make, progress=progress, checkpoint=checkpoint,
-                    strategy=strategy, chunk_size=chunk_size, record_chunks=record_chunks,
-                    resume=resume, checkpoint_interval=checkpoint_interval,
-                    memory_budget=memory_budget, params=params)
   with CK.owned(checkpoint) as checkpoint, reporter(progress, s.name) as report:
     p = plan(s)
     guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),

@@ -27,7 +27,7 @@ INT_MAX = 2**31 - 1
 
 
 def normalize(grid: Mapping[str, Sequence], allowed: Sequence[str]) -> dict[str, np.ndarray]:
-  """Checks a grid and returns it as ``axis -> 1-D array`` with seed and width first.
+  """Checks a grid and returns it as ``axis -> 1-D array``: parametrization, seed, width first.
 
   Raises:
     ConfigError: an unknown axis, an empty axis, duplicate values, or
@@ -73,7 +73,8 @@ def normalize(grid: Mapping[str, Sequence], allowed: Sequence[str]) -> dict[str,
       if not np.all(np.isfinite(arr)):
         raise ConfigError(f"sweep axis {name!r} must be finite, got {vals}")
     out[name] = arr
-  order = [a for a in ("seed", "width") if a in out] + [a for a in out if a not in ("seed", "width")]
+  lead = ("parametrization", "seed", "width")
+  order = [a for a in lead if a in out] + [a for a in out if a not in lead]
   return {a: out[a] for a in order}
 
 

@@ -96,7 +96,7 @@ def _trainer(p: Plan, members) -> Trainer:
   """
   s = p.sweep
   return Trainer(p.models[int(max(members))], p.loss, p.optimizer,
-                 parametrization=s.parametrization, padded=len(members) > 1,
+                 parametrization=p.parametrization, padded=len(members) > 1,
                  batch_size=s.batch_size, num_classes=s.data.num_classes,
                  metrics=tuple(s.metrics.items()))
 
@@ -150,7 +150,7 @@ def _fingerprint(p: Plan, strategy, chunk_size, K, data, memory_budget,
   general.update({f"hyperparameter {k}": v for k, v in p.fixed.items()})
   general.update({
       "the recording schedule": p.schedule.tolist(), "the loss": p.loss,
-      "the parametrization": s.parametrization, "steps": s.steps, "batch_size": s.batch_size,
+      "the parametrization": p.parametrization, "steps": s.steps, "batch_size": s.batch_size,
       "dtype": s.dtype, "the width buckets": p.buckets, "the metric names": sorted(s.metrics),
       "the data": {k: np.asarray(v) for k, v in data.items()},
       "the execution (strategy, chunk size, devices, memory budget)": dict(

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxtheory.data import Dataset, validate
 from jaxtheory.errors import ConfigError
-from jaxtheory.nn import Model
+from jaxtheory.nn import PARAMETRIZATIONS, Model
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard
@@ -40,8 +40,9 @@ class Sweep:
       ``label_noise``, ``gamma``, ``init_scale``, ``base_width`` (native models; see
       :class:`~jaxtheory.nn.Ctx`) and the optimizer's arguments
       (``lr``, ``weight_decay``, ``momentum``, ``rho``, ...). ``parametrization``
-      (names) is a structural axis: :func:`run` runs one sweep per value and
-      joins them (:func:`jaxtheory.sweep.run_over`), a compile each.
+      (names) is an axis too: its values share each width bucket's program,
+      which chooses every width factor at run time (:class:`~jaxtheory.nn.Ctx`),
+      and the results have it as their first dimension.
     optimizer: a name in :data:`jaxtheory.train.OPTIMIZERS` or an
       :class:`~jaxtheory.train.Optimizer`.
     hparams: fixed values of hyperparameters that are not swept.
@@ -49,7 +50,8 @@ class Sweep:
     batch_size: minibatch size; ``None`` is full-batch gradient descent.
     record: recording schedule (see :func:`jaxtheory.train.schedule`).
     loss: ``'xent'`` or ``'mse'``; default by the data (classification or not).
-    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'``.
+    parametrization: ``'sp'``, ``'ntk'``, ``'mup'`` or ``'mf'`` (a grid axis
+      ``parametrization`` overrides it).
     metrics: extra recorded metrics ``name -> fn(params, apply, data)``
       (:mod:`jaxtheory.metric`; one that factorizes several matrices should do so
       with :func:`jaxtheory.metric.in_turn`, or it can deadlock on CPU).
@@ -70,7 +72,7 @@ class Sweep:
   batch_size: int | None = None
   record: Any = 50
   loss: str | None = None
-  parametrization: str = "sp"
+  parametrization: str | tuple[str, ...] = "sp"
   metrics: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
   max_waste: float = 1.5
   dtype: str = "float32"
@@ -94,6 +96,13 @@ class Plan:
   cost: dict[int, float]
   state_bytes: dict[int, tuple[int, float]] = dataclasses.field(default_factory=dict)
   models: dict[int, Model] = dataclasses.field(default_factory=dict)  # as built, per width
+  parametrization: str | tuple[str, ...] = "sp"  # the trainer's (a tuple: chosen per run)
+  labels: dict[str, list] = dataclasses.field(default_factory=dict)  # axis -> coordinate labels
+
+  def coords(self) -> dict[str, np.ndarray]:
+    """The grid's coordinates as the results show them (names for ``parametrization``)."""
+    return {a: np.asarray(self.labels[a]) if a in self.labels else v
+            for a, v in self.grid.items()}
 
 
 def _xla_flops(lowered) -> float:
@@ -131,6 +140,9 @@ def plan(s: Sweep) -> Plan:
   if s.schedule is not None:
     opt = scheduled(opt, s.schedule, s.steps)
   allowed = SWEEPABLE + tuple(n for n in opt.hyper_names if n not in SWEEPABLE)
+  parametrization, labels = _parametrizations(s)
+  if labels:  # the axis holds indices into the names, chosen at run time
+    allowed += ("parametrization",)
   if s.dtype not in ("float32", "float64"):
     raise ConfigError(f"dtype must be 'float32' or 'float64', got {s.dtype!r}")
   if s.batch_size is not None and (not isinstance(s.batch_size, int) or s.batch_size <= 0):
@@ -141,6 +153,8 @@ def plan(s: Sweep) -> Plan:
     if k not in allowed:
       raise ConfigError(f"unknown hyperparameter {k!r}; known here: {', '.join(allowed)}")
   g = dict(s.grid)
+  if labels:
+    g["parametrization"] = list(range(len(labels["parametrization"])))
   for axis, default in (("seed", 0), ("width", s.hparams.get("width"))):
     if axis not in g:
       if default is None:
@@ -183,7 +197,34 @@ def plan(s: Sweep) -> Plan:
     groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
   else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
     groups = [[w] for w in sorted(models, reverse=True)]
-  return Plan(s, opt, loss, grid, flat, index, fixed, groups, sched, cost, state_bytes, models)
+  return Plan(s, opt, loss, grid, flat, index, fixed, groups, sched, cost, state_bytes, models,
+              parametrization, labels)
+
+
+def _parametrizations(s: Sweep) -> tuple[str | tuple[str, ...], dict[str, list[str]]]:
+  """``(the trainer's parametrization, axis labels)`` of a sweep.
+
+  A ``parametrization`` grid axis of names becomes indices into them: the
+  trainer gets the tuple of names (one name stays static) and the results
+  are labelled with the names.
+
+  Raises:
+    ConfigError: an unknown or repeated name, or an empty axis.
+  """
+  if "parametrization" not in s.grid:
+    if s.parametrization not in PARAMETRIZATIONS:
+      raise ConfigError(f"unknown parametrization {s.parametrization!r}; expected one of "
+                        f"{', '.join(PARAMETRIZATIONS)}")
+    return s.parametrization, {}
+  v = s.grid["parametrization"]
+  names = [v] if isinstance(v, str) else list(v)
+  bad = [n for n in names if not isinstance(n, str) or n not in PARAMETRIZATIONS]
+  if bad or not names:
+    raise ConfigError(f"unknown parametrization {(bad or [None])[0]!r}; expected one of "
+                      f"{', '.join(PARAMETRIZATIONS)}")
+  if len(set(names)) != len(names):
+    raise ConfigError(f"sweep axis 'parametrization' has duplicate values: {names}")
+  return (names[0] if len(names) == 1 else tuple(names)), {"parametrization": names}
 
 
 def _runs_per_width(grid) -> dict[int, int]:

@@ -43,14 +43,14 @@ def to_dataset(plan, metrics: dict[str, np.ndarray], info: dict[str, Any]) -> xr
                   dtype=bool if per_run.dtype == bool else np.float64)
     arr[tuple(plan.index.T)] = per_run
     data_vars[name] = (axes + ["step"] + metric_dims(name, declared.get(name, ()), len(extra)), arr)
-  coords = {a: plan.grid[a] for a in axes}
+  coords = plan.coords()
   coords["step"] = plan.schedule.astype(np.int64)
   s = plan.sweep
   attrs = {
       "name": s.name,
       "optimizer": plan.optimizer.name,
       "loss": plan.loss,
-      "parametrization": s.parametrization,
+      "parametrization": ",".join(plan.labels.get("parametrization", [s.parametrization])),
       "steps": int(s.steps),
       "batch_size": -1 if s.batch_size is None else int(s.batch_size),
       "dataset": s.data.name,
@@ -92,7 +92,7 @@ def to_grid(plan, runs, values, dims=()) -> xr.DataArray:
   arr = np.full(tuple(len(plan.grid[a]) for a in axes) + extra, np.nan,
                 np.result_type(values.dtype, np.float64))
   arr[tuple(plan.index[np.asarray(runs)].T)] = values
-  return xr.DataArray(arr, {a: plan.grid[a] for a in axes}, axes + dims)
+  return xr.DataArray(arr, plan.coords(), axes + dims)
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> str:
