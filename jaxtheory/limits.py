@@ -55,7 +55,7 @@ import numpy as np
 import xarray as xr
 
 from jaxtheory.kernels import analytic, empirical, predict
-from jaxtheory.nn import Ctx, LRScale
+from jaxtheory.nn import Ctx, family_multipliers
 from jaxtheory.probes import over_runs, similarity
 from jaxtheory.sweep.engine import (RunGroup, Sweep, SweepResult, initial_params, plan,
                                     execute as execute_sweep)
@@ -73,8 +73,7 @@ def _outputs(key: str, dims: Sequence[str]):
 
 def _lr_weights(model, ctx: Ctx):
   """Per-parameter SGD learning-rate multipliers of one run (the NTK's weights)."""
-  return jax.tree.map(lambda s: jnp.asarray(s.sgd, jnp.result_type(float)), model.lr_scale(ctx),
-                      is_leaf=lambda s: isinstance(s, LRScale))
+  return family_multipliers(model.lr_scale(ctx), "sgd")
 
 
 def training_ntk(model, params, ctx: Ctx, x1, x2=None, implementation="auto"):

@@ -41,7 +41,7 @@ from jaxtheory.data import data_arrays  # noqa: F401 (re-exported)
 from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
 from jaxtheory.metric import Metric, after, as_metric
-from jaxtheory.nn import Ctx, LRScale, Model
+from jaxtheory.nn import Ctx, Model, family_multipliers
 
 Array = jax.Array
 
@@ -378,10 +378,7 @@ class RunState(NamedTuple):
 def init_params(tr: Trainer, key: Array, ctx: Ctx) -> tuple[Any, Any]:
   """A run's initial parameters and per-tensor learning-rate multipliers (same tree)."""
   params, scales = tr.model.init_with_lr_scale(key, ctx)
-  family = tr.optimizer.family
-  lr_mult = jax.tree.map(
-      lambda s: jnp.asarray(getattr(s, family), jnp.result_type(float)),
-      scales, is_leaf=lambda s: isinstance(s, LRScale))
+  lr_mult = family_multipliers(scales, tr.optimizer.family)
   if tr.optimizer.lr_mult is not None:  # the spec's own per-tensor multipliers
     lr_mult = jax.tree.map(jnp.multiply, lr_mult, tr.optimizer.lr_mult(params))
   return params, lr_mult

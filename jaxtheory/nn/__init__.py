@@ -12,7 +12,7 @@ from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv,
                                  sigmoid, sign, sin, take_last, tanh)
 from jaxtheory.nn.models import (ACTIVATIONS, activation, cnn, deep_linear, fourier_mlp, mlp,
                                  random_features, residual_mlp, token_mlp, transformer)
-from jaxtheory.nn.param import LRScale
+from jaxtheory.nn.param import LRScale, family_multipliers
 
 
 def __getattr__(name: str):

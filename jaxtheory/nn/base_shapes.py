@@ -59,7 +59,7 @@ import optax
 
 from jaxtheory.nn import foreign
 from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, model
-from jaxtheory.nn.param import LRScale, Rule, bias_rule, role, weight_rule
+from jaxtheory.nn.param import LRScale, Rule, bias_rule, family_multipliers, role, weight_rule
 
 __all__ = ["TensorShape", "infer", "parametrize", "roles", "reparametrize", "scale_by_lr_mult"]
 
@@ -285,5 +285,4 @@ def scale_by_lr_mult(lr_mult) -> optax.GradientTransformation:
 
 def family(lr_scale, name: str):
   """One family (``'sgd'`` or ``'adam'``) of a tree of :class:`LRScale`."""
-  return jax.tree.map(lambda s: getattr(s, name), lr_scale,
-                      is_leaf=lambda s: isinstance(s, LRScale))
+  return family_multipliers(lr_scale, name)

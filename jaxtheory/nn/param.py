@@ -268,6 +268,13 @@ def attention_scale(ctx, head_dim, ratio=None):
   return 1 / d if ratio is None else jax.lax.rsqrt(d * ratio)
 
 
+def family_multipliers(scales, family: str):
+  """One optimizer family's learning-rate multipliers (``'sgd'`` or ``'adam'``) of a
+  tree of :class:`LRScale`, as float arrays (the tree of the parameters)."""
+  return jax.tree.map(lambda s: jnp.asarray(getattr(s, family), jnp.result_type(float)), scales,
+                      is_leaf=lambda s: isinstance(s, LRScale))
+
+
 def rescale_lr_for_gamma(scales, ctx):
   """Applies the richness ``gamma`` to a tree of :class:`LRScale` leaves."""
   g = ctx.gamma
