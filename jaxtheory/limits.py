@@ -105,9 +105,6 @@ def _check(s: Sweep):
   for axis in ("n_train", "label_noise", "weight_decay"):
     if axis in p.grid or (axis == "weight_decay" and p.fixed.get(axis, 0.0)):
       raise ConfigError(f"the kernel comparison does not support a {axis} axis")
-  if "parametrization" in p.grid:
-    raise ConfigError("the kernel comparison takes one parametrization (each has its own limit); "
-                      "compare several with sweep.run_over('parametrization', ...)")
   return p
 
 
@@ -131,13 +128,16 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
   :func:`execute` does the same and also returns the runs' final parameters.
 
   Args:
-    s: a full-batch SGD sweep on the squared error.
+    s: a full-batch SGD sweep on the squared error; a ``parametrization``
+      grid axis compares several parametrizations, which share the training
+      programs (each run is compared with its own parametrization's kernel).
     n_probe: the first ``n_probe`` training inputs carry the recorded
       empirical NTK (movement, alignment).
     implementation: the empirical NTK's implementation
       (:func:`jaxtheory.kernels.empirical.empirical_ntk`).
-    analytic_kernel: also compare with the infinite-width NTK (default: when
-      the sweep is in NTK parametrization and its network has one).
+    analytic_kernel: also compare with the infinite-width NTK (default: the
+      runs in NTK parametrization, where the network has one; ``dev_ntk`` is
+      NaN for the others).
     **engine: execution options of :func:`jaxtheory.sweep.run`.
 
   Returns:
@@ -169,8 +169,6 @@ def execute(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
                  f_test=_outputs("x_test", ("test_example", "output")),
                  ntk_probe=_probe_ntk(x_probe, implementation))
   res, groups = execute_sweep(dataclasses.replace(s, metrics=metrics), **engine)
-  if analytic_kernel is None:
-    analytic_kernel = s.parametrization == "ntk"
   with jax.enable_x64(s.dtype == "float64"):
     init = initial_params(s, planned=p)
     _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype)
@@ -198,9 +196,16 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
   dev = np.full(f_te.shape[:-2], np.nan)
   dev_inf = np.full_like(dev, np.nan)
   init_err = np.full(dev.shape[:-1], np.nan)
-  if analytic_kernel:
-    k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(s.parametrization))
-    k_trtr, k_tetr = k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk")
+  # Each run's parametrization (a grid axis of them shares the training programs);
+  # the analytic kernel of each that is compared (by default NTK parametrization's).
+  names = p.labels.get("parametrization", [s.parametrization])
+  which = (np.asarray(p.flat["parametrization"], int) if "parametrization" in p.flat
+           else np.zeros(len(p.index), int))
+  kernels = {}
+  for i, name in enumerate(names):
+    if analytic_kernel or (analytic_kernel is None and name == "ntk"):
+      k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(name))
+      kernels[i] = (k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk"))
   for g in groups:
     # The lazy prediction of every run of the group, from its own kernel at initialization:
     # the train and test rows against the train columns, as one kernel (one trace).
@@ -213,13 +218,14 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
       f0_tr, f0_te = f_tr[idx][0], f_te[idx][0]
       fn = predict.gradient_descent_mse(th_trtr[j], y, float(lrs[j]), normalization=n)
       dev[idx] = _rel(f_te[idx], np.asarray(fn(steps, f0_tr, f0_te, th_tetr[j])[1]), (-2, -1))
-      if analytic_kernel:
+      if int(which[r]) in kernels:
+        k_trtr, k_tetr = kernels[int(which[r])]
         fn = predict.gradient_descent_mse(k_trtr, y, float(lrs[j]), normalization=n)
         dev_inf[idx] = _rel(f_te[idx], np.asarray(fn(steps, f0_tr, f0_te, k_tetr)[1]),
                             (-2, -1))
         init_err[idx] = float(jnp.linalg.norm(th_trtr[j] - k_trtr) / jnp.linalg.norm(k_trtr))
   res["dev_linear"] = (dims, dev)
-  if analytic_kernel:
+  if kernels:
     res["dev_ntk"] = (dims, dev_inf)
     res["ntk_init_error"] = (dims[:-1], init_err)
 

@@ -1,11 +1,13 @@
 """Kernel limit: finite networks against their infinite-width NTK, lazy vs rich, and the muP coordinate check.
 
-Three comparisons, four sweeps over width x seed, joined by
-:func:`jaxtheory.sweep.run_over`, each with its own checkpoint file. Each sweep
-is one compiled program: every width is padded (exactly) to the widest, since at
-these sizes compiling a program per width costs more than the padded FLOPs (the
-defaults: 18 s compile + 32 s run, against 73 s + 10 s with a program per width,
-on a 2-core CPU).
+Three comparisons, two sweeps over parametrization x width x seed, each with
+its own checkpoint file: the kernel comparison in NTK and mean-field
+parametrization, and the coordinate check in SP and muP. The parametrizations
+of a sweep share its compiled program, which pads every width (exactly) to the
+widest, since at these sizes compiling a program per width costs more than the
+padded FLOPs (the defaults, when each parametrization was a sweep of its own:
+18 s compile + 32 s run, against 73 s + 10 s with a program per width, on a
+2-core CPU).
 
 1. NTK parametrization, full-batch gradient descent on the squared error: the
    networks approach the closed-form NTK prediction as width grows, their
@@ -35,6 +37,7 @@ import xarray as xr
 
 from jaxtheory import data, nn, plots, sweep
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, timing_rows
+from jaxtheory.sweep.compose import part_path
 from jaxtheory.probes.separation import layer_features
 from jaxtheory import limits
 from jaxtheory.errors import ConfigError
@@ -104,7 +107,7 @@ def coordinate_size(hidden_width: int) -> Callable:
 
 
 def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
-  """Runs the four sweeps; returns one dataset (see the module doc).
+  """Runs the two sweeps; returns one dataset (see the module doc).
 
   The kernel comparison has dims ``(parametrization, seed, width, step)``; the
   coordinate check ``coord_size`` has ``(coord_parametrization, seed, width,
@@ -116,20 +119,22 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
   act = nn.activation(cfg.activation)
   model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, act, b_std=0.1)
   grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
-  # Four sweeps (each parametrization's program differs), each with its own
-  # checkpoint file: a killed run resumes where it stopped.
-  make = lambda p: sweep.Sweep(model, ds, grid, "sgd", dict(lr=cfg.lr), steps=cfg.steps,
-                               record="log:15", loss="mse", parametrization=p,
-                               max_waste=float("inf"), name=f"kernel-limit-{p}")
-  kern = sweep.run_over("parametrization", ["ntk", cfg.rich], make, runner=limits.compare,
-                        each=_drop_probe, progress=progress, **engine)
-  make_coord = lambda p: sweep.Sweep(
-      model, ds, grid, "sgd", dict(lr=cfg.coord_lr), steps=cfg.coord_steps, record="every:1",
-      loss="mse", parametrization=p, metrics={"coord_size": coordinate_size(max(cfg.widths))},
-      max_waste=float("inf"), name=f"coord-check-{p}")
-  coords = sweep.run_over("coord_parametrization", ["sp", "mup"], make_coord,
-                          progress=progress, **engine)
-  cs = coords.coord_size.rename(step="coord_step")
+  # NTK and mean-field parametrization share the kernel comparison's program (a
+  # parametrization axis; each run is compared with its own limit).
+  kern = _drop_probe(limits.compare(sweep.Sweep(
+      model, ds, dict(parametrization=["ntk", cfg.rich], **grid), "sgd", dict(lr=cfg.lr),
+      steps=cfg.steps, record="log:15", loss="mse", max_waste=float("inf"), name="kernel-limit"),
+      progress=progress, **engine))
+  # SP and muP share the coordinate check's program (a parametrization axis).
+  opts = dict(engine)
+  if opts.get("checkpoint") is not None:
+    opts["checkpoint"] = part_path(opts["checkpoint"], "coord", "check")
+  coords = sweep.run(sweep.Sweep(
+      model, ds, dict(parametrization=["sp", "mup"], **grid), "sgd", dict(lr=cfg.coord_lr),
+      steps=cfg.coord_steps, record="every:1", loss="mse",
+      metrics={"coord_size": coordinate_size(max(cfg.widths))}, max_waste=float("inf"),
+      name="coord-check"), progress=progress, **opts)
+  cs = coords.coord_size.rename(step="coord_step", parametrization="coord_parametrization")
   out = kern.assign(coord_size=cs)
   for key in ("compile_seconds", "run_seconds"):
     out.attrs[key] = kern.attrs[key] + coords.attrs[key]
