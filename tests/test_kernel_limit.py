@@ -61,6 +61,27 @@ def test_compare_sets_each_run_beside_its_kernel_predictions(compared):
   assert ((r.kernel_alignment.values > 0) & (r.kernel_alignment.values <= 1)).all()
 
 
+def test_compare_over_a_parametrization_axis_equals_one_compare_each(compared):
+  """NTK and mean-field runs in one sweep (one program): each run matches its own compare."""
+  ds = data.teacher_student(n_train=24, n_test=12, input_dim=4, seed=0)
+  s = sweep.Sweep(lambda w: nn.mlp((4,), w, 1, 1, b_std=0.1), ds,
+                  dict(parametrization=["mf", "ntk"], seed=[0, 1], width=[32, 512]), "sgd",
+                  dict(lr=0.5), steps=40, record="log:5", loss="mse", dtype="float64")
+  both = limits.compare(s, n_probe=8)
+  assert both.dev_linear.dims == ("parametrization", "seed", "width", "step")
+  ntk = both.sel(parametrization="ntk")
+  for v in ("dev_linear", "dev_ntk", "kernel_movement", "kernel_alignment", "ntk_init_error",
+            "weight_movement", "train_loss"):
+    np.testing.assert_allclose(ntk[v].values, compared[v].values, rtol=1e-9, atol=1e-12,
+                               err_msg=v)
+  # Mean-field has no analytic NTK: its runs get NaN there, and their kernel moves.
+  assert np.isnan(both.dev_ntk.sel(parametrization="mf").values).all()
+  assert np.isfinite(both.dev_linear.sel(parametrization="mf").values).all()
+  moved = both.kernel_movement.isel(step=-1).mean("seed")
+  assert float(moved.sel(parametrization="mf", width=512)) > 10 * float(
+      moved.sel(parametrization="ntk", width=512))
+
+
 def test_width_exponent_fits_the_power_law(compared):
   da = compared.ntk_init_error
   e = limits.width_exponent(da)
