@@ -72,7 +72,7 @@ class Sweep:
   batch_size: int | None = None
   record: Any = 50
   loss: str | None = None
-  parametrization: str | tuple[str, ...] = "sp"
+  parametrization: str = "sp"
   metrics: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
   max_waste: float = 1.5
   dtype: str = "float32"
