@@ -429,9 +429,6 @@ def test_a_parametrization_axis_is_checked_and_kernels_need_one():
                         ([], "unknown parametrization None")):
     with pytest.raises(ConfigError, match=match):
       sweep.plan(make(values))
-  from jaxtheory import limits  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ConfigError, match="one parametrization"):
-    limits.compare(make(["ntk", "sp"]))
   with pytest.raises(ValueError, match="needs choice="):
     nn.Ctx(("sp", "mup"))
   from jaxtheory.kernels import analytic  # pylint: disable=import-outside-toplevel
