@@ -407,7 +407,8 @@ def test_parametrizations_chosen_at_run_time_equal_their_own_sweeps(opt, base_wi
   assert both.attrs["parametrization"] == "sp,ntk,mup,mf"
   assert json.loads(both.attrs["buckets"]) == [[8, 16]]
   assert both.attrs["traces"] + both.attrs["programs_loaded"] == 1  # one program for all four
-  for name in names:
+  # Two of the four against their own sweeps here, the other two in the other case (CI time).
+  for name in (names[::2] if opt == "sgd" else names[1::2]):
     one = sweep.run(make(grid, name), progress=False)
     for var in ("train_loss", "test_loss", "param_norm"):
       np.testing.assert_allclose(both[var].sel(parametrization=name).values, one[var].values,
