@@ -251,10 +251,14 @@ _NO_NTK = ("{where}: no kernel limit: feature learning. The NTK of the {p!r} par
            "for get='nngp', or use 'sp'/'ntk' for the NTK.")
 
 
-def _check_ntk_allowed(k: Kernel, parametrization: str, where: str):
+def _check_one_parametrization(parametrization, where: str):
   if not isinstance(parametrization, str):
     raise ValueError(f"{where}: an infinite-width kernel needs one parametrization, got a choice "
                      f"among {parametrization!r} made at run time; compute the kernel of each")
+
+
+def _check_ntk_allowed(k: Kernel, parametrization: str, where: str):
+  _check_one_parametrization(parametrization, where)
   if k.ntk is not None and parametrization in ("mup", "mf"):
     raise ValueError(_NO_NTK.format(where=where, p=parametrization))
 
@@ -708,9 +712,7 @@ def kernel_fn(model_or_layer, ctx: RunCtx | None = None) -> Callable:
          diagonal_spatial: bool | None = None):
     names, single = _normalize_get(get)
     p = ctx.parametrization
-    if not isinstance(p, str):
-      raise ValueError(f"kernel_fn needs one parametrization, got a choice among {p!r} made at "
-                       "run time; compute the kernel of each")
+    _check_one_parametrization(p, "kernel_fn")
     if "ntk" in names and p in ("mup", "mf"):
       raise ValueError(_NO_NTK.format(where="kernel_fn", p=p))
     x1 = jax.tree.map(jnp.asarray, x1)
