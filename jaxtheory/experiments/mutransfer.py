@@ -257,11 +257,11 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   parts = {}
   # One sweep per model and optimizer: its parametrizations are a grid axis, so SP
   # and muP share each width bucket's program (one compile for both).
-  jobs = []
-  for m in cfg.models:
-    for opt in dict.fromkeys(st.partition("-")[2] for st in cfg.settings):
-      jobs.append((m, opt, [st.partition("-")[0] for st in cfg.settings
-                            if st.partition("-")[2] == opt]))
+  pars_of = {}  # optimizer -> its parametrizations, in the settings' order
+  for st in cfg.settings:
+    par, _, opt = st.partition("-")
+    pars_of.setdefault(opt, []).append(par)
+  jobs = [(m, opt, pars) for m in cfg.models for opt, pars in pars_of.items()]
   with reporter(progress, "mutransfer") as report:
     for k, (model, opt, pars) in enumerate(jobs):
       ds = load_data(cfg, model)
