@@ -66,20 +66,22 @@ def conv_average(mat: Array, batch_ndim: int, filter_shape, strides, padding,
     axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
     if padding == "CIRCULAR":  # both copies of the axis padded periodically, then VALID
       mat = pad.wrap(mat, axes, (f,) * len(axes), (s,) * len(axes))
-    lo, hi, size = pad_sizes(mat.shape[axes[0]], f, s,
-                         "VALID" if padding == "CIRCULAR" else padding)
-    widths = [(0, 0)] * mat.ndim
-    for ax in axes:
-      widths[ax] = (lo, hi)
-    padded = jnp.pad(mat, widths)
-    acc = 0.0
-    for d in range(f):
-      sl = padded
-      for ax in axes:
-        sl = lax.slice_in_dim(sl, d, d + (size - 1) * s + 1, s, axis=ax)
-      acc = acc + sl
-    mat = acc / f
+    mat = _shifted_sum(mat, axes, f, s, "VALID" if padding == "CIRCULAR" else padding) / f
   return mat
+
+
+def _shifted_sum(mat: Array, axes: tuple[int, ...], f: int, s: int, padding: str) -> Array:
+  """``out[i, j] = sum_{d<f} mat[i s + d - lo, j s + d - lo]`` on ``axes``, zero outside.
+
+  Each offset's valid rows are added into a box of the output in place: no
+  zero-padded copy of ``mat`` is made (a padded copy per offset, or one shared
+  by all offsets, holds several kernel-sized buffers live at once).
+  """
+  lo, _, size = pad_sizes(mat.shape[axes[0]], f, s, padding)
+  out = _zeros_on(mat, axes, size)
+  for d in range(f):
+    out = _add_shifted(out, mat, axes, d - lo, s)
+  return out
 
 
 def conv_transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
@@ -102,25 +104,72 @@ def conv_transpose_average(mat: Array, batch_ndim: int, filter_shape, strides, p
   ``lax.conv_transpose`` is a stride-1 ``VALID`` convolution of the input
   dilated by the strides (zeros between positions) and padded; the dilated
   input's covariance is the input's, dilated and padded alike on both copies
-  of each axis, so :func:`conv_average` applies to it (NT's
-  ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise).
+  of each axis, so the average of :func:`conv_average` applies to it (NT's
+  ``_conv_kernel_full_spatial_transpose``; the diagonal layout likewise). The
+  dilated covariance is never built (:func:`_dilated_shifted_sum`).
   ``'CIRCULAR'`` folds the ``'VALID'`` result onto the ring
   (:func:`jaxtheory.kernels.padding.fold`, on both copies of each axis).
   """
-  widths = [(0, 0, 0)] * mat.ndim
   spatial, rings = [], []
   for a, (f, s) in enumerate(zip(filter_shape, strides)):
     lo, hi = conv_transpose_pads(f, s, "VALID" if padding == "CIRCULAR" else padding)
     axes = (batch_ndim + a,) if diagonal_spatial else (batch_ndim + 2 * a, batch_ndim + 2 * a + 1)
-    for ax in axes:
-      widths[ax] = (lo, hi, s - 1)
-      spatial.append(ax)
-      rings.append(mat.shape[ax] * s)
-  mat = lax.pad(mat, jnp.zeros((), mat.dtype), widths)
-  mat = conv_average(mat, batch_ndim, filter_shape, (1,) * len(filter_shape), "VALID",
-                      diagonal_spatial)
+    spatial += axes
+    rings += [mat.shape[axes[0]] * s] * len(axes)
+    mat = _dilated_shifted_sum(mat, axes, f, s, lo, hi) / f
   # CIRCULAR: the VALID output folded onto SAME's n * stride positions (both copies).
   return pad.fold(mat, spatial, rings) if padding == "CIRCULAR" else mat
+
+
+def _dilated_shifted_sum(mat: Array, axes: tuple[int, ...], f: int, s: int, lo: int,
+                         hi: int) -> Array:
+  """``out[i, j] = sum_{d<f} D[i + d, j + d]`` on ``axes``, where ``D`` is ``mat`` dilated by
+  ``s`` (``s - 1`` zeros between positions) and padded by ``lo``/``hi`` zeros.
+
+  ``D[k]`` is ``mat[(k - lo) / s]`` where that is a whole position, so an output
+  ``i = s m + r`` only reads offsets ``d`` with ``d = lo - r`` mod ``s``, at
+  ``mat[m + (r + d - lo) / s]``; every output pair ``(i, j)`` with ``i != j`` mod
+  ``s`` is zero. Each residue ``r`` is a stride-1 shifted sum of ``mat`` placed on
+  the positions ``r, r + s, ...`` of ``out``: no dilated copy is made.
+  """
+  size_in = mat.shape[axes[0]]
+  size = (size_in - 1) * s + 1 + lo + hi - f + 1
+  out = 0
+  for r in range(min(s, size)):
+    count = -(-(size - r) // s)  # outputs r, r + s, ...
+    part = _zeros_on(mat, axes, count)
+    for d in range(f):
+      if (r + d - lo) % s:
+        continue
+      part = _add_shifted(part, mat, axes, (r + d - lo) // s, 1)
+    widths = [(0, 0, 0)] * mat.ndim
+    for ax in axes:
+      widths[ax] = (r, size - 1 - r - (count - 1) * s, s - 1)
+    out = out + lax.pad(part, jnp.zeros((), mat.dtype), widths)
+  return out
+
+
+def _zeros_on(mat: Array, axes: tuple[int, ...], size: int) -> Array:
+  shape = list(mat.shape)
+  for ax in axes:
+    shape[ax] = size
+  return jnp.zeros(shape, mat.dtype)
+
+
+def _add_shifted(out: Array, mat: Array, axes: tuple[int, ...], shift: int, s: int) -> Array:
+  """``out[i, j] += mat[i s + shift, j s + shift]`` on ``axes``, where that is inside
+  ``mat``, in place (a box of ``out`` updated with ``dynamic_update_slice``)."""
+  size_in, size = mat.shape[axes[0]], out.shape[axes[0]]
+  first = max(0, -(-(-shift) // s))  # 0 <= i s + shift < size_in
+  stop = min(size, (size_in - 1 - shift) // s + 1)
+  if stop <= first:
+    return out
+  src, start = mat, [0] * mat.ndim
+  for ax in axes:
+    src = lax.slice_in_dim(src, first * s + shift, (stop - 1) * s + shift + 1, s, axis=ax)
+    start[ax] = first
+  box = lax.slice(out, start, [b + n for b, n in zip(start, src.shape)])
+  return lax.dynamic_update_slice(out, box + src, start)
 
 
 def pool_sum(mat: Array, batch_ndim: int, window_shape, strides, padding) -> Array:

@@ -115,7 +115,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       group = _rows(x1, i, b1 * n_dev)
       cols = []
       for j in range(0, n2, b2):
-        block = run(group, _rows(x2_, j, b2), arrays)
+        # One block at a time: blocks dispatched asynchronously run side by side, each
+        # with its own working memory, which would grow with the number of blocks.
+        block = jax.block_until_ready(run(group, _rows(x2_, j, b2), arrays))
         _check_block(block, b1 * n_dev, b2)
         block = _cut(block, min(b1 * n_dev, n1 - i), min(b2, n2 - j))
         cols.append(block if store_on_device else jax.device_get(block))
@@ -201,7 +203,7 @@ def _kernel_blocks(call, ks, arrays, batch_size: int, store_on_device: bool):
     for j in range(0, n2, b2):
       block = jax.tree.map(lambda k: k.slice(slice(i, i + b1), slice(j, j + b2)), ks,
                            is_leaf=_is_kernel)
-      block = call(block, None, arrays)
+      block = jax.block_until_ready(call(block, None, arrays))  # one block at a time
       cols.append(block if store_on_device else jax.device_get(block))
     rows.append(_concat(cols, axis=1, store_on_device=store_on_device))
   out = _fix_shapes(_concat(rows, axis=0, store_on_device=store_on_device))
