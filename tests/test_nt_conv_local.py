@@ -76,9 +76,11 @@ def test_deep_conv_local_kernel_matches_monte_carlo(parameterization):
       stax.ConvLocal(128, (2, 2), padding="SAME", W_std=1.1, b_std=0.1,
                      parameterization=parameterization),
       stax.AvgPool((2, 2)), stax.Flatten())
-  # NNGP: averaged over the many output channels; NTK: of one readout.
+  # NNGP: averaged over the many output channels; NTK: of one readout. The estimator's own
+  # spread at 64 samples, over keys 2-7: 2.6-3.9% of the largest entry (NNGP), 1.0-2.5% (NTK);
+  # a wrong factor or a missing term in the kernel is far beyond 6%.
   for get, net in (("nngp", body), ("ntk", stax.serial(body, stax.Dense(1)))):
     init, apply, kfn = net
     exact = kfn(x1, x2, get)
     est = nt.monte_carlo_kernel_fn(init, apply, jax.random.key(2), n_samples=64)(x1, x2, get)
-    assert np.abs(np.asarray(est - exact)).max() < 0.03 * np.abs(np.asarray(exact)).max(), get
+    assert np.abs(np.asarray(est - exact)).max() < 0.06 * np.abs(np.asarray(exact)).max(), get

@@ -36,14 +36,23 @@ def test_conv_dimension_numbers_match_channels_last(spec, perm):
   init, apply, kfn = _net((spec, "OIHW", spec))
   xt = jnp.transpose(x, perm)
   shape_ref, params = init_ref(jax.random.key(1), x.shape)
-  shape, params_t = init(jax.random.key(1), xt.shape)
+  shape, drawn_t = init(jax.random.key(1), xt.shape)
   assert shape == tuple(shape_ref[i] for i in perm)
-  # NT's parameters: the filter laid out as "OIHW", the bias shaped like the output.
-  for (w, b), (w_t, b_t) in zip((params[0], params[2]), (params_t[0], params_t[2])):
-    _close(jnp.transpose(w, (3, 2, 0, 1)), w_t)
+  # NT's parameters: the filter laid out as "OIHW", the bias shaped like the output (drawn in
+  # that layout, as NT draws them). The same weights, transposed, give the transposed outputs.
+  params_t = []
+  for p, p_t in zip(params, drawn_t):
+    if p == ():
+      assert p_t == ()
+      params_t.append(())
+      continue
+    (w, b), (w_t, b_t) = p, p_t
+    assert w_t.shape == jnp.transpose(w, (3, 2, 0, 1)).shape
+    assert (b is None) == (b_t is None)
+    params_t.append((jnp.transpose(w, (3, 2, 0, 1)),
+                     None if b is None else jnp.transpose(b, perm)))
     if b is not None:
-      _close(jnp.transpose(b, perm), b_t)
-  assert params[1] == params_t[1] == ()
+      assert b_t.shape == params_t[-1][1].shape
   _close(apply(params_t, xt), jnp.transpose(apply_ref(params, x), perm), rtol=1e-12)
   # NT's convention: the kernel's spatial axes are in the output spec's order.
   order = (0, 1, 2, 3, 4, 5) if spec.index("H") < spec.index("W") else (0, 1, 4, 5, 2, 3)

@@ -187,6 +187,25 @@ def _shapes_only():
     _SHAPES_ONLY.reset(token)
 
 
+_UNIT_DRAWS: contextvars.ContextVar[bool] = contextvars.ContextVar("unit_draws", default=False)
+
+
+@contextlib.contextmanager
+def unit_draws():
+  """Inside, :func:`stable_normal` draws ones: an ``init`` returns each parameter's scale.
+
+  A layer's parameters are ``stable_normal`` draws times a scale (its
+  parametrization's std, masked where padded). Read under this context, the
+  init gives that scale entry by entry, so another key scheme can redraw the
+  normals and keep the scale (:mod:`jaxtheory.stax` draws as neural-tangents does).
+  """
+  token = _UNIT_DRAWS.set(True)
+  try:
+    yield
+  finally:
+    _UNIT_DRAWS.reset(token)
+
+
 def stable_normal(key, shape, dtype=jnp.float32, row_ids=None) -> Array:
   """Standard normals whose entry ``[i, ..., j]`` does not depend on ``shape``.
 
@@ -207,6 +226,8 @@ def stable_normal(key, shape, dtype=jnp.float32, row_ids=None) -> Array:
   """
   if _SHAPES_ONLY.get():  # inside Model.shapes: only shapes are read, values never are
     return jnp.zeros(shape, dtype)
+  if _UNIT_DRAWS.get():
+    return jnp.ones(shape, dtype)
   if len(shape) == 0:
     return jax.random.normal(key, (), dtype)
   draw = lambda k: jax.random.normal(k, shape[-1:], dtype)

@@ -12,7 +12,11 @@ changing the import::
   k = kernel_fn(x1, x2, get=("nngp", "ntk"))    # namedtuple; get=None: NT's Kernel
 
 * ``init_fn(key, input_shape) -> (output_shape, params)``; ``input_shape`` has
-  a batch axis, which may be ``-1``.
+  a batch axis, which may be ``-1``. The parameters are NT's own draws: the
+  same key gives the same network as NT 0.6.5 under the same JAX random stream
+  (``serial`` and ``repeat`` split keys in a chain, ``parallel`` in one split,
+  each layer draws standard normals in NT's layout). ``jaxtheory.nn``'s own
+  models draw differently, so that widths nest (:func:`~jaxtheory.nn.stable_normal`).
 * ``apply_fn(params, inputs, **kwargs)``; ``params`` are NT's: a tuple per
   ``serial``/``parallel``, ``(W, b)`` per ``Dense``/``Conv``/``ConvTranspose``
   (``W`` laid out as ``dimension_numbers[1]``, ``b`` shaped like the output

@@ -353,8 +353,13 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
   w_perm, undo = (None, None) if w_specs is None else (_perm(*w_specs), _perm(*w_specs[::-1]))
 
   def init(key, spec, ctx):
-    out, params, scales = layer.init(key, spec, ctx)
+    # NT's draws: ``W ~ normal(k1)`` in NT's layout, ``b ~ normal(k2)`` in its shape, each
+    # times the layer's own scale (read with unit draws), so a key gives NT's parameters.
+    with core.unit_draws():
+      out, params, scales = layer.init(key, spec, ctx)
+    k_W, k_b = jax.random.split(key)
     W = params["W"] if w_perm is None else jnp.transpose(params["W"], w_perm)
+    W = jax.random.normal(k_W, W.shape, W.dtype) * W
     b = params.get("b")
     if b is not None and b_local:
       b = b[None]
@@ -362,6 +367,8 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
       shape = [1] * len(out.shape)
       shape[b_axis % len(out.shape)] = b.shape[0]
       b = b.reshape(shape)
+    if b is not None:
+      b = jax.random.normal(k_b, b.shape, b.dtype) * b
     return out, (W, b), (scales["W"], scales.get("b"))
 
   def apply(params, x, feat, ctx):

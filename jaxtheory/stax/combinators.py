@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from jaxtheory import nn
 from jaxtheory.kernels import masking as kmasking, nt_kernel
@@ -15,12 +16,36 @@ from jaxtheory.stax._core import (_PASS, _SAME, _Triple, _layer, _name_layers,
                                   _serial_in_axes)
 
 
+def _nt_keys(layer: core.Layer, init) -> core.Layer:
+  """``layer`` initialized by ``init``: NT's way of handing keys to the layers inside."""
+  return core.Layer(init, layer.apply, layer.kernel)
+
+
+def _split_chain(key, n: int):
+  """The keys NT's ``serial`` and ``repeat`` give their ``n`` layers: ``key, k = split(key)``."""
+  keys = []
+  for _ in range(n):
+    key, k = jax.random.split(key)
+    keys.append(k)
+  return keys
+
+
 def serial(*layers) -> _Triple:
-  """Composes layers left to right (NT's ``stax.serial``)."""
+  """Composes layers left to right (NT's ``stax.serial``, its keys split as NT splits them)."""
   out_axes = None  # the last layout a layer sets; elementwise layers keep the one they get
   for t in layers:
     out_axes = getattr(t, "out_axes", None) or out_axes
-  return _Triple(nn.serial(*map(_layer, layers)), _serial_in_axes(layers),
+  inner = tuple(map(_layer, layers))
+
+  def init(key, spec, ctx):
+    params, scales = [], []
+    for lay, k in zip(inner, _split_chain(key, len(inner))):
+      spec, p, s = lay.init(k, spec, ctx)
+      params.append(p)
+      scales.append(s)
+    return spec, tuple(params), tuple(scales)
+
+  return _Triple(_nt_keys(nn.serial(*inner), init), _serial_in_axes(layers),
                  any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS,
                  out_axes=out_axes)
 
@@ -28,7 +53,14 @@ def serial(*layers) -> _Triple:
 def parallel(*layers) -> _Triple:
   """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
   axes = tuple(getattr(t, "in_axes", None) for t in layers)
-  return _Triple(nn.parallel(*map(_layer, layers)),
+  inner = tuple(map(_layer, layers))
+
+  def init(key, specs, ctx):
+    keys = jax.random.split(key, len(inner)) if inner else ()
+    outs = [lay.init(k, s, ctx) for lay, k, s in zip(inner, keys, specs)]
+    return tuple(zip(*outs)) if outs else ((), (), ())
+
+  return _Triple(_nt_keys(nn.parallel(*inner), init),
                  axes if any(a is not None for a in axes) else None, mask=_PASS, out_axes=None)
 
 
@@ -68,7 +100,17 @@ def unmask_fn(apply_fn: Callable) -> Callable:
 
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
-  return _Triple(core.repeat(_layer(layer), n), getattr(layer, "in_axes", None), mask=_PASS,
+  inner, stacked = _layer(layer), core.repeat(_layer(layer), n)
+
+  def init(key, spec, ctx):
+    with core.unit_draws():  # checks the shapes; the parameters are drawn below
+      out, params, scales = stacked.init(key, spec, ctx)
+    if n == 0:
+      return out, params, scales
+    ps = [inner.init(k, spec, ctx)[1] for k in _split_chain(key, n)]
+    return out, jax.tree.map(lambda *a: jnp.stack(a), *ps), scales
+
+  return _Triple(_nt_keys(stacked, init), getattr(layer, "in_axes", None), mask=_PASS,
                  out_axes=getattr(layer, "out_axes", None))
 
 
