@@ -26,6 +26,10 @@ def networks(stax) -> dict:
       "conv_1d_standard": (stax.serial(stax.Conv(3, (3,), padding="CIRCULAR", b_std=0.1,
                                                  parameterization="standard"),
                                        stax.GlobalAvgPool(), stax.Dense(2)), (2, 6, 2)),
+      "width_scale_s": (stax.serial(
+          stax.Dense(4, 1.3, 0.2, parameterization="standard", s=(2, 3)), stax.Relu(),
+          stax.Conv(3, (2,), W_std=0.7, b_std=0.1, parameterization="standard", s=(3, 2)),
+          stax.Flatten(), stax.Dense(2, parameterization="standard", s=(2, 1))), (2, 5, 3)),
       "conv_local": (stax.serial(stax.ConvLocal(3, (2, 2), b_std=0.2), stax.Relu()),
                      (2, 5, 5, 2)),
       "parallel": (stax.serial(stax.FanOut(2),
