@@ -7,7 +7,7 @@ Run in the side env (see setup_env.sh):
 Writes tests/data/nt_draws.npz: for every network and both of JAX's threefry
 streams (``partitionable`` True, today's default, and False, the default until
 JAX 0.5), keys ``f"{name}/{stream}/leaf{i}"`` (the parameter leaves, in tree
-order) and ``f"{name}/{stream}/out"`` (``apply_fn`` on the battery's inputs).
+order) and ``f"{name}/{stream}/out"`` (``apply_fn`` on the battery's inputs and key).
 """
 import json
 import os
@@ -39,7 +39,8 @@ def main():
       x = jax.random.normal(jax.random.PRNGKey(draw_battery.INPUT_KEY), shape)
       for i, leaf in enumerate(jax.tree_util.tree_leaves(params)):
         out[f"{name}/{stream}/leaf{i}"] = np.asarray(leaf)
-      out[f"{name}/{stream}/out"] = np.asarray(apply_fn(params, x))
+      rng = jax.random.PRNGKey(draw_battery.APPLY_KEY)  # Dropout's masks
+      out[f"{name}/{stream}/out"] = np.asarray(apply_fn(params, x, rng=rng))
   out["meta"] = np.asarray(json.dumps({"neural_tangents": nt.__version__, "jax": jax.__version__}))
   path = os.path.join(ROOT, "tests", "data", "nt_draws.npz")
   np.savez_compressed(path, **out)

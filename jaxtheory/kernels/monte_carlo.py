@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 
 from jaxtheory.kernels.batching import batch
@@ -77,8 +78,13 @@ def _uses_rng(init_fn: Callable, apply_fn: Callable, x, kwargs) -> bool:
         jax.random.key(0), params, spec)
   except Exception:  # pylint: disable=broad-except
     return True
-  key = closed.jaxpr.invars[0]
-  return any(key in e.invars for e in closed.jaxpr.eqns) or key in closed.jaxpr.outvars
+  # The outputs that depend on the key (an equation's outputs depend on all of its inputs):
+  # a key that is split but whose parts reach no output (a network without dropout) is unused.
+  reached = {closed.jaxpr.invars[0]}
+  for e in closed.jaxpr.eqns:
+    if any(isinstance(v, jex_core.Var) and v in reached for v in e.invars):
+      reached.update(e.outvars)
+  return any(isinstance(v, jex_core.Var) and v in reached for v in closed.jaxpr.outvars)
 
 
 def _canonical_n_samples(n_samples) -> tuple[set[int], bool]:

@@ -194,10 +194,13 @@ _UNIT_DRAWS: contextvars.ContextVar[bool] = contextvars.ContextVar("unit_draws",
 def unit_draws():
   """Inside, :func:`stable_normal` draws ones: an ``init`` returns each parameter's scale.
 
-  A layer's parameters are ``stable_normal`` draws times a scale (its
-  parametrization's std, masked where padded). Read under this context, the
-  init gives that scale entry by entry, so another key scheme can redraw the
-  normals and keep the scale (:mod:`jaxtheory.stax` draws as neural-tangents does).
+  The weights and biases of ``dense``, ``conv``, ``conv_transpose``,
+  ``conv_local``, ``embedding``, ``positional_embedding`` and the attention
+  layers are ``stable_normal`` draws times a scale (the parametrization's
+  std, masked where padded). Read under this context, such a layer's init
+  gives that scale entry by entry, so another key scheme can redraw the
+  normals and keep the scale (:mod:`jaxtheory.stax` draws as neural-tangents
+  does). Draws made otherwise (``fourier_features``) are unaffected.
   """
   token = _UNIT_DRAWS.set(True)
   try:

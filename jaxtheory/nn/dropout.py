@@ -1,14 +1,16 @@
 """Dropout as an ``(init, apply, kernel)`` layer (NT's ``stax.Dropout``).
 
 The random mask needs a key at apply time: the run context carries it as
-``ctx.rng`` (:func:`with_rng`). Each dropout layer folds its own id into that
-key, so two dropout layers of one network draw independent masks.
+``ctx.rng`` (:func:`with_rng`), and a dropout layer draws its mask from that
+key as given (NT's ``bernoulli(rng, rate, shape)``). Two dropout layers of one
+network get independent masks because the combinators around them hand each
+layer its own key: :func:`jaxtheory.stax.serial` and ``parallel`` split the key
+per layer, as neural-tangents does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 
 import jax
@@ -16,9 +18,6 @@ import jax.numpy as jnp
 
 from jaxtheory.kernels import analytic, linear_ops
 from jaxtheory.nn.core import Ctx, Layer
-
-_IDS = itertools.count()
-
 
 @dataclasses.dataclass(frozen=True)
 class RngCtx(Ctx):
@@ -51,7 +50,6 @@ def dropout(rate: float, mode: str = "train") -> Layer:
     raise ValueError(f"dropout mode must be 'train' or 'test', got {mode!r}")
   if not 0.0 < rate <= 1.0:
     raise ValueError(f"dropout rate (the keep probability) must be in (0, 1], got {rate!r}")
-  layer_id = next(_IDS)
 
   def init(key, spec, ctx):
     del key, ctx
@@ -64,7 +62,7 @@ def dropout(rate: float, mode: str = "train") -> Layer:
     rng = getattr(ctx, "rng", None)
     if rng is None:
       raise ValueError("dropout in train mode needs a PRNG key: apply_fn(params, x, rng=key)")
-    keep = jax.random.bernoulli(jax.random.fold_in(rng, layer_id), rate, x.shape)
+    keep = jax.random.bernoulli(rng, rate, x.shape)
     return jnp.where(keep, x / rate, jnp.zeros_like(x)), feat
 
   kernel = analytic.identity() if mode == "test" else linear_ops.dropout(rate)

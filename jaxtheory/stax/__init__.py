@@ -17,11 +17,14 @@ changing the import::
   (``serial`` and ``repeat`` split keys in a chain, ``parallel`` in one split,
   each layer draws standard normals in NT's layout). ``jaxtheory.nn``'s own
   models draw differently, so that widths nest (:func:`~jaxtheory.nn.stable_normal`).
+  One exception, NT's own quirk: NT's ``ConvLocal`` in the standard
+  parameterization ignores ``s[1]``; here it widens the output as ``Dense`` does.
 * ``apply_fn(params, inputs, **kwargs)``; ``params`` are NT's: a tuple per
   ``serial``/``parallel``, ``(W, b)`` per ``Dense``/``Conv``/``ConvTranspose``
   (``W`` laid out as ``dimension_numbers[1]``, ``b`` shaped like the output
   with unit axes, ``None`` without a bias), ``()`` for layers without
-  parameters; ``rng=`` feeds ``Dropout``.
+  parameters; ``rng=`` feeds ``Dropout``, split per layer by ``serial`` and
+  ``parallel`` as NT splits it (so the masks are NT's too).
 * ``kernel_fn(x1_or_kernel, x2=None, get=None, **kwargs)``: NNGP and NTK of
   one output channel in NT's conventions (including the per-layer
   ``parameterization``, ``'ntk'`` or ``'standard'`` with its width scale

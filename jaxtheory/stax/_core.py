@@ -340,7 +340,8 @@ def _check_padding(padding):
 
 
 def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
-               b_axis: int = -1, b_local: bool = False) -> core.Layer:
+               b_axis: int = -1, b_local: bool = False,
+               b_specs: tuple[str, str] | None = None) -> core.Layer:
   """``layer`` (parameters ``{'W': W, 'b': b}``) holding NT's parameters: a tuple ``(W, b)``.
 
   ``W`` is laid out as NT lays it out: ``w_specs = (ours, NT's)`` name its axes
@@ -348,9 +349,12 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
   values on ``b_axis`` and unit axes elsewhere, or is ``None`` without a bias.
   ``apply`` takes that tuple (a scalar ``b`` broadcasts) or jaxtheory's dict.
   ``b_local``: ``b`` is a locally connected layer's, one per position and channel,
-  held with a leading unit batch axis (NT's ``ConvLocal``).
+  held with a leading unit batch axis (NT's ``ConvLocal``), laid out as ``b_specs[1]``
+  where jaxtheory's is ``b_specs[0]`` (``None``: the same layout).
   """
   w_perm, undo = (None, None) if w_specs is None else (_perm(*w_specs), _perm(*w_specs[::-1]))
+  b_perm, b_undo = ((None, None) if b_specs is None
+                    else (_perm(*b_specs), _perm(*b_specs[::-1])))
 
   def init(key, spec, ctx):
     # NT's draws: ``W ~ normal(k1)`` in NT's layout, ``b ~ normal(k2)`` in its shape, each
@@ -362,7 +366,7 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
     W = jax.random.normal(k_W, W.shape, W.dtype) * W
     b = params.get("b")
     if b is not None and b_local:
-      b = b[None]
+      b = b[None] if b_perm is None else jnp.transpose(b[None], b_perm)
     elif b is not None:
       shape = [1] * len(out.shape)
       shape[b_axis % len(out.shape)] = b.shape[0]
@@ -381,6 +385,7 @@ def _nt_params(layer: core.Layer, w_specs: tuple[str, str] | None = None,
       W = jnp.asarray(W) if undo is None else jnp.transpose(jnp.asarray(W), undo)
       params = {"W": W}
       if b is not None and b_local:
+        b = jnp.asarray(b) if b_undo is None else jnp.transpose(jnp.asarray(b), b_undo)
         params["b"] = jnp.reshape(b, jnp.shape(b)[1:])
       elif b is not None:
         params["b"] = jnp.reshape(b, (-1,) if jnp.ndim(b) else ())

@@ -109,18 +109,20 @@ def GlobalSelfAttention(
     c_in = shape[-1]
     kq, kk, kv, ko, kb, kp = jax.random.split(key, 6)
     normal = lambda k, s: jax.random.normal(k, s, jnp.result_type(float))
+    # NT draws the embeddings and the bias laid out as the input: drawn so, then moved here.
+    laid = lambda k, s: _from_input_layout(normal(k, _to_input_layout_shape(s)))
     c_keys = c_vals = c_in
     pe = None
     if pos != "NONE":
       n_pe = pe_channels(c_in)
-      pe = normal(kp, (1,) + tuple(shape[1:-1]) + (n_pe,))
+      pe = laid(kp, (1,) + tuple(shape[1:-1]) + (n_pe,))
       if pos == "CONCAT":
         c_keys += n_pe
         c_vals += n_pe if val_pos_emb else 0
     W_K = normal(kk, (n_heads, c_keys, n_chan_key))
     W_V = normal(kv, (n_heads, c_vals, n_chan_val))
     W_out = normal(ko, (n_chan_val * n_heads, n_chan_out))
-    b = None if b_std is None else normal(kb, (1,) * (len(shape) - 1) + (n_chan_out,))
+    b = None if b_std is None else laid(kb, (1,) * (len(shape) - 1) + (n_chan_out,))
     W_Q = None if linear_scaling else normal(kq, (n_heads, c_keys, n_chan_key))
     params = (W_Q, W_K, W_V, W_out, b, pe)
     scales = jax.tree.map(lambda _: 1.0, params)
@@ -184,8 +186,41 @@ def GlobalSelfAttention(
   rule = (masking.Rule(lambda m, shape: kmasking.collapse_channels(m), remask=True,
                        apply=masked_apply)
           if (batch_axis, channel_axis) == (0, -1) else None)
-  return _Triple(_moved_axes(core.Layer(init, apply, kernel), batch_axis, channel_axis),
-                 (batch_axis, channel_axis), mask=rule)
+  def _axes(ndim):
+    return batch_axis % ndim, channel_axis % ndim
+
+  def _to_input_layout_shape(shape):
+    return jax.eval_shape(lambda a: jnp.moveaxis(a, (0, -1), _axes(a.ndim)),
+                          jax.ShapeDtypeStruct(shape, jnp.float32)).shape
+
+  def _from_input_layout(a):
+    return jnp.moveaxis(a, _axes(a.ndim), (0, -1))
+
+  def _to_input_layout(a):
+    return jnp.moveaxis(a, (0, -1), _axes(a.ndim))
+
+  layer = _moved_axes(core.Layer(init, apply, kernel), batch_axis, channel_axis)
+  if (batch_axis, channel_axis) != (0, -1):
+    layer = _params_laid_as_input(layer, _to_input_layout, _from_input_layout)
+  return _Triple(layer, (batch_axis, channel_axis), mask=rule)
+
+
+def _params_laid_as_input(layer: core.Layer, to_input: Callable, from_input: Callable) -> core.Layer:
+  """``layer`` whose bias and positional embeddings (the last two parameters) are held laid out
+  as its input (NT's), where the layer itself reads them batch first and channels last."""
+
+  def move(params, fn):
+    *w, b, pe = params
+    return (*w, None if b is None else fn(jnp.asarray(b)), None if pe is None else fn(jnp.asarray(pe)))
+
+  def init(key, spec, ctx):
+    out, params, scales = layer.init(key, spec, ctx)
+    return out, move(params, to_input), scales
+
+  def apply(params, x, feat, ctx):
+    return layer.apply(move(params, from_input), x, feat, ctx)
+
+  return core.Layer(init, apply, layer.kernel)
 
 
 def _choice(enum_type, value, name: str) -> str:

@@ -10,15 +10,24 @@ import jax
 import jax.numpy as jnp
 
 from jaxtheory import nn
-from jaxtheory.kernels import masking as kmasking, nt_kernel
+from jaxtheory.kernels import analytic, masking as kmasking, nt_kernel
 from jaxtheory.nn import core, masking
 from jaxtheory.stax._core import (_PASS, _SAME, _Triple, _layer, _name_layers,
                                   _serial_in_axes)
 
 
-def _nt_keys(layer: core.Layer, init) -> core.Layer:
-  """``layer`` initialized by ``init``: NT's way of handing keys to the layers inside."""
-  return core.Layer(init, layer.apply, layer.kernel)
+def _nt_keys(layer: core.Layer, init, apply) -> core.Layer:
+  """``layer`` initialized and applied by NT's ``init`` and ``apply``: how keys reach the layers."""
+  return core.Layer(init, apply, layer.kernel)
+
+
+def _split_ctx(ctx, n: int) -> list:
+  """``n`` contexts, one per layer: a key in ``ctx`` (``apply_fn(..., rng=)``, read by ``Dropout``)
+  split into ``n``, as NT's ``serial`` and ``parallel`` split theirs."""
+  rng = getattr(ctx, "rng", None)
+  if rng is None or n == 0:
+    return [ctx] * n
+  return [analytic.ctx_with(ctx, "rng", k) for k in jax.random.split(rng, n)]
 
 
 def _split_chain(key, n: int):
@@ -45,7 +54,12 @@ def serial(*layers) -> _Triple:
       scales.append(s)
     return spec, tuple(params), tuple(scales)
 
-  return _Triple(_nt_keys(nn.serial(*inner), init), _serial_in_axes(layers),
+  def apply(params, x, feat, ctx):
+    for lay, p, c in zip(inner, params, _split_ctx(ctx, len(inner))):
+      x, feat = lay.apply(p, x, feat, c)
+    return x, feat
+
+  return _Triple(_nt_keys(nn.serial(*inner), init, apply), _serial_in_axes(layers),
                  any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS,
                  out_axes=out_axes)
 
@@ -60,7 +74,12 @@ def parallel(*layers) -> _Triple:
     outs = [lay.init(k, s, ctx) for lay, k, s in zip(inner, keys, specs)]
     return tuple(zip(*outs)) if outs else ((), (), ())
 
-  return _Triple(_nt_keys(nn.parallel(*inner), init),
+  def apply(params, xs, feats, ctx):
+    outs = [lay.apply(p, x, f, c) for lay, p, x, f, c
+            in zip(inner, params, xs, feats, _split_ctx(ctx, len(inner)))]
+    return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+  return _Triple(_nt_keys(nn.parallel(*inner), init, apply),
                  axes if any(a is not None for a in axes) else None, mask=_PASS, out_axes=None)
 
 
@@ -110,7 +129,7 @@ def repeat(layer, n: int) -> _Triple:
     ps = [inner.init(k, spec, ctx)[1] for k in _split_chain(key, n)]
     return out, jax.tree.map(lambda *a: jnp.stack(a), *ps), scales
 
-  return _Triple(_nt_keys(stacked, init), getattr(layer, "in_axes", None), mask=_PASS,
+  return _Triple(_nt_keys(stacked, init, stacked.apply), getattr(layer, "in_axes", None), mask=_PASS,
                  out_axes=getattr(layer, "out_axes", None))
 
 

@@ -154,7 +154,8 @@ def _conv_triple(lay, dimension_numbers, nspatial: int, rule=None,
   if not (lhs == canon == out):
     lay = _relaid(lay, lhs, canon, out)
   ours = canon[1:-1] + "IO"  # jaxtheory's filter: spatial axes (in rhs's order), in, out
-  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local),
+  return _Triple(_nt_params(lay, None if ours == rhs else (ours, rhs), out.index("C"), b_local,
+                            None if canon == out else (canon, out)),
                  (lhs.index("N"), lhs.index("C")), out_axes=(out.index("N"), out.index("C")),
                  mask=rule if rule is None or lhs == canon == out else _relaid_rule(rule, lhs,
                                                                                    canon, out),
