@@ -252,21 +252,36 @@ def _kernel_of(layer: Layer) -> Callable:
   return layer.kernel
 
 
-def serial(*layers: Layer) -> Layer:
-  """Composes layers left to right (``serial(f, g)(x) = g(f(x))``)."""
+def _fold_keys(key, n: int) -> list:
+  """The combinators' default keys for ``n`` layers: ``fold_in(key, i)``."""
+  return [jax.random.fold_in(key, i) for i in range(n)]
+
+
+def _same_ctx(ctx, n: int) -> list:
+  """The combinators' default contexts for ``n`` layers: the one they were given."""
+  return [ctx] * n
+
+
+def serial(*layers: Layer, keys: Callable = _fold_keys, ctxs: Callable = _same_ctx) -> Layer:
+  """Composes layers left to right (``serial(f, g)(x) = g(f(x))``).
+
+  ``keys(key, n)`` gives the ``n`` layers their init keys and ``ctxs(ctx, n)``
+  their run contexts (another key scheme: :mod:`jaxtheory.stax` splits keys as
+  neural-tangents does).
+  """
   layers = tuple(layers)
 
   def init(key, spec, ctx):
     params, scales = [], []
-    for i, layer in enumerate(layers):
-      spec, p, s = layer.init(jax.random.fold_in(key, i), spec, ctx)
+    for layer, k in zip(layers, keys(key, len(layers))):
+      spec, p, s = layer.init(k, spec, ctx)
       params.append(p)
       scales.append(s)
     return spec, tuple(params), tuple(scales)
 
   def apply(params, x, feat, ctx):
-    for layer, p in zip(layers, params):
-      x, feat = layer.apply(p, x, feat, ctx)
+    for layer, p, c in zip(layers, params, ctxs(ctx, len(layers))):
+      x, feat = layer.apply(p, x, feat, c)
     return x, feat
 
   def kernel(k, ctx):
@@ -277,12 +292,13 @@ def serial(*layers: Layer) -> Layer:
   return Layer(init, apply, kernel)
 
 
-def repeat(layer: Layer, n: int) -> Layer:
+def repeat(layer: Layer, n: int, keys: Callable = _fold_keys) -> Layer:
   """``layer`` composed ``n`` times, its parameters stacked along a leading axis (NT's ``repeat``).
 
   Equals ``serial(*[layer] * n)`` with the same key (repetition ``i`` is
-  initialized with ``fold_in(key, i)``, as in :func:`serial`), but holds one
-  stacked parameter tree. ``layer`` must keep its input's shape.
+  initialized with ``keys(key, n)[i]``, ``fold_in(key, i)`` by default, as in
+  :func:`serial`), but holds one stacked parameter tree. ``layer`` must keep
+  its input's shape.
   """
   if not isinstance(n, int) or isinstance(n, bool) or n < 0:
     raise ValueError(f"repeat needs a non-negative integer n, got {n!r}")
@@ -290,7 +306,7 @@ def repeat(layer: Layer, n: int) -> Layer:
   def init(key, spec, ctx):
     if n == 0:
       return spec, (), ()
-    outs = [layer.init(jax.random.fold_in(key, i), spec, ctx) for i in range(n)]
+    outs = [layer.init(k, spec, ctx) for k in keys(key, n)]
     if outs[0][0].shape != spec.shape:
       raise ValueError(f"repeat: the layer maps shape {spec.shape} to {outs[0][0].shape}; "
                        "use serial(*[layer] * n) for layers that change the shape")
@@ -310,18 +326,18 @@ def repeat(layer: Layer, n: int) -> Layer:
   return Layer(init, apply, kernel)
 
 
-def parallel(*layers: Layer) -> Layer:
-  """Applies ``layers[i]`` to the ``i``-th of a tuple of inputs."""
+def parallel(*layers: Layer, keys: Callable = _fold_keys, ctxs: Callable = _same_ctx) -> Layer:
+  """Applies ``layers[i]`` to the ``i``-th of a tuple of inputs (``keys``, ``ctxs``: as in
+  :func:`serial`)."""
   layers = tuple(layers)
 
   def init(key, specs, ctx):
-    outs = [l.init(jax.random.fold_in(key, i), s, ctx)
-            for i, (l, s) in enumerate(zip(layers, specs))]
+    outs = [l.init(k, s, ctx) for l, k, s in zip(layers, keys(key, len(layers)), specs)]
     return tuple(zip(*outs)) if outs else ((), (), ())
 
   def apply(params, xs, feats, ctx):
-    outs = [l.apply(p, x, f, ctx)
-            for l, p, x, f in zip(layers, params, xs, feats)]
+    outs = [l.apply(p, x, f, c)
+            for l, p, x, f, c in zip(layers, params, xs, feats, ctxs(ctx, len(layers)))]
     return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
 
   def kernel(ks, ctx):

@@ -7,18 +7,12 @@ import functools
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
 from jaxtheory import nn
 from jaxtheory.kernels import analytic, masking as kmasking, nt_kernel
 from jaxtheory.nn import core, masking
 from jaxtheory.stax._core import (_PASS, _SAME, _Triple, _layer, _name_layers,
                                   _serial_in_axes)
-
-
-def _nt_keys(layer: core.Layer, init, apply) -> core.Layer:
-  """``layer`` initialized and applied by NT's ``init`` and ``apply``: how keys reach the layers."""
-  return core.Layer(init, apply, layer.kernel)
 
 
 def _split_ctx(ctx, n: int) -> list:
@@ -28,6 +22,11 @@ def _split_ctx(ctx, n: int) -> list:
   if rng is None or n == 0:
     return [ctx] * n
   return [analytic.ctx_with(ctx, "rng", k) for k in jax.random.split(rng, n)]
+
+
+def _split_once(key, n: int):
+  """The keys NT's ``parallel`` gives its ``n`` layers: ``split(key, n)``."""
+  return list(jax.random.split(key, n)) if n else []
 
 
 def _split_chain(key, n: int):
@@ -44,22 +43,8 @@ def serial(*layers) -> _Triple:
   out_axes = None  # the last layout a layer sets; elementwise layers keep the one they get
   for t in layers:
     out_axes = getattr(t, "out_axes", None) or out_axes
-  inner = tuple(map(_layer, layers))
-
-  def init(key, spec, ctx):
-    params, scales = [], []
-    for lay, k in zip(inner, _split_chain(key, len(inner))):
-      spec, p, s = lay.init(k, spec, ctx)
-      params.append(p)
-      scales.append(s)
-    return spec, tuple(params), tuple(scales)
-
-  def apply(params, x, feat, ctx):
-    for lay, p, c in zip(inner, params, _split_ctx(ctx, len(inner))):
-      x, feat = lay.apply(p, x, feat, c)
-    return x, feat
-
-  return _Triple(_nt_keys(nn.serial(*inner), init, apply), _serial_in_axes(layers),
+  return _Triple(nn.serial(*map(_layer, layers), keys=_split_chain, ctxs=_split_ctx),
+                 _serial_in_axes(layers),
                  any(getattr(t, "fans_out", False) for t in layers[:1]), mask=_PASS,
                  out_axes=out_axes)
 
@@ -67,19 +52,7 @@ def serial(*layers) -> _Triple:
 def parallel(*layers) -> _Triple:
   """Applies the ``i``-th layer to the ``i``-th input (NT's ``stax.parallel``)."""
   axes = tuple(getattr(t, "in_axes", None) for t in layers)
-  inner = tuple(map(_layer, layers))
-
-  def init(key, specs, ctx):
-    keys = jax.random.split(key, len(inner)) if inner else ()
-    outs = [lay.init(k, s, ctx) for lay, k, s in zip(inner, keys, specs)]
-    return tuple(zip(*outs)) if outs else ((), (), ())
-
-  def apply(params, xs, feats, ctx):
-    outs = [lay.apply(p, x, f, c) for lay, p, x, f, c
-            in zip(inner, params, xs, feats, _split_ctx(ctx, len(inner)))]
-    return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
-
-  return _Triple(_nt_keys(nn.parallel(*inner), init, apply),
+  return _Triple(nn.parallel(*map(_layer, layers), keys=_split_once, ctxs=_split_ctx),
                  axes if any(a is not None for a in axes) else None, mask=_PASS, out_axes=None)
 
 
@@ -119,17 +92,8 @@ def unmask_fn(apply_fn: Callable) -> Callable:
 
 def repeat(layer, n: int) -> _Triple:
   """``layer`` composed ``n`` times with stacked parameters (NT's ``stax.repeat``)."""
-  inner, stacked = _layer(layer), core.repeat(_layer(layer), n)
-
-  def init(key, spec, ctx):
-    with core.unit_draws():  # checks the shapes; the parameters are drawn below
-      out, params, scales = stacked.init(key, spec, ctx)
-    if n == 0:
-      return out, params, scales
-    ps = [inner.init(k, spec, ctx)[1] for k in _split_chain(key, n)]
-    return out, jax.tree.map(lambda *a: jnp.stack(a), *ps), scales
-
-  return _Triple(_nt_keys(stacked, init, stacked.apply), getattr(layer, "in_axes", None), mask=_PASS,
+  return _Triple(core.repeat(_layer(layer), n, keys=_split_chain),
+                 getattr(layer, "in_axes", None), mask=_PASS,
                  out_axes=getattr(layer, "out_axes", None))
 
 
