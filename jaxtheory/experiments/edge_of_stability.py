@@ -20,21 +20,33 @@ initial parameters): a net whose curvature at init is already above
 :math:`2/\eta` cannot show progressive sharpening, and :math:`S_0` varies
 two-fold between activations. The smallest learning rate is the control:
 its threshold :math:`2/\eta` is never reached within the budget, and the
-loss falls monotonically. The defaults (256 examples, 2 seeds x learning
-rates 0.05, 0.6, 0.8 of :math:`2/S_0 \approx 0.17`, 4000 steps, the
-sharpness every 10 steps) take about a minute on a 2-core CPU; every check
-passes for tanh. ReLU's sharpness first falls to about half of
+loss falls monotonically. Progressive sharpening takes a time
+:math:`\eta t`, so every learning rate above the control gets the same time
+(``equal_time``): ``steps`` is the budget of the largest, and a smaller one
+trains proportionally more steps. The defaults (256 examples, 2 seeds x
+learning rates 0.05, 0.6, 0.8 of :math:`2/S_0 \approx 0.17`, 3000 steps of
+0.8 and so 4000 in all, the sharpness every 10 steps) take about a minute on
+a 2-core CPU; every check passes for tanh. ReLU's sharpness first falls to about half of
 :math:`S_0` and sharpens slowly: at 0.8 it reaches the edge and hovers
 (loss non-monotone in one seed of two), at 0.6 it does not reach it within
 4000 steps.
 
-Declared range: tanh (or erf) MLPs of depth 2 on MNIST-1D or MNIST
-subsets of 256-1000 examples, relative learning rates 0.6-0.8 of 2/S0 with
-the control at 0.05, 2000-4000 steps; any number of seeds. With ReLU, on
-digits, or at relative learning rates below ~0.6, the edge may not be
-reached within the budget (progressive sharpening takes longer the smaller
-the step): such runs are reported as "not reached in budget" (SKIP), not as
-a failure of the phenomenon.
+Declared range: tanh or erf MLPs of depth 2-3 and width 64-200 on
+MNIST-1D (256-1000 examples) or MNIST pixels in [0, 1] (500-1000 examples),
+the largest learning rate 0.75-0.8 of 2/S0 with 3000-4000 steps, the
+control at 0.05; any number of seeds. Each seed is judged on its own, and
+only once it has reached its edge with at least half of the time after the
+onset still to come. Measured on six settings chosen after the fact (other
+seeds, erf, depth 3, widths 64-128, other subsets and sizes, Fashion-MNIST):
+no judged seed failed; the signature appeared in four, and in two (300 MNIST
+digits; 500 Fashion-MNIST images) the edge was not reached in 3000 steps
+(the checks say so and estimate when it would be, about 5000 steps).
+Progressive sharpening is the fragile part: per-pixel standardized inputs,
+Fashion-MNIST, ReLU and fewer examples sharpen more slowly, and at 0.6-0.65
+of 2/S0 the sharpness of a few hundred examples may stop short of the edge
+once the loss is fitted (below 1e-3). Such seeds are reported as not
+judged, with the reason (too late in the budget, still sharpening, or
+stopped below the edge), never as a failure of the phenomenon.
 
 >>> from jaxtheory.experiments import edge_of_stability as eos
 >>> cfg = eos.Config(n_train=20, width=8, seeds=1, lrs=(0.01, 0.1), steps=4,
@@ -84,7 +96,13 @@ class Config:
       whatever the architecture's curvature at initialization.
     relative_lrs: read ``lrs`` as fractions of :math:`2/S_0` (``False``:
       absolute step sizes).
-    steps: full-batch GD steps.
+    steps: full-batch GD steps of the largest learning rate.
+    equal_time: give every learning rate above the control at least the
+      training time ``lr * steps`` that the largest gets in ``steps`` steps:
+      the sweep runs ``steps * max / min`` of those learning rates (one
+      program; the larger ones simply train longer). Progressive sharpening
+      happens over a time ``lr * t``, not over a number of steps, so a
+      smaller step size needs proportionally more of them to reach its edge.
     sharpness_every: steps between recordings (loss and sharpness).
     lanczos_iters: Lanczos iterations per sharpness estimate.
   """
@@ -98,7 +116,8 @@ class Config:
   seeds: int | tuple[int, ...] = 2
   lrs: tuple[float, ...] = (0.05, 0.6, 0.8)
   relative_lrs: bool = True
-  steps: int = 4000
+  steps: int = 3000
+  equal_time: bool = True
   sharpness_every: int = 10
   lanczos_iters: int = 20
 
@@ -107,14 +126,17 @@ class Config:
 PRESETS: dict[str, dict] = {
     # Cohen, Kaur, Li, Kolter & Talwalkar (2021), their Figure 1 setting: a tanh network
     # with two hidden layers of width 200, MSE, full-batch GD on 5000 CIFAR-10 examples.
-    # Scaled: CIFAR-10 is not available offline, so 1000 MNIST digits (standardized);
-    # learning rates as fractions of 2/S0 (theirs: absolute, chosen for CIFAR-10).
-    # Measured on its reduced form (256 examples, width 64, 2000 steps, one seed): the
-    # sharpness falls from 0.8 of 2/lr at init and does not return to the edge within the
-    # budget (reported SKIP: not reached in budget); the full budget is untested.
-    "cohen2021": dict(dataset="mnist", n_train=1000, standardize=True, width=200, depth=2,
-                      activation="tanh", seeds=2, lrs=(0.05, 0.6, 0.8), relative_lrs=True,
-                      steps=3000, sharpness_every=20, lanczos_iters=20),
+    # Scaled: CIFAR-10 is not available offline, so 1000 MNIST digits, pixels in [0, 1]
+    # (per-pixel standardization inflates the near-constant border pixels; the sharpness
+    # then rises about 3x more slowly); learning rates as fractions of 2/S0 (theirs:
+    # absolute, chosen for CIFAR-10); 2 seeds; 4000 steps of the largest learning rate
+    # (4923 of 0.65, the same time). Reduced form (the test): 256 digits, width 64, one
+    # seed, 0.8 and the control, 2400 steps: sharpens from 0.75 to the edge by step ~1500
+    # and hovers (median 0.99 of 2/lr). With 3000 steps both seeds passed at 0.8 and one
+    # of two was judged at 0.65 (the other reached the edge too late to judge).
+    "cohen2021": dict(dataset="mnist", n_train=1000, standardize=False, width=200, depth=2,
+                      activation="tanh", seeds=2, lrs=(0.05, 0.65, 0.8), relative_lrs=True,
+                      steps=4000, equal_time=True, sharpness_every=20, lanczos_iters=20),
 }
 
 
@@ -151,7 +173,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   s = sweep.Sweep(
       model=lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, activation=act),
       data=ds, grid=dict(seed=seed_list(cfg.seeds), width=[cfg.width], lr=list(cfg.lrs)),
-      optimizer="sgd", steps=cfg.steps, record=f"every:{cfg.sharpness_every}", loss="mse",
+      optimizer="sgd", steps=total_steps(cfg.steps, cfg.lrs) if cfg.equal_time else cfg.steps,
+      record=f"every:{cfg.sharpness_every}", loss="mse",
       metrics={"sharpness": metric}, name="edge-of-stability")
   s0 = float("nan")
   if cfg.relative_lrs:
@@ -170,6 +193,19 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   res.attrs["experiment"] = "edge-of-stability"
   res.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return res if groups is None else (res, groups)
+
+
+def total_steps(steps: int, lrs) -> int:
+  """The steps a sweep over ``lrs`` runs so that every learning rate above the smallest (the
+  control) trains at least as long, in time ``lr * steps``, as the largest does in ``steps``.
+
+  >>> total_steps(3000, [0.05, 0.6, 0.8])
+  4000
+  >>> total_steps(3000, [0.8])
+  3000
+  """
+  main = sorted(lrs)[1:] if len(lrs) >= 2 else list(lrs)
+  return int(np.ceil(steps * max(main) / min(main) - 1e-9))
 
 
 def initial_sharpness(s: sweep.Sweep, metric) -> np.ndarray:
@@ -222,8 +258,10 @@ def eos_stats(ds: xr.Dataset, reach: float = 0.9, edge: float = 0.98,
       i0 = k + int(hit[0]) if hit.size else None
       low = S[k:i0 + 1] if i0 is not None else S[k:] if k < len(S) else S
       diverged = bool(np.asarray(r.diverged.values).any()) if "diverged" in r else False
+      q = (3 * len(S)) // 4
       row = {"init_ratio": float(S[0]), "low_ratio": float(np.nanmin(low)),
-             "max_ratio": float(np.nanmax(S)),
+             "max_ratio": float(np.nanmax(S)), "end_ratio": float(S[-1]),
+             "last_quarter": (float(S[q]), float(S[-1]), float(steps[q]), float(steps[-1])),
              "max_step": float(steps[int(np.nanargmax(S))]),
              "onset": float(steps[i0]) if i0 is not None else float("nan"),
              "loss_init": float(loss[0]), "loss_end": float(loss[-1]),
@@ -271,75 +309,110 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   return rows
 
 
-def eos_checks(ds: xr.Dataset, lr: float, start_below: float = 0.7, within: float = 0.7,
-               min_rises: int = 3, min_edge_fraction: float = 0.25) -> list:
+def eos_checks(ds: xr.Dataset, lr: float, min_rise: float = 1.25, within: float = 0.7,
+               min_rises: int = 3, min_edge_fraction: float = 0.5) -> list:
   """The three edge-of-stability checks for the runs of one ``lr`` (see :func:`signature`).
 
-  A run whose training diverged or collapsed fails with that reason; a run
-  that never reaches ``0.9 * 2/lr`` in its budget is not judged (its checks
-  are skipped, saying so): the edge was not reached, which says nothing
-  about what happens there. The checks judge the runs that reached it.
+  A run whose training diverged or collapsed fails with that reason. A run
+  that does not reach the edge (``2/lr`` within 2%) with at least
+  ``min_edge_fraction`` of its recordings after the onset still to come is
+  not judged (its checks are skipped, saying why): what happens at the edge
+  cannot be read from a run that was not there, or arrived at the end of its
+  budget. The checks judge the runs that reached it.
   """
   stats = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
   broken = {s: r["status"] for s, r in stats.items() if r["status"] != "ok"}
-  runs = {s: r for s, r in stats.items() if np.isfinite(r["onset"]) and s not in broken}
+  runs = {s: r for s, r in stats.items() if s not in broken
+          and np.isfinite(r["edge_step"]) and r["edge_fraction"] >= min_edge_fraction}
   unreached = [s for s in stats if s not in runs and s not in broken]
   names = (f"lr={lr:g}: progressive sharpening up to 2/lr={2 / lr:g}",
            f"lr={lr:g}: sharpness then reaches 2/lr and hovers within 10% of it",
            f"lr={lr:g}: the loss keeps falling, non-monotonically")
   note = ""
   if unreached:
-    note = "; 0.9 * 2/lr not reached in budget (not judged): " + ", ".join(
-        f"seed {s} (max S*lr/2 {stats[s]['max_ratio']:.2f} at step "
-        f"{stats[s]['max_step']:.0f} of {float(ds.step[-1]):.0f})" for s in unreached)
+    note = "; 2/lr not reached (not judged): " + ", ".join(
+        f"seed {s} ({_unreached(stats[s], min_edge_fraction)})" for s in unreached)
   if broken:
     note += "; optimization failed: " + ", ".join(f"seed {s}: {w}" for s, w in broken.items())
   if not runs:
     return [Check(n, False, note[2:], skipped=not broken) for n in names]
-  sharpen = all(r["low_ratio"] < start_below for r in runs.values())
-  hover = all(abs(r["median_ratio"] - 1) <= 0.1 and r["within_10"] >= within
-              and r["edge_fraction"] >= min_edge_fraction and r["turns_back"]
-              for r in runs.values())
-  falls = all(r["loss_end"] < r["loss_onset"] and r["rises"] >= min_rises
-              for r in runs.values())
-  ok = not broken
+  sharpen = {s: r["max_ratio"] >= min_rise * r["low_ratio"] for s, r in runs.items()}
+  hover = {s: abs(r["median_ratio"] - 1) <= 0.1 and r["within_10"] >= within
+           and r["edge_fraction"] >= min_edge_fraction and r["turns_back"]
+           for s, r in runs.items()}
+  falls = {s: r["loss_end"] < r["loss_onset"] and r["rises"] >= min_rises
+           for s, r in runs.items()}
+
+  def check(name, verdicts, measured):
+    # Every seed is judged on its own; the check passes when every seed that reached the
+    # edge passes and no run failed to optimize.
+    k = sum(map(bool, verdicts.values()))
+    head = f"{k} of {len(verdicts)} seed{'s' if len(verdicts) > 1 else ''} that reached it; "
+    return Check(name, bool(not broken and k == len(verdicts)),
+                 head + "; ".join(f"seed {s}: {measured(r)}" for s, r in runs.items()) + note)
+
   return [
-      Check(names[0], bool(ok and sharpen),
-            "; ".join(f"seed {s}: S*lr/2 {r['init_ratio']:.2f} at init, lowest "
-                      f"{r['low_ratio']:.2f}, reaches 0.9 at step {r['onset']:.0f}"
-                      for s, r in runs.items()) + note),
-      Check(names[1], bool(ok and hover),
-            "; ".join(f"seed {s}: reaches 2/lr at step {r['edge_step']:.0f} "
+      check(names[0], sharpen,
+            lambda r: f"S*lr/2 {r['init_ratio']:.2f} at init, lowest {r['low_ratio']:.2f}, "
+                      f"reaches 0.9 at step {r['onset']:.0f}, max {r['max_ratio']:.2f} "
+                      f"({r['max_ratio'] / r['low_ratio']:.2f}x the lowest, needs "
+                      f"{min_rise:g}x)"),
+      check(names[1], hover,
+            lambda r: f"reaches 2/lr at step {r['edge_step']:.0f} "
                       f"({100 * r['edge_fraction']:.0f}% of the time after onset, needs "
                       f"{100 * min_edge_fraction:.0f}%), "
                       f"{'turns back' if r['turns_back'] else 'never turns back'}; "
                       f"median S*lr/2 {r['median_ratio']:.3f}, "
-                      f"{100 * r['within_10']:.0f}% of recordings within 10%"
-                      for s, r in runs.items()) + note),
-      Check(names[2], bool(ok and falls),
-            "; ".join(f"seed {s}: loss {r['loss_onset']:.3g} at onset -> {r['loss_end']:.3g}, "
-                      f"rising over {r['rises']} intervals ({100 * r['increases']:.0f}%)"
-                      for s, r in runs.items()) + note),
+                      f"{100 * r['within_10']:.0f}% of recordings within 10%"),
+      check(names[2], falls,
+            lambda r: f"loss {r['loss_onset']:.3g} at onset -> {r['loss_end']:.3g}, "
+                      f"rising over {r['rises']} intervals ({100 * r['increases']:.0f}%)"),
   ]
 
 
-def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
-              min_rises: int = 3, min_edge_fraction: float = 0.25) -> list:
+def _unreached(r: dict, min_edge_fraction: float, turn: float = 0.02) -> str:
+  """Why a run was not judged at its edge: it reached it too late in the budget, its
+  sharpness was still rising at the end (with the step at which its last quarter's rate
+  would get there), or it stopped sharpening below the edge."""
+  a, b, t0, t1 = r["last_quarter"]
+  if np.isfinite(r["edge_step"]):
+    return (f"reaches it at step {r['edge_step']:.0f} of {t1:.0f}, "
+            f"{100 * r['edge_fraction']:.0f}% of the time after onset (needs "
+            f"{100 * min_edge_fraction:.0f}%): too late in the budget to judge")
+  head = (f"max S*lr/2 {r['max_ratio']:.2f} at step {r['max_step']:.0f}; last quarter "
+          f"{a:.2f} -> {b:.2f}")
+  if b - a >= turn and t1 > t0:
+    eta = t1 + (0.98 - b) * (t1 - t0) / (b - a)
+    return (f"{head}, still sharpening: not reached in budget, at this rate near step "
+            f"{eta:.0f}")
+  return (f"{head}, loss {r['loss_init']:.3g} -> {r['loss_end']:.3g}: stopped sharpening "
+          f"below the edge (no progressive sharpening to 2/lr in this setting)")
+
+
+def signature(ds: xr.Dataset, min_rise: float = 1.25, within: float = 0.7,
+              min_rises: int = 3, min_edge_fraction: float = 0.5) -> list:
   r"""The signature checks with their measured numbers.
 
-  For every learning rate above the smallest, in every seed that reaches
-  :math:`0.9 \cdot 2/\eta` within its budget (:func:`eos_checks`; seeds that
-  do not are reported as "not reached in budget" and, when none does, the
-  checks are skipped): the sharpness is at some point below ``start_below``
-  :math:`\cdot 2/\eta` and then rises to :math:`0.9 \cdot 2/\eta`
-  (progressive sharpening); it then reaches :math:`2/\eta` (within 2%) early
-  enough that at least ``min_edge_fraction`` of the recordings after the onset
-  come after it, turns back at least once (a sharpness still climbing
-  monotonically through :math:`0.9`-:math:`1.0 \cdot 2/\eta` is not hovering),
-  and from the onset on its median is within 10% of :math:`2/\eta` and at
-  least ``within`` of the recordings are; the loss keeps falling (lower at the
-  end than at the onset) but rises over at least ``min_rises`` recording
-  intervals (non-monotonically). A run that diverged or collapsed fails as an
+  For every learning rate above the smallest, every seed that reaches
+  :math:`2/\eta` (within 2%) early enough that at least ``min_edge_fraction``
+  of the recordings after the onset (the first at :math:`0.9 \cdot 2/\eta`)
+  come after it is judged on its own (:func:`eos_checks`; each check says how
+  many seeds pass and passes when all do). A seed that does not is not
+  judged, and the reason is given: the edge reached too late in the budget, a
+  sharpness still rising at the end ("not reached in budget", with the step
+  at which its recent rate would get there), or one that stopped rising below
+  the edge (no progressive sharpening to :math:`2/\eta` in that setting: on
+  a few hundred examples the loss can converge first); when no seed reaches
+  it the checks are skipped. The checks, per judged seed: the sharpness rises
+  at least ``min_rise`` times above its lowest value before the onset
+  (progressive sharpening: from 0.8 to 1.0 of :math:`2/\eta` is a rise of
+  1.25x, which a run that merely starts near the edge does not show); after
+  reaching the edge it turns back at least once (a sharpness still climbing
+  monotonically through the edge is not hovering), and from the onset on its
+  median is within 10% of :math:`2/\eta` and at least ``within`` of the
+  recordings are; the loss keeps falling (lower at the end than at the onset)
+  but rises over at least ``min_rises`` recording intervals
+  (non-monotonically). A run that diverged or collapsed fails as an
   optimization failure. The control (smallest learning rate) never reaches
   :math:`0.9 \cdot 2/\eta`; with one learning rate it is skipped.
   """
@@ -347,7 +420,7 @@ def signature(ds: xr.Dataset, start_below: float = 0.7, within: float = 0.7,
   checks = []
   main = lrs[1:] if len(lrs) >= 2 else lrs
   for lr in main:
-    checks += eos_checks(ds, lr, start_below, within, min_rises, min_edge_fraction)
+    checks += eos_checks(ds, lr, min_rise, within, min_rises, min_edge_fraction)
   if len(lrs) >= 2:
     lr = lrs[0]
     runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
