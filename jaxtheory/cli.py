@@ -92,6 +92,10 @@ class _RunCommand(click.Command):
       if len(doc) > 1 and not doc[1].startswith(">>>"):
         formatter.write_paragraph()
         formatter.write_text(doc[1])
+      for par in doc[2:]:  # where the signature is expected, as the docstring declares it
+        if par.startswith("Declared range"):
+          formatter.write_paragraph()
+          formatter.write_text(par)
     rows = describe(module.Config)
     formatter.write_paragraph()
     with formatter.section(f"Settings of {name} (--set KEY=VALUE; jaxtheory show {name} "
