@@ -293,8 +293,8 @@ def _print_summary(module, ds, name: str, paths) -> None:
   console.print(table)
   for check in getattr(module, "signature", lambda ds: [])(ds):
     style = "yellow" if getattr(check, "skipped", False) else "green" if check.passed else "red"
-    console.print(check.line(), style=style, highlight=False,
-                  soft_wrap=True)
+    # markup=False: a measured "[not collapsed]" is text, not a style tag for rich to eat.
+    console.print(check.line(), style=style, highlight=False, markup=False, soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, soft_wrap=True)
 
