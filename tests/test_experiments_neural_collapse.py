@@ -209,6 +209,10 @@ def test_each_seed_is_judged_and_the_fraction_reported():
   assert not nc1.passed and nc1.measured.startswith("1 of 2 seeds: seed 0:")
   assert "(4x below init, 2x after zero error) [not collapsed]" in nc1.measured
   assert not etf.passed and etf.measured.startswith("1 of 2 seeds: ")
+  # A seed that loses zero error again (99.8%) left the terminal phase: said so.
+  ds.train_acc[1, 0, -1] = 0.998
+  nc1 = N.collapse_checks(ds, 0.1)[0]
+  assert "[left the terminal phase: zero error lost, training unstable]" in nc1.measured
 
 
 def test_cli_prints_pass_fail_lines(tmp_path):
