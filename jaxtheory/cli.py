@@ -92,6 +92,10 @@ class _RunCommand(click.Command):
       if len(doc) > 1 and not doc[1].startswith(">>>"):
         formatter.write_paragraph()
         formatter.write_text(doc[1])
+      for par in doc[2:]:  # where the signature is expected, as the docstring declares it
+        if par.startswith("Declared range"):
+          formatter.write_paragraph()
+          formatter.write_text(par)
     rows = describe(module.Config)
     formatter.write_paragraph()
     with formatter.section(f"Settings of {name} (--set KEY=VALUE; jaxtheory show {name} "
@@ -289,8 +293,8 @@ def _print_summary(module, ds, name: str, paths) -> None:
   console.print(table)
   for check in getattr(module, "signature", lambda ds: [])(ds):
     style = "yellow" if getattr(check, "skipped", False) else "green" if check.passed else "red"
-    console.print(check.line(), style=style, highlight=False,
-                  soft_wrap=True)
+    # markup=False: a measured "[not collapsed]" is text, not a style tag for rich to eat.
+    console.print(check.line(), style=style, highlight=False, markup=False, soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, soft_wrap=True)
 

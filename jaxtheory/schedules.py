@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtheory.errors import ConfigError
 from jaxtheory.train import Optimizer, get_optimizer
@@ -96,6 +98,20 @@ def _defaults(schedule: str, steps: int) -> dict[str, float]:
   horizon = {"decay_steps": float(steps), "decay_every": float(max(1, steps // 3)),
              "warmup": 0.0}
   return {k: horizon[k] if v is None else float(v) for k, v in _PARAMS[schedule].items()}
+
+
+def learning_rates(schedule: str, lr: float, steps: int) -> np.ndarray:
+  """The learning rate of each of ``steps`` steps under ``schedule`` with its default
+  parameters, in float64 (for reading results, e.g. the training time ``sum(lr)`` of a span).
+
+  >>> learning_rates("step", 0.1, 6).round(6).tolist()  # divided by 10 at 1/3 and 2/3
+  [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+  """
+  if schedule not in SCHEDULES:
+    raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+  with jax.enable_x64(True):
+    count = jnp.arange(steps, dtype=jnp.float64)
+    return np.asarray(SCHEDULES[schedule](count, float(lr), **_defaults(schedule, steps)))
 
 
 def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:

@@ -182,6 +182,8 @@ def test_run_name_help_lists_every_setting(name):
   for key, kind, default, meaning in rows:
     assert meaning, f"{name}: Config field {key} has no line in its Attributes section"
     assert f" {key} {' '.join(_plain(meaning).split())} [{kind}; default: {default}" in text
+  if "\n\nDeclared range" in module.__doc__:  # where its signature is expected
+    assert "Declared range" in text
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
