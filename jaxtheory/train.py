@@ -113,6 +113,8 @@ def _adamw(lr, weight_decay, b1, b2, eps):
 
 
 def _sgdw(lr, weight_decay, momentum):
+  # L2 decay added to the gradient before momentum (PyTorch's SGD weight_decay), not
+  # decoupled from it as in AdamW.
   return optax.chain(optax.add_decayed_weights(weight_decay),
                      optax.sgd(lr, momentum=momentum))
 

@@ -97,7 +97,8 @@ class Config:
     loss: ``'mse'`` (one-hot targets) or ``'xent'``.
     lrs: learning rates to sweep; the smallest is the control.
     momentum: heavy-ball momentum.
-    weight_decay: decoupled weight decay (``sgdw``).
+    weight_decay: L2 weight decay (``sgdw``: added to the gradient before momentum, as in
+      PyTorch's SGD, not decoupled).
     schedule: the learning-rate schedule, a name in
       :data:`jaxtheory.schedules.SCHEDULES` with its default parameters:
       ``'constant'``, or ``'step'`` (Papyan et al.'s: the learning rate

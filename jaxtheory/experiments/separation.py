@@ -70,7 +70,8 @@ class Config:
     loss: ``'mse'`` (one-hot targets) or ``'xent'``.
     lr: learning rate of full-batch SGD.
     momentum: heavy-ball momentum.
-    weight_decay: decoupled weight decay (``sgdw``).
+    weight_decay: L2 weight decay (``sgdw``: added to the gradient before momentum, as in
+      PyTorch's SGD, not decoupled).
     steps: full-batch steps.
     record: about this many log-spaced recording points.
   """
