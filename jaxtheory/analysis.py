@@ -22,7 +22,7 @@ import xarray as xr
 
 
 def first_reached(curve: xr.DataArray, threshold: float, dim: str = "step",
-                  below: bool = False) -> float | np.ndarray:
+                  below: bool = False, interpolate: bool = False) -> float | np.ndarray:
   """The first coordinate along ``dim`` where ``curve >= threshold`` (``<=`` when ``below``).
 
   Args:
@@ -30,6 +30,10 @@ def first_reached(curve: xr.DataArray, threshold: float, dim: str = "step",
     threshold: the level.
     dim: the axis searched, e.g. ``'step'`` or ``'width'``.
     below: look for the first value at or under the threshold instead.
+    interpolate: return the crossing linearly interpolated between the last
+      coordinate before it and the first at it, instead of that first
+      coordinate (which is only as fine as the recording grid: two curves
+      crossing within one recording interval would read as a tie).
 
   Returns:
     The coordinate value as a float (nan where never reached); an array over
@@ -39,12 +43,23 @@ def first_reached(curve: xr.DataArray, threshold: float, dim: str = "step",
   ...                     coords={"step": [0, 5, 50]})
   >>> first_reached(loss, 1.0, below=True)
   array([ 5., nan])
+  >>> first_reached(loss, 2.0, below=True, interpolate=True)
+  array([2.5, 5. ])
   """
   c = curve.transpose(..., dim)
   v = np.asarray(c.values, np.float64)
   hit = v <= threshold if below else v >= threshold
   coord = np.asarray(c[dim].values, np.float64)
-  out = np.where(hit.any(-1), coord[np.argmax(hit, -1)], np.nan)
+  i = np.argmax(hit, -1)
+  at = coord[i]
+  if interpolate:
+    j = np.maximum(i - 1, 0)
+    v1 = np.take_along_axis(v, i[..., None], -1)[..., 0]
+    v0 = np.take_along_axis(v, j[..., None], -1)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+      frac = np.where((i > 0) & (v1 != v0), (threshold - v0) / (v1 - v0), 1.0)
+    at = coord[j] + np.clip(frac, 0.0, 1.0) * (coord[i] - coord[j])
+  out = np.where(hit.any(-1), at, np.nan)
   return float(out) if out.ndim == 0 else out
 
 

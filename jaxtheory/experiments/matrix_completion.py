@@ -22,13 +22,32 @@ one sweep over ``seed`` and the results are concatenated along ``depth``. The
 defaults (30 x 30 rank 3, 30% observed, depths 1-4 x 3 seeds, 3000 steps)
 take under a minute on a 2-core CPU, mostly compilation.
 
-Declared range: ``n`` 20-100, rank 3-5, 15-50% of the entries observed,
-depths 1-4, init scale 1e-3, any number of seeds (measured: 100 x 100,
-rank 5, 15% observed, depth 3/4 error 0.06/0.04 against the nuclear norm's
-0.49). Deep products from a small init may not leave the saddle at the
-origin within the budget (e.g. 60 x 60, rank 5, 20% observed, depth 4):
-the training-loss check then reports an optimization failure and the
-comparisons leave that depth out.
+Declared range: ``n`` 20-100, rank 3-5, 15-50% of the entries observed and
+at least 1.5 observed entries per degree of freedom of a rank-``r`` matrix,
+:math:`|\Omega| \ge 1.5\, r (2n - r)` (so 20 x 20 admits rank 3 at 50%
+but not rank 5; 15% needs ``n >= 60`` at rank 3, ``n >= 100`` at rank 5);
+depths 1-4; init scale 1e-3; ``lr`` up to about :math:`|\Omega| / 150` (the
+arora2019 preset's rate per observed entry) for 3000 steps; any seeds.
+Measured: 100 x 100, rank 5, 15% observed (1.54 per degree of freedom),
+depth 3/4 error 0.022/0.067 against the nuclear norm's 0.485; the checks pass
+on 30 x 30 rank 5 at 50% (1.64) and 60 x 60 rank 3 at 15% (1.53), and on 5 of
+6 settings chosen without tuning (50 x 50 rank 4 35%, 80 x 80 rank 5 20%,
+25 x 25 rank 3 45%, 70 x 70 rank 4 18%, 35 x 35 rank 5 40%; other data
+seeds). The sixth, 100 x 100 rank 3 at 25% (4.2 per degree of freedom),
+shows two limits: at :math:`|\Omega| / 150` depth 4 diverges (its largest
+singular value, 65, is larger than the preset's; reported as an optimization
+failure), and at half that rate every depth trains, depths 3-4 recover (error
+0.001) but depth 2 stops at 0.057 where the nuclear norm reaches 0.015 (its
+training loss still falling), failing "within 1.5x of the nuclear norm".
+Below the bound nothing is recovered (measured at 1.04-1.25: 20 x 20 rank 3 at 30% and
+rank 5 at 50%, 40 x 40 rank 3 at 15%, 60 x 60 rank 5 at 20%): depths 3-4 fit
+the observed entries (60 x 60: training loss 3e3-2e4x below init) with a wrong
+completion, depth 4's error above 1 (1.24 at 60 x 60 rank 5 20%, the same
+after 4x the steps, so not an optimization failure), and the error checks
+fail. A deep product from a small init that has not left the saddle at the
+origin within the budget (too small an ``lr``, too few steps; depth 4 is the
+slowest) is reported by the training-loss check as an optimization failure,
+and the comparisons leave that depth out.
 
 >>> from jaxtheory.experiments import matrix_completion as mc
 >>> ds = mc.run(mc.Config(n=8, rank=1, depths=(1, 2), seeds=1, steps=20, record=5))
@@ -74,7 +93,10 @@ class Config:
       std ``1/sqrt(n)``), so every depth starts from a product of about the
       same size and depths differ only in how they grow it.
     lr: gradient-descent learning rate (the loss is a mean over observed
-      entries, so the rate per entry is ``lr / (observed_fraction * n**2)``).
+      entries, so the rate per entry is ``lr / (observed_fraction * n**2)``;
+      the signature is declared for a rate per entry up to about 1/150 over
+      3000 steps, and needs ``n`` 20-100, rank 3-5, 15-50% observed and at least
+      ``1.5 * rank * (2n - rank)`` entries observed).
     steps: gradient-descent steps.
     record: about this many log-spaced recording points.
     top_k: singular values shown in the figures.
@@ -241,7 +263,11 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
 
 
 def half_times(sv: xr.DataArray, k: int) -> np.ndarray:
-  """First recorded step at which each top-``k`` singular value reaches half its final value.
+  """Step at which each top-``k`` singular value first reaches half its final value.
+
+  The crossing is interpolated linearly between the two recordings around it,
+  so half-times closer than one recording interval are still told apart
+  (read on the grid, two depths' spreads tied at 2.36 on the arora2019 preset).
 
   Args:
     sv: singular values with dims ``(..., step, sv)`` (seed-averaged or not).
@@ -251,7 +277,7 @@ def half_times(sv: xr.DataArray, k: int) -> np.ndarray:
     Steps, shape ``(..., k)`` (``nan`` where never reached).
   """
   top = sv.isel(sv=slice(0, k)).transpose(..., "step", "sv")
-  return first_reached(top / top.isel(step=-1), 0.5)
+  return first_reached(top / top.isel(step=-1), 0.5, interpolate=True)
 
 
 def _final(ds: xr.Dataset, metric: str) -> xr.DataArray:
@@ -280,11 +306,21 @@ def stagger(ds: xr.Dataset) -> xr.DataArray:
   return xr.DataArray(np.stack(t), {"depth": ds.depth.values}, ("depth", "rank"))
 
 
-def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
-              rank_margin: float = 0.75, error_margin: float = 0.5,
-              min_drop: float = 100.0, exact: float = 0.01) -> list:
-  r"""Deep factorizations complete with lower rank and error than depth 1, about as well
-  as the nuclear norm or better, and learn singular values one by one.
+def signature(ds: xr.Dataset, spread_power: float = 0.5, rank_margin: float = 0.75,
+              error_margin: float = 0.5, nuclear_factor: float = 1.5, moved: float = 0.9,
+              stagger_margin: float = 0.1, min_drop: float = 100.0,
+              exact: float = 0.01) -> list:
+  r"""Deep factorizations complete with lower rank than depth 1, the deepest with a far lower
+  error, each about as well as the nuclear norm or better, learning singular values one by one.
+
+  What Arora et al. (2019) report in their matrix-completion experiments,
+  and so what is checked: every depth >= 2 is biased towards low rank;
+  depth 2 completes about as well as the nuclear norm (Gunasekar et al.
+  conjectured it minimises it), so where observations are few and the nuclear
+  norm fails, depth 2 fails with it; depths 3 and 4 recover the matrix with
+  fewer observations than either. So only the deepest depth is asked to
+  complete the matrix outright; depth 2 is asked for the nuclear norm's
+  quality, not for a recovery the paper shows it does not achieve.
 
   The shallowest depth (normally 1) is the control every deeper one is
   compared with; with a single depth the comparisons are skipped and the
@@ -293,24 +329,47 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
   initialization (:func:`jaxtheory.analysis.optimization_status`); a depth
   whose runs did not converge, diverged or collapsed is reported as an
   optimization failure and left out of the comparisons, never read as
-  "depth does not help". Every comparison has a margin that a run still at
-  initialization cannot pass (deeper random products already start at a
-  lower effective rank): a deeper depth's final effective rank must be at most
-  ``rank_margin`` times the control's, and its error on the unobserved
-  entries at most ``error_margin`` times the control's and ``error_margin``
-  times its own at initialization. Against the nuclear norm, an error below
-  ``exact`` counts as recovery (where the nuclear norm recovers the matrix
-  too, a ratio of two round-off-sized errors says nothing).
+  "depth does not help". Every check has a margin that a run still at
+  initialization (error 1 on the unobserved entries to within ``1e-4``; deeper
+  random products already start at a lower effective rank) cannot pass:
+
+  * every deeper depth's final effective rank is at most ``rank_margin``
+    times the control's;
+  * the deepest depth that trained reaches an error on the unobserved entries
+    at most ``error_margin`` times the control's and its own at init;
+  * every deeper depth's error is at most ``nuclear_factor`` times the nuclear
+    norm's and ``moved`` times its own at init (where the nuclear norm itself
+    barely beats the zero completion, ``nuclear_factor`` times its error would
+    admit a run that never moved), or below ``exact``: recovery, where the
+    nuclear norm recovers the matrix too and a ratio of two round-off-sized
+    errors says nothing.
 
   Incremental learning is read from the seed-mean half-times
-  :math:`t_1 \le \dots \le t_r` of the top ``rank`` singular values: at the
-  deepest depth each must come at least ``min_gap`` times later than the one
-  before and the last at least ``min_spread`` times later than the first, and
-  the spread :math:`t_r / t_1` must grow with depth (depth 1 learns every
-  singular value at once: it only rescales the observed entries). For deep
-  factorizations from small init, :math:`t_i \propto 1/\sigma_i` roughly, so
-  a gap is only as large as the ratio of consecutive true singular values
-  (reported with the check).
+  :math:`t_1 \le \dots \le t_r` of the top ``rank`` singular values,
+  interpolated between recordings (:func:`half_times`). A singular value of a
+  depth-:math:`N` product from a small init :math:`\epsilon` grows as
+  :math:`\dot\sigma \propto \sigma^{2 - 2/N}` (Arora et al. 2019, dynamics of
+  the singular values), which for :math:`N \ge 3` (and a fully observed
+  matrix) takes the :math:`i`-th off the saddle after a time
+  :math:`\propto \epsilon^{-(1 - 2/N)} / \sigma_i^\star` (:math:`\sigma_i^\star`
+  the true singular value): the spread :math:`t_r / t_1`
+  a depth can show is set by the matrix, about :math:`\sigma_1^\star /
+  \sigma_r^\star`, not by a fixed number (1.55 for one rank-3 40 x 40 draw,
+  where a fixed 1.5 failed a clean recovery at spread about 1.47). So at the deepest
+  depth the half-times must come in order, largest first, and the spread must
+  reach at least :math:`(\sigma_1^\star / \sigma_r^\star)^{p}`, ``p =
+  spread_power``: half the separation the law predicts, on a log scale
+  (measured: 0.9-2.7 times the law's, on a log scale, from 20 x 20 to 100 x 100).
+  The control learns every singular value at once (depth 1 only rescales the
+  observed entries: spread 1 to within ``1e-4``); every deeper depth's spread
+  must exceed the control's by more than ``stagger_margin`` (relative). The
+  deeper depths are not ordered among themselves: the depth factor cancels in
+  :math:`t_r / t_1`, so every depth >= 3 approaches the same spread, and what
+  is measured is within seed-to-seed noise or reversed (arora2019 preset,
+  seed means: depth 3 2.31, depth 4 2.35, one depth's seeds ranging +-12%;
+  20 x 20, rank 3, 50% observed, one seed: depth 3 2.78, depth 4 1.87, both
+  recovering the matrix), so a check that the spread grows from depth to depth
+  would read noise.
   """
   depths = [int(d) for d in ds.depth.values]
   failed = failed_runs(ds.transpose("depth", "seed", ...), min_drop=min_drop)
@@ -325,40 +384,44 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
   err0 = ds.rel_error.isel(step=0).mean("seed")
   nuc = float(ds.nuclear_rel_error)
   fmt = lambda da: ", ".join(f"{d}: {da.sel(depth=d).item():.3g}" for d in depths)
+  left_out = f"; depths {bad} left out (optimization failed)" if bad else ""
   r = int(ds.sizes["rank"])
   rank_name = (f"depth > {shallow} reaches an effective rank <= {rank_margin:g}x depth "
                f"{shallow}'s")
-  err_name = (f"depth > {shallow} reaches an error on unobserved entries <= "
+  err_name = (f"the deepest depth > {shallow} reaches an error on unobserved entries <= "
               f"{error_margin:g}x depth {shallow}'s and its own at init")
   if shallow is None:
     checks += [skip("deeper factorizations reach lower effective rank than depth 1",
                     f"needs two depths (the shallowest is the control), got {depths}"),
-               skip("deeper factorizations reach lower error than depth 1",
+               skip("the deepest factorization reaches a far lower error than depth 1",
                     f"needs two depths (the shallowest is the control), got {depths}")]
   elif shallow in bad or not deep:
     why = (f"optimization failed at depth {shallow} (the control)" if shallow in bad
            else f"optimization failed at every deeper depth ({bad})")
     checks += [skip(rank_name, why), skip(err_name, why)]
   else:
+    top = deep[-1]
     checks += [
         Check(rank_name,
               all(erank.sel(depth=d) <= rank_margin * erank.sel(depth=shallow) for d in deep),
               f"final effective rank by depth {fmt(erank)} (true rank {r}, nuclear norm "
-              f"{float(ds.nuclear_effective_rank):.3g})"
-              + (f"; depths {bad} left out (optimization failed)" if bad else "")),
+              f"{float(ds.nuclear_effective_rank):.3g})" + left_out),
         Check(err_name,
-              all(err.sel(depth=d) <= error_margin * min(float(err.sel(depth=shallow)),
-                                                         float(err0.sel(depth=d)))
-                  for d in deep),
-              f"final relative error by depth {fmt(err)}; at init {fmt(err0)}"
-              + (f"; depths {bad} left out (optimization failed)" if bad else "")),
+              bool(err.sel(depth=top) <= error_margin * min(float(err.sel(depth=shallow)),
+                                                            float(err0.sel(depth=top)))),
+              f"depth {top}; final relative error by depth {fmt(err)}; at init {fmt(err0)}"
+              + left_out),
     ]
   within = (f"depth > {shallow}" if shallow is not None else f"depth {depths[0]}") + (
-      f" within 1.5x of the nuclear-norm error or better (or below {exact:g}: recovered)")
+      f" within {nuclear_factor:g}x of the nuclear-norm error or better and <= {moved:g}x its "
+      f"own at init (or below {exact:g}: recovered)")
   if deep:
-    checks.append(Check(within, all(err.sel(depth=d) <= max(1.5 * nuc, exact) for d in deep),
+    bound = {d: max(min(nuclear_factor * nuc, moved * float(err0.sel(depth=d))), exact)
+             for d in deep}
+    checks.append(Check(within, all(err.sel(depth=d) <= bound[d] for d in deep),
                         f"nuclear norm {nuc:.3g}; " + ", ".join(
-                            f"depth {d}: {err.sel(depth=d).item():.3g}" for d in deep)))
+                            f"depth {d}: {err.sel(depth=d).item():.3g} (bound {bound[d]:.3g})"
+                            for d in deep)))
   else:
     checks.append(skip(within, f"optimization failed at every depth compared ({bad})"))
   if r >= 2:
@@ -366,32 +429,41 @@ def signature(ds: xr.Dataset, min_gap: float = 1.1, min_spread: float = 1.5,
     top = deep[-1] if deep else depths[-1]
     deepest = t.sel(depth=top).values
     with np.errstate(divide="ignore", invalid="ignore"):
-      gaps = deepest[1:] / deepest[:-1]
+      gaps, spread_top = deepest[1:] / deepest[:-1], deepest[-1] / deepest[0]
     sv = np.asarray(ds.true_singular_values.values)
-    name = (f"depth {top} learns singular values one by one (each >= {min_gap:g}x later, "
-            f"the last >= {min_spread:g}x after the first)")
+    want = float(sv[0] / sv[-1]) ** spread_power
+    name = (f"depth {top} learns singular values one by one (largest first, the last >= "
+            f"(sigma_1/sigma_{r})^{spread_power:g} times after the first)")
     if not deep:
       checks.append(skip(name, f"optimization failed at depth {top}"))
     else:
       checks.append(Check(
           name,
-          bool(np.all(np.isfinite(gaps)) and np.all(gaps >= min_gap)
-               and deepest[-1] >= min_spread * deepest[0]),
+          bool(np.all(np.isfinite(gaps)) and np.all(gaps > 1)
+               and spread_top >= want),
           "steps to half the final value: " + ", ".join(f"{x:.0f}" for x in deepest)
-          + " (ratios " + ", ".join(f"{x:.2f}" for x in gaps) + "; true singular values "
+          + f" (spread {spread_top:.3g}, needs {want:.3g}; ratios "
+          + ", ".join(f"{x:.2f}" for x in gaps) + "; true singular values "
           + ", ".join(f"{x:.3g}" for x in sv) + ", ratios "
           + ", ".join(f"{a / b:.2f}" for a, b in zip(sv[:-1], sv[1:])) + ")"))
-    name = f"the spread t_{r}/t_1 grows with depth (the shallowest learns them together)"
+    name = (f"every depth > {shallow} spreads the half-times t_{r}/t_1 > "
+            f"{1 + stagger_margin:g}x depth {shallow}'s (which learns them together)")
     trained = [d for d in depths if d not in bad]
-    if len(trained) < 2:
-      checks.append(skip(name, f"needs two depths that trained, got {trained} of {depths}"))
+    if shallow is None:
+      checks.append(skip(f"deeper factorizations spread the half-times t_{r}/t_1 wider than "
+                         f"depth 1", f"needs two depths (the shallowest is the control), got "
+                                     f"{depths}"))
+    elif shallow in bad or len(trained) < 2:
+      checks.append(skip(name, f"needs the control and a deeper depth that trained, got "
+                               f"{trained} of {depths}"))
     else:
       with np.errstate(divide="ignore", invalid="ignore"):
         spread = (t.isel(rank=-1) / t.isel(rank=0)).sel(depth=trained).values
       checks.append(Check(
-          name, bool(np.all(np.isfinite(spread)) and np.all(np.diff(spread) > 0)),
-          "t_r/t_1 by depth " + ", ".join(f"{d}: {x:.2f}" for d, x in zip(trained, spread))
-          + (f"; depths {bad} left out (optimization failed)" if bad else "")))
+          name, bool(np.all(np.isfinite(spread))
+                     and np.all(spread[1:] > (1 + stagger_margin) * spread[0])),
+          "t_r/t_1 by depth " + ", ".join(f"{d}: {x:.3f}" for d, x in zip(trained, spread))
+          + left_out))
   return checks
 
 
