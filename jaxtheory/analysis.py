@@ -108,8 +108,11 @@ def optimization_status(loss, acc=None, *, diverged: bool = False,
   * not converged: the final loss is not ``min_drop`` times below the first
     (``None``: not checked, for runs that are meant to learn slowly);
   * collapsed: the final loss is ``collapse`` times above the lowest loss of
-    the run, or the final accuracy ``acc_drop`` below the best one (training
-    that fitted and then broke down).
+    the run and has given back at least half of its fall on a log scale
+    (it ends above the geometric mean of the first and the lowest loss), or
+    the final accuracy ``acc_drop`` below the best one (training that fitted
+    and then broke down). A loss that fell from 2 to 1e-5 and ends at 2e-4
+    (Adam's spikes near a perfect fit) has not broken down.
 
   Args:
     loss: the training loss along the steps (1-D).
@@ -129,6 +132,8 @@ def optimization_status(loss, acc=None, *, diverged: bool = False,
   'not converged: loss 1 -> 0.8 (1.2x lower, needs 10x)'
   >>> optimization_status([1.0, 0.001, 0.5])
   'collapsed: loss 0.5 at the end, 5e+02x its minimum 0.001'
+  >>> optimization_status([2.0, 1e-5, 2e-4])
+  'ok'
   >>> optimization_status([1.0, np.nan])
   'diverged: non-finite loss'
   """
@@ -136,7 +141,7 @@ def optimization_status(loss, acc=None, *, diverged: bool = False,
   if diverged or not np.isfinite(c).all():
     return "diverged: non-finite loss" if not diverged else "diverged (flagged by the engine)"
   first, last, low = c[0], c[-1], c.min()
-  if last > collapse * low and last > 0:
+  if last > collapse * low and last > 0 and last > np.sqrt(first * low):
     return (f"collapsed: loss {last:.3g} at the end, {last / max(low, 1e-300):.2g}x its "
             f"minimum {low:.3g}")
   if acc is not None:
