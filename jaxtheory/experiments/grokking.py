@@ -130,7 +130,10 @@ PRESETS: dict[str, dict] = {
     # 512, ReLU), full-batch AdamW lr 1e-3, weight decay 1, betas (0.9, 0.98), 40000
     # steps. Unchanged here; it is slow on a CPU (the model is 16x the default's
     # parameter count and the budget 13x its steps). Their one seed becomes 2; the
-    # control (weight decay 0) is added.
+    # control (weight decay 0) is added. Measured, their own run (--set seeds=1 --set
+    # weight_decays=1): train 99% at step 219, test 3.6% at 5547, 15% at 11378, 53% at
+    # 13616, 100% at 16295 (ratio 74), Fourier sparsity 0.10 -> 0.90; ~17 steps/s on a
+    # 2-core CPU (40 min for 40000 steps; the preset's four runs take about 4x that).
     "nanda2023": dict(models=("transformer",), p=113, op="add", train_fraction=0.3,
                       d_model=128, num_heads=4, mlp_ratio=4, depth=1, layer_norm=False,
                       transformer_lr=1e-3, b2=0.98, weight_decays=(0.0, 1.0), seeds=2,
