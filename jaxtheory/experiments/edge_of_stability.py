@@ -227,7 +227,11 @@ def initial_sharpness(s: sweep.Sweep, metric) -> np.ndarray:
 # Reading the results.
 
 
-def eos_stats(ds: xr.Dataset, reach: float = 0.9, edge: float = 0.98,
+# S * lr / 2 at the onset of the edge of stability, and at the edge itself (2/lr within 2%).
+REACH, EDGE = 0.9, 0.98
+
+
+def eos_stats(ds: xr.Dataset, reach: float = REACH, edge: float = EDGE,
               turn: float = 0.02) -> dict[tuple[int, float], dict[str, float]]:
   r"""Per run ``(seed, lr)``: how the sharpness :math:`S` compares with :math:`2/\eta`.
 
@@ -342,9 +346,9 @@ def eos_checks(ds: xr.Dataset, lr: float, min_rise: float = 1.25, within: float 
   if not runs:
     return [Check(n, False, note[2:], skipped=not broken) for n in names]
   sharpen = {s: r["rise"] >= min_rise for s, r in runs.items()}
+  # Every judged run reached the edge with min_edge_fraction of its time after the onset left.
   hover = {s: abs(r["median_ratio"] - 1) <= 0.1 and r["within_10"] >= within
-           and r["edge_fraction"] >= min_edge_fraction and r["turns_back"]
-           for s, r in runs.items()}
+           and r["turns_back"] for s, r in runs.items()}
   falls = {s: r["loss_end"] < r["loss_onset"] and r["rises"] >= min_rises
            for s, r in runs.items()}
 
@@ -380,8 +384,8 @@ def _unreached(r: dict, min_edge_fraction: float, turn: float = 0.02) -> str:
   sharpness was still rising at the end (with the step at which its last quarter's rate
   would get there), or it stopped sharpening below the edge."""
   a, b, t0, t1 = r["last_quarter"]
-  if r["low_ratio"] >= 0.9:
-    return (f"S*lr/2 {r['init_ratio']:.2f} at init and never below 0.9 (lowest "
+  if r["low_ratio"] >= REACH:
+    return (f"S*lr/2 {r['init_ratio']:.2f} at init and never below {REACH:g} (lowest "
             f"{r['low_ratio']:.2f}): past its edge from the start, with no sharpening to "
             f"read; use a smaller learning rate")
   if np.isfinite(r["edge_step"]):
@@ -390,8 +394,8 @@ def _unreached(r: dict, min_edge_fraction: float, turn: float = 0.02) -> str:
             f"{100 * min_edge_fraction:.0f}%): too late in the budget to judge")
   head = (f"max S*lr/2 {r['max_ratio']:.2f} at step {r['max_step']:.0f}; last quarter "
           f"{a:.2f} -> {b:.2f}")
-  if b - a >= turn and t1 > t0 and b < 0.98:
-    eta = t1 + (0.98 - b) * (t1 - t0) / (b - a)
+  if b - a >= turn and t1 > t0 and b < EDGE:
+    eta = t1 + (EDGE - b) * (t1 - t0) / (b - a)
     return (f"{head}, still sharpening: not reached in budget, at this rate near step "
             f"{eta:.0f}")
   return (f"{head}, loss {r['loss_init']:.3g} -> {r['loss_end']:.3g}: stopped sharpening "
