@@ -121,6 +121,18 @@ def test_summary_and_figures(small, tmp_path):
   assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
 
 
+# The corners of the MLP's declared range (p, training fraction, steps; the default
+# network), each at both ends of the declared weight decays with the control: about 10,
+# 8 and 30 s of training on a 2-core CPU.
+@pytest.mark.slow
+@pytest.mark.parametrize("p,fraction,steps", [(41, 0.4, 3000), (41, 0.5, 2000), (113, 0.3, 2000)])
+def test_the_mlp_groks_at_the_corners_of_its_declared_range(p, fraction, steps):
+  cfg = G.Config(models=("mlp",), p=p, train_fraction=fraction, weight_decays=(0.0, 0.6, 1.0),
+                 seeds=1, steps=steps, record=30)
+  checks = G.signature(G.run(cfg, progress=lambda *a: None))
+  assert len(checks) == 5 and all(c.passed for c in checks), [c.line() for c in checks]
+
+
 def _accuracy_curves(train_at, test_at, steps=np.arange(0, 3001, 20)):
   """A grokking results dataset, one model and weight decay 1: accuracy steps 0 -> 1 at the
   given steps, one per seed (nan: never)."""
