@@ -28,6 +28,7 @@ import textwrap
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from jaxtheory import __version__, compile_cache, progress
 from jaxtheory.data import LOADERS, DataError
@@ -289,14 +290,15 @@ def _print_summary(module, ds, name: str, paths) -> None:
   table.add_column("run", style="bold")
   table.add_column("final train / test")
   for label, value in module.summary(ds):
-    table.add_row(label, value)
+    # Text, not markup: a measured "[3]" or "[not collapsed]" is text, not a style tag.
+    table.add_row(Text(label), Text(value))
   console.print(table)
   for check in getattr(module, "signature", lambda ds: [])(ds):
     style = "yellow" if getattr(check, "skipped", False) else "green" if check.passed else "red"
     # markup=False: a measured "[not collapsed]" is text, not a style tag for rich to eat.
     console.print(check.line(), style=style, highlight=False, markup=False, soft_wrap=True)
   for p in paths:
-    console.print(f"wrote {p}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)
 
 
 @cli.command("show")

@@ -248,3 +248,18 @@ def test_run_reports_bad_input_in_one_line_and_bugs_with_their_traceback(
     assert res.exception is raised
     assert "error:" not in res.output
   assert not (tmp_path / "o").exists()  # nothing of a run that never trained stays behind
+
+
+def test_summary_and_checks_print_brackets_as_text(capsys):
+  # A measured value such as "[3]" or "[not collapsed]" must not be read as rich markup.
+  import types
+  from jaxtheory.cli import _print_summary
+  from jaxtheory.experiments.check import Check
+  module = types.SimpleNamespace(
+      summary=lambda ds: [("seeds [3]", "rank 2 [not collapsed] [bold]x[/bold]")],
+      signature=lambda ds: [Check("collapse", False, "seed 1 [not collapsed]")])
+  _print_summary(module, xr.Dataset(coords={"seed": [3]}), "demo", ["runs/a[1]/f.png"])
+  out = capsys.readouterr().out
+  for text in ("seeds [3]", "[not collapsed] [bold]x[/bold]", "seed 1 [not collapsed]",
+               "runs/a[1]/f.png"):
+    assert text in out, out
