@@ -88,6 +88,11 @@ def test_controls_show_no_peak(small):
   as_noisy = small.sel(label_noise=[0.0]).assign_coords(label_noise=[0.2])
   mlp_check = D.signature(as_noisy)[3]
   assert mlp_check.name.startswith("MLP label_noise=0.2: test error peaks") and not mlp_check.passed
+  # At initialization nothing has a peak: the noisy check cannot pass, and a flat control
+  # with nothing to compare against is skipped, not passed.
+  at_init = D.signature(small.isel(step=[0]))[3:]
+  assert [c.passed for c in at_init] == [False, False], [c.line() for c in at_init]
+  assert at_init[1].skipped and "no peak with label noise passed" in at_init[1].measured
   lines = [ch.line() for ch in D.signature(small.sel(label_noise=[0.0]))]
   assert lines[-1] == ("SKIP  MLP control label_noise=0: no test error peak: needs "
                        "label_noise=0 and a positive label noise in the grid")
