@@ -256,10 +256,10 @@ def test_summary_and_checks_print_brackets_as_text(capsys):
   from jaxtheory.cli import _print_summary
   from jaxtheory.experiments.check import Check
   module = types.SimpleNamespace(
-      summary=lambda ds: [("seeds [3]", "rank 2 [not collapsed] [bold]x[/bold]")],
+      summary=lambda ds: [("[bold]seeds[/bold]", "rank 2 [not collapsed] [red]x[/red]")],
       signature=lambda ds: [Check("collapse", False, "seed 1 [not collapsed]")])
-  _print_summary(module, xr.Dataset(coords={"seed": [3]}), "demo", ["runs/a[1]/f.png"])
+  _print_summary(module, xr.Dataset(coords={"seed": [3]}), "demo", ["runs/[red]a/f.png"])
   out = capsys.readouterr().out
-  for text in ("seeds [3]", "[not collapsed] [bold]x[/bold]", "seed 1 [not collapsed]",
-               "runs/a[1]/f.png"):
+  for text in ("[bold]seeds[/bold]", "[not collapsed] [red]x[/red]", "seed 1 [not collapsed]",
+               "runs/[red]a/f.png"):
     assert text in out, out

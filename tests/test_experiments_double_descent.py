@@ -159,6 +159,12 @@ def test_an_interpolation_threshold_outside_the_grid_is_not_read_as_no_peak(smal
   mlp = [c for c in D.signature(broken) if c.name.startswith("MLP label_noise=0.2")][0]
   assert not mlp.passed and not mlp.skipped
   assert mlp.measured.startswith("optimization failure: width 16 seed 0: diverged")
+  # So is a diverged control run: it is not a flat control.
+  broken = small.copy(deep=True)
+  broken["train_loss"][dict(width=0, label_noise=0)] = np.nan
+  control = D.signature(broken)[-1]
+  assert control.name.startswith("MLP control") and not control.passed and not control.skipped
+  assert control.measured.startswith("optimization failure: width 16 seed 0: diverged")
 
 
 @pytest.mark.parametrize("n,input_dim,noise,activation", [
