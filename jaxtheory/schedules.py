@@ -100,6 +100,13 @@ def _defaults(schedule: str, steps: int) -> dict[str, float]:
   return {k: horizon[k] if v is None else float(v) for k, v in _PARAMS[schedule].items()}
 
 
+def get_schedule(name: str) -> Callable:
+  """The schedule function named ``name`` in :data:`SCHEDULES` (a ``ConfigError`` if none)."""
+  if name not in SCHEDULES:
+    raise ConfigError(f"unknown schedule {name!r}; available: {', '.join(SCHEDULES)}")
+  return SCHEDULES[name]
+
+
 def learning_rates(schedule: str, lr: float, steps: int) -> np.ndarray:
   """The learning rate of each of ``steps`` steps under ``schedule`` with its default
   parameters, in float64 (for reading results, e.g. the training time ``sum(lr)`` of a span).
@@ -107,11 +114,10 @@ def learning_rates(schedule: str, lr: float, steps: int) -> np.ndarray:
   >>> learning_rates("step", 0.1, 6).round(6).tolist()  # divided by 10 at 1/3 and 2/3
   [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
   """
-  if schedule not in SCHEDULES:
-    raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+  fn = get_schedule(schedule)
   with jax.enable_x64(True):
     count = jnp.arange(steps, dtype=jnp.float64)
-    return np.asarray(SCHEDULES[schedule](count, float(lr), **_defaults(schedule, steps)))
+    return np.asarray(fn(count, float(lr), **_defaults(schedule, steps)))
 
 
 def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:
@@ -128,12 +134,10 @@ def scheduled(opt: Optimizer, schedule: str, steps: int) -> Optimizer:
   Returns:
     An :class:`~jaxtheory.train.Optimizer` named ``'<opt>+<schedule>'``.
   """
-  if schedule not in SCHEDULES:
-    raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+  fn = get_schedule(schedule)
   opt = get_optimizer(opt)
   if "lr" not in opt.hyper:
     raise ConfigError(f"optimizer {opt.name!r} has no learning rate 'lr' to schedule")
-  fn = SCHEDULES[schedule]
   extra = _defaults(schedule, steps)
   clash = sorted(set(extra) & set(opt.hyper))
   if clash:

@@ -478,6 +478,11 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
     n_test = (ds.attrs["mlp_n_test"] if "mlp_n_test" in ds.attrs
               else json.loads(ds.attrs["config"])["mlp_n_test"])
     found = {}  # label noise -> prominence, of the noisy peaks that pass
+
+    def failure(ln):  # "" or the failed runs at one label noise
+      broken = [f"width {w} seed {s}: {why}" for (l, w, s), why in failed.items() if l == ln]
+      return "optimization failure: " + "; ".join(broken) if broken else ""
+
     for ln in noisy:
       err, loss, w_int = _mlp_rows(ds, ln)
       near = bool(np.isfinite(w_int) and w_int / 2 <= err["width"] <= 2 * w_int)
@@ -485,10 +490,9 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
       name = (f"MLP label_noise={ln:g}: test error peaks within 2x of the interpolation width "
               f"and falls >= {100 * margin:.1f} points on both sides (>= {100 * mlp_margin:g}, "
               f"and >= 2 standard errors on {n_test} test examples)")
-      broken = {k: v for k, v in failed.items() if k[0] == ln}
-      if broken:
-        checks.append(Check(name, False, "optimization failure: " + "; ".join(
-            f"width {w} seed {s}: {why}" for (_, w, s), why in broken.items())))
+      why = failure(ln)
+      if why:
+        checks.append(Check(name, False, why))
         continue
       if not np.isfinite(w_int):
         fit = mlp_curves(ds)["train_acc"].sel(label_noise=ln)
@@ -511,12 +515,10 @@ def signature(ds: xr.Dataset, rf_ratio: float = 2.0, rf_flat: float = 1.2,
           f"{w_int:g} ({params_per_nk(ds, w_int):.2f} nK); test loss peak {loss['value']:.3f} "
           f"at width {loss['width']} (+{loss['prominence']:.3f})"))
     control = "MLP control label_noise=0: test error bump < half the noisy one"
-    broken0 = {k: v for k, v in failed.items() if k[0] == 0.0}
     if 0.0 in ds.label_noise.values and noisy and few:
       checks.append(skip(control, few))
-    elif 0.0 in ds.label_noise.values and noisy and broken0:
-      checks.append(Check(control, False, "optimization failure: " + "; ".join(
-          f"width {w} seed {s}: {why}" for (_, w, s), why in broken0.items())))
+    elif 0.0 in ds.label_noise.values and noisy and failure(0.0):
+      checks.append(Check(control, False, failure(0.0)))
     elif 0.0 in ds.label_noise.values and noisy and not found:
       # Without a peak to compare with, a flat control shows nothing (a run at
       # initialization is flat with and without label noise).

@@ -207,8 +207,15 @@ def total_steps(steps: int, lrs) -> int:
   >>> total_steps(3000, [0.8])
   3000
   """
-  main = sorted(lrs)[1:] if len(lrs) >= 2 else list(lrs)
+  main = judged_lrs(lrs)
   return int(np.ceil(steps * max(main) / min(main) - 1e-9))
+
+
+def judged_lrs(lrs) -> list[float]:
+  """The learning rates the signature judges, ascending: all but the smallest (the
+  control), or the only one."""
+  lrs = sorted(float(v) for v in lrs)
+  return lrs[1:] if len(lrs) >= 2 else lrs
 
 
 def initial_sharpness(s: sweep.Sweep, metric) -> np.ndarray:
@@ -319,7 +326,8 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def eos_checks(ds: xr.Dataset, lr: float, min_rise: float = 1.25, within: float = 0.7,
-               min_rises: int = 3, min_edge_fraction: float = 0.5) -> list:
+               min_rises: int = 3, min_edge_fraction: float = 0.5,
+               stats: dict | None = None) -> list:
   """The three edge-of-stability checks for the runs of one ``lr`` (see :func:`signature`).
 
   A run whose training diverged or collapsed fails with that reason. A run
@@ -327,9 +335,11 @@ def eos_checks(ds: xr.Dataset, lr: float, min_rise: float = 1.25, within: float 
   ``min_edge_fraction`` of its recordings after the onset still to come is
   not judged (its checks are skipped, saying why): what happens at the edge
   cannot be read from a run that was not there, or arrived at the end of its
-  budget. The checks judge the runs that reached it.
+  budget. The checks judge the runs that reached it. ``stats``: :func:`eos_stats`
+  of ``ds`` if already computed.
   """
-  stats = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
+  stats = {s: r for (s, l), r in (eos_stats(ds) if stats is None else stats).items()
+           if l == lr}
   broken = {s: r["status"] for s, r in stats.items() if r["status"] != "ok"}
   runs = {s: r for s, r in stats.items() if s not in broken
           and np.isfinite(r["edge_step"]) and r["edge_fraction"] >= min_edge_fraction}
@@ -429,17 +439,16 @@ def signature(ds: xr.Dataset, min_rise: float = 1.25, within: float = 0.7,
   optimization failure. The control (smallest learning rate) never reaches
   :math:`0.9 \cdot 2/\eta`; with one learning rate it is skipped.
   """
-  lrs = sorted(float(v) for v in ds.lr.values)
   checks = []
-  main = lrs[1:] if len(lrs) >= 2 else lrs
-  for lr in main:
-    checks += eos_checks(ds, lr, min_rise, within, min_rises, min_edge_fraction)
-  if len(lrs) >= 2:
-    lr = lrs[0]
-    runs = {s: r for (s, l), r in eos_stats(ds).items() if l == lr}
+  stats = eos_stats(ds)
+  for lr in judged_lrs(ds.lr.values):
+    checks += eos_checks(ds, lr, min_rise, within, min_rises, min_edge_fraction, stats)
+  if ds.sizes["lr"] >= 2:
+    lr = float(ds.lr.min())
+    runs = {s: r for (s, l), r in stats.items() if l == lr}
     checks.append(Check(
         f"control lr={lr:g}: 2/lr={2 / lr:g} is never reached",
-        all(r["max_ratio"] < 0.9 for r in runs.values()),
+        all(r["max_ratio"] < REACH for r in runs.values()),
         "; ".join(f"seed {s}: max S*lr/2 {r['max_ratio']:.2f}, loss rising over "
                   f"{r['rises']} intervals" for s, r in runs.items())))
   else:

@@ -70,7 +70,7 @@ from jaxtheory import data, nn, plots, sweep
 from jaxtheory.analysis import failed_runs, first_reached
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.probes.collapse import collapse_metric
-from jaxtheory.schedules import SCHEDULES, learning_rates
+from jaxtheory.schedules import get_schedule, learning_rates
 from jaxtheory.errors import ConfigError
 
 DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
@@ -153,8 +153,7 @@ def _check(cfg: Config) -> None:
   positive_ints(cfg, "per_class", "width", "depth", "steps", "record")
   if len(cfg.classes) < 2:
     raise ConfigError(f"classes needs at least 2 classes, got {cfg.classes!r}")
-  if cfg.schedule not in SCHEDULES:
-    raise ConfigError(f"unknown schedule {cfg.schedule!r}; available: {', '.join(SCHEDULES)}")
+  get_schedule(cfg.schedule)
   if not cfg.lrs or any(lr <= 0 for lr in cfg.lrs):
     raise ConfigError(f"lrs must be positive learning rates, got {cfg.lrs!r}")
 
@@ -368,11 +367,13 @@ def signature(ds: xr.Dataset, nc1_drop: float = 100.0, etf_max: float = 0.25,
   # steps (SGD at rate lr for k steps moves as gradient flow for time lr * k, and weight
   # decay shrinks the weights by lr * wd per step), so 5000 steps at lr 1e-4 are the
   # training of 5 steps at lr 0.1, not half of a main run's 10000.
+  rates = {float(l): learning_rates(cfg.get("schedule", "constant"), float(l),
+                                    cfg.get("steps", steps)) for l in ds.lr.values}
+
   def tpt_time(r, lr):
     if not np.isfinite(r["zero_error_step"]):
       return 0.0
-    rates = learning_rates(cfg.get("schedule", "constant"), lr, cfg.get("steps", steps))
-    return float(rates[int(r["zero_error_step"]):int(r["last_step"])].sum())
+    return float(rates[float(lr)][int(r["zero_error_step"]):int(r["last_step"])].sum())
   runs = {s: r for (s, l), r in tp.items() if l == lr}
   main = {(s, l): r for (s, l), r in tp.items() if l != lr}
   main_time = min(tpt_time(r, l) for (s, l), r in main.items())
