@@ -199,11 +199,14 @@ class PowerLaw(NamedTuple):
     prefactor: :math:`A`.
     r2: coefficient of determination of the fit of :math:`\\log y`.
     n: number of points fitted.
+    stderr: the standard error of each exponent, from the residuals
+      (:math:`\\hat\\sigma^2 (A^\\top A)^{-1}` with :math:`n - p` degrees of freedom).
   """
   exponents: tuple[float, ...]
   prefactor: float
   r2: float
   n: int
+  stderr: tuple[float, ...] = ()
 
 
 def power_law(y, *xs) -> PowerLaw:
@@ -233,7 +236,7 @@ def power_law(y, *xs) -> PowerLaw:
   ok = np.isfinite(y) & (y > 0)
   for c in cols:
     ok &= np.isfinite(c) & (c > 0)
-  nan = PowerLaw(tuple(np.nan for _ in xs), np.nan, np.nan, int(ok.sum()))
+  nan = PowerLaw(tuple(np.nan for _ in xs), np.nan, np.nan, int(ok.sum()), tuple(np.nan for _ in xs))
   if ok.sum() < len(xs) + 2:
     return nan
   ly = np.log(y[ok])
@@ -244,22 +247,25 @@ def power_law(y, *xs) -> PowerLaw:
   resid = ly - A @ coef
   var = np.sum((ly - ly.mean()) ** 2)
   r2 = 1.0 - np.sum(resid ** 2) / var if var > 0 else np.nan
+  cov = np.sum(resid ** 2) / (len(ly) - A.shape[1]) * np.linalg.inv(A.T @ A)
   return PowerLaw(tuple(float(c) for c in coef[:-1]), float(np.exp(coef[-1])), float(r2),
-                  int(ok.sum()))
+                  int(ok.sum()), tuple(float(np.sqrt(v)) for v in np.diag(cov)[:-1]))
 
 
-def growth_exponent(curve, steps) -> float:
+def growth_exponent(curve, steps, stderr: bool = False):
   r"""The log-log slope :math:`d\log y / d\log t` of a positive curve (least squares).
 
   0 for a stationary curve, 1/2 for one that grows like :math:`\sqrt t`.
-  Steps :math:`\le 0` are left out.
+  Steps :math:`\le 0` are left out. With ``stderr``, ``(slope, standard
+  error)``: how far the curve's own fluctuations leave the slope uncertain.
 
   >>> round(growth_exponent([1.0, 2.0, 3.0], [1.0, 4.0, 9.0]), 6)
   0.5
   """
   t = np.asarray(steps, np.float64)
   y = np.asarray(curve, np.float64)
-  return float(power_law(y[t > 0], t[t > 0]).exponents[0])
+  f = power_law(y[t > 0], t[t > 0])
+  return (float(f.exponents[0]), float(f.stderr[0])) if stderr else float(f.exponents[0])
 
 
 def pairwise_rank_correlation(matrix, score, *, resamples: int = 1000, level: float = 0.95,

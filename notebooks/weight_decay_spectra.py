@@ -58,7 +58,8 @@ for label, value in wds.summary(ds):
 # %% [markdown]
 # The signature: an equilibrium in every run with weight decay; AdamW's norm grows as
 # $(\eta/\lambda)^{1/2}$, hardly depending on $\eta\lambda$; the ranks are lower with weight
-# decay; the plain and residual networks differ in how much; SGD's exponent is $1/4$; and
+# decay (leaving out the twins without it that Adam collapsed onto one direction at the largest
+# learning rates); the plain and residual networks differ in how much; SGD's exponent is $1/4$; and
 # without weight decay there is no equilibrium.
 
 # %%
@@ -79,3 +80,6 @@ for (arch, layer), fit in wds.law_fits(ds).items():
 print("rank with / without weight decay, seed and grid mean:")
 for kind in wds.RANKS:
   print(kind, np.exp(wds.rank_effect(ds, kind).mean("seed")).round(3).to_pandas())
+print("twins without weight decay collapsed onto one direction (stable rank < 2), of",
+      wds.twin_collapsed(ds).isel(layer=0).size, "per layer:")
+print(wds.twin_collapsed(ds).sum(["seed", "lr_times_wd", "lr_over_wd"]).to_pandas())

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import xarray as xr
 from click.testing import CliRunner
 
 from jaxtheory.analysis import growth_exponent, power_law
@@ -113,6 +114,20 @@ def test_power_law_recovers_exponents_and_growth():
   assert abs(growth_exponent(np.full(10, 3.0), t)) < 1e-9
 
 
+def test_power_law_standard_errors_match_numpy_and_cover_a_noisy_slope():
+  rng = np.random.default_rng(0)
+  t = np.linspace(1500, 3000, 16)
+  y = 14.0 * np.exp(0.15 * rng.standard_normal((400, 16)))  # stationary, fluctuating 15%
+  fits = [growth_exponent(c, t, stderr=True) for c in y]
+  coef, cov = np.polyfit(np.log(t), np.log(y[0]), 1, cov=True)
+  np.testing.assert_allclose(fits[0], [coef[0], np.sqrt(cov[0, 0])], rtol=1e-9)
+  g, se = np.array(fits).T
+  assert se.mean() > 0.1  # such fluctuations leave the slope uncertain by more than 0.1
+  assert 0.9 < np.mean(np.abs(g) < 2 * se) < 0.99  # and 2 s.e. cover the true slope, 0
+  g, se = growth_exponent(np.sqrt(t) * np.exp(0.01 * rng.standard_normal(16)), t, stderr=True)
+  assert abs(g - 0.5) < 3 * se and se < 0.05  # a clean sqrt(t) growth stays far from 0
+
+
 @pytest.mark.slow
 def test_signature_on_a_small_grid(small):
   assert small.weight_norm.dims == ("arch", "seed", "lr_times_wd", "lr_over_wd", "decay", "step",
@@ -129,6 +144,26 @@ def test_signature_on_a_small_grid(small):
   for (arch, layer), f in W.law_fits(small).items():
     if layer < small.layer.values[-1]:
       assert abs(f.exponents[0] - 0.5) < TOL["k_tol"], (arch, layer, f)
+
+
+@pytest.mark.slow
+def test_rank_check_leaves_out_collapsed_twins_and_can_fail(small):
+  """A twin without weight decay collapsed onto one direction is not compared; equal ranks fail."""
+  def rank_check(ds):
+    return next(c for c in W.signature(ds, **TOL) if c.name.startswith("stable and effective"))
+  tail = small.step >= 0.75 * small.step[-1]
+  # Collapse every twin without weight decay at the largest lr*wd: its stable rank near 1.
+  where = (small.decay == 0.0) & (small.lr_times_wd == small.lr_times_wd[-1]) & tail
+  collapsed = small.assign(stable_rank=small.stable_rank.where(~where, 1.1))
+  check = rank_check(collapsed)
+  assert check.passed and "collapsed twins" in check.measured, check.line()
+  assert int(W.twin_collapsed(collapsed).sum()) == W.twin_collapsed(collapsed).size // 2
+  # Twins with the ranks of their weight-decayed runs: nothing is lower, the check fails.
+  same = small.copy()
+  for kind in W.RANKS:
+    twin = small[kind].sel(decay=1.0, drop=True).expand_dims(decay=[0.0]).transpose(*small[kind].dims)
+    same[kind] = xr.concat([twin, small[kind].sel(decay=[1.0])], "decay").transpose(*small[kind].dims)
+  assert not rank_check(same).passed
 
 
 @pytest.mark.slow
