@@ -30,6 +30,7 @@ def test_registered():
     ("adam_lr", "-1,-3", "adam_lr must be two log2 learning rates"),
     ("coord_steps", "50", "coord_steps"),
     ("widths", "9,18", "multiple of num_heads"),
+    ("mlp_loss", "hinge", "mlp_loss must be 'mse' or 'xent'"),
 ])
 def test_bad_config(key, value, message):
   with pytest.raises(ConfigError, match=message):
@@ -45,9 +46,10 @@ def test_lr_grid_has_three_points_per_octave():
 def _fake(best_sp, best_mup, widths=(16, 64, 256), n_lr=12):
   """A results dataset whose loss curves have their minima at the given grid indices."""
   k = np.arange(n_lr)
-  loss = np.stack([[[1.0 + 0.1 * (k - b) ** 2 - 0.2 * j for j, b in enumerate(best)]
+  loss = np.stack([[[1.0 + 0.1 * (k - b) ** 2 - 0.4 * j for j, b in enumerate(best)]
                     for best in (best_sp, best_mup)]])  # (model, setting, width, lr_k)
   loss = np.broadcast_to(loss[:, :, None, :, :, None], (1, 2, 1, len(widths), n_lr, 3))
+  loss = loss * np.array([1.0, 0.5, 0.3])  # training lowers every curve
   dims = ("model", "setting", "seed", "width", "lr_k", "step")
   coords = dict(model=["mlp"], setting=["sp-adam", "mup-adam"], seed=[0], width=list(widths),
                 lr_k=k, step=[0, 8, 10], layer=[0, 1])
@@ -71,6 +73,42 @@ def test_signature_reads_transfer_and_drift():
   # The control: muP's curves shifted like SP's fail the transfer check.
   bad = M.signature(_fake(best_sp=(8, 5, 2), best_mup=(8, 5, 2)))
   assert not bad[0].passed and "transfers" in bad[0].name
+
+
+def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
+  steps = np.array([0, 1, 2, 4, 8, 16])
+  t = np.arange(len(steps))
+  # Three widths that leave a plateau (steps 0-1) and then fall, wider faster; two seeds.
+  rate = np.array([0.1, 0.2, 0.25])[:, None]
+  base = 3.0 * np.exp(-rate * np.maximum(t - 1, 0))  # (width, step)
+  noise = np.array([1.0, 1.03])[:, None, None]  # the seeds differ by 3%
+  ok, judged, mean, area = M.wider_is_better(base[None] * noise, steps)
+  assert ok and judged == [4, 8, 16] and np.all(area < 0), (judged, area)
+  # The plateau is not judged: a wider net 1% worse there does not fail.
+  bumped = base.copy()
+  bumped[2, 1] *= 1.01
+  assert M.wider_is_better(bumped[None] * noise, steps)[0]
+  # The widest net worse than the next at one judged step, beyond the seeds' spread: fails.
+  worse = base.copy()
+  worse[2, 4] = 1.2 * worse[1, 4]
+  assert not M.wider_is_better(worse[None] * noise, steps)[0]
+  # Within the spread of the seeds (a noisy widest pair) it passes; with one seed any rise fails.
+  spread = base[None] * noise
+  spread[:, 2, 4] = spread[:, 1, 4] * np.array([0.9, 1.2])
+  assert M.wider_is_better(spread, steps)[0]
+  assert not M.wider_is_better(spread[1:], steps)[0]  # the seed whose widest net is worse
+  # Equal widths are not better on average.
+  same = np.broadcast_to(base[:1], base.shape)[None] * noise
+  assert not M.wider_is_better(same, steps)[0]
+  # Nothing to judge: every width fits at once.
+  assert M.wider_is_better(np.full((1, 2, 3), 1.0) * [1.0, 1e-4, 1e-5], np.arange(3))[0] is None
+
+
+def test_stable_lr_is_an_octave_below_the_median_best():
+  ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 6, 6)).assign_attrs(per_octave=3)
+  assert M.stable_lr(ds, "mlp", "mup-adam") == 3  # median 6, minus 3 grid steps
+  assert M.stable_lr(ds, "mlp", "sp-adam") == 3  # SP is read at muP's learning rate
+  assert M.stable_lr(ds.assign_attrs(per_octave=12), "mlp", "mup-adam") == 0  # not below the grid
 
 
 def test_diverged_runs_count_as_infinite_loss():
