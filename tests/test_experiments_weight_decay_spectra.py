@@ -156,7 +156,7 @@ def test_rank_check_leaves_out_collapsed_twins_and_can_fail(small):
   where = (small.decay == 0.0) & (small.lr_times_wd == small.lr_times_wd[-1]) & tail
   collapsed = small.assign(stable_rank=small.stable_rank.where(~where, 1.1))
   check = rank_check(collapsed)
-  assert check.passed and "collapsed twins" in check.measured, check.line()
+  assert check.passed and "with the collapsed" in check.measured, check.line()
   assert int(W.twin_collapsed(collapsed).sum()) == W.twin_collapsed(collapsed).size // 2
   # Twins with the ranks of their weight-decayed runs: nothing is lower, the check fails.
   same = small.copy()

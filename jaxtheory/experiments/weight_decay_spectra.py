@@ -75,43 +75,51 @@ decay"): no stationary norm (|growth| up to 2.9 over the second half). Hence
 keep a train loss above 0.06).
 
 The defaults (2 seeds, 104 runs of 3000 steps) take 77 s on a quiet 2-core
-CPU (68 s again, its programs loaded from the compilation cache) and pass
-every check. Measured: AdamW :math:`k` = 0.497, 0.507, 0.502 (plain, layers
-1-3) and 0.482, 0.490, 0.498 (residual), :math:`R^2 \ge 0.999`,
+CPU (68 s again, its programs loaded from the compilation cache) and passed
+every check there. Measured (the one-core run): AdamW :math:`k` = 0.497,
+0.507, 0.502 (plain, layers 1-3) and 0.482, 0.490, 0.498 (residual), :math:`R^2 \ge 0.999`,
 :math:`|k_2| \le 0.13`; SGD :math:`k` = 0.273, 0.275, 0.297 (:math:`R^2` 0.999),
-a little above 1/4; the norm stationary within |growth| 0.23 (plain; one
-layer-run over 0.2, within two standard errors of its fluctuations) and 0.15
-(residual). With weight decay the median stable rank is 0.63-0.78x and the
-effective rank 0.60-0.87x that of the twin without it, in every normalized
-layer of both networks. The networks differ: weight decay lowers the
-residual network's ranks less (stable 0.83x vs 0.74x over all cells, a
-difference of 0.114 +- 0.011 in log; effective 0.79x vs 0.74x, 0.059 +-
-0.005), most of it in the last block. There, in 6 of the 18 (seed, cell)
-pairs, those with the largest learning rates, the twin *without* weight decay
-collapses onto one direction (stable rank below 2: Adam's update of a
-rank-one gradient is a rank-one sign pattern, and nothing decays what those
-updates pile up) while the one with it keeps 3-5: their ratio is 2.9 (1.3 in
-effective rank). Check 4 leaves such cells out and reports them apart;
-comparing them measures the collapse, not what weight decay does to a
-spectrum (Galanti et al. compare SGD runs whose twins keep their random
-initialization's rank). Without weight decay the norm depends on the
-learning rate alone (:math:`k \approx k_2` = 0.36-0.47): no law. (These
-figures are from one 2-core machine; XLA's reductions differ with the CPU and
-thread count, and at the largest learning rates training amplifies that.)
+a little above 1/4. The norm stationary within |growth| 0.18 (plain) and 0.13
+(residual) on a quiet 2-core run; a later run of the same commit on one core
+gave 0.227 in one plain layer-run of 54 (seed 1, the smallest lr*wd and
+lr/wd; s.e. of its slope 0.024, a slow relaxation, not noise), which fails
+check 1 as measured: XLA's reductions differ with the CPU and its thread
+count, and training amplifies that. With weight decay the median stable
+rank is 0.63-0.78x and the effective rank 0.60-0.87x that of the twin without
+it, in every normalized layer of both networks. The networks differ: weight
+decay lowers the residual network's ranks less (stable 0.83x vs 0.74x over
+all cells, a difference of 0.114 +- 0.011 in log; effective 0.79x vs 0.74x,
+0.059 +- 0.005), most of it in the last block. There, in 6 of the 18 (seed,
+cell) pairs, those with the three largest learning rates, the twin *without*
+weight decay collapses onto one direction (stable rank below 2: Adam's update
+of a rank-one gradient is a rank-one sign pattern, and nothing decays what
+those updates pile up) while the one with it keeps 3-5: their ratio is 2.9
+(1.3 in effective rank). Check 4 sets such cells aside when they are a
+minority of a layer's cells and reports them apart; comparing them measures
+the collapse, not what weight decay does to a spectrum (Galanti et al.
+compare SGD runs whose twins keep their random initialization's rank).
+Without weight decay the norm depends on the learning rate alone
+(:math:`k \approx k_2` = 0.36-0.47): no law.
 
-Declared range. Every check passed in every setting tried with at least 3
-normalized layers (2 seeds each): the defaults; Fashion-MNIST; width 128 with
-4 normalized layers; width 256 with seeds 5, 6 and another data subset (check
-4's medians 0.52-0.83 in all of them; the collapsed twins, up to 14 of 18 in
-the last residual block at width 128, depth 4, are where the ratio exceeds 1,
-up to 2.9). The equilibrium (1) needs a training set the runs cannot fit
-exactly (above); at width 128 and depth 4 one residual layer-run of 72 has a
-slope of -0.33, which its fluctuations (10-20% from record to record) leave
-within two standard errors of 0.2; it is slowly undoing an early collapse
-(stable rank 1.4 -> 2.1 over training). With 2 normalized layers (one
-residual block; width 32, Fashion-MNIST, 3 seeds) the networks barely differ
-(0.028 +- 0.003 in log effective rank, under the 0.05 floor of check 5),
-which fails as measured; the other checks pass there.
+Declared range. The norm laws (checks 2, 3, 6) and the control (7) held in
+every setting tried: the defaults; Fashion-MNIST; width 128 with 4
+normalized layers; width 256 with seeds 5, 6 and another data subset; width
+32 with 2 layers (AdamW :math:`k` 0.473-0.550, :math:`R^2 \ge 0.99`; SGD
+0.268-0.311). Checks 1-7 all pass on Fashion-MNIST (8 of 144 twins collapsed,
+the rank medians 0.53-0.76 over the rest). The ranks (4) are where the
+signature is narrowest: at width 128 and above the later layers collapse in
+most cells at the larger learning rates, 21-28 twins of 144-180 and 6-12 runs
+*with* weight decay too, and where most of a layer's cells collapse weight
+decay *raises* its stable rank (median ratio over all cells 1.2-1.7 in the last
+one or two layers; 0.45-0.74 over the cells that did not collapse): check 4
+fails there, as measured. The equilibrium (1) needs a training set the runs
+cannot fit exactly (above); at width 128 and depth 4 two residual layer-runs
+slowly undoing an early collapse (stable rank 1.4 -> 2.1 over training) have
+slopes of up to -0.33 that their 10-20% fluctuations leave uncertain by 0.12
+(inconclusive, not judged). With 2 normalized layers (one residual block;
+width 32, Fashion-MNIST, 3 seeds) the networks barely differ (0.028 +- 0.003
+in log effective rank, under the 0.05 floor of check 5), which fails as
+measured; the other checks pass there.
 
 >>> from jaxtheory.experiments import weight_decay_spectra as wds
 >>> cfg = wds.Config(dataset="digits", per_class=10, seeds=1, width=8, depth=2, lr_times_wd=(0.01,),
@@ -413,19 +421,28 @@ def rank_ratios(ds: xr.Dataset, kind: str) -> xr.DataArray:
   return eq.sel(decay=1.0, drop=True) / eq.sel(decay=0.0, drop=True)
 
 
-def twin_collapsed(ds: xr.Dataset, collapse: float = 2.0) -> xr.DataArray:
-  """Whether the twin without weight decay has collapsed onto one direction.
+def collapsed(ds: xr.Dataset, decay: float, collapse: float = 2.0) -> xr.DataArray:
+  """Whether the runs with ``decay`` (1: with weight decay, 0: without) collapsed onto one direction.
 
-  Per architecture, seed, grid cell and layer: its equilibrium stable rank
+  Per architecture, seed, grid cell and layer: the equilibrium stable rank
   is below ``collapse`` (2: the top singular direction holds over half of
-  the squared Frobenius norm). At the larger learning rates Adam without
-  weight decay does this to the later layers: its update of a rank-one
-  gradient is rank one (a sign pattern ``sign(u) sign(v)^T``), and nothing
-  decays what those updates pile up. Weight decay keeps such a layer from
-  collapsing, so there the twin's rank is the lower one, and the comparison
-  measures the collapse rather than what weight decay does to the spectrum.
+  the squared Frobenius norm).
   """
-  return equilibrium(ds).stable_rank.sel(decay=0.0, drop=True) < collapse
+  return equilibrium(ds).stable_rank.sel(decay=decay, drop=True) < collapse
+
+
+def twin_collapsed(ds: xr.Dataset, collapse: float = 2.0) -> xr.DataArray:
+  """Whether the twin without weight decay collapsed onto one direction (:func:`collapsed`).
+
+  At the larger learning rates Adam without weight decay does this to the
+  later layers: its update of a rank-one gradient is rank one (a sign
+  pattern ``sign(u) sign(v)^T``), and nothing decays what those updates
+  pile up. The run with weight decay mostly keeps a stable rank of 3-5
+  there (not always: at width 128 and above some collapse too), and then
+  the twin's rank is the lower one: comparing them measures the collapse
+  rather than what weight decay does to the spectrum.
+  """
+  return collapsed(ds, 0.0, collapse)
 
 
 def _fmt_med(x: xr.DataArray) -> str:
@@ -475,20 +492,22 @@ def _equilibrium_check(ds: xr.Dataset, max_growth: float) -> Check:
   if with_wd:
     eq = eq.sel(decay=[1.0])
   g = np.abs(eq.growth)
-  # A run whose norm fluctuates a lot (the largest learning rates) has a slope that is uncertain by
-  # its own noise; it is stationary when the slope is consistent with max_growth at 2 s.e.
-  noisy = g - 2 * eq.growth_se
+  # A run whose norm fluctuates so much that its slope is uncertain by more than half the bound
+  # cannot be judged either way: it is reported as inconclusive, not counted as over.
+  unsure = eq.growth_se > max_growth / 2
+  over = (g > max_growth) & ~unsure
   parts = []
   for arch in ds.arch.values:
-    ga, na = g.sel(arch=arch), noisy.sel(arch=arch)
-    over, bad = int((ga > max_growth).sum()), int((na > max_growth).sum())
-    parts.append(f"{arch}: max |growth| {float(ga.max()):.3f}, {over} of {ga.size} layer-runs over"
-                 + (f" ({over - bad} within 2 s.e. of their fluctuations)" if over else ""))
+    ga, oa, ua = g.sel(arch=arch), over.sel(arch=arch), unsure.sel(arch=arch)
+    parts.append(f"{arch}: max |growth| {float(ga.max()):.3f}, {int(oa.sum())} of {ga.size} "
+                 f"layer-runs over" + (f", {int(ua.sum())} inconclusive (s.e. of the slope > "
+                                       f"{max_growth / 2:g}; |growth| up to "
+                                       f"{float(ga.where(ua).max()):.3f})" if int(ua.sum()) else ""))
   div = bool(ds.diverged.isel(step=-1).sel(decay=eq.decay).any())
   name = (f"{'with weight decay' if with_wd else 'without weight decay (control)'} the norm of "
           f"every normalized layer reaches an equilibrium (|d log||W|| / d log t| <= "
-          f"{max_growth:g} over the second half, at 2 standard errors)")
-  return Check(name, bool((noisy <= max_growth).all()) and not div,
+          f"{max_growth:g} over the second half)")
+  return Check(name, not bool(over.any()) and not div,
                "; ".join(parts) + ("; a run diverged" if div else ""))
 
 
@@ -506,11 +525,10 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
 
   1. With weight decay every normalized layer's norm is stationary over the
      second half of training, :math:`|d\log\|W\|/d\log t| \le` ``max_growth``
-     at two standard errors of the fitted slope (an equilibrium; no run
-     diverged). At the largest learning rates the norm fluctuates by 10-20%
-     from one record to the next, which leaves the slope uncertain by about
-     0.15; such a run is stationary when its slope is consistent with the
-     bound, not only when its point estimate is.
+     (an equilibrium; no run diverged). A run whose fitted slope has a
+     standard error above ``max_growth / 2`` (at the largest learning rates
+     the norm can fluctuate 10-20% from one record to the next) is reported
+     as inconclusive instead of judged.
   2. AdamW: the equilibrium norm of every normalized layer of each network
      follows :math:`(\eta/\lambda)^k` with :math:`|k - 1/2| \le` ``k_tol``
      and :math:`R^2 \ge` ``min_r2`` (at fixed :math:`\eta\lambda`).
@@ -519,12 +537,14 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
   4. The stable and effective rank of every normalized layer are lower with
      weight decay than without it at the same learning rate: the median
      ratio over seeds and grid cells is at most ``max_rank_ratio``, in each
-     network, leaving out the cells where the layer *without* weight decay
-     collapsed onto one direction (stable rank below ``collapse``,
-     :func:`twin_collapsed`). Adam without weight decay does that to the later
-     layers at the larger learning rates, and weight decay prevents it, so
-     there the twin's ranks are the lower ones; the check's line reports
-     those cells' median ratio separately. Skipped when every layer collapsed.
+     network, leaving out the cells where either twin collapsed onto one
+     direction (stable rank below ``collapse``, :func:`collapsed`), provided
+     those are fewer than half of a layer's cells (else the layer fails: there
+     collapse is what happens to it). Adam without weight decay collapses
+     the later layers at the larger learning rates, which weight decay mostly
+     prevents, so there the twin's ranks are the lower ones; the check's line
+     reports the median with the collapsed cells and theirs alone too.
+     Skipped when every layer collapsed.
   5. The effect on the ranks differs between the plain and the residual
      network (:func:`arch_difference`).
   6. SGD (plain MLP): :math:`(\eta/\lambda)^k` with
@@ -561,9 +581,9 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
                           "; ".join(f"{a} layer {l}: k2 {f.exponents[1]:+.3f} (k "
                                     f"{f.exponents[0]:.3f})" for (a, l), f in mine.items())))
   name4 = (f"stable and effective ranks of every normalized layer are lower with weight decay than "
-           f"without at the same lr, unless the layer without it collapsed onto one direction "
-           f"(stable rank < {collapse:g}) (median ratio over the other seeds and cells <= "
-           f"{max_rank_ratio:g})")
+           f"without at the same lr, leaving out a minority of cells where either collapsed onto "
+           f"one direction (stable rank < {collapse:g}) (median ratio over the other seeds and "
+           f"cells <= {max_rank_ratio:g})")
   if not both:
     checks.append(skip(name4, "needs runs with and without weight decay"))
   else:
@@ -572,17 +592,23 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
       for kind in RANKS:
         q = rank_ratios(ds, kind).sel(arch=arch, layer=_layers(ds))
         kept = ~twin_collapsed(ds, collapse).sel(arch=arch, layer=_layers(ds))
+        kept &= ~collapsed(ds, 1.0, collapse).sel(arch=arch, layer=_layers(ds))
+        med_all = q.median([d for d in q.dims if d != "layer"])
         cells = [d for d in q.dims if d != "layer"]
         med_in = q.where(kept).median(cells)
         med_out = q.where(~kept).median(cells)
         n_in = kept.sum(cells)
         for l in _layers(ds):
+          size = kept.sel(layer=l).size
           if int(n_in.sel(layer=l)):
             judged += 1
-            ok4 &= bool(med_in.sel(layer=l) <= max_rank_ratio)
+          # Collapse may be set aside in a minority of the cells only: where most cells collapse,
+          # collapse is what weight decay does to that layer, and the check fails there.
+          ok4 &= bool(2 * int(n_in.sel(layer=l)) >= size and med_in.sel(layer=l) <= max_rank_ratio)
         parts.append(f"{arch} {kind.split('_')[0]}: " + ", ".join(
             f"L{l} {_fmt_med(med_in.sel(layer=l))} in {int(n_in.sel(layer=l))}/{kept.sel(layer=l).size}"
-            + (f" (collapsed twins: {_fmt_med(med_out.sel(layer=l))})"
+            + (f" (with the collapsed: {_fmt_med(med_all.sel(layer=l))}; those alone "
+               f"{_fmt_med(med_out.sel(layer=l))})"
                if int(n_in.sel(layer=l)) < kept.sel(layer=l).size else "")
             for l in _layers(ds)))
     if judged == 0:
