@@ -442,8 +442,9 @@ def best_lr(ds: xr.Dataset) -> xr.DataArray:
   flat basin: width 256's final loss 0.036-0.049 over 2^-1.33 .. 2^0).
   """
   mean = _geomean(final_loss(ds), "seed")
-  return xr.apply_ufunc(lambda c: _grid_argmin(c, smoothing(ds)), mean,
-                        input_core_dims=[["lr_k"]], vectorize=True)
+  half = smoothing(ds)
+  return xr.apply_ufunc(lambda c: _grid_argmin(c, half), mean, input_core_dims=[["lr_k"]],
+                        vectorize=True)
 
 
 def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:
@@ -486,7 +487,7 @@ def transfer(ds: xr.Dataset) -> dict[tuple[str, str], dict]:
   return out
 
 
-def stable_lr(ds: xr.Dataset, model: str, setting: str) -> float:
+def stable_lr(ds: xr.Dataset, model: str, setting: str, t: dict | None = None) -> float:
   """Index of the learning rate at which widths are compared: an octave below the best.
 
   The median over widths of the best learning rate of the setting's muP twin
@@ -496,9 +497,10 @@ def stable_lr(ds: xr.Dataset, model: str, setting: str) -> float:
   spikes at steps that vary with the width and the seed (measured: full-batch
   SGD on digits at the best lr jumps 2-6x between records); an octave below,
   the loss falls smoothly and the comparison between widths is one of their
-  trajectories, not of the timing of their spikes.
+  trajectories, not of the timing of their spikes. ``t``: :func:`transfer` of
+  ``ds`` if already computed.
   """
-  t = transfer(ds)
+  t = transfer(ds) if t is None else t
   opt = setting.partition("-")[2]
   idx = t.get((model, f"mup-{opt}"), t[(model, setting)])["index"]
   if not np.isfinite(idx).all():
@@ -512,12 +514,13 @@ def coord_exponents(ds: xr.Dataset) -> xr.DataArray:
   At each (model, setting) the learning rate is :func:`stable_lr` (an octave
   below muP's best), so SP and muP are compared at the same learning rate.
   """
+  t = transfer(ds)
   steps = [s for s in ds.step.values if s <= int(ds.attrs.get("coord_steps", 3))]
   out = []
   for m in ds.model.values:
     rows = []
     for s in ds.setting.values:
-      k = stable_lr(ds, str(m), str(s))
+      k = stable_lr(ds, str(m), str(s), t)
       c = ds.coord.sel(model=m, setting=s, step=steps)
       if np.isfinite(k):
         c = c.isel(lr_k=int(k))
@@ -651,7 +654,6 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
   one_width = len(widths) < 2
   one_lr = ds.sizes["lr_k"] < 2
   ce = coord_exponents(ds) if not one_width else None
-  loss = _geomean(final_loss(ds), "seed")
   for m in ds.model.values:
     m = str(m)
     for opt in ("adam", "sgd"):
@@ -669,7 +671,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
         title = (f"{name}: under muP at a fixed lr wider is better (an octave below the best lr, "
                  f"from the step every width is under way until one fits: lower mean log loss "
                  f"beyond the seeds' noise, never higher beyond it, t-tests at {level:.0%})")
-        k = stable_lr(ds, m, f"mup-{opt}")
+        k = stable_lr(ds, m, f"mup-{opt}", t)
         if one_width or not np.isfinite(k):
           checks.append(skip(title, "needs at least two widths and a trainable learning rate"))
         else:
