@@ -332,26 +332,83 @@ def store_executable(key: str, values: dict[str, Any],
   return True
 
 
-def load_or_build(key: str, name: str, build) -> tuple[Any, bool]:
-  """``(program, loaded)``: the executable stored as ``name`` under ``key``, else ``build()``'s.
+def start_build(key: str | None, name: str, lower, compiler_options: dict | None = None,
+                pool=None, ahead: bool = False):
+  """Starts making a program; returns a function that waits for ``(program, loaded)``.
 
-  ``build`` compiles the program (e.g. ``lambda: jax.jit(f).lower(x).compile()``).
-  What it returns is stored under ``key`` unless JAX loaded it from its own
-  cache: such a program is written back without its machine code on CPU and
-  could not run in another process (the next process that misses the store
-  compiles it again, from JAX's cache).
+  The program is the executable stored as ``name`` under ``key`` (``None``:
+  no store), else ``lower()`` compiled, then stored under ``key`` unless JAX
+  loaded it from its own cache (such a program is written back without its
+  machine code on CPU and could not run in another process; the next
+  process that misses the store compiles it again, from JAX's cache).
+  ``lower()`` traces and lowers here, in the calling thread (tracing reads
+  its thread's JAX settings, such as ``enable_x64``), and XLA's compilation,
+  which releases the GIL, runs on ``pool`` (a ``concurrent.futures``
+  executor; ``None``: here, now). Programs started together on a pool of
+  ``n`` threads compile ``n`` at a time, to the same executables. With
+  ``ahead`` (and a ``key``) the program is also left for a later call with
+  the same key, which takes it instead of starting again: a sweep started
+  ahead of its run (:func:`jaxtheory.sweep.engine.compile_ahead`).
   """
-  stored = load_executable(key)
-  exe = None if stored is None else stored.executable(name)
-  if exe is not None:
-    return exe, True
-  with _watch_cache_hits() as hits:
-    exe = build()
-  if hits[0]:
-    stats["from_jax_cache"] += 1
+  import jax  # pylint: disable=import-outside-toplevel
+  if key is not None:
+    started = _AHEAD.pop(key, None)
+    if started is not None:
+      return started
+    stored = load_executable(key)
+    exe = None if stored is None else stored.executable(name)
+    if exe is not None:
+      return lambda: (exe, True)
+  lowered = lower()
+  x64 = jax.config.jax_enable_x64  # this thread's setting
+
+  def build():
+    with _watch_cache_hits() as hits, jax.enable_x64(x64):
+      exe = lowered.compile(compiler_options=compiler_options)
+    if key is not None:
+      if hits[0]:
+        stats["from_jax_cache"] += 1
+      else:
+        store_executable(key, {}, {name: exe})
+    return exe, False
+
+  if pool is None:
+    done = build()
+    waiter = lambda: done
   else:
-    store_executable(key, {}, {name: exe})
-  return exe, False
+    waiter = pool.submit(build).result
+  if ahead and key is not None:
+    _AHEAD[key] = waiter
+  return waiter
+
+
+_AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
+_POOL: list = []
+
+
+def compile_pool():
+  """The process's threads for compiling (:func:`compile_workers` of them, made on first
+  use), or ``None`` where that is one: programs then compile when they are needed."""
+  if not _POOL:
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    n = compile_workers()
+    _POOL.append(None if n < 2 else concurrent.futures.ThreadPoolExecutor(
+        n, thread_name_prefix="jaxtheory-compile"))
+  return _POOL[0]
+
+
+def compile_workers() -> int:
+  """How many programs to compile at once: on CPU, the cores this process may use (at most
+  8); elsewhere 1, since an accelerator's compiler times candidate kernels on the device,
+  where concurrent compilations would disturb each other's timings and choices."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu":
+    return 1
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  return max(1, min(cores, 8))
 
 
 _local = threading.local()

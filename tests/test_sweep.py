@@ -1,6 +1,8 @@
 """The sweep engine: sweep == loop, padded == unpadded, one trace per bucket, labelled results."""
 
 import json
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -389,6 +391,91 @@ def test_initialisation_compiled_for_speed_draws_the_same_bits():
     got = loop.compile_init(f, seeds)(seeds)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class _CompilingThreads:
+  """The names of the threads XLA compiles on while ``listening`` (a jax.monitoring listener,
+  registered once per process)."""
+  registered, names = False, None
+
+  @classmethod
+  def start(cls) -> None:
+    if not cls.registered:
+      jax.monitoring.register_event_duration_secs_listener(cls._note)
+      cls.registered = True
+    cls.names = []
+
+  @classmethod
+  def stop(cls) -> list[str]:
+    names, cls.names = cls.names, None
+    return names
+
+  @classmethod
+  def _note(cls, event, secs, **kwargs):
+    del secs, kwargs
+    if cls.names is not None and event.endswith("backend_compile_duration"):
+      cls.names.append(threading.current_thread().name)
+
+
+def test_buckets_compile_together_on_threads_to_the_same_results(monkeypatch):
+  """With more than one core every bucket's programs start compiling before the first bucket
+  trains, as many at a time as there are cores, on a pool's threads; the results equal, bit
+  for bit, those of one core (each bucket compiled in the main thread when it is reached)."""
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(compile_cache.STORE_ENV, "off")  # compile, do not load
+  cache_was = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  ds = data.gaussian_mixture(n_train=32, n_test=16, num_classes=3, input_dim=4, seed=0)
+  s = sweep.Sweep(model=lambda w: nn.mlp((4,), w, 1, 3), data=ds,
+                  grid=dict(seed=[0, 1], width=[4, 64], lr=[0.1, 0.3]), steps=6, record=3)
+  assert len(sweep.plan(s).buckets) == 2
+  out = {}
+  try:
+    for workers in (1, 3):
+      monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
+      monkeypatch.setattr(compile_cache, "_POOL", [])  # a pool of that many threads
+      _CompilingThreads.start()
+      out[workers] = sweep.run(s, progress=False)
+      out[workers, "threads"] = _CompilingThreads.stop()
+  finally:
+    _CompilingThreads.stop()
+    jax.config.update("jax_enable_compilation_cache", cache_was)
+  on_pool = lambda names: sum(n.startswith("jaxtheory-compile") for n in names)
+  assert on_pool(out[1, "threads"]) == 0
+  assert on_pool(out[3, "threads"]) == 4, out[3, "threads"]  # init and segment of each bucket
+  for k in ("train_loss", "test_loss", "param_norm"):
+    np.testing.assert_array_equal(out[1][k].values, out[3][k].values)
+
+
+def test_run_over_compiles_its_parts_ahead_and_each_part_takes_its_own(monkeypatch):
+  """run_over starts every part's programs before the first part trains; each part's run takes
+  the programs started for it (none is left over, none compiles twice), to the same results as
+  a run on one core."""
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  ds = data.gaussian_mixture(n_train=24, n_test=8, num_classes=3, input_dim=5, seed=1)
+  make = lambda depth: sweep.Sweep(lambda w: nn.mlp((5,), w, depth, 3), ds,
+                                   dict(seed=[0, 1], width=[5, 40]), "sgd", dict(lr=0.2),
+                                   steps=5, record=5)
+  out = {}
+  try:
+    for workers in (3, 1):  # the parallel run first: nothing is in the store yet
+      monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
+      monkeypatch.setattr(compile_cache, "_POOL", [])
+      stored = compile_cache.stats["stored"]
+      _CompilingThreads.start()
+      out[workers] = sweep.run_over("depth", [1, 2, 3], make, progress=False)
+      out[workers, "threads"] = _CompilingThreads.stop()
+      out[workers, "stored"] = compile_cache.stats["stored"] - stored
+      assert not compile_cache._AHEAD  # pylint: disable=protected-access
+  finally:
+    _CompilingThreads.stop()
+  compiled = out[3, "threads"]
+  # 3 parts x 2 buckets x (init, segment), all on the pool, each once (stored once; the
+  # run on one core loads them all)
+  assert sum(n.startswith("jaxtheory-compile") for n in compiled) == 12, compiled
+  assert out[3, "stored"] == 12 + 6 and out[1, "stored"] == 0  # + the buckets' decisions
+  for k in ("train_loss", "test_loss", "param_norm"):
+    np.testing.assert_array_equal(out[1][k].values, out[3][k].values)
 
 
 @pytest.mark.parametrize("opt,base_width", [("sgd", None), ("adam", 8.0)])

@@ -1,7 +1,7 @@
 """Sweeps: grids of seeds x widths x hyperparameters trained in one program per width bucket."""
 
 from jaxtheory.sweep.engine import (STRATEGIES, Plan, RunGroup, Sweep, SweepResult, choose_chunk,
-                                    execute, initial_params, plan, run)
+                                    compile_ahead, execute, initial_params, plan, run)
 from jaxtheory.sweep.grid import buckets, expand, normalize, padded_flops_ratio
 from jaxtheory.sweep.results import load, save, to_dataset, to_grid
 from jaxtheory.sweep.checkpoint import CheckpointError

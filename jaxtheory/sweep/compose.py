@@ -4,7 +4,10 @@ Depth, model family or data set change the *program*, not
 just its inputs, so they cannot share one compiled sweep. :func:`run_over`
 runs one :class:`~jaxtheory.sweep.Sweep` per value (each with its own
 checkpoint file, so a killed job resumes where it stopped) and concatenates
-the labelled results along a new dimension.
+the labelled results along a new dimension. With several CPU cores the
+parts' programs start compiling together before the first part trains
+(:func:`~jaxtheory.sweep.compile_ahead`), as many at a time as there are
+cores; a resumed run compiles each part when it is reached.
 
 >>> from jaxtheory import data, nn, sweep
 >>> ds = data.teacher_student(n_train=8, n_test=8, input_dim=3)
@@ -22,8 +25,9 @@ from typing import Any
 
 import xarray as xr
 
+from jaxtheory import compile_cache
 from jaxtheory.progress import reporter
-from jaxtheory.sweep.engine import Sweep, SweepResult, execute, run
+from jaxtheory.sweep.engine import Sweep, SweepResult, compile_ahead, execute, run
 from jaxtheory.errors import ConfigError
 
 _SECONDS = ("compile_seconds", "run_seconds")
@@ -68,7 +72,8 @@ def run_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
     :func:`execute_over` also returns the parts' final parameters.
   """
   runner_ = lambda s, **o: SweepResult(runner(s, **o), None)
-  return _over(dim, values, make_sweep, runner_, progress, checkpoint, each, engine).dataset
+  return _over(dim, values, make_sweep, runner_, progress, checkpoint, each, engine,
+               ahead=runner is run).dataset
 
 
 def execute_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep], *,
@@ -88,24 +93,32 @@ def execute_over(dim: str, values: Sequence, make_sweep: Callable[[Any], Sweep],
     :func:`run_over`'s and whose ``groups`` are ``{value: groups of that part}``.
   """
   runner = lambda s, **o: execute(s, params=params, **o)
-  out = _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine)
+  out = _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine, ahead=True)
   return out if params else SweepResult(out.dataset, None)
 
 
-def _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine) -> SweepResult:
+def _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine,
+          ahead: bool = False) -> SweepResult:
   values = list(values)
   if not values:
     raise ConfigError(f"run_over: no values for {dim!r}")
   if len({repr(v) for v in values}) != len(values):
     raise ConfigError(f"run_over: the values of {dim!r} repeat: {values!r}")
   parts, groups = [], {}
+  sweeps = {}
+  if (ahead and len(values) > 1 and not engine.get("resume")
+      and compile_cache.compile_pool() is not None and compile_cache.executables_enabled()):
+    sweeps = {repr(v): make_sweep(v) for v in values}
+    for s in sweeps.values():
+      compile_ahead(s, **engine)
   with reporter(progress, f"sweep over {dim}") as report:
     for k, v in enumerate(values):
       part_report = lambda d, t, info="", v=v: report(d, t, f"{info} ({dim}={v})".lstrip())
       opts = dict(engine, progress=chain_progress(part_report, k, len(values)))
       if checkpoint is not None:
         opts["checkpoint"] = part_path(checkpoint, dim, v)
-      part, groups[v] = runner(make_sweep(v), **opts)
+      s = sweeps[repr(v)] if sweeps else make_sweep(v)
+      part, groups[v] = runner(s, **opts)
       parts.append(part if each is None else each(part))
     res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
                     data_vars="all", coords="minimal", compat="override",

@@ -19,7 +19,9 @@ The runs of a bucket execute by ``vmap``, ``lax.map``,
 or ``lax.map`` over chunks of ``vmap`` (``chunked``); ``auto`` picks per
 backend and model size (see :func:`choose_chunk`; measured in
 ``benchmarks/sweep_throughput.py``). Training advances in chunks of recording
-points between which the host reports progress.
+points between which the host reports progress. Every bucket's programs
+start compiling before the first bucket trains, on as many threads as the
+process has CPU cores (:func:`jaxtheory.compile_cache.compile_pool`).
 
 The parts, one job each: :mod:`~jaxtheory.sweep.planning` (the checked
 configuration, runs, buckets and their cost), :mod:`~jaxtheory.sweep.devices`
@@ -45,11 +47,12 @@ from jaxtheory.progress import reporter
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.sweep import guard
 from jaxtheory.sweep.devices import fetch, place
-from jaxtheory.sweep.loop import RunGroup, _Bucket, _computations, execute_plan
+from jaxtheory.sweep.loop import (RunGroup, _Bucket, _computations, execute_plan,
+                                  records_per_segment, start_compiling)
 from jaxtheory.sweep.planning import STRATEGIES, Plan, Sweep, choose_chunk, plan, _runs_per_width
 
-__all__ = ["STRATEGIES", "Plan", "RunGroup", "Sweep", "SweepResult", "choose_chunk", "execute",
-           "fetch", "initial_params", "plan", "run"]
+__all__ = ["STRATEGIES", "Plan", "RunGroup", "Sweep", "SweepResult", "choose_chunk",
+           "compile_ahead", "execute", "fetch", "initial_params", "plan", "run"]
 
 
 def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
@@ -150,6 +153,47 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
   return SweepResult(ds, groups)
 
 
+def compile_ahead(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
+                  record_chunks: int = 20, memory_budget: float | None = None,
+                  resume: bool = False, **run_options) -> None:
+  """Starts compiling a sweep's programs on background threads and returns at once.
+
+  :func:`run` or :func:`execute` of the same sweep with the same options,
+  later in this process, takes them instead of compiling them. For sweeps
+  run one after another (:func:`run_over` does this for its parts): their
+  programs compile side by side, as many at a time as the process has CPU
+  cores (XLA compiles a program on one core), while the first one trains.
+  Within one sweep the engine already starts every width bucket's programs
+  together. The programs, and so the results, are the same either way.
+
+  Nothing starts on one core, off CPU, for ``strategy='loop'``, without
+  the executable store (the programs are found by its keys; see
+  :mod:`jaxtheory.compile_cache`), or to ``resume`` (a resumed sweep may
+  have nothing left to compile).
+
+  Args:
+    s: the sweep.
+    strategy, chunk_size, record_chunks, memory_budget, resume: as :func:`run` will get them.
+    **run_options: :func:`run`'s other options (``progress``, ``checkpoint``,
+      ``checkpoint_interval``), which do not change the programs: ignored.
+  """
+  unknown = set(run_options) - {"progress", "checkpoint", "checkpoint_interval"}
+  if unknown:
+    raise TypeError(f"compile_ahead() got an unexpected keyword argument {min(unknown)!r}")
+  guard.check_options(strategy, chunk_size, record_chunks, 0.0, memory_budget, STRATEGIES)
+  if (resume or strategy == "loop" or compile_cache.compile_pool() is None
+      or not compile_cache.executables_enabled()):
+    return
+  p = plan(s)
+  with jax.enable_x64(s.dtype == "float64"):
+    data = data_arrays(s.data)
+    comps = _computations(p, data)
+    K = records_per_segment(p, record_chunks)
+    buckets = [_Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
+                       comps.get(int(max(members)))) for members in p.buckets]
+    start_compiling(buckets, 0, place(data, None), ahead=True)
+
+
 def initial_params(s: Sweep, memory_budget: float | None = None, *,
                    planned: Plan | None = None) -> list[RunGroup]:
   """Every run's parameters at initialisation (no training), grouped as in :func:`run`.
@@ -172,7 +216,7 @@ def initial_params(s: Sweep, memory_budget: float | None = None, *,
       init = None
       for runs, hps in bk.groups():
         if init is None:
-          init = bk.init_program(hps, data_b)
+          init = bk.init_program(hps, data_b)()[0]
         out.append(bk.run_group(p, runs, hps, fetch(init(hps, data_b).params)))
   return out
 

@@ -202,6 +202,7 @@ class _Bucket:
     s = p.sweep
     float_t = jnp.result_type(float)
     self.cap = max(members)
+    self.members = list(members)
     self.tr = _trainer(p, members)
     self.runs = np.flatnonzero(np.isin(p.flat["width"], members))
     hps = {k: np.asarray(v[self.runs]) for k, v in p.flat.items()}
@@ -211,7 +212,7 @@ class _Bucket:
     # selecting a group's runs is not a device program (place() puts them on the devices).
     self.hps = Hyper.of({k: np.asarray(v, np.int32 if k in G.INT_AXES else float_t)
                          for k, v in hps.items()}, p.optimizer)
-    self.traces, self.K, self._compiled = [0], K, None
+    self.traces, self.K, self._compiled, self._pending = [0], K, None, None
     self.key = (None if computation is None or strategy == "loop"
                 or not compile_cache.executables_enabled()
                 else _computation_key(p, self.tr, computation, data))
@@ -269,12 +270,14 @@ class _Bucket:
     self.traces[0] += 1  # runs at trace time only: counts compilations
     return segment(self.tr, st, hp, d, iv)
 
-  def _program(self, name: str, hps, build: Callable[[], Any], *shaped_by) -> tuple[Any, bool]:
-    """``(program, loaded)``: the compiled program ``name``, from the store or ``build()``."""
-    if self.key is None:
-      return build(), False
-    key = CK.digest([self.key, name, jax.tree.map(_aval, dict(hps._asdict())), *shaped_by])
-    return compile_cache.load_or_build(key, name, build)
+  def _program(self, name: str, hps, lower: Callable[[], Any], *shaped_by,
+               options: dict | None = None, pool=None,
+               ahead: bool = False) -> Callable[[], tuple[Any, bool]]:
+    """Starts the compiled program ``name`` (from the store, or ``lower()`` compiled on
+    ``pool``); returns a function that waits for ``(program, loaded)``."""
+    key = None if self.key is None else CK.digest(
+        [self.key, name, jax.tree.map(_aval, dict(hps._asdict())), *shaped_by])
+    return compile_cache.start_build(key, name, lower, options, pool, ahead)
 
   def _init_f(self):
     tr = self.tr
@@ -282,30 +285,48 @@ class _Bucket:
     init_f = lambda hs, d: jax.lax.map(lambda h: setup(tr, h, d), hs)
     return shard_runs(init_f, 1, 1) if jax.device_count() > 1 else init_f
 
-  def init_program(self, hps, data):
-    """The compiled initialisation of a group's runs: ``init(hps, data) -> states``."""
-    return self._program("init", hps, lambda: compile_init(self._init_f(), hps, data))[0]
+  def init_program(self, hps, data, pool=None,
+                   ahead: bool = False) -> Callable[[], tuple[Any, bool]]:
+    """Starts the compiled initialisation of a group's runs, ``init(hps, data) -> states``."""
+    return self._program("init", hps, lambda: jax.jit(self._init_f()).lower(hps, data),
+                         options=INIT_COMPILER_OPTIONS, pool=pool, ahead=ahead)
+
+  def start(self, hps, data, pool=None, ahead: bool = False) -> None:
+    """Starts making ``(init, segment)`` for the bucket's groups (loaded from the store, or
+    lowered here and compiled on ``pool``); :meth:`programs` waits for them."""
+    if self._compiled is not None or self._pending is not None:
+      return
+    chunk = self.chunk
+    if self.strat == "vmap":
+      f = jax.vmap(self.per_run, in_axes=(0, 0, None, None))
+    else:
+      f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
+                                            (st, hp), batch_size=None if chunk == 1 else chunk)
+    if jax.device_count() > 1:
+      f = shard_runs(f, 2, 2)
+
+    def lower_segment():
+      st = jax.eval_shape(jax.jit(self._init_f()), hps, data)
+      iv = place(np.zeros(self.K, np.int32), None)
+      return jax.jit(f).lower(st, hps, data, iv)
+
+    # The segment first: on a pool, the larger compilation starts first.
+    seg = self._program("segment", hps, lower_segment, self.strat, chunk, self.K, pool=pool,
+                        ahead=ahead)
+    self._pending = (self.init_program(hps, data, pool, ahead), seg)
 
   def programs(self, hps, data):
     """Compiled ``(init, segment)`` for a group, built (or loaded) once per bucket."""
     if self._compiled is None:
-      chunk = self.chunk
-      if self.strat == "vmap":
-        f = jax.vmap(self.per_run, in_axes=(0, 0, None, None))
-      else:
-        f = lambda st, hp, d, iv: jax.lax.map(lambda a: self.per_run(a[0], a[1], d, iv),
-                                              (st, hp), batch_size=None if chunk == 1 else chunk)
-      if jax.device_count() > 1:
-        f = shard_runs(f, 2, 2)
-
-      def build_segment():
-        st = jax.eval_shape(jax.jit(self._init_f()), hps, data)
-        iv = place(np.zeros(self.K, np.int32), None)
-        return jax.jit(f).lower(st, hps, data, iv).compile()
-
-      seg, self.loaded = self._program("segment", hps, build_segment, self.strat, chunk, self.K)
-      self._compiled = self.init_program(hps, data), seg
+      self.start(hps, data)
+      (init, _), (seg, self.loaded) = self._pending[0](), self._pending[1]()
+      self._compiled, self._pending = (init, seg), None
     return self._compiled
+
+
+def records_per_segment(p: Plan, record_chunks: int) -> int:
+  """``K``: the recording points one call of a bucket's compiled segment advances through."""
+  return max(1, math.ceil(len(p.schedule) / max(1, record_chunks)))
 
 
 def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
@@ -324,7 +345,7 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
   s = p.sweep
   data = data_arrays(s.data)
   intervals = np.diff(p.schedule, prepend=0).astype(np.int32)
-  K = max(1, math.ceil(len(intervals) / max(1, record_chunks)))
+  K = records_per_segment(p, record_chunks)
   if ck is not None and strategy == "loop":
     raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
   # The buckets' computations key the checkpoint and the stored executables.
@@ -343,14 +364,54 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
                           "run_s": 0.0, "backend": jax.default_backend(),
                           "devices": jax.device_count(), "memory": 0.0}
   data_b = place(data, None)
-  unit = -1  # index of a (bucket, memory group): the checkpoint's unit of progress
   # Final params of finished units (their leaves), saved with every checkpoint so that a
   # resumed sweep can return them without training those runs again.
   finals: dict[int, Any] = dict(saved["finals"]) if saved is not None else {}
-  for members in p.buckets:
-    bk = _Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
-                 comps.get(int(max(members))))
-    info["buckets"].append(sorted(members))
+  buckets = [_Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
+                     comps.get(int(max(members)))) for members in p.buckets]
+  job.report(job.done, f"compiling width<={buckets[0].cap}")
+  t_c = time.perf_counter()
+  start_compiling(buckets, saved["bucket"] if saved is not None else 0, data_b)
+  lowering = time.perf_counter() - t_c  # counted as compilation, not training
+  info["compile_s"] += lowering
+  info["run_s"] += lowering
+  _train_buckets(p, buckets, job, info, ck, saved, finals, groups, data_b, intervals, K,
+                 n_chunks)
+  info["run_s"] -= info["compile_s"]
+  info["peak"] = peak_memory()
+  n_rec = len(p.schedule)
+  metrics = {k: np.stack([job.metrics[r][k][:n_rec] for r in range(len(p.index))])
+             for k in job.metrics[0]}
+  return to_dataset(p, metrics, info)
+
+
+def start_compiling(buckets: list[_Bucket], first_unit: int, data_b,
+                    ahead: bool = False) -> None:
+  """Starts compiling the programs of every bucket from memory group ``first_unit`` on, as
+  many at a time as :func:`jaxtheory.compile_cache.compile_pool` has threads (XLA compiles
+  a program on one core). With one thread, nothing starts: each bucket compiles when it is
+  reached. ``ahead``: for a later run of the same sweep (the programs are left in the
+  store's queue for it)."""
+  pool = compile_cache.compile_pool()
+  if pool is None:
+    return
+  unit = 0
+  for bk in buckets:
+    n = -(-len(bk.runs) // bk.group)  # its memory groups, the checkpoint's units
+    if bk.strat != "loop" and unit + n > first_unit:
+      _, hps = next(bk.groups())
+      bk.start(place(hps, "runs"), data_b, pool, ahead)
+    unit += n
+
+
+def _train_buckets(p: Plan, buckets: list[_Bucket], job: Job, info: dict[str, Any],
+                   ck: CK.Checkpointer | None, saved, finals: dict[int, Any],
+                   groups: list | None, data_b, intervals, K: int, n_chunks: int) -> None:
+  """Trains the buckets in turn, memory group by memory group, checkpointing as it goes."""
+  s = p.sweep
+  unit = -1  # index of a (bucket, memory group): the checkpoint's unit of progress
+  for bk in buckets:
+    info["buckets"].append(sorted(bk.members))
     info["strategy"].append(f"{bk.strat}:{bk.chunk}" + (
         f"x{-(-len(bk.runs) // bk.group)}groups" if bk.group < len(bk.runs) else ""))
     info["memory"] = max(info["memory"], bk.memory or 0.0)
@@ -403,12 +464,6 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += bk.traces[0]
     info["loaded"] += bk.loaded
-  info["run_s"] -= info["compile_s"]
-  info["peak"] = peak_memory()
-  n_rec = len(p.schedule)
-  metrics = {k: np.stack([job.metrics[r][k][:n_rec] for r in range(len(p.index))])
-             for k in job.metrics[0]}
-  return to_dataset(p, metrics, info)
 
 
 def _run_loop(job: Job, bk: _Bucket, runs, hps) -> None:
