@@ -382,6 +382,40 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
   return waiter
 
 
+def stored_jit(fn, static_argnames: tuple[str, ...] = ()):
+  """``jax.jit(fn)`` whose compiled programs go to the executable store.
+
+  A later process that calls it with arguments of the same shapes, dtypes
+  and static values loads the program without tracing or lowering it. The
+  key is taken before tracing: ``fn``'s module and name, those of the
+  arguments, and :func:`environment` (which holds jaxtheory's own source, so
+  an edited ``fn`` misses). So only for jaxtheory's own functions of their
+  arguments alone (no closed-over state that varies). Under a trace, or with
+  the store off, it is ``jax.jit(fn)``.
+  """
+  import functools  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+  jitted = jax.jit(fn, static_argnames=static_argnames)
+  name = f"{fn.__module__}.{fn.__qualname__}"
+  programs = {}  # key -> program, in this process
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    static = {k: kwargs.pop(k) for k in static_argnames if k in kwargs}
+    leaves, tree = jax.tree.flatten((args, kwargs))
+    if not executables_enabled() or any(isinstance(l, jax.core.Tracer) for l in leaves):
+      return jitted(*args, **kwargs, **static)
+    avals = [(a.shape, str(a.dtype), a.weak_type) for a in map(jax.typeof, leaves)]
+    key = hashlib.sha256(repr([environment(), name, str(tree), avals,
+                               sorted(static.items())]).encode()).hexdigest()
+    if key not in programs:
+      programs[key] = start_build(key, name, lambda: jitted.lower(*args, **kwargs, **static))()[0]
+    return programs[key](*args, **kwargs)
+
+  return call
+
+
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
 _POOL: list = []
 

@@ -174,3 +174,34 @@ def test_store_refuses_what_another_process_cannot_run_and_drops_what_it_cannot_
   assert compile_cache.load_executable("bad") is None
   assert not (tmp_path / "executables" / "bad.pkl").exists()
   assert compile_cache.load_executable("absent") is None
+
+
+# The kernel predictors' factorizations (compile_cache.stored_jit) in a fresh process: a second
+# process loads them from the store, untraced; another regularizer mode is another program.
+PREDICT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxtheory import compile_cache
+from jaxtheory.kernels import predict
+k = jax.random.normal(jax.random.key(0), (6, 5))
+k = k @ k.T
+fn = predict.gradient_descent_mse(k, jnp.ones((6, 1)), 0.1, diag_reg=1e-3,
+                                  diag_reg_absolute_scale=sys.argv[1] == "absolute")
+out = fn(np.array([1.0, 10.0]), jnp.zeros((6, 1)))
+print(json.dumps(dict(store=dict(compile_cache.stats), out=np.asarray(out).tolist())))
+"""
+
+
+def test_predictor_factorizations_load_from_the_store_in_a_later_process(tmp_path):
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+  env.pop("JAXTHEORY_EXECUTABLE_STORE", None)
+  runs = []
+  for mode in ("relative", "relative", "absolute"):
+    res = subprocess.run([sys.executable, "-c", PREDICT, mode], env=env, text=True,
+                         capture_output=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+  first, second, other = runs
+  assert first["store"] == {"misses": 1, "stored": 1}
+  assert second["store"] == {"hits": 1} and second["out"] == first["out"]  # bit for bit
+  assert other["store"] == {"misses": 1, "stored": 1} and other["out"] != first["out"]

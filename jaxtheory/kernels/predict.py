@@ -59,6 +59,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxtheory import compile_cache
 from jaxtheory.kernels._zipped import (Axes, _check_kernel, _k_from_2d, _k_to_2d, _layout,
                                        _Layout, _out_from_2d, _out_to_2d, _test_shape)
 # Re-exported so that this module offers all of NT's ``nt.predict`` names (see jaxtheory.nt).
@@ -163,17 +164,18 @@ def _phi(lam: Array, s: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------
-# Jitted kernels of the predictors (one compiled program per call, not one per op).
+# Jitted kernels of the predictors (one compiled program per call, not one per op; the
+# factorizations kept in the executable store, so a later process loads them untraced).
 
 
-@functools.partial(jax.jit, static_argnames="absolute")
+@functools.partial(compile_cache.stored_jit, static_argnames=("absolute",))
 def _eigh_regularized(k: Array, diag_reg, absolute: bool) -> tuple[Array, Array]:
   """Eigenpairs of the regularized 2-D kernel, eigenvalues clipped at zero (PSD)."""
   evals, evecs = jnp.linalg.eigh(_add_diagonal_regularizer(_k_to_2d(k), diag_reg, absolute))
   return jnp.maximum(evals, 0.), evecs
 
 
-@functools.partial(jax.jit, static_argnames="absolute")
+@functools.partial(compile_cache.stored_jit, static_argnames=("absolute",))
 def _cho_regularized(k: Array, diag_reg, absolute: bool) -> Array:
   """Lower Cholesky factor of the regularized 2-D kernel."""
   return jnp.linalg.cholesky(_add_diagonal_regularizer(_k_to_2d(k), diag_reg, absolute))
