@@ -29,6 +29,7 @@ def test_registered():
     ("widths", "0,8", "widths must be distinct positive"),
     ("adam_lr", "-1,-3", "adam_lr must be two log2 learning rates"),
     ("coord_steps", "50", "coord_steps"),
+    ("transformer_steps", "0", "transformer_steps"),
     ("widths", "9,18", "multiple of num_heads"),
     ("mlp_loss", "hinge", "mlp_loss must be 'mse' or 'xent'"),
 ])
@@ -146,8 +147,13 @@ def test_one_width_skips_the_comparisons():
 def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   # Two models with different numbers of layers: only ``coord`` has a layer axis (NaN
   # beyond a model's own layers); the other results keep their axes. One setting keeps it short.
-  ds = M.run(M.Config(**dict(TINY, models=("mlp", "transformer"), settings=("mup-adam",), p=5)))
+  # The transformer trains for more steps than the MLP: each model is read at its own records.
+  ds = M.run(M.Config(**dict(TINY, models=("mlp", "transformer"), settings=("mup-adam",), p=5,
+                             transformer_steps=10)))
   assert ds.train_loss.dims == ("model", "setting", "seed", "width", "lr_k", "step")
+  assert M.recorded(ds, "mlp").step.values.max() == 6
+  assert M.recorded(ds, "transformer").step.values.max() == 10
+  assert np.isfinite(M.final_loss(ds)).all()
   assert ds.log2_lr.dims == ("setting", "lr_k")
   assert ds.coord.dims[-1] == "layer"
   finite = np.isfinite(ds.coord.isel(step=0, lr_k=0, seed=0, width=0, setting=0))

@@ -111,6 +111,43 @@ cross-entropy for the MLP, ``p = 23``, the raw argmin and the old rules (the
 best learning rate, a 5% margin per width step, no noise), 15 of 20 passed
 in 486 s.
 
+A search for a transformer setting that passes all its checks (muP under
+Adam and SGD only, 4 seeds, each judged on every pair of them; 60 steps via
+``transformer_steps``, since the MLP at 60 steps fails Adam's transfer,
+2^-5.67, -4.67, -5.00) found none. Wider is better (mean log-loss change per
+width step, 4 seeds; 2-seed pairs passing) and the other failures:
+
+* ``p = 17``, widths 16-256: Adam -1.20 +- 0.23, -0.66 +- 0.25 (1 of 6);
+  SGD -0.19 +- 0.05, -0.09 +- 0.04 (2 of 6). Recording every 5% of training
+  raised the widest pair's t ratio only from 2.6 to 2.7 (Adam) and 2.9 (SGD),
+  the same pairs passing, for 40% more run time; ``train_fraction = 0.7``
+  passed on as few pairs and broke Adam's transfer (5 of 6 pairs) and muP
+  SGD's coordinate check (readout -0.36).
+* ``p = 23``, widths 12-192: Adam -1.24 +- 0.11, -0.91 +- 0.16 (6 of 6);
+  SGD -0.22 +- 0.03, -0.14 +- 0.02 (6 of 6); but Adam's transfer fails on 2
+  of 6 pairs (width 12 barely learns: a flat curve) and muP SGD's coordinate
+  check on 5 of 6: the readout's exponent after 3 steps is -0.24 to -0.53 by
+  seed, still near its value at initialization (-0.42; muP's logits start at
+  width^-1/2) and more so with more classes. With 3 seeds every other check
+  passed on all 4 triples. One head instead of two: worse (wider is better
+  on 1 and 5 of 6 pairs, SGD's transfer failing on 5).
+* ``p = 19``, widths 12-192: the coordinate check passes on every pair, wider
+  is better on 2 (Adam) and 1 (SGD) of 6, Adam's transfer on 1 of 6.
+* ``p = 21``, widths 12-192: both transfers pass on all 6 pairs; wider is
+  better, Adam -1.15 +- 0.08, -0.90 +- 0.08 (6 of 6), SGD -0.26 +- 0.04,
+  -0.11 +- 0.04 (1 of 6, all 4 triples); muP's coordinate check fails on 5
+  of 6 pairs under Adam and 6 of 6 under SGD, the readout at -0.24 to -0.43
+  by seed.
+
+So at this size the transformer's checks pull apart: a task large enough
+for the widest pair to separate beyond two seeds' noise (``p >= 21``) leaves
+muP's logits after 3 steps near their initial width^-1/2 scale, and the
+coordinate check fails on its readout.
+
+With ``p = 23`` and widths 12-192 the transformer at 60 steps costs about
+twice the default's (a width-192 network about 0.56 of a width-256 one, 264
+pairs instead of 144).
+
 >>> from jaxtheory.experiments import mutransfer as mt
 >>> cfg = mt.Config(models=("mlp",), widths=(8, 16), seeds=1, steps=4, settings=("mup-adam",),
 ...                 adam_lr=(-6.0, -5.0), per_octave=1, n_train=32)
@@ -169,6 +206,7 @@ class Config:
     base_width: the width at which muP equals SP; ``None``: the smallest width.
     seeds: number of seeds (runs use seeds ``0..seeds-1``) or a list of seeds.
     steps: full-batch optimizer steps.
+    transformer_steps: the transformer's steps (``None``: ``steps``).
     per_octave: learning rates per factor of two (grid step ``1/per_octave`` in log2).
     adam_lr: ``lo,hi``: Adam's learning rates span ``2^lo .. 2^hi``.
     sgd_lr: ``lo,hi`` in log2 for SGD.
@@ -189,6 +227,7 @@ class Config:
   base_width: int | None = None
   seeds: int | tuple[int, ...] = 2
   steps: int = 30
+  transformer_steps: int | None = None
   per_octave: int = 3
   adam_lr: tuple[float, ...] = (-10.0, -1.0)
   sgd_lr: tuple[float, ...] = (-5.0, 3.0)
@@ -233,8 +272,12 @@ def _check(cfg: Config) -> None:
     if len(rng) != 2 or rng[0] > rng[1]:
       raise ConfigError(f"{opt}_lr must be two log2 learning rates lo,hi with lo <= hi "
                         f"(e.g. {opt}_lr=-10,-2), got {rng!r}")
-  if cfg.coord_steps > cfg.steps:
-    raise ConfigError(f"coord_steps ({cfg.coord_steps}) must not exceed steps ({cfg.steps})")
+  if cfg.transformer_steps is not None:
+    positive_ints(cfg, "transformer_steps")
+  for model in cfg.models:
+    if cfg.coord_steps > model_steps(cfg, model):
+      raise ConfigError(f"coord_steps ({cfg.coord_steps}) must not exceed the {model}'s steps "
+                        f"({model_steps(cfg, model)})")
   if cfg.mlp_loss not in ("mse", "xent"):
     raise ConfigError(f"mlp_loss must be 'mse' or 'xent', got {cfg.mlp_loss!r}")
   if not 0 < cfg.train_fraction < 1:
@@ -278,10 +321,18 @@ def builder(cfg: Config, model: str, ds: data.Dataset) -> tuple[Callable[[int], 
   return build, {"base_width": float(bw)}
 
 
-def record_steps(cfg: Config) -> list[int]:
+def model_steps(cfg: Config, model: str) -> int:
+  """The full-batch steps a model trains for (``transformer_steps`` for the transformer if set)."""
+  if model == "transformer" and cfg.transformer_steps is not None:
+    return cfg.transformer_steps
+  return cfg.steps
+
+
+def record_steps(cfg: Config, model: str = "mlp") -> list[int]:
   """Every step up to ``coord_steps`` (the coordinate check), then a few to the end."""
-  tail = np.linspace((1 - TAIL) * cfg.steps, cfg.steps, 4)
-  mid = np.array([cfg.steps / 4, cfg.steps / 2])
+  steps = model_steps(cfg, model)
+  tail = np.linspace((1 - TAIL) * steps, steps, 4)
+  mid = np.array([steps / 4, steps / 2])
   return sorted({*range(cfg.coord_steps + 1), *np.round(np.r_[mid, tail]).astype(int).tolist()})
 
 
@@ -305,7 +356,6 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   if engine.get("return_params"):
     raise ConfigError("mutransfer does not return parameters; run its sweeps directly")
   checkpoint = engine.pop("checkpoint", None)
-  record = record_steps(cfg)
   parts = {}
   # One sweep per model and optimizer: its parametrizations are a grid axis, so SP
   # and muP share each width bucket's program (one compile for both).
@@ -324,7 +374,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       name = f"{'/'.join(pars)}-{opt}"
       s = sweep.Sweep(build, ds, dict(parametrization=pars, seed=seed_list(cfg.seeds),
                                       width=list(cfg.widths), lr=list(2.0 ** lrs)),
-                      opt, fixed, steps=cfg.steps, record=record,
+                      opt, fixed, steps=model_steps(cfg, model),
+                      record=record_steps(cfg, model),
                       metrics={"coord": probes.coord_metric()},
                       loss=cfg.mlp_loss if model == "mlp" else None,
                       name=f"mutransfer-{model}-{opt}")
@@ -377,12 +428,22 @@ def _geomean(x: xr.DataArray, dim: str) -> xr.DataArray:
     return np.exp(np.log(x).mean(dim))
 
 
+def recorded(ds: xr.Dataset, model: str) -> xr.Dataset:
+  """The runs of one model at the steps it recorded (models may train for different steps)."""
+  d = ds.sel(model=model)
+  seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
+  return d.isel(step=np.flatnonzero(seen.values))
+
+
 def final_loss(ds: xr.Dataset) -> xr.DataArray:
   """Each run's smoothed final training loss; ``inf`` where it diverged.
 
-  The geometric mean of the records in the last ``TAIL`` (20%) of training,
-  over dims ``(..., seed, width, lr_k)``.
+  The geometric mean of the records in the last ``TAIL`` (20%) of each
+  model's training, over dims ``(..., seed, width, lr_k)``.
   """
+  if "model" in ds.dims:
+    return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model",
+                     coords="different", compat="equals")
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
   loss = _geomean(tail, "step")
@@ -545,7 +606,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                      f"{ds.attrs.get('base_width')}); {len(ds.seed)} seed(s)")]
   ce = coord_exponents(ds)
   for (m, s), r in t.items():
-    n_div = int(ds.diverged.sel(model=m, setting=s).isel(step=-1).sum())
+    n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).astype(bool).sum())
     n = int(np.prod([ds.sizes[d] for d in ("seed", "width")]) *
             np.isfinite(ds.log2_lr.sel(setting=s)).sum())
     coord = float(ce.sel(model=m, setting=s).isel(step=-1).max())
@@ -675,10 +736,11 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
         if one_width or not np.isfinite(k):
           checks.append(skip(title, "needs at least two widths and a trainable learning rate"))
         else:
-          run_ = ds.sel(model=m, setting=f"mup-{opt}").isel(lr_k=int(k))
+          run_ = recorded(ds, m).sel(setting=f"mup-{opt}").isel(lr_k=int(k))
+          steps = run_.step.values
           curves = run_.train_loss.where(~run_.diverged.astype(bool), np.inf)
           ok, judged, mean, diff, se, from_init = wider_is_better(
-              curves.transpose("seed", "width", "step").values, ds.step.values, floor=floor,
+              curves.transpose("seed", "width", "step").values, steps, floor=floor,
               level=level)
           grid = ds.log2_lr.sel(setting=f"mup-{opt}").values
           best = float(np.median(mu["index"]))
@@ -692,7 +754,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
                                               f"plateau"))
           else:
             at = lambda step: ", ".join(f"{w}: {v:.4g}" for w, v in zip(
-                widths, mean[:, list(ds.step.values).index(step)]))
+                widths, mean[:, list(steps).index(step)]))
             checks.append(Check(title, ok, f"{lr_text}, steps {judged[0]}-{judged[-1]} judged; "
                                 f"at step {judged[0]}: {at(judged[0])}; at step {judged[-1]}: "
                                 f"{at(judged[-1])}; mean log-loss change per width step "
