@@ -139,10 +139,19 @@ width step, 4 seeds; 2-seed pairs passing) and the other failures:
   of 6 pairs under Adam and 6 of 6 under SGD, the readout at -0.24 to -0.43
   by seed.
 
+* ``p = 23``, widths 12-192, the readout initialized at zero (TP V's advice
+  for muP; a patched builder, not an option here): the coordinate check
+  passes on every pair, but without the wider network's lower start wider is
+  better shrinks, Adam -0.44 +- 0.04, -0.21 +- 0.04 (5 of 6), SGD -0.11 +-
+  0.02, -0.09 +- 0.02 (2 of 6; 2 of 4 triples); Adam's transfer fails on 1
+  of 6. With all 4 seeds every muP check passes (about 4 times the default
+  transformer's cost).
+
 So at this size the transformer's checks pull apart: a task large enough
 for the widest pair to separate beyond two seeds' noise (``p >= 21``) leaves
 muP's logits after 3 steps near their initial width^-1/2 scale, and the
-coordinate check fails on its readout.
+coordinate check fails on its readout; a zero readout removes that, and
+with it part of the gap between widths.
 
 With ``p = 23`` and widths 12-192 the transformer at 60 steps costs about
 twice the default's (a width-192 network about 0.56 of a width-256 one, 264
