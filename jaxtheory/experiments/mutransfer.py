@@ -138,7 +138,6 @@ width step, 4 seeds; 2-seed pairs passing) and the other failures:
   -0.11 +- 0.04 (1 of 6, all 4 triples); muP's coordinate check fails on 5
   of 6 pairs under Adam and 6 of 6 under SGD, the readout at -0.24 to -0.43
   by seed.
-
 * ``p = 23``, widths 12-192, the readout initialized at zero (TP V's advice
   for muP; a patched builder, not an option here): the coordinate check
   passes on every pair, but without the wider network's lower start wider is
@@ -373,27 +372,32 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     par, _, opt = st.partition("-")
     pars_of.setdefault(opt, []).append(par)
   jobs = [(m, opt, pars) for m in cfg.models for opt, pars in pars_of.items()]
+  sweeps, options = [], []
+  for model, opt, pars in jobs:
+    ds = load_data(cfg, model)
+    build, fixed = builder(cfg, model, ds)
+    if opt == "muon":
+      fixed = dict(fixed, adam_lr=1e-3)
+    sweeps.append(sweep.Sweep(
+        build, ds, dict(parametrization=pars, seed=seed_list(cfg.seeds),
+                        width=list(cfg.widths), lr=list(2.0 ** log2_lrs(cfg, opt))),
+        opt, fixed, steps=model_steps(cfg, model), record=record_steps(cfg, model),
+        metrics={"coord": probes.coord_metric()}, loss=cfg.mlp_loss if model == "mlp" else None,
+        name=f"mutransfer-{model}-{opt}"))
+    opts = dict(engine)
+    if checkpoint is not None:
+      root, ext = os.path.splitext(os.fspath(checkpoint))
+      opts["checkpoint"] = f"{root}-{model}-{opt}{ext or '.npz'}"
+    options.append(opts)
+    # Every sweep's programs compile side by side (on several cores) before the first trains.
+    sweep.compile_ahead(sweeps[-1], **opts)
   with reporter(progress, "mutransfer") as report:
-    for k, (model, opt, pars) in enumerate(jobs):
-      ds = load_data(cfg, model)
-      build, fixed = builder(cfg, model, ds)
+    for k, ((model, opt, pars), s, opts) in enumerate(zip(jobs, sweeps, options)):
       lrs = log2_lrs(cfg, opt)
-      if opt == "muon":
-        fixed = dict(fixed, adam_lr=1e-3)
       name = f"{'/'.join(pars)}-{opt}"
-      s = sweep.Sweep(build, ds, dict(parametrization=pars, seed=seed_list(cfg.seeds),
-                                      width=list(cfg.widths), lr=list(2.0 ** lrs)),
-                      opt, fixed, steps=model_steps(cfg, model),
-                      record=record_steps(cfg, model),
-                      metrics={"coord": probes.coord_metric()},
-                      loss=cfg.mlp_loss if model == "mlp" else None,
-                      name=f"mutransfer-{model}-{opt}")
-      opts = dict(engine, progress=chain_progress(
+      opts = dict(opts, progress=chain_progress(
           lambda d, t, info="", m=model, st=name: report(d, t, f"{info} ({m} {st})".lstrip()),
           k, len(jobs)))
-      if checkpoint is not None:
-        root, ext = os.path.splitext(os.fspath(checkpoint))
-        opts["checkpoint"] = f"{root}-{model}-{opt}{ext or '.npz'}"
       res = sweep.run(s, **opts)
       res = res.rename(lr="lr_k").assign_coords(lr_k=np.arange(len(lrs)))
       res = res.assign_coords(layer=np.arange(res.sizes["layer"]))
