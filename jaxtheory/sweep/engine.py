@@ -138,7 +138,8 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
   guard.check_options(strategy, chunk_size, record_chunks, checkpoint_interval, memory_budget,
                       STRATEGIES)
   with CK.owned(checkpoint) as checkpoint, reporter(progress, s.name) as report:
-    p = plan(s)
+    ahead = _STARTED.pop(id(s), None)  # (sweep, plan, computations) from compile_ahead
+    p, comps = (ahead[1], ahead[2]) if ahead is not None and ahead[0] is s else (plan(s), None)
     guard.check_size(_runs_per_width(p.grid), p.state_bytes, len(p.schedule),
                      7 + len(s.metrics), memory_budget)
     est = guard.estimate(p)
@@ -148,7 +149,8 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
       ck = None if checkpoint is None else CK.Checkpointer(os.fspath(checkpoint), resume,
                                                   checkpoint_interval)
       groups = [] if params else None
-      ds = execute_plan(p, strategy, chunk_size, report, record_chunks, ck, memory_budget, groups)
+      ds = execute_plan(p, strategy, chunk_size, report, record_chunks, ck, memory_budget, groups,
+                        comps)
     report.close(ds)
   return SweepResult(ds, groups)
 
@@ -192,6 +194,12 @@ def compile_ahead(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = 
     buckets = [_Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
                        comps.get(int(max(members)))) for members in p.buckets]
     start_compiling(buckets, 0, place(data, None), ahead=True)
+  _STARTED[id(s)] = (s, p, comps)  # the run takes them: not planned or traced twice
+
+
+# Sweeps compile_ahead has planned, by identity (the sweep is held, so its id stays its own),
+# until their run takes the plan and computations.
+_STARTED: dict[int, tuple[Sweep, Plan, dict]] = {}
 
 
 def initial_params(s: Sweep, memory_budget: float | None = None, *,

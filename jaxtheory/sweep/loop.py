@@ -332,7 +332,8 @@ def records_per_segment(p: Plan, record_chunks: int) -> int:
 def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
                  progress: Callable[[int, int, str], None], record_chunks: int,
                  ck: CK.Checkpointer | None = None, memory_budget: float | None = None,
-                 groups: list | None = None) -> xr.Dataset:
+                 groups: list | None = None,
+                 comps: dict[int, dict[str, Any]] | None = None) -> xr.Dataset:
   """Trains every run of a planned sweep; returns its results dataset.
 
   Args:
@@ -341,6 +342,7 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
     progress: ``progress(steps_done, steps_total, info)``.
     ck: where to checkpoint and what was loaded on resume (``None``: no checkpoint).
     groups: a list that receives every group's final parameters (``None``: keep none).
+    comps: ``_computations(p, data)`` when the caller has them already.
   """
   s = p.sweep
   data = data_arrays(s.data)
@@ -349,8 +351,9 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
   if ck is not None and strategy == "loop":
     raise ConfigError("checkpointing needs a compiled strategy, not 'loop'")
   # The buckets' computations key the checkpoint and the stored executables.
-  comps = (_computations(p, data) if ck is not None or (
-      strategy != "loop" and compile_cache.executables_enabled()) else {})
+  if comps is None:
+    comps = (_computations(p, data) if ck is not None or (
+        strategy != "loop" and compile_cache.executables_enabled()) else {})
   if ck is not None:
     ck.open(_fingerprint(p, strategy, chunk_size, K, data, memory_budget, comps))
   saved = ck.saved if ck is not None else None
