@@ -358,6 +358,8 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
     stored = load_executable(key)
     exe = None if stored is None else stored.executable(name)
     if exe is not None:
+      if ahead:
+        _AHEAD[key] = lambda: (exe, True)
       return lambda: (exe, True)
   lowered = lower()
   x64 = jax.config.jax_enable_x64  # this thread's setting
@@ -376,7 +378,10 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
     done = build()
     waiter = lambda: done
   else:
-    waiter = pool.submit(build).result
+    future = pool.submit(build)
+    _QUEUED.add(future)
+    future.add_done_callback(_QUEUED.discard)
+    waiter = future.result
   if ahead and key is not None:
     _AHEAD[key] = waiter
   return waiter
@@ -391,7 +396,9 @@ def stored_jit(fn, static_argnames: tuple[str, ...] = ()):
   arguments, and :func:`environment` (which holds jaxtheory's own source, so
   an edited ``fn`` misses). So only for jaxtheory's own functions of their
   arguments alone (no closed-over state that varies). Under a trace, or with
-  the store off, it is ``jax.jit(fn)``.
+  the store off, it is ``jax.jit(fn)``. Static arguments are passed by
+  keyword. When no argument is a tracer (e.g. inside a trace, with concrete
+  arguments), the program runs now and its result is a constant of the trace.
   """
   import functools  # pylint: disable=import-outside-toplevel
 
@@ -418,6 +425,16 @@ def stored_jit(fn, static_argnames: tuple[str, ...] = ()):
 
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
 _POOL: list = []
+_QUEUED: set = set()  # compilations on the pool, not yet finished
+
+
+def cancel_queued() -> None:
+  """Cancels the compilations queued on the pool that have not started and forgets the
+  programs started ahead: what a run that stops with an error calls, since the pool's
+  threads finish their queue before the process can exit."""
+  for future in list(_QUEUED):
+    future.cancel()
+  _AHEAD.clear()
 
 
 def compile_pool():
@@ -431,11 +448,22 @@ def compile_pool():
   return _POOL[0]
 
 
+THREADS_ENV = "JAXTHEORY_COMPILE_THREADS"
+
+
 def compile_workers() -> int:
-  """How many programs to compile at once: on CPU, the cores this process may use (at most
-  8); elsewhere 1, since an accelerator's compiler times candidate kernels on the device,
-  where concurrent compilations would disturb each other's timings and choices."""
+  """How many programs to compile at once: ``$JAXTHEORY_COMPILE_THREADS`` if set (1: one at
+  a time, when needed); else on CPU the cores this process may use (at most 8), elsewhere
+  1, since an accelerator's compiler times candidate kernels on the device, where
+  concurrent compilations would disturb each other's timings and choices."""
   import jax  # pylint: disable=import-outside-toplevel
+  given = os.environ.get(THREADS_ENV, "").strip()
+  if given:
+    try:
+      return max(1, int(given))
+    except ValueError:
+      from jaxtheory.errors import ConfigError  # pylint: disable=import-outside-toplevel
+      raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {given!r}") from None
   if jax.default_backend() != "cpu":
     return 1
   try:

@@ -28,6 +28,9 @@ import jax  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
 os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+# xdist's workers already use every core: a sweep compiles its programs one at a time here
+# (the tests of compiling side by side set their own number of threads).
+os.environ.setdefault("JAXTHEORY_COMPILE_THREADS", "1")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 _CACHE = "JAXTHEORY_COMPILATION_CACHE"

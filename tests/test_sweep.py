@@ -1,5 +1,6 @@
 """The sweep engine: sweep == loop, padded == unpadded, one trace per bucket, labelled results."""
 
+import contextlib
 import json
 import threading
 
@@ -417,29 +418,39 @@ class _CompilingThreads:
       cls.names.append(threading.current_thread().name)
 
 
+@contextlib.contextmanager
+def _nothing_into_jax_cache():
+  """JAX's persistent cache (on for the suite) takes no program meanwhile: every program of
+  a sweep not compiled before in this run is compiled, not loaded."""
+  was = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", was)
+
+
 def test_buckets_compile_together_on_threads_to_the_same_results(monkeypatch):
   """With more than one core every bucket's programs start compiling before the first bucket
   trains, as many at a time as there are cores, on a pool's threads; the results equal, bit
   for bit, those of one core (each bucket compiled in the main thread when it is reached)."""
   from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
   monkeypatch.setenv(compile_cache.STORE_ENV, "off")  # compile, do not load
-  cache_was = jax.config.jax_enable_compilation_cache
-  jax.config.update("jax_enable_compilation_cache", False)
   ds = data.gaussian_mixture(n_train=32, n_test=16, num_classes=3, input_dim=4, seed=0)
   s = sweep.Sweep(model=lambda w: nn.mlp((4,), w, 1, 3), data=ds,
                   grid=dict(seed=[0, 1], width=[4, 64], lr=[0.1, 0.3]), steps=6, record=3)
   assert len(sweep.plan(s).buckets) == 2
   out = {}
   try:
-    for workers in (1, 3):
-      monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
-      monkeypatch.setattr(compile_cache, "_POOL", [])  # a pool of that many threads
-      _CompilingThreads.start()
-      out[workers] = sweep.run(s, progress=False)
-      out[workers, "threads"] = _CompilingThreads.stop()
+    with _nothing_into_jax_cache():
+      for workers in (1, 3):
+        monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
+        monkeypatch.setattr(compile_cache, "_POOL", [])  # a pool of that many threads
+        _CompilingThreads.start()
+        out[workers] = sweep.run(s, progress=False)
+        out[workers, "threads"] = _CompilingThreads.stop()
   finally:
     _CompilingThreads.stop()
-    jax.config.update("jax_enable_compilation_cache", cache_was)
   on_pool = lambda names: sum(n.startswith("jaxtheory-compile") for n in names)
   assert on_pool(out[1, "threads"]) == 0
   assert on_pool(out[3, "threads"]) == 4, out[3, "threads"]  # init and segment of each bucket
@@ -452,30 +463,57 @@ def test_run_over_compiles_its_parts_ahead_and_each_part_takes_its_own(monkeypat
   the programs started for it (none is left over, none compiles twice), to the same results as
   a run on one core."""
   from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  if not compile_cache.executables_enabled():
+    pytest.skip("programs are started ahead by their executable-store keys: the store is off")
   ds = data.gaussian_mixture(n_train=24, n_test=8, num_classes=3, input_dim=5, seed=1)
   make = lambda depth: sweep.Sweep(lambda w: nn.mlp((5,), w, depth, 3), ds,
                                    dict(seed=[0, 1], width=[5, 40]), "sgd", dict(lr=0.2),
                                    steps=5, record=5)
   out = {}
   try:
-    for workers in (3, 1):  # the parallel run first: nothing is in the store yet
-      monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
-      monkeypatch.setattr(compile_cache, "_POOL", [])
-      stored = compile_cache.stats["stored"]
-      _CompilingThreads.start()
-      out[workers] = sweep.run_over("depth", [1, 2, 3], make, progress=False)
-      out[workers, "threads"] = _CompilingThreads.stop()
-      out[workers, "stored"] = compile_cache.stats["stored"] - stored
-      assert not compile_cache._AHEAD  # pylint: disable=protected-access
+    with _nothing_into_jax_cache():
+      for workers in (3, 1):  # the parallel run first: nothing is in the store yet
+        monkeypatch.setattr(compile_cache, "compile_workers", lambda w=workers: w)
+        monkeypatch.setattr(compile_cache, "_POOL", [])
+        if workers == 1:  # compile again, in the main thread, rather than load
+          monkeypatch.setenv(compile_cache.STORE_ENV, "off")
+        stored = compile_cache.stats["stored"]
+        _CompilingThreads.start()
+        out[workers] = sweep.run_over("depth", [1, 2, 3], make, progress=False)
+        out[workers, "threads"] = _CompilingThreads.stop()
+        out[workers, "stored"] = compile_cache.stats["stored"] - stored
+        assert not compile_cache._AHEAD  # pylint: disable=protected-access
   finally:
     _CompilingThreads.stop()
-  compiled = out[3, "threads"]
-  # 3 parts x 2 buckets x (init, segment), all on the pool, each once (stored once; the
-  # run on one core loads them all)
-  assert sum(n.startswith("jaxtheory-compile") for n in compiled) == 12, compiled
-  assert out[3, "stored"] == 12 + 6 and out[1, "stored"] == 0  # + the buckets' decisions
+  # 3 parts x 2 buckets x (init, segment), all on the pool, each once (stored once, with
+  # the buckets' decisions); on one core all 12 again, in the main thread
+  on_pool = lambda names: sum(n.startswith("jaxtheory-compile") for n in names)
+  assert on_pool(out[3, "threads"]) == 12, out[3, "threads"]
+  assert out[3, "stored"] == 12 + 6 and out[1, "stored"] == 0
+  assert on_pool(out[1, "threads"]) == 0 and len(out[1, "threads"]) >= 12
   for k in ("train_loss", "test_loss", "param_norm"):
     np.testing.assert_array_equal(out[1][k].values, out[3][k].values)
+
+
+def test_a_run_over_that_fails_leaves_nothing_queued_or_started_ahead(monkeypatch, tmp_path):
+  """A part that fails (here: its checkpoint exists and resume is off) cancels the later parts'
+  queued compilations and forgets their programs: no process waits on them to exit."""
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  if not compile_cache.executables_enabled():
+    pytest.skip("programs are started ahead by their executable-store keys: the store is off")
+  monkeypatch.setattr(compile_cache, "compile_workers", lambda: 2)
+  monkeypatch.setattr(compile_cache, "_POOL", [])
+  ds = data.gaussian_mixture(n_train=20, n_test=8, num_classes=3, input_dim=3, seed=2)
+  make = lambda depth: sweep.Sweep(lambda w: nn.mlp((3,), w, depth, 3), ds,
+                                   dict(seed=[0], width=[6, 30]), "sgd", dict(lr=0.1),
+                                   steps=3, record=3)
+  ck = tmp_path / "ck.npz"
+  (tmp_path / "ck-depth-1.npz").write_bytes(b"")  # the first part's checkpoint exists
+  with pytest.raises(Exception, match="exists"):
+    sweep.run_over("depth", [1, 2, 3, 4], make, progress=False, checkpoint=ck)
+  assert not compile_cache._AHEAD  # pylint: disable=protected-access
+  queued = list(compile_cache._QUEUED)  # pylint: disable=protected-access
+  assert all(f.cancelled() or f.running() for f in queued)
 
 
 @pytest.mark.parametrize("opt,base_width", [("sgd", None), ("adam", 8.0)])

@@ -119,24 +119,21 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
   act = nn.activation(cfg.activation)
   model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, act, b_std=0.1)
   grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
-  # SP and muP share the coordinate check's program (a parametrization axis); it compiles
-  # beside the kernel comparison (on a second core) while that one runs.
-  opts = dict(engine)
-  if opts.get("checkpoint") is not None:
-    opts["checkpoint"] = part_path(opts["checkpoint"], "coord", "check")
-  coord_sweep = sweep.Sweep(
-      model, ds, dict(parametrization=["sp", "mup"], **grid), "sgd", dict(lr=cfg.coord_lr),
-      steps=cfg.coord_steps, record="every:1", loss="mse",
-      metrics={"coord_size": coordinate_size(max(cfg.widths))}, max_waste=float("inf"),
-      name="coord-check")
-  sweep.compile_ahead(coord_sweep, **opts)
   # NTK and mean-field parametrization share the kernel comparison's program (a
   # parametrization axis; each run is compared with its own limit).
   kern = _drop_probe(limits.compare(sweep.Sweep(
       model, ds, dict(parametrization=["ntk", cfg.rich], **grid), "sgd", dict(lr=cfg.lr),
       steps=cfg.steps, record="log:15", loss="mse", max_waste=float("inf"), name="kernel-limit"),
       progress=progress, **engine))
-  coords = sweep.run(coord_sweep, progress=progress, **opts)
+  # SP and muP share the coordinate check's program (a parametrization axis).
+  opts = dict(engine)
+  if opts.get("checkpoint") is not None:
+    opts["checkpoint"] = part_path(opts["checkpoint"], "coord", "check")
+  coords = sweep.run(sweep.Sweep(
+      model, ds, dict(parametrization=["sp", "mup"], **grid), "sgd", dict(lr=cfg.coord_lr),
+      steps=cfg.coord_steps, record="every:1", loss="mse",
+      metrics={"coord_size": coordinate_size(max(cfg.widths))}, max_waste=float("inf"),
+      name="coord-check"), progress=progress, **opts)
   cs = coords.coord_size.rename(step="coord_step", parametrization="coord_parametrization")
   out = kern.assign(coord_size=cs)
   for key in ("compile_seconds", "run_seconds"):

@@ -165,6 +165,7 @@ pairs instead of 144).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -174,7 +175,7 @@ import flax.linen as linen
 import numpy as np
 import xarray as xr
 
-from jaxtheory import data, nn, plots, probes, sweep
+from jaxtheory import compile_cache, data, nn, plots, probes, sweep
 from jaxtheory.errors import ConfigError
 from jaxtheory.experiments.check import Check, positive_ints, seed_list, skip, timing_rows
 from jaxtheory.nn.base_shapes import parametrize
@@ -344,6 +345,16 @@ def record_steps(cfg: Config, model: str = "mlp") -> list[int]:
   return sorted({*range(cfg.coord_steps + 1), *np.round(np.r_[mid, tail]).astype(int).tolist()})
 
 
+@contextlib.contextmanager
+def _cancel_compiles_on_error():
+  """Cancels the programs still queued ahead when the sweeps stop with an error."""
+  try:
+    yield
+  except BaseException:
+    compile_cache.cancel_queued()
+    raise
+
+
 def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
         **engine) -> xr.Dataset:
   """Trains every model and setting over ``seed x width x lr``.
@@ -391,7 +402,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     options.append(opts)
     # Every sweep's programs compile side by side (on several cores) before the first trains.
     sweep.compile_ahead(sweeps[-1], **opts)
-  with reporter(progress, "mutransfer") as report:
+  with reporter(progress, "mutransfer") as report, _cancel_compiles_on_error():
     for k, ((model, opt, pars), s, opts) in enumerate(zip(jobs, sweeps, options)):
       lrs = log2_lrs(cfg, opt)
       name = f"{'/'.join(pars)}-{opt}"
@@ -619,7 +630,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                      f"{ds.attrs.get('base_width')}); {len(ds.seed)} seed(s)")]
   ce = coord_exponents(ds)
   for (m, s), r in t.items():
-    n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).astype(bool).sum())
+    n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).fillna(0).astype(bool).sum())
     n = int(np.prod([ds.sizes[d] for d in ("seed", "width")]) *
             np.isfinite(ds.log2_lr.sel(setting=s)).sum())
     coord = float(ce.sel(model=m, setting=s).isel(step=-1).max())

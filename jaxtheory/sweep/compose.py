@@ -112,14 +112,18 @@ def _over(dim, values, make_sweep, runner, progress, checkpoint, each, engine,
     for s in sweeps.values():
       compile_ahead(s, **engine)
   with reporter(progress, f"sweep over {dim}") as report:
-    for k, v in enumerate(values):
-      part_report = lambda d, t, info="", v=v: report(d, t, f"{info} ({dim}={v})".lstrip())
-      opts = dict(engine, progress=chain_progress(part_report, k, len(values)))
-      if checkpoint is not None:
-        opts["checkpoint"] = part_path(checkpoint, dim, v)
-      s = sweeps[repr(v)] if sweeps else make_sweep(v)
-      part, groups[v] = runner(s, **opts)
-      parts.append(part if each is None else each(part))
+    try:
+      for k, v in enumerate(values):
+        part_report = lambda d, t, info="", v=v: report(d, t, f"{info} ({dim}={v})".lstrip())
+        opts = dict(engine, progress=chain_progress(part_report, k, len(values)))
+        if checkpoint is not None:
+          opts["checkpoint"] = part_path(checkpoint, dim, v)
+        s = sweeps[repr(v)] if sweeps else make_sweep(v)
+        part, groups[v] = runner(s, **opts)
+        parts.append(part if each is None else each(part))
+    except BaseException:
+      compile_cache.cancel_queued()  # the later parts' programs started ahead
+      raise
     res = xr.concat(parts, dim=xr.DataArray(values, dims=dim, name=dim), join="outer",
                     data_vars="all", coords="minimal", compat="override",
                     combine_attrs="override")

@@ -19,9 +19,9 @@ The runs of a bucket execute by ``vmap``, ``lax.map``,
 or ``lax.map`` over chunks of ``vmap`` (``chunked``); ``auto`` picks per
 backend and model size (see :func:`choose_chunk`; measured in
 ``benchmarks/sweep_throughput.py``). Training advances in chunks of recording
-points between which the host reports progress. Every bucket's programs
-start compiling before the first bucket trains, on as many threads as the
-process has CPU cores (:func:`jaxtheory.compile_cache.compile_pool`).
+points between which the host reports progress. On CPU with several cores,
+every bucket's programs start compiling before the first bucket trains, up
+to 8 at a time (:func:`jaxtheory.compile_cache.compile_pool`).
 
 The parts, one job each: :mod:`~jaxtheory.sweep.planning` (the checked
 configuration, runs, buckets and their cost), :mod:`~jaxtheory.sweep.devices`
@@ -158,10 +158,13 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
 def compile_ahead(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
                   record_chunks: int = 20, memory_budget: float | None = None,
                   resume: bool = False, **run_options) -> None:
-  """Starts compiling a sweep's programs on background threads and returns at once.
+  """Starts compiling a sweep's programs on background threads.
 
-  :func:`run` or :func:`execute` of the same sweep with the same options,
-  later in this process, takes them instead of compiling them. For sweeps
+  It plans the sweep and lowers its programs here (seconds for a large
+  sweep) and returns while XLA compiles them. The first :func:`run` or
+  :func:`execute` later in this process that needs one of these programs
+  (the same sweep with the same options, or another with equal programs)
+  takes it instead of compiling it. For sweeps
   run one after another (:func:`run_over` does this for its parts): their
   programs compile side by side, as many at a time as the process has CPU
   cores (XLA compiles a program on one core), while the first one trains.

@@ -374,12 +374,16 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
                      comps.get(int(max(members)))) for members in p.buckets]
   job.report(job.done, f"compiling width<={buckets[0].cap}")
   t_c = time.perf_counter()
-  start_compiling(buckets, saved["bucket"] if saved is not None else 0, data_b)
-  lowering = time.perf_counter() - t_c  # counted as compilation, not training
-  info["compile_s"] += lowering
-  info["run_s"] += lowering
-  _train_buckets(p, buckets, job, info, ck, saved, finals, groups, data_b, intervals, K,
-                 n_chunks)
+  try:
+    start_compiling(buckets, saved["bucket"] if saved is not None else 0, data_b)
+    lowering = time.perf_counter() - t_c  # counted as compilation, not training
+    info["compile_s"] += lowering
+    info["run_s"] += lowering
+    _train_buckets(p, buckets, job, info, ck, saved, finals, groups, data_b, intervals, K,
+                   n_chunks)
+  except BaseException:
+    compile_cache.cancel_queued()  # nothing left to compile for a run that stopped
+    raise
   info["run_s"] -= info["compile_s"]
   info["peak"] = peak_memory()
   n_rec = len(p.schedule)
@@ -393,8 +397,8 @@ def start_compiling(buckets: list[_Bucket], first_unit: int, data_b,
   """Starts compiling the programs of every bucket from memory group ``first_unit`` on, as
   many at a time as :func:`jaxtheory.compile_cache.compile_pool` has threads (XLA compiles
   a program on one core). With one thread, nothing starts: each bucket compiles when it is
-  reached. ``ahead``: for a later run of the same sweep (the programs are left in the
-  store's queue for it)."""
+  reached. ``ahead``: for a later run of the same sweep (the programs wait, by their
+  executable-store keys, for the first run that asks for them)."""
   pool = compile_cache.compile_pool()
   if pool is None:
     return
