@@ -395,10 +395,10 @@ def stored_jit(fn, static_argnames: tuple[str, ...] = ()):
   key is taken before tracing: ``fn``'s module and name, those of the
   arguments, and :func:`environment` (which holds jaxtheory's own source, so
   an edited ``fn`` misses). So only for jaxtheory's own functions of their
-  arguments alone (no closed-over state that varies). Under a trace, or with
-  the store off, it is ``jax.jit(fn)``. Static arguments are passed by
-  keyword. When no argument is a tracer (e.g. inside a trace, with concrete
-  arguments), the program runs now and its result is a constant of the trace.
+  arguments alone (no closed-over state that varies). Called with a tracer,
+  or with the store off, it is ``jax.jit(fn)``. Static arguments are passed by
+  keyword. Inside a trace with concrete arguments only, the program runs now
+  and its result is a constant of the trace.
   """
   import functools  # pylint: disable=import-outside-toplevel
 
