@@ -87,7 +87,9 @@ the end-of-training minibatch accuracy:
   0.98 -> 0.97, 100%.
 * the same with MNIST (shifts, 100 epochs): 5/19, share 0.14, 0.98 -> 0.98, 100%.
 * n=9 k=1, 500 images, 100 epochs: 6/28 (7/28), share 0.82 (0.6-0.88 over
-  layers 7-21), 0.99 -> 0.98 (at 0.9: 8 layers, 0.97 -> 0.87), 68%.
+  layers 7-21), 0.99 -> 0.98 (at 0.9: 8 layers, 0.97 -> 0.87), 68%; the same
+  for 200 epochs: 6/28 (layers 4-9), share 0.42 (0.6-0.81 over layers 12-22,
+  where the CKA is a smooth band), 0.99 -> 0.98, 87%.
 * n=3 k=4, 250 images, batch 64, 100 epochs: 3/10 (3/10), share 0.78 (0.65-0.89
   over layers 4-6), 0.98 -> 0.97 (at 0.9: 4 layers, 0.97 -> 0.90), 84%.
 * n=6 k=2, 250 images, batch 64, 100 epochs: 5/19 (8/19), share 0.66 (up to
@@ -97,7 +99,7 @@ the end-of-training minibatch accuracy:
   0.97 -> 0.95, 82%.
 
 A dominant first PC (share 0.6-0.9) appears only in the larger models that
-had not fitted their data (68-84% minibatch accuracy); the fitted ones stay
+had not fitted their data (68-87% minibatch accuracy); the fitted ones stay
 at 0.14-0.28. Nowhere does removing it remove a run of similar layers: the
 CKA matrices are smooth bands, and deep post-activation BN ResNets already
 have runs of 5-8 layers at CKA >= 0.95 at initialisation, so the 0.95
