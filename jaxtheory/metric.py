@@ -3,9 +3,13 @@
 The trainer records every metric of a sweep at each recording point; a metric
 is ``fn(params, apply, data)`` (``apply(params, x)`` runs the network, ``data``
 holds ``x_train``, ``y_train``, ``w_train``, ``x_test``, ``y_test``) and may
-also take the run's :class:`~jaxtheory.nn.Ctx` (``ctx``) and the network
-(``model``, built at its bucket's capacity width) when it declares them in
-``inputs``. A metric returning an array names that array's axes in ``dims``
+also take the run's :class:`~jaxtheory.nn.Ctx` (``ctx``), the network
+(``model``, built at its bucket's capacity width) and the run's parameters at
+initialization (``params0``: the very arrays it started from, so that a metric
+can measure the change from init, e.g.
+:func:`jaxtheory.probes.coord.coord_change_metric`) when it declares them in
+``inputs``. A sweep whose metrics ask for ``params0`` keeps one more copy of
+every run's parameters in its state. A metric returning an array names that array's axes in ``dims``
 (they become dimensions of the results dataset).
 
 The trainer computes a sweep's metrics one after another, and a metric that
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 
 from jaxtheory.errors import ConfigError
 
-INPUTS = ("ctx", "model")  # what a metric may take besides (params, apply, data)
+INPUTS = ("ctx", "model", "params0")  # what a metric may take besides (params, apply, data)
 
 
 class Metric(NamedTuple):
@@ -43,14 +47,15 @@ class Metric(NamedTuple):
   Attributes:
     fn: ``fn(params, apply, data, **{name: value for name in inputs})``.
     dims: names of the axes of the array it returns (``()``: a scalar).
-    inputs: the extra inputs it takes, among ``'ctx'`` and ``'model'``.
+    inputs: the extra inputs it takes, among ``'ctx'``, ``'model'`` and
+      ``'params0'`` (the run's initial parameters, same tree as ``params``).
   """
   fn: Callable[..., Any]
   dims: tuple[str, ...] = ()
   inputs: tuple[str, ...] = ()
 
-  def __call__(self, params, apply, data, ctx=None, model=None):
-    given = {"ctx": ctx, "model": model}
+  def __call__(self, params, apply, data, ctx=None, model=None, params0=None):
+    given = {"ctx": ctx, "model": model, "params0": params0}
     return self.fn(params, apply, data, **{k: given[k] for k in self.inputs})
 
 
@@ -59,7 +64,7 @@ def as_metric(fn: Metric | Callable) -> Metric:
 
   A plain function is ``fn(params, apply, data)``; for functions written
   before :class:`Metric`, a ``fn.dims`` attribute still names its axes and
-  the keywords ``ctx`` / ``model`` in its signature still ask for those
+  the keywords ``ctx`` / ``model`` / ``params0`` in its signature still ask for those
   inputs (read here, once, when the sweep or trainer is built).
 
   Raises:

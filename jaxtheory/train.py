@@ -313,7 +313,9 @@ class Trainer:
       metric gets ``(params, apply, data)`` where ``apply(params, x)`` runs the
       network and ``data`` is the dict of arrays (``x_train``, ``y_train``,
       ``w_train``, ``x_test``, ``y_test``), and the inputs it declares: the
-      run's :class:`~jaxtheory.nn.Ctx` (``ctx``), the network (``model``).
+      run's :class:`~jaxtheory.nn.Ctx` (``ctx``), the network (``model``),
+      the run's initial parameters (``params0``: kept in the run's state,
+      :attr:`RunState.params0`, only when some metric declares it).
   """
   model: Model
   loss: str | Callable
@@ -332,6 +334,11 @@ class Trainer:
       object.__setattr__(self, "loss", LOSSES[self.loss])
     object.__setattr__(self, "optimizer", get_optimizer(self.optimizer))
     object.__setattr__(self, "metrics", tuple((k, as_metric(f)) for k, f in self.metrics))
+
+  @property
+  def keeps_params0(self) -> bool:
+    """Whether a metric takes the run's initial parameters (the state then keeps a copy)."""
+    return any("params0" in m.inputs for _, m in self.metrics)
 
   def ctx(self, hp: Hyper | Mapping[str, Array]) -> Ctx:
     hp = _hyper(self, hp)
@@ -375,6 +382,7 @@ class RunState(NamedTuple):
   ok: Array         # False once the run diverged (then frozen)
   last: Any = None  # the last finite recorded metrics (NaN before the first record)
   diverged_step: Array | None = None  # step of the first non-finite value; -1: none
+  params0: Any = None  # the initial parameters, kept when a metric declares ``params0``
 
 
 def init_params(tr: Trainer, key: Array, ctx: Ctx) -> tuple[Any, Any]:
@@ -404,7 +412,8 @@ def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array
   opt_state = tr.tx(hp).init(params)
   st = RunState(params, opt_state, lr_mult, labels, weights,
                 jax.random.key_data(jax.random.fold_in(key, 2)),
-                jnp.zeros((), jnp.int32), jnp.ones((), bool))
+                jnp.zeros((), jnp.int32), jnp.ones((), bool),
+                params0=params if tr.keeps_params0 else None)
   shapes = jax.eval_shape(lambda st, hp, d: measure(tr, st, hp, d), st, hp, data)
   last = {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.inexact) else 0, v.dtype)
           for k, v in shapes.items() if k != "diverged"}
@@ -522,7 +531,8 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   prev = None
   for name, metric in tr.metrics:
     params = st.params if prev is None else after(st.params, prev)
-    out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=tr.model))
+    out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=tr.model,
+                                          params0=st.params0))
   out["diverged"] = ~st.ok
   return out
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtheory import data, nn, probes, sweep
+from jaxtheory import compile_cache, data, nn, probes, sweep
 from jaxtheory.nn import base_shapes as bs
 from jaxtheory.nn.equinox import from_eqx
 from jaxtheory.nn.flax import from_linen
@@ -87,3 +87,59 @@ def test_padded_coordinates_do_not_count():
   np.testing.assert_allclose(probes.coord.sizes(m, m.init(jax.random.key(0), ctx), x, ctx),
                              probes.coord.sizes(small, small.init(jax.random.key(0)), x),
                              rtol=1e-5)
+
+
+def _change_sweep(kind, widths, seeds, parametrization="mup", opt="adam", lr=0.01):
+  ds = data.teacher_student(n_train=64, n_test=8, input_dim=D_IN, seed=0)
+  return sweep.Sweep(BUILDS[kind], ds, dict(seed=seeds, width=widths), opt, dict(lr=lr),
+                     steps=STEPS, record="every:1", loss="mse", parametrization=parametrization,
+                     metrics={"change": probes.coord_change_metric()},
+                     max_waste=float("inf")), ds
+
+
+def _change_of_one_run(kind, width, seed, monkeypatch):
+  """``change_sizes`` from a run's initial and final parameters, its sweep trained alone.
+
+  Without the executable store: an Equinox model's program loaded from it fails to
+  rebuild its output tree (equinox's ``Missing`` sentinel does not survive pickling),
+  and ``initial_params`` then ``execute`` of one sweep load the same init program.
+  """
+  monkeypatch.setattr(compile_cache, "executables_enabled", lambda: False)
+  s, ds = _change_sweep(kind, [width], [seed])
+  (g0,), (g,) = sweep.initial_params(s), sweep.execute(s, progress=False).groups
+  one = lambda tree: jax.tree.map(lambda a: a[0], tree)
+  return probes.coord.change_sizes(g.model, one(g0.params), one(g.params),
+                                   ds.x_train, one(g.ctx))
+
+
+@pytest.mark.parametrize("kind", ["native", "linen", "eqx"])
+def test_recorded_change_from_init_is_change_sizes_of_the_run(kind, monkeypatch):
+  """The metric's ``params0`` is the run's own initialization: its record after the last
+  step equals ``change_sizes`` between the run's initial and final parameters (for the
+  native MLP the sweep pads width 16 into width 64's program; the reference is trained
+  unpadded), and it is exactly 0 at step 0."""
+  s, _ = _change_sweep(kind, [16, 64], [0, 1])
+  res = sweep.run(s, progress=False)
+  if kind == "native":
+    assert len(sweep.plan(s).buckets) == 1  # both widths in one padded program
+  change = res.change
+  assert change.sizes["layer"] == 3
+  assert float(np.abs(change.isel(step=0)).max()) == 0.0
+  assert float(change.isel(step=-1).min()) > 0
+  for w, seed in [(16, 1), (64, 0)]:
+    np.testing.assert_allclose(change.sel(width=w, seed=seed).isel(step=-1),
+                               _change_of_one_run(kind, w, seed, monkeypatch), rtol=2e-4)
+
+
+@pytest.mark.parametrize("opt,lr", [("sgd", 0.05), ("adam", 0.01)])
+def test_change_from_init_flat_under_mup_readout_included(opt, lr):
+  """muP keeps every layer's change from init width-independent, the readout's too (whose
+  size starts like width^-1/2); under SP at the same lr the readout's change grows."""
+  exps = {}
+  for par in ("sp", "mup"):
+    s, _ = _change_sweep("native", WIDTHS, [0, 1], par, opt, lr)
+    change = sweep.run(s, progress=False).change.isel(step=slice(1, None))  # 0 at step 0
+    exps[par] = probes.coord_exponents(change)
+  assert float(np.abs(exps["mup"]).max()) < 0.15, exps["mup"].values
+  assert float(exps["sp"].isel(step=-1, layer=2)) > 0.3, exps["sp"].values
+

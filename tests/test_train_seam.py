@@ -83,6 +83,33 @@ def test_plain_functions_are_wrapped_once_at_the_boundary():
     as_metric(Metric(f, inputs=("hp",)))
 
 
+def test_a_metric_may_take_the_runs_initial_parameters(mixture):
+  """``params0`` is the run's own initialization, kept in its state only when asked for."""
+  def moved(params, apply, d, params0):
+    del apply, d
+    return sum(jnp.sum(jnp.abs(a - b)) for a, b in zip(jax.tree.leaves(params),
+                                                        jax.tree.leaves(params0)))
+
+  assert as_metric(moved).inputs == ("params0",)
+  s = sweep.Sweep(lambda w: nn.mlp((4,), w, 1, 3), mixture, dict(seed=[0, 1], width=[4, 6]),
+                  steps=2, record=1, metrics={"moved": moved}, max_waste=10.0)
+  res, groups = sweep.execute(s, progress=quiet)
+  assert float(res.moved.isel(step=0).max()) == 0.0  # exactly: the very initial arrays
+  init = {int(r): jax.tree.map(lambda a, j=j: a[j], g.params)
+          for g in sweep.initial_params(s) for j, r in enumerate(g.runs)}
+  for g in groups:
+    for j, r in enumerate(g.runs):
+      want = moved(jax.tree.map(lambda a, j=j: a[j], g.params), None, None, init[int(r)])
+      got = res.moved.isel(step=-1).sel(seed=g.coords["seed"][j], width=g.coords["width"][j])
+      np.testing.assert_allclose(got, want, rtol=1e-5)
+  tr = lambda metrics: train.Trainer(nn.mlp((4,), 6, 1, 3), "xent", train.get_optimizer("sgd"),
+                                     num_classes=3, metrics=metrics)
+  d = data.data_arrays(mixture)
+  hp = dict(seed=jnp.int32(0), width=jnp.int32(6), lr=jnp.float32(0.1))
+  assert train.setup(tr(()), hp, d).params0 is None  # no copy unless a metric asks
+  assert train.setup(tr((("moved", moved),)), hp, d).params0 is not None
+
+
 def test_metrics_are_measured_one_after_another(mixture):
   # Two metrics' factorizations side by side can deadlock XLA's CPU pool.
   top = lambda params, apply, d: jnp.linalg.svdvals(params[0]["W"])[0]

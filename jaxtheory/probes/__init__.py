@@ -9,7 +9,8 @@
 * :mod:`~jaxtheory.probes.readout`: closed-form ridge / min-norm linear readouts on features;
 * :mod:`~jaxtheory.probes.collapse`: neural-collapse metrics NC1-NC4, CDNV;
 * :mod:`~jaxtheory.probes.separation`: per-layer features, separation fuzziness;
-* :mod:`~jaxtheory.probes.coord`: the coordinate check (per-layer activation size vs width);
+* :mod:`~jaxtheory.probes.coord`: the coordinate check (per-layer activation size and its change
+  from init vs width);
 * :mod:`~jaxtheory.probes.connectivity`: linear-path barriers, weight / activation matching.
 """
 
@@ -23,7 +24,7 @@ from jaxtheory.probes.curvature import (gauss_newton, hessian, hutchinson_trace,
                                         power_iteration, sharpness_metric, spectral_density,
                                         top_eigenvalues)
 from jaxtheory.probes.readout import ridge_losses, ridge_metric
-from jaxtheory.probes.coord import coord_check, coord_exponents, coord_metric
+from jaxtheory.probes.coord import coord_change_metric, coord_check, coord_exponents, coord_metric
 from jaxtheory.probes.separation import fit_log_linear, fuzziness, layer_features
 from jaxtheory.probes.similarity import (cka, cka_matrix, hsic, knn_indices, minibatch_cka,
                                          mutual_knn, mutual_knn_chance, mutual_knn_matrix)

@@ -8,6 +8,19 @@ steps at a fixed learning rate). Plotting the per-layer size against the width
 at each of the first few steps, or fitting its width exponent, shows at a
 glance whether a parametrization (or an implementation of one) is right.
 
+What muP promises is about the *change from initialization*: after any fixed
+number of steps, every layer's :math:`h_t - h_0` has width-independent
+coordinates (Tensor Programs IV's maximal feature learning, V's desiderata),
+while under SP at a fixed learning rate it grows with the width. The
+activations themselves are width-independent under muP for hidden layers,
+but not for the readout: muP initializes it small (its output starts like
+``width^-1/2`` relative to a base width), so the size of the network output
+is :math:`|f_0 + \Delta f|` and keeps a negative exponent until the
+(width-independent) change dominates. :func:`change_sizes` and
+:func:`coord_change_metric` measure the change; :func:`sizes` and
+:func:`coord_metric` the activations (what the ``mup`` package plots by
+default, its ``l1`` statistic).
+
 Written for one run and recorded inside a sweep, like every probe here:
 
 >>> from jaxtheory import data, nn, probes, sweep  # doctest: +SKIP
@@ -17,6 +30,9 @@ Written for one run and recorded inside a sweep, like every probe here:
 ...                 metrics={"coord": probes.coord_metric()})  # doctest: +SKIP
 >>> res = sweep.run(s)  # doctest: +SKIP
 >>> probes.coord_check(res.coord, "coord.png")  # exponents per (step, layer)  # doctest: +SKIP
+
+and the change from init with ``metrics={"change": probes.coord_change_metric()}``
+(its record at step 0 is exactly 0; fit exponents from step 1 on).
 
 Activations come from :func:`jaxtheory.probes.layer_features` for native
 ``serial`` models (the output of every layer that has parameters) and from
@@ -73,16 +89,19 @@ def change_sizes(model: Model, params0: Any, params: Any, x: jax.typing.ArrayLik
 
   For one run from its initial and trained parameters (e.g.
   :func:`jaxtheory.sweep.initial_params` and ``sweep.execute(...)``
-  mapped by :func:`jaxtheory.probes.over_runs`). Features that are zero at
-  init (padding) stay zero, so they do not count.
+  mapped by :func:`jaxtheory.probes.over_runs`); inside a sweep,
+  :func:`coord_change_metric` records it at every recording point. The mean
+  runs over the features that are non-zero for some example before or after
+  (padded features are zero in both, so they do not count; a layer
+  initialized at zero, such as a zero readout, still counts all its own).
   """
   h0 = activations(model, params0, x, ctx)
   h1 = activations(model, params, x, ctx)
   out = []
   for a, b in zip(h0, h1):
-    a, d = a.reshape(a.shape[0], -1), (b - a).reshape(a.shape[0], -1)
-    active = jnp.maximum(jnp.sum(jnp.any(a != 0, axis=0)), 1)
-    out.append(jnp.sum(jnp.abs(d)) / (a.shape[0] * active))
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    active = jnp.maximum(jnp.sum(jnp.any((a != 0) | (b != 0), axis=0)), 1)
+    out.append(jnp.sum(jnp.abs(b - a)) / (a.shape[0] * active))
   return jnp.stack(out)
 
 
@@ -102,12 +121,35 @@ def coord_metric(split: str = "x_train", max_examples: int | None = 256) -> Metr
   return Metric(fn, ("layer",), inputs=("ctx", "model"))
 
 
+def coord_change_metric(split: str = "x_train", max_examples: int | None = 256) -> Metric:
+  """A recorded sweep metric: :func:`change_sizes` from the run's own init (``dims=("layer",)``).
+
+  The metric takes the run's initial parameters (the ``params0`` input of
+  :class:`~jaxtheory.metric.Metric`; the sweep keeps a copy of them in each
+  run's state), so its record at step ``t`` is the mean absolute coordinate
+  of :math:`h_t - h_0` per layer, exactly 0 at step 0. What muP holds
+  width-independent (see the module doc).
+
+  Args:
+    split: ``'x_train'`` or ``'x_test'``.
+    max_examples: use the first examples only (the check needs few).
+  """
+
+  def fn(params, apply, d, ctx, model, params0):
+    del apply
+    x = d[split] if max_examples is None else d[split][:max_examples]
+    return change_sizes(model, params0, params, x, ctx)
+
+  return Metric(fn, ("layer",), inputs=("ctx", "model", "params0"))
+
+
 def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = ("seed",)):
   """The fitted width exponent of every layer's coordinate size.
 
   Args:
-    coord: an ``xarray.DataArray`` of :func:`coord_metric` (dims include
-      ``width`` and ``layer``), e.g. ``results.coord``.
+    coord: an ``xarray.DataArray`` of :func:`coord_metric` or
+      :func:`coord_change_metric` (dims include ``width`` and ``layer``), e.g.
+      ``results.coord`` (a change is 0 at step 0: its exponent there is NaN).
     width_dim: the width dimension.
     average: dims averaged (in log space) before the fit, where present.
 

@@ -109,12 +109,13 @@ def _gib(b: float) -> str:
   return f"{b / 2**30:.3g} GiB" if b >= 2**27 else f"{b / 2**20:.3g} MiB"
 
 
-def run_state_bytes(shapes: Any, optimizer, fixed: Mapping[str, float], itemsize: int
-                    ) -> tuple[int, float]:
+def run_state_bytes(shapes: Any, optimizer, fixed: Mapping[str, float], itemsize: int,
+                    params0: bool = False) -> tuple[int, float]:
   """``(parameters, bytes)`` of one run's state: parameters, gradients, optimizer state.
 
   From the parameter ``shapes`` alone (the optimizer state by
-  ``jax.eval_shape``): nothing is allocated or compiled.
+  ``jax.eval_shape``): nothing is allocated or compiled. ``params0``: the
+  state also keeps the initial parameters (a metric declares them).
   """
   n = int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
   try:
@@ -123,7 +124,7 @@ def run_state_bytes(shapes: Any, optimizer, fixed: Mapping[str, float], itemsize
     slots = sum(math.prod(x.shape) for x in jax.tree.leaves(opt)) / max(n, 1)
   except Exception:  # an optimizer that cannot be built from its defaults alone
     slots = 2.0
-  return n, float(n * itemsize * (3 + slots))
+  return n, float(n * itemsize * (3 + slots + bool(params0)))
 
 
 def check_size(runs_per_width: Mapping[int, int], per_run: Mapping[int, tuple[int, float]],
@@ -227,7 +228,7 @@ def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, ja
   d = dict(data, w_train=jax.numpy.ones(data["y_train"].shape[:1]))
   for name, fn in tr.metrics:
     f = lambda p, hp, d, fn=fn: fn(p, lambda q, x: tr.apply(q, x, hp), d, ctx=tr.ctx(hp),
-                                   model=tr.model)
+                                   model=tr.model, params0=p)
     out[f"metric {name!r}"] = _jaxpr(f, params, hp1, d)
   return out
 
