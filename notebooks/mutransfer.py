@@ -49,9 +49,12 @@ for label, value in mt.summary(ds):
 # The signature: under muP the best learning rate stays within one grid step (a third
 # of an octave) of its median over widths, and an octave below it (where the loss falls
 # smoothly, away from the edge of stability) wider is better beyond the seeds' noise;
-# under SP (the control) it drifts; the coordinate check, read at that same learning
-# rate, is flat under muP and grows under SP. At the default size the MLP shows all of
-# it; the transformer's two widest widths are within the noise of two seeds.
+# under SP (the control) it drifts. The coordinate check, read at that same learning
+# rate after `coord_steps` (15) steps, judges each layer's change from its own
+# initialization, h_t - h_0: flat in the width under muP (what muP promises; muP's
+# readout activations themselves start like width^-1/2, printed but not judged), growing
+# under SP. At the default size (widths 12-192, the transformer on a + b mod 23 for 60
+# steps) every check passes.
 
 # %%
 for check in mt.signature(ds):

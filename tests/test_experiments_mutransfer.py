@@ -56,9 +56,12 @@ def _fake(best_sp, best_mup, widths=(16, 64, 256), n_lr=12):
                 lr_k=k, step=[0, 8, 10], layer=[0, 1])
   coord = np.ones((1, 2, 1, len(widths), n_lr, 3, 2))
   coord[:, 0] *= np.array(widths, float)[:, None, None, None] ** 0.5  # SP grows
+  change = coord * 0.1
+  change[..., 0, :] = 0.0  # no change at init
   return xr.Dataset({"train_loss": (dims, loss.copy()),
                      "diverged": (dims, np.zeros(loss.shape, bool)),
                      "coord": ((*dims, "layer"), coord),
+                     "coord_change": ((*dims, "layer"), change),
                      "log2_lr": (("setting", "lr_k"), np.stack([-10 + k / 3] * 2))},
                     coords=coords, attrs=dict(base_width=16, coord_steps=10))
 
@@ -74,6 +77,23 @@ def test_signature_reads_transfer_and_drift():
   # The control: muP's curves shifted like SP's fail the transfer check.
   bad = M.signature(_fake(best_sp=(8, 5, 2), best_mup=(8, 5, 2)))
   assert not bad[0].passed and "transfers" in bad[0].name
+
+
+def test_coordinate_check_judges_the_change_from_init():
+  """muP's readout activations start like width^-1/2 (not judged); its change from init is."""
+  ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 6))
+  shrink = np.array([16, 64, 256], float)[:, None, None] ** -0.5  # (width, lr_k, step)
+  ds["coord"][dict(setting=1, layer=1)] *= shrink
+  coord = lambda d: [c for c in M.signature(d) if "coordinate" in c.name]
+  checks = coord(ds)
+  assert len(checks) == 2 and all(c.passed for c in checks), [c.line() for c in checks]
+  assert "-0.50" in checks[0].measured  # muP's: the activations' size is printed, not judged
+  ds["coord_change"][dict(setting=1, layer=1)] *= shrink
+  assert not coord(ds)[0].passed  # muP's change shrinking with the width fails
+  ds["coord_change"][dict(setting=0)] = ds.coord_change.sel(setting="mup-adam").values
+  assert not coord(ds)[1].passed  # SP's change not growing fails the control
+  # Results recorded before coord_change existed: skipped, not judged on sizes.
+  assert all(c.skipped for c in coord(ds.drop_vars("coord_change")))
 
 
 def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
@@ -155,9 +175,13 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   assert M.recorded(ds, "transformer").step.values.max() == 10
   assert np.isfinite(M.final_loss(ds)).all()
   assert ds.log2_lr.dims == ("setting", "lr_k")
-  assert ds.coord.dims[-1] == "layer"
+  assert ds.coord.dims[-1] == "layer" and ds.coord_change.dims == ds.coord.dims
   finite = np.isfinite(ds.coord.isel(step=0, lr_k=0, seed=0, width=0, setting=0))
   assert finite.sum("layer").values.tolist() == [3, 5]  # MLP: 2 hidden + output
+  change = ds.coord_change.isel(lr_k=0, seed=0, width=0, setting=0)
+  assert np.isfinite(change).sum("layer").isel(step=0).values.tolist() == [3, 5]
+  assert float(np.abs(change.isel(step=0)).max()) == 0.0  # the change from the run's own init
+  assert float(change.sel(step=2).min()) > 0
   rows = dict(M.summary(ds))
   assert "mlp mup-adam" in rows and "drift exponent" in rows["transformer mup-adam"]
   assert len(M.signature(ds)) == 6  # per model: transfer, wider is better, coordinate check
@@ -177,6 +201,12 @@ def test_signature_passes_on_a_reduced_config_and_sp_is_the_control():
   assert t[("mlp", "sp-adam")]["exponent"] < -0.5, lines
   # The control: SP's best lr does not pass muP's transfer check.
   assert t[("mlp", "sp-adam")]["shift"] > 1
+  # The coordinate check judges the change from init after coord_steps (15) steps; SP's
+  # change would fail muP's flatness there (a layer beyond 0.25), muP's is flat.
+  ce = M.coord_exponents(ds).isel(model=0, step=-1)
+  assert int(ce.step) == 15
+  assert float(np.abs(ce.sel(setting="sp-adam")).max()) > 0.25, ce.values
+  assert float(np.abs(ce.sel(setting="mup-adam")).max()) <= 0.25, ce.values
 
 
 def test_cli_prints_pass_fail_lines(tmp_path):
