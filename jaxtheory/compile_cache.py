@@ -318,6 +318,9 @@ def store_executable(key: str, values: dict[str, Any],
       return False
     entry = {"values": dict(values), "executables": payloads}
     blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+    if not _round_trips(entry, blob):
+      stats["not_picklable"] += 1
+      return False
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
@@ -509,6 +512,22 @@ def _self_contained(serialized: bytes) -> bool:
   """
   import jax  # pylint: disable=import-outside-toplevel
   return jax.default_backend() != "cpu" or b"\x7fELF" in serialized
+
+
+def _round_trips(entry: dict, blob: bytes) -> bool:
+  """Whether ``entry`` comes back equal from its pickle ``blob``.
+
+  A program's input and output tree structures are pickled with it; a
+  structure whose node data holds an object compared by identity (e.g.
+  Equinox's sentinel for an unset field) unpickles to a different structure,
+  and the loaded program could not rebuild its outputs. Such an entry is not
+  stored.
+  """
+  try:
+    back = pickle.loads(blob)
+    return all(back["executables"][k][1:] == p[1:] for k, p in entry["executables"].items())
+  except Exception:  # pylint: disable=broad-except
+    return False
 
 
 def _portable(compiled) -> bool:

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One small sweep in a fresh process; prints JAX's cache hit / miss counts and stderr stays clean.
@@ -174,6 +176,45 @@ def test_store_refuses_what_another_process_cannot_run_and_drops_what_it_cannot_
   assert compile_cache.load_executable("bad") is None
   assert not (tmp_path / "executables" / "bad.pkl").exists()
   assert compile_cache.load_executable("absent") is None
+
+
+class _Unset:
+  """A sentinel compared by identity, like Equinox's for an unset field."""
+
+
+_UNSET = _Unset()
+
+
+@jax.tree_util.register_static
+class _Tagged:
+  """A static pytree node whose equality needs the very sentinel object it holds."""
+
+  def __init__(self, tag=_UNSET):
+    self.tag = tag
+
+  def __eq__(self, other):
+    return isinstance(other, _Tagged) and self.tag is other.tag
+
+  def __hash__(self):
+    return 0
+
+
+def test_store_refuses_a_program_whose_tree_structure_does_not_survive_pickling(
+    tmp_path, monkeypatch):
+  """An Equinox model's sentinel unpickles to a new object: its outputs could not be rebuilt."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(compile_cache, "directory", lambda: str(tmp_path))
+  monkeypatch.delenv(compile_cache.STORE_ENV, raising=False)
+  x = np.ones(3, np.float32)
+  tagged = jax.jit(lambda v: (2 * v, _Tagged())).lower(x).compile()
+  assert not compile_cache.store_executable("tagged", {}, {"f": tagged})
+  assert compile_cache.load_executable("tagged") is None
+  # (a program of its own: one JAX's cache served carries no machine code and is not stored)
+  plain = jax.jit(lambda v: (3 * v - 0.5, _Tagged(None))).lower(x).compile()
+  assert compile_cache.store_executable("plain", {}, {"f": plain}), dict(compile_cache.stats)
+  out, tag = compile_cache.load_executable("plain").executable("f")(x)
+  assert np.array_equal(out, 3 * x - 0.5) and tag.tag is None
 
 
 # The kernel predictors' factorizations (compile_cache.stored_jit) in a fresh process: a second
