@@ -59,12 +59,14 @@ class _Site(NamedTuple):
             self.F)
 
 
+# custom_jvp_call: the value is its call_jaxpr's (nn.conv's convolution is one, see
+# jaxtheory.nn.convops); only values are read through it here.
 _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-          "core_call": "call_jaxpr"}
+          "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr"}
 
 
 def _inner(eqn):
-  """The closed jaxpr of a plain call (``jit``), else ``None``."""
+  """The closed jaxpr of a plain call (``jit``, ``custom_jvp_call``), else ``None``."""
   key = _CALLS.get(eqn.primitive.name)
   inner = eqn.params.get(key) if key else None
   return inner if isinstance(inner, jcore.ClosedJaxpr) else None

@@ -24,6 +24,7 @@ from jax import lax
 
 from jaxtheory.errors import ConfigError
 from jaxtheory.kernels import analytic, nonlinear, padding as pad
+from jaxtheory.nn import convops
 from jaxtheory.nn.core import (PARAMETRIZATIONS, Feat, Layer, Spec, apply_mask, out_feat,
                                stable_normal, trailing)
 from jaxtheory.nn.param import (LRScale, attention_scale, bias_rule, role,
@@ -184,10 +185,12 @@ def conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
 
   1D, 2D or 3D by the length of ``filter_shape``; ``padding`` is ``'SAME'``,
   ``'VALID'`` or ``'CIRCULAR'`` (periodic, :mod:`jaxtheory.kernels.padding`). Fan-in is ``prod(filter_shape) * active input channels``.
+  The convolution is ``lax.conv_general_dilated`` with derivatives that stay fast inside
+  loops on CPU (:mod:`jaxtheory.nn.convops`).
   ``parametrization`` overrides ``ctx.parametrization`` for this layer (see
   :func:`dense`).
   """
-  return _conv_like("conv", lax.conv_general_dilated, out_chan, filter_shape, strides, padding,
+  return _conv_like("conv", convops.conv_general_dilated, out_chan, filter_shape, strides, padding,
                     W_std, b_std, width_mult, parametrization)
 
 
@@ -202,7 +205,7 @@ def conv_transpose(out_chan: int, filter_shape: Sequence[int],
   Fan-in is ``prod(filter_shape) * active input channels``, as in :func:`conv`;
   the kernel is :func:`jaxtheory.kernels.analytic.affine` with ``transpose=True``.
   """
-  return _conv_like("conv_transpose", lax.conv_transpose, out_chan, filter_shape, strides,
+  return _conv_like("conv_transpose", convops.conv_transpose, out_chan, filter_shape, strides,
                     padding, W_std, b_std, width_mult, parametrization, transpose=True)
 
 
