@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtheory import compile_cache, data, nn, probes, sweep
+from jaxtheory import data, nn, probes, sweep
 from jaxtheory.nn import base_shapes as bs
 from jaxtheory.nn.equinox import from_eqx
 from jaxtheory.nn.flax import from_linen
@@ -97,14 +97,9 @@ def _change_sweep(kind, widths, seeds, parametrization="mup", opt="adam", lr=0.0
                      max_waste=float("inf")), ds
 
 
-def _change_of_one_run(kind, width, seed, monkeypatch):
-  """``change_sizes`` from a run's initial and final parameters, its sweep trained alone.
-
-  Without the executable store: an Equinox model's program loaded from it fails to
-  rebuild its output tree (equinox's ``Missing`` sentinel does not survive pickling),
-  and ``initial_params`` then ``execute`` of one sweep load the same init program.
-  """
-  monkeypatch.setattr(compile_cache, "executables_enabled", lambda: False)
+def _change_of_one_run(kind, width, seed):
+  """``change_sizes`` from a run's initial and final parameters, its sweep trained alone
+  (``initial_params`` then ``execute``: the second takes the first's init program)."""
   s, ds = _change_sweep(kind, [width], [seed])
   (g0,), (g,) = sweep.initial_params(s), sweep.execute(s, progress=False).groups
   one = lambda tree: jax.tree.map(lambda a: a[0], tree)
@@ -113,7 +108,7 @@ def _change_of_one_run(kind, width, seed, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["native", "linen", "eqx"])
-def test_recorded_change_from_init_is_change_sizes_of_the_run(kind, monkeypatch):
+def test_recorded_change_from_init_is_change_sizes_of_the_run(kind):
   """The metric's ``params0`` is the run's own initialization: its record after the last
   step equals ``change_sizes`` between the run's initial and final parameters (for the
   native MLP the sweep pads width 16 into width 64's program; the reference is trained
@@ -128,7 +123,7 @@ def test_recorded_change_from_init_is_change_sizes_of_the_run(kind, monkeypatch)
   assert float(change.isel(step=-1).min()) > 0
   for w, seed in [(16, 1), (64, 0)]:
     np.testing.assert_allclose(change.sel(width=w, seed=seed).isel(step=-1),
-                               _change_of_one_run(kind, w, seed, monkeypatch), rtol=2e-4)
+                               _change_of_one_run(kind, w, seed), rtol=2e-4)
 
 
 @pytest.mark.parametrize("opt,lr", [("sgd", 0.05), ("adam", 0.01)])
