@@ -37,13 +37,12 @@ The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
 scaled down to a 2-core CPU the default trains widths 12, 48 and 192 (muP's
 base width 12) with 2 seeds, 28 learning rates per Adam/Muon sweep and 25 per
 SGD sweep: the MLP for 30 full-batch steps, the transformer for 60
-(``transformer_steps``) on ``a + b mod 23`` (264 training pairs). Measured
-only on a busy machine: 1345 s (404 s compiling, 896 s training) on one core
-shared with three other busy processes, no compilation cache. The former
-default (widths 16-256, ``p = 17``, 30 transformer steps) took 204 s on a
-quiet 2-core CPU; the transformer's part, most of it, costs about twice that
-now (a width-192 network about 0.56 of a width-256 one, 264 pairs instead of
-144, twice the steps).
+(``transformer_steps``) on ``a + b mod 23`` (264 training pairs): 375 s on a
+quiet 2-core CPU (first invocation, a fresh compilation cache), all 20 checks
+passing. The former default (widths 16-256, ``p = 17``, 30 transformer steps)
+took 204 s; the transformer's part, most of it, costs about twice that now (a
+width-192 network about 0.56 of a width-256 one, 264 pairs instead of 144,
+twice the steps).
 Each width of the transformer is a program of its own (padded to the widest
 width in one program it trained several times longer).
 
