@@ -316,11 +316,11 @@ def store_executable(key: str, values: dict[str, Any],
     if not all(_self_contained(p[0]) for p in payloads.values()):
       stats["not_self_contained"] += 1
       return False
-    entry = {"values": dict(values), "executables": payloads}
-    blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-    if not _round_trips(entry, blob):
+    if not _trees_round_trip(payloads):
       stats["not_picklable"] += 1
       return False
+    entry = {"values": dict(values), "executables": payloads}
+    blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
@@ -514,18 +514,18 @@ def _self_contained(serialized: bytes) -> bool:
   return jax.default_backend() != "cpu" or b"\x7fELF" in serialized
 
 
-def _round_trips(entry: dict, blob: bytes) -> bool:
-  """Whether ``entry`` comes back equal from its pickle ``blob``.
+def _trees_round_trip(payloads: dict) -> bool:
+  """Whether the programs' input and output tree structures come back equal from pickle.
 
-  A program's input and output tree structures are pickled with it; a
-  structure whose node data holds an object compared by identity (e.g.
-  Equinox's sentinel for an unset field) unpickles to a different structure,
-  and the loaded program could not rebuild its outputs. Such an entry is not
-  stored.
+  They are pickled with each program; a structure whose node data holds an
+  object compared by identity (e.g. Equinox's sentinel for an unset field)
+  unpickles to a different structure, and the loaded program could not
+  rebuild its outputs. Such an entry is not stored. Only the structures are
+  round-tripped, not the serialized programs.
   """
+  trees = {k: p[1:] for k, p in payloads.items()}
   try:
-    back = pickle.loads(blob)
-    return all(back["executables"][k][1:] == p[1:] for k, p in entry["executables"].items())
+    return pickle.loads(pickle.dumps(trees, protocol=pickle.HIGHEST_PROTOCOL)) == trees
   except Exception:  # pylint: disable=broad-except
     return False
 
