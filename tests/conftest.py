@@ -50,6 +50,22 @@ def pytest_unconfigure(config):
     shutil.rmtree(path, ignore_errors=True)
 
 
+def pytest_runtest_setup(item):
+  """How hard XLA optimizes the programs a test compiles (set before its fixtures run).
+
+  Most tests compile small programs and run them briefly, so compiling is most of
+  their time: they run with ``jax_disable_most_optimizations`` (LLVM at level 0,
+  about a third off their time). Tests marked ``optimized`` (long training runs,
+  Monte Carlo estimates, the comparison with the default compilation) keep XLA's
+  default: unoptimized, they run up to 3x longer. The setting changes how fast a
+  program runs, not what it computes; the environment variable carries it into the
+  subprocesses a test starts.
+  """
+  fast_compile = item.get_closest_marker("optimized") is None
+  jax.config.update("jax_disable_most_optimizations", fast_compile)
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast_compile else "0"
+
+
 @pytest.fixture
 def x64():
   """Runs one test in float64 (within the test only: a worker-wide switch would leak into

@@ -32,6 +32,7 @@ def _sweep_process(ck, out, steps):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_killed_and_resumed_sweeps_equal_uninterrupted(tmp_path):
   steps = 2000
   ref_out = tmp_path / "ref.nc"

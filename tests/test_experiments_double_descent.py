@@ -14,6 +14,9 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import double_descent as D
 from jaxtheory.errors import ConfigError
 
+# Long training runs: compiled with XLA's default optimizations (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 # n = 40 random-feature regressions and the default 1000-example MNIST MLP sweep (14x14
 # inputs) at one seed and five widths: about 45 s on a 2-core CPU.
 # Input dimension 5: with 40 examples of a 20-dimensional teacher no ridge predicts much

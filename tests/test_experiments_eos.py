@@ -13,6 +13,9 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import edge_of_stability as E
 from jaxtheory.errors import ConfigError
 
+# Long training runs: compiled with XLA's default optimizations (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 # The cohen2021 preset's reduced form: 256 of its 1000 MNIST digits (pixels in [0, 1]), width
 # 64 instead of 200, one seed, its largest learning rate (0.8 of 2/S0) and the control, 2400
 # steps. Measured: from 0.75 of 2/lr up to the edge at step ~1500, then hovering (median 0.99

@@ -14,6 +14,9 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import grokking as G
 from jaxtheory.errors import ConfigError
 
+# Long training runs: compiled with XLA's default optimizations (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 # Reduced problems, one per model, each a single compiled sweep of seed 0 x weight
 # decay {0, 1}. MLP: memorizes by step ~110, groks by ~1300, about 10 s of training.
 # Transformer (the default one-block d_model=32 network, no layer norm): memorizes

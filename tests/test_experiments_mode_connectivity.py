@@ -100,6 +100,7 @@ def test_summary_and_figures(small, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_small_cnn_matching_removes_the_barrier():
   """arch='cnn': conv -> pool -> conv -> pool -> flatten -> dense, matched channel by channel."""
   cfg = M.Config(dataset="digits", per_class=50, pairs=2, arch="cnn", widths=(8, 32), steps=200,

@@ -13,6 +13,9 @@ from jaxtheory.experiments import EXPERIMENTS, configure
 from jaxtheory.experiments import neural_collapse as N
 from jaxtheory.errors import ConfigError
 
+# Long training runs: compiled with XLA's default optimizations (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 # The papyan2020 preset's reduced form: all ten MNIST classes x 10 examples, width 128, two
 # seeds, the paper's step decay over 9000 steps (full form: 100 per class, 30000 steps).
 # lr=0.1 fits the training set by step ~30, then NC1 falls ~1900-3000x and the ETF distance

@@ -17,6 +17,9 @@ from jaxtheory.experiments import weight_decay_spectra as W
 from jaxtheory.errors import ConfigError
 from jaxtheory.probes.spectra import layer_metric
 
+# Long training runs: compiled with XLA's default optimizations (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 # MNIST (CI fetches it), 3000 training images (too many to fit exactly in 1500 steps, which would
 # end the equilibrium), width 32, 2 normalized layers, 2 seeds; lr*wd >= 0.01 (AdamW) and 0.006
 # (SGD): every run relaxes within the first half.

@@ -8,7 +8,8 @@ import pytest
 from jaxtheory import nt, stax
 
 
-pytestmark = pytest.mark.usefixtures("x64")
+# Long runs and Monte Carlo estimates: compiled with XLA's default optimizations.
+pytestmark = [pytest.mark.usefixtures("x64"), pytest.mark.optimized]
 
 _DECAY = lambda d: 1 / (1 + 4 * d)
 

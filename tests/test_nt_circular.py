@@ -75,6 +75,7 @@ def test_circular_kernels_equal_the_exact_nngp_of_one_layer(f, s):
   _exact(stax.serial(stax.Conv(6, (1, 1), b_std=None), stax.AvgPool(f, s, "CIRCULAR")), x1, x2)
 
 
+@pytest.mark.optimized  # a Monte Carlo mean
 def test_circular_network_ntk_matches_its_empirical_mean():
   """Through a nonlinearity: the analytic NTK against the mean of 64 empirical NTKs."""
   x1 = jax.random.normal(jax.random.key(0), (2, 4, 3, 2))

@@ -10,7 +10,8 @@ from jaxtheory import nt, stax
 from linear_exact import jacobian_kernel
 
 
-pytestmark = pytest.mark.usefixtures("x64")
+# Long runs and Monte Carlo estimates: compiled with XLA's default optimizations.
+pytestmark = [pytest.mark.usefixtures("x64"), pytest.mark.optimized]
 
 
 def _close(a, b, **kw):

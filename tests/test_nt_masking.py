@@ -80,6 +80,7 @@ def test_masked_positions_are_removed_positions(get):
                              atol=1e-12)
 
 
+@pytest.mark.optimized  # a Monte Carlo mean
 def test_kernel_matches_monte_carlo_of_the_unmasked_network():
   x1 = _inputs(n=3, t=5, c=2, key=4)
   x2 = _inputs(n=2, t=5, c=2, key=5)

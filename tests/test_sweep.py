@@ -379,6 +379,7 @@ def test_token_models_sweep():
   assert np.isfinite(res.train_loss.values).all()
 
 
+@pytest.mark.optimized  # compared with the default compilation
 def test_initialisation_compiled_for_speed_draws_the_same_bits():
   """Buckets compile their initialisation with ``INIT_COMPILER_OPTIONS`` (faster to compile):
   every parameter of every architecture must equal, bit for bit, the default compilation's."""
