@@ -102,6 +102,8 @@ def _parse(key: str, tp, text: str):
       raise TypeError(f"unsupported config field type {tp!r} for {key}")
     if text.strip().lower() in _NONE:
       return None
+    if typing.get_origin(inner[0]) is tuple:  # values, or none (e.g. transformer_widths)
+      return _parse(key, inner[0], text)
     try:
       return _parse_scalar(inner[0], text.strip())
     except ValueError:

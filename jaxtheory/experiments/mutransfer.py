@@ -34,15 +34,17 @@ counts as an infinite loss. The drift exponent is the least-squares slope of
 ``log2(best lr)`` against ``log2(width)``.
 
 The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
-scaled down to a 2-core CPU the default trains widths 12, 48 and 192 (muP's
-base width 12) with 2 seeds, 28 learning rates per Adam/Muon sweep and 25 per
-SGD sweep: the MLP for 30 full-batch steps, the transformer for 60
-(``transformer_steps``) on ``a + b mod 23`` (264 training pairs): 375 s on a
-quiet 2-core CPU (first invocation, a fresh compilation cache), all 20 checks
-passing. The former default (widths 16-256, ``p = 17``, 30 transformer steps)
-took 204 s; the transformer's part, most of it, costs about twice that now (a
-width-192 network about 0.56 of a width-256 one, 264 pairs instead of 144,
-twice the steps).
+scaled down to a 2-core CPU the default trains the MLP at widths 16, 64 and
+256 and the transformer at 12, 48 and 192 (``transformer_widths``; each
+model's muP base width is its smallest) with 2 seeds, 28 learning rates per
+Adam/Muon sweep and 25 per SGD sweep: the MLP for 30 full-batch steps, the
+transformer for 60 (``transformer_steps``) on ``a + b mod 23`` (264 training
+pairs): 465 s on a quiet 2-core CPU (first invocation, a fresh compilation
+cache), all 20 checks passing. The results' ``width`` axis is the union of
+the models' widths; a model's runs are NaN at the others' (:func:`widths_of`).
+Each model has its own widths because the MLP's Adam transfer was fragile at
+width 12 (held out, below) and the transformer at width 256 costs about
+twice its width-192 run.
 Each width of the transformer is a program of its own (padded to the widest
 width in one program it trained several times longer).
 
@@ -114,45 +116,40 @@ rate 1-2 grid steps below the raw argmin where the curve rises steeply to a
 divergence (SGD); the noise of the best learning rate stays about the size
 of the one-step tolerance (a held-out run, below).
 
-The default's figures (best learning rate at widths 12, 48, 192; drift
-exponent):
+The default's figures (best learning rate at the MLP's widths 16, 64, 256 and
+the transformer's 12, 48, 192; drift exponent):
 
-* MLP, Adam: muP 2^-5.00, 2^-4.33, 2^-4.67 (+0.08); SP 2^-5.00, 2^-6.33,
-  2^-8.00 (-0.75). SGD: muP 2^-1.00, 2^-0.67, 2^-1.00 (0.00); SP 2^-1.00,
-  2^-1.00, 2^-3.67 (-0.67).
+* MLP, Adam: muP 2^-5.33, 2^-5.00, 2^-5.00 (+0.08); SP 2^-5.33, 2^-6.67,
+  2^-8.67 (-0.83). SGD: muP 2^-1.00, 2^-0.67, 2^-1.00 (0.00); SP 2^-1.00,
+  2^-1.33, 2^-4.00 (-0.75).
 * transformer, Adam: muP 2^-4.00, 2^-4.33, 2^-4.67 (-0.17); SP 2^-4.00,
   2^-7.00, 2^-9.33 (-1.33, within 2/3 octave of the grid's end). SGD: muP
   2^1.33 at every width (0.00); SP 2^1.33, 2^-0.67, 2^-2.33 (-0.92).
-* Muon in SP (measured, not judged): MLP 2^-3.33, 2^-3.67, 2^-4.67 (-0.33),
+* Muon in SP (measured, not judged): MLP 2^-3.33, 2^-4.00, 2^-5.00 (-0.42),
   transformer 2^-3.00, 2^-3.33, 2^-4.00 (-0.25): between SP Adam/SGD and
   muP.
 * wider is better under muP (mean log-loss change per width step): MLP Adam
-  -1.00 +- 0.06, -0.63 +- 0.06; SGD -0.60 +- 0.04, -0.55 +- 0.03;
+  -0.90 +- 0.05, -0.54 +- 0.06; SGD -0.67 +- 0.02, -0.48 +- 0.02;
   transformer Adam -0.46 +- 0.07, -0.30 +- 0.07; SGD -0.19 +- 0.05, -0.14
   +- 0.04.
 * coordinate check, the change from init after 15 steps: under muP within
-  0.19 of flat in every layer (MLP Adam +0.04, +0.06, -0.19; SGD +0.07,
-  +0.06, -0.17; transformer Adam +0.04, +0.05, -0.07, -0.00, +0.06; SGD
-  +0.09, +0.08, -0.04, -0.03, -0.19); under SP its largest exponent +0.71
-  (MLP Adam), +0.69 (MLP SGD), +1.68 (transformer Adam), +2.32 (transformer
+  0.20 of flat in every layer (MLP Adam +0.02, +0.07, -0.20; SGD +0.03,
+  +0.01, -0.19; transformer Adam +0.04, +0.05, -0.07, -0.00, +0.06; SGD
+  +0.09, +0.08, -0.04, -0.03, -0.19); under SP its largest exponent +0.70
+  (MLP Adam), +0.84 (MLP SGD), +1.68 (transformer Adam), +2.32 (transformer
   SGD). The activations' sizes at that step would fail muP's check for the
   transformer under Adam (-0.27, the residual stream after the MLP block).
 
-All 20 checks pass. Held out (Adam and SGD settings only, Muon left out):
-seeds 3, 4 with another data subset (``data_seed=1``), 20 of 20 (muP's drift
-exponents -0.17 to +0.08, SP's -0.67 to -1.25; muP's change from init
-within 0.24 of flat); seeds 7, 8 with a third subset (``data_seed=2``) and
-384 digits, 19 of 20: the MLP under Adam, width 12 2 grid steps from the
-median best (2^-5.33 against 2^-4.67 at widths 48 and 192), its transfer
-failing; the transformer under SGD's change from init at the bound (+0.25,
-the token embedding). Width 12 is the narrowest the MLP has been run at
-here: with widths 16, 64, 256 (the former default; the MLP alone, Adam and
-SGD) every one of its 10 checks passes on the default seeds and on both
-held-out settings (best lr at most 1 grid step from the median; change
-from init within 0.23 of flat under muP, SP's largest +0.63 to +0.91).
-Widths per model (the MLP at 16-256, the transformer at 12-192) would pass
-all 20 on the three; the results' ``width`` axis is shared by the models,
-so that is not an option yet.
+All 20 checks pass. Held out (Adam and SGD settings only, Muon left out),
+20 of 20 on both: seeds 3, 4 with another data subset (``data_seed=1``;
+muP's drift exponents -0.17 to +0.08, SP's -0.75 to -1.25; muP's change from
+init within 0.24 of flat) and seeds 7, 8 with a third subset
+(``data_seed=2``) and 384 digits (muP's drift exponents -0.08 to +0.08,
+SP's -0.67 to -1.17; the transformer under SGD's change from init at the
+bound, +0.25, the token embedding). With the MLP at widths 12, 48, 192 (the
+former default, shared with the transformer) the second held-out setting
+passed 19 of 20: width 12 under Adam 2 grid steps from the median best
+(2^-5.33 against 2^-4.67), hence the MLP's own widths.
 
 Earlier defaults and searches. With widths 16, 64, 256, 30 steps for both
 networks and ``p = 17`` (204 s on a quiet 2-core CPU) 18 of 20 passed, with
@@ -228,8 +225,10 @@ class Config:
     settings: ``<parametrization>-<optimizer>`` sweeps to run, from
       ``sp-adam``, ``mup-adam``, ``sp-sgd``, ``mup-sgd``, ``sp-muon`` (also
       ``mup-muon``).
-    widths: hidden widths (the MLP's units, the transformer's ``d_model``).
-    base_width: the width at which muP equals SP; ``None``: the smallest width.
+    widths: hidden widths: the MLP's units (and the transformer's ``d_model``
+      where ``transformer_widths`` is ``None``).
+    transformer_widths: the transformer's ``d_model`` values (``None``: ``widths``).
+    base_width: the width at which muP equals SP; ``None``: each model's smallest width.
     seeds: number of seeds (runs use seeds ``0..seeds-1``) or a list of seeds.
     steps: full-batch optimizer steps.
     transformer_steps: the transformer's steps (``None``: ``steps``).
@@ -250,7 +249,8 @@ class Config:
   """
   models: tuple[str, ...] = MODELS
   settings: tuple[str, ...] = SETTINGS
-  widths: tuple[int, ...] = (12, 48, 192)
+  widths: tuple[int, ...] = (16, 64, 256)
+  transformer_widths: tuple[int, ...] | None = (12, 48, 192)
   base_width: int | None = None
   seeds: int | tuple[int, ...] = 2
   steps: int = 30
@@ -287,13 +287,19 @@ def _check(cfg: Config) -> None:
     par, _, opt = s.partition("-")
     if par not in ("sp", "mup") or opt not in OPTIMIZERS:
       raise ConfigError(f"unknown setting {s!r}; available: {', '.join(SETTINGS)}, mup-muon")
-  if not cfg.widths or any(w < 1 for w in cfg.widths) or len(set(cfg.widths)) != len(cfg.widths):
-    raise ConfigError(f"widths must be distinct positive integers, got {cfg.widths!r}")
+  for name in ("widths", "transformer_widths"):
+    ws = getattr(cfg, name)
+    if ws is None and name == "transformer_widths":
+      continue
+    if not ws or any(w < 1 for w in ws) or len(set(ws)) != len(ws):
+      raise ConfigError(f"{name} must be distinct positive integers, got {ws!r}")
   if cfg.base_width is not None and cfg.base_width < 1:
     raise ConfigError(f"base_width must be a positive integer or none, got {cfg.base_width!r}")
-  if "transformer" in cfg.models and any(w % cfg.num_heads for w in cfg.widths):
-    raise ConfigError(f"every width must be a multiple of num_heads={cfg.num_heads} for the "
-                      f"transformer, got widths {cfg.widths!r}")
+  ws = model_widths(cfg, "transformer")
+  if "transformer" in cfg.models and any(w % cfg.num_heads for w in ws):
+    name = "widths" if cfg.transformer_widths is None else "transformer_widths"
+    raise ConfigError(f"every width of the transformer must be a multiple of "
+                      f"num_heads={cfg.num_heads}, got {name} {ws!r}")
   for opt in OPTIMIZERS:
     rng = getattr(cfg, f"{opt}_lr")
     if len(rng) != 2 or rng[0] > rng[1]:
@@ -311,9 +317,16 @@ def _check(cfg: Config) -> None:
     raise ConfigError(f"train_fraction must lie in (0, 1), got {cfg.train_fraction!r}")
 
 
-def base_width(cfg: Config) -> int:
-  """The width at which muP equals SP (the smallest width unless given)."""
-  return min(cfg.widths) if cfg.base_width is None else cfg.base_width
+def model_widths(cfg: Config, model: str) -> tuple[int, ...]:
+  """The widths a model trains at (``transformer_widths`` for the transformer if set)."""
+  if model == "transformer" and cfg.transformer_widths is not None:
+    return tuple(cfg.transformer_widths)
+  return tuple(cfg.widths)
+
+
+def base_width(cfg: Config, model: str = "mlp") -> int:
+  """The width at which a model's muP equals SP (its smallest width unless given)."""
+  return min(model_widths(cfg, model)) if cfg.base_width is None else cfg.base_width
 
 
 def log2_lrs(cfg: Config, optimizer: str) -> np.ndarray:
@@ -339,7 +352,7 @@ def load_data(cfg: Config, model: str) -> data.Dataset:
 
 def builder(cfg: Config, model: str, ds: data.Dataset) -> tuple[Callable[[int], nn.Model], dict]:
   """``(width -> Model, fixed hyperparameters)`` of a model, with muP's base width."""
-  bw = base_width(cfg)
+  bw = base_width(cfg, model)
   if model == "mlp":
     build = lambda w: from_linen(FlaxMLP(w, cfg.depth, ds.num_classes), ds.input_shape)
     return parametrize(build, base_width=bw), {}
@@ -413,7 +426,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       fixed = dict(fixed, adam_lr=1e-3)
     sweeps.append(sweep.Sweep(
         build, ds, dict(parametrization=pars, seed=seed_list(cfg.seeds),
-                        width=list(cfg.widths), lr=list(2.0 ** log2_lrs(cfg, opt))),
+                        width=list(model_widths(cfg, model)), lr=list(2.0 ** log2_lrs(cfg, opt))),
         opt, fixed, steps=model_steps(cfg, model), record=record_steps(cfg, model),
         metrics={"coord": probes.coord_metric(), "coord_change": probes.coord_change_metric()},
         loss=cfg.mlp_loss if model == "mlp" else None,
@@ -446,8 +459,9 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
                                                            setting=[f"{par}-{opt}"])
     parts = [parts[(m, st)] for m in cfg.models for st in cfg.settings]
     # Settings of a model share its layers (their learning-rate grids may differ: outer
-    # join); models differ in their number of layers, so only ``coord`` and ``coord_change``
-    # are padded with NaN.
+    # join); models differ in their number of layers (only ``coord`` and ``coord_change``
+    # are padded with NaN) and may differ in their widths (a model's runs are NaN at the
+    # widths of the others; :func:`widths_of` reads a model's own).
     kw = dict(join="outer", combine_attrs="override", coords="different", compat="equals")
     per_model = [xr.concat([p for p in parts if p.model.item() == m], "setting", **kw)
                  for m in cfg.models]
@@ -459,7 +473,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   out["log2_lr"] = out.log2_lr.isel(model=0, drop=True) if "model" in out.log2_lr.dims \
       else out.log2_lr
   out.attrs["experiment"] = "mutransfer"
-  out.attrs["base_width"] = base_width(cfg)
+  out.attrs["base_width"] = np.array([base_width(cfg, m) for m in cfg.models])
   out.attrs["coord_steps"] = cfg.coord_steps
   out.attrs["per_octave"] = cfg.per_octave
   out.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
@@ -476,9 +490,23 @@ def _geomean(x: xr.DataArray, dim: str) -> xr.DataArray:
     return np.exp(np.log(x).mean(dim))
 
 
+def widths_of(ds: xr.Dataset, model: str) -> np.ndarray:
+  """The widths one model trained at (models may train at different widths)."""
+  loss = ds.train_loss.sel(model=model)
+  seen = loss.notnull().any([k for k in loss.dims if k != "width"])
+  return ds.width.values[seen.values]
+
+
+def base_width_of(ds: xr.Dataset, model: str) -> int:
+  """The width at which a model's muP equals SP, from a run's attributes."""
+  bw = np.atleast_1d(ds.attrs.get("base_width", -1))
+  return int(bw[list(ds.model.values).index(model)] if len(bw) > 1 else bw[0])
+
+
 def recorded(ds: xr.Dataset, model: str) -> xr.Dataset:
-  """The runs of one model at the steps it recorded (models may train for different steps)."""
-  d = ds.sel(model=model)
+  """The runs of one model at the steps it recorded and the widths it trained at (models
+  may train for different steps and at different widths)."""
+  d = ds.sel(model=model, width=widths_of(ds, model))
   seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
   return d.isel(step=np.flatnonzero(seen.values))
 
@@ -491,7 +519,7 @@ def final_loss(ds: xr.Dataset) -> xr.DataArray:
   """
   if "model" in ds.dims:
     return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model",
-                     coords="different", compat="equals")
+                     coords="different", compat="equals", join="outer")
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
   loss = _geomean(tail, "step")
@@ -574,6 +602,7 @@ def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:
 def transfer(ds: xr.Dataset) -> dict[tuple[str, str], dict]:
   """Per (model, setting): best log2 lr per width, its drift exponent and spread in grid steps.
 
+  ``widths``: the model's widths, which the other entries follow.
   ``shift``: the largest distance, in grid steps, of a width's best learning
   rate from the median over widths (``inf`` if some width has no trainable
   learning rate); ``edge``: a best learning rate whose averaging window
@@ -581,18 +610,18 @@ def transfer(ds: xr.Dataset) -> dict[tuple[str, str], dict]:
   """
   k = best_lr(ds)
   h = smoothing(ds)
-  widths = ds.width.values
   out = {}
   for m in ds.model.values:
+    widths = widths_of(ds, str(m))
     for s in ds.setting.values:
-      idx = k.sel(model=m, setting=s).values
+      idx = k.sel(model=m, setting=s, width=widths).values
       grid = ds.log2_lr.sel(setting=s).values
       n = int(np.isfinite(grid).sum())
       log2 = np.array([grid[int(i)] if np.isfinite(i) else np.nan for i in idx])
       shift = float(np.max(np.abs(idx - np.median(idx)))) if np.isfinite(idx).all() else np.inf
       out[(str(m), str(s))] = dict(
           index=idx, log2=log2, exponent=drift_exponent(log2, widths), shift=shift,
-          edge=bool(np.any((idx <= h) | (idx >= n - 1 - h))), lr_k=idx)
+          edge=bool(np.any((idx <= h) | (idx >= n - 1 - h))), lr_k=idx, widths=widths)
   return out
 
 
@@ -635,8 +664,8 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change") -> xr.DataArray:
     rows = []
     for s in ds.setting.values:
       k = stable_lr(ds, str(m), str(s), t)
-      c = ds[var].sel(model=m, setting=s, step=steps)
-      if np.isfinite(k):
+      c = ds[var].sel(model=m, setting=s, step=steps, width=widths_of(ds, str(m)))
+      if np.isfinite(k) and c.sizes["width"] > 1:
         c = c.isel(lr_k=int(k))
         e = probes.coord_exponents(c.dropna("layer", how="all"))
       else:
@@ -646,25 +675,25 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change") -> xr.DataArray:
   return xr.concat(out, dim=ds.model, coords="different", compat="equals")
 
 
-def _fmt_best(r: dict, widths) -> str:
+def _fmt_best(r: dict) -> str:
   return ", ".join(f"{w}: 2^{v:.2f}" if np.isfinite(v) else f"{w}: none"
-                   for w, v in zip(widths, r["log2"]))
+                   for w, v in zip(r["widths"], r["log2"]))
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   """Rows ``(label, value)``: per model and setting, the best lr per width and the drift exponent."""
   t = transfer(ds)
-  widths = ds.width.values
-  rows = [("widths", f"{', '.join(str(w) for w in widths)} (muP base width "
-                     f"{ds.attrs.get('base_width')}); {len(ds.seed)} seed(s)")]
+  rows = [(f"{m} widths", f"{', '.join(str(w) for w in widths_of(ds, str(m)))} (muP base "
+                          f"width {base_width_of(ds, str(m))}); {len(ds.seed)} seed(s)")
+          for m in ds.model.values]
   ce = coord_exponents(ds) if "coord_change" in ds else None
   for (m, s), r in t.items():
     n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).fillna(0).astype(bool).sum())
-    n = int(np.prod([ds.sizes[d] for d in ("seed", "width")]) *
+    n = int(ds.sizes["seed"] * len(r["widths"]) *
             np.isfinite(ds.log2_lr.sel(setting=s)).sum())
     coord = ("" if ce is None else f"; largest coord exponent of the change from init "
              f"{float(ce.sel(model=m, setting=s).isel(step=-1).max()):+.2f}")
-    rows.append((f"{m} {s}", f"best lr {_fmt_best(r, widths)}; drift exponent "
+    rows.append((f"{m} {s}", f"best lr {_fmt_best(r)}; drift exponent "
                              f"{r['exponent']:+.2f}; spread {r['shift']:g} grid steps"
                              f"{' (at the grid edge)' if r['edge'] else ''}; diverged "
                              f"{n_div}/{n}{coord}"))
@@ -779,14 +808,15 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
   Muon (``sp-muon``) is reported in :func:`summary`, without a check.
   """
   t = transfer(ds)
-  widths = ds.width.values
   checks = []
-  one_width = len(widths) < 2
   one_lr = ds.sizes["lr_k"] < 2
-  ce = coord_exponents(ds) if not one_width and "coord_change" in ds else None
+  several = any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values)
+  ce = coord_exponents(ds) if several and "coord_change" in ds else None
   ce_size = coord_exponents(ds, "coord") if ce is not None else None
   for m in ds.model.values:
     m = str(m)
+    widths = widths_of(ds, m)
+    one_width = len(widths) < 2
     for opt in ("adam", "sgd"):
       mu, sp = t.get((m, f"mup-{opt}")), t.get((m, f"sp-{opt}"))
       name = f"{m} {opt}"
@@ -796,7 +826,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
           checks.append(skip(title, "needs at least two widths and two learning rates"))
         else:
           checks.append(Check(title, mu["shift"] <= tolerance,
-                              f"best lr {_fmt_best(mu, widths)}; spread {mu['shift']:g} steps; "
+                              f"best lr {_fmt_best(mu)}; spread {mu['shift']:g} steps; "
                               f"drift exponent {mu['exponent']:+.2f}"
                               f"{'; at the grid edge' if mu['edge'] else ''}"))
         title = (f"{name}: under muP at a fixed lr wider is better (an octave below the best lr, "
@@ -837,7 +867,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
           checks.append(skip(title, "needs at least two widths and two learning rates"))
         else:
           checks.append(Check(title, sp["shift"] >= min_drift,
-                              f"best lr {_fmt_best(sp, widths)}; spread {sp['shift']:g} steps; "
+                              f"best lr {_fmt_best(sp)}; spread {sp['shift']:g} steps; "
                               f"drift exponent {sp['exponent']:+.2f}"
                               f"{'; at the grid edge' if sp['edge'] else ''}"))
       for par in ("mup", "sp"):
@@ -878,7 +908,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
     for ax, s in zip(axes, settings):
       x = ds.log2_lr.sel(setting=s).values
-      for j, w in enumerate(ds.width.values):
+      for j, w in enumerate(widths_of(ds, str(m))):
         y = loss.sel(model=m, setting=s, width=w).values
         ax.plot(x, np.where(np.isfinite(y), y, np.nan), "o-", ms=2.5, color=f"C{j}",
                 label=f"width {w}")
@@ -894,7 +924,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     path = os.path.join(out_dir, f"mutransfer_{m}.png")
     fig.savefig(path, dpi=110)
     paths.append(path)
-  if len(ds.width) > 1 and "coord_change" in ds:
+  if any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values) and "coord_change" in ds:
     ce = coord_exponents(ds)
     fig = plots.agg_figure((4.0 * len(ds.model), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])

@@ -127,7 +127,8 @@ def coord_change_metric(split: str = "x_train", max_examples: int | None = 256) 
   The metric takes the run's initial parameters (the ``params0`` input of
   :class:`~jaxtheory.metric.Metric`; the sweep keeps a copy of them in each
   run's state), so its record at step ``t`` is the mean absolute coordinate
-  of :math:`h_t - h_0` per layer, exactly 0 at step 0. What muP holds
+  of :math:`h_t - h_0` per layer, 0 at step 0 (up to float rounding: the
+  two passes may be compiled differently, ~1e-8 in float32). What muP holds
   width-independent (see the module doc).
 
   Args:
