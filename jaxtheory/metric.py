@@ -30,7 +30,7 @@ run, and the program hangs for good (seen with four layers' SVDs on two cores).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -82,6 +82,11 @@ def as_metric(fn: Metric | Callable) -> Metric:
   except (TypeError, ValueError):  # builtins and some C callables have no signature
     names = {}
   return Metric(fn, tuple(getattr(fn, "dims", None) or ()), tuple(k for k in INPUTS if k in names))
+
+
+def takes_params0(metrics: Iterable[Metric | Callable]) -> bool:
+  """Whether some metric takes the run's initial parameters (its runs then keep a copy)."""
+  return any("params0" in as_metric(m).inputs for m in metrics)
 
 
 def after(x: Any, y: Any) -> Any:

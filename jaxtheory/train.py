@@ -40,7 +40,7 @@ import optax
 from jaxtheory.data import data_arrays  # noqa: F401 (re-exported)
 from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
-from jaxtheory.metric import Metric, after, as_metric
+from jaxtheory.metric import Metric, after, as_metric, takes_params0
 from jaxtheory.nn import Ctx, Model, family_multipliers
 
 Array = jax.Array
@@ -338,7 +338,7 @@ class Trainer:
   @property
   def keeps_params0(self) -> bool:
     """Whether a metric takes the run's initial parameters (the state then keeps a copy)."""
-    return any("params0" in m.inputs for _, m in self.metrics)
+    return takes_params0(m for _, m in self.metrics)
 
   def ctx(self, hp: Hyper | Mapping[str, Array]) -> Ctx:
     hp = _hyper(self, hp)

@@ -505,6 +505,11 @@ def widths_of(ds: xr.Dataset, model: str) -> np.ndarray:
   return ds.width.values[seen.values]
 
 
+def _several_widths(ds: xr.Dataset) -> bool:
+  """Whether some model trained at more than one width (a width exponent can be fitted)."""
+  return any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values)
+
+
 def base_width_of(ds: xr.Dataset, model: str) -> int:
   """The width at which a model's muP equals SP, from a run's attributes."""
   bw = np.atleast_1d(ds.attrs.get("base_width", -1))
@@ -818,8 +823,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
   t = transfer(ds)
   checks = []
   one_lr = ds.sizes["lr_k"] < 2
-  several = any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values)
-  ce = coord_exponents(ds) if several and "coord_change" in ds else None
+  ce = coord_exponents(ds) if _several_widths(ds) and "coord_change" in ds else None
   ce_size = coord_exponents(ds, "coord") if ce is not None else None
   for m in ds.model.values:
     m = str(m)
@@ -932,7 +936,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     path = os.path.join(out_dir, f"mutransfer_{m}.png")
     fig.savefig(path, dpi=110)
     paths.append(path)
-  if any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values) and "coord_change" in ds:
+  if _several_widths(ds) and "coord_change" in ds:
     ce = coord_exponents(ds)
     fig = plots.agg_figure((4.0 * len(ds.model), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])

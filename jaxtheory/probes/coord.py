@@ -32,7 +32,7 @@ Written for one run and recorded inside a sweep, like every probe here:
 >>> probes.coord_check(res.coord, "coord.png")  # exponents per (step, layer)  # doctest: +SKIP
 
 and the change from init with ``metrics={"change": probes.coord_change_metric()}``
-(its record at step 0 is exactly 0; fit exponents from step 1 on).
+(its record at step 0 is 0 up to float rounding; fit exponents from step 1 on).
 
 Activations come from :func:`jaxtheory.probes.layer_features` for native
 ``serial`` models (the output of every layer that has parameters) and from

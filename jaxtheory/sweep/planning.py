@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxtheory.data import Dataset, validate
 from jaxtheory.errors import ConfigError
-from jaxtheory.metric import as_metric
+from jaxtheory.metric import takes_params0
 from jaxtheory.nn import PARAMETRIZATIONS, Model
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import grid as G
@@ -183,7 +183,7 @@ def plan(s: Sweep) -> Plan:
     models = {int(w): s.model(int(w)) for w in grid["width"]}
     # Sizes from shapes alone (one trace of init per width), before anything is lowered.
     shapes = {w: _checked_shapes(m, ds) for w, m in models.items()}
-    keeps0 = any("params0" in as_metric(f).inputs for f in s.metrics.values())
+    keeps0 = takes_params0(s.metrics.values())
     state_bytes = {w: guard.run_state_bytes(shapes[w], opt, fixed, np.dtype(dt).itemsize, keeps0)
                    for w in models}
     guard.check_size(_runs_per_width(grid), state_bytes, len(sched), 7 + len(s.metrics))
