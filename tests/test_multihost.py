@@ -37,14 +37,15 @@ def _free_port():
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["map", "vmap"])
 def test_two_processes_equal_one_process(tmp_path, strategy):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  flags = os.environ.get("XLA_FLAGS", "")  # the suite's own XLA flags (tests/conftest.py)
+  env = dict(os.environ, XLA_FLAGS=flags + " --xla_force_host_platform_device_count=2")
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), "2", str(i),
                              str(tmp_path / "multi"), strategy], env=env,
                             stderr=subprocess.PIPE) for i in range(2)]
   for p in procs:
     assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-3000:]
-  one_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  one_env = dict(os.environ, XLA_FLAGS=flags + " --xla_force_host_platform_device_count=1")
   subprocess.run([sys.executable, "-c", WORKER, "0", "1", "0", str(tmp_path / "single"), strategy],
                  env=one_env, check=True, timeout=600)
   single = np.load(tmp_path / "single.0.npy")

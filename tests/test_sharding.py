@@ -30,7 +30,8 @@ SCRIPT = textwrap.dedent("""
 
 def _run(tmp_path, strategy, devices):
   out = tmp_path / f"d{devices}.npy"
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+             + f" --xla_force_host_platform_device_count={devices}")
   subprocess.run([sys.executable, "-c", SCRIPT, str(out), strategy, str(devices)], check=True,
                  env=env, timeout=600)
   return np.load(out)

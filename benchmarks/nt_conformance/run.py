@@ -49,14 +49,13 @@ TEST_DEPS = ("absl-py", "pytest", "more-itertools")
 # NT's test folders run here; ``tests/experimental`` needs TensorFlow (NT's tf2jax converter).
 TEST_DIRS = ("tests", "tests/stax")
 
-# The fixed part CI runs (tests/test_nt_conformance.py): cases that must pass, a few minutes.
+# The fixed part CI runs (tests/test_nt_conformance.py): cases that must pass, about a minute
+# (one case per feature; its costlier siblings run in the whole run).
 CI_CASES = (
-    "tests/batching_test.py::BatchTest::testSerial0",
     "tests/batching_test.py::BatchTest::testSerial1",
     "tests/batching_test.py::BatchTest::testParallel0",
     "tests/batching_test.py::BatchTest::test_empirical_ntk_diagonal_outputs1",
     "tests/batching_test.py::BatchTest::test_jit_or_pmap_broadcast",
-    "tests/monte_carlo_test.py::MonteCarloTest::test_sample_once_batch2",
     "tests/monte_carlo_test.py::MonteCarloTest::test_batch_sample_once2",
     "tests/monte_carlo_test.py::MonteCarloTest::test_monte_carlo_vs_analytic_ntk3",
     "tests/empirical_test.py::EmpiricalNtkVpTest::test_ntk_vp_fn2",
@@ -66,11 +65,9 @@ CI_CASES = (
     "tests/empirical_test.py::EmpiricalTest::testTaylorExpansion0",
     "tests/empirical_test.py::EmpiricalTest::testTaylorExpansion1",
     "tests/predict_test.py::IsOnCpuTest::test_is_on_cpu",
-    "tests/stax/elementwise_test.py::AutodiffTest::test_autodiff1",
     "tests/stax/elementwise_test.py::AutodiffTest::test_issue_1230",
     "tests/stax/elementwise_test.py::AutodiffTest::test_issue_1232",
     # NT's Kernel object: composing kernel functions, tuple inputs, diagonal_batch=False.
-    "tests/batching_test.py::BatchTest::testAnalyticKernelComposeSerial0",
     "tests/batching_test.py::BatchTest::test_parallel_in_out1",
     "tests/stax/requirements_test.py::DiagonalTest::test_diagonal_batch0",
     "tests/stax/requirements_test.py::DiagonalTest::test_diagonal_spatial0",
