@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,3 +247,36 @@ def test_predictor_factorizations_load_from_the_store_in_a_later_process(tmp_pat
   assert first["store"] == {"misses": 1, "stored": 1}
   assert second["store"] == {"hits": 1} and second["out"] == first["out"]  # bit for bit
   assert other["store"] == {"misses": 1, "stored": 1} and other["out"] != first["out"]
+
+
+def test_programs_that_run_once_get_the_cpu_options_unless_turned_off(monkeypatch):
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu":
+    pytest.skip("the library's own compiler options are for XLA:CPU")
+  monkeypatch.delenv(compile_cache.OPTIONS_ENV, raising=False)
+  assert compile_cache.run_once_options() == compile_cache.CPU_RUN_ONCE_OPTIONS
+  # The caller's options are kept, and win over ours.
+  assert compile_cache.run_once_options({"xla_cpu_use_fusion_emitters": True, "a": 1}) == {
+      "xla_cpu_use_fusion_emitters": True, "a": 1}
+  assert compile_cache.environment()["options"] == repr(compile_cache.CPU_RUN_ONCE_OPTIONS)
+  monkeypatch.setenv(compile_cache.OPTIONS_ENV, "off")
+  assert compile_cache.run_once_options() is None
+  assert compile_cache.run_once_options({"a": 1}) == {"a": 1}
+
+
+def test_an_option_this_jaxlib_does_not_know_is_dropped_not_fatal(monkeypatch):
+  from jaxtheory import compile_cache  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu":
+    pytest.skip("the library's own compiler options are for XLA:CPU")
+  monkeypatch.delenv(compile_cache.OPTIONS_ENV, raising=False)
+  monkeypatch.setattr(compile_cache, "CPU_RUN_ONCE_OPTIONS",
+                      {"xla_cpu_use_fusion_emitters": False, "xla_no_such_option_here": 1})
+  monkeypatch.setattr(compile_cache, "_UNKNOWN", set())
+  lowered = jax.jit(lambda x: 2 * x + 1).lower(jax.numpy.arange(3.0))
+  exe = compile_cache.compile_lowered(lowered, compile_cache.run_once_options())
+  assert list(exe(jax.numpy.arange(3.0))) == [1.0, 3.0, 5.0]
+  assert compile_cache._UNKNOWN == {"xla_no_such_option_here"}  # pylint: disable=protected-access
+  assert compile_cache.run_once_options() == {"xla_cpu_use_fusion_emitters": False}
+  # An option the caller chose is the caller's to get right: its error is not swallowed.
+  with pytest.raises(Exception, match="No such compile option"):
+    compile_cache.compile_lowered(lowered, {"xla_also_unknown": 1})

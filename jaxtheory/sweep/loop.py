@@ -124,8 +124,10 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 def compile_init(f: Callable, *args):
-  """``jax.jit(f)`` compiled for ``args`` with :data:`INIT_COMPILER_OPTIONS`."""
-  return jax.jit(f).lower(*args).compile(compiler_options=INIT_COMPILER_OPTIONS)
+  """``jax.jit(f)`` compiled for ``args`` with :data:`INIT_COMPILER_OPTIONS` (and, on CPU,
+  :func:`jaxtheory.compile_cache.run_once_options`)."""
+  return compile_cache.compile_lowered(jax.jit(f).lower(*args),
+                                       compile_cache.run_once_options(INIT_COMPILER_OPTIONS))
 
 
 def _computations(p: Plan, data) -> dict[int, dict[str, Any]]:
@@ -289,7 +291,8 @@ class _Bucket:
                    ahead: bool = False) -> Callable[[], tuple[Any, bool]]:
     """Starts the compiled initialisation of a group's runs, ``init(hps, data) -> states``."""
     return self._program("init", hps, lambda: jax.jit(self._init_f()).lower(hps, data),
-                         options=INIT_COMPILER_OPTIONS, pool=pool, ahead=ahead)
+                         options=compile_cache.run_once_options(INIT_COMPILER_OPTIONS),
+                         pool=pool, ahead=ahead)
 
   def start(self, hps, data, pool=None, ahead: bool = False) -> None:
     """Starts making ``(init, segment)`` for the bucket's groups (loaded from the store, or
