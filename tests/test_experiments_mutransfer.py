@@ -36,6 +36,8 @@ def test_registered():
     ("transformer_widths", "9,18", "multiple of num_heads"),
     ("transformer_widths", "8,8", "transformer_widths must be distinct"),
     ("mlp_loss", "hinge", "mlp_loss must be 'mse' or 'xent'"),
+    ("transformer_seeds", "0", "transformer_seeds must be a positive count"),
+    ("transformer_seeds", "3,3", "transformer_seeds must be a positive count"),
 ])
 def test_bad_config(key, value, message):
   with pytest.raises(ConfigError, match=message):
@@ -48,6 +50,14 @@ def test_each_model_has_its_widths_and_base_width():
   assert [M.base_width(cfg, m) for m in ("mlp", "transformer")] == [16, 12]
   cfg = configure(M.Config, {"widths": "8,16", "transformer_widths": "none", "base_width": "4"})
   assert M.model_widths(cfg, "transformer") == (8, 16) and M.base_width(cfg, "transformer") == 4
+
+
+def test_each_model_has_its_seeds():
+  cfg = configure(M.Config, {"seeds": "11,12", "transformer_seeds": "4"})
+  assert M.model_seeds(cfg, "mlp") == [11, 12]
+  assert M.model_seeds(cfg, "transformer") == [11, 12, 13, 14]  # a count counts up from 11
+  cfg = configure(M.Config, {"seeds": "3", "transformer_seeds": "5,7"})
+  assert [M.model_seeds(cfg, m) for m in ("mlp", "transformer")] == [[0, 1, 2], [5, 7]]
 
 
 def test_lr_grid_has_three_points_per_octave():
@@ -180,11 +190,15 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   # Two models with different numbers of layers: only ``coord`` has a layer axis (NaN
   # beyond a model's own layers); the other results keep their axes. One setting keeps it short.
   # The transformer trains for more steps than the MLP, at other widths: each model is read
-  # at its own records and widths, with its own base width.
+  # at its own records, widths and seeds, with its own base width.
   ds = M.run(M.Config(**dict(TINY, models=("mlp", "transformer"), settings=("mup-adam",), p=5,
-                             transformer_steps=10, transformer_widths=(12, 16))))
+                             transformer_steps=10, transformer_widths=(12, 16),
+                             transformer_seeds=2)))
   assert ds.train_loss.dims == ("model", "setting", "seed", "width", "lr_k", "step")
   assert ds.width.values.tolist() == [8, 12, 16]
+  assert ds.seed.values.tolist() == [0, 1]
+  assert M.seeds_of(ds, "mlp").tolist() == [0] and M.seeds_of(ds, "transformer").tolist() == [0, 1]
+  assert M.recorded(ds, "mlp").seed.values.tolist() == [0]
   assert M.widths_of(ds, "mlp").tolist() == [8, 16]
   assert M.widths_of(ds, "transformer").tolist() == [12, 16]
   assert [M.base_width_of(ds, m) for m in ("mlp", "transformer")] == [8, 12]
@@ -192,7 +206,8 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   assert M.recorded(ds, "transformer").step.values.max() == 10
   assert M.recorded(ds, "transformer").width.values.tolist() == [12, 16]
   for m in ("mlp", "transformer"):
-    assert np.isfinite(M.final_loss(ds).sel(model=m, width=M.widths_of(ds, m))).all()
+    own = M.final_loss(ds).sel(model=m, width=M.widths_of(ds, m), seed=M.seeds_of(ds, m))
+    assert np.isfinite(own).all()
   assert M.transfer(ds)[("transformer", "mup-adam")]["widths"].tolist() == [12, 16]
   assert ds.log2_lr.dims == ("setting", "lr_k")
   assert ds.coord.dims[-1] == "layer" and ds.coord_change.dims == ds.coord.dims
@@ -206,7 +221,8 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   assert float(change.sel(step=2).min()) > 0
   rows = dict(M.summary(ds))
   assert "mlp mup-adam" in rows and "drift exponent" in rows["transformer mup-adam"]
-  assert rows["transformer widths"].startswith("12, 16 (muP base width 12)")
+  assert rows["transformer widths"] == "12, 16 (muP base width 12); 2 seed(s)"
+  assert rows["mlp widths"].endswith("; 1 seed(s)")
   assert len(M.signature(ds)) == 6  # per model: transfer, wider is better, coordinate check
   paths = M.figures(ds, tmp_path)
   assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png",
