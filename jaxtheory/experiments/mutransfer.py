@@ -40,10 +40,9 @@ model's muP base width is its smallest) with 2 seeds for the MLP and 4 for
 the transformer (``transformer_seeds``, below), 28 learning rates per
 Adam/Muon sweep and 25 per SGD sweep: the MLP for 30 full-batch steps, the
 transformer for 60 (``transformer_steps``) on ``a + b mod 23`` (264 training
-pairs): all 20 checks passing, 1025 s on one core of a 2-core machine
-shared with another job (run 904 s, compile 103 s; the transformer's runs
-twice as many as with the former 2 seeds, which took 465 s for the whole
-default on a quiet 2-core CPU, first invocation). The results' ``width`` and
+pairs): all 20 checks passing, 681 s on a quiet 2-core CPU (first
+invocation, a fresh compilation cache; 465 s with the former 2 transformer
+seeds). The results' ``width`` and
 ``seed`` axes are the unions of the models' widths and seeds; a model's runs
 are NaN at the others' (:func:`widths_of`, :func:`seeds_of`).
 Each model has its own widths because the MLP's Adam transfer was fragile at
