@@ -285,7 +285,10 @@ def _print_summary(module, ds, name: str, paths) -> None:
   seeds = ds.sizes.get("seed", 1)
   # Closed-form parts (e.g. random-features regression) have no step axis.
   at = f"step {int(ds.step[-1])}, " if "step" in ds.coords else ""
-  table = Table(title=f"{name}: {at}mean of {seeds} seed{'s' * (seeds != 1)}",
+  # An experiment whose models have their own steps or seeds titles its summary itself.
+  title = getattr(module, "summary_title", None)
+  table = Table(title=f"{name}: " + (title(ds) if title else
+                                     f"{at}mean of {seeds} seed{'s' * (seeds != 1)}"),
                 title_justify="left")
   table.add_column("run", style="bold")
   table.add_column("final train / test")

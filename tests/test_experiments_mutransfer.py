@@ -224,6 +224,8 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   assert "mlp mup-adam" in rows and "drift exponent" in rows["transformer mup-adam"]
   assert rows["transformer widths"] == "12, 16 (muP base width 12); 1 seed(s)"
   assert rows["mlp widths"].endswith("; 1 seed(s)")
+  assert M.summary_title(ds) == ("mlp step 6, mean of 1 seed(s); "
+                                 "transformer step 10, mean of 1 seed(s)")
   assert len(M.signature(ds)) == 6  # per model: transfer, wider is better, coordinate check
   paths = M.figures(ds, tmp_path)
   assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png",
@@ -258,4 +260,5 @@ def test_cli_prints_pass_fail_lines(tmp_path):
   assert res.exit_code == 0, res.output
   lines = [l for l in res.output.splitlines() if l.startswith(("PASS", "FAIL", "SKIP"))]
   assert len(lines) == 5, res.output
+  assert "mutransfer: mlp step 6, mean of 1 seed(s)" in res.output
   assert (out / "results.nc").exists() and (out / "mutransfer_mlp.png").exists()

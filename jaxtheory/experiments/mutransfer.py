@@ -789,6 +789,13 @@ def _fmt_best(r: dict) -> str:
                    for w, v in zip(r["widths"], r["log2"]))
 
 
+def summary_title(ds: xr.Dataset) -> str:
+  """The summary table's title: each model's last step and number of seeds (the
+  results' ``step`` and ``seed`` axes are the unions of the models')."""
+  return "; ".join(f"{m} step {int(recorded(ds, str(m)).step[-1])}, mean of "
+                   f"{len(seeds_of(ds, str(m)))} seed(s)" for m in ds.model.values)
+
+
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   """Rows ``(label, value)``: per model and setting, the best lr per width and the drift exponent."""
   t = transfer(ds)
