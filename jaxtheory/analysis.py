@@ -1,5 +1,11 @@
 """Reading curves out of a sweep's results: when a metric first reaches a level, where it peaks.
 
+Also the readings of a width x learning-rate sweep (hyperparameter transfer):
+the best point of a loss-vs-lr curve averaged over its neighbours
+(:func:`smoothed_argmin`), the drift of the best learning rate with the
+width (:func:`drift_exponent`), and whether a wider network trains better
+beyond the seeds' noise (:func:`wider_is_better`).
+
 The experiments' signature checks are statements about curve shapes ("test
 accuracy reaches 95% five times later than train accuracy reaches 99%", "the
 test loss peaks near the interpolation threshold"). These helpers make them
@@ -323,3 +329,109 @@ def pairwise_rank_correlation(matrix, score, *, resamples: int = 1000, level: fl
     return r, np.nan, np.nan
   lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
   return r, float(lo), float(hi)
+
+
+def smoothed_argmin(curve: np.ndarray, half: int = 0) -> float:
+  """Index of the minimum of a loss-vs-lr curve after a running mean of its log over ``2 half + 1`` points.
+
+  Only windows inside the grid count (the best is at least ``half`` points
+  from either end); a diverged point (``inf``) makes every window that holds
+  it ``inf``; NaN if no window trains.
+
+  >>> smoothed_argmin(np.array([4.0, 2.0, 1.1, 1.0, 1.2, 3.0, 9.0]), half=1)
+  3.0
+  >>> smoothed_argmin(np.array([2.0, 1.0, 1.0, 1.1, 0.9, np.inf]), half=1)  # not 4, by a divergence
+  3.0
+  """
+  with np.errstate(divide="ignore"):
+    logs = np.log(np.where(np.isfinite(curve), curve, np.inf))
+  if half:  # only full windows: one cut by an end of the grid would average fewer points
+    n = len(logs)
+    logs = np.array([logs[i - half:i + half + 1].mean() if half <= i < n - half else np.inf
+                     for i in range(n)])
+  if not np.isfinite(logs).any():
+    return np.nan
+  return float(np.nanargmin(np.where(np.isfinite(logs), logs, np.nan)))
+
+
+def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:
+  r"""Least-squares slope of :math:`\log_2 \mathrm{lr}^*` against :math:`\log_2 \mathrm{width}`.
+
+  ``-1``: the best learning rate falls like ``1/width``; ``0``: it transfers.
+
+  >>> round(drift_exponent(np.array([-3.0, -5.0, -7.0]), np.array([16, 64, 256])), 6)
+  -1.0
+  """
+  ok = np.isfinite(log2_best)
+  if ok.sum() < 2:
+    return float("nan")
+  x = np.log2(np.asarray(widths, float))[ok]
+  return float(np.polyfit(x, np.asarray(log2_best)[ok], 1)[0])
+
+
+def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1,
+                    floor: float = 0.01, level: float = 0.95):
+  r"""Whether the training loss falls with the width throughout training, beyond the seeds' noise.
+
+  Judged on :math:`\log` loss, from the first record at which every width's
+  seed-mean loss is at least ``progress`` below its initial value (on the
+  initial plateau the widths are equal up to noise) until some width fits
+  the training set (its loss below ``floor`` times the initial; past that
+  the losses of a memorized set are noise). Each width is compared with the
+  next narrower one, with Student's :math:`t` over the seeds
+  (:math:`2(n-1)` degrees of freedom for ``n`` seeds):
+
+  * over the judged records it is better: the seed mean of its log loss
+    averaged over those records is lower, by more than the one-sided
+    quantile at ``level`` times the standard error of the difference
+    (with one seed: lower);
+  * at no judged record is it worse beyond the two-sided quantile at
+    ``level`` times that record's standard error (with one seed: at none).
+
+  A width that diverges, or has not left the plateau when another has fitted,
+  fails.
+
+  Args:
+    curves: losses ``(seed, width, step)``, widths ascending (``inf``: diverged).
+    steps: the recorded steps.
+
+  Returns:
+    ``(ok, judged steps, seed-mean curves (width, step), mean log-loss
+    differences over the judged records per width pair, their standard
+    errors, the same differences minus those at initialization)``; ``ok`` is
+    None when no record can be judged (every width fits at once, or none
+    leaves its plateau).
+  """
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  with np.errstate(divide="ignore", invalid="ignore"):
+    logs = np.log(curves)
+  mean = np.exp(logs.mean(0))
+  init = mean[:, 0]
+  under_way = np.all(mean <= (1 - progress) * init[:, None], axis=0)
+  fitted = np.any(mean < floor * init.max(), axis=0)
+  judged = []
+  for j in range(1, len(steps)):
+    if fitted[j]:
+      break
+    if under_way[j] or judged:
+      judged.append(j)
+  empty = np.array([])
+  if not judged:
+    broken = not np.all(np.isfinite(mean))
+    return (False if broken else None), [], mean, empty, empty, empty
+  n = curves.shape[0]
+  window = logs[:, :, judged]
+  with np.errstate(invalid="ignore"):
+    d = np.diff(window.mean(0), axis=0)  # (width pair, record): wider - narrower
+    area = window.mean(2)  # (seed, width)
+    diff = np.diff(area.mean(0))
+    init_gap = np.diff(logs[:, :, 0].mean(0))
+    if n > 1:
+      var = window.var(0, ddof=1)
+      step_bound = stats.t.ppf(0.5 + level / 2, 2 * (n - 1)) * np.sqrt((var[1:] + var[:-1]) / n)
+      se = np.sqrt((area.var(0, ddof=1)[1:] + area.var(0, ddof=1)[:-1]) / n)
+      bound = -stats.t.ppf(level, 2 * (n - 1)) * se
+    else:
+      step_bound, se, bound = np.zeros_like(d), np.zeros_like(diff), np.zeros_like(diff)
+  ok = bool(np.all(np.isfinite(d)) and np.all(d <= step_bound) and np.all(diff < bound))
+  return ok, [int(steps[j]) for j in judged], mean, diff, se, diff - init_gap
