@@ -167,7 +167,7 @@ def test_one_lucky_run_does_not_move_the_best_lr():
   """The best lr reads the loss averaged over 2/3 of an octave each side, not one point."""
   ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 5)).assign_attrs(per_octave=3)
   ds["train_loss"][dict(setting=1, width=2, lr_k=10)] *= 0.2  # below the true minimum
-  curve = M._geomean(M.final_loss(ds), "seed").sel(setting="mup-adam").isel(model=0, width=2)
+  curve = M.reading._geomean(M.final_loss(ds), "seed").sel(setting="mup-adam").isel(model=0, width=2)
   assert M.smoothed_argmin(curve.values) == 10  # the raw argmin follows the lucky point
   assert M.transfer(ds)[("mlp", "mup-adam")]["index"].tolist() == [5, 5, 5]
 

