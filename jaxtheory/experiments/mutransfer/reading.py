@@ -19,18 +19,21 @@ def _geomean(x: xr.DataArray, dim: str) -> xr.DataArray:
     return np.exp(np.log(x).mean(dim))
 
 
+def _trained_along(ds: xr.Dataset, model: str, dim: str) -> np.ndarray:
+  """The values of ``dim`` at which one model has runs (the axis is the union of the models')."""
+  loss = ds.train_loss.sel(model=model)
+  seen = loss.notnull().any([k for k in loss.dims if k != dim])
+  return ds[dim].values[seen.values]
+
+
 def widths_of(ds: xr.Dataset, model: str) -> np.ndarray:
   """The widths one model trained at (models may train at different widths)."""
-  loss = ds.train_loss.sel(model=model)
-  seen = loss.notnull().any([k for k in loss.dims if k != "width"])
-  return ds.width.values[seen.values]
+  return _trained_along(ds, model, "width")
 
 
 def seeds_of(ds: xr.Dataset, model: str) -> np.ndarray:
   """The seeds one model trained at (models may train at different seeds)."""
-  loss = ds.train_loss.sel(model=model)
-  seen = loss.notnull().any([k for k in loss.dims if k != "seed"])
-  return ds.seed.values[seen.values]
+  return _trained_along(ds, model, "seed")
 
 
 def _several_widths(ds: xr.Dataset) -> bool:

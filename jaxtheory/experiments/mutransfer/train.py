@@ -101,16 +101,11 @@ class Config:
 
 def _check(cfg: Config) -> None:
   seed_list(cfg.seeds)
-  if isinstance(cfg.transformer_seeds, int) and not isinstance(cfg.transformer_seeds, bool):
-    if cfg.transformer_seeds < 1:
-      raise ConfigError(f"transformer_seeds must be a positive count or a list of distinct "
-                        f"seeds >= 0, got {cfg.transformer_seeds!r}")
-  else:
-    try:
-      seed_list(cfg.transformer_seeds)
-    except ConfigError:
-      raise ConfigError(f"transformer_seeds must be a positive count or a list of distinct "
-                        f"seeds >= 0, got {cfg.transformer_seeds!r}") from None
+  try:
+    seed_list(cfg.transformer_seeds)  # a count or a list of seeds, checked as ``seeds`` is
+  except ConfigError:
+    raise ConfigError(f"transformer_seeds must be a positive count or a list of distinct "
+                      f"seeds >= 0, got {cfg.transformer_seeds!r}") from None
   positive_ints(cfg, "steps", "per_octave", "coord_steps", "n_train", "depth", "p",
                 "num_heads", "mlp_ratio")
   for name, allowed in (("models", MODELS), ("settings", None)):
