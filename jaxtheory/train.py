@@ -409,7 +409,9 @@ def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array
     flip = jax.random.uniform(kf, (n,)) < hp.label_noise
     shift = jax.random.randint(kl, (n,), 1, tr.num_classes)
     labels = jnp.where(flip, (labels + shift) % tr.num_classes, labels)
-  opt_state = tr.tx(hp).init(params)
+  opt_state = tr.tx(hp).init(trainable(tr.model, params))
+  if tr.model.train_mode is not None:  # multipliers of the trained leaves only
+    lr_mult = jax.tree.map(lambda m, l: None if m else l, tr.model.state_mask(params), lr_mult)
   st = RunState(params, opt_state, lr_mult, labels, weights,
                 jax.random.key_data(jax.random.fold_in(key, 2)),
                 jnp.zeros((), jnp.int32), jnp.ones((), bool),
@@ -468,7 +470,9 @@ def _batch(tr: Trainer, st: RunState, data):
   B = tr.batch_size
   # Active examples are the first n_active (data-size sweeps use prefixes).
   n_active = jnp.sum(w).astype(jnp.int32)
-  per_epoch = (n_active + B - 1) // B
+  # The last batch of an epoch is partial, its missing examples weighted 0; a
+  # model with state (batch statistics) would count them, so it drops that batch.
+  per_epoch = n_active // B if has_state(tr.model, st.params) else (n_active + B - 1) // B
   epoch, b = st.step // per_epoch, st.step % per_epoch
   key = jax.random.fold_in(jax.random.wrap_key_data(st.key), epoch)
   # Epoch-wise sampling without replacement; the last batch of an epoch is partial.
@@ -494,21 +498,71 @@ def _all_finite(tree) -> Array:
   return jnp.isfinite(jnp.max(jnp.stack(peaks))) if peaks else jnp.asarray(True)
 
 
+def train_key(st: RunState) -> Array:
+  """The key of a run's training step ``st.step`` (dropout masks: :class:`~jaxtheory.nn.TrainMode`).
+
+  ``fold_in(split(k)[1], step)`` of the run's data key ``k`` (:attr:`RunState.key`),
+  whose other stream, ``fold_in(k, epoch)``, orders the minibatches.
+  """
+  return jax.random.fold_in(jax.random.split(jax.random.wrap_key_data(st.key))[1], st.step)
+
+
+def trainable(model: Model, params):
+  """``params`` with the state leaves (:class:`~jaxtheory.nn.TrainMode`) as ``None``.
+
+  What gradients, the optimizer and the learning-rate multipliers see: state
+  (running statistics, counters) is carried apart and never differentiated.
+  """
+  if model.train_mode is None:
+    return params
+  return jax.tree.map(lambda m, p: None if m else p, model.state_mask(params), params)
+
+
+def _combine(mask, trained, state):
+  """The full parameters: state leaves (``mask``) from ``state``, the others from ``trained``."""
+  return jax.tree.map(lambda m, a, b: b if m else a, mask, trained, state)
+
+
 def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
-  """One optimizer step; a non-finite result freezes the run instead."""
+  """One optimizer step; a non-finite result freezes the run instead.
+
+  A model with a train mode (dropout, batch norm: :class:`~jaxtheory.nn.TrainMode`)
+  computes its loss in that mode, with the key :func:`train_key`; the
+  optimizer steps the parameters but not the state leaves, which take the
+  values that forward pass gives them (the running statistics).
+  """
   hp = _hyper(tr, hp)
   x, y, w = _batch(tr, st, data)
-  loss_fn = lambda p: tr.loss(tr.apply(p, x, hp), y, w)
-  loss, grads = jax.value_and_grad(loss_fn)(st.params)
   tx = tr.tx(hp)
-  updates, opt_state = tx.update(grads, st.opt_state, st.params,
-                                 grad_fn=lambda p, _: jax.grad(loss_fn)(p))
-  updates = jax.tree.map(jnp.multiply, updates, st.lr_mult)
-  params = optax.apply_updates(st.params, updates)
+  if tr.model.train_mode is None:
+    loss_fn = lambda p: tr.loss(tr.apply(p, x, hp), y, w)
+    loss, grads = jax.value_and_grad(loss_fn)(st.params)
+    updates, opt_state = tx.update(grads, st.opt_state, st.params,
+                                   grad_fn=lambda p, _: jax.grad(loss_fn)(p))
+    updates = jax.tree.map(jnp.multiply, updates, st.lr_mult)
+    params = optax.apply_updates(st.params, updates)
+  else:
+    key, mask = train_key(st), tr.model.state_mask(st.params)
+
+    def loss_new(t):
+      out, new = tr.model.train_apply(_combine(mask, t, st.params), x, key, tr.ctx(hp))
+      return tr.loss(out, y, w), new
+
+    t0 = trainable(tr.model, st.params)
+    (loss, new), grads = jax.value_and_grad(loss_new, has_aux=True)(t0)
+    updates, opt_state = tx.update(grads, st.opt_state, t0,
+                                   grad_fn=lambda t, _: jax.grad(lambda u: loss_new(u)[0])(t))
+    updates = jax.tree.map(jnp.multiply, updates, st.lr_mult)
+    params = _combine(mask, optax.apply_updates(t0, updates), new)
   ok = st.ok & jnp.isfinite(loss) & _all_finite(params)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
   return st._replace(params=keep(params, st.params), opt_state=keep(opt_state, st.opt_state),
                      step=st.step + ok.astype(jnp.int32), ok=ok)
+
+
+def has_state(model: Model, params) -> bool:
+  """Whether ``model`` has state leaves in ``params`` (e.g. batch norm's running statistics)."""
+  return model.train_mode is not None and any(jax.tree.leaves(model.state_mask(params)))
 
 
 def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
@@ -523,16 +577,22 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   if tr.num_classes is not None:
     out["train_acc"] = accuracy(f_tr, st.labels, st.weights)
     out["test_acc"] = accuracy(f_te, data["y_test"], w_te)
-  out["param_norm"] = optax.tree.norm(st.params)
+  out["param_norm"] = optax.tree.norm(trainable(tr.model, st.params))
   d = dict(data, y_train=st.labels, w_train=st.weights)
   ctx = tr.ctx(hp)
+  # Metrics see the trained parameters alone; a model with state holds it (Model.bind_state).
+  trained, model = tr.model.bind_state(st.params)
+  params0 = st.params0
+  if model is not tr.model:
+    apply = lambda p, x: model.apply(p, x, ctx)
+    params0 = None if params0 is None else trainable(tr.model, params0)
   # One metric after another: two metrics' matrix factorizations side by side
   # can deadlock XLA's CPU thread pool (see jaxtheory.metric).
   prev = None
   for name, metric in tr.metrics:
-    params = st.params if prev is None else after(st.params, prev)
-    out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=tr.model,
-                                          params0=st.params0))
+    params = trained if prev is None else after(trained, prev)
+    out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=model,
+                                          params0=params0))
   out["diverged"] = ~st.ok
   return out
 

@@ -140,11 +140,6 @@ def test_bad_ctx_raises(ctx, match):
     m.init(jax.random.key(0), ctx)
 
 
-def test_stateful_module_raises():
-  with pytest.raises(ValueError, match=r"holds state \(eqx.nn.StateIndex"):
-    from_eqx(lambda key: eqx.nn.BatchNorm(D_IN, "batch", mode="batch"), (D_IN,))
-
-
 class _IntBuffer(eqx.Module):
   w: jax.Array
   counts: jax.Array

@@ -34,13 +34,6 @@ class NNXMLP(nnx.Module):
     return self.l2(jnp.tanh(self.l1(x)))
 
 
-class LinenBN(nn.Module):
-
-  @nn.compact
-  def __call__(self, x):
-    return nn.BatchNorm(use_running_average=False)(nn.Dense(4)(x))
-
-
 def nnx_factory(rngs):
   return NNXMLP(16, rngs=rngs)
 
@@ -241,18 +234,6 @@ def test_bad_ctx_raises(kind, ctx, match):
   if ctx.init_scale == 1.0:  # init_scale only matters at init.
     with pytest.raises(ValueError, match=match):
       m.apply(params, data()[0], ctx)
-
-
-def test_linen_batch_stats_raise():
-  m = from_linen(LinenBN(), (D_IN,))
-  with pytest.raises(ValueError, match=r"collections \['batch_stats'\] besides 'params'"):
-    m.init(jax.random.key(0))
-
-
-def test_nnx_batch_stats_raise():
-  factory = lambda rngs: nnx.BatchNorm(D_IN, rngs=rngs)
-  with pytest.raises(ValueError, match="variables other than nnx.Param"):
-    from_nnx(factory, (D_IN,))
 
 
 def test_linen_sample_input_shape_checked():

@@ -1,8 +1,9 @@
 """Pure-function networks: layers, combinators, parametrizations, model constructors."""
 
-from jaxtheory.nn.core import (Ctx, Feat, Layer, Model, PARAMETRIZATIONS, Spec, antisymmetric,
-                               fan_in_concat, fan_in_prod, fan_in_sum, fan_out, frozen, identity_layer, model,
-                               parallel, residual, serial, stable_normal)
+from jaxtheory.nn.core import (Ctx, Feat, Layer, Model, PARAMETRIZATIONS, Spec, TrainMode,
+                               antisymmetric, fan_in_concat, fan_in_prod, fan_in_sum, fan_out,
+                               frozen, identity_layer, model, parallel, residual, serial,
+                               stable_normal)
 from jaxtheory.nn.layers import (ab_relu, avg_pool, causal_self_attention, conv, conv_local,
                                  conv_transpose,
                                  cos, dense, elementwise, embedding, erf, exp, flatten,

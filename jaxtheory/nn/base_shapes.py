@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxtheory.nn import foreign
-from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, model
+from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, TrainMode, model
 from jaxtheory.nn.param import LRScale, Rule, bias_rule, family_multipliers, role, weight_rule
 
 __all__ = ["TensorShape", "infer", "parametrize", "roles", "reparametrize", "scale_by_lr_mult"]
@@ -186,20 +186,21 @@ def _check_ctx(ctx: Ctx, who: str):
         f"its base width is fixed by parametrize(), so ctx.width and ctx.base_width must be None")
 
 
-def _effective(params, shapes, ctx: Ctx):
-  """The weights the inner model computes with: ``mult * w`` per tensor."""
+def _effective(params, shapes, ctx: Ctx, state):
+  """The weights the inner model computes with: ``mult * w`` per tensor (state as it is)."""
   rules = jax.tree.map(lambda t: rule(t, ctx)[0], shapes, is_leaf=_is_shape)
-  return jax.tree.map(lambda p, r: p * jnp.asarray(r.mult, p.dtype), params, rules,
-                      is_leaf=lambda r: isinstance(r, Rule))
+  return jax.tree.map(lambda s, p, r: p if s else p * jnp.asarray(r.mult, p.dtype), state,
+                      params, rules)
 
 
-def _layer(inner: Model, shapes, who: str) -> Layer:
+def _layer(inner: Model, shapes, who: str, state) -> Layer:
   sp = Ctx("sp")
 
   def init(key, spec, ctx):
     _check_ctx(ctx, who)
     p0 = inner.init(key, sp)
     params, _, lr = reparametrize(p0, shapes, ctx)
+    params = jax.tree.map(lambda s, p, q: q if s else p, state, params, p0)  # state as drawn
     y = jax.eval_shape(lambda p, x: inner.layer.apply(p, x, Feat(), sp)[0], p0,
                        jax.ShapeDtypeStruct(spec.shape, jnp.result_type(float)))
     return foreign.specs(y, spec.shape[0]), params, lr
@@ -207,10 +208,23 @@ def _layer(inner: Model, shapes, who: str) -> Layer:
   def apply(params, x, feat, ctx):
     del feat
     _check_ctx(ctx, who)
-    y, _ = inner.layer.apply(_effective(params, shapes, ctx), x, Feat(), sp)
+    y, _ = inner.layer.apply(_effective(params, shapes, ctx, state), x, Feat(), sp)
     return y, foreign.fixed_feats(y)
 
   return Layer(init, apply)
+
+
+def _train_mode(inner: Model, shapes, who: str, state) -> TrainMode | None:
+  """The inner model's training mode, run with the effective weights; its state passed through."""
+  if inner.train_mode is None:
+    return None
+
+  def apply(params, x, ctx, key):
+    _check_ctx(ctx, who)
+    y, new = inner.train_mode.apply(_effective(params, shapes, ctx, state), x, Ctx("sp"), key)
+    return y, jax.tree.map(lambda s, p, q: q if s else p, state, params, new)
+
+  return TrainMode(apply, inner.train_mode.state)
 
 
 def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
@@ -242,17 +256,20 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
       raise ValueError("no parameter changes shape with the width: is the width passed to "
                        "the model's constructor?")
     who = f"base-shape model at width {width}"
+    state = inner.state_mask(_shapes(inner))  # batch norm's statistics: never rescaled
     feats = penultimate = None
     if inner.features is not None:
       def feats(params, x, ctx, inputs: bool = False):
         _check_ctx(ctx, who)
-        return inner.features(_effective(params, shapes, ctx), x, Ctx("sp"), inputs=inputs)
+        return inner.features(_effective(params, shapes, ctx, state), x, Ctx("sp"),
+                              inputs=inputs)
     if inner.penultimate is not None:
       def penultimate(params, x, ctx):  # the readout as computed with: mult * w
         _check_ctx(ctx, who)
-        return inner.penultimate(_effective(params, shapes, ctx), x, Ctx("sp"))
-    return model(_layer(inner, shapes, who), inner.input_shape, paddable=False,
-                 features=feats, penultimate=penultimate)
+        return inner.penultimate(_effective(params, shapes, ctx, state), x, Ctx("sp"))
+    return model(_layer(inner, shapes, who, state), inner.input_shape, paddable=False,
+                 features=feats, penultimate=penultimate,
+                 train_mode=_train_mode(inner, shapes, who, state))
 
   return at
 

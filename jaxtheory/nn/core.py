@@ -521,6 +521,27 @@ def antisymmetric(layer: Layer) -> Layer:
 # Models: a layer plus the shape of one input.
 
 
+class TrainMode(NamedTuple):
+  """How a model computes while it trains, where that differs from how it evaluates.
+
+  A model with dropout or batch norm (Flax, Equinox) trains in a mode of its
+  own: dropout draws its masks from a key, and batch norm normalizes by the
+  batch's statistics and updates its running statistics, which it then uses
+  to evaluate. Such statistics are *state*: leaves of the parameter tree that
+  gradients do not train; each training step replaces them by their new
+  values. Everything else (metrics, probes, ``Model.apply``) evaluates.
+
+  Attributes:
+    apply: ``apply(params, x, ctx, key) -> (y, params)``: the outputs in
+      training mode, before the division by ``ctx.gamma``, and the parameters
+      with their state leaves updated (the others as given).
+    state: ``state(params) -> pytree of bool`` like ``params``: which leaves
+      are state. A model without state marks none.
+  """
+  apply: Callable
+  state: Callable
+
+
 class Model(NamedTuple):
   """A network ready to use: ``init(key, ctx) -> params``, ``apply(params, x, ctx) -> y``.
 
@@ -541,12 +562,16 @@ class Model(NamedTuple):
       kernel and bias (``ValueError`` when it is not a dense layer), for
       :func:`jaxtheory.probes.collapse.penultimate`; ``None`` for native
       models, whose readout is the last layer of their ``serial``.
+    train_mode: how the model computes while it trains (:class:`TrainMode`),
+      for a foreign model with dropout or batch norm; ``None``: as it
+      evaluates (every native model).
   """
   layer: Layer
   input_shape: tuple[int, ...]
   paddable: bool = True
   features: Callable | None = None
   penultimate: Callable | None = None
+  train_mode: TrainMode | None = None
 
   def init(self, key, ctx: Ctx = Ctx()) -> Params:
     """Initial parameters (padded entries are exactly zero)."""
@@ -597,9 +622,61 @@ class Model(NamedTuple):
     y, _ = self.layer.apply(params, x, Feat(), ctx)
     return y / ctx.gamma
 
+  def train_apply(self, params, x, key, ctx: Ctx = Ctx()) -> tuple[Array, Params]:
+    """``(outputs, params)`` in training mode: see :class:`TrainMode`.
+
+    Dropout draws from ``key``; the returned parameters carry the updated
+    state (running statistics). Without a train mode: ``(apply(params, x),
+    params)``.
+    """
+    if self.train_mode is None:
+      return self.apply(params, x, ctx), params
+    y, params = self.train_mode.apply(params, jnp.asarray(x), ctx, key)
+    return y / ctx.gamma, params
+
+  def state_mask(self, params) -> Any:
+    """Which leaves of ``params`` are state (:class:`TrainMode`): a pytree of bools."""
+    if self.train_mode is None:
+      return jax.tree.map(lambda _: False, params)
+    return self.train_mode.state(params)
+
+  def bind_state(self, params) -> tuple[Params, Model]:
+    """``(trained, model)``: the parameters gradients train, and a model of them alone.
+
+    The state leaves of ``params`` (running statistics) are left out of
+    ``trained`` (``None`` in their place) and fixed inside the returned
+    model, whose ``apply``, ``features``, ``penultimate`` and training mode
+    take ``trained``. So a probe that differentiates with respect to the
+    parameters (a Hessian, an empirical NTK) never sees the state. A model
+    without state comes back as it is, with ``params``.
+    """
+    mask = self.state_mask(params)
+    if not any(jax.tree.leaves(mask)):
+      return params, self
+    full = lambda t: jax.tree.map(lambda m, a, b: b if m else a, mask, t, params)
+    hole = lambda p: jax.tree.map(lambda m, a: None if m else a, mask, p)
+    layer = Layer(lambda key, spec, ctx: (lambda o: (o[0], hole(o[1]), hole(o[2])))(
+        self.layer.init(key, spec, ctx)),
+                  lambda t, x, feat, ctx: self.layer.apply(full(t), x, feat, ctx))
+    features = penultimate = None
+    if self.features is not None:
+      features = lambda t, x, ctx, inputs=False: self.features(full(t), x, ctx, inputs=inputs)
+    if self.penultimate is not None:
+      penultimate = lambda t, x, ctx: self.penultimate(full(t), x, ctx)
+    mode = self.train_mode
+
+    def train_apply(t, x, ctx, key):
+      y, new = mode.apply(full(t), x, ctx, key)
+      return y, hole(new)
+
+    return hole(params), self._replace(
+        layer=layer, features=features, penultimate=penultimate,
+        train_mode=TrainMode(train_apply, lambda t: jax.tree.map(lambda _: False, t)))
+
 
 def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True,
-          features: Callable | None = None, penultimate: Callable | None = None) -> Model:
+          features: Callable | None = None, penultimate: Callable | None = None,
+          train_mode: TrainMode | None = None) -> Model:
   """Binds a layer to the shape of one input example (see :class:`Model` for the rest)."""
   return Model(layer, tuple(int(d) for d in input_shape), bool(paddable), features,
-               penultimate)
+               penultimate, train_mode)

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxtheory.sweep import checkpoint as CK
 from jaxtheory.errors import ConfigError
-from jaxtheory.train import Trainer, init_params
+from jaxtheory.train import Trainer, init_params, trainable
 
 # Domains of the hyperparameters jaxtheory knows; any other must be finite.
 _NON_NEGATIVE = ("lr", "adam_lr", "weight_decay", "rho", "eps", "init_scale")
@@ -218,18 +218,25 @@ def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, ja
   params = jax.eval_shape(init, key, hp1)[0]
   out = {"model": [_jaxpr(init, key, hp1),
                    _jaxpr(lambda p, hp, x: tr.apply(p, x, hp), params, hp1, data["x_train"])]}
+  if tr.model.train_mode is not None:
+    out["model"].append(_jaxpr(lambda p, hp, x: tr.model.train_apply(p, x, key, tr.ctx(hp)),
+                               params, hp1, data["x_train"]))
 
   def opt(p, hp):
     tx = tr.tx(hp)
     state = tx.init(p)
     return tx.update(p, state, p, grad_fn=lambda q, _: q)
 
-  out["optimizer"] = [tr.optimizer.name, tr.optimizer.family, _jaxpr(opt, params, hp1)]
+  out["optimizer"] = [tr.optimizer.name, tr.optimizer.family,
+                      _jaxpr(opt, trainable(tr.model, params), hp1)]
   d = dict(data, w_train=jax.numpy.ones(data["y_train"].shape[:1]))
+
+  def metric(fn, p, hp, d):  # as train.measure calls it: the state bound into the model
+    t, m = tr.model.bind_state(p)
+    return fn(t, lambda q, x: m.apply(q, x, tr.ctx(hp)), d, ctx=tr.ctx(hp), model=m, params0=t)
+
   for name, fn in tr.metrics:
-    f = lambda p, hp, d, fn=fn: fn(p, lambda q, x: tr.apply(q, x, hp), d, ctx=tr.ctx(hp),
-                                   model=tr.model, params0=p)
-    out[f"metric {name!r}"] = _jaxpr(f, params, hp1, d)
+    out[f"metric {name!r}"] = _jaxpr(lambda p, hp, d, fn=fn: metric(fn, p, hp, d), params, hp1, d)
   return out
 
 

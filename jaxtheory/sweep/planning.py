@@ -25,7 +25,7 @@ from jaxtheory.nn import PARAMETRIZATIONS, Model
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard
-from jaxtheory.train import SWEEPABLE, Optimizer, get_optimizer, schedule
+from jaxtheory.train import SWEEPABLE, Optimizer, get_optimizer, has_state, schedule
 
 STRATEGIES = ("auto", "vmap", "map", "chunked", "loop")
 
@@ -188,6 +188,8 @@ def plan(s: Sweep) -> Plan:
                    for w in models}
     guard.check_size(_runs_per_width(grid), state_bytes, len(sched), 7 + len(s.metrics))
     cost = {w: _flops(m, shapes[w], dt, ds.x_train.dtype) for w, m in models.items()}
+  if any(has_state(m, shapes[w]) for w, m in models.items()):
+    _check_batch_statistics(s, grid, ds)
   flat, index = G.expand(grid)
   if "base_width" in grid or "base_width" in fixed:
     if np.min(grid.get("base_width", fixed.get("base_width"))) <= 0:
@@ -232,6 +234,26 @@ def _parametrizations(s: Sweep) -> tuple[str | tuple[str, ...], dict[str, list[s
 def _runs_per_width(grid) -> dict[int, int]:
   per = math.prod(len(v) for k, v in grid.items() if k != "width")
   return {int(w): per for w in grid["width"]}
+
+
+def _check_batch_statistics(s: Sweep, grid, ds: Dataset):
+  """Refuses what a model with state (batch norm) cannot train exactly.
+
+  Its batch statistics count every example of a batch, weighted or not: a
+  full batch must hold only active examples, and a minibatch must fit in them
+  (minibatch epochs then drop their partial last batch).
+  """
+  n = ds.y_train.shape[0]
+  n_train = np.asarray(grid.get("n_train", s.hparams.get("n_train", n)))
+  if s.batch_size is None and np.any(n_train < n):
+    raise ConfigError(
+        f"a model with batch statistics (batch norm) trained full-batch would count the "
+        f"examples left out by n_train={n_train.min()} of {n} in its statistics; give the "
+        f"sweep a batch_size")
+  if s.batch_size is not None and s.batch_size > n_train.min():
+    raise ConfigError(
+        f"batch_size={s.batch_size} is larger than the {n_train.min()} training examples; a "
+        f"model with batch statistics (batch norm) needs full minibatches")
 
 
 def _checked_shapes(m: Model, ds: Dataset):
