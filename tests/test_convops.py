@@ -82,3 +82,49 @@ def test_conv_transpose_matches_lax(x64, strides, padding):
                   jax.tree.leaves((y, jax.vjp(ref, x, W)[1](ct)))):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("dims", [None, ("NHWC", "HWIO", "NHWC"), ("NHWC", "OIHW", "NCHW"),
+                                  ("NCH", "OIH", "NCH")], ids=str)
+@pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "VALID"), (1, "explicit")])
+def test_lax_signature_stands_in_for_lax_in_any_layout(x64, dims, strides, padding):
+  """Channels-first (lax's default, Equinox's), channels-last (Flax's) and mixed layouts:
+  the same values and derivatives as lax's convolution."""
+  n = 1 if dims is not None and len(dims[0]) == 3 else 2
+  lhs, rhs = (dims or ("NCHW", "OIHW", "NCHW"))[:2]
+  sizes = dict(N=2, C=3, I=3, O=4, H=7, W=6)
+  x_shape = tuple(sizes[c] for c in lhs)
+  W_shape = tuple(dict(sizes, H=3, W=2)[c] for c in rhs)
+  k = jax.random.split(jax.random.key(2), 2)
+  x, W = (jax.random.normal(k[0], x_shape, jnp.float64),
+          jax.random.normal(k[1], W_shape, jnp.float64))
+  pad = ((1, 2),) * n if padding == "explicit" else padding
+  ref = lambda x, W: lax.conv_general_dilated(x, W, (strides,) * n, pad, dimension_numbers=dims)
+  new = lambda x, W: convops.lax_signature(x, W, (strides,) * n, pad, dimension_numbers=dims)
+  np.testing.assert_allclose(new(x, W), ref(x, W), rtol=1e-12)
+  loss = lambda conv: lambda x, W: jnp.sum(jnp.sin(conv(x, W)))
+  for a, b in zip(jax.grad(loss(new), (0, 1))(x, W), jax.grad(loss(ref), (0, 1))(x, W)):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lax_signature_leaves_grouped_convolutions_to_lax():
+  x, W = jnp.ones((1, 5, 4)), jnp.ones((3, 2, 4))
+  got = convops.lax_signature(x, W, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"),
+                              feature_group_count=2)
+  want = lax.conv_general_dilated(x, W, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"),
+                                  feature_group_count=2)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_foreign_modules_are_routed_only_while_traced():
+  from jaxtheory.nn import foreign
+  original = lax.conv_general_dilated
+  with foreign.loop_friendly_convolutions():
+    with foreign.loop_friendly_convolutions():
+      assert lax.conv_general_dilated is convops.lax_signature
+    assert lax.conv_general_dilated is convops.lax_signature
+  assert lax.conv_general_dilated is original is convops.LAX_CONV
+  with pytest.raises(RuntimeError):
+    with foreign.loop_friendly_convolutions():
+      raise RuntimeError
+  assert lax.conv_general_dilated is original

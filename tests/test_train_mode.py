@@ -20,7 +20,7 @@ from flax import nnx
 from jaxtheory import data as D
 from jaxtheory import probes, sweep, train
 from jaxtheory.errors import ConfigError
-from jaxtheory.nn import Ctx
+from jaxtheory.nn import Ctx, convops
 from jaxtheory.nn.equinox import from_eqx
 from jaxtheory.nn.flax import from_linen, from_nnx
 
@@ -298,3 +298,68 @@ def test_recorded_metrics_differentiate_the_parameters_and_not_the_statistics():
                                          x, train=False), y)
   top = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(flat), np.float64))[-1]
   np.testing.assert_allclose(res.sharpness.isel(step=-1).item(), top, rtol=1e-3)
+
+
+class LinenCNN(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.8)(x))
+    return nn.Dense(10)(nn.avg_pool(x, (2, 2), (2, 2)).reshape(x.shape[0], -1))
+
+
+class EqxCNN(eqx.Module):
+  conv: eqx.nn.Conv2d
+  dense: eqx.nn.Linear
+
+  def __init__(self, key):
+    k1, k2 = jax.random.split(key)
+    self.conv = eqx.nn.Conv2d(1, 4, 3, padding=1, key=k1)  # channels-first, lax's default
+    self.dense = eqx.nn.Linear(4 * 8 * 8, 10, key=k2)
+
+  def __call__(self, x):
+    return self.dense(jnp.tanh(self.conv(jnp.moveaxis(x, -1, 0))).reshape(-1))
+
+
+@pytest.mark.parametrize("kind", ["linen", "eqx"])
+def test_convolutional_foreign_models_train_as_their_own_loops(kind):
+  """Their convolutions take the loop-friendly derivative (jaxtheory.nn.convops) while the
+  sweep traces them: the trained parameters equal the framework's plain loop."""
+  ds = D.digits(flatten=False)
+  steps, lr = 3, 0.1
+  if kind == "linen":
+    build = lambda w: from_linen(LinenCNN(), ds.input_shape, train_kwargs={"train": True},
+                                 eval_kwargs={"train": False})
+  else:
+    build = lambda w: from_eqx(EqxCNN, ds.input_shape)
+  s = sweep.Sweep(build, ds, dict(seed=[0], width=[4]), "sgd", hparams={"lr": lr},
+                  steps=steps, record=[steps])
+  _, (g,) = sweep.execute(s, progress=False)
+  mine = jax.tree.map(lambda a: a[0], g.params)
+  x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+  xent = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+  key = jax.random.fold_in(jax.random.key(0), 0)
+  if kind == "linen":
+    v = LinenCNN().init({"params": key, "dropout": jax.random.fold_in(key, 1)}, x[:1])
+    params, stats = v["params"], v["batch_stats"]
+    for _ in range(steps):
+      def loss(p):
+        out, upd = LinenCNN().apply({"params": p, "batch_stats": stats}, x, train=True,
+                                    mutable=["batch_stats"])
+        return xent(out), upd["batch_stats"]
+      grads, stats = jax.grad(loss, has_aux=True)(params)
+      params = jax.tree.map(lambda a, d: a - lr * d, params, grads)
+    want = {"params": params, "batch_stats": stats}
+  else:
+    params, static = eqx.partition(EqxCNN(key), eqx.is_inexact_array)
+    for _ in range(steps):
+      grads = jax.grad(lambda p: xent(jax.vmap(eqx.combine(p, static))(x)))(params)
+      params = jax.tree.map(lambda a, d: a - lr * d, params, grads)
+    want = params
+  chex.assert_trees_all_close(mine, want, rtol=2e-4, atol=1e-5)
+  assert jax.lax.conv_general_dilated is convops.LAX_CONV  # routed only while traced
+  m = build(4)
+  traced = str(jax.make_jaxpr(lambda p: jnp.sum(m.train_apply(p, x[:2], key)[0]))(
+      m.init(key)))
+  assert "custom_jvp_call" in traced and "conv_general_dilated" in traced

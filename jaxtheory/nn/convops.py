@@ -37,10 +37,14 @@ def channels_last_dims(nspatial: int) -> tuple[str, str, str]:
   return ("N" + s + "C", s + "IO", "N" + s + "C")
 
 
+# lax's own convolution, bound once: a foreign module's calls to ``jax.lax.conv_general_dilated``
+# may be routed here (:func:`lax_signature`), and must not come back.
+LAX_CONV = lax.conv_general_dilated
+
+
 def _lax_conv(cfg, x, W):
   strides, padding, lhs_dil, rhs_dil, dims = cfg
-  return lax.conv_general_dilated(x, W, strides, padding, lhs_dil, rhs_dil,
-                                  dimension_numbers=dims)
+  return LAX_CONV(x, W, strides, padding, lhs_dil, rhs_dil, dimension_numbers=dims)
 
 
 def _swapped_conv(cfg, dx, W):
@@ -48,8 +52,8 @@ def _swapped_conv(cfg, dx, W):
   transpose (the input gradient) whose filter is in the canonical ``(*filter, in, out)``
   layout, which XLA:CPU runs fast inside loops (with lax's layout it is ~10x slower there)."""
   strides, padding, lhs_dil, rhs_dil, (lhs, rhs, out) = cfg
-  return lax.conv_general_dilated(dx, jnp.swapaxes(W, -1, -2), strides, padding, lhs_dil,
-                                  rhs_dil, dimension_numbers=(lhs, rhs[:-2] + "OI", out))
+  return LAX_CONV(dx, jnp.swapaxes(W, -1, -2), strides, padding, lhs_dil, rhs_dil,
+                    dimension_numbers=(lhs, rhs[:-2] + "OI", out))
 
 
 def _patch_dot(cfg, x, dW):
@@ -121,6 +125,36 @@ def conv_general_dilated(x, W, window_strides: Sequence[int], padding,
   if n == 0:  # no spatial axes: a matrix product, nothing to patch
     return _lax_conv(cfg, x, W)
   return _conv(cfg, x, W)
+
+
+def lax_signature(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                  dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                  precision=None, preferred_element_type=None, **kwargs):
+  """``lax.conv_general_dilated``, argument for argument, through :func:`conv_general_dilated`.
+
+  The calls it can take (any layout, moved to channels-last and back; no
+  grouping, default precision) get the fast filter gradient; any other goes
+  to lax unchanged. So it can stand in for lax's convolution inside modules
+  written against lax (Flax, Equinox).
+  """
+  n = jnp.ndim(rhs) - 2
+  extra = {k: v for k, v in kwargs.items() if v is not None}  # e.g. out_sharding=None
+  if not (1 <= n <= 3 and feature_group_count == 1 and batch_group_count == 1
+          and precision is None and preferred_element_type is None and not extra):
+    return LAX_CONV(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                    dimension_numbers, feature_group_count, batch_group_count, precision,
+                    preferred_element_type, **kwargs)
+  lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs),
+                                                            dimension_numbers)
+  x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))    # N, spatial..., C
+  W = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))    # spatial..., I, O
+  y = conv_general_dilated(x, W, window_strides, padding, lhs_dilation, rhs_dilation,
+                           channels_last_dims(n))                      # N, spatial..., O
+  where = [0] * (n + 2)  # axis d of the result is axis where[d] of y
+  where[out_spec[0]], where[out_spec[1]] = 0, n + 1
+  for i, d in enumerate(out_spec[2:]):
+    where[d] = 1 + i
+  return jnp.transpose(y, where)
 
 
 def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:

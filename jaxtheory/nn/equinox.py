@@ -83,6 +83,7 @@ class _Eqx(NamedTuple):
   def split(self, params):
     return (params["params"], _fresh(params["state"])) if self.stateful else (params, None)
 
+  @foreign.routed
   def call(self, static, params, x, key, mode: str):
     """Outputs (and the new state) of the module on a batch ``x``."""
     p, state = self.split(params)
@@ -280,7 +281,8 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
                        f"(eqx.nn.State), which its layers would need to be called one by one")
     module = eqx.combine(params, parts.eval_static)
     f = (lambda m, e: per_example(m, e, inputs=True)) if inputs else per_example
-    return f(module, x) if batched else jax.vmap(lambda e: f(module, e))(x)
+    with foreign.loop_friendly_convolutions():
+      return f(module, x) if batched else jax.vmap(lambda e: f(module, e))(x)
 
   def penultimate(params, x, ctx):
     H = feats(params, x, ctx, inputs=True)[-1]

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtheory.nn.core import Layer, Model, TrainMode, model
-from jaxtheory.nn import foreign
+from jaxtheory.nn import convops, foreign
 
 __all__ = ["from_linen", "from_nnx", "linen_layer", "nnx_layer"]
 
@@ -63,7 +63,8 @@ _STATELESS_COLLECTIONS = ("intermediates",)
 def _linen_eval(module: linen.Module, params, x, eval_kwargs: dict, name: str):
   """``module.apply(params, x, **eval_kwargs)``, with a clear error where evaluation needs more."""
   try:
-    return module.apply(params, x, **eval_kwargs)
+    with foreign.loop_friendly_convolutions():
+      return module.apply(params, x, **eval_kwargs)
   except flax.errors.ModifyScopeVariableError as e:
     raise ValueError(
         f"{name} updates its variables when it evaluates ({e.__class__.__name__}); pass "
@@ -138,6 +139,7 @@ def _linen_train_mode(module: linen.Module, collections: Sequence[str], train_kw
   """Training mode of a linen module: ``train_kwargs``, keys for ``rng_streams``, state updated."""
   state = tuple(c for c in collections if c != "params")
 
+  @foreign.routed
   def apply(params, x, ctx, key):
     foreign.check_ctx(ctx, name)
     rngs = {s: jax.random.fold_in(key, i) for i, s in enumerate(rng_streams)}
@@ -232,7 +234,7 @@ def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = Non
       calls.append((context.module.name is None, context.module, args[0], y))
     return y
 
-  with linen.intercept_methods(record):
+  with linen.intercept_methods(record), foreign.loop_friendly_convolutions():
     module.apply(params, x, **(eval_kwargs or {}))
   subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
   return [c[1:] for c in subs]
@@ -345,6 +347,9 @@ def _nnx_parts(module_or_factory) -> _NNX:
         f"{type(module_or_factory).__name__}")
   name = f"NNX module {type(abstract).__name__}"
   _, _, rngs, state = _nnx_split(abstract)
+  for _, m in nnx.iter_modules(abstract):  # lax's convolution, with a loop-friendly derivative
+    if getattr(m, "conv_general_dilated", None) is convops.LAX_CONV:
+      m.conv_general_dilated = convops.lax_signature
   abstract.eval()
   eval_def = nnx.split(abstract, nnx.Param, nnx.RngState, ...)[0]
   abstract.train()
