@@ -363,3 +363,35 @@ def test_convolutional_foreign_models_train_as_their_own_loops(kind):
   traced = str(jax.make_jaxpr(lambda p: jnp.sum(m.train_apply(p, x[:2], key)[0]))(
       m.init(key)))
   assert "custom_jvp_call" in traced and "conv_general_dilated" in traced
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path):
+  """The running statistics, dropout keys and minibatch order live in the checkpointed run
+  state: a sweep stopped mid-training and resumed ends with the same numbers and params."""
+  ds = regression()
+  s = sweep.Sweep(lambda w: linen_model(w), ds, dict(seed=SEEDS, width=[8], lr=LRS), "momentum",
+                  hparams={"momentum": 0.9}, steps=40, batch_size=4, record="every:4",
+                  loss="mse")
+  ref, (g_ref,) = sweep.execute(s, progress=False)
+  ck = tmp_path / "ck.npz"
+
+  stopped = []
+
+  def stop(done, total, info=""):
+    if total // 2 <= done < total:
+      stopped.append((done, total))
+      raise _Stop
+  with pytest.raises(_Stop):
+    sweep.run(s, checkpoint=ck, checkpoint_interval=0, record_chunks=5, progress=stop)
+  assert stopped and ck.exists()
+  seen = []
+  res, (g,) = sweep.execute(s, checkpoint=ck, resume=True, record_chunks=5,
+                            progress=lambda done, total, info="": seen.append(done))
+  assert [d for d in seen if d][0] == stopped[0][0]  # it went on from the checkpoint
+  for m in ("train_loss", "test_loss", "param_norm"):
+    np.testing.assert_array_equal(res[m].values, ref[m].values)
+  chex.assert_trees_all_equal(g.params, g_ref.params)
