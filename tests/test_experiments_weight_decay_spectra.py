@@ -1,4 +1,4 @@
-"""Tests for the weight-decay experiment: the sqrt(lr/wd) equilibrium norm, ranks falling with wd, the wd = 0 control."""
+"""Tests for the weight-decay experiment: the sqrt(lr/wd) norm, ranks falling with wd, the wd = 0 control."""
 
 import pathlib
 
@@ -24,12 +24,13 @@ pytestmark = pytest.mark.optimized
 # end the equilibrium), width 64, 2 normalized layers, 2 seeds; lr*wd >= 0.01 (AdamW) and 0.006
 # (SGD): every run relaxes within the first half. At width 32 the plain network's effective rank
 # fell with wd only just beyond 2 s.e. on this grid (-0.019 +- 0.008, its first layer flat); at
-# width 64, -0.074 +- 0.009, as on the experiment's own grid.
+# width 64, -0.074 +- 0.009, as on the experiment's own grid, and the networks' difference in the
+# residual block is +0.102 +- 0.007 (log effective-rank ratio).
 # On a grid this small the fits depend on the CPU (XLA rounds differently per instruction set
 # and training amplifies it): the same commit that passed CI at the defaults gave, on another
 # 2-core machine, AdamW exponents 0.397-0.506, just outside +-0.1. So the law is judged within
-# +-0.15 (k2 within 0.25; measured here up to 0.198); the experiment's defaults (+-0.1, 0.2) are
-# for its own, larger grid.
+# +-0.15 (k2 within 0.25; measured here up to 0.188 at width 64, 0.198 at width 32); the
+# experiment's defaults (+-0.1, 0.2) are for its own, larger grid.
 TOL = dict(k_tol=0.15, max_k2=0.25)
 SMALL = dict(per_class=300, n_test=300, seeds=2, width=64, depth=2, lr_times_wd=(0.01, 0.03),
              lr_over_wd=(0.001, 0.01), sgd_lr_times_wd=(0.006,), sgd_lr_over_wd=(0.1, 1.0),

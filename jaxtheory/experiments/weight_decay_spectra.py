@@ -80,7 +80,8 @@ decay"): no stationary norm (|growth| up to 2.9 over the second half). Hence
 keep a train loss above 0.06).
 
 The defaults (2 seeds, 104 runs of 3000 steps) take 101 s pinned to one
-core of a 2-core CPU and pass every check. Measured: AdamW :math:`k` = 0.497,
+core of a 2-core CPU (92 s again, its programs loaded from the compilation
+cache) and pass every check. Measured: AdamW :math:`k` = 0.497,
 0.507, 0.502 (plain, layers 1-3) and 0.482, 0.490, 0.498 (residual), :math:`R^2 \ge 0.999`,
 :math:`|k_2| \le 0.13`; SGD :math:`k` = 0.273, 0.275, 0.297 (:math:`R^2` 0.999),
 a little above 1/4. The norm is stationary within |growth| 0.23 (plain: seed
@@ -114,31 +115,32 @@ the cells where neither twin collapsed, -0.031 and -0.003).
 Without weight decay the norm depends on the learning rate alone
 (:math:`k \approx k_2` = 0.36-0.47): no law.
 
-Declared range. Besides the defaults: Fashion-MNIST at width 32 with 2
-normalized layers (3 seeds) and with 3; width 64 with 2; width 128 with 2
-and with 4; width 256 with seeds 5, 6 and another data subset. The norm
-laws (checks 2, 3, 6) and the control (7) held in all (AdamW :math:`k`
-0.472-0.553, :math:`R^2 \ge 0.99`, :math:`|k_2| \le 0.17`; SGD
-0.268-0.310). The ranks (4) fell in all: the geometric-mean slope -0.081
-to -0.164, every layer's effective rank at least 6.7 s.e. below 0, the
-control's within -0.6 to +1.0 s.e. of 0. At widths 128 and 256 Adam
-collapsed the residual network's later blocks in 6 of 18 runs *with* weight
-decay too (the largest lr/wd), left out; there the stable rank of the last
-block rises with :math:`\lambda` (+0.162 +- 0.043 at width 128, 4 layers),
-one reason it is reported and not judged. The fall is over a decade of
-:math:`\lambda`: on a grid of lr*wd 0.01 and 0.03 only (1500 steps, 300
-images per class) a plain network of width 32 fell by -0.019 +- 0.008, its
-first layer flat, and one of width 64 by -0.074 +- 0.009. The networks
-differ (5) in all, in the residual blocks: +0.085 to +0.333 in log
-effective-rank ratio; the part left over the cells where neither twin
-collapsed ranges from none (the defaults, -0.003) to all of it (2 layers
-at widths 32 and 64, where nothing collapsed). With one residual block (width
-32, 2 layers, Fashion-MNIST) it is +0.085 +- 0.005; averaged with the first
-layer, which the two networks share and where their effects differ by -0.04
-to +0.01, it was +0.022 +- 0.004, under the 0.05 floor. The equilibrium (1)
-needs a training set the runs cannot fit exactly (above); at width 128 and
-depth 4 one residual layer-run has a slope of -0.330 +- 0.120, which
-fails check 1 there; it held in the others.
+Declared range. Besides the defaults, nine settings: Fashion-MNIST at the
+defaults, and at width 32 with 2 and with 3 normalized layers (3 seeds);
+width 64 with 2; width 96 with 4, seeds 7, 8 and data subset 2; width 128
+with 2 and with 4; width 256 with seeds 5, 6 and data subset 3, and with 2
+layers on Fashion-MNIST, seeds 9, 10. The norm laws (checks 2, 3, 6) and
+the control (7) held in all (AdamW :math:`k` 0.472-0.553,
+:math:`R^2 \ge 0.99`, :math:`|k_2| \le 0.17`; SGD 0.261-0.310). The ranks
+(4) fell in all: the geometric-mean slope -0.081 to -0.183, every layer's
+effective rank at least 6.7 s.e. below 0, the control's within -0.6 to +1.2
+s.e. of 0. At widths 96-256 Adam collapsed the residual network's later
+blocks in 2-6 of 18 runs *with* weight decay too (the largest lr/wd), left
+out; there the stable rank of the last block rises with :math:`\lambda`
+(+0.162 +- 0.043 at width 128, 4 layers), one reason it is reported and not
+judged. The fall is over a decade of :math:`\lambda`: on a grid of lr*wd
+0.01 and 0.03 only (1500 steps, 300 images per class) a plain network of
+width 32 fell by -0.019 +- 0.008, its first layer flat, and one of width 64
+by -0.074 +- 0.009. The networks differ (5) in all, in the residual blocks:
++0.085 to +0.333 in log effective-rank ratio; the part left over the cells
+where neither twin collapsed ranges from none (the defaults, -0.003) to all
+of it (2 layers at widths 32 and 64, where nothing collapsed). With one
+residual block (width 32, 2 layers, Fashion-MNIST) it is +0.085 +- 0.005;
+averaged with the first layer, which the two networks share and where their
+effects differ by -0.04 to +0.04, it was +0.022 +- 0.004, under the 0.05
+floor. The equilibrium (1) needs a training set the runs cannot fit exactly
+(above); at width 128 and depth 4 one residual layer-run has a slope of
+-0.330 +- 0.120, which fails check 1 there; it held in the others.
 
 >>> from jaxtheory.experiments import weight_decay_spectra as wds
 >>> cfg = wds.Config(dataset="digits", per_class=10, seeds=1, width=8, depth=2, lr_times_wd=(0.01,),
@@ -508,7 +510,7 @@ def _fmt_fit(f: PowerLaw) -> str:
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
-  """Rows ``(label, value)``: the norm laws, the rank ratios, training, per architecture."""
+  """Rows ``(label, value)`` per architecture: norm laws, ranks' slopes and ratios, training."""
   rows = [("dataset", f"{ds.attrs.get('dataset')}, {len(_layers(ds))} normalized layers + readout")]
   eq = equilibrium(ds)
   for arch in ds.arch.values:
@@ -519,6 +521,10 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
       rows.append((f"{arch} AdamW {tag}", "norm ~ (lr/wd)^k (lr*wd)^k2: "
                    + _fmt_fit(fits[(str(arch), int(layer))])))
     for kind in RANKS:
+      slopes = rank_fits(ds, kind)
+      rows.append((f"{arch} {kind} d log r / d log wd", ", ".join(
+          f"{'mean' if l == 0 else f'layer {l}'}: {f.exponents[1]:+.3f} +- {f.stderr[1]:.3f}"
+          for (a, l), f in slopes.items() if a == arch)))
       q = rank_ratios(ds, kind).sel(arch=arch).mean("seed")
       rows.append((f"{arch} {kind} with/without wd", ", ".join(
           f"layer {l}: {float(q.sel(layer=l).min()):.2f}-{float(q.sel(layer=l).max()):.2f}"
@@ -735,7 +741,7 @@ def arch_difference(ds: xr.Dataset, min_diff: float = 0.05, z: float = 2.0,
   averaged over the normalized layers after the first: those are the
   residual blocks of the residual network, while its first layer is the
   same layer as the plain network's (measured, their effects there differ
-  by -0.09 to +0.13 in log stable-rank ratio and -0.04 to +0.01 in
+  by -0.09 to +0.13 in log stable-rank ratio and -0.04 to +0.04 in
   effective, with either sign). The networks differ when their seed means differ by
   more than ``z`` standard errors (from the seeds' spread) and by at least
   ``min_diff`` (5% in the ratio), for either rank. Measured, weight decay
