@@ -42,8 +42,8 @@ share the learning rates, and their ranks change with :math:`\eta` alone
 largest ones), so the fall is measured at fixed :math:`\eta`, as the slope
 :math:`d\log r/d\log\lambda`, which is zero for the control. It shows in the
 effective rank (Roy & Vetterli 2007: the entropy of the whole spectrum); the
-stable rank :math:`\|W\|_F^2/\|W\|_2^2`, the share of the top singular value,
-falls in the first layer only (below).
+stable rank :math:`\|W\|_F^2/\|W\|_2^2`, one over the top singular value's
+share, falls reliably in the first layer only (below).
 
 The setting, sized for a CPU: a balanced MNIST subset (``per_class`` images
 of each digit, pooled to 14x14), networks of ``depth`` hidden layers of
