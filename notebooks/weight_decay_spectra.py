@@ -57,10 +57,10 @@ for label, value in wds.summary(ds):
 
 # %% [markdown]
 # The signature: an equilibrium in every run with weight decay; AdamW's norm grows as
-# $(\eta/\lambda)^{1/2}$, hardly depending on $\eta\lambda$; the ranks are lower with weight
-# decay (leaving out the twins without it that Adam collapsed onto one direction at the largest
-# learning rates); the plain and residual networks differ in how much; SGD's exponent is $1/4$; and
-# without weight decay there is no equilibrium.
+# $(\eta/\lambda)^{1/2}$, hardly depending on $\eta\lambda$; at a fixed learning rate the
+# ranks fall with weight decay (the effective rank of every layer, the stable rank of the first;
+# runs that Adam collapsed onto one direction left out); the plain and residual networks differ in
+# how much; SGD's exponent is $1/4$; and without weight decay there is no equilibrium.
 
 # %%
 for check in wds.signature(ds):
@@ -77,6 +77,10 @@ print(wds.figures(ds, "runs/notebook-weight-decay-spectra"))
 for (arch, layer), fit in wds.law_fits(ds).items():
   k, k2 = fit.exponents
   print(f"{arch:>7} layer {layer}: k {k:.3f}, k2 {k2:+.3f}, R^2 {fit.r2:.3f}")
+print("d log rank / d log wd at fixed lr, runs with weight decay (NaN: the grid cannot vary wd at"
+      " fixed lr):")
+for kind in wds.RANKS:
+  print(kind, {key: round(f.exponents[1], 3) for key, f in wds.rank_fits(ds, kind).items()})
 print("rank with / without weight decay, seed and grid mean:")
 for kind in wds.RANKS:
   print(kind, np.exp(wds.rank_effect(ds, kind).mean("seed")).round(3).to_pandas())

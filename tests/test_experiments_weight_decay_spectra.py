@@ -1,4 +1,4 @@
-"""Tests for the weight-decay experiment: the sqrt(lr/wd) equilibrium norm, lower ranks, the wd = 0 control."""
+"""Tests for the weight-decay experiment: the sqrt(lr/wd) norm, ranks falling with wd, the wd = 0 control."""
 
 import pathlib
 
@@ -21,16 +21,18 @@ from jaxtheory.probes.spectra import layer_metric
 pytestmark = pytest.mark.optimized
 
 # MNIST (CI fetches it), 3000 training images (too many to fit exactly in 1500 steps, which would
-# end the equilibrium), width 32, 2 normalized layers, 2 seeds; lr*wd >= 0.01 (AdamW) and 0.006
-# (SGD): every run relaxes within the first half.
+# end the equilibrium), width 64, 2 normalized layers, 2 seeds; lr*wd >= 0.01 (AdamW) and 0.006
+# (SGD): every run relaxes within the first half. At width 32 the plain network's effective rank
+# fell with wd only just beyond 2 s.e. on this grid (-0.019 +- 0.008, its first layer flat); at
+# width 64, -0.074 +- 0.009, as on the experiment's own grid, and the networks' difference in the
+# residual block is +0.102 +- 0.007 (log effective-rank ratio).
 # On a grid this small the fits depend on the CPU (XLA rounds differently per instruction set
 # and training amplifies it): the same commit that passed CI at the defaults gave, on another
-# 2-core machine, AdamW exponents 0.397-0.506 and a residual-net rank ratio of 0.91, just
-# outside +-0.1 and 0.9. So the law is judged within +-0.15 (k2 within 0.25; measured here up
-# to 0.198) and the ranks at <= 0.95; the experiment's defaults (+-0.1, 0.2, 0.9) are for its
-# own, larger grid.
-TOL = dict(k_tol=0.15, max_k2=0.25, max_rank_ratio=0.95)
-SMALL = dict(per_class=300, n_test=300, seeds=2, width=32, depth=2, lr_times_wd=(0.01, 0.03),
+# 2-core machine, AdamW exponents 0.397-0.506, just outside +-0.1. So the law is judged within
+# +-0.15 (k2 within 0.25; measured here up to 0.188 at width 64, 0.198 at width 32); the
+# experiment's defaults (+-0.1, 0.2) are for its own, larger grid.
+TOL = dict(k_tol=0.15, max_k2=0.25)
+SMALL = dict(per_class=300, n_test=300, seeds=2, width=64, depth=2, lr_times_wd=(0.01, 0.03),
              lr_over_wd=(0.001, 0.01), sgd_lr_times_wd=(0.006,), sgd_lr_over_wd=(0.1, 1.0),
              steps=1500, record=16)
 
@@ -139,34 +141,38 @@ def test_signature_on_a_small_grid(small):
   assert len(checks) == 7
   judged = [c for c in checks if not c.skipped]
   assert len(judged) == 7, [c.line() for c in checks]
-  # The equilibrium, the laws (AdamW 1/2 with little lr*wd dependence, SGD 1/4), the lower ranks
-  # and the control. Not asserted: a difference between the networks, which the default grid
-  # shows at its largest learning rates (0.02-0.04, beyond this grid's) and this one does not.
-  core = [checks[i] for i in (0, 1, 2, 3, 5, 6)]
-  assert all(c.passed for c in core), [c.line() for c in checks]
+  # The equilibrium, the laws (AdamW 1/2 with little lr*wd dependence, SGD 1/4), the ranks
+  # falling with wd, the networks' difference in the residual block and the control.
+  assert all(c.passed for c in checks), [c.line() for c in checks]
   for (arch, layer), f in W.law_fits(small).items():
     if layer < small.layer.values[-1]:
       assert abs(f.exponents[0] - 0.5) < TOL["k_tol"], (arch, layer, f)
 
 
 @pytest.mark.slow
-def test_rank_check_leaves_out_collapsed_twins_and_can_fail(small):
-  """A twin without weight decay collapsed onto one direction is not compared; equal ranks fail."""
+def test_rank_check_leaves_out_a_minority_of_collapsed_runs_and_can_fail(small):
+  """Runs collapsed onto one direction are left out while at most half; ranks flat in wd fail."""
   def rank_check(ds):
-    return next(c for c in W.signature(ds, **TOL) if c.name.startswith("stable and effective"))
+    return W.signature(ds, **TOL)[3]
   tail = small.step >= 0.75 * small.step[-1]
-  # Collapse every twin without weight decay at the largest lr*wd: its stable rank near 1.
-  where = (small.decay == 0.0) & (small.lr_times_wd == small.lr_times_wd[-1]) & tail
-  collapsed = small.assign(stable_rank=small.stable_rank.where(~where, 1.1))
-  check = rank_check(collapsed)
-  assert check.passed and "with the collapsed" in check.measured, check.line()
-  assert int(W.twin_collapsed(collapsed).sum()) == W.twin_collapsed(collapsed).size // 2
-  # Twins with the ranks of their weight-decayed runs: nothing is lower, the check fails.
-  same = small.copy()
+  def collapse(cells):  # the runs with weight decay in these cells end with a stable rank of ~1
+    hit = sum((small.lr_times_wd == p) & (small.lr_over_wd == r) for p, r in cells) > 0
+    where = (small.decay == 1.0) & tail & hit
+    return small.assign(stable_rank=small.stable_rank.where(~where, 1.1))
+  p, r = small.lr_times_wd.values, small.lr_over_wd.values
+  check = rank_check(collapse([(p[-1], r[-1])]))  # the largest lr: 2 runs of 8 per layer
+  assert check.passed and "2 of 8 collapsed, left out" in check.measured, check.line()
+  check = rank_check(collapse([(p[-1], r[-1]), (p[0], r[-1]), (p[-1], r[0])]))  # 6 of 8
+  assert not check.passed and not check.skipped, check.line()
+  # Runs with weight decay whose ranks are those of their twins without it (a function of the
+  # lr alone): nothing falls with wd at fixed lr, the check fails.
+  flat = small.copy()
   for kind in W.RANKS:
-    twin = small[kind].sel(decay=1.0, drop=True).expand_dims(decay=[0.0]).transpose(*small[kind].dims)
-    same[kind] = xr.concat([twin, small[kind].sel(decay=[1.0])], "decay").transpose(*small[kind].dims)
-  assert not rank_check(same).passed
+    twin = small[kind].sel(decay=0.0, drop=True)
+    flat[kind] = xr.concat([twin, twin], "decay").assign_coords(decay=small.decay).transpose(
+        *small[kind].dims)
+  check = rank_check(flat)
+  assert not check.passed and not check.skipped, check.line()
 
 
 @pytest.mark.slow
@@ -176,6 +182,9 @@ def test_control_without_weight_decay_fails_the_signature(small):
   assert "control" in checks[1].name
   assert not checks[1].passed and not checks[1].skipped, checks[1].line()
   assert not checks[2].passed and not checks[2].skipped, checks[2].line()
+  # Nor do its ranks fall with the wd its twins applied (at fixed lr: the same lr, other wd).
+  assert "control" in checks[3].name
+  assert not checks[3].passed and not checks[3].skipped, checks[3].line()
   # In the full grid the control's own check passes: its runs do not follow the law.
   assert W.signature(small)[6].passed
 
@@ -185,6 +194,7 @@ def test_one_seed_and_summary_and_figures(small, tmp_path):
   one = small.isel(seed=[0])
   checks = W.signature(one, **TOL)
   assert checks[4].skipped and "one seed" in checks[4].measured
+  assert checks[3].skipped and "too few runs" in checks[3].measured  # 4 runs, 3 parameters
   assert checks[5].skipped and "too few SGD runs" in checks[5].measured  # 2 SGD runs per seed
   assert all(checks[i].passed for i in (1, 2, 6)), [c.line() for c in checks]
   rows = dict(W.summary(small))
