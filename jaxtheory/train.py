@@ -485,17 +485,22 @@ def _batch(tr: Trainer, st: RunState, data):
 def _all_finite(tree) -> Array:
   """Whether every entry of every leaf is finite (a boolean scalar).
 
-  Leaves that are not floats are skipped (always finite). One float
-  max-reduction per leaf, of :math:`|x|` with NaN mapped to inf: XLA:CPU
-  reduces floats with ``max`` faster than booleans with ``and`` (on a
-  width-512 minibatch step, 8 runs in chunks of 4, the boolean check cost 9%
-  of the step and this one nothing measurable; vmapped over 32 width-128
-  runs it still costs about a quarter of the step), and its vectorized
-  ``max`` does not propagate NaN, hence the mapping.
+  Leaves that are not floats are skipped (always finite). One sum over all
+  entries, each scaled by ``1 / (2 * entries * leaves)`` so that no finite
+  tree can overflow it: a NaN or an infinity anywhere makes the sum
+  non-finite (IEEE sums propagate both, in every lane of a vectorized
+  reduction, unlike ``max``). Sums are what XLA:CPU reduces fastest: checked
+  every step (one core, 32 runs of a width-128 MLP, minibatches of 64), the
+  former max of :math:`|x|` with NaN mapped to inf took 40% of the step when
+  the runs were mapped one by one (1.65 s against 0.99 s unchecked), this sum
+  12% (1.13 s), booleans' ``all`` 10%; vmapped over the 32 runs 14%, 5% and
+  10%; on 8 width-512 runs all three were within noise of unchecked.
   """
-  peaks = [jnp.max(jnp.where(jnp.isnan(l), jnp.inf, jnp.abs(l)), initial=0)
-           for l in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(l), jnp.inexact)]
-  return jnp.isfinite(jnp.max(jnp.stack(peaks))) if peaks else jnp.asarray(True)
+  leaves = [l for l in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(l), jnp.inexact) and jnp.size(l)]
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.isfinite(sum(jnp.sum(l * (0.5 / (jnp.size(l) * len(leaves)))) for l in leaves))
 
 
 def train_key(st: RunState) -> Array:
