@@ -472,7 +472,8 @@ def _batch(tr: Trainer, st: RunState, data):
   n_active = jnp.sum(w).astype(jnp.int32)
   # The last batch of an epoch is partial, its missing examples weighted 0; a
   # model with state (batch statistics) would count them, so it drops that batch.
-  per_epoch = n_active // B if has_state(tr.model, st.params) else (n_active + B - 1) // B
+  per_epoch = (jnp.maximum(n_active // B, 1) if has_state(tr.model, st.params)
+               else (n_active + B - 1) // B)
   epoch, b = st.step // per_epoch, st.step % per_epoch
   key = jax.random.fold_in(jax.random.wrap_key_data(st.key), epoch)
   # Epoch-wise sampling without replacement; the last batch of an epoch is partial.
@@ -506,10 +507,12 @@ def _all_finite(tree) -> Array:
 def train_key(st: RunState) -> Array:
   """The key of a run's training step ``st.step`` (dropout masks: :class:`~jaxtheory.nn.TrainMode`).
 
-  ``fold_in(split(k)[1], step)`` of the run's data key ``k`` (:attr:`RunState.key`),
-  whose other stream, ``fold_in(k, epoch)``, orders the minibatches.
+  ``fold_in(fold_in(k, 2**32 - 1), step)`` of the run's data key ``k``
+  (:attr:`RunState.key`), whose keys ``fold_in(k, epoch)`` order the
+  minibatches (an epoch count never reaches ``2**32 - 1``).
   """
-  return jax.random.fold_in(jax.random.split(jax.random.wrap_key_data(st.key))[1], st.step)
+  k = jax.random.wrap_key_data(st.key)
+  return jax.random.fold_in(jax.random.fold_in(k, 2**32 - 1), st.step)
 
 
 def trainable(model: Model, params):
@@ -587,17 +590,15 @@ def measure(tr: Trainer, st: RunState, hp, data) -> dict[str, Array]:
   ctx = tr.ctx(hp)
   # Metrics see the trained parameters alone; a model with state holds it (Model.bind_state).
   trained, model = tr.model.bind_state(st.params)
-  params0 = st.params0
-  if model is not tr.model:
+  if model is not tr.model:  # params0 keeps its own (initial) state
     apply = lambda p, x: model.apply(p, x, ctx)
-    params0 = None if params0 is None else trainable(tr.model, params0)
   # One metric after another: two metrics' matrix factorizations side by side
   # can deadlock XLA's CPU thread pool (see jaxtheory.metric).
   prev = None
   for name, metric in tr.metrics:
     params = trained if prev is None else after(trained, prev)
     out[name] = prev = jnp.asarray(metric(params, apply, d, ctx=ctx, model=model,
-                                          params0=params0))
+                                          params0=st.params0))
   out["diverged"] = ~st.ok
   return out
 

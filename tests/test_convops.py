@@ -117,13 +117,25 @@ def test_lax_signature_leaves_grouped_convolutions_to_lax():
 
 
 def test_foreign_modules_are_routed_only_while_traced():
+  """Inside the block (and only in its thread) lax's name computes convops' convolution;
+  lax's own function is back when the last block ends, whatever happened inside."""
+  import threading
   from jaxtheory.nn import foreign
   original = lax.conv_general_dilated
+  x, W = jnp.ones((1, 5, 3)), jnp.ones((2, 3, 4))
+  traced = lambda: str(jax.make_jaxpr(jax.grad(lambda W: jnp.sum(lax.conv_general_dilated(
+      x, W, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")))))(W))
+  other = []
   with foreign.loop_friendly_convolutions():
     with foreign.loop_friendly_convolutions():
-      assert lax.conv_general_dilated is convops.lax_signature
-    assert lax.conv_general_dilated is convops.lax_signature
+      assert "custom_jvp_call" in traced()
+    assert "custom_jvp_call" in traced()
+    t = threading.Thread(target=lambda: other.append(traced()))
+    t.start()
+    t.join()
+  assert "custom_jvp_call" not in other[0]  # another thread keeps lax's convolution
   assert lax.conv_general_dilated is original is convops.LAX_CONV
+  assert "custom_jvp_call" not in traced()
   with pytest.raises(RuntimeError):
     with foreign.loop_friendly_convolutions():
       raise RuntimeError

@@ -78,7 +78,7 @@ def half_mse(out, y):
 def step_key(seed: int, step: int):
   """The key of a run's step, as :func:`jaxtheory.train.train_key` documents it."""
   data_key = jax.random.fold_in(jax.random.key(seed), 2)
-  return jax.random.fold_in(jax.random.split(data_key)[1], step)
+  return jax.random.fold_in(jax.random.fold_in(data_key, 2**32 - 1), step)
 
 
 def run_sweep(build, width=8, **kw):
@@ -322,7 +322,17 @@ class EqxCNN(eqx.Module):
     return self.dense(jnp.tanh(self.conv(jnp.moveaxis(x, -1, 0))).reshape(-1))
 
 
-@pytest.mark.parametrize("kind", ["linen", "eqx"])
+class NNXCNN(nnx.Module):
+
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)  # holds lax's convolution itself
+    self.dense = nnx.Linear(4 * 8 * 8, 10, rngs=rngs)
+
+  def __call__(self, x):
+    return self.dense(jnp.tanh(self.conv(x)).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("kind", ["linen", "eqx", "nnx"])
 def test_convolutional_foreign_models_train_as_their_own_loops(kind):
   """Their convolutions take the loop-friendly derivative (jaxtheory.nn.convops) while the
   sweep traces them: the trained parameters equal the framework's plain loop."""
@@ -331,8 +341,10 @@ def test_convolutional_foreign_models_train_as_their_own_loops(kind):
   if kind == "linen":
     build = lambda w: from_linen(LinenCNN(), ds.input_shape, train_kwargs={"train": True},
                                  eval_kwargs={"train": False})
-  else:
+  elif kind == "eqx":
     build = lambda w: from_eqx(EqxCNN, ds.input_shape)
+  else:
+    build = lambda w: from_nnx(NNXCNN, ds.input_shape)
   s = sweep.Sweep(build, ds, dict(seed=[0], width=[4]), "sgd", hparams={"lr": lr},
                   steps=steps, record=[steps])
   _, (g,) = sweep.execute(s, progress=False)
@@ -351,10 +363,16 @@ def test_convolutional_foreign_models_train_as_their_own_loops(kind):
       grads, stats = jax.grad(loss, has_aux=True)(params)
       params = jax.tree.map(lambda a, d: a - lr * d, params, grads)
     want = {"params": params, "batch_stats": stats}
-  else:
+  elif kind == "eqx":
     params, static = eqx.partition(EqxCNN(key), eqx.is_inexact_array)
     for _ in range(steps):
       grads = jax.grad(lambda p: xent(jax.vmap(eqx.combine(p, static))(x)))(params)
+      params = jax.tree.map(lambda a, d: a - lr * d, params, grads)
+    want = params
+  else:
+    graphdef, params = nnx.split(NNXCNN(nnx.Rngs(key)), nnx.Param)
+    for _ in range(steps):
+      grads = jax.grad(lambda p: xent(nnx.merge(graphdef, p)(x)))(params)
       params = jax.tree.map(lambda a, d: a - lr * d, params, grads)
     want = params
   chex.assert_trees_all_close(mine, want, rtol=2e-4, atol=1e-5)
@@ -395,3 +413,51 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path):
   for m in ("train_loss", "test_loss", "param_norm"):
     np.testing.assert_array_equal(res[m].values, ref[m].values)
   chex.assert_trees_all_equal(g.params, g_ref.params)
+
+
+def test_layers_refuse_what_only_a_model_can_train():
+  """A layer has no training mode: batch norm or dropout inside one would train as
+  parameters, or not at all; the error says to wrap the module whole."""
+  from jaxtheory.nn.equinox import eqx_layer
+  from jaxtheory.nn.flax import linen_layer, nnx_layer
+  import jaxtheory.nn as jn
+  with pytest.raises(ValueError, match="wrap the module whole with from_linen"):
+    jn.model(linen_layer(LinenNet(4), eval_kwargs={"train": False}), (D_IN,)).init(
+        jax.random.key(0))
+  with pytest.raises(ValueError, match="wrap it whole with from_nnx"):
+    nnx_layer(lambda rngs: NNXNet(4, rngs=rngs))
+  with pytest.raises(ValueError, match="wrap it whole with from_eqx"):
+    eqx_layer(eqx_net(4))
+  with pytest.raises(ValueError, match="no train_kwargs switch it to training"):
+    from_linen(LinenNet(4), (D_IN,), eval_kwargs={"train": False})
+
+
+@pytest.mark.parametrize("opt", ["adamw", "sgdw", "muon"])
+def test_the_optimizer_never_touches_the_running_statistics(opt):
+  """With weight decay (and Muon's shape-dependent update), a step's state is exactly the
+  forward pass's new statistics: no decay, no update, no learning-rate multiplier."""
+  m = linen_model(8)
+  ds = regression()
+  data = {k: jnp.asarray(getattr(ds, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
+  tr = train.Trainer(m, "mse", opt, padded=False)
+  st = tr.init(dict(seed=0, lr=0.1, weight_decay=0.5), data)
+  new = tr.step(st, dict(seed=0, lr=0.1, weight_decay=0.5), data)
+  _, want = m.train_apply(st.params, data["x_train"], train.train_key(st))
+  chex.assert_trees_all_equal(new.params["batch_stats"], want["batch_stats"])
+  assert not np.allclose(new.params["params"]["Dense_0"]["kernel"],
+                         st.params["params"]["Dense_0"]["kernel"])
+
+
+def test_nnx_values_sown_during_training_are_not_state():
+  class Sows(nnx.Module):
+    def __init__(self, rngs):
+      self.l1, self.bn = nnx.Linear(D_IN, 4, rngs=rngs), nnx.BatchNorm(4, rngs=rngs)
+      self.l2 = nnx.Linear(4, D_OUT, rngs=rngs)
+
+    def __call__(self, x):
+      h = self.bn(self.l1(x))
+      self.sow(nnx.Intermediate, "h", h)
+      return self.l2(h)
+
+  _, res, _ = run_sweep(lambda w: from_nnx(Sows, (D_IN,)))
+  assert np.isfinite(res.train_loss.values).all()

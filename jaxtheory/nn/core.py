@@ -647,13 +647,15 @@ class Model(NamedTuple):
     ``trained`` (``None`` in their place) and fixed inside the returned
     model, whose ``apply``, ``features``, ``penultimate`` and training mode
     take ``trained``. So a probe that differentiates with respect to the
-    parameters (a Hessian, an empirical NTK) never sees the state. A model
-    without state comes back as it is, with ``params``.
+    parameters (a Hessian, an empirical NTK) never sees the state. Full
+    parameters (state included, e.g. the initial ones) may be given to the
+    returned model too: their own state is used. A model without state comes
+    back as it is, with ``params``.
     """
     mask = self.state_mask(params)
     if not any(jax.tree.leaves(mask)):
       return params, self
-    full = lambda t: jax.tree.map(lambda m, a, b: b if m else a, mask, t, params)
+    full = lambda t: jax.tree.map(lambda m, a, b: b if m and a is None else a, mask, t, params)
     hole = lambda p: jax.tree.map(lambda m, a: None if m else a, mask, p)
     layer = Layer(lambda key, spec, ctx: (lambda o: (o[0], hole(o[1]), hole(o[2])))(
         self.layer.init(key, spec, ctx)),

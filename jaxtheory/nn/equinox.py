@@ -171,7 +171,8 @@ def _eqx_parts(module_or_factory, batched: bool, axis_name: str) -> _Eqx:
 
 
 def eqx_layer(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module], *,
-              batched: bool = False, input_dtype: Any = None, axis_name: str = "batch") -> Layer:
+              batched: bool = False, input_dtype: Any = None, axis_name: str = "batch",
+              _model: bool = False) -> Layer:
   """An Equinox module as a :class:`~jaxtheory.nn.Layer` (inference mode).
 
   Args:
@@ -188,9 +189,13 @@ def eqx_layer(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
 
   Returns:
     The layer. Raises ``ValueError`` now if the module holds arrays other than
-    float parameters.
+    float parameters, or trains otherwise than it evaluates (state, dropout):
+    a layer has no training mode; :func:`from_eqx` gives such a module one.
   """
   parts = _eqx_parts(module_or_factory, batched, axis_name)
+  if not _model and parts.has_train_mode():
+    raise ValueError(f"{parts.name} trains otherwise than it evaluates (batch norm, dropout): "
+                     f"wrap it whole with from_eqx, which gives it its training mode")
   return foreign.layer(parts.eval_apply, parts.build, parts.name, input_dtype)
 
 

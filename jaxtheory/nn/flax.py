@@ -79,7 +79,7 @@ def _linen_eval(module: linen.Module, params, x, eval_kwargs: dict, name: str):
 
 def linen_layer(module: linen.Module, *, input_dtype: Any = None,
                 sample_input: jax.typing.ArrayLike | None = None,
-                eval_kwargs: dict | None = None) -> Layer:
+                eval_kwargs: dict | None = None, _model: bool = False) -> Layer:
   """A linen module as a :class:`~jaxtheory.nn.Layer` (evaluation mode).
 
   ``init`` returns the variables of ``module.init(key, x0, **eval_kwargs)``
@@ -98,8 +98,11 @@ def linen_layer(module: linen.Module, *, input_dtype: Any = None,
       evaluate (e.g. ``{'train': False}``); default none.
 
   Returns:
-    The layer; ``apply`` raises ``ValueError`` if the module updates its
-    variables or draws random numbers when called with ``eval_kwargs``.
+    The layer; its ``init`` raises ``ValueError`` if the module has
+    variables besides ``params`` (``batch_stats``: a layer has no training
+    mode; :func:`from_linen` gives such a module one), and ``apply`` if the
+    module updates its variables or draws random numbers when called with
+    ``eval_kwargs``. A layer always evaluates: its dropout never acts.
   """
   if sample_input is not None:
     sample_input = jnp.asarray(sample_input)
@@ -112,6 +115,11 @@ def linen_layer(module: linen.Module, *, input_dtype: Any = None,
     if x0 is None:
       x0 = jnp.zeros(spec.shape, foreign.float_dtype(input_dtype))
     variables = _linen_init(module, key, x0, eval_kwargs)
+    extra = sorted(set(variables) - {"params"})
+    if extra and not _model:
+      raise ValueError(
+          f"{name} has variable collections {extra} besides 'params', which its training "
+          f"mode updates; a layer has none: wrap the module whole with from_linen")
     y = jax.eval_shape(lambda v: _linen_eval(module, v, x0, eval_kwargs, name), variables)
     return foreign.specs(y, spec.shape[0]), variables, foreign.unit_lr(variables)
 
@@ -202,6 +210,11 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
     if input_dtype is None:
       input_dtype = sample_input.dtype
   name = f"linen module {type(module).__name__}"
+  if eval_kwargs and train_kwargs is None:
+    raise ValueError(
+        f"{name}: eval_kwargs {eval_kwargs} switch it to evaluation but no train_kwargs switch "
+        f"it to training; pass train_kwargs too (e.g. {{'train': True}}, or {{}} if it trains "
+        f"with its defaults)")
   eval_kwargs = dict(eval_kwargs or {})
   x0 = (sample_input if sample_input is not None else
         jax.ShapeDtypeStruct((1, *input_shape), foreign.float_dtype(input_dtype)))
@@ -213,7 +226,7 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
     train_mode = _linen_train_mode(module, tuple(collections), dict(train_kwargs or {}),
                                    tuple(rng_streams), name)
   return model(linen_layer(module, input_dtype=input_dtype, sample_input=sample_input,
-                           eval_kwargs=eval_kwargs), input_shape, paddable=False,
+                           eval_kwargs=eval_kwargs, _model=True), input_shape, paddable=False,
                features=_linen_features(module, eval_kwargs),
                penultimate=_linen_penultimate(module, eval_kwargs), train_mode=train_mode)
 
@@ -276,8 +289,13 @@ def _linen_penultimate(module: linen.Module, eval_kwargs: dict):
 
 
 def _nnx_split(module: nnx.Module):
-  """``(graphdef, params, rngs, state)``: ``nnx.Param``, ``nnx.RngState``, every other variable."""
-  return nnx.split(module, nnx.Param, nnx.RngState, ...)
+  """``(graphdef, params, rngs, state)``: ``nnx.Param``, ``nnx.RngState``, every other variable.
+
+  Values a call sows (``nnx.Intermediate``) are not state: they are dropped.
+  """
+  graphdef, params, rngs, _, state = nnx.split(module, nnx.Param, nnx.RngState, nnx.Intermediate,
+                                               ...)
+  return graphdef, params, rngs, state
 
 
 class _NNX(NamedTuple):
@@ -307,6 +325,7 @@ class _NNX(NamedTuple):
     if self.eval_def == self.train_def and not self.stateful and not jax.tree.leaves(self.rngs):
       return None
 
+    @foreign.routed
     def apply(params, x, ctx, key):
       foreign.check_ctx(ctx, self.name)
       m = self.merge(self.train_def, params, key)
@@ -349,7 +368,7 @@ def _nnx_parts(module_or_factory) -> _NNX:
   _, _, rngs, state = _nnx_split(abstract)
   for _, m in nnx.iter_modules(abstract):  # lax's convolution, with a loop-friendly derivative
     if getattr(m, "conv_general_dilated", None) is convops.LAX_CONV:
-      m.conv_general_dilated = convops.lax_signature
+      m.conv_general_dilated = foreign.loop_friendly_conv
   abstract.eval()
   eval_def = nnx.split(abstract, nnx.Param, nnx.RngState, ...)[0]
   abstract.train()
@@ -358,7 +377,7 @@ def _nnx_parts(module_or_factory) -> _NNX:
 
 
 def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], *,
-              input_dtype: Any = None) -> Layer:
+              input_dtype: Any = None, _model: bool = False) -> Layer:
   """An NNX module as a :class:`~jaxtheory.nn.Layer` (evaluation mode).
 
   The parameters are the ``nnx.State`` of the module's ``nnx.Param`` variables
@@ -376,10 +395,15 @@ def nnx_layer(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module], 
     input_dtype: dtype of the dummy input used to find the output shape.
 
   Returns:
-    The layer. Raises ``ValueError`` now if the module holds variables other
-    than parameters, random streams and float state.
+    The layer. Raises ``ValueError`` now if the module holds state
+    (``nnx.BatchStat``) or random streams, or trains otherwise than it
+    evaluates: a layer has no training mode; :func:`from_nnx` gives such a
+    module one.
   """
   parts = _nnx_parts(module_or_factory)
+  if not _model and parts.train_mode() is not None:
+    raise ValueError(f"{parts.name} trains otherwise than it evaluates (batch norm, dropout): "
+                     f"wrap it whole with from_nnx, which gives it its training mode")
   return foreign.layer(lambda params, x: parts.module(params)(x),
                        lambda key: parts.params_of(parts.build(key)), parts.name, input_dtype)
 
@@ -417,10 +441,12 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
   parts = _nnx_parts(module_or_factory)
   name = parts.name
 
+  @foreign.routed
   def features(params, x, ctx, inputs: bool = False):
     foreign.check_ctx(ctx, name)
     return [a if inputs else y for _, a, y in _nnx_calls(parts.module(params), x)]
 
+  @foreign.routed
   def penultimate(params, x, ctx):
     foreign.check_ctx(ctx, name)
     sub, h, _ = _nnx_calls(parts.module(params), x)[-1]
@@ -432,7 +458,7 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
     return h, {"W": sub.kernel.get_value(),
                **({} if bias is None else {"b": bias.get_value()})}
 
-  return model(nnx_layer(module_or_factory, input_dtype=input_dtype), input_shape,
+  return model(nnx_layer(module_or_factory, input_dtype=input_dtype, _model=True), input_shape,
                paddable=False, features=features, penultimate=penultimate,
                train_mode=parts.train_mode())
 

@@ -20,8 +20,15 @@ from jaxtheory.nn.core import Ctx, Feat, Layer, Spec
 from jaxtheory.nn.param import LRScale
 
 
-_ROUTED = threading.Lock()
-_depth = 0
+_LOCK = threading.Lock()
+_installed = 0  # blocks open in any thread: the gate is installed while there are any
+_here = threading.local()  # blocks open in this thread: the gate routes only for these
+
+
+def _gate(*args, **kwargs):
+  """``jax.lax.conv_general_dilated`` while installed: routed in the threads that asked."""
+  conv = convops.lax_signature if getattr(_here, "depth", 0) else convops.LAX_CONV
+  return conv(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -31,26 +38,36 @@ def loop_friendly_convolutions():
   On XLA:CPU the filter gradient of lax's convolution is 10-100x slower inside
   a loop body, and every training loop of this library is one; a foreign
   module (a linen ``Conv``, an Equinox ``Conv2d``) calls lax's convolution by
-  name while it is traced. Inside this block, and only on CPU, that name
-  points to the same convolution with a loop-friendly derivative (same
-  values; gradients equal up to rounding). Nested and concurrent blocks
-  restore lax's function when the last one ends.
+  name while it is traced. Inside this block, in this thread and only on CPU,
+  that name computes the same convolution with a loop-friendly derivative
+  (same values; gradients equal up to rounding). Other threads keep lax's own
+  convolution; lax's function is put back when the last block in any thread
+  ends.
   """
-  global _depth
+  global _installed
   if jax.default_backend() != "cpu":
     yield
     return
-  with _ROUTED:
-    if _depth == 0:
-      jax.lax.conv_general_dilated = convops.lax_signature
-    _depth += 1
+  with _LOCK:
+    if _installed == 0:
+      jax.lax.conv_general_dilated = _gate
+    _installed += 1
+  _here.depth = getattr(_here, "depth", 0) + 1
   try:
     yield
   finally:
-    with _ROUTED:
-      _depth -= 1
-      if _depth == 0:
+    _here.depth -= 1
+    with _LOCK:
+      _installed -= 1
+      if _installed == 0:
         jax.lax.conv_general_dilated = convops.LAX_CONV
+
+
+def loop_friendly_conv(*args, **kwargs):
+  """lax's convolution, routed as in :func:`loop_friendly_convolutions` (for a module that
+  holds the function itself, as NNX's ``Conv`` does)."""
+  with loop_friendly_convolutions():
+    return jax.lax.conv_general_dilated(*args, **kwargs)
 
 
 def routed(fn):

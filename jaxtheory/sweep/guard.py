@@ -233,7 +233,7 @@ def computation(tr: Trainer, hp1: Mapping[str, jax.Array], data: Mapping[str, ja
 
   def metric(fn, p, hp, d):  # as train.measure calls it: the state bound into the model
     t, m = tr.model.bind_state(p)
-    return fn(t, lambda q, x: m.apply(q, x, tr.ctx(hp)), d, ctx=tr.ctx(hp), model=m, params0=t)
+    return fn(t, lambda q, x: m.apply(q, x, tr.ctx(hp)), d, ctx=tr.ctx(hp), model=m, params0=p)
 
   for name, fn in tr.metrics:
     out[f"metric {name!r}"] = _jaxpr(lambda p, hp, d, fn=fn: metric(fn, p, hp, d), params, hp1, d)
