@@ -125,13 +125,7 @@ class _Eqx(NamedTuple):
         return out, params
       return out[0], {"params": params["params"], "state": out[1]}
 
-    def is_state(params):
-      if not self.stateful:
-        return jax.tree.map(lambda _: False, params)
-      return {"params": jax.tree.map(lambda _: False, params["params"]),
-              "state": jax.tree.map(lambda _: True, params["state"])}
-
-    return TrainMode(apply, is_state)
+    return TrainMode(apply, foreign.state_leaves(self.stateful))
 
 
 def _eqx_parts(module_or_factory, batched: bool, axis_name: str) -> _Eqx:

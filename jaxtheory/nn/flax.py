@@ -334,13 +334,7 @@ class _NNX(NamedTuple):
         return y, params
       return y, {"params": params["params"], "state": _nnx_split(m)[3]}
 
-    def is_state(params):
-      if not self.stateful:
-        return jax.tree.map(lambda _: False, params)
-      return {"params": jax.tree.map(lambda _: False, params["params"]),
-              "state": jax.tree.map(lambda _: True, params["state"])}
-
-    return TrainMode(apply, is_state)
+    return TrainMode(apply, foreign.state_leaves(self.stateful))
 
 
 def _draw_rngs(abstract, key):

@@ -79,6 +79,19 @@ def routed(fn):
   return call
 
 
+def state_leaves(stateful: bool):
+  """``TrainMode.state`` of an adapter whose parameters are ``{'params': ..., 'state': ...}``
+  when ``stateful`` (NNX, Equinox), and a plain tree with no state otherwise."""
+
+  def is_state(params):
+    if not stateful:
+      return jax.tree.map(lambda _: False, params)
+    return {"params": jax.tree.map(lambda _: False, params["params"]),
+            "state": jax.tree.map(lambda _: True, params["state"])}
+
+  return is_state
+
+
 def check_ctx(ctx: Ctx, who: str):
   """Raises ``ValueError`` unless ``ctx`` is one a foreign module can honour."""
   if ctx.parametrization != "sp":
