@@ -50,7 +50,8 @@ for label, value in mt.summary(ds):
 # of an octave) of its median over widths, and an octave below it (where the loss falls
 # smoothly, away from the edge of stability) wider is better beyond the seeds' noise;
 # under SP (the control) it drifts. The coordinate check, read at that same learning
-# rate after `coord_steps` (15) steps, judges each layer's change from its own
+# rate at `coord_steps` (by default the end of training) over the widths but the
+# narrowest (`coord_widths`), judges each layer's change from its own
 # initialization, h_t - h_0: flat in the width under muP (what muP promises; muP's
 # readout activations themselves start like width^-1/2, printed but not judged), growing
 # under SP. At the default size (the MLP at widths 16-256 with 2 seeds, the transformer at

@@ -118,6 +118,24 @@ def test_coordinate_check_judges_the_change_from_init():
   assert all(c.skipped for c in coord(ds.drop_vars("coord_change")))
 
 
+def test_coordinate_check_reads_the_wider_widths_at_coord_step():
+  """The exponent is fitted over the widths but the narrowest, at coord_steps (none: the end)."""
+  ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 6))
+  ds.attrs["coord_steps"] = -1  # none: each model's last step
+  assert M.coord_step(ds, "mlp") == 10 and M.coord_widths(ds, "mlp").tolist() == [64, 256]
+  coord = lambda d: [c for c in M.signature(d) if "coordinate" in c.name]
+  ds["coord_change"][dict(setting=1, width=0)] *= 3.0  # muP's narrowest width off: not fitted
+  checks = coord(ds)
+  assert all(c.passed for c in checks), [c.line() for c in checks]
+  assert "after 10 steps, widths 64-256" in checks[0].measured
+  ds["coord_change"][dict(setting=1, width=2, step=2)] *= 0.25  # muP's widest at step 10: -1
+  assert not coord(ds)[0].passed
+  ds.attrs["coord_steps"] = 8  # read at step 8, before it
+  assert M.coord_step(ds, "mlp") == 8 and coord(ds)[0].passed
+  cfg = M.Config(models=("mlp",), steps=30)
+  assert cfg.coord_steps is None and M.record_steps(cfg)[-1] == 30
+
+
 def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
   steps = np.array([0, 1, 2, 4, 8, 16])
   t = np.arange(len(steps))
@@ -243,10 +261,10 @@ def test_signature_passes_on_a_reduced_config_and_sp_is_the_control():
   assert t[("mlp", "sp-adam")]["exponent"] < -0.5, lines
   # The control: SP's best lr does not pass muP's transfer check.
   assert t[("mlp", "sp-adam")]["shift"] > 1
-  # The coordinate check judges the change from init after coord_steps (15) steps; SP's
-  # change would fail muP's flatness there (a layer beyond 0.25), muP's is flat.
+  # The coordinate check judges the change from init at the end of training (coord_steps none)
+  # over widths 64-256; SP's change would fail muP's flatness there (a layer beyond 0.25).
   ce = M.coord_exponents(ds).isel(model=0, step=-1)
-  assert int(ce.step) == 15
+  assert int(ce.step) == 30 and M.coord_widths(ds, "mlp").tolist() == [64, 256]
   assert float(np.abs(ce.sel(setting="sp-adam")).max()) > 0.25, ce.values
   assert float(np.abs(ce.sel(setting="mup-adam")).max()) <= 0.25, ce.values
 

@@ -65,7 +65,7 @@ class Config:
     sgd_lr: ``lo,hi`` in log2 for SGD.
     muon_lr: ``lo,hi`` in log2 for Muon's learning rate (its vectors take Adam at 1e-3).
     coord_steps: the coordinate check reads each layer's change from init after this many
-      steps (:func:`signature`).
+      steps (:func:`signature`); ``None``: at the end of each model's training.
     n_train: the MLP's training examples (digits, balanced-ish random subset).
     mlp_loss: the MLP's loss, ``'mse'`` (on one-hot labels) or ``'xent'``.
     depth: the MLP's hidden layers.
@@ -88,7 +88,7 @@ class Config:
   adam_lr: tuple[float, ...] = (-10.0, -1.0)
   sgd_lr: tuple[float, ...] = (-5.0, 3.0)
   muon_lr: tuple[float, ...] = (-8.0, 1.0)
-  coord_steps: int = 15
+  coord_steps: int | None = None
   n_train: int = 256
   mlp_loss: str = "mse"
   depth: int = 2
@@ -106,8 +106,9 @@ def _check(cfg: Config) -> None:
   except ConfigError:
     raise ConfigError(f"transformer_seeds must be a positive count or a list of distinct "
                       f"seeds >= 0, got {cfg.transformer_seeds!r}") from None
-  positive_ints(cfg, "steps", "per_octave", "coord_steps", "n_train", "depth", "p",
-                "num_heads", "mlp_ratio")
+  positive_ints(cfg, "steps", "per_octave", "n_train", "depth", "p", "num_heads", "mlp_ratio")
+  if cfg.coord_steps is not None:
+    positive_ints(cfg, "coord_steps")
   for name, allowed in (("models", MODELS), ("settings", None)):
     values = getattr(cfg, name)
     if not values:
@@ -142,7 +143,7 @@ def _check(cfg: Config) -> None:
   if cfg.transformer_steps is not None:
     positive_ints(cfg, "transformer_steps")
   for model in cfg.models:
-    if cfg.coord_steps > model_steps(cfg, model):
+    if cfg.coord_steps is not None and cfg.coord_steps > model_steps(cfg, model):
       raise ConfigError(f"coord_steps ({cfg.coord_steps}) must not exceed the {model}'s steps "
                         f"({model_steps(cfg, model)})")
   if cfg.mlp_loss not in ("mse", "xent"):
@@ -218,12 +219,13 @@ def model_steps(cfg: Config, model: str) -> int:
 
 
 def record_steps(cfg: Config, model: str = "mlp") -> list[int]:
-  """Every one of the first ``EARLY`` steps and ``coord_steps`` (the coordinate check), then a
-  few to the end."""
+  """Every one of the first ``EARLY`` steps and ``coord_steps`` (the coordinate check; the last
+  step where it is none), then a few to the end."""
   steps = model_steps(cfg, model)
+  coord = steps if cfg.coord_steps is None else cfg.coord_steps
   tail = np.linspace((1 - TAIL) * steps, steps, 4)
   mid = np.array([steps / 4, steps / 2])
-  return sorted({*range(min(cfg.coord_steps, EARLY) + 1), cfg.coord_steps,
+  return sorted({*range(min(coord, EARLY) + 1), coord,
                  *np.round(np.r_[mid, tail]).astype(int).tolist()})
 
 
@@ -323,7 +325,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
       else out.log2_lr
   out.attrs["experiment"] = "mutransfer"
   out.attrs["base_width"] = np.array([base_width(cfg, m) for m in cfg.models])
-  out.attrs["coord_steps"] = cfg.coord_steps
+  out.attrs["coord_steps"] = -1 if cfg.coord_steps is None else cfg.coord_steps  # -1: the end
   out.attrs["per_octave"] = cfg.per_octave
   out.attrs["config"] = json.dumps(dataclasses.asdict(cfg))
   return out
