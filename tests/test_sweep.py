@@ -216,9 +216,7 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e12, "cpu") == 1
   assert sweep.choose_chunk(64, 1e3, "cpu") == 64
   assert 1 < sweep.choose_chunk(64, 20e6, "cpu") < 64
-  # Minibatch steps: chunks of 4 around 3 MFLOP, one run at a time from 10 (measured).
-  assert sweep.choose_chunk(64, 3.4e6, "cpu", minibatch=True) == 4
-  assert sweep.choose_chunk(64, 10e6, "cpu", minibatch=True) == 1
+  assert sweep.choose_chunk(64, 40e6, "cpu", minibatch=True) > sweep.choose_chunk(64, 40e6, "cpu")
   # Convolutions mapped over runs become grouped ones, slow on CPU: one run at a time there.
   assert sweep.choose_chunk(64, 1e3, "cpu", convolutional=True) == 1
   assert sweep.choose_chunk(64, 1e3, "gpu", convolutional=True) == 64

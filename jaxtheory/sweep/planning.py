@@ -285,16 +285,11 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   CPU chunk holds about ``_CPU_CHUNK_FLOPS`` of work per step *per 8 matrix
   products* (the forward and backward products of an MLP with two hidden
   layers, on which the thresholds were measured): 300 MFLOP for full-batch
-  steps and 16 MFLOP for minibatch steps. The full-batch threshold comes
-  from ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
+  steps and 1 GFLOP for minibatch steps (a minibatch's working set is small,
+  so vmapping pays up to larger models). Both thresholds come from
+  ``benchmarks/sweep_throughput.py`` on a 2-core CPU (the best of vmap /
   chunks of 4 / lax.map for MLPs of width 16 to 512; at depth 6, chunks of
-  4 beat ``lax.map``, which a per-step threshold chose). The minibatch one
-  from the same MLPs on one core, digits, after the per-step finiteness
-  check became cheap: vmap lost on every shape from width 64 (batch 64,
-  32 runs: vmap 0.54 s, chunks of 4 0.46, lax.map 0.51; width 128: 1.50,
-  1.15, 1.15; width 256: 1.97, 1.86, 1.74; width 128 at batch 128: 1.68, 1.42,
-  1.28; width 512 at batch 128, 8 runs: 4.25, 3.92, 3.71), chunks of 4 best
-  around 3 MFLOP per step, ``lax.map`` from 10 MFLOP. A ``convolutional``
+  4 beat ``lax.map``, which a per-step threshold chose). A ``convolutional``
   step (one with a convolution) runs one run at a time on CPU: mapped over
   runs, a convolution becomes a grouped one, which XLA:CPU runs about 2x
   slower than the runs one by one (a small CNN: vmap 11.1 s, chunks of 4
@@ -317,7 +312,7 @@ def choose_chunk(num_runs: int, flops_per_run_step: float, backend: str | None =
   return int(max(1, min(num_runs, budget // max(flops_per_run_step, 1.0))))
 
 
-_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 16e6}
+_CPU_CHUNK_FLOPS = {"full": 300e6, "minibatch": 1e9}
 
 
 def _strategy_chunk(strategy: str, num_runs: int, flops_per_run: float,
