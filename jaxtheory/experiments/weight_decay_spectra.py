@@ -79,9 +79,9 @@ decay"): no stationary norm (|growth| up to 2.9 over the second half). Hence
 500 images per class and 3000 steps (38 epochs; the runs with weight decay
 keep a train loss above 0.06).
 
-The defaults (2 seeds, 104 runs of 3000 steps) take 101 s pinned to one
-core of a 2-core CPU (92 s again, its programs loaded from the compilation
-cache) and pass every check. Measured: AdamW :math:`k` = 0.497,
+The defaults (2 seeds, 104 runs of 3000 steps) take 82 s on a quiet 2-core
+CPU (67 s again, its programs loaded from the compilation cache; 101 s
+pinned to one core) and pass every check. Measured: AdamW :math:`k` = 0.497,
 0.507, 0.502 (plain, layers 1-3) and 0.482, 0.490, 0.498 (residual), :math:`R^2 \ge 0.999`,
 :math:`|k_2| \le 0.13`; SGD :math:`k` = 0.273, 0.275, 0.297 (:math:`R^2` 0.999),
 a little above 1/4. The norm is stationary within |growth| 0.23 (plain: seed
