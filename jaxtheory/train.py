@@ -42,6 +42,7 @@ from jaxtheory.errors import ConfigError
 from jaxtheory.losses import LOSSES, accuracy, cross_entropy, mse  # noqa: F401 (re-exported)
 from jaxtheory.metric import Metric, after, as_metric, takes_params0
 from jaxtheory.nn import Ctx, Model, family_multipliers
+from jaxtheory.nn.core import with_state, without_state
 
 Array = jax.Array
 
@@ -411,7 +412,7 @@ def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array
     labels = jnp.where(flip, (labels + shift) % tr.num_classes, labels)
   opt_state = tr.tx(hp).init(trainable(tr.model, params))
   if tr.model.train_mode is not None:  # multipliers of the trained leaves only
-    lr_mult = jax.tree.map(lambda m, l: None if m else l, tr.model.state_mask(params), lr_mult)
+    lr_mult = without_state(tr.model.state_mask(params), lr_mult)
   st = RunState(params, opt_state, lr_mult, labels, weights,
                 jax.random.key_data(jax.random.fold_in(key, 2)),
                 jnp.zeros((), jnp.int32), jnp.ones((), bool),
@@ -523,12 +524,7 @@ def trainable(model: Model, params):
   """
   if model.train_mode is None:
     return params
-  return jax.tree.map(lambda m, p: None if m else p, model.state_mask(params), params)
-
-
-def _combine(mask, trained, state):
-  """The full parameters: state leaves (``mask``) from ``state``, the others from ``trained``."""
-  return jax.tree.map(lambda m, a, b: b if m else a, mask, trained, state)
+  return without_state(model.state_mask(params), params)
 
 
 def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
@@ -553,7 +549,7 @@ def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
     key, mask = train_key(st), tr.model.state_mask(st.params)
 
     def loss_new(t):
-      out, new = tr.model.train_apply(_combine(mask, t, st.params), x, key, tr.ctx(hp))
+      out, new = tr.model.train_apply(with_state(mask, t, st.params), x, key, tr.ctx(hp))
       return tr.loss(out, y, w), new
 
     t0 = trainable(tr.model, st.params)
@@ -561,7 +557,7 @@ def train_step(tr: Trainer, st: RunState, hp, data) -> RunState:
     updates, opt_state = tx.update(grads, st.opt_state, t0,
                                    grad_fn=lambda t, _: jax.grad(lambda u: loss_new(u)[0])(t))
     updates = jax.tree.map(jnp.multiply, updates, st.lr_mult)
-    params = _combine(mask, optax.apply_updates(t0, updates), new)
+    params = with_state(mask, optax.apply_updates(t0, updates), new)
   ok = st.ok & jnp.isfinite(loss) & _all_finite(params)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
   return st._replace(params=keep(params, st.params), opt_state=keep(opt_state, st.opt_state),

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxtheory.nn import foreign
-from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, TrainMode, model
+from jaxtheory.nn.core import Ctx, Feat, Layer, Model, Spec, TrainMode, model, with_state
 from jaxtheory.nn.param import LRScale, Rule, bias_rule, family_multipliers, role, weight_rule
 
 __all__ = ["TensorShape", "infer", "parametrize", "roles", "reparametrize", "scale_by_lr_mult"]
@@ -200,7 +200,7 @@ def _layer(inner: Model, shapes, who: str, state) -> Layer:
     _check_ctx(ctx, who)
     p0 = inner.init(key, sp)
     params, _, lr = reparametrize(p0, shapes, ctx)
-    params = jax.tree.map(lambda s, p, q: q if s else p, state, params, p0)  # state as drawn
+    params = with_state(state, params, p0)  # state as drawn
     y = jax.eval_shape(lambda p, x: inner.layer.apply(p, x, Feat(), sp)[0], p0,
                        jax.ShapeDtypeStruct(spec.shape, jnp.result_type(float)))
     return foreign.specs(y, spec.shape[0]), params, lr
@@ -222,7 +222,7 @@ def _train_mode(inner: Model, shapes, who: str, state) -> TrainMode | None:
   def apply(params, x, ctx, key):
     _check_ctx(ctx, who)
     y, new = inner.train_mode.apply(_effective(params, shapes, ctx, state), x, Ctx("sp"), key)
-    return y, jax.tree.map(lambda s, p, q: q if s else p, state, params, new)
+    return y, with_state(state, params, new)
 
   return TrainMode(apply, inner.train_mode.state)
 

@@ -542,6 +542,17 @@ class TrainMode(NamedTuple):
   state: Callable
 
 
+def without_state(mask, tree):
+  """``tree`` with the leaves ``mask`` marks as state (:class:`TrainMode`) set to ``None``."""
+  return jax.tree.map(lambda m, a: None if m else a, mask, tree)
+
+
+def with_state(mask, tree, state):
+  """``tree`` with the leaves ``mask`` marks as state taken from ``state`` (``tree`` may hold
+  ``None`` there, as :func:`without_state` leaves it)."""
+  return jax.tree.map(lambda m, a, b: b if m else a, mask, tree, state)
+
+
 class Model(NamedTuple):
   """A network ready to use: ``init(key, ctx) -> params``, ``apply(params, x, ctx) -> y``.
 
@@ -656,7 +667,7 @@ class Model(NamedTuple):
     if not any(jax.tree.leaves(mask)):
       return params, self
     full = lambda t: jax.tree.map(lambda m, a, b: b if m and a is None else a, mask, t, params)
-    hole = lambda p: jax.tree.map(lambda m, a: None if m else a, mask, p)
+    hole = lambda p: without_state(mask, p)
     layer = Layer(lambda key, spec, ctx: (lambda o: (o[0], hole(o[1]), hole(o[2])))(
         self.layer.init(key, spec, ctx)),
                   lambda t, x, feat, ctx: self.layer.apply(full(t), x, feat, ctx))
