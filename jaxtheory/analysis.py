@@ -3,7 +3,8 @@
 Also the readings of a width x learning-rate sweep (hyperparameter transfer):
 the best point of a loss-vs-lr curve averaged over its neighbours
 (:func:`smoothed_argmin`), the drift of the best learning rate with the
-width (:func:`drift_exponent`), and whether a wider network trains better
+width (:func:`drift_exponent`), what a learning rate tuned at another width
+costs beyond the seeds' noise (:func:`transfer_cost`), and whether a wider network trains better
 beyond the seeds' noise (:func:`wider_is_better`).
 
 The experiments' signature checks are statements about curve shapes ("test
@@ -331,6 +332,21 @@ def pairwise_rank_correlation(matrix, score, *, resamples: int = 1000, level: fl
   return r, float(lo), float(hi)
 
 
+def _smoothed_log(curve: np.ndarray, half: int) -> np.ndarray:
+  """Running mean of ``log(curve)`` over ``2 half + 1`` points along the last axis; ``inf``
+  where a window holds a diverged point (``inf``) or is cut by an end of the grid."""
+  curve = np.asarray(curve, np.float64)
+  with np.errstate(divide="ignore"):
+    logs = np.log(np.where(np.isfinite(curve), curve, np.inf))
+  if not half:
+    return logs
+  n = logs.shape[-1]
+  out = np.full_like(logs, np.inf)
+  for i in range(half, n - half):  # only full windows: a cut one would average fewer points
+    out[..., i] = logs[..., i - half:i + half + 1].mean(-1)
+  return out
+
+
 def smoothed_argmin(curve: np.ndarray, half: int = 0) -> float:
   """Index of the minimum of a loss-vs-lr curve after a running mean of its log over ``2 half + 1`` points.
 
@@ -343,15 +359,72 @@ def smoothed_argmin(curve: np.ndarray, half: int = 0) -> float:
   >>> smoothed_argmin(np.array([2.0, 1.0, 1.0, 1.1, 0.9, np.inf]), half=1)  # not 4, by a divergence
   3.0
   """
-  with np.errstate(divide="ignore"):
-    logs = np.log(np.where(np.isfinite(curve), curve, np.inf))
-  if half:  # only full windows: one cut by an end of the grid would average fewer points
-    n = len(logs)
-    logs = np.array([logs[i - half:i + half + 1].mean() if half <= i < n - half else np.inf
-                     for i in range(n)])
+  logs = _smoothed_log(curve, half)
   if not np.isfinite(logs).any():
     return np.nan
   return float(np.nanargmin(np.where(np.isfinite(logs), logs, np.nan)))
+
+
+class TransferCost(NamedTuple):
+  """What a learning rate chosen elsewhere costs one width (:func:`transfer_cost`)."""
+  k: int            # the learning rate used: the best of the seed mean within the tolerance
+  excess: float     # seed-mean smoothed log loss there minus at the width's own best
+  stderr: float     # its standard error over the seeds (paired: same seed at both)
+  worse: bool       # excess beyond the seeds' noise (one-sided t-test)
+
+
+def transfer_cost(curves: np.ndarray, best: int, target: float, half: int = 0,
+                  tolerance: float = 1.0, level: float = 0.95) -> TransferCost:
+  r"""Whether using a learning rate near ``target`` instead of a run's own best loses beyond the seeds' noise.
+
+  The question hyperparameter transfer answers in practice: tuned at one
+  width (``target``, e.g. the median best over widths), does the learning
+  rate serve another width as well as that width's own best? Near the best
+  the loss-vs-lr curve is flat and its argmin moves between seeds; a best
+  learning rate two grid steps from ``target`` may be a draw of the seeds,
+  and this tells the two apart.
+
+  Each seed's curve is smoothed as in :func:`smoothed_argmin`. Among the grid
+  points within ``tolerance`` of ``target``, the one with the lowest seed-mean
+  smoothed log loss is compared with ``best`` seed by seed (the same seed,
+  i.e. the same initialisation and data order, at both learning rates: a
+  paired test). It is *worse* when the mean difference exceeds the one-sided
+  Student :math:`t` quantile at ``level`` (:math:`n-1` degrees of freedom)
+  times its standard error; with one seed, when it is positive; always when
+  a seed diverges there and not at ``best``.
+
+  Args:
+    curves: final losses ``(seed, lr)`` of one width (``inf``: diverged).
+    best: the width's own best index (e.g. :func:`smoothed_argmin` of the seed mean).
+    target: the index to transfer from (may be fractional, e.g. a median).
+    half: the smoothing half-window, as in :func:`smoothed_argmin`.
+    tolerance: grid steps around ``target`` that count as transferring.
+    level: the test's level.
+
+  >>> c = np.array([[3.0, 1.0, 1.02, 2.0], [3.0, 1.05, 1.0, 2.0]])  # flat between 1 and 2
+  >>> transfer_cost(c, best=1, target=3, tolerance=1).worse  # 2 is within 1 of 3, as good as 1
+  False
+  >>> transfer_cost(c, best=1, target=3.5, tolerance=0.5).worse  # only 3 counts: 2x the loss
+  True
+  """
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  logs = _smoothed_log(np.atleast_2d(curves), half)  # (seed, lr)
+  n = logs.shape[0]
+  near = [k for k in range(logs.shape[1]) if abs(k - target) <= tolerance + 1e-9]
+  with np.errstate(invalid="ignore"):
+    means = [logs[:, k].mean() for k in near]
+  k = near[int(np.argmin(means))] if near else int(best)
+  with np.errstate(invalid="ignore"):
+    d = logs[:, k] - logs[:, int(best)]
+  if k == int(best):
+    return TransferCost(k, 0.0, 0.0, False)
+  if not np.all(np.isfinite(d)):
+    return TransferCost(k, float("inf"), float("nan"), True)
+  excess = float(d.mean())
+  if n < 2:
+    return TransferCost(k, excess, float("nan"), excess > 0)
+  se = float(d.std(ddof=1) / np.sqrt(n))
+  return TransferCost(k, excess, se, bool(excess > stats.t.ppf(level, n - 1) * se))
 
 
 def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:

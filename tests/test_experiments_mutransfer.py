@@ -101,6 +101,72 @@ def test_signature_reads_transfer_and_drift():
   assert not bad[0].passed and "transfers" in bad[0].name
 
 
+def _seeds(ds, factors):
+  """``ds`` with one seed per factor (multiplying its losses and coordinate sizes)."""
+  runs = ["train_loss", "coord", "coord_change"]
+  out = xr.concat([ds[runs] * f for f in factors], dim="seed")
+  out = out.assign_coords(seed=np.arange(len(factors))).transpose(*ds.coord.dims)
+  out["diverged"] = xr.zeros_like(out.train_loss, dtype=bool)
+  out["log2_lr"] = ds.log2_lr
+  return out.assign_attrs(ds.attrs)
+
+
+def test_transfer_two_steps_off_is_judged_against_the_seeds_noise():
+  """A width whose argmin lies 2 grid steps from the median passes only if the learning rate
+  within one step is not worse for it beyond the seeds' noise; 3 steps off always fails."""
+  k = np.arange(12)
+  ds = _seeds(_fake(best_sp=(8, 5, 2), best_mup=(5, 5, 7)), [1.0] * 4)
+  mup = dict(setting=1, width=2)
+  # A flat basin around 7 whose seeds disagree by ~10% per point: the seed mean's smoothed
+  # argmin is 7, two steps from the median 5, and 6 is as good within the noise.
+  jitter = np.exp(0.1 * np.random.default_rng(1).standard_normal((4, 12)))
+  flat = (1.0 + 0.02 * (k - 7) ** 2) * jitter  # (seed, lr_k)
+  ds["train_loss"][mup] = flat[:, :, None] * np.array([1.0, 0.5, 0.3])
+  r = M.transfer(ds)[("mlp", "mup-adam")]
+  assert r["shift"] == 2 and not r["cost"][2].worse, r
+  check = [c for c in M.signature(ds) if "transfers" in c.name][0]
+  assert check.passed and "within noise" in check.measured, check.line()
+  # The same argmin, with every seed clearly worse within one step of the median: fails.
+  steep = (1.0 + 0.5 * (k - 7) ** 2) * np.array([1.0, 1.01, 0.99, 1.02])[:, None]
+  ds["train_loss"][mup] = steep[:, :, None] * np.array([1.0, 0.5, 0.3])
+  r = M.transfer(ds)[("mlp", "mup-adam")]
+  assert r["shift"] == 2 and r["cost"][2].worse
+  assert not [c for c in M.signature(ds) if "transfers" in c.name][0].passed
+  # 3 steps off: fails whatever the noise; that is also how SP's drift passes the control.
+  assert not M.reading.transfers(dict(r, index=np.array([5.0, 5.0, 8.0]),
+                                      cost=[r["cost"][0]] * 3))
+  assert [c for c in M.signature(ds) if "control: under SP the best lr" in c.name][0].passed
+
+
+def test_coordinate_check_is_judged_against_the_seeds_noise():
+  """muP's exponent beyond the bound fails only beyond the seeds' noise; SP's growth must be
+  beyond it."""
+  base = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 6))
+  ds = base.copy(deep=True)
+  ds.attrs["coord_steps"] = -1
+  widths = np.array([16, 64, 256], float)[:, None, None]
+  ds["coord_change"][dict(setting=1, layer=1)] *= widths ** 0.35  # muP's readout grows: +0.35
+  quiet = _seeds(ds, [1.0, 1.01, 0.99, 1.0])
+  coord = lambda d: [c for c in M.signature(d) if "coordinate" in c.name]
+  assert not coord(quiet)[0].passed  # +0.35 with seeds agreeing to 1%: beyond 0.25
+  # The same means, each run off by a factor e^+-0.15 (seeds disagree by ~30% at a width):
+  # the exponent's standard error is 0.15 * 0.59 = 0.088, and +0.35 is within noise of 0.25.
+  a = 0.15
+  sign = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [-1, 1, 1, -1]], float)  # (width, seed)
+  noisy = quiet.copy(deep=True)
+  noisy["coord_change"] = noisy.coord_change * xr.DataArray(
+      np.exp(a * sign), dims=("width", "seed"), coords=dict(width=noisy.width, seed=noisy.seed))
+  noisy["coord_change"][dict(width=0)] = quiet.coord_change.isel(width=0)  # not fitted
+  e, se = M.coord_exponents(noisy, stderr=True)
+  muP = dict(model="mlp", setting="mup-adam", step=10, layer=1)
+  np.testing.assert_allclose([float(e.sel(muP)), float(se.sel(muP))], [0.35, 0.15 * 0.589], atol=2e-3)
+  flat = coord(noisy)[0]
+  assert flat.passed and "+0.35 +- 0.09" in flat.measured, flat.line()
+  assert coord(noisy)[1].passed  # SP's +0.5: 0.5 - 1.94 * 0.088 > 0.25
+  # SP's +0.5 growth (the fake's) stands out of 1% noise: the control passes.
+  assert coord(quiet)[1].passed
+
+
 def test_coordinate_check_judges_the_change_from_init():
   """muP's readout activations start like width^-1/2 (not judged); its change from init is."""
   ds = _fake(best_sp=(8, 5, 2), best_mup=(5, 5, 6))

@@ -144,7 +144,8 @@ def coord_change_metric(split: str = "x_train", max_examples: int | None = 256) 
   return Metric(fn, ("layer",), inputs=("ctx", "model", "params0"))
 
 
-def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = ("seed",)):
+def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = ("seed",),
+                    stderr: bool = False):
   """The fitted width exponent of every layer's coordinate size.
 
   Args:
@@ -153,19 +154,29 @@ def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = 
       ``results.coord`` (a change is 0 at step 0: its exponent there is NaN).
     width_dim: the width dimension.
     average: dims averaged (in log space) before the fit, where present.
+    stderr: also return the slope's standard error from the spread over
+      ``average`` (the runs at different widths are independent draws, so
+      the variance of each width's mean log size propagates through the
+      least-squares weights; NaN with a single draw).
 
   Returns:
     ``slope`` of ``log size`` against ``log width``, an ``xarray.DataArray``
-    over the remaining dims (``layer``, ``step``, ...).
+    over the remaining dims (``layer``, ``step``, ...); with ``stderr``,
+    ``(slope, standard error)``.
   """
   logs = np.log(coord)
   dims = [d for d in average if d in logs.dims]
-  logs = logs.mean(dims) if dims else logs
-  w = np.log(logs[width_dim].values.astype(float))
+  means = logs.mean(dims) if dims else logs
+  w = np.log(means[width_dim].values.astype(float))
   wc = w - w.mean()
-  centered = logs - logs.mean(width_dim)
-  wx = type(coord)(wc, dims=(width_dim,), coords={width_dim: logs[width_dim].values})
-  return (centered * wx).sum(width_dim) / float(wc @ wc)
+  centered = means - means.mean(width_dim)
+  wx = type(coord)(wc, dims=(width_dim,), coords={width_dim: means[width_dim].values})
+  slope = (centered * wx).sum(width_dim) / float(wc @ wc)
+  if not stderr:
+    return slope
+  n = int(np.prod([logs.sizes[d] for d in dims])) if dims else 1
+  var = (logs.var(dims, ddof=1) / n) if dims and n > 1 else means * np.nan
+  return slope, np.sqrt((var * wx**2).sum(width_dim, skipna=False)) / float(wc @ wc)
 
 
 def coord_check(coord, path=None, title: str | None = None):
