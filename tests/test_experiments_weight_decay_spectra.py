@@ -176,9 +176,31 @@ def test_rank_check_leaves_out_a_minority_of_collapsed_runs_and_can_fail(small):
 
 
 @pytest.mark.slow
+def test_equilibrium_check_judges_a_drift_against_the_noise_of_its_slope(small):
+  """One run's norm falling like t^-0.4 over the second half fails the equilibrium; the same
+  fall through record-to-record fluctuations of ~40% is within the noise of its slope."""
+  steps = small.step.values.astype(float)
+  half = steps >= 0.5 * steps[-1]
+  one = dict(decay=1.0, arch="resmlp", seed=small.seed.values[0], layer=small.layer.values[0])
+  one.update(lr_times_wd=small.lr_times_wd.values[-1], lr_over_wd=small.lr_over_wd.values[-1])
+  def with_norm(factor):
+    ds = small.copy(deep=True)
+    ds["weight_norm"].loc[one] = ds.weight_norm.loc[one].values * factor
+    return W.signature(ds, **TOL)[0]
+  drift = np.where(half, (np.maximum(steps, 1) / (0.5 * steps[-1])) ** -0.4, 1.0)
+  check = with_norm(drift)
+  assert not check.passed and "1 of " in check.measured, check.line()
+  wobble = np.exp(0.4 * np.where(half, np.resize([1.0, -1.0], len(steps)), 0.0))
+  check = with_norm(drift * wobble)
+  assert check.passed, check.line()
+  assert W.signature(small, **TOL)[0].passed
+
+
 def test_control_without_weight_decay_fails_the_signature(small):
   """wd = 0 alone: the norm follows the lr alone, not (lr/wd)^(1/2): the law's checks fail."""
   checks = W.signature(small.sel(decay=[0.0]))
+  assert "control" in checks[0].name  # its norm grows instead of settling
+  assert not checks[0].passed and not checks[0].skipped, checks[0].line()
   assert "control" in checks[1].name
   assert not checks[1].passed and not checks[1].skipped, checks[1].line()
   assert not checks[2].passed and not checks[2].skipped, checks[2].line()

@@ -541,27 +541,26 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
   return rows
 
 
-def _equilibrium_check(ds: xr.Dataset, max_growth: float) -> Check:
+def _equilibrium_check(ds: xr.Dataset, max_growth: float, z: float) -> Check:
   with_wd = 1.0 in ds.decay.values
   eq = equilibrium(ds).sel(layer=_layers(ds))
   if with_wd:
     eq = eq.sel(decay=[1.0])
   g = np.abs(eq.growth)
-  # A run whose norm fluctuates so much that its slope is uncertain by more than half the bound
-  # cannot be judged either way: it is reported as inconclusive, not counted as over.
-  unsure = eq.growth_se > max_growth / 2
-  over = (g > max_growth) & ~unsure
+  # Over only beyond the noise of the slope: at the largest learning rates the norm fluctuates
+  # 10-20% from one record to the next, and a slope fitted through it is uncertain.
+  over = g - z * eq.growth_se.fillna(0) > max_growth
   parts = []
   for arch in ds.arch.values:
-    ga, oa, ua = g.sel(arch=arch), over.sel(arch=arch), unsure.sel(arch=arch)
-    parts.append(f"{arch}: max |growth| {float(ga.max()):.3f}, {int(oa.sum())} of {ga.size} "
-                 f"layer-runs over" + (f", {int(ua.sum())} inconclusive (s.e. of the slope > "
-                                       f"{max_growth / 2:g}; |growth| up to "
-                                       f"{float(ga.where(ua).max()):.3f})" if int(ua.sum()) else ""))
+    ga, oa = g.sel(arch=arch), over.sel(arch=arch)
+    i = np.unravel_index(int(np.nanargmax(ga.values)), ga.shape)
+    parts.append(f"{arch}: max |growth| {float(ga.values[i]):.3f} +- "
+                 f"{float(eq.growth_se.sel(arch=arch).values[i]):.3f}, {int(oa.sum())} of "
+                 f"{ga.size} layer-runs over beyond the noise")
   div = bool(ds.diverged.isel(step=-1).sel(decay=eq.decay).any())
   name = (f"{'with weight decay' if with_wd else 'without weight decay (control)'} the norm of "
           f"every normalized layer reaches an equilibrium (|d log||W|| / d log t| <= "
-          f"{max_growth:g} over the second half)")
+          f"{max_growth:g} over the second half, beyond {z:g} s.e. of the slope in none)")
   return Check(name, not bool(over.any()) and not div,
                "; ".join(parts) + ("; a run diverged" if div else ""))
 
@@ -627,10 +626,13 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
      statistics that set it change as the loss falls): measured at the
      defaults, -0.227 in the slowest layer-run, the smallest lr*wd and lr/wd,
      whose norm fell from 0.87 to 0.76 over the second half after falling
-     from 8.1 in the first. A run whose fitted slope has a
-     standard error above ``max_growth / 2`` (at the largest learning rates
-     the norm can fluctuate 10-20% from one record to the next) is reported
-     as inconclusive instead of judged.
+     from 8.1 in the first. A run counts as over only where its slope lies
+     beyond the bound by more than ``rank_z`` standard errors (from the
+     norm's fluctuations about the fitted line): at the largest learning
+     rates the norm fluctuates 10-20% from one record to the next (measured
+     at width 128 x depth 4: the residual network's last layer at lr*wd 0.03
+     and lr/wd 0.05 fell with a slope of -0.33 +- 0.12, every other
+     layer-run within 0.19 of 0).
   2. AdamW: the equilibrium norm of every normalized layer of each network
      follows :math:`(\eta/\lambda)^k` with :math:`|k - 1/2| \le` ``k_tol``
      and :math:`R^2 \ge` ``min_r2`` (at fixed :math:`\eta\lambda`).
@@ -670,7 +672,7 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
   control_only = 1.0 not in ds.decay.values
   both = {0.0, 1.0} <= set(ds.decay.values.tolist())
   dec = 0.0 if control_only else 1.0
-  checks = [_equilibrium_check(ds, max_growth)]
+  checks = [_equilibrium_check(ds, max_growth, rank_z)]
   who = "without weight decay (control)" if control_only else "AdamW"
   name2 = (f"{who}: the equilibrium norm of every normalized layer scales as (lr/wd)^k, "
            f"k = 1/2 +- {k_tol:g}, R^2 >= {min_r2:g}")
