@@ -454,6 +454,24 @@ def test_finiteness_check_finds_one_bad_entry_anywhere(bad):
   assert bool(check({"w": np.full(4, np.finfo(np.float32).max, np.float32)}))  # large but finite
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_check_of_matrices_finds_one_bad_entry_anywhere(bad):
+  # Leaves of two or more axes are summed as a matrix-vector product over their last axis:
+  # a bad entry in any row and column, of a leaf alone or vmapped over runs, is still found.
+  check = jax.jit(_all_finite)
+  rng = np.random.default_rng(1)
+  for shape in ((1, 1), (5, 1), (1, 300), (64, 129), (3, 3, 4, 16)):
+    for flat in {0, 1 % np.prod(shape), np.prod(shape) // 2, np.prod(shape) - 1}:
+      x = rng.normal(size=(3, *shape)).astype(np.float32)
+      x[2].flat[flat] = bad
+      tree = {"w": x, "b": np.ones(3, np.float32)}
+      assert not bool(check(tree)), (shape, flat)
+      assert np.asarray(jax.vmap(check)(tree)).tolist() == [True, True, False], (shape, flat)
+  big = np.finfo(np.float32).max
+  assert bool(check({"w": np.full((2, 300), big, np.float32), "v": np.full(9, -big, np.float32)}))
+  assert bool(jax.vmap(check)({"w": np.full((2, 3, 300), big, np.float32)}).all())
+
+
 def test_divergence_is_flagged_on_the_first_non_finite_record_and_values_are_held():
   ds = data.teacher_student(n_train=32, n_test=16, input_dim=4, seed=0)
   make = lambda metrics: sweep.Sweep(
