@@ -317,6 +317,30 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
                                                     "coord_check.png"]
 
 
+def test_optimizers_of_one_model_train_for_their_own_steps():
+  """The transformer under SGD trains longer (transformer_sgd_steps): each setting is read at
+  its own records, its final loss at the end of its own training."""
+  ds = M.run(M.Config(**dict(TINY, models=("transformer",), settings=("mup-adam", "mup-sgd"),
+                             p=5, transformer_widths=(12, 16), transformer_seeds=(0,),
+                             transformer_steps=6, transformer_sgd_steps=10, sgd_lr=(-2.0, -1.0),
+                             coord_steps=None)))
+  assert [int(M.recorded(ds, "transformer", s).step.max()) for s in ("mup-adam", "mup-sgd")] \
+      == [6, 10]
+  assert [M.coord_step(ds, "transformer", s) for s in ("mup-adam", "mup-sgd")] == [6, 10]
+  assert np.isnan(ds.train_loss.sel(setting="mup-adam", step=10)).all()  # Adam stopped at 6
+  for s in ("mup-adam", "mup-sgd"):  # read at its own end, not NaN past Adam's
+    grid = np.flatnonzero(np.isfinite(ds.log2_lr.sel(setting=s).values))
+    assert not M.final_loss(ds).sel(setting=s).isel(lr_k=grid).isnull().any()
+  assert M.summary_title(ds) == "transformer steps mup-adam 6, mup-sgd 10, mean of 1 seed(s)"
+  lines = {c.name.split(":")[0] + c.name.split(":")[1][:20]: c.measured for c in M.signature(ds)
+           if "coordinate" in c.name}
+  assert [v.split(",")[0] for v in lines.values()] == ["after 6 steps", "after 10 steps"], lines
+  with pytest.raises(ConfigError, match=r"coord_steps \(8\) must not exceed the transformer's "
+                                        r"steps \(6\)"):
+    M.run(M.Config(**dict(TINY, models=("transformer",), settings=("mup-adam", "mup-sgd"),
+                          transformer_steps=6, transformer_sgd_steps=10, coord_steps=8)))
+
+
 @pytest.mark.slow
 def test_signature_passes_on_a_reduced_config_and_sp_is_the_control():
   ds = M.run(M.Config(**SMALL))

@@ -47,10 +47,13 @@ def base_width_of(ds: xr.Dataset, model: str) -> int:
   return int(bw[list(ds.model.values).index(model)] if len(bw) > 1 else bw[0])
 
 
-def recorded(ds: xr.Dataset, model: str) -> xr.Dataset:
+def recorded(ds: xr.Dataset, model: str, setting: str | None = None) -> xr.Dataset:
   """The runs of one model at the steps it recorded and the widths and seeds it trained at
-  (models may train for different steps, at different widths and seeds)."""
+  (models may train for different steps, at different widths and seeds); with ``setting``,
+  that setting's runs at the steps it recorded (optimizers may train for different steps)."""
   d = ds.sel(model=model, width=widths_of(ds, model), seed=seeds_of(ds, model))
+  if setting is not None:
+    d = d.sel(setting=setting)
   seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
   return d.isel(step=np.flatnonzero(seen.values))
 
@@ -59,11 +62,18 @@ def final_loss(ds: xr.Dataset) -> xr.DataArray:
   """Each run's smoothed final training loss; ``inf`` where it diverged.
 
   The geometric mean of the records in the last ``TAIL`` (20%) of each
-  model's training, over dims ``(..., seed, width, lr_k)``.
+  model's and setting's training, over dims ``(..., seed, width, lr_k)``.
   """
+  kw = dict(coords="different", compat="equals", join="outer")
   if "model" in ds.dims:
-    return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model",
-                     coords="different", compat="equals", join="outer")
+    return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model", **kw)
+  if "setting" in ds.dims:
+    parts = []
+    for s in ds.setting.values:
+      d = ds.sel(setting=s)
+      seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
+      parts.append(final_loss(d.isel(step=np.flatnonzero(seen.values))))
+    return xr.concat(parts, dim="setting", **kw)
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
   loss = _geomean(tail, "step")
@@ -174,11 +184,12 @@ def coord_widths(ds: xr.Dataset, model: str) -> np.ndarray:
   return ws[1:] if len(ws) >= 3 else ws
 
 
-def coord_step(ds: xr.Dataset, model: str) -> int:
-  """The step at which the coordinate check reads one model: the run's ``coord_steps``, or the
-  model's last step where that is none (stored as -1; results without it: step 3)."""
+def coord_step(ds: xr.Dataset, model: str, setting: str | None = None) -> int:
+  """The step at which the coordinate check reads one model (one setting of it): the run's
+  ``coord_steps``, or the last step where that is none (stored as -1; results without it:
+  step 3)."""
   k = int(ds.attrs.get("coord_steps", 3))
-  return int(recorded(ds, model).step.max()) if k < 0 else k
+  return int(recorded(ds, model, setting).step.max()) if k < 0 else k
 
 
 def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = False):
@@ -199,9 +210,10 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = Fa
   out, errs = [], []
   for m in ds.model.values:
     m = str(m)
-    steps = [s for s in recorded(ds, m).step.values if first <= s <= coord_step(ds, m)]
     rows, row_errs = [], []
     for s in ds.setting.values:
+      steps = [i for i in recorded(ds, m, str(s)).step.values
+               if first <= i <= coord_step(ds, m, str(s))]
       k = stable_lr(ds, m, str(s), t)
       c = ds[var].sel(model=m, setting=s, step=steps, width=coord_widths(ds, m),
                       seed=seeds_of(ds, m))
@@ -213,7 +225,7 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = Fa
       rows.append(e.reindex(layer=ds.layer.values))
       row_errs.append(se.reindex(layer=ds.layer.values))
     for acc, r in ((out, rows), (errs, row_errs)):
-      acc.append(xr.concat(r, dim=ds.setting, coords="different", compat="equals"))
+      acc.append(xr.concat(r, dim=ds.setting, coords="different", compat="equals", join="outer"))
   join = lambda a: xr.concat(a, dim=ds.model, coords="different", compat="equals", join="outer")
   return (join(out), join(errs)) if stderr else join(out)
 
@@ -265,8 +277,13 @@ def _fmt_cost(r: dict, tolerance: float) -> str:
 def summary_title(ds: xr.Dataset) -> str:
   """The summary table's title: each model's last step and number of seeds (the
   results' ``step`` and ``seed`` axes are the unions of the models')."""
-  return "; ".join(f"{m} step {int(recorded(ds, str(m)).step[-1])}, mean of "
-                   f"{len(seeds_of(ds, str(m)))} seed(s)" for m in ds.model.values)
+  def steps(m):
+    last = {str(s): int(recorded(ds, m, str(s)).step[-1]) for s in ds.setting.values}
+    if len(set(last.values())) == 1:
+      return f"step {next(iter(last.values()))}"
+    return "steps " + ", ".join(f"{s} {n}" for s, n in last.items())
+  return "; ".join(f"{m} {steps(str(m))}, mean of {len(seeds_of(ds, str(m)))} seed(s)"
+                   for m in ds.model.values)
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
@@ -278,11 +295,11 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
           for m in ds.model.values]
   ce = coord_exponents(ds) if "coord_change" in ds else None
   for (m, s), r in t.items():
-    n_div = int(recorded(ds, m).diverged.sel(setting=s).isel(step=-1).fillna(0).astype(bool).sum())
+    n_div = int(recorded(ds, m, s).diverged.isel(step=-1).fillna(0).astype(bool).sum())
     n = int(len(seeds_of(ds, m)) * len(r["widths"]) *
             np.isfinite(ds.log2_lr.sel(setting=s)).sum())
     coord = ("" if ce is None else f"; largest coord exponent of the change from init "
-             f"{float(ce.sel(model=m, setting=s, step=coord_step(ds, m)).max()):+.2f}")
+             f"{float(ce.sel(model=m, setting=s, step=coord_step(ds, m, s)).max()):+.2f}")
     rows.append((f"{m} {s}", f"best lr {_fmt_best(r)}; drift exponent "
                              f"{r['exponent']:+.2f}; spread {r['shift']:g} grid steps"
                              f"{' (at the grid edge)' if r['edge'] else ''}; diverged "
@@ -382,7 +399,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
         if one_width or not np.isfinite(k):
           checks.append(skip(title, "needs at least two widths and a trainable learning rate"))
         else:
-          run_ = recorded(ds, m).sel(setting=f"mup-{opt}").isel(lr_k=int(k))
+          run_ = recorded(ds, m, f"mup-{opt}").isel(lr_k=int(k))
           steps = run_.step.values
           curves = run_.train_loss.where(~run_.diverged.astype(bool), np.inf)
           ok, judged, mean, diff, se, from_init = wider_is_better(
@@ -432,14 +449,15 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
           checks.append(skip(title, "the results hold no coord_change (recorded by an older "
                                     "version); run again"))
           continue
-        where = dict(model=m, setting=f"{par}-{opt}", step=coord_step(ds, m))
+        at = coord_step(ds, m, f"{par}-{opt}")
+        where = dict(model=m, setting=f"{par}-{opt}", step=at)
         e = ce.sel(where).dropna("layer")
         margin = coord_margin(ds, m, level) * ce_err.sel(where).sel(layer=e.layer).fillna(0)
         size = ce_size.sel(where).dropna("layer")
         ok = bool(len(e) and (np.all(np.abs(e) - margin <= coord_flat) if par == "mup"
                               else np.any(e - margin > coord_flat)))
         cw = coord_widths(ds, m)
-        checks.append(Check(title, ok, f"after {coord_step(ds, m)} steps, widths {cw[0]}-"
+        checks.append(Check(title, ok, f"after {at} steps, widths {cw[0]}-"
                             f"{cw[-1]}, per layer: "
                             + ", ".join(f"{float(v):+.2f} +- {float(se):.2f}" for v, se in
                                         zip(e.values, ce_err.sel(where).sel(layer=e.layer).values))

@@ -60,6 +60,8 @@ class Config:
       the first of ``seeds``: with ``seeds=11,12`` and 4, seeds 11-14) or a list of seeds.
     steps: full-batch optimizer steps.
     transformer_steps: the transformer's steps (``None``: ``steps``).
+    transformer_sgd_steps: the transformer's steps under SGD (``None``: ``transformer_steps``);
+      each setting is read at the end of its own training.
     per_octave: learning rates per factor of two (grid step ``1/per_octave`` in log2).
     adam_lr: ``lo,hi``: Adam's learning rates span ``2^lo .. 2^hi``.
     sgd_lr: ``lo,hi`` in log2 for SGD.
@@ -84,6 +86,7 @@ class Config:
   transformer_seeds: int | tuple[int, ...] = 4
   steps: int = 30
   transformer_steps: int | None = 60
+  transformer_sgd_steps: int | None = None
   per_octave: int = 3
   adam_lr: tuple[float, ...] = (-10.0, -1.0)
   sgd_lr: tuple[float, ...] = (-5.0, 3.0)
@@ -140,12 +143,14 @@ def _check(cfg: Config) -> None:
     if len(rng) != 2 or rng[0] > rng[1]:
       raise ConfigError(f"{opt}_lr must be two log2 learning rates lo,hi with lo <= hi "
                         f"(e.g. {opt}_lr=-10,-2), got {rng!r}")
-  if cfg.transformer_steps is not None:
-    positive_ints(cfg, "transformer_steps")
+  for name in ("transformer_steps", "transformer_sgd_steps"):
+    if getattr(cfg, name) is not None:
+      positive_ints(cfg, name)
   for model in cfg.models:
-    if cfg.coord_steps is not None and cfg.coord_steps > model_steps(cfg, model):
+    least = min(model_steps(cfg, model, s.partition("-")[2]) for s in cfg.settings)
+    if cfg.coord_steps is not None and cfg.coord_steps > least:
       raise ConfigError(f"coord_steps ({cfg.coord_steps}) must not exceed the {model}'s steps "
-                        f"({model_steps(cfg, model)})")
+                        f"({least})")
   if cfg.mlp_loss not in ("mse", "xent"):
     raise ConfigError(f"mlp_loss must be 'mse' or 'xent', got {cfg.mlp_loss!r}")
   if not 0 < cfg.train_fraction < 1:
@@ -211,17 +216,27 @@ def builder(cfg: Config, model: str, ds: data.Dataset) -> tuple[Callable[[int], 
   return build, {"base_width": float(bw)}
 
 
-def model_steps(cfg: Config, model: str) -> int:
-  """The full-batch steps a model trains for (``transformer_steps`` for the transformer if set)."""
-  if model == "transformer" and cfg.transformer_steps is not None:
-    return cfg.transformer_steps
+def model_steps(cfg: Config, model: str, opt: str | None = None) -> int:
+  """The full-batch steps a model trains for under optimizer ``opt``: ``steps``, for the
+  transformer ``transformer_steps`` if set, and under SGD ``transformer_sgd_steps`` if set.
+
+  >>> cfg = Config(transformer_sgd_steps=120)
+  >>> [model_steps(cfg, m, opt) for m, opt in (("mlp", "sgd"), ("transformer", "adam"),
+  ...                                          ("transformer", "sgd"))]
+  [30, 60, 120]
+  """
+  if model == "transformer":
+    if opt == "sgd" and cfg.transformer_sgd_steps is not None:
+      return cfg.transformer_sgd_steps
+    if cfg.transformer_steps is not None:
+      return cfg.transformer_steps
   return cfg.steps
 
 
-def record_steps(cfg: Config, model: str = "mlp") -> list[int]:
+def record_steps(cfg: Config, model: str = "mlp", opt: str | None = None) -> list[int]:
   """Every one of the first ``EARLY`` steps and ``coord_steps`` (the coordinate check; the last
   step where it is none), then a few to the end."""
-  steps = model_steps(cfg, model)
+  steps = model_steps(cfg, model, opt)
   coord = steps if cfg.coord_steps is None else cfg.coord_steps
   tail = np.linspace((1 - TAIL) * steps, steps, 4)
   mid = np.array([steps / 4, steps / 2])
@@ -278,7 +293,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     sweeps.append(sweep.Sweep(
         build, ds, dict(parametrization=pars, seed=model_seeds(cfg, model),
                         width=list(model_widths(cfg, model)), lr=list(2.0 ** log2_lrs(cfg, opt))),
-        opt, fixed, steps=model_steps(cfg, model), record=record_steps(cfg, model),
+        opt, fixed, steps=model_steps(cfg, model, opt), record=record_steps(cfg, model, opt),
         metrics={"coord": probes.coord_metric(), "coord_change": probes.coord_change_metric()},
         loss=cfg.mlp_loss if model == "mlp" else None,
         name=f"mutransfer-{model}-{opt}"))
