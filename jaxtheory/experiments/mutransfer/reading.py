@@ -52,8 +52,12 @@ def recorded(ds: xr.Dataset, model: str, setting: str | None = None) -> xr.Datas
   (models may train for different steps, at different widths and seeds); with ``setting``,
   that setting's runs at the steps it recorded (optimizers may train for different steps)."""
   d = ds.sel(model=model, width=widths_of(ds, model), seed=seeds_of(ds, model))
-  if setting is not None:
-    d = d.sel(setting=setting)
+  return _own_steps(d if setting is None else d.sel(setting=setting))
+
+
+def _own_steps(d: xr.Dataset) -> xr.Dataset:
+  """``d`` at the steps some of its runs recorded (the ``step`` axis is the union over models
+  and settings)."""
   seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
   return d.isel(step=np.flatnonzero(seen.values))
 
@@ -68,12 +72,8 @@ def final_loss(ds: xr.Dataset) -> xr.DataArray:
   if "model" in ds.dims:
     return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model", **kw)
   if "setting" in ds.dims:
-    parts = []
-    for s in ds.setting.values:
-      d = ds.sel(setting=s)
-      seen = d.train_loss.notnull().any([k for k in d.train_loss.dims if k != "step"])
-      parts.append(final_loss(d.isel(step=np.flatnonzero(seen.values))))
-    return xr.concat(parts, dim="setting", **kw)
+    return xr.concat([final_loss(_own_steps(ds.sel(setting=s))) for s in ds.setting.values],
+                      dim="setting", **kw)
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
   loss = _geomean(tail, "step")
@@ -97,7 +97,7 @@ def smoothing(ds: xr.Dataset) -> int:
   return max(1, int(round(SMOOTH * per_octave(ds))))
 
 
-def best_lr(ds: xr.Dataset) -> xr.DataArray:
+def best_lr(ds: xr.Dataset, loss: xr.DataArray | None = None) -> xr.DataArray:
   """Index ``k`` of the best learning rate per (model, setting, width).
 
   The argmin over the grid of the seed-mean final loss (the mean over seeds
@@ -108,8 +108,9 @@ def best_lr(ds: xr.Dataset) -> xr.DataArray:
   Measured on the defaults and a held-out run: without the averaging, one
   width of one muP setting per run landed 2 grid steps from the others (a
   flat basin: width 256's final loss 0.036-0.049 over 2^-1.33 .. 2^0).
+  ``loss``: :func:`final_loss` of ``ds`` if already computed.
   """
-  mean = _geomean(final_loss(ds), "seed")
+  mean = _geomean(final_loss(ds) if loss is None else loss, "seed")
   half = smoothing(ds)
   return xr.apply_ufunc(lambda c: smoothed_argmin(c, half), mean, input_core_dims=[["lr_k"]],
                         vectorize=True)
@@ -129,9 +130,9 @@ def transfer(ds: xr.Dataset, tolerance: float = 1.0, level: float = 0.95
   (:func:`jaxtheory.analysis.transfer_cost`; None where some width has no
   trainable learning rate).
   """
-  k = best_lr(ds)
-  h = smoothing(ds)
   loss = final_loss(ds)
+  k = best_lr(ds, loss)
+  h = smoothing(ds)
   out = {}
   for m in ds.model.values:
     widths, seeds = widths_of(ds, str(m)), seeds_of(ds, str(m))
@@ -141,7 +142,7 @@ def transfer(ds: xr.Dataset, tolerance: float = 1.0, level: float = 0.95
       n = int(np.isfinite(grid).sum())
       log2 = np.array([grid[int(i)] if np.isfinite(i) else np.nan for i in idx])
       finite = bool(np.isfinite(idx).all())
-      shift = float(np.max(np.abs(idx - np.median(idx)))) if finite else np.inf
+      shift = float(np.max(_off(idx))) if finite else np.inf
       cost = None
       if finite:
         curves = loss.sel(model=m, setting=s, seed=seeds).isel(lr_k=slice(0, n))
@@ -243,6 +244,11 @@ def _fmt_best(r: dict) -> str:
                    for w, v in zip(r["widths"], r["log2"]))
 
 
+def _off(index: np.ndarray) -> np.ndarray:
+  """Each width's distance, in grid steps, of its best learning rate from the median best."""
+  return np.abs(index - np.median(index))
+
+
 def transfers(r: dict, tolerance: float = 1.0, max_shift: float = 2.0) -> bool:
   """Whether one setting's best learning rate transfers across widths (an entry of :func:`transfer`).
 
@@ -253,9 +259,8 @@ def transfers(r: dict, tolerance: float = 1.0, max_shift: float = 2.0) -> bool:
   """
   if r["cost"] is None:
     return False
-  off = np.abs(r["index"] - np.median(r["index"]))
   return bool(all(d <= tolerance or (d <= max_shift and not c.worse)
-                  for d, c in zip(off, r["cost"])))
+                  for d, c in zip(_off(r["index"]), r["cost"])))
 
 
 def _fmt_cost(r: dict, tolerance: float) -> str:
@@ -263,15 +268,14 @@ def _fmt_cost(r: dict, tolerance: float) -> str:
   what the best lr within it costs them (seed-mean smoothed log loss, +- its standard error)."""
   if r["cost"] is None:
     return ""
-  far = [(w, i, c) for w, i, c in zip(r["widths"], r["index"], r["cost"])
-         if abs(i - np.median(r["index"])) > tolerance]
+  far = [(w, d, c) for w, d, c in zip(r["widths"], _off(r["index"]), r["cost"]) if d > tolerance]
   if not far:
     return ""
   return "; the median's lr costs " + ", ".join(
-      f"width {w} ({abs(i - np.median(r['index'])):g} steps off) {c.excess:+.3f}"
+      f"width {w} ({d:g} steps off) {c.excess:+.3f}"
       + (f" +- {c.stderr:.3f}" if np.isfinite(c.stderr) else "")
       + (" in log loss, beyond the seeds' noise" if c.worse else " in log loss, within noise")
-      for w, i, c in far)
+      for w, d, c in far)
 
 
 def summary_title(ds: xr.Dataset) -> str:
@@ -366,7 +370,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
 
   Muon (``sp-muon``) is reported in :func:`summary`, without a check.
   """
-  t = transfer(ds)
+  t = transfer(ds, tolerance, level)
   checks = []
   one_lr = ds.sizes["lr_k"] < 2
   ce, ce_err = (coord_exponents(ds, stderr=True) if _several_widths(ds) and "coord_change" in ds
@@ -452,7 +456,8 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
         at = coord_step(ds, m, f"{par}-{opt}")
         where = dict(model=m, setting=f"{par}-{opt}", step=at)
         e = ce.sel(where).dropna("layer")
-        margin = coord_margin(ds, m, level) * ce_err.sel(where).sel(layer=e.layer).fillna(0)
+        err, z = ce_err.sel(where).sel(layer=e.layer), coord_margin(ds, m, level)
+        margin = z * err.fillna(0)
         size = ce_size.sel(where).dropna("layer")
         ok = bool(len(e) and (np.all(np.abs(e) - margin <= coord_flat) if par == "mup"
                               else np.any(e - margin > coord_flat)))
@@ -460,8 +465,8 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
         checks.append(Check(title, ok, f"after {at} steps, widths {cw[0]}-"
                             f"{cw[-1]}, per layer: "
                             + ", ".join(f"{float(v):+.2f} +- {float(se):.2f}" for v, se in
-                                        zip(e.values, ce_err.sel(where).sel(layer=e.layer).values))
-                            + f" (beyond noise: more than {coord_margin(ds, m, level):.2f} standard "
+                                        zip(e.values, err.values))
+                            + f" (beyond noise: more than {z:.2f} standard "
                             f"errors); the activations' size (not judged): "
                             + ", ".join(f"{float(v):+.2f}" for v in size.values)))
   return checks
