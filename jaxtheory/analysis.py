@@ -442,24 +442,42 @@ def drift_exponent(log2_best: np.ndarray, widths: np.ndarray) -> float:
   return float(np.polyfit(x, np.asarray(log2_best)[ok], 1)[0])
 
 
+class WiderIsBetter(NamedTuple):
+  """What :func:`wider_is_better` measured (log-loss differences are wider minus narrower)."""
+  ok: bool | None
+  steps: list  # the judged steps
+  mean: np.ndarray  # seed-mean (geometric) curves, (width, step)
+  diff: np.ndarray  # mean log-loss change per width pair over the judged records
+  se: np.ndarray  # its standard error over the seeds
+  from_init: np.ndarray  # ``diff`` minus the same change at initialization
+  span: float  # the widest minus the narrowest width's mean log loss over the judged records
+  span_se: float  # its standard error
+
+
 def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1,
-                    floor: float = 0.01, level: float = 0.95):
-  r"""Whether the training loss falls with the width throughout training, beyond the seeds' noise.
+                    floor: float = 0.01, level: float = 0.95) -> WiderIsBetter:
+  r"""Whether the training loss falls monotonically with the width, beyond the seeds' noise.
 
   Judged on :math:`\log` loss, from the first record at which every width's
   seed-mean loss is at least ``progress`` below its initial value (on the
   initial plateau the widths are equal up to noise) until some width fits
   the training set (its loss below ``floor`` times the initial; past that
-  the losses of a memorized set are noise). Each width is compared with the
-  next narrower one, with Student's :math:`t` over the seeds
-  (:math:`2(n-1)` degrees of freedom for ``n`` seeds):
+  the losses of a memorized set are noise). With Student's :math:`t` over
+  the seeds (:math:`2(n-1)` degrees of freedom for ``n`` seeds), it passes if
 
-  * over the judged records it is better: the seed mean of its log loss
-    averaged over those records is lower, by more than the one-sided
-    quantile at ``level`` times the standard error of the difference
-    (with one seed: lower);
-  * at no judged record is it worse beyond the two-sided quantile at
-    ``level`` times that record's standard error (with one seed: at none).
+  * the widest width is better than the narrowest: the seed mean of its log
+    loss averaged over the judged records is lower, by more than the
+    one-sided quantile at ``level`` times the standard error of the
+    difference (with one seed: lower);
+  * no width is worse than the next narrower one: neither that average
+    higher beyond the one-sided quantile times its standard error, nor the
+    log loss at any judged record beyond the two-sided quantile times that
+    record's standard error (with one seed: neither higher at all).
+
+  Monotone, not every step significant: as the widths approach their limit
+  (muP's promise) the gain per width step shrinks, so the widest pair's
+  difference is the smallest and the least certain; each pair's change is
+  returned with its standard error for the reader.
 
   A width that diverges, or has not left the plateau when another has fitted,
   fails.
@@ -469,11 +487,15 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
     steps: the recorded steps.
 
   Returns:
-    ``(ok, judged steps, seed-mean curves (width, step), mean log-loss
-    differences over the judged records per width pair, their standard
-    errors, the same differences minus those at initialization)``; ``ok`` is
-    None when no record can be judged (every width fits at once, or none
-    leaves its plateau).
+    :class:`WiderIsBetter`; ``ok`` is None when no record can be judged
+    (every width fits at once, or none leaves its plateau).
+
+  >>> steps = np.arange(5)
+  >>> decay = np.array([0.8, 0.6, 0.59])[:, None]  # per step; the widest pair barely differs
+  >>> curves = 2.0 * decay ** steps * np.array([1.0, 1.1])[:, None, None]  # two seeds
+  >>> r = wider_is_better(curves, steps)
+  >>> bool(r.ok), r.steps, np.round(r.diff, 2).tolist(), round(r.span, 2)
+  (True, [1, 2, 3, 4], [-0.72, -0.04], -0.76)
   """
   from scipy import stats  # pylint: disable=import-outside-toplevel
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -491,20 +513,25 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
   empty = np.array([])
   if not judged:
     broken = not np.all(np.isfinite(mean))
-    return (False if broken else None), [], mean, empty, empty, empty
+    return WiderIsBetter(False if broken else None, [], mean, empty, empty, empty, np.nan, np.nan)
   n = curves.shape[0]
   window = logs[:, :, judged]
   with np.errstate(invalid="ignore"):
     d = np.diff(window.mean(0), axis=0)  # (width pair, record): wider - narrower
     area = window.mean(2)  # (seed, width)
     diff = np.diff(area.mean(0))
+    span = float(area[:, -1].mean() - area[:, 0].mean())
     init_gap = np.diff(logs[:, :, 0].mean(0))
     if n > 1:
       var = window.var(0, ddof=1)
       step_bound = stats.t.ppf(0.5 + level / 2, 2 * (n - 1)) * np.sqrt((var[1:] + var[:-1]) / n)
-      se = np.sqrt((area.var(0, ddof=1)[1:] + area.var(0, ddof=1)[:-1]) / n)
-      bound = -stats.t.ppf(level, 2 * (n - 1)) * se
+      v = area.var(0, ddof=1)
+      se = np.sqrt((v[1:] + v[:-1]) / n)
+      span_se = float(np.sqrt((v[-1] + v[0]) / n))
+      q = stats.t.ppf(level, 2 * (n - 1))
     else:
-      step_bound, se, bound = np.zeros_like(d), np.zeros_like(diff), np.zeros_like(diff)
-  ok = bool(np.all(np.isfinite(d)) and np.all(d <= step_bound) and np.all(diff < bound))
-  return ok, [int(steps[j]) for j in judged], mean, diff, se, diff - init_gap
+      step_bound, se, span_se, q = np.zeros_like(d), np.zeros_like(diff), 0.0, 0.0
+  ok = bool(np.all(np.isfinite(d)) and np.all(d <= step_bound) and np.all(diff <= q * se)
+            and span < -q * span_se)
+  return WiderIsBetter(ok, [int(steps[j]) for j in judged], mean, diff, se, diff - init_gap,
+                       span, span_se)

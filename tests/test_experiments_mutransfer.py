@@ -209,8 +209,9 @@ def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
   rate = np.array([0.1, 0.2, 0.25])[:, None]
   base = 3.0 * np.exp(-rate * np.maximum(t - 1, 0))  # (width, step)
   noise = np.array([1.0, 1.03])[:, None, None]  # the seeds differ by 3%
-  ok, judged, mean, diff, se, _ = M.wider_is_better(base[None] * noise, steps)
-  assert ok and judged == [4, 8, 16] and np.all(diff < 0), (judged, diff)
+  r = M.wider_is_better(base[None] * noise, steps)
+  assert r.ok and r.steps == [4, 8, 16] and np.all(r.diff < 0), (r.steps, r.diff)
+  assert np.isclose(r.span, r.diff.sum()) and r.span_se > 0
   # The plateau is not judged: a wider net 1% worse there does not fail.
   bumped = base.copy()
   bumped[2, 1] *= 1.01
@@ -227,6 +228,16 @@ def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
   # Equal widths are not better on average.
   same = np.broadcast_to(base[:1], base.shape)[None] * noise
   assert not M.wider_is_better(same, steps)[0]
+  # Monotone, not every step significant: the widest pair equal (a width at its limit) passes,
+  # the widest pair worse on average beyond the seeds' noise fails, though the span is lower.
+  limit = base.copy()
+  limit[2] = limit[1]
+  assert M.wider_is_better(limit[None] * noise, steps)[0]
+  seeds = np.array([1.0, 1.01, 0.99])[:, None, None]
+  back = base.copy()
+  back[2] = base[1] * 1.03
+  r = M.wider_is_better(back[None] * seeds, steps)
+  assert not r.ok and r.span < -3 * r.span_se and r.diff[1] > 0, r
   # Equal widths with independent seed noise (a null): not better beyond the noise.
   rng = np.random.default_rng(0)
   null = np.broadcast_to(base[:1], base.shape)[None] * np.exp(0.05 * rng.standard_normal((3, 3, 6)))
