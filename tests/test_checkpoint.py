@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxtheory import data, nn, sweep
+from jaxtheory.errors import ConfigError
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -95,7 +96,7 @@ def test_resume_returns_the_params_of_finished_runs(tmp_path):
                           for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   # 1. The sweep finished; resuming it recomputes nothing and returns the same params.
   ck = tmp_path / "done.npz"
-  sweep.run(s, checkpoint=ck, progress=False)
+  sweep.execute(s, checkpoint=ck, progress=False)
   res, groups = sweep.execute(s, checkpoint=ck, resume=True, progress=False)
   assert res.attrs["traces"] == 0
   assert [g.runs.tolist() for g in groups] == [g.runs.tolist() for g in ref]
@@ -110,11 +111,29 @@ def test_resume_returns_the_params_of_finished_runs(tmp_path):
       raise _Stop
   ck = tmp_path / "half.npz"
   with pytest.raises(_Stop):
-    sweep.run(s, checkpoint=ck, checkpoint_interval=0, progress=stop)
+    sweep.execute(s, checkpoint=ck, checkpoint_interval=0, progress=stop)
   res, groups = sweep.execute(s, checkpoint=ck, resume=True, progress=False)
   for g, r in zip(groups, ref):
     assert same(g.params, r.params)
   np.testing.assert_array_equal(res.train_loss.values, ref_res.train_loss.values)
+
+
+def test_a_sweep_that_keeps_no_params_checkpoints_none(tmp_path):
+  """sweep.run's checkpoint holds metrics, not the finished runs' parameters (most of the bytes
+  otherwise); it resumes as it was written, and asking it for parameters is a clear error."""
+  s = _small()
+  ref = sweep.run(s, progress=False)
+  ck, kept = tmp_path / "metrics.npz", tmp_path / "params.npz"
+  sweep.run(s, checkpoint=ck, progress=False)
+  sweep.execute(s, checkpoint=kept, progress=False)
+  assert not [k for k in np.load(ck).files if k.startswith("final/")]
+  assert [k for k in np.load(kept).files if k.startswith("final/")]
+  assert ck.stat().st_size < kept.stat().st_size / 2
+  again = sweep.run(s, checkpoint=ck, resume=True, progress=False)
+  assert again.attrs["traces"] == 0
+  np.testing.assert_array_equal(again.train_loss.values, ref.train_loss.values)
+  with pytest.raises(ConfigError, match="the checkpoint keeps none"):
+    sweep.execute(s, checkpoint=ck, resume=True, progress=False)
 
 
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):

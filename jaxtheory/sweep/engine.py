@@ -77,7 +77,9 @@ def run(s: Sweep, *, strategy: str = "auto", chunk_size: int | None = None,
       this many times per run.
     checkpoint: path of a checkpoint file (``.npz``). The sweep state is saved
       there atomically at least every ``checkpoint_interval`` seconds (at a
-      chunk boundary) and whenever a bucket finishes.
+      chunk boundary) and whenever a bucket finishes: the finished runs'
+      metrics and the state of the unfinished ones (not the finished runs'
+      parameters, which :func:`execute` keeps).
     resume: continue from ``checkpoint`` if it exists (finished buckets are
       not recomputed). Without ``resume`` an existing checkpoint is an error,
       never overwritten.
@@ -127,8 +129,12 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
     s: the sweep.
     params: keep every run's final parameters (``SweepResult.groups``);
       ``False`` keeps none (``groups`` is ``None``), as :func:`run` does.
-      Resuming a checkpoint whose earlier buckets finished before the
-      interruption cannot return their parameters (checkpoints keep metrics).
+      A checkpoint keeps the final parameters of finished runs only where
+      they are kept (``params=True``), so that resuming it returns them
+      without training again; one written with ``params=False`` (or by
+      :func:`run`) keeps metrics and the state of unfinished runs, and
+      resuming it here with ``params=True`` is an error once some runs
+      finished before the interruption.
     strategy, chunk_size, progress, record_chunks, checkpoint, resume,
       checkpoint_interval, memory_budget: as in :func:`run`.
 

@@ -370,9 +370,11 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
                           "run_s": 0.0, "backend": jax.default_backend(),
                           "devices": jax.device_count(), "memory": 0.0}
   data_b = place(data, None)
-  # Final params of finished units (their leaves), saved with every checkpoint so that a
-  # resumed sweep can return them without training those runs again.
-  finals: dict[int, Any] = dict(saved["finals"]) if saved is not None else {}
+  # Final params of finished units (their leaves), saved with every checkpoint of a sweep that
+  # keeps them (``groups``), so that its resumption can return them without training those
+  # runs again. A sweep that keeps none saves none: they are most of a checkpoint's bytes.
+  finals: dict[int, Any] = (dict(saved["finals"]) if saved is not None and groups is not None
+                            else {})
   buckets = [_Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
                      comps.get(int(max(members)))) for members in p.buckets]
   job.report(job.done, f"compiling width<={buckets[0].cap}")
@@ -432,8 +434,10 @@ def _train_buckets(p: Plan, buckets: list[_Bucket], job: Job, info: dict[str, An
         if groups is not None:
           if unit not in finals:
             raise ConfigError("sweep.execute cannot return the parameters of runs that finished "
-                              "before the interruption: the checkpoint predates saved final "
-                              "parameters; remove it to train again")
+                              "before the interruption: the checkpoint keeps none (written by "
+                              "sweep.run, by sweep.execute(params=False) or by an older "
+                              "jaxtheory); resume it as it was written, or remove it to train "
+                              "again")
           # Only shapes are needed to rebuild the params tree: trace init, no compile.
           like = jax.eval_shape(lambda h, d: jax.lax.map(lambda a: setup(bk.tr, a, d), h),
                                 hps, data_b).params
@@ -465,11 +469,11 @@ def _train_buckets(p: Plan, buckets: list[_Bucket], job: Job, info: dict[str, An
           ck.save(job.metrics, unit, c + 1, fetch(states), outs, finals)
       for j, r in enumerate(runs):
         job.metrics[int(r)] = {k: np.concatenate([o[k][j] for o in outs]) for k in outs[0]}
-      final = fetch(states.params) if groups is not None or ck is not None else None
       if groups is not None:
+        final = fetch(states.params)
         groups.append(bk.run_group(p, runs, hps, final))
-      if ck is not None:
         finals[unit] = jax.tree.leaves(final)
+      if ck is not None:
         ck.save(job.metrics, unit + 1, 0, None, [], finals)
     info["run_s"] += time.perf_counter() - t0
     info["traces"] += bk.traces[0]
