@@ -193,7 +193,8 @@ def coord_step(ds: xr.Dataset, model: str, setting: str | None = None) -> int:
   return int(recorded(ds, model, setting).step.max()) if k < 0 else k
 
 
-def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = False):
+def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = False,
+                    t: dict | None = None):
   """Width exponent of each layer's coordinate size at each model's steps up to :func:`coord_step`.
 
   ``var``: ``'coord_change'``, the size of each layer's change from
@@ -204,9 +205,10 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = Fa
   learning rate is :func:`stable_lr` (an octave below muP's best), so SP and
   muP are compared at the same learning rate. NaN at steps a model did not
   record. With ``stderr``, ``(exponents, standard errors over the seeds)``
-  (:func:`jaxtheory.probes.coord_exponents`).
+  (:func:`jaxtheory.probes.coord_exponents`). ``t``: :func:`transfer` of ``ds``, where the
+  caller has it.
   """
-  t = transfer(ds)
+  t = transfer(ds) if t is None else t
   first = 1 if var == "coord_change" else 0
   out, errs = [], []
   for m in ds.model.values:
@@ -297,7 +299,7 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                           f"width {base_width_of(ds, str(m))}); "
                           f"{len(seeds_of(ds, str(m)))} seed(s)")
           for m in ds.model.values]
-  ce = coord_exponents(ds) if "coord_change" in ds else None
+  ce = coord_exponents(ds, t=t) if "coord_change" in ds else None
   for (m, s), r in t.items():
     n_div = int(recorded(ds, m, s).diverged.isel(step=-1).fillna(0).astype(bool).sum())
     n = int(len(seeds_of(ds, m)) * len(r["widths"]) *
@@ -378,9 +380,9 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
   t = transfer(ds, tolerance, level)
   checks = []
   one_lr = ds.sizes["lr_k"] < 2
-  ce, ce_err = (coord_exponents(ds, stderr=True) if _several_widths(ds) and "coord_change" in ds
-                else (None, None))
-  ce_size = coord_exponents(ds, "coord") if ce is not None else None
+  ce, ce_err = (coord_exponents(ds, stderr=True, t=t)
+                if _several_widths(ds) and "coord_change" in ds else (None, None))
+  ce_size = coord_exponents(ds, "coord", t=t) if ce is not None else None
   for m in ds.model.values:
     m = str(m)
     widths = widths_of(ds, m)
