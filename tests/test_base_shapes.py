@@ -64,6 +64,16 @@ def test_base_shapes_ratios_and_equinox_layout():
   assert got == [("input", 4.0, "vector", 4.0), ("hidden", 4.0, "vector", 4.0),
                  ("output", 4.0, "fixed", 1.0)]
   assert shapes.layers[1].weight.fan_in == 64 and shapes.layers[2].weight.n == 64
+  # The Equinox adapter states its layout, so parametrize reads it without being told.
+  assert build(8).layout == "out_in"
+  got = bs.roles(build, 32)
+  assert [(l.weight, l.bias) for l in got.layers] == [
+      ("input", "vector"), ("hidden", "vector"), ("output", "fixed")]
+  assert jax.tree.leaves(got) == jax.tree.leaves(bs.roles(build, 32, layout="out_in"))
+  with pytest.raises(ValueError, match="states its weights are 'out_in'"):
+    bs.parametrize(build, 16, layout="in_out")(32)
+  with pytest.raises(ValueError, match="states its weights are 'in_out'"):
+    bs.roles(linen_build, 32, layout="out_in")
 
 
 # ----------------------------------------------------------------------------

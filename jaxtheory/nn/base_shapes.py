@@ -228,7 +228,7 @@ def _train_mode(inner: Model, shapes, who: str, state) -> TrainMode | None:
 
 
 def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
-                layout: str = "in_out") -> Callable[[int], Model]:
+                layout: str | None = None) -> Callable[[int], Model]:
   """``width -> Model`` that runs ``build(width)`` in any parametrization by its base shapes.
 
   Args:
@@ -236,14 +236,18 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
     base_width: the width at which every parametrization equals SP (mup's
       convention); ``None``: absolute width factors (as native models without
       ``Ctx.base_width``).
-    layout: ``'in_out'`` (Flax, this library) or ``'out_in'`` (Equinox).
+    layout: ``'in_out'`` (Flax, this library) or ``'out_in'`` (Equinox,
+      PyTorch-style); ``None``: the one the model states
+      (:attr:`~jaxtheory.nn.Model.layout`: the Flax and Equinox adapters
+      state theirs), else ``'in_out'``. A layout other than the one the
+      model states is an error.
 
   Returns:
     A function ``width -> Model``, for :class:`jaxtheory.sweep.Sweep` or
     direct use; the model takes ``Ctx(parametrization, gamma=...,
     init_scale=...)`` (``width=None``: it is not paddable).
   """
-  if layout not in LAYOUTS:
+  if layout is not None and layout not in LAYOUTS:
     raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
   if base_width is not None and (not isinstance(base_width, int) or base_width < 1):
     raise ValueError(f"base_width must be a positive integer or None, got {base_width!r}")
@@ -251,7 +255,7 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
   def at(width: int) -> Model:
     inner = build(width)
     base = None if base_width is None else _shapes(build(base_width))
-    shapes = infer(_shapes(inner), _shapes(build(2 * width)), base, layout)
+    shapes = infer(_shapes(inner), _shapes(build(2 * width)), base, _layout(inner, layout))
     if not any(t.role != "fixed" for t in jax.tree.leaves(shapes, is_leaf=_is_shape)):
       raise ValueError("no parameter changes shape with the width: is the width passed to "
                        "the model's constructor?")
@@ -274,9 +278,24 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
   return at
 
 
-def roles(build: Callable[[int], Model], width: int, layout: str = "in_out"):
+def _layout(m: Model, layout: str | None) -> str:
+  """The layout to read ``m``'s weights in: the one asked for, checked against the one it states."""
+  if not isinstance(m, Model):
+    raise ValueError(f"build(width) must return a jaxtheory Model (e.g. "
+                     f"nn.flax.from_linen(module, input_shape) or nn.equinox.from_eqx(...)), "
+                     f"got {type(m).__name__}")
+  stated = getattr(m, "layout", None)
+  if layout is not None and stated is not None and layout != stated:
+    fan_in = "every axis but the last" if stated == "in_out" else "every axis but the first"
+    raise ValueError(f"layout={layout!r}, but the model states its weights are {stated!r} "
+                     f"(fan-in: {fan_in}); leave layout out")
+  return layout or stated or "in_out"
+
+
+def roles(build: Callable[[int], Model], width: int, layout: str | None = None):
   """Each parameter's role (a pytree of strings) in ``build(width)``."""
-  shapes = infer(_shapes(build(width)), _shapes(build(2 * width)), None, layout)
+  m = build(width)
+  shapes = infer(_shapes(m), _shapes(build(2 * width)), None, _layout(m, layout))
   return jax.tree.map(lambda t: t.role, shapes, is_leaf=_is_shape)
 
 

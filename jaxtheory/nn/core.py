@@ -576,6 +576,11 @@ class Model(NamedTuple):
     train_mode: how the model computes while it trains (:class:`TrainMode`),
       for a foreign model with dropout or batch norm; ``None``: as it
       evaluates (every native model).
+    layout: which axes of its weights are fan-in, for
+      :func:`jaxtheory.nn.base_shapes.parametrize`: ``'in_out'`` (Flax kernels
+      ``(..., in, out)``), ``'out_in'`` (Equinox ``(out, in, ...)``); ``None``:
+      not stated (a user's own ``init``/``apply``; parametrize assumes
+      ``'in_out'`` unless told).
   """
   layer: Layer
   input_shape: tuple[int, ...]
@@ -583,6 +588,7 @@ class Model(NamedTuple):
   features: Callable | None = None
   penultimate: Callable | None = None
   train_mode: TrainMode | None = None
+  layout: str | None = None
 
   def init(self, key, ctx: Ctx = Ctx()) -> Params:
     """Initial parameters (padded entries are exactly zero)."""
@@ -689,7 +695,7 @@ class Model(NamedTuple):
 
 def model(layer: Layer, input_shape: Sequence[int], paddable: bool = True,
           features: Callable | None = None, penultimate: Callable | None = None,
-          train_mode: TrainMode | None = None) -> Model:
+          train_mode: TrainMode | None = None, layout: str | None = None) -> Model:
   """Binds a layer to the shape of one input example (see :class:`Model` for the rest)."""
   return Model(layer, tuple(int(d) for d in input_shape), bool(paddable), features,
-               penultimate, train_mode)
+               penultimate, train_mode, layout)

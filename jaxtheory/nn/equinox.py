@@ -288,4 +288,4 @@ def from_eqx(module_or_factory: eqx.Module | Callable[[jax.Array], eqx.Module],
     return H, _readout_of(eqx.combine(params, parts.eval_static), parts.name)
 
   return model(layer, input_shape, paddable=False, features=feats, penultimate=penultimate,
-               train_mode=parts.train_mode())
+               train_mode=parts.train_mode(), layout="out_in")

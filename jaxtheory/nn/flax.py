@@ -228,7 +228,8 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
   return model(linen_layer(module, input_dtype=input_dtype, sample_input=sample_input,
                            eval_kwargs=eval_kwargs, _model=True), input_shape, paddable=False,
                features=_linen_features(module, eval_kwargs),
-               penultimate=_linen_penultimate(module, eval_kwargs), train_mode=train_mode)
+               penultimate=_linen_penultimate(module, eval_kwargs), train_mode=train_mode,
+               layout="in_out")
 
 
 def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None) -> list:
@@ -454,7 +455,7 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
 
   return model(nnx_layer(module_or_factory, input_dtype=input_dtype, _model=True), input_shape,
                paddable=False, features=features, penultimate=penultimate,
-               train_mode=parts.train_mode())
+               train_mode=parts.train_mode(), layout="in_out")
 
 
 _OWN_NOTHING = object()
