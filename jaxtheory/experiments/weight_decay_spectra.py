@@ -613,7 +613,8 @@ def _rank_check(ds: xr.Dataset, decay: float, z: float, collapse: float, compare
 
 def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growth: float = 0.25,
               max_k2: float = 0.2, rank_z: float = 2.0, collapse: float = 2.0,
-              sgd_k_tol: float = 0.1, sgd_min_r2: float = 0.8) -> list[Check]:
+              sgd_k_tol: float = 0.1, sgd_min_r2: float = 0.8,
+              growth_z: float = 2.0) -> list[Check]:
   r"""The signature checks with their measured numbers.
 
   1. With weight decay every normalized layer's norm is stationary over the
@@ -627,7 +628,7 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
      defaults, -0.227 in the slowest layer-run, the smallest lr*wd and lr/wd,
      whose norm fell from 0.87 to 0.76 over the second half after falling
      from 8.1 in the first. A run counts as over only where its slope lies
-     beyond the bound by more than ``rank_z`` standard errors (from the
+     beyond the bound by more than ``growth_z`` standard errors (from the
      norm's fluctuations about the fitted line): at the largest learning
      rates the norm fluctuates 10-20% from one record to the next (measured
      at width 128 x depth 4: the residual network's last layer at lr*wd 0.03
@@ -672,7 +673,7 @@ def signature(ds: xr.Dataset, k_tol: float = 0.1, min_r2: float = 0.9, max_growt
   control_only = 1.0 not in ds.decay.values
   both = {0.0, 1.0} <= set(ds.decay.values.tolist())
   dec = 0.0 if control_only else 1.0
-  checks = [_equilibrium_check(ds, max_growth, rank_z)]
+  checks = [_equilibrium_check(ds, max_growth, growth_z)]
   who = "without weight decay (control)" if control_only else "AdamW"
   name2 = (f"{who}: the equilibrium norm of every normalized layer scales as (lr/wd)^k, "
            f"k = 1/2 +- {k_tol:g}, R^2 >= {min_r2:g}")
