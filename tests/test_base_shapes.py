@@ -249,6 +249,27 @@ def test_base_width_for_a_foreign_model_is_a_config_error():
     sweep.plan(s)
 
 
+def test_what_a_plain_foreign_model_cannot_do_is_a_config_error_before_training():
+  """Traced inside the sweep, init_scale or a parametrization would be silently ignored (the
+  runs train as SP, labelled otherwise); planning asks each model with concrete values."""
+  from jaxtheory import data as D, sweep
+  ds = D.teacher_student(n_train=8, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)
+  plan = lambda build=linen_build, **kw: sweep.plan(sweep.Sweep(build, ds, steps=1, **kw))
+  with pytest.raises(ConfigError, match="at width 8 cannot run parametrization 'sp' at "
+                     "init_scale 2: .*init cannot be rescaled"):
+    plan(grid=dict(width=[8, 16], init_scale=[1.0, 2.0]))
+  with pytest.raises(ConfigError, match="init_scale 3"):
+    plan(grid=dict(width=[8]), hparams=dict(init_scale=3.0))
+  with pytest.raises(ConfigError, match="cannot run parametrization 'mup'.*base_shapes"):
+    plan(grid=dict(width=[8], parametrization=["sp", "mup"]))
+  with pytest.raises(ConfigError, match="widths 8 and 16 has the same parameter shapes"):
+    plan(lambda w: linen_build(8), grid=dict(width=[8, 16]))
+  # Wrapped by base shapes it takes them all; a native model was never asked.
+  plan(bs.parametrize(linen_build), grid=dict(width=[8, 16], init_scale=[1.0, 2.0],
+                                               parametrization=["sp", "mup"]))
+  plan(native, grid=dict(width=[8, 16], init_scale=[1.0, 2.0]))
+
+
 def test_parametrization_as_a_grid_axis_equals_separate_sweeps():
   from jaxtheory import data as D, sweep
   ds = D.teacher_student(n_train=16, n_test=8, input_dim=D_IN, out_dim=D_OUT, seed=0)

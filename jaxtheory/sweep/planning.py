@@ -21,7 +21,7 @@ import numpy as np
 from jaxtheory.data import Dataset, validate
 from jaxtheory.errors import ConfigError
 from jaxtheory.metric import takes_params0
-from jaxtheory.nn import PARAMETRIZATIONS, Model
+from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard
@@ -197,6 +197,7 @@ def plan(s: Sweep) -> Plan:
     if not all(m.paddable for m in models.values()):
       raise ConfigError("base_width applies to native models; give a foreign model its base "
                         "width by nn.base_shapes.parametrize(build, base_width)")
+  _check_foreign(models, shapes, parametrization, grid, fixed)
   if all(m.paddable for m in models.values()):
     groups = G.buckets(grid["width"], cost.__getitem__, s.max_waste)
   else:  # Flax, Equinox or a user's own init/apply: built at each width, never padded
@@ -229,6 +230,41 @@ def _parametrizations(s: Sweep) -> tuple[str | tuple[str, ...], dict[str, list[s
   if len(set(names)) != len(names):
     raise ConfigError(f"sweep axis 'parametrization' has duplicate values: {names}")
   return (names[0] if len(names) == 1 else tuple(names)), {"parametrization": names}
+
+
+def _check_foreign(models: dict[int, Model], shapes: dict, parametrization, grid, fixed):
+  """Refuses what a foreign model (built per width, its own init) would silently not do.
+
+  Its init and layers take only what its adapter honours: a plain Flax or
+  Equinox module runs SP at ``init_scale`` 1, while one wrapped by
+  :func:`jaxtheory.nn.base_shapes.parametrize` takes any. Traced inside the
+  sweep these could not be checked (the run would train as SP, labelled
+  otherwise), so each model is asked here once, with concrete values. Also
+  refused: two widths built to the same parameter shapes (the width never
+  reached the model).
+  """
+  foreign = {w: m for w, m in models.items() if not m.paddable}
+  if not foreign:
+    return
+  names = parametrization if isinstance(parametrization, tuple) else (parametrization,)
+  scales = [float(v) for v in np.unique(grid.get("init_scale", [fixed.get("init_scale", 1.0)]))]
+  for w, m in foreign.items():
+    for name in names:
+      for scale in scales:
+        try:
+          jax.eval_shape(lambda k, m=m, c=Ctx(name, init_scale=scale): m.init(k, c),
+                         jax.random.key(0))
+        except ValueError as e:
+          raise ConfigError(f"the model built at width {w} cannot run parametrization "
+                            f"{name!r} at init_scale {scale:g}: {e}") from None
+  seen = {}
+  for w in sorted(foreign):
+    sig = str(jax.tree.map(lambda a: a.shape, shapes[w]))
+    if sig in seen:
+      raise ConfigError(f"the model built at widths {seen[sig]} and {w} has the same "
+                        f"parameter shapes: does sweep.model(width) pass the width to the "
+                        f"module it builds?")
+    seen[sig] = w
 
 
 def _runs_per_width(grid) -> dict[int, int]:
