@@ -90,6 +90,16 @@ class LinenMLP(linen.Module):
     return linen.Dense(D_OUT, name="l2")(x)
 
 
+class Heads(linen.Module):
+  """Self-attention with 4 heads: a width that 4 does not divide fails Flax's own assertion."""
+  width: int
+
+  @linen.compact
+  def __call__(self, x):
+    h = linen.Dense(self.width)(x)[:, None, :]
+    return linen.Dense(D_OUT)(linen.MultiHeadDotProductAttention(4)(h)[:, 0])
+
+
 def linen_build(w):
   return from_linen(LinenMLP(w), (D_IN,))
 
@@ -264,6 +274,24 @@ def test_what_a_plain_foreign_model_cannot_do_is_a_config_error_before_training(
     plan(grid=dict(width=[8], parametrization=["sp", "mup"]))
   with pytest.raises(ConfigError, match="widths 8 and 16 has the same parameter shapes"):
     plan(lambda w: linen_build(8), grid=dict(width=[8, 16]))
+  # A module in place of the function, or one that fails at some width: named, one line.
+  with pytest.raises(ConfigError, match="must be a function width -> Model .*got a LinenMLP "
+                     "module"):
+    plan(LinenMLP(8), grid=dict(width=[8]))
+  with pytest.raises(ConfigError, match=r"sweep.model\(8\) failed: ValueError: no 8"):
+    plan(lambda w: (_ for _ in ()).throw(ValueError(f"no {w}")), grid=dict(width=[8]))
+  with pytest.raises(ConfigError, match=r"sweep.model\(6\) failed: AssertionError: Memory "
+                     r"dimension \(6\) must be divisible"):
+    plan(lambda w: from_linen(Heads(w), (D_IN,)), grid=dict(width=[8, 6]))
+  from jaxtheory.nn import foreign, model  # a user's own init/apply, failing only when traced
+  own = lambda w: model(foreign.layer(lambda p, x: x @ p[:, :D_OUT],
+                                      lambda k: jnp.zeros((D_IN + 1, w)), "own"), (D_IN,),
+                        paddable=False)
+  with pytest.raises(ConfigError, match="built at width 8 fails to initialize: TypeError"):
+    plan(own, grid=dict(width=[8]))
+  with pytest.raises(ValueError, match="build.width. must return a jaxtheory Model.*got "
+                     "LinenMLP"):
+    bs.parametrize(lambda w: LinenMLP(w))(8)
   # Wrapped by base shapes it takes them all; a native model was never asked.
   plan(bs.parametrize(linen_build), grid=dict(width=[8, 16], init_scale=[1.0, 2.0],
                                                parametrization=["sp", "mup"]))

@@ -254,8 +254,9 @@ def parametrize(build: Callable[[int], Model], base_width: int | None = None, *,
 
   def at(width: int) -> Model:
     inner = build(width)
+    read_as = _layout(inner, layout)  # first: it says when build(width) is not a Model
     base = None if base_width is None else _shapes(build(base_width))
-    shapes = infer(_shapes(inner), _shapes(build(2 * width)), base, _layout(inner, layout))
+    shapes = infer(_shapes(inner), _shapes(build(2 * width)), base, read_as)
     if not any(t.role != "fixed" for t in jax.tree.leaves(shapes, is_leaf=_is_shape)):
       raise ValueError("no parameter changes shape with the width: is the width passed to "
                        "the model's constructor?")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtheory.data import Dataset, validate
-from jaxtheory.errors import ConfigError
+from jaxtheory.errors import ConfigError, JaxtheoryError
 from jaxtheory.metric import takes_params0
 from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model
 from jaxtheory.schedules import scheduled
@@ -180,9 +180,9 @@ def plan(s: Sweep) -> Plan:
   fixed.update({k: float(v) for k, v in s.hparams.items() if k != "width"})
   dt = jnp.float64 if s.dtype == "float64" else jnp.float32
   with jax.enable_x64(s.dtype == "float64"):
-    models = {int(w): s.model(int(w)) for w in grid["width"]}
+    models = {int(w): _built(s.model, int(w)) for w in grid["width"]}
     # Sizes from shapes alone (one trace of init per width), before anything is lowered.
-    shapes = {w: _checked_shapes(m, ds) for w, m in models.items()}
+    shapes = {w: _checked_shapes(m, ds, w) for w, m in models.items()}
     keeps0 = takes_params0(s.metrics.values())
     state_bytes = {w: guard.run_state_bytes(shapes[w], opt, fixed, np.dtype(dt).itemsize, keeps0)
                    for w in models}
@@ -292,14 +292,38 @@ def _check_batch_statistics(s: Sweep, grid, ds: Dataset):
         f"model with batch statistics (batch norm) needs full minibatches")
 
 
-def _checked_shapes(m: Model, ds: Dataset):
+def _built(build, width: int) -> Model:
+  """``build(width)``; a module given in place of the function, or one that fails to build at
+  this width, is a :class:`ConfigError` that names it."""
+  frameworks = {c.__module__.split(".")[0] for c in type(build).__mro__} & {"flax", "equinox"}
+  if frameworks or isinstance(build, Model):
+    what = "a jaxtheory Model" if isinstance(build, Model) else f"a {type(build).__name__} module"
+    raise ConfigError(f"sweep.model must be a function width -> Model (e.g. lambda w: "
+                      f"nn.flax.from_linen(MLP(w), input_shape)), got {what}")
+  try:
+    return build(width)
+  except JaxtheoryError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # the user's builder: name the width
+    raise ConfigError(f"sweep.model({width}) failed: {type(e).__name__}: {e}") from e
+
+
+def _checked_shapes(m: Model, ds: Dataset, width: int):
   """The parameter shapes of ``sweep.model(width)``, checked against the dataset."""
   if not isinstance(m, Model):
     raise ConfigError(f"sweep.model(width) must return a jaxtheory Model, got {type(m).__name__}")
   if tuple(m.input_shape) != tuple(ds.input_shape):
     raise ConfigError(f"the model expects inputs of shape {tuple(m.input_shape)} but the "
                       f"dataset {ds.name!r} has inputs of shape {tuple(ds.input_shape)}")
-  out, params = m.shapes()
+  try:
+    out, params = m.shapes()
+  except JaxtheoryError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # e.g. a Flax module's own assertion
+    if m.paddable:
+      raise  # a native model: a bug, with its traceback
+    raise ConfigError(f"the model built at width {width} fails to initialize: "
+                      f"{type(e).__name__}: {e}") from e
   if out != (ds.out_dim,):
     raise ConfigError(f"the model outputs shape {out} per example but the dataset "
                       f"{ds.name!r} needs ({ds.out_dim},)")
