@@ -52,6 +52,12 @@ def test_each_model_has_its_widths_and_base_width():
   assert M.model_widths(cfg, "transformer") == (8, 16) and M.base_width(cfg, "transformer") == 4
 
 
+def test_widths_given_in_any_order_train_and_read_ascending():
+  cfg = configure(M.Config, {"widths": "64,16", "transformer_widths": "48,12,24"})
+  assert [M.model_widths(cfg, m) for m in ("mlp", "transformer")] == [(16, 64), (12, 24, 48)]
+  assert M.base_width(cfg, "transformer") == 12
+
+
 def test_each_model_has_its_seeds():
   cfg = configure(M.Config, {"seeds": "11,12", "transformer_seeds": "4"})
   assert M.model_seeds(cfg, "mlp") == [11, 12]

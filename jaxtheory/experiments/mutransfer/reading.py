@@ -387,6 +387,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
     m = str(m)
     widths = widths_of(ds, m)
     one_width = len(widths) < 2
+    one_seed = len(seeds_of(ds, m)) < 2
     for opt in ("adam", "sgd"):
       mu, sp = t.get((m, f"mup-{opt}")), t.get((m, f"sp-{opt}"))
       name = f"{m} {opt}"
@@ -431,13 +432,16 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
           else:
             at = lambda step: ", ".join(f"{w}: {v:.4g}" for w, v in zip(
                 widths, mean[:, list(steps).index(step)]))
+            pm = (lambda e: "") if one_seed else (lambda e: f" +- {e:.3f}")
             checks.append(Check(title, ok, f"{lr_text}, steps {judged[0]}-{judged[-1]} judged; "
                                 f"at step {judged[0]}: {at(judged[0])}; at step {judged[-1]}: "
                                 f"{at(judged[-1])}; mean log-loss change widest minus "
-                                f"narrowest {w.span:+.3f} +- {w.span_se:.3f}, per width step "
-                                + ", ".join(f"{v:+.3f} +- {e:.3f}" for v, e in zip(w.diff, w.se))
+                                f"narrowest {w.span:+.3f}{pm(w.span_se)}, per width step "
+                                + ", ".join(f"{v:+.3f}{pm(e)}" for v, e in zip(w.diff, w.se))
                                 + " (minus the change at init: "
-                                + ", ".join(f"{v:+.3f}" for v in w.from_init) + ")"))
+                                + ", ".join(f"{v:+.3f}" for v in w.from_init) + ")"
+                                + ("; one seed: no noise to judge against, judged on the "
+                                   "means" if one_seed else "")))
       if sp is not None:
         title = f"{name} control: under SP the best lr drifts (the transfer check fails)"
         if one_width or one_lr:
@@ -472,12 +476,14 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
         ok = bool(len(e) and (np.all(np.abs(e) - margin <= coord_flat) if par == "mup"
                               else np.any(e - margin > coord_flat)))
         cw = coord_widths(ds, m)
+        pm = (lambda se: "") if one_seed else (lambda se: f" +- {float(se):.2f}")
+        noise = ("one seed: no noise to judge against, judged on the exponents" if one_seed
+                 else f"beyond noise: more than {z:.2f} standard errors")
         checks.append(Check(title, ok, f"after {at} steps, widths {cw[0]}-"
                             f"{cw[-1]}, per layer: "
-                            + ", ".join(f"{float(v):+.2f} +- {float(se):.2f}" for v, se in
+                            + ", ".join(f"{float(v):+.2f}{pm(se)}" for v, se in
                                         zip(e.values, err.values))
-                            + f" (beyond noise: more than {z:.2f} standard "
-                            f"errors); the activations' size (not judged): "
+                            + f" ({noise}); the activations' size (not judged): "
                             + ", ".join(f"{float(v):+.2f}" for v in size.values)))
   return checks
 

@@ -158,10 +158,14 @@ def _check(cfg: Config) -> None:
 
 
 def model_widths(cfg: Config, model: str) -> tuple[int, ...]:
-  """The widths a model trains at (``transformer_widths`` for the transformer if set)."""
+  """The widths a model trains at, ascending (``transformer_widths`` for the transformer if set).
+
+  >>> model_widths(Config(widths=(64, 16)), "mlp")
+  (16, 64)
+  """
   if model == "transformer" and cfg.transformer_widths is not None:
-    return tuple(cfg.transformer_widths)
-  return tuple(cfg.widths)
+    return tuple(sorted(cfg.transformer_widths))
+  return tuple(sorted(cfg.widths))
 
 
 def model_seeds(cfg: Config, model: str) -> list[int]:
