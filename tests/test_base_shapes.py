@@ -259,6 +259,15 @@ def test_base_width_for_a_foreign_model_is_a_config_error():
     sweep.plan(s)
 
 
+def test_a_multi_head_bias_is_a_vector():
+  """Flax attention's query/key/value biases are (heads, head_dim): named bias, so vectors."""
+  build = lambda w: from_linen(Heads(w), (D_IN,))
+  got = bs.roles(build, 16)["params"]["MultiHeadDotProductAttention_0"]
+  assert {k: (v["kernel"], v["bias"]) for k, v in got.items()} == {
+      "query": ("hidden", "vector"), "key": ("hidden", "vector"),
+      "value": ("hidden", "vector"), "out": ("hidden", "vector")}
+
+
 def test_what_a_plain_foreign_model_cannot_do_is_a_config_error_before_training():
   """Traced inside the sweep, init_scale or a parametrization would be silently ignored (the
   runs train as SP, labelled otherwise); planning asks each model with concrete values."""

@@ -10,8 +10,9 @@ Programs V", Sec. 5; mup's ``set_base_shapes``):
    whose size changes is *width-like*, the others are finite;
 2. a tensor's role follows from where its width-like axes are: a weight (two or
    more axes) with width-like fan-out only is ``input``, with both ``hidden``,
-   with width-like fan-in only ``output``; a width-like vector (bias, norm gain)
-   is ``vector``; a tensor with no width-like axis is ``fixed``. Which axes
+   with width-like fan-in only ``output``; a width-like vector (bias, norm gain;
+   a parameter named ``bias`` of any rank) is ``vector``; a tensor with no
+   width-like axis is ``fixed``. Which axes
    are fan-in is the framework's layout: ``'in_out'`` (Flax kernels
    ``(..., in, out)``; fan-in = every axis but the last) or ``'out_in'``
    (Equinox / PyTorch ``(out, in, ...)``; every axis but the first);
@@ -30,7 +31,11 @@ Vectors follow :func:`jaxtheory.nn.param.bias_rule` with ``b_std = 1`` (a
 foreign module does not state its bias scale; in the NTK and mean-field forms
 this sets their effective learning rate). What base shapes cannot change: the
 query-key scaling inside a foreign attention (muP wants ``1/d_head``), which
-the module must do itself.
+the module must do itself; and which axes of a multi-axis kernel are its
+inputs: a multi-head projection's ``(in, heads, head_dim)`` counts ``in x
+heads`` as its fan-in (its role, and muP's multipliers, which read the
+width-like axes only, are right; the NTK and mean-field multipliers, which
+read the fan-in, are off by ``sqrt(heads)``).
 
 >>> import jax, flax.linen as nn
 >>> from jaxtheory.nn.flax import from_linen
@@ -97,7 +102,7 @@ def _fan_axes(ndim: int, layout: str) -> tuple[tuple[int, ...], tuple[int, ...]]
   return tuple(range(1, ndim)), (0,)
 
 
-def _one(shape, other, base, layout: str) -> TensorShape:
+def _one(shape, other, base, layout: str, bias: bool = False) -> TensorShape:
   shape, other = tuple(shape), tuple(other)
   if len(shape) != len(other):
     raise ValueError(f"a parameter changes rank with the width ({shape} vs {other}); base "
@@ -108,11 +113,12 @@ def _one(shape, other, base, layout: str) -> TensorShape:
   ratio = lambda axes: size(axes) / prod(base, [i for i in axes if wide[i]])
   fixed_ratio = None if base is None else 1.0  # base given: the relative table, r = 1
   base = shape if base is None else tuple(base)
-  if len(shape) < 2:
+  if len(shape) < 2 or bias:  # a bias of any rank, e.g. attention's (heads, head_dim)
     if not any(wide):
       return TensorShape(shape, wide, "fixed", 1, 1, fixed_ratio)
-    return TensorShape(shape, wide, "vector", 1, size((0,)),
-                       None if fixed_ratio is None else ratio((0,)))
+    every = tuple(range(len(shape)))
+    return TensorShape(shape, wide, "vector", 1, size(every),
+                       None if fixed_ratio is None else ratio(every))
   fin, fout = _fan_axes(len(shape), layout)
   r = role(any(wide[i] for i in fin), any(wide[i] for i in fout))
   fan_in = prod(shape, fin)
@@ -147,8 +153,18 @@ def infer(params, params_other, params_base=None, layout: str = "in_out"):
   if not len(sh(params_other)) == len(bases) == s.num_leaves:
     raise ValueError("the model has different parameters at different widths; base shapes "
                      "need the same parameters at every width")
-  leaves = [_one(a, b, c, layout) for a, b, c in zip(sh(params), sh(params_other), bases)]
+  biases = [_is_bias(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  leaves = [_one(a, b, c, layout, z)
+            for a, b, c, z in zip(sh(params), sh(params_other), bases, biases)]
   return jax.tree.unflatten(s, leaves)
+
+
+def _is_bias(path) -> bool:
+  """Whether a parameter is named a bias (Flax's ``'bias'`` key, Equinox's ``.bias``): a
+  vector whatever its rank (a multi-head projection's bias is ``(heads, head_dim)``)."""
+  last = path[-1] if path else None
+  name = getattr(last, "key", getattr(last, "name", None))
+  return name == "bias"
 
 
 def _is_shape(x) -> bool:
