@@ -214,6 +214,35 @@ def test_penultimate_of_a_model_without_dense_readout_raises(kind, match):
     nc.penultimate(m)(m.init(jax.random.key(0)), x)
 
 
+class LinenTied(linen.Module):
+  """The readout is a tied embedding's attend, after the last Dense."""
+
+  @linen.compact
+  def __call__(self, x):
+    emb = linen.Embed(C, WIDTH)
+    return emb.attend(jnp.tanh(linen.Dense(WIDTH)(x)))
+
+
+class NNXScaled(nnx.Module):
+
+  def __init__(self, *, rngs):
+    self.head = nnx.Linear(D_IN, C, rngs=rngs)
+
+  def __call__(self, x):
+    return 0.1 * self.head(x)
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_penultimate_of_a_model_whose_output_is_not_its_last_dense_raises(kind):
+  m = {"linen": lambda: from_linen(LinenTied(), (D_IN,)),
+       "nnx": lambda: from_nnx(lambda rngs: NNXScaled(rngs=rngs), (D_IN,))}[kind]()
+  x, _ = inputs()
+  with pytest.raises(ValueError, match="is not its last (Dense|Linear)'s output"):
+    nc.penultimate(m)(m.init(jax.random.key(0)), x)
+  with pytest.raises(ValueError, match="is not its last"):  # traced too
+    jax.jit(nc.penultimate(m))(m.init(jax.random.key(0)), x)
+
+
 class MyLinear(nnx.Linear):
   """A subclass without its own ``__call__``."""
 

@@ -232,13 +232,15 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
                layout="in_out")
 
 
-def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None) -> list:
+def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None,
+                 output: bool = False) -> list:
   """``(submodule, input, output)`` of every submodule call of ``module.apply(params, x)``.
 
   Recorded by ``flax.linen.intercept_methods`` around every submodule's
   ``__call__``, in the order the calls return (a block after the layers inside
   it); a module without submodules gives its own call. ``submodule`` is the
-  bound module, so its ``variables`` are readable.
+  bound module, so its ``variables`` are readable. With ``output``, also
+  the model's output: ``(calls, output)``.
   """
   calls = []
 
@@ -249,9 +251,9 @@ def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = Non
     return y
 
   with linen.intercept_methods(record), foreign.loop_friendly_convolutions():
-    module.apply(params, x, **(eval_kwargs or {}))
+    y = module.apply(params, x, **(eval_kwargs or {}))
   subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
-  return [c[1:] for c in subs]
+  return ([c[1:] for c in subs], y) if output else [c[1:] for c in subs]
 
 
 def _linen_features(module: linen.Module, eval_kwargs: dict):
@@ -274,11 +276,17 @@ def _linen_penultimate(module: linen.Module, eval_kwargs: dict):
 
   def penultimate(params, x, ctx):
     foreign.check_ctx(ctx, who)
-    sub, h, _ = _linen_calls(module, params, x, eval_kwargs)[-1]
+    calls, y = _linen_calls(module, params, x, eval_kwargs, output=True)
+    sub, h, out = calls[-1]
     if not isinstance(sub, linen.Dense):
       raise ValueError(
           f"the last submodule of {who} is a {type(sub).__name__}, not a linen.Dense "
           f"readout; penultimate features are undefined")
+    if out is not y:  # e.g. a tied embedding's attend(h), or 0.1 * Dense(h): not H @ W + b
+      raise ValueError(
+          f"the output of {who} is not its last Dense's output (computed after it, or by a "
+          f"method other than __call__, such as a tied embedding's attend); penultimate "
+          f"features and readout are undefined")
     p = sub.variables["params"]
     return h, {"W": p["kernel"], **({"b": p["bias"]} if "bias" in p else {})}
 
@@ -444,11 +452,16 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
   @foreign.routed
   def penultimate(params, x, ctx):
     foreign.check_ctx(ctx, name)
-    sub, h, _ = _nnx_calls(parts.module(params), x)[-1]
+    calls, y = _nnx_calls(parts.module(params), x, output=True)
+    sub, h, out = calls[-1]
     if not isinstance(sub, nnx.Linear):
       raise ValueError(
           f"the last submodule of {name} is a {type(sub).__name__}, not an nnx.Linear "
           f"readout; penultimate features are undefined")
+    if out is not y:  # computed after the last Linear, e.g. 0.1 * Linear(h): not H @ W + b
+      raise ValueError(
+          f"the output of {name} is not its last Linear's output (computed after it, or by "
+          f"a method other than __call__); penultimate features and readout are undefined")
     bias = getattr(sub, "bias", None)
     return h, {"W": sub.kernel.get_value(),
                **({} if bias is None else {"b": bias.get_value()})}
@@ -461,7 +474,7 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
 _OWN_NOTHING = object()
 
 
-def _nnx_calls(root: nnx.Module, x) -> list:
+def _nnx_calls(root: nnx.Module, x, output: bool = False) -> list:
   """``(submodule, input, output)`` of every submodule call of ``root(x)``.
 
   NNX has no method interceptor, so the ``__call__`` of each submodule's class
@@ -469,11 +482,12 @@ def _nnx_calls(root: nnx.Module, x) -> list:
   ``method_outputs``) and restored after; only calls on this module's
   submodules are recorded, in the order they return (a block after the layers
   inside it), as :func:`_linen_calls` does. A module without submodules gives
-  its own call.
+  its own call. With ``output``, also the model's output: ``(calls, output)``.
   """
   subs = {id(m) for path, m in nnx.iter_modules(root) if path}
   if not subs:
-    return [(root, x, root(x))]
+    y = root(x)
+    return ([(root, x, y)], y) if output else [(root, x, y)]
   classes = {type(m) for _, m in nnx.iter_modules(root) if id(m) in subs}
   originals = {cls: cls.__call__ for cls in classes}  # all looked up before any is wrapped
   owned = {cls: cls.__dict__.get("__call__", _OWN_NOTHING) for cls in classes}
@@ -496,11 +510,11 @@ def _nnx_calls(root: nnx.Module, x) -> list:
   try:
     for cls in classes:
       cls.__call__ = wrap(originals[cls])
-    root(x)
+    y = root(x)
   finally:
     for cls in classes:
       if owned[cls] is _OWN_NOTHING:
         del cls.__call__
       else:
         cls.__call__ = owned[cls]
-  return calls
+  return (calls, y) if output else calls
