@@ -232,14 +232,17 @@ class NNXScaled(nnx.Module):
     return 0.1 * self.head(x)
 
 
-@pytest.mark.parametrize("kind", ["linen", "nnx"])
+@pytest.mark.parametrize("kind", ["linen", "nnx", "eqx"])
 def test_penultimate_of_a_model_whose_output_is_not_its_last_dense_raises(kind):
   m = {"linen": lambda: from_linen(LinenTied(), (D_IN,)),
-       "nnx": lambda: from_nnx(lambda rngs: NNXScaled(rngs=rngs), (D_IN,))}[kind]()
+       "nnx": lambda: from_nnx(lambda rngs: NNXScaled(rngs=rngs), (D_IN,)),
+       "eqx": lambda: from_eqx(lambda key: eqx.nn.MLP(D_IN, C, WIDTH, 2, key=key,
+                                                      final_activation=jax.nn.softplus),
+                               (D_IN,))}[kind]()
   x, _ = inputs()
-  with pytest.raises(ValueError, match="is not its last (Dense|Linear)'s output"):
+  with pytest.raises(ValueError, match="is not its last (Dense|Linear)'s output|is not H @ W"):
     nc.penultimate(m)(m.init(jax.random.key(0)), x)
-  with pytest.raises(ValueError, match="is not its last"):  # traced too
+  with pytest.raises(ValueError, match="is not its last|is not H @ W"):  # traced too
     jax.jit(nc.penultimate(m))(m.init(jax.random.key(0)), x)
 
 

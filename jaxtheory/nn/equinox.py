@@ -213,12 +213,24 @@ def _layers_of(module, x, inputs: bool = False) -> list:
       f"from_eqx(..., features=lambda module, x: [activations...])")
 
 
+def _identity(fn) -> bool:
+  """Whether an activation (a function of no parameters) leaves a few points where they are;
+  evaluated now, inside a trace too."""
+  with jax.ensure_compile_time_eval():
+    probe = jnp.array([-3.0, -0.5, 0.0, 0.25, 7.0])
+    return bool(jnp.all(jax.vmap(fn)(probe) == probe))
+
+
 def _readout_of(module, who: str) -> dict:
   """``{"W": (d, C), "b": (C,)}``: the last layer of an ``eqx.nn.MLP`` or ``eqx.nn.Sequential``."""
   if not isinstance(module, (eqx.nn.MLP, eqx.nn.Sequential)):
     raise ValueError(
         f"the readout of {who} is not known (only the last layer of an eqx.nn.MLP or "
         f"eqx.nn.Sequential is); penultimate features are undefined")
+  if isinstance(module, eqx.nn.MLP) and not _identity(module.final_activation):
+    raise ValueError(
+        f"{who} applies a final activation after its last layer, so its output is not "
+        f"H @ W + b; penultimate features and readout are undefined")
   last = module.layers[-1]
   if not isinstance(last, eqx.nn.Linear) or last.weight.ndim != 2:
     raise ValueError(
