@@ -164,14 +164,16 @@ def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = 
     over the remaining dims (``layer``, ``step``, ...); with ``stderr``,
     ``(slope, standard error)``.
   """
-  logs = np.log(coord)
+  with np.errstate(divide="ignore"):  # a change of 0 (step 0): log -inf, exponent NaN
+    logs = np.log(coord)
   dims = [d for d in average if d in logs.dims]
   means = logs.mean(dims) if dims else logs
   w = np.log(means[width_dim].values.astype(float))
   wc = w - w.mean()
   centered = means - means.mean(width_dim)
   wx = type(coord)(wc, dims=(width_dim,), coords={width_dim: means[width_dim].values})
-  slope = (centered * wx).sum(width_dim) / float(wc @ wc)
+  with np.errstate(invalid="ignore"):
+    slope = (centered * wx).sum(width_dim, skipna=False) / float(wc @ wc)
   if not stderr:
     return slope
   n = int(np.prod([logs.sizes[d] for d in dims])) if dims else 1
