@@ -4,6 +4,7 @@ native muP, and every parametrization equals SP at the base width."""
 import chex
 import equinox as eqx
 import flax.linen as linen
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,7 @@ import jaxtheory.nn as jn
 from jaxtheory.errors import ConfigError
 from jaxtheory.nn import base_shapes as bs
 from jaxtheory.nn.equinox import from_eqx
-from jaxtheory.nn.flax import from_linen
+from jaxtheory.nn.flax import from_linen, from_nnx
 
 D_IN, D_OUT, WIDTH = 5, 3, 32
 PARAMS = ("sp", "ntk", "mup", "mf")
@@ -266,6 +267,39 @@ def test_a_multi_head_bias_is_a_vector():
   assert {k: (v["kernel"], v["bias"]) for k, v in got.items()} == {
       "query": ("hidden", "vector"), "key": ("hidden", "vector"),
       "value": ("hidden", "vector"), "out": ("hidden", "vector")}
+
+
+class EqxEmbed(eqx.Module):
+  """Tokens -> an Equinox embedding (its weight (vocab, width), whatever the layout) -> Linear."""
+  emb: eqx.nn.Embedding
+  out: eqx.nn.Linear
+
+  def __init__(self, w, key):
+    a, b = jax.random.split(key)
+    self.emb, self.out = eqx.nn.Embedding(20, w, key=a), eqx.nn.Linear(w, D_OUT, key=b)
+
+  def __call__(self, t):
+    return self.out(jax.vmap(self.emb)(t).mean(0))
+
+
+def test_an_embedding_table_is_an_input_in_every_framework():
+  got = bs.roles(lambda w: from_eqx(lambda k: EqxEmbed(w, k), (5,), input_dtype=jnp.int32), 16)
+  assert (got.emb.weight, got.out.weight, got.out.bias) == ("input", "output", "fixed")
+  got = bs.roles(lambda w: from_nnx(lambda rngs: NNXAttention(w, rngs), (3, D_IN)), 8)
+  # NNX paths end in the variable's .value; the (heads, head_dim) biases are vectors.
+  assert {k: got["att"][k]["bias"].get_value() for k in ("query", "key", "value")} == dict.fromkeys(
+      ("query", "key", "value"), "vector")
+  assert got["att"]["query"]["kernel"].get_value() == "hidden"
+
+
+class NNXAttention(nnx.Module):
+
+  def __init__(self, w, rngs):
+    self.inp = nnx.Linear(D_IN, w, rngs=rngs)
+    self.att = nnx.MultiHeadAttention(2, w, decode=False, rngs=rngs)
+
+  def __call__(self, x):
+    return self.att(self.inp(x))
 
 
 def test_what_a_plain_foreign_model_cannot_do_is_a_config_error_before_training():

@@ -12,7 +12,9 @@ Programs V", Sec. 5; mup's ``set_base_shapes``):
    more axes) with width-like fan-out only is ``input``, with both ``hidden``,
    with width-like fan-in only ``output``; a width-like vector (bias, norm gain;
    a parameter named ``bias`` of any rank) is ``vector``; a tensor with no
-   width-like axis is ``fixed``. Which axes
+   width-like axis is ``fixed``; an embedding table is ``(vocab, width)`` in
+   every framework (Flax's ``embedding``, an Equinox ``Embedding``'s weight),
+   so ``input``. Which axes
    are fan-in is the framework's layout: ``'in_out'`` (Flax kernels
    ``(..., in, out)``; fan-in = every axis but the last) or ``'out_in'``
    (Equinox / PyTorch ``(out, in, ...)``; every axis but the first);
@@ -102,7 +104,7 @@ def _fan_axes(ndim: int, layout: str) -> tuple[tuple[int, ...], tuple[int, ...]]
   return tuple(range(1, ndim)), (0,)
 
 
-def _one(shape, other, base, layout: str, bias: bool = False) -> TensorShape:
+def _one(shape, other, base, layout: str, kind: str | None = None) -> TensorShape:
   shape, other = tuple(shape), tuple(other)
   if len(shape) != len(other):
     raise ValueError(f"a parameter changes rank with the width ({shape} vs {other}); base "
@@ -113,7 +115,9 @@ def _one(shape, other, base, layout: str, bias: bool = False) -> TensorShape:
   ratio = lambda axes: size(axes) / prod(base, [i for i in axes if wide[i]])
   fixed_ratio = None if base is None else 1.0  # base given: the relative table, r = 1
   base = shape if base is None else tuple(base)
-  if len(shape) < 2 or bias:  # a bias of any rank, e.g. attention's (heads, head_dim)
+  if kind == "table":  # an embedding table is (vocab, width) in Flax and Equinox alike
+    layout = "in_out"
+  if len(shape) < 2 or kind == "bias":  # a bias of any rank, e.g. attention's (heads, head_dim)
     if not any(wide):
       return TensorShape(shape, wide, "fixed", 1, 1, fixed_ratio)
     every = tuple(range(len(shape)))
@@ -153,18 +157,44 @@ def infer(params, params_other, params_base=None, layout: str = "in_out"):
   if not len(sh(params_other)) == len(bases) == s.num_leaves:
     raise ValueError("the model has different parameters at different widths; base shapes "
                      "need the same parameters at every width")
-  biases = [_is_bias(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  leaves = [_one(a, b, c, layout, z)
-            for a, b, c, z in zip(sh(params), sh(params_other), bases, biases)]
+  kinds = [_kind(params, path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  leaves = [_one(a, b, c, layout, k)
+            for a, b, c, k in zip(sh(params), sh(params_other), bases, kinds)]
   return jax.tree.unflatten(s, leaves)
 
 
-def _is_bias(path) -> bool:
-  """Whether a parameter is named a bias (Flax's ``'bias'`` key, Equinox's ``.bias``): a
-  vector whatever its rank (a multi-head projection's bias is ``(heads, head_dim)``)."""
-  last = path[-1] if path else None
-  name = getattr(last, "key", getattr(last, "name", None))
-  return name == "bias"
+def _kind(params, path) -> str | None:
+  """``'bias'`` for a parameter named so (Flax's ``'bias'``, NNX's ``bias.value``, Equinox's
+  ``.bias``): a vector whatever its rank (a multi-head projection's is ``(heads,
+  head_dim)``); ``'table'`` for an embedding table (Flax's ``'embedding'``, the weight of an
+  Equinox ``Embedding``), ``(vocab, width)`` whatever the framework's layout; else None."""
+  names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+  while names and names[-1] == "value":  # NNX: the variable's value
+    names.pop()
+  if not names:
+    return None
+  if names[-1] == "bias":
+    return "bias"
+  if names[-1] == "embedding":
+    return "table"
+  parent = params
+  for k in path[:-1]:
+    parent = _child(parent, k)
+    if parent is None:
+      return None
+  return "table" if type(parent).__name__ == "Embedding" and names[-1] == "weight" else None
+
+
+def _child(node, key):
+  """``node``'s child at a path entry (an attribute, a dict key or a sequence index), or None."""
+  for attr in ("name", "key", "idx"):
+    if hasattr(key, attr):
+      k = getattr(key, attr)
+      try:
+        return getattr(node, k) if attr == "name" else node[k]
+      except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+  return None
 
 
 def _is_shape(x) -> bool:
