@@ -488,7 +488,7 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
 
   Returns:
     :class:`WiderIsBetter`; ``ok`` is None when no record can be judged
-    (every width fits at once, or none leaves its plateau).
+    (one width, every width fits at once, or none leaves its plateau).
 
   >>> steps = np.arange(5)
   >>> decay = np.array([0.8, 0.6, 0.59])[:, None]  # per step; the widest pair barely differs
@@ -501,6 +501,9 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
   with np.errstate(divide="ignore", invalid="ignore"):
     logs = np.log(curves)
   mean = np.exp(logs.mean(0))
+  if curves.shape[1] < 2:
+    empty = np.array([])
+    return WiderIsBetter(None, [], mean, empty, empty, empty, np.nan, np.nan)
   init = mean[:, 0]
   under_way = np.all(mean <= (1 - progress) * init[:, None], axis=0)
   fitted = np.any(mean < floor * init.max(), axis=0)

@@ -318,8 +318,8 @@ def test_what_a_plain_foreign_model_cannot_do_is_a_config_error_before_training(
   with pytest.raises(ConfigError, match="widths 8 and 16 has the same parameter shapes"):
     plan(lambda w: linen_build(8), grid=dict(width=[8, 16]))
   # A module in place of the function, or one that fails at some width: named, one line.
-  with pytest.raises(ConfigError, match="must be a function width -> Model .*got a LinenMLP "
-                     "module"):
+  with pytest.raises(ConfigError, match=r"must be a function width -> Model .*got a Flax "
+                     r"module \(LinenMLP\)"):
     plan(LinenMLP(8), grid=dict(width=[8]))
   with pytest.raises(ConfigError, match=r"sweep.model\(8\) failed: ValueError: no 8"):
     plan(lambda w: (_ for _ in ()).throw(ValueError(f"no {w}")), grid=dict(width=[8]))

@@ -134,6 +134,9 @@ def test_a_sweep_that_keeps_no_params_checkpoints_none(tmp_path):
   np.testing.assert_array_equal(again.train_loss.values, ref.train_loss.values)
   with pytest.raises(ConfigError, match="the checkpoint keeps none"):
     sweep.execute(s, checkpoint=ck, resume=True, progress=False)
+  # Resumed by a sweep that keeps none, a checkpoint that holds parameters keeps them.
+  sweep.run(s, checkpoint=kept, resume=True, progress=False)
+  assert [k for k in np.load(kept).files if k.startswith("final/")]
 
 
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):

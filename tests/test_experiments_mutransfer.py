@@ -252,7 +252,8 @@ def test_wider_is_better_reads_the_trend_within_the_seeds_noise():
   broken = np.array(base)[None] * noise
   broken[:, 0, 1:] = np.inf
   assert M.wider_is_better(broken, steps)[0] is False
-  # Nothing to judge: every width fits at once.
+  # Nothing to judge: one width, or every width fits at once.
+  assert M.wider_is_better(base[None, :1] * noise, steps)[0] is None
   assert M.wider_is_better(np.full((1, 2, 3), 1.0) * [1.0, 1e-4, 1e-5], np.arange(3))[0] is None
 
 

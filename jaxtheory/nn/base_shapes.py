@@ -57,6 +57,7 @@ read the fan-in, are off by ``sqrt(heads)``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -182,7 +183,9 @@ def _kind(params, path) -> str | None:
     parent = _child(parent, k)
     if parent is None:
       return None
-  return "table" if type(parent).__name__ == "Embedding" and names[-1] == "weight" else None
+  eqx = sys.modules.get("equinox")  # an Equinox model's classes: imported if it is one
+  embedding = eqx is not None and isinstance(parent, eqx.nn.Embedding)
+  return "table" if embedding and names[-1] == "weight" else None
 
 
 def _child(node, key):

@@ -214,10 +214,13 @@ def _layers_of(module, x, inputs: bool = False) -> list:
 
 
 def _identity(fn) -> bool:
-  """Whether an activation (a function of no parameters) leaves a few points where they are;
-  evaluated now, inside a trace too."""
+  """Whether an activation is the identity: no parameters of its own (a learnable one, such as
+  PReLU, is not) and a few points, large ones too, left where they are; evaluated now,
+  inside a trace too."""
+  if jax.tree.leaves(eqx.filter(fn, eqx.is_array)):
+    return False
   with jax.ensure_compile_time_eval():
-    probe = jnp.array([-3.0, -0.5, 0.0, 0.25, 7.0])
+    probe = jnp.array([-1e4, -3.0, -0.5, 0.0, 0.25, 7.0, 1e4])
     return bool(jnp.all(jax.vmap(fn)(probe) == probe))
 
 

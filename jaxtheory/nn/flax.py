@@ -233,7 +233,7 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
 
 
 def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None,
-                 output: bool = False) -> list:
+                 output: bool = False) -> list | tuple[list, Any]:
   """``(submodule, input, output)`` of every submodule call of ``module.apply(params, x)``.
 
   Recorded by ``flax.linen.intercept_methods`` around every submodule's
@@ -282,11 +282,7 @@ def _linen_penultimate(module: linen.Module, eval_kwargs: dict):
       raise ValueError(
           f"the last submodule of {who} is a {type(sub).__name__}, not a linen.Dense "
           f"readout; penultimate features are undefined")
-    if out is not y:  # e.g. a tied embedding's attend(h), or 0.1 * Dense(h): not H @ W + b
-      raise ValueError(
-          f"the output of {who} is not its last Dense's output (computed after it, or by a "
-          f"method other than __call__, such as a tied embedding's attend); penultimate "
-          f"features and readout are undefined")
+    foreign.check_readout(out, y, who, "Dense")
     p = sub.variables["params"]
     return h, {"W": p["kernel"], **({"b": p["bias"]} if "bias" in p else {})}
 
@@ -458,10 +454,7 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
       raise ValueError(
           f"the last submodule of {name} is a {type(sub).__name__}, not an nnx.Linear "
           f"readout; penultimate features are undefined")
-    if out is not y:  # computed after the last Linear, e.g. 0.1 * Linear(h): not H @ W + b
-      raise ValueError(
-          f"the output of {name} is not its last Linear's output (computed after it, or by "
-          f"a method other than __call__); penultimate features and readout are undefined")
+    foreign.check_readout(out, y, name, "Linear")
     bias = getattr(sub, "bias", None)
     return h, {"W": sub.kernel.get_value(),
                **({} if bias is None else {"b": bias.get_value()})}
@@ -474,7 +467,7 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
 _OWN_NOTHING = object()
 
 
-def _nnx_calls(root: nnx.Module, x, output: bool = False) -> list:
+def _nnx_calls(root: nnx.Module, x, output: bool = False) -> list | tuple[list, Any]:
   """``(submodule, input, output)`` of every submodule call of ``root(x)``.
 
   NNX has no method interceptor, so the ``__call__`` of each submodule's class

@@ -14,6 +14,7 @@ import threading
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtheory.nn import convops
 from jaxtheory.nn.core import Ctx, Feat, Layer, Spec
@@ -111,6 +112,28 @@ def check_ctx(ctx: Ctx, who: str):
     raise ValueError(
         f"{who}: a foreign module's init cannot be rescaled, so ctx.init_scale must be "
         f"1.0, got {ctx.init_scale!r}")
+
+
+def check_readout(out, y, who: str, layer: str) -> None:
+  """Raises ``ValueError`` unless the last ``layer``'s output ``out`` is the model's output ``y``.
+
+  The same array passes; one of another shape fails (a tied embedding's
+  ``attend(h)`` after the last dense layer); one of the same shape fails if
+  its values differ, where they are concrete (``0.1 * Dense(h)``). Traced,
+  the same shape passes: a cast, ``remat`` or a sharding constraint makes a
+  new array of the same values, which a trace cannot tell from a rescaling.
+  """
+  if out is y:
+    return
+  same = jnp.shape(out) == jnp.shape(y)
+  if same and not any(isinstance(a, jax.core.Tracer) for a in (out, y)):
+    a, b = np.asarray(out, np.float64), np.asarray(y, np.float64)
+    same = bool(np.allclose(a, b, rtol=1e-2, atol=1e-6 * (np.abs(b).max() + 1.0)))
+  if not same:
+    raise ValueError(
+        f"the output of {who} is not its last {layer}'s output (computed after it, or by a "
+        f"method other than __call__, such as a tied embedding's attend); penultimate "
+        f"features and readout are undefined")
 
 
 def unit_lr(params):

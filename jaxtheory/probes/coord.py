@@ -167,7 +167,7 @@ def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = 
   with np.errstate(divide="ignore"):  # a change of 0 (step 0): log -inf, exponent NaN
     logs = np.log(coord)
   dims = [d for d in average if d in logs.dims]
-  means = logs.mean(dims) if dims else logs
+  means = logs.mean(dims, skipna=False) if dims else logs
   w = np.log(means[width_dim].values.astype(float))
   wc = w - w.mean()
   centered = means - means.mean(width_dim)
@@ -177,7 +177,7 @@ def coord_exponents(coord, width_dim: str = "width", average: tuple[str, ...] = 
   if not stderr:
     return slope
   n = int(np.prod([logs.sizes[d] for d in dims])) if dims else 1
-  var = (logs.var(dims, ddof=1) / n) if dims and n > 1 else means * np.nan
+  var = (logs.var(dims, ddof=1, skipna=False) / n) if dims and n > 1 else means * np.nan
   return slope, np.sqrt((var * wx**2).sum(width_dim, skipna=False)) / float(wc @ wc)
 
 

@@ -372,9 +372,9 @@ def execute_plan(p: Plan, strategy: str, chunk_size: int | None,
   data_b = place(data, None)
   # Final params of finished units (their leaves), saved with every checkpoint of a sweep that
   # keeps them (``groups``), so that its resumption can return them without training those
-  # runs again. A sweep that keeps none saves none: they are most of a checkpoint's bytes.
-  finals: dict[int, Any] = (dict(saved["finals"]) if saved is not None and groups is not None
-                            else {})
+  # runs again. A sweep that keeps none adds none (they are most of a checkpoint's bytes),
+  # and carries on those a checkpoint already holds.
+  finals: dict[int, Any] = dict(saved["finals"]) if saved is not None else {}
   buckets = [_Bucket(p, members, data, strategy, chunk_size, memory_budget, K,
                      comps.get(int(max(members)))) for members in p.buckets]
   job.report(job.done, f"compiling width<={buckets[0].cap}")

@@ -255,11 +255,13 @@ def _check_foreign(models: dict[int, Model], shapes: dict, parametrization, grid
         jax.eval_shape(lambda k, m=m, c=Ctx(name, init_scale=scale): m.init(k, c),
                        jax.random.key(0))
       except ValueError as e:
+        if "foreign" not in str(e):  # not the refusal of a plain module (foreign.check_ctx)
+          raise
         raise ConfigError(f"the model built at width {w} cannot run parametrization "
                           f"{name!r} at init_scale {scale:g}: {e}") from None
   seen = {}
   for w in sorted(foreign):
-    sig = str(jax.tree.map(lambda a: a.shape, shapes[w]))
+    sig = tuple(tuple(a.shape) for a in jax.tree.leaves(shapes[w]))
     if sig in seen:
       raise ConfigError(f"the model built at widths {seen[sig]} and {w} has the same "
                         f"parameter shapes: does sweep.model(width) pass the width to the "
@@ -295,11 +297,13 @@ def _check_batch_statistics(s: Sweep, grid, ds: Dataset):
 def _built(build, width: int) -> Model:
   """``build(width)``; a module given in place of the function, or one that fails to build at
   this width, is a :class:`ConfigError` that names it."""
-  frameworks = {c.__module__.split(".")[0] for c in type(build).__mro__} & {"flax", "equinox"}
-  if frameworks or isinstance(build, Model):
-    what = "a jaxtheory Model" if isinstance(build, Model) else f"a {type(build).__name__} module"
+  import flax.linen  # pylint: disable=import-outside-toplevel  # a core dependency
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  if isinstance(build, (Model, flax.linen.Module, nnx.Module)):
+    what = "a jaxtheory Model" if isinstance(build, Model) else "a Flax module"
     raise ConfigError(f"sweep.model must be a function width -> Model (e.g. lambda w: "
-                      f"nn.flax.from_linen(MLP(w), input_shape)), got {what}")
+                      f"nn.flax.from_linen(MLP(w), input_shape)), got {what} "
+                      f"({type(build).__name__})")
   try:
     return build(width)
   except JaxtheoryError:
