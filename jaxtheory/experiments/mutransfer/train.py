@@ -80,7 +80,7 @@ class Config:
   models: tuple[str, ...] = MODELS
   settings: tuple[str, ...] = SETTINGS
   widths: tuple[int, ...] = (16, 64, 256)
-  transformer_widths: tuple[int, ...] | None = (12, 48, 192)
+  transformer_widths: tuple[int, ...] | None = (8, 32, 128)
   base_width: int | None = None
   seeds: int | tuple[int, ...] = 2
   transformer_seeds: int | tuple[int, ...] = 4
