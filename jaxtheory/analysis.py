@@ -501,8 +501,8 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
   with np.errstate(divide="ignore", invalid="ignore"):
     logs = np.log(curves)
   mean = np.exp(logs.mean(0))
+  empty = np.array([])
   if curves.shape[1] < 2:
-    empty = np.array([])
     return WiderIsBetter(None, [], mean, empty, empty, empty, np.nan, np.nan)
   init = mean[:, 0]
   under_way = np.all(mean <= (1 - progress) * init[:, None], axis=0)
@@ -513,7 +513,6 @@ def wider_is_better(curves: np.ndarray, steps: np.ndarray, progress: float = 0.1
       break
     if under_way[j] or judged:
       judged.append(j)
-  empty = np.array([])
   if not judged:
     broken = not np.all(np.isfinite(mean))
     return WiderIsBetter(False if broken else None, [], mean, empty, empty, empty, np.nan, np.nan)

@@ -232,15 +232,15 @@ def from_linen(module: linen.Module, input_shape: Sequence[int], *,
                layout="in_out")
 
 
-def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None,
-                 output: bool = False) -> list | tuple[list, Any]:
-  """``(submodule, input, output)`` of every submodule call of ``module.apply(params, x)``.
+def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = None
+                 ) -> tuple[list, Any]:
+  """``(calls, y)``: ``(submodule, input, output)`` of every submodule call of
+  ``module.apply(params, x)``, and its output ``y``.
 
   Recorded by ``flax.linen.intercept_methods`` around every submodule's
   ``__call__``, in the order the calls return (a block after the layers inside
   it); a module without submodules gives its own call. ``submodule`` is the
-  bound module, so its ``variables`` are readable. With ``output``, also
-  the model's output: ``(calls, output)``.
+  bound module, so its ``variables`` are readable.
   """
   calls = []
 
@@ -253,7 +253,7 @@ def _linen_calls(module: linen.Module, params, x, eval_kwargs: dict | None = Non
   with linen.intercept_methods(record), foreign.loop_friendly_convolutions():
     y = module.apply(params, x, **(eval_kwargs or {}))
   subs = [c for c in calls if not c[0]] or [c for c in calls if c[0]][-1:]
-  return ([c[1:] for c in subs], y) if output else [c[1:] for c in subs]
+  return [c[1:] for c in subs], y
 
 
 def _linen_features(module: linen.Module, eval_kwargs: dict):
@@ -265,7 +265,7 @@ def _linen_features(module: linen.Module, eval_kwargs: dict):
 
   def features(params, x, ctx, inputs: bool = False):
     foreign.check_ctx(ctx, who)
-    return [a if inputs else y for _, a, y in _linen_calls(module, params, x, eval_kwargs)]
+    return [a if inputs else y for _, a, y in _linen_calls(module, params, x, eval_kwargs)[0]]
 
   return features
 
@@ -276,7 +276,7 @@ def _linen_penultimate(module: linen.Module, eval_kwargs: dict):
 
   def penultimate(params, x, ctx):
     foreign.check_ctx(ctx, who)
-    calls, y = _linen_calls(module, params, x, eval_kwargs, output=True)
+    calls, y = _linen_calls(module, params, x, eval_kwargs)
     sub, h, out = calls[-1]
     if not isinstance(sub, linen.Dense):
       raise ValueError(
@@ -443,12 +443,12 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
   @foreign.routed
   def features(params, x, ctx, inputs: bool = False):
     foreign.check_ctx(ctx, name)
-    return [a if inputs else y for _, a, y in _nnx_calls(parts.module(params), x)]
+    return [a if inputs else y for _, a, y in _nnx_calls(parts.module(params), x)[0]]
 
   @foreign.routed
   def penultimate(params, x, ctx):
     foreign.check_ctx(ctx, name)
-    calls, y = _nnx_calls(parts.module(params), x, output=True)
+    calls, y = _nnx_calls(parts.module(params), x)
     sub, h, out = calls[-1]
     if not isinstance(sub, nnx.Linear):
       raise ValueError(
@@ -467,20 +467,21 @@ def from_nnx(module_or_factory: nnx.Module | Callable[[nnx.Rngs], nnx.Module],
 _OWN_NOTHING = object()
 
 
-def _nnx_calls(root: nnx.Module, x, output: bool = False) -> list | tuple[list, Any]:
-  """``(submodule, input, output)`` of every submodule call of ``root(x)``.
+def _nnx_calls(root: nnx.Module, x) -> tuple[list, Any]:
+  """``(calls, y)``: ``(submodule, input, output)`` of every submodule call of ``root(x)``,
+  and its output ``y``.
 
   NNX has no method interceptor, so the ``__call__`` of each submodule's class
   is wrapped for the duration of the call (as ``nnx.capture`` does with
   ``method_outputs``) and restored after; only calls on this module's
   submodules are recorded, in the order they return (a block after the layers
   inside it), as :func:`_linen_calls` does. A module without submodules gives
-  its own call. With ``output``, also the model's output: ``(calls, output)``.
+  its own call.
   """
   subs = {id(m) for path, m in nnx.iter_modules(root) if path}
   if not subs:
     y = root(x)
-    return ([(root, x, y)], y) if output else [(root, x, y)]
+    return [(root, x, y)], y
   classes = {type(m) for _, m in nnx.iter_modules(root) if id(m) in subs}
   originals = {cls: cls.__call__ for cls in classes}  # all looked up before any is wrapped
   owned = {cls: cls.__dict__.get("__call__", _OWN_NOTHING) for cls in classes}
@@ -510,4 +511,4 @@ def _nnx_calls(root: nnx.Module, x, output: bool = False) -> list | tuple[list, 
         del cls.__call__
       else:
         cls.__call__ = owned[cls]
-  return (calls, y) if output else calls
+  return calls, y

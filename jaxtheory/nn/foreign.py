@@ -93,15 +93,19 @@ def state_leaves(stateful: bool):
   return is_state
 
 
+class UnsupportedCtx(ValueError):
+  """A run context (parametrization, padded width, init scale) a foreign module cannot honour."""
+
+
 def check_ctx(ctx: Ctx, who: str):
-  """Raises ``ValueError`` unless ``ctx`` is one a foreign module can honour."""
+  """Raises :class:`UnsupportedCtx` unless ``ctx`` is one a foreign module can honour."""
   if ctx.parametrization != "sp":
-    raise ValueError(
+    raise UnsupportedCtx(
         f"{who}: a foreign module only supports parametrization 'sp', got "
         f"{ctx.parametrization!r}; foreign layers cannot be rescaled unless the model is "
         f"wrapped by jaxtheory.nn.base_shapes.parametrize")
   if ctx.width is not None:
-    raise ValueError(
+    raise UnsupportedCtx(
         f"{who}: the width of a foreign module cannot be padded, so ctx.width must be "
         f"None; a sweep builds such a model at each width by itself")
   try:
@@ -109,7 +113,7 @@ def check_ctx(ctx: Ctx, who: str):
   except (jax.errors.ConcretizationTypeError, TypeError):
     return  # Traced: cannot be checked here.
   if not scale_is_one:
-    raise ValueError(
+    raise UnsupportedCtx(
         f"{who}: a foreign module's init cannot be rescaled, so ctx.init_scale must be "
         f"1.0, got {ctx.init_scale!r}")
 

@@ -21,7 +21,7 @@ import numpy as np
 from jaxtheory.data import Dataset, validate
 from jaxtheory.errors import ConfigError, JaxtheoryError
 from jaxtheory.metric import takes_params0
-from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model
+from jaxtheory.nn import PARAMETRIZATIONS, Ctx, Model, foreign
 from jaxtheory.schedules import scheduled
 from jaxtheory.sweep import grid as G
 from jaxtheory.sweep import guard
@@ -243,24 +243,22 @@ def _check_foreign(models: dict[int, Model], shapes: dict, parametrization, grid
   refused: two widths built to the same parameter shapes (the width never
   reached the model).
   """
-  foreign = {w: m for w, m in models.items() if not m.paddable}
-  if not foreign:
+  plain = {w: m for w, m in models.items() if not m.paddable}
+  if not plain:
     return
   names = parametrization if isinstance(parametrization, tuple) else (parametrization,)
   scales = [float(v) for v in np.unique(grid.get("init_scale", [fixed.get("init_scale", 1.0)]))]
   asked = [(n, c) for n in names for c in scales if (n, c) != ("sp", 1.0)]  # SP at 1: any runs
-  for w, m in foreign.items():
+  for w, m in plain.items():
     for name, scale in asked:
       try:
         jax.eval_shape(lambda k, m=m, c=Ctx(name, init_scale=scale): m.init(k, c),
                        jax.random.key(0))
-      except ValueError as e:
-        if "foreign" not in str(e):  # not the refusal of a plain module (foreign.check_ctx)
-          raise
+      except foreign.UnsupportedCtx as e:
         raise ConfigError(f"the model built at width {w} cannot run parametrization "
                           f"{name!r} at init_scale {scale:g}: {e}") from None
   seen = {}
-  for w in sorted(foreign):
+  for w in sorted(plain):
     sig = tuple(tuple(a.shape) for a in jax.tree.leaves(shapes[w]))
     if sig in seen:
       raise ConfigError(f"the model built at widths {seen[sig]} and {w} has the same "

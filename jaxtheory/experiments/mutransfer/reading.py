@@ -246,6 +246,11 @@ def _fmt_best(r: dict) -> str:
                    for w, v in zip(r["widths"], r["log2"]))
 
 
+def _pm(se, digits: int, one_seed: bool) -> str:
+  """`` +- se`` to ``digits`` decimals; nothing with one seed (no noise estimate)."""
+  return "" if one_seed else f" +- {float(se):.{digits}f}"
+
+
 def _off(index: np.ndarray) -> np.ndarray:
   """Each width's distance, in grid steps, of its best learning rate from the median best."""
   return np.abs(index - np.median(index))
@@ -432,7 +437,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
           else:
             at = lambda step: ", ".join(f"{w}: {v:.4g}" for w, v in zip(
                 widths, mean[:, list(steps).index(step)]))
-            pm = (lambda e: "") if one_seed else (lambda e: f" +- {e:.3f}")
+            pm = lambda e: _pm(e, 3, one_seed)
             checks.append(Check(title, ok, f"{lr_text}, steps {judged[0]}-{judged[-1]} judged; "
                                 f"at step {judged[0]}: {at(judged[0])}; at step {judged[-1]}: "
                                 f"{at(judged[-1])}; mean log-loss change widest minus "
@@ -476,7 +481,7 @@ def signature(ds: xr.Dataset, tolerance: float = 1.0, max_shift: float = 2.0,
         ok = bool(len(e) and (np.all(np.abs(e) - margin <= coord_flat) if par == "mup"
                               else np.any(e - margin > coord_flat)))
         cw = coord_widths(ds, m)
-        pm = (lambda se: "") if one_seed else (lambda se: f" +- {float(se):.2f}")
+        pm = lambda se: _pm(se, 2, one_seed)
         noise = ("one seed: no noise to judge against, judged on the exponents" if one_seed
                  else f"beyond noise: more than {z:.2f} standard errors")
         checks.append(Check(title, ok, f"after {at} steps, widths {cw[0]}-"
