@@ -57,7 +57,13 @@ writes such a program back without its machine code (its object files are
 not kept after loading), and in a new process it fails at its first call
 with "Function <fusion> not found". So the store takes only programs this
 process compiled (JAX's cache-hit events are watched around each build),
-and on CPU it neither stores nor loads a program without object files.
+and on CPU it neither stores nor loads a program without object files. That
+alone would keep a program out of the store for good once JAX's cache held it:
+after a new jaxtheory version (a new source digest, every store key new),
+every program whose computation did not change would come from JAX's cache
+in every invocation, traced and lowered each time. Programs bound for the
+store are therefore compiled with an option that changes nothing compiled but
+JAX's cache key, once per version (:func:`fresh_options`).
 """
 
 from __future__ import annotations
@@ -365,14 +371,35 @@ def run_once_options(options: dict | None = None) -> dict | None:
   return merged or None
 
 
+# An XLA option that only bounds how many buffers a debug dump lists: it changes nothing
+# compiled, but it is part of JAX's cache key. See :func:`fresh_options`.
+FRESH_OPTION = "xla_debug_buffer_assignment_show_max"
+
+
+def fresh_options(options: dict | None = None) -> dict | None:
+  """``options`` for a program bound for the executable store, which JAX's cache never serves.
+
+  A program JAX loads from its own cache cannot be stored (on CPU it is
+  written back without its machine code), so a program that missed the store
+  but that JAX's cache holds under its usual key would never reach the store:
+  after every new jaxtheory version, each invocation would trace, lower and
+  load it again. Compiled with :data:`FRESH_OPTION` set to a value drawn from
+  jaxtheory's source digest, its key in JAX's cache is new with every version,
+  so XLA compiles it (once per version) and the store takes it.
+  """
+  if FRESH_OPTION in _UNKNOWN:
+    return options
+  return {**(options or {}), FRESH_OPTION: 1000 + int(_source_digest()[:6], 16)}
+
+
 def compile_lowered(lowered, options: dict | None = None):
   """``lowered.compile(compiler_options=options)``. An option of
-  :data:`CPU_RUN_ONCE_OPTIONS` that this jaxlib does not know is dropped (for
-  the rest of the process) instead of failing the compilation."""
+  :data:`CPU_RUN_ONCE_OPTIONS` (or :data:`FRESH_OPTION`) that this jaxlib does not
+  know is dropped (for the rest of the process) instead of failing the compilation."""
   try:
     return lowered.compile(compiler_options=options)
   except Exception as e:  # pylint: disable=broad-except
-    unknown = [k for k in CPU_RUN_ONCE_OPTIONS
+    unknown = [k for k in (*CPU_RUN_ONCE_OPTIONS, FRESH_OPTION)
                if k in (options or {}) and f"No such compile option: '{k}'" in str(e)]
     if not unknown:
       raise
@@ -385,10 +412,11 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
   """Starts making a program; returns a function that waits for ``(program, loaded)``.
 
   The program is the executable stored as ``name`` under ``key`` (``None``:
-  no store), else ``lower()`` compiled, then stored under ``key`` unless JAX
-  loaded it from its own cache (such a program is written back without its
-  machine code on CPU and could not run in another process; the next
-  process that misses the store compiles it again, from JAX's cache).
+  no store), else ``lower()`` compiled (with :func:`fresh_options`, so that
+  JAX's cache does not serve it from an earlier version) and stored under
+  ``key``. One that JAX still loaded from its own cache (its store entry lost
+  within one version) is not stored: such a program is written back without
+  its machine code on CPU and could not run in another process.
   ``lower()`` traces and lowers here, in the calling thread (tracing reads
   its thread's JAX settings, such as ``enable_x64``), and XLA's compilation,
   which releases the GIL, runs on ``pool`` (a ``concurrent.futures``
@@ -412,9 +440,12 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
   lowered = lower()
   x64 = jax.config.jax_enable_x64  # this thread's setting
 
+  store = key is not None and executables_enabled()
+  options = fresh_options(compiler_options) if store else compiler_options
+
   def build():
     with _watch_cache_hits() as hits, jax.enable_x64(x64):
-      exe = compile_lowered(lowered, compiler_options)
+      exe = compile_lowered(lowered, options)
     if key is not None:
       if hits[0]:
         stats["from_jax_cache"] += 1

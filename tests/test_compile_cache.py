@@ -81,6 +81,22 @@ def test_programs_jax_loaded_from_its_cache_are_not_stored(tmp_path):
   assert third["loss"] == second["loss"] == first["loss"] and third["sv"] == first["sv"]
 
 
+def test_a_new_version_stores_the_programs_that_jax_already_cached(tmp_path):
+  # A new jaxtheory version makes every store key new while most programs' computations are
+  # unchanged, so JAX's cache holds them under their usual keys. Loaded from there they could
+  # not be stored (see above) and every later invocation would trace them again; they are
+  # compiled afresh for the store instead, once per version.
+  cache = str(tmp_path / "cache")
+  first, _ = _run(cache, tmp_path)
+  new_version = "from jaxtheory import compile_cache; compile_cache._SOURCE = '0123456789abcdef'\n"
+  second, _ = _run(cache, tmp_path, prelude=new_version)
+  assert second["traces"] == 2 and second["loaded"] == 0
+  assert second["store"].get("from_jax_cache", 0) == 0 and second["store"]["stored"] == 2 * 3
+  third, _ = _run(cache, tmp_path, prelude=new_version)
+  assert third["traces"] == 0 and third["loaded"] == 2 and third["store"] == {"hits": 2 * 3}
+  assert third["loss"] == second["loss"] == first["loss"] and third["sv"] == first["sv"]
+
+
 def test_a_changed_computation_never_loads_a_stored_program(tmp_path):
   cache = str(tmp_path / "cache")
   relu, _ = _run(cache, tmp_path, "relu")
