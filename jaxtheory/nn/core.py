@@ -124,10 +124,15 @@ class Ctx:
 
 
 class Layer(NamedTuple):
-  """A layer: ``init``, ``apply`` and (where an infinite-width limit exists) ``kernel``."""
+  """A layer: ``init``, ``apply`` and (where an infinite-width limit exists) ``kernel``.
+
+  ``outputs(params, x, feat, ctx)``, where given (:func:`serial`), is the list
+  of every top-level sublayer's output, in one pass (what the probes read).
+  """
   init: Callable
   apply: Callable
   kernel: Callable | None = None
+  outputs: Callable | None = None
 
 
 # ----------------------------------------------------------------------------
@@ -279,6 +284,13 @@ def serial(*layers: Layer, keys: Callable = _fold_keys, ctxs: Callable = _same_c
       scales.append(s)
     return spec, tuple(params), tuple(scales)
 
+  def outputs(params, x, feat, ctx):
+    outs = []
+    for layer, p, c in zip(layers, params, ctxs(ctx, len(layers))):
+      x, feat = layer.apply(p, x, feat, c)
+      outs.append(x)
+    return outs
+
   def apply(params, x, feat, ctx):
     for layer, p, c in zip(layers, params, ctxs(ctx, len(layers))):
       x, feat = layer.apply(p, x, feat, c)
@@ -289,7 +301,7 @@ def serial(*layers: Layer, keys: Callable = _fold_keys, ctxs: Callable = _same_c
       k = _kernel_of(layer)(k, ctx)
     return k
 
-  return Layer(init, apply, kernel)
+  return Layer(init, apply, kernel, outputs)
 
 
 def repeat(layer: Layer, n: int, keys: Callable = _fold_keys) -> Layer:

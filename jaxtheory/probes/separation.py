@@ -128,11 +128,14 @@ def fit_log_linear(values: ArrayLike, layers: ArrayLike | None = None) -> LogLin
 def _prefix_outputs(model: Model, params: Any, x: Array, ctx: Ctx) -> list[Array]:
   """The output of every top-level layer of a serial model.
 
-  A serial's ``apply`` zips its layers with its params, so ``params[:k]``
-  runs the first ``k`` layers; under ``jit`` XLA shares the common prefixes.
+  In one pass through the layers (``Layer.outputs``, traced once); for a root
+  layer without it, a serial's ``apply`` zips its layers with its params, so
+  ``params[:k]`` runs the first ``k`` layers.
   """
   if not isinstance(params, tuple) or not params:
     raise ValueError("layer_features needs the params of a serial model (a non-empty tuple)")
+  if model.layer.outputs is not None:
+    return model.layer.outputs(params, x, Feat(), ctx)
   return [model.layer.apply(params[:k], x, Feat(), ctx)[0] for k in range(1, len(params) + 1)]
 
 
