@@ -16,7 +16,7 @@
 # the standard one (SP), where the best learning rate falls with the width (for Adam
 # roughly like 1/width). We sweep width x learning rate x seed for a Flax MLP on
 # digits (muP by base shapes) and a tiny native transformer on modular addition,
-# under SP and muP with Adam and SGD, and Muon in SP.
+# under SP and muP with Adam and SGD, and Muon in SP (the MLP; `muon_models` adds the transformer).
 #
 # `jupytext --to notebook notebooks/mutransfer.py` turns this file into a notebook.
 

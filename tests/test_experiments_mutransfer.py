@@ -38,6 +38,7 @@ def test_registered():
     ("mlp_loss", "hinge", "mlp_loss must be 'mse' or 'xent'"),
     ("transformer_seeds", "0", "transformer_seeds must be a positive count"),
     ("transformer_seeds", "3,3", "transformer_seeds must be a positive count"),
+    ("muon_models", "cnn", "unknown model 'cnn'"),
 ])
 def test_bad_config(key, value, message):
   with pytest.raises(ConfigError, match=message):
@@ -333,6 +334,32 @@ def test_tiny_run_of_both_models_summary_and_figures(tmp_path):
   assert [pathlib.Path(p).name for p in paths] == ["mutransfer_mlp.png",
                                                     "mutransfer_transformer.png",
                                                     "coord_check.png"]
+
+
+def test_a_model_outside_muon_models_skips_muon_and_is_read_without_it(tmp_path):
+  # By default only the MLP trains Muon (the transformer's would add a third to its time):
+  # the results keep the settings' order, NaN where a model did not train a setting, and
+  # the reading (summary, checks, figures) passes over it.
+  assert M.Config().muon_models == ("mlp",)
+  cfg = M.Config(**dict(TINY, models=("mlp", "transformer"), p=5, transformer_steps=6,
+                        settings=("sp-muon", "mup-adam"), muon_lr=(-6.0, -4.0)))
+  ds = M.run(cfg)
+  assert ds.setting.values.tolist() == ["sp-muon", "mup-adam"]
+  assert M.settings_of(ds, "mlp") == ["sp-muon", "mup-adam"]
+  assert M.settings_of(ds, "transformer") == ["mup-adam"]
+  assert ds.train_loss.sel(model="transformer", setting="sp-muon").isnull().all()
+  rows = dict(M.summary(ds))
+  assert "mlp sp-muon" in rows and "transformer sp-muon" not in rows
+  assert "transformer mup-adam" in rows and M.summary_title(ds).count("step 6") == 2
+  assert sorted(M.transfer(ds)) == [("mlp", "mup-adam"), ("mlp", "sp-muon"),
+                                    ("transformer", "mup-adam")]
+  assert len(M.signature(ds)) == 6
+  assert len(M.figures(ds, tmp_path)) == 3
+  with pytest.raises(ConfigError, match="the transformer trains no setting"):
+    M.run(M.Config(**dict(TINY, models=("transformer",), settings=("sp-muon",))))
+  both = M.run(M.Config(**dict(TINY, models=("transformer",), p=5, settings=("sp-muon",),
+                               muon_lr=(-6.0, -5.0), muon_models=("mlp", "transformer"))))
+  assert M.settings_of(both, "transformer") == ["sp-muon"]
 
 
 def test_optimizers_of_one_model_train_for_their_own_steps():

@@ -25,7 +25,8 @@ and muP under Adam and under SGD, and Muon (Jordan et al. 2024;
 ``sqrt(fan_out/fan_in)`` factor, :data:`jaxtheory.train.OPTIMIZERS`) in SP,
 measured without a pass/fail: does steepest descent in the spectral norm
 transfer its learning rate without muP's multipliers (Bernstein & Newhouse
-2024)? Learning rates are ``2^(lo + k/per_octave)`` over each optimizer's
+2024)? By default only the MLP trains Muon (``muon_models``; the
+transformer's Muon sweep took 83 s, a quarter of its time). Learning rates are ``2^(lo + k/per_octave)`` over each optimizer's
 range. The best learning rate of a width is the argmin of the seed-mean of the
 final training loss (the geometric mean of the records in the last 20% of
 training, so one noisy record does not decide), averaged over 2/3 of an
@@ -40,10 +41,11 @@ model's muP base width is its smallest) with 2 seeds for the MLP and 4 for
 the transformer (``transformer_seeds``, below), 28 learning rates per
 Adam/Muon sweep and 25 per SGD sweep: the MLP for 30 full-batch steps, the
 transformer for 60 (``transformer_steps``) on ``a + b mod 23`` (264 training
-pairs): all 20 checks passing, 374 s on a quiet 2-core CPU (first
-invocation, a fresh compilation cache; 681 s with the transformer at the
-former widths 12, 48 and 192, which the paragraphs after the default's
-figures measured). The results' ``width`` and
+pairs): all 20 checks passing, 290 s on a quiet 2-core CPU (first
+invocation, a fresh compilation cache; 222 s again, its programs loaded
+from the cache; 374 s with the transformer's Muon sweep, 681 s with the
+transformer at the former widths 12, 48 and 192, which the paragraphs after
+the default's figures measured). The results' ``width`` and
 ``seed`` axes are the unions of the models' widths and seeds; a model's runs
 are NaN at the others' (:func:`widths_of`, :func:`seeds_of`).
 Each model has its own widths because the MLP's Adam transfer was fragile at
@@ -180,8 +182,8 @@ the transformer's 8, 32, 128; drift exponent):
   the noise); SP 2^-3.67, 2^-6.67, 2^-6.67 (-0.75). SGD: muP 2^1.67 at every
   width (0.00); SP 2^1.67, 2^0.00, 2^-1.67 (-0.83).
 * Muon in SP (measured, not judged): MLP 2^-3.33, 2^-4.00, 2^-5.00 (-0.42),
-  transformer 2^-2.67, 2^-3.33, 2^-4.00 (-0.33): between SP Adam/SGD and
-  muP.
+  and with ``muon_models=mlp,transformer`` the transformer 2^-2.67, 2^-3.33,
+  2^-4.00 (-0.33): between SP Adam/SGD and muP.
 * wider is better under muP (mean log-loss change widest minus narrowest;
   per width step): MLP Adam -1.44 +- 0.04 (-0.90, -0.54), SGD -1.15 +- 0.03
   (-0.67, -0.48); transformer Adam -0.91 +- 0.06 (-0.42, -0.49), SGD -0.37
@@ -194,7 +196,7 @@ the transformer's 8, 32, 128; drift exponent):
   largest exponent +0.95 (MLP Adam), +1.65 (MLP SGD), +2.43 (transformer
   Adam), +4.05 (transformer SGD).
 
-All 20 checks pass (374 s). The paragraphs below measured the former
+All 20 checks pass (290 s). The paragraphs below measured the former
 default, the transformer at 12, 48, 192 (681 s); its figures: transformer
 Adam muP 2^-4.67, 2^-4.67, 2^-4.33 (+0.08), SP down to 2^-9.33 (-1.17);
 SGD muP 2^1.33 at every width, SP -0.92; Muon in SP -0.25.
@@ -335,8 +337,8 @@ from jaxtheory.analysis import (  # noqa: F401
     drift_exponent, smoothed_argmin, transfer_cost, wider_is_better)
 from jaxtheory.experiments.mutransfer.reading import (  # noqa: F401
     SMOOTH, base_width_of, best_lr, coord_exponents, coord_margin, coord_step, coord_widths,
-    figures, final_loss, per_octave, recorded, seeds_of, signature, smoothing, stable_lr, summary,
-    summary_title, transfer, transfers, widths_of)
+    figures, final_loss, per_octave, recorded, seeds_of, settings_of, signature, smoothing,
+    stable_lr, summary, summary_title, transfer, transfers, widths_of)
 from jaxtheory.experiments.mutransfer.train import (  # noqa: F401
     EARLY, MODELS, OPTIMIZERS, SETTINGS, TAIL, Config, FlaxMLP, base_width, builder, load_data,
     log2_lrs, model_seeds, model_steps, model_widths, record_steps, run)

@@ -36,6 +36,11 @@ def seeds_of(ds: xr.Dataset, model: str) -> np.ndarray:
   return _trained_along(ds, model, "seed")
 
 
+def settings_of(ds: xr.Dataset, model: str) -> list[str]:
+  """The settings one model trained (a model may skip some, e.g. Muon: ``muon_models``)."""
+  return [str(s) for s in _trained_along(ds, model, "setting")]
+
+
 def _several_widths(ds: xr.Dataset) -> bool:
   """Whether some model trained at more than one width (a width exponent can be fitted)."""
   return any(len(widths_of(ds, str(m))) > 1 for m in ds.model.values)
@@ -72,8 +77,9 @@ def final_loss(ds: xr.Dataset) -> xr.DataArray:
   if "model" in ds.dims:
     return xr.concat([final_loss(recorded(ds, m)) for m in ds.model.values], dim="model", **kw)
   if "setting" in ds.dims:
-    return xr.concat([final_loss(_own_steps(ds.sel(setting=s))) for s in ds.setting.values],
-                      dim="setting", **kw)
+    runs = [_own_steps(ds.sel(setting=s)) for s in ds.setting.values]
+    return xr.concat([final_loss(r) for r in runs if r.sizes["step"]],  # untrained: NaN
+                     dim="setting", **kw)
   steps = ds.step.values
   tail = ds.train_loss.sel(step=steps[steps >= (1 - TAIL) * steps.max()])
   loss = _geomean(tail, "step")
@@ -136,7 +142,7 @@ def transfer(ds: xr.Dataset, tolerance: float = 1.0, level: float = 0.95
   out = {}
   for m in ds.model.values:
     widths, seeds = widths_of(ds, str(m)), seeds_of(ds, str(m))
-    for s in ds.setting.values:
+    for s in settings_of(ds, str(m)):
       idx = k.sel(model=m, setting=s, width=widths).values
       grid = ds.log2_lr.sel(setting=s).values
       n = int(np.isfinite(grid).sum())
@@ -215,9 +221,10 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = Fa
     m = str(m)
     rows, row_errs = [], []
     for s in ds.setting.values:
+      trained = str(s) in settings_of(ds, m)
       steps = [i for i in recorded(ds, m, str(s)).step.values
-               if first <= i <= coord_step(ds, m, str(s))]
-      k = stable_lr(ds, m, str(s), t)
+               if first <= i <= coord_step(ds, m, str(s))] if trained else []
+      k = stable_lr(ds, m, str(s), t) if trained else np.nan
       c = ds[var].sel(model=m, setting=s, step=steps, width=coord_widths(ds, m),
                       seed=seeds_of(ds, m))
       if np.isfinite(k) and c.sizes["width"] > 1:
@@ -289,7 +296,7 @@ def summary_title(ds: xr.Dataset) -> str:
   """The summary table's title: each model's last step and number of seeds (the
   results' ``step`` and ``seed`` axes are the unions of the models')."""
   def steps(m):
-    last = {str(s): int(recorded(ds, m, str(s)).step[-1]) for s in ds.setting.values}
+    last = {s: int(recorded(ds, m, s).step[-1]) for s in settings_of(ds, m)}
     if len(set(last.values())) == 1:
       return f"step {next(iter(last.values()))}"
     return "steps " + ", ".join(f"{s} {n}" for s, n in last.items())
@@ -501,7 +508,7 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
   t = transfer(ds)
   paths = []
   for m in ds.model.values:
-    settings = list(ds.setting.values)
+    settings = settings_of(ds, str(m))
     fig = plots.agg_figure((3.4 * len(settings), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
     for ax, s in zip(axes, settings):
@@ -528,6 +535,8 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])
     for ax, m in zip(axes, ds.model.values):
       for j, s in enumerate(ds.setting.values):
+        if str(s) not in settings_of(ds, str(m)):
+          continue
         e = ce.sel(model=m, setting=s).dropna("layer", how="all")
         ax.plot(e.step.values, e.max("layer").values, "o-", color=f"C{j}", label=str(s))
       ax.axhline(0, color="k", lw=0.6)

@@ -50,6 +50,8 @@ class Config:
     settings: ``<parametrization>-<optimizer>`` sweeps to run, from
       ``sp-adam``, ``mup-adam``, ``sp-sgd``, ``mup-sgd``, ``sp-muon`` (also
       ``mup-muon``).
+    muon_models: the models that train the Muon settings (Muon is reported, not
+      checked; the transformer's Muon sweep would add a third to its time).
     widths: hidden widths: the MLP's units (and the transformer's ``d_model``
       where ``transformer_widths`` is ``None``).
     transformer_widths: the transformer's ``d_model`` values (``None``: ``widths``).
@@ -79,6 +81,7 @@ class Config:
   """
   models: tuple[str, ...] = MODELS
   settings: tuple[str, ...] = SETTINGS
+  muon_models: tuple[str, ...] = ("mlp",)
   widths: tuple[int, ...] = (16, 64, 256)
   transformer_widths: tuple[int, ...] | None = (8, 32, 128)
   base_width: int | None = None
@@ -112,8 +115,10 @@ def _check(cfg: Config) -> None:
   positive_ints(cfg, "steps", "per_octave", "n_train", "depth", "p", "num_heads", "mlp_ratio")
   if cfg.coord_steps is not None:
     positive_ints(cfg, "coord_steps")
-  for name, allowed in (("models", MODELS), ("settings", None)):
+  for name, allowed in (("models", MODELS), ("settings", None), ("muon_models", MODELS)):
     values = getattr(cfg, name)
+    if not values and name == "muon_models":
+      continue
     if not values:
       raise ConfigError(f"{name} is empty; give at least one, e.g. {name}={values or 'mlp'}")
     if len(set(values)) != len(values):
@@ -133,6 +138,11 @@ def _check(cfg: Config) -> None:
       raise ConfigError(f"{name} must be distinct positive integers, got {ws!r}")
   if cfg.base_width is not None and cfg.base_width < 1:
     raise ConfigError(f"base_width must be a positive integer or none, got {cfg.base_width!r}")
+  for model in cfg.models:
+    if all(st.partition("-")[2] == "muon" for st in cfg.settings) and model not in cfg.muon_models:
+      raise ConfigError(f"the {model} trains no setting: its only settings are Muon's and it is "
+                        f"not in muon_models ({', '.join(cfg.muon_models) or 'none'}); add it "
+                        f"(muon_models={','.join((*cfg.muon_models, model))}) or another setting")
   ws = model_widths(cfg, "transformer")
   if "transformer" in cfg.models and any(w % cfg.num_heads for w in ws):
     name = "widths" if cfg.transformer_widths is None else "transformer_widths"
@@ -287,7 +297,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   for st in cfg.settings:
     par, _, opt = st.partition("-")
     pars_of.setdefault(opt, []).append(par)
-  jobs = [(m, opt, pars) for m in cfg.models for opt, pars in pars_of.items()]
+  jobs = [(m, opt, pars) for m in cfg.models for opt, pars in pars_of.items()
+          if opt != "muon" or m in cfg.muon_models]
   sweeps, options = [], []
   for model, opt, pars in jobs:
     ds = load_data(cfg, model)
@@ -327,7 +338,7 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
             for key in ("compile_seconds", "run_seconds")})
         parts[(model, f"{par}-{opt}")] = part.expand_dims(model=[model],
                                                            setting=[f"{par}-{opt}"])
-    parts = [parts[(m, st)] for m in cfg.models for st in cfg.settings]
+    parts = [parts[(m, st)] for m in cfg.models for st in cfg.settings if (m, st) in parts]
     # Settings of a model share its layers (their learning-rate grids may differ: outer
     # join); models differ in their number of layers (only ``coord`` and ``coord_change``
     # are padded with NaN) and may differ in their widths (a model's runs are NaN at the
@@ -335,7 +346,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
     kw = dict(join="outer", combine_attrs="override", coords="different", compat="equals")
     per_model = [xr.concat([p for p in parts if p.model.item() == m], "setting", **kw)
                  for m in cfg.models]
-    out = xr.concat(per_model, "model", **kw)
+    # In the settings' order (the outer join sorts a union; a setting no model trained: NaN).
+    out = xr.concat(per_model, "model", **kw).reindex(setting=list(cfg.settings))
     report.close(out)
   for key in ("compile_seconds", "run_seconds"):
     out.attrs[key] = float(sum(float(p.attrs.get(key, 0.0)) for p in parts))
