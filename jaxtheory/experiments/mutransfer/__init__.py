@@ -305,7 +305,14 @@ of 10 on seeds 0-3 (333 s; Adam's muP transfer within the noise clause,
 width 32 2 grid steps from the median at +0.060 +- 0.067 in log loss) and
 on seeds 81-84 with ``data_seed=13`` (327 s; Adam's spread 0), and the
 whole experiment 20 of 20 on seeds 91, 92 (91-94) with ``data_seed=14``
-(384 s; muP spreads 1 step under Adam and SGD).
+(384 s; muP spreads 1 step under Adam and SGD). Two settings held out at the
+former widths, run again at 8-128 (Adam and SGD, both models): seeds 31, 32
+with ``data_seed=7`` and seeds 41, 42 with ``data_seed=8`` (which had failed
+Adam's transfer at 12-192) both pass 20 of 20. The transformer's muP spreads
+0 and 1 step (Adam), 1 and 1 (SGD); SP's best Adam lr falls to 2^-9.00 at
+width 128 on both (-1.25); the narrowest wider-is-better span is SGD's
+-0.290 +- 0.017; muP's largest coordinate exponent 0.21 (SGD, an
+embedding).
 
 Earlier defaults and searches. With widths 16, 64, 256, 30 steps for both
 networks and ``p = 17`` (204 s on a quiet 2-core CPU) 18 of 20 passed, with
