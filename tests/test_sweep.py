@@ -217,9 +217,13 @@ def test_choose_chunk_policy():
   assert sweep.choose_chunk(64, 1e3, "cpu") == 64
   assert 1 < sweep.choose_chunk(64, 20e6, "cpu") < 64
   assert sweep.choose_chunk(64, 40e6, "cpu", minibatch=True) > sweep.choose_chunk(64, 40e6, "cpu")
-  # Convolutions mapped over runs become grouped ones, slow on CPU: one run at a time there.
-  assert sweep.choose_chunk(64, 1e3, "cpu", convolutional=True) == 1
-  assert sweep.choose_chunk(64, 1e3, "gpu", convolutional=True) == 64
+  # Convolutions mapped over runs become grouped ones, slow on CPU unless tiny: a budget of
+  # their own (measured: 34 MFLOP per run-step vmapped best, 111 and 355 MFLOP one at a time).
+  assert sweep.choose_chunk(64, 1e3, "cpu", convolutional=True) == 64
+  assert sweep.choose_chunk(8, 34e6, "cpu", convolutional=True) == 5
+  assert sweep.choose_chunk(8, 111e6, "cpu", convolutional=True) == 1
+  assert sweep.choose_chunk(8, 355e6, "cpu", convolutional=True, matmuls=40) == 1
+  assert sweep.choose_chunk(64, 1e9, "gpu", convolutional=True) == 64
   # The CPU thresholds are per matrix product: a deeper net (more products of the same size)
   # vmaps more runs than a shallow one with the same FLOPs per step.
   assert sweep.choose_chunk(64, 200e6, "cpu", matmuls=20) == 3
@@ -234,13 +238,15 @@ def test_auto_chunk_pads_the_runs_least():
   assert _strategy_chunk("auto", 32, 60e6, None) == ("chunked", 4)
 
 
-def test_auto_strategy_runs_convolutional_nets_one_at_a_time_on_cpu():
+def test_auto_strategy_runs_convolutional_nets_one_at_a_time_on_cpu_unless_tiny():
   ds = data.digits(flatten=False)
-  ds = ds._replace(x_train=ds.x_train[:64], y_train=ds.y_train[:64])
   grid = dict(seed=[0, 1, 2, 3], width=[4])
-  cnn = sweep.Sweep(lambda w: nn.cnn(ds.input_shape, w, 1, 10), ds, grid, steps=1, record=[1])
+  small = ds._replace(x_train=ds.x_train[:64], y_train=ds.y_train[:64])
+  cnn = lambda d, w: sweep.Sweep(lambda _: nn.cnn(d.input_shape, w, 1, 10), d,
+                                 dict(grid, width=[w]), steps=1, record=[1])
   mlp = sweep.Sweep(lambda w: nn.mlp((64,), w, 1, 10), data.digits(), grid, steps=1, record=[1])
-  assert sweep.run(cnn, progress=False).attrs["strategy"] == '["map:1"]'
+  assert sweep.run(cnn(small, 4), progress=False).attrs["strategy"] == '["vmap:4"]'
+  assert sweep.run(cnn(ds, 32), progress=False).attrs["strategy"] == '["map:1"]'
   assert sweep.run(mlp, progress=False).attrs["strategy"] == '["vmap:4"]'
 
 
