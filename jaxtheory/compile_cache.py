@@ -355,7 +355,7 @@ OPTIONS_ENV = "JAXTHEORY_XLA_OPTIONS"
 # --quick, MLP width 64, with JAXTHEORY_XLA_OPTIONS=off for the comparison): the sweep uses
 # them only for the programs that run once, its initialisations.
 CPU_RUN_ONCE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-_UNKNOWN: set = set()  # options of CPU_RUN_ONCE_OPTIONS this jaxlib rejected
+_UNKNOWN: set = set()  # options of CPU_RUN_ONCE_OPTIONS (and FRESH_OPTION) this jaxlib rejected
 
 
 def run_once_options(options: dict | None = None) -> dict | None:

@@ -24,11 +24,13 @@ recorded metrics keep their last finite values and ``diverged_step`` says at
 which step it diverged. Nothing leaks into other runs of a batch.
 
 Each step checks its loss, which it computes anyway, not every parameter: an
-update that makes a parameter non-finite makes the next step's loss
-non-finite (a NaN or an infinity in a weight reaches every output it feeds),
-and that step freezes the run, holding those parameters; a parameter the
-loss does not read then (an embedding row no token of the minibatch uses) is
-caught at the next record, whose parameter norm is non-finite. A check of every parameter after every
+update that makes a weight non-finite almost always makes the next step's
+loss non-finite (a NaN in a weight reaches every output it feeds), and that
+step freezes the run, holding those parameters: a diverged run's parameters
+may be non-finite. What the loss does not see (an embedding row no token of
+the minibatch uses, a ``-inf`` bias before a ReLU, batch norm's running
+statistics) is caught at the next record, which checks every parameter; its
+``diverged_step`` is then that record's step. A check of every parameter after every
 step, a reduction over all of them, cost 12% of a step of 8 width-512 MLPs
 (minibatches of 128) and 20% of 32 width-128 MLPs (minibatches of 64) on a
 2-core CPU (``benchmarks/sweep_throughput.py``), where XLA's reductions run
@@ -434,8 +436,10 @@ def setup(tr: Trainer, hp: Hyper | Mapping[str, Array], data: Mapping[str, Array
 
 
 def _hold_finite(st: RunState, m: dict[str, Array]) -> tuple[RunState, dict[str, Array]]:
-  """Flags divergence on the record of the first non-finite metric; holds the last finite ones."""
-  finite = _all_finite(list(m.values()))  # non-float metrics (the diverged flag) are skipped
+  """Flags divergence on the record of the first non-finite metric or parameter (state leaves
+  such as running statistics included); holds the last finite metrics."""
+  # Non-float metrics (the diverged flag) are skipped; metrics of non-finite parameters are not kept.
+  finite = _all_finite(list(m.values())) & _all_finite(st.params)
   ok = st.ok & finite
   # A failed step froze the run before counting itself (step + 1); non-finite
   # metrics of a state that stepped fine belong to that state's step.

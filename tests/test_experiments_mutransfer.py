@@ -357,6 +357,14 @@ def test_a_model_outside_muon_models_skips_muon_and_is_read_without_it(tmp_path)
   assert len(M.figures(ds, tmp_path)) == 3
   with pytest.raises(ConfigError, match="the transformer trains no setting"):
     M.run(M.Config(**dict(TINY, models=("transformer",), settings=("sp-muon",))))
+  with pytest.raises(ConfigError, match="no model trains the Muon settings"):
+    M.run(M.Config(**dict(TINY, models=("transformer",), settings=("mup-adam", "sp-muon"))))
+  # The first model need not train every setting: each setting's grid is read from its runs.
+  swapped = M.run(M.Config(**dict(TINY, models=("transformer", "mlp"), p=5, steps=4,
+                                  settings=("sp-muon", "mup-adam"), muon_lr=(-6.0, -5.0))))
+  assert swapped.log2_lr.sel(setting="sp-muon").values[:2].tolist() == [-6.0, -5.0]
+  assert sorted(M.transfer(swapped)) == [("mlp", "mup-adam"), ("mlp", "sp-muon"),
+                                         ("transformer", "mup-adam")]
   both = M.run(M.Config(**dict(TINY, models=("transformer",), p=5, settings=("sp-muon",),
                                muon_lr=(-6.0, -5.0), muon_models=("mlp", "transformer"))))
   assert M.settings_of(both, "transformer") == ["sp-muon"]

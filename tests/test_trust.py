@@ -531,3 +531,24 @@ def test_result_files_respect_the_umask(tmp_path):
   for p in made:
     assert os.stat(out / p).st_mode & 0o777 == 0o640, p
   assert json.loads((out / "config.json").read_text())["experiment"] == "width-sweep"
+
+
+def test_a_record_flags_a_non_finite_parameter_the_loss_does_not_read():
+  """Steps check their loss only; a record checks every parameter (state leaves included), so a
+  non-finite parameter that leaves the metrics finite (an unread embedding row, a running
+  statistic) still flags the run there, its metrics held at the last record's."""
+  from jaxtheory import train  # pylint: disable=import-outside-toplevel
+  ds = data.gaussian_mixture(n_train=12, n_test=6, num_classes=3, input_dim=4, seed=0)
+  tr = train.Trainer(nn.mlp((4,), 8, 1, 3), "xent", "sgd", num_classes=3)
+  arrays = train.data_arrays(ds)
+  hp = dict(seed=0, lr=0.1)
+  st = tr.init(hp, arrays)
+  st, first = train._hold_finite(st, tr.measure(st, hp, arrays))  # pylint: disable=protected-access
+  assert not bool(first["diverged"])
+  metrics = {k: jnp.zeros_like(v) for k, v in first.items()
+             if k not in ("diverged", "diverged_step")}  # finite, as an unread parameter leaves them
+  bad = st._replace(params=jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.inf), st.params),
+                    step=jnp.asarray(5, jnp.int32))
+  held, out = train._hold_finite(bad, metrics)  # pylint: disable=protected-access
+  assert bool(out["diverged"]) and int(out["diverged_step"]) == 5 and not bool(held.ok)
+  np.testing.assert_array_equal(out["train_loss"], first["train_loss"])

@@ -127,7 +127,8 @@ def execute(s: Sweep, *, params: bool = True, strategy: str = "auto",
 
   Args:
     s: the sweep.
-    params: keep every run's final parameters (``SweepResult.groups``);
+    params: keep every run's final parameters (``SweepResult.groups``; a diverged
+      run's are those it froze with, possibly non-finite: :mod:`jaxtheory.train`);
       ``False`` keeps none (``groups`` is ``None``), as :func:`run` does.
       A checkpoint keeps the final parameters of finished runs only where
       they are kept (``params=True``), so that resuming it returns them

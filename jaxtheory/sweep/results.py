@@ -4,7 +4,8 @@ Dimensions are the grid's axes (``seed``, ``width``, then every swept
 hyperparameter in grid order) and ``step``; every recorded metric is a data
 variable; the sweep's configuration and execution facts are attributes.
 ``diverged`` flags, per record, a run frozen after a non-finite value (its
-metrics keep their last finite values) and ``diverged_step`` (per run, NaN
+metrics keep their last finite values; its parameters, where kept, may be
+non-finite: see :mod:`jaxtheory.train`) and ``diverged_step`` (per run, NaN
 when it never diverged) the step where that happened.
 Files are written atomically (an owned temporary file + rename, see
 :mod:`jaxtheory.sweep.outdir`), so an interrupted or failed save never leaves

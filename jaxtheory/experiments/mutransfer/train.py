@@ -143,6 +143,11 @@ def _check(cfg: Config) -> None:
       raise ConfigError(f"the {model} trains no setting: its only settings are Muon's and it is "
                         f"not in muon_models ({', '.join(cfg.muon_models) or 'none'}); add it "
                         f"(muon_models={','.join((*cfg.muon_models, model))}) or another setting")
+  if (any(st.partition("-")[2] == "muon" for st in cfg.settings)
+      and not set(cfg.models) & set(cfg.muon_models)):
+    raise ConfigError(f"no model trains the Muon settings: none of models "
+                      f"({', '.join(cfg.models)}) is in muon_models "
+                      f"({', '.join(cfg.muon_models) or 'none'})")
   ws = model_widths(cfg, "transformer")
   if "transformer" in cfg.models and any(w % cfg.num_heads for w in ws):
     name = "widths" if cfg.transformer_widths is None else "transformer_widths"
@@ -352,8 +357,8 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   for key in ("compile_seconds", "run_seconds"):
     out.attrs[key] = float(sum(float(p.attrs.get(key, 0.0)) for p in parts))
   out = out.transpose("model", "setting", "seed", "width", "lr_k", "step", ...)
-  out["log2_lr"] = out.log2_lr.isel(model=0, drop=True) if "model" in out.log2_lr.dims \
-      else out.log2_lr
+  # One grid per setting, NaN for a model that did not train it (muon_models).
+  out["log2_lr"] = out.log2_lr.max("model") if "model" in out.log2_lr.dims else out.log2_lr
   out.attrs["experiment"] = "mutransfer"
   out.attrs["base_width"] = np.array([base_width(cfg, m) for m in cfg.models])
   out.attrs["coord_steps"] = -1 if cfg.coord_steps is None else cfg.coord_steps  # -1: the end
