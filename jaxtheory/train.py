@@ -439,7 +439,7 @@ def _hold_finite(st: RunState, m: dict[str, Array]) -> tuple[RunState, dict[str,
   """Flags divergence on the record of the first non-finite metric or parameter (state leaves
   such as running statistics included); holds the last finite metrics."""
   # Non-float metrics (the diverged flag) are skipped; metrics of non-finite parameters are not kept.
-  finite = _all_finite(list(m.values())) & _all_finite(st.params)
+  finite = _all_finite((list(m.values()), st.params))
   ok = st.ok & finite
   # A failed step froze the run before counting itself (step + 1); non-finite
   # metrics of a state that stepped fine belong to that state's step.

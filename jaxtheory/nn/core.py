@@ -284,16 +284,17 @@ def serial(*layers: Layer, keys: Callable = _fold_keys, ctxs: Callable = _same_c
       scales.append(s)
     return spec, tuple(params), tuple(scales)
 
-  def outputs(params, x, feat, ctx):
-    outs = []
+  def through(params, x, feat, ctx):  # ``(x, feat)`` after each layer
     for layer, p, c in zip(layers, params, ctxs(ctx, len(layers))):
       x, feat = layer.apply(p, x, feat, c)
-      outs.append(x)
-    return outs
+      yield x, feat
+
+  def outputs(params, x, feat, ctx):
+    return [y for y, _ in through(params, x, feat, ctx)]
 
   def apply(params, x, feat, ctx):
-    for layer, p, c in zip(layers, params, ctxs(ctx, len(layers))):
-      x, feat = layer.apply(p, x, feat, c)
+    for x, feat in through(params, x, feat, ctx):
+      pass
     return x, feat
 
   def kernel(k, ctx):

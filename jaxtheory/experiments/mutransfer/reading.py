@@ -220,8 +220,9 @@ def coord_exponents(ds: xr.Dataset, var: str = "coord_change", stderr: bool = Fa
   for m in ds.model.values:
     m = str(m)
     rows, row_errs = [], []
+    own = settings_of(ds, m)
     for s in ds.setting.values:
-      trained = str(s) in settings_of(ds, m)
+      trained = str(s) in own
       steps = [i for i in recorded(ds, m, str(s)).step.values
                if first <= i <= coord_step(ds, m, str(s))] if trained else []
       k = stable_lr(ds, m, str(s), t) if trained else np.nan
@@ -534,8 +535,9 @@ def figures(ds: xr.Dataset, out_dir: str | os.PathLike) -> list[str]:
     fig = plots.agg_figure((4.0 * len(ds.model), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(ds.model), squeeze=False)[0])
     for ax, m in zip(axes, ds.model.values):
+      own = settings_of(ds, str(m))
       for j, s in enumerate(ds.setting.values):
-        if str(s) not in settings_of(ds, str(m)):
+        if str(s) not in own:
           continue
         e = ce.sel(model=m, setting=s).dropna("layer", how="all")
         ax.plot(e.step.values, e.max("layer").values, "o-", color=f"C{j}", label=str(s))

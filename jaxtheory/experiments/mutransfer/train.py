@@ -138,13 +138,13 @@ def _check(cfg: Config) -> None:
       raise ConfigError(f"{name} must be distinct positive integers, got {ws!r}")
   if cfg.base_width is not None and cfg.base_width < 1:
     raise ConfigError(f"base_width must be a positive integer or none, got {cfg.base_width!r}")
+  muon = [st.partition("-")[2] == "muon" for st in cfg.settings]
   for model in cfg.models:
-    if all(st.partition("-")[2] == "muon" for st in cfg.settings) and model not in cfg.muon_models:
+    if all(muon) and model not in cfg.muon_models:
       raise ConfigError(f"the {model} trains no setting: its only settings are Muon's and it is "
                         f"not in muon_models ({', '.join(cfg.muon_models) or 'none'}); add it "
                         f"(muon_models={','.join((*cfg.muon_models, model))}) or another setting")
-  if (any(st.partition("-")[2] == "muon" for st in cfg.settings)
-      and not set(cfg.models) & set(cfg.muon_models)):
+  if any(muon) and not set(cfg.models) & set(cfg.muon_models):
     raise ConfigError(f"no model trains the Muon settings: none of models "
                       f"({', '.join(cfg.models)}) is in muon_models "
                       f"({', '.join(cfg.muon_models) or 'none'})")
