@@ -90,9 +90,84 @@ def test_dot_general_refuses_the_channel_and_batch_contractions():
   with pytest.raises(ValueError, match="channel axis"):
     stax.DotGeneral(rhs=jnp.ones((4,)), dimension_numbers=(((2,), (0,)), ((), ())))[2](
         x, None, "nngp")
-  with pytest.raises(ValueError, match="batch axis"):
+  with pytest.raises(ValueError, match="no axis to become the output's batch"):
     stax.DotGeneral(rhs=jnp.ones((2,)), dimension_numbers=(((0,), (0,)), ((), ())))[2](
-        x, None, "nngp")
+        jnp.ones((2, 3)), None, "nngp")
+
+
+# Contractions of the batch axis on (3, 4, 5, c) activations: the output's first axis (the
+# channel axis aside) becomes its batch axis, as in neural-tangents.
+BATCH_CASES = [
+    (None, _O(3, 6), (((0,), (0,)), ((), ()))),          # the new batch: the input's h
+    (_O(6, 3), None, (((1,), (0,)), ((), ()))),          # the new batch: the operand's axis
+    (None, _O(3, 4, 6), (((0, 1), (0, 1)), ((), ()))),   # with h: the new batch is w
+]
+
+
+@pytest.mark.parametrize("lhs,rhs,dn", BATCH_CASES)
+def test_contracting_the_batch_axis_is_exact_against_itself_and_another_x2(lhs, rhs, dn):
+  # The examples are mixed: each side's new variances need its own covariances, so a
+  # different x2 is computed with x1 as one batch, each half mixed on its own.
+  x1 = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
+  x2 = jax.random.normal(jax.random.key(1), (3, 4, 5, 2))
+  net = lambda: stax.serial(stax.Conv(3, (2, 2), padding="SAME", W_std=1.2),
+                            stax.DotGeneral(lhs=lhs, rhs=rhs, dimension_numbers=dn))
+  init, apply, kfn = net()
+  _, params = init(jax.random.key(2), x1.shape)
+  other = rhs if lhs is None else lhs
+  out = kdot.Contraction.of(dn, 4, other.ndim, lhs is not None, 0, -1).output_axes()
+  oc = out.index(("x", 3))
+  ob = min(i for i in range(len(out)) if i != oc)
+  exact = lambda a, b: np.asarray(jacobian_kernel(apply, params, a, b, ob, oc))
+  full = dict(diagonal_spatial=False, diagonal_batch=False)
+  for b in (None, x2):
+    k = kfn(x1, b, ("nngp", "ntk", "cov1", "cov2"), **full)
+    want = exact(x1, x1 if b is None else b)
+    np.testing.assert_allclose(k.nngp, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(k.ntk, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(k.cov1, exact(x1, x1), rtol=1e-9, atol=1e-12)
+    if b is not None:
+      np.testing.assert_allclose(k.cov2, exact(x2, x2), rtol=1e-9, atol=1e-12)
+  # A ReLU after it reads each side's new variances: the arc-cosine formula on the exact
+  # covariances.
+  relu = stax.serial(net(), stax.Relu())[2](x1, x2, "nngp", **full)
+  nsp = exact(x1, x2).ndim // 2 - 1
+  var = lambda x: np.einsum(exact(x, x), [0, 0] + [1 + d for d in range(nsp) for _ in "ab"],
+                            [0] + [1 + d for d in range(nsp)])
+  v1, v2 = var(x1), var(x2)
+  norm = np.sqrt(np.einsum(v1, [0] + [2 + 2 * d for d in range(nsp)], v2,
+                           [1] + [3 + 2 * d for d in range(nsp)], list(range(2 + 2 * nsp))))
+  cos = np.clip(exact(x1, x2) / norm, -1, 1)
+  theta = np.arccos(cos)
+  np.testing.assert_allclose(relu, norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi),
+                             rtol=1e-8, atol=1e-12)
+  # The new batch pair needs both sides' positions, which the diagonal layout does not
+  # hold (neural-tangents returns a kernel whose batch keeps same-position pairs only).
+  with pytest.raises(ValueError, match="all pairs of positions"):
+    kfn(x1, x2, "nngp", diagonal_spatial=True, diagonal_batch=False)
+  with pytest.raises(ValueError, match="use diagonal_batch=False"):
+    kfn(x1, x2, "nngp", diagonal_spatial=False, diagonal_batch=True)
+  with pytest.raises(ValueError, match="same shape"):
+    kfn(x1, x2[:2], "nngp", **full)
+  # Left unset, diagonal_batch becomes False (as for every layer that mixes examples).
+  np.testing.assert_allclose(kfn(x1, x2, "nngp", diagonal_spatial=False), exact(x1, x2),
+                             rtol=1e-9, atol=1e-12)
+
+
+def test_contracting_the_batch_axis_carries_masks_per_half():
+  # An output entry is masked when every input entry it sums over is; x1's and x2's
+  # examples are mixed apart (each half on its own).
+  x = jnp.ones((2, 3, 1))
+  kfn = stax.DotGeneral(rhs=jnp.eye(2), dimension_numbers=(((0,), (0,)), ((), ())))[2]
+  m1 = jnp.zeros_like(x, bool).at[0].set(True)  # x1's first example all masked
+  k = kfn(jnp.where(m1, 10.0, x), x + 0.5, ("nngp", "cov1", "cov2"), mask_constant=10.0,
+          diagonal_spatial=False, diagonal_batch=False)
+  # Output (3, 1, 2): batch = the input's spatial axis, the operand's (identity) axis
+  # spatial; identity picks example e at output position e.
+  assert k.nngp.shape == (3, 3, 2, 2)
+  np.testing.assert_allclose(k.nngp[:, :, 0, :], 0.0)   # x1's example 0 is masked
+  np.testing.assert_allclose(k.nngp[:, :, 1, 1], 1.5)   # 1 * 1.5 per channel
+  np.testing.assert_allclose(k.cov2[:, :, 0, 0], 2.25)
 
 
 def test_axis_after_dot_follows_lax():

@@ -83,10 +83,11 @@ def test_nearest_resize_of_the_batch_axis_is_exact_against_another_x2(size):
 
 
 @pytest.mark.parametrize("size", [3, 8])
-def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_refused_otherwise(size):
+def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_another_x2(size):
   # Linear mixes examples: exact against x1 itself (the NNGP holds all their covariances,
-  # so the new variances are its diagonal, and the ReLU after it reads them), refused
-  # against a different x2.
+  # so the new variances are its diagonal, and the ReLU after it reads them), and against
+  # a different x2 of the same shape (computed with x1 as one batch, each half resized
+  # on its own).
   x1 = jax.random.normal(jax.random.key(0), (5, 4, 2))
   init, apply, kfn = _batch_resized(size, "linear")
   _, params = init(jax.random.key(2), x1.shape)
@@ -101,9 +102,16 @@ def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_refused_otherw
   # ReLU of a centred Gaussian: E[relu(u)^2] = var / 2 on the (example, position) diagonal.
   np.testing.assert_allclose(diag(np.diagonal(relu, 0, 0, 1).transpose(2, 0, 1)),
                              diag(var) / 2, rtol=1e-9)
-  x2 = jax.random.normal(jax.random.key(1), (3, 4, 2))
-  with pytest.raises(NotImplementedError, match="method='nearest', or x2=None"):
-    kfn(x1, x2, "nngp", **full)
+  x2 = jax.random.normal(jax.random.key(1), (5, 4, 2))
+  k = kfn(x1, x2, ("nngp", "ntk", "cov1", "cov2"), **full)
+  np.testing.assert_allclose(k.nngp, jacobian_kernel(apply, params, x1, x2), rtol=1e-9,
+                             atol=1e-12)
+  np.testing.assert_allclose(k.ntk, k.nngp, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, x2, x2), rtol=1e-9,
+                             atol=1e-12)
+  with pytest.raises(ValueError, match="same shape"):
+    kfn(x1, x2[:3], "nngp", **full)
 
 
 def test_batch_resize_with_blocks_or_per_example_kernels_is_refused_clearly():

@@ -140,6 +140,31 @@ class NeedsFullBatch(Exception):
   """
 
 
+class NeedsJointBatch(Exception):
+  """Raised by a layer that mixes examples (contracting the batch axis, a linear resize of it)
+  in the kernel of ``x1`` against a different ``x2``: a mixed example's variance needs the
+  covariances among ``x1``'s own examples, which that kernel does not hold.
+
+  neural-tangents' ``kernel_fn`` then computes ``x1`` and ``x2`` as one batch, ``x1``'s
+  examples first, with :func:`joint_batch` true in the context: such a layer mixes each
+  half on its own, and the halves stay equally long.
+  """
+
+
+def joint_batch(ctx) -> bool:
+  """Whether the kernel's batch holds ``x1``'s examples then ``x2``'s, equally many, each
+  half to be mixed on its own (see :class:`NeedsJointBatch`)."""
+  return bool(getattr(ctx, "joint_batch", False))
+
+
+def halves(a: Array, axes: Sequence[int]) -> Array:
+  """``a`` with each of ``axes`` (a joint batch axis) split into ``(2, n)``: the half, then
+  the example in it; the split axes keep their order, each half axis right before its own."""
+  for ax in sorted(axes, reverse=True):
+    a = a.reshape(a.shape[:ax] + (2, a.shape[ax] // 2) + a.shape[ax + 1:])
+  return a
+
+
 class NeedsFullSpatial(Exception):
   """Raised by a layer that needs off-diagonal spatial covariances (pooling).
 

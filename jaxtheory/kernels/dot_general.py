@@ -12,7 +12,11 @@ where :math:`c, c'` run over the contracted input positions and :math:`a, b` ove
 output positions: an einsum of the kernel with two copies of :math:`o`, one per side.
 A spatial axis of the input paired with an axis of :math:`o` (a ``lax.dot_general``
 batch axis) stays, weighted entrywise; the batch axis may be paired too (one constant
-per example); the operand's free axes become new spatial axes. In the diagonal layout
+per example); the operand's free axes become new spatial axes. Contracting the batch axis
+mixes examples: the output's first axis (the channel axis aside) becomes its batch axis, and
+the new variances need the covariances among the old examples (``diagonal_batch=False``;
+:class:`~jaxtheory.kernels.analytic.NeedsJointBatch` for ``x1`` against a different ``x2``).
+In the diagonal layout
 (same-position entries only) both copies share their labels, which is exact unless a
 spatial axis is contracted (then :class:`~jaxtheory.kernels.analytic.NeedsFullSpatial`).
 """
@@ -77,10 +81,17 @@ class Contraction:
     if c in xc + xb:
       raise ValueError(f"DotGeneral: the channel axis ({c}) can be neither contracted nor "
                        "batched: its kernel treats channels as infinitely many i.i.d. copies")
-    if b in xc:
-      raise ValueError(f"DotGeneral: contracting the batch axis ({b}) leaves no batch axis; "
-                       "jaxtheory's kernels always keep one")
-    return Contraction(ndim_x, ndim_o, is_lhs, xc, oc, xb, ob, b, c)
+    spec = Contraction(ndim_x, ndim_o, is_lhs, xc, oc, xb, ob, b, c)
+    if spec.contracts_batch and len(spec.output_axes()) < 2:
+      raise ValueError(f"DotGeneral: contracting the batch axis ({b}) leaves no axis but the "
+                       "channels: there is no axis to become the output's batch")
+    return spec
+
+  @property
+  def contracts_batch(self) -> bool:
+    """The batch axis is contracted: examples are mixed, and the output's first axis (the
+    channel axis aside) becomes its batch axis, as in neural-tangents."""
+    return self.batch_axis in self.x_contract
 
   @property
   def x_spatial(self) -> tuple[int, ...]:
@@ -142,6 +153,48 @@ class Contraction:
     return k_labels, o_left, o_right, out
 
 
+  def batch_contraction_args(self, n_batch: int, diagonal: bool):
+    """:meth:`einsum_args` when the batch axis is contracted (:attr:`contracts_batch`).
+
+    The input's batch labels are contracted with the operand's axis; the output's first
+    axis (the channel axis aside) takes the batch labels' place, as a pair of labels
+    (``x1``'s side, ``x2``'s side). ``n_batch=1`` with ``diagonal``: a mask, one label per
+    axis.
+    """
+    sp = self.x_spatial
+    first = 2
+    left = {a: first + 2 * d for d, a in enumerate(sp)}
+    right = {a: first + 2 * d + (0 if diagonal else 1) for d, a in enumerate(sp)}
+    free0 = first + 2 * len(sp)
+    o_free = [a for a in range(self.ndim_o) if a not in self.o_contract + self.o_batch]
+    free_l = {a: free0 + 2 * i for i, a in enumerate(o_free)}
+    free_r = {a: free0 + 2 * i + (0 if diagonal else 1) for i, a in enumerate(o_free)}
+    axes = [(kind, a) for kind, a in self.output_axes()
+            if not (kind == "x" and a == self.channel_axis)]
+
+    def o_labels(side_map, free_map, b):
+      labels = []
+      for a in range(self.ndim_o):
+        if a in self.o_contract:
+          xa = self.x_contract[self.o_contract.index(a)]
+          labels.append(b if xa == self.batch_axis else side_map[xa])
+        elif a in self.o_batch:
+          labels.append(side_map[self.x_batch[self.o_batch.index(a)]])
+        else:
+          labels.append(free_map[a])
+      return labels
+
+    k_labels = [0, 1][:n_batch] + [l for a in sp for l in
+                                   ((left[a],) if diagonal else (left[a], right[a]))]
+    out = []
+    for i, (kind, a) in enumerate(axes):
+      l, r = (left[a], right[a]) if kind == "x" else (free_l[a], free_r[a])
+      out += [l, r] if (i == 0 and n_batch == 2) or not diagonal else [l]
+    o_left = o_labels(left, free_l, 0)
+    o_right = o_labels(right, free_r, 1 if n_batch == 2 else 0)
+    return k_labels, o_left, o_right, out
+
+
 def axis_after_dot(axis: int, contracting_dims: Sequence[int], batch_dims: Sequence[int],
                    lhs_ndim: int | None = None) -> int:
   """Where a free or batch axis of one ``lax.dot_general`` operand lands in the output.
@@ -182,10 +235,16 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
 
   def kernel(k: analytic.Kernel, ctx) -> analytic.Kernel:
     spec_ = spec(k.nspatial + 2, ctx)
+    if spec_.contracts_batch:
+      return _contract_batch(k, ctx, other.astype(k.nngp.dtype), spec_)
     contracts_space = any(a != spec_.batch_axis for a in spec_.x_contract)
     if k.diagonal_spatial and contracts_space and k.nspatial:
       raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
     o = other.astype(k.nngp.dtype)
+    if analytic.joint_batch(ctx) and spec_.batch_axis in spec_.x_batch:
+      # Per-example constants: x1's examples then x2's meet the same ones.
+      ax = spec_.o_batch[spec_.x_batch.index(spec_.batch_axis)]
+      o = jnp.concatenate([o, o], axis=ax)
 
     def apply(m, bn):
       if m is None or m.ndim < bn:  # a scalar NTK placeholder
@@ -198,13 +257,56 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
   return kernel
 
 
-def output_mask(mask: Array, other: Array, spec: Contraction) -> Array:
+_HALF1, _HALF2 = 10_000, 10_001  # einsum labels of the halves of a joint batch
+
+
+def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> analytic.Kernel:
+  """The kernel after contracting the batch axis with ``o``: the output's first axis becomes
+  the batch (``nngp`` and ``ntk`` contracted on both sides; ``cov1`` their new diagonal)."""
+  what = "DotGeneral (contracting the batch axis)"
+  if getattr(ctx, "diagonal_batch", False):
+    raise analytic.NeedsFullBatch(what)
+  if k.diagonal_spatial:
+    # The new batch pair needs both sides' positions of the axis that becomes it (and a
+    # contracted spatial axis needs all pairs anyway). neural-tangents returns a kernel
+    # whose batch axis holds only same-position pairs here; this refuses.
+    raise analytic.NeedsFullSpatial(what)
+  if k.cov2 is not None:  # x1 against a different x2: x1's own covariances are not here
+    raise analytic.NeedsJointBatch(what)
+  kl, ol, orr, out = spec.batch_contraction_args(2, k.diagonal_spatial)
+  joint = analytic.joint_batch(ctx)
+
+  def contract(m):
+    if m is None or m.ndim < 2:  # a scalar NTK placeholder
+      return m
+    if not joint:
+      return jnp.einsum(m, kl, o, ol, o, orr, out, precision=lax.Precision.HIGHEST)
+    r = jnp.einsum(analytic.halves(m, (0, 1)), [_HALF1, kl[0], _HALF2, *kl[1:]], o, ol, o, orr,
+                   [_HALF1, out[0], _HALF2, *out[1:]], precision=lax.Precision.HIGHEST)
+    return r.reshape((2 * r.shape[1], 2 * r.shape[3]) + r.shape[4:])
+
+  nngp = contract(k.nngp)
+  cov1 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0)
+  return k.replace(nngp=nngp, ntk=contract(k.ntk), cov1=cov1, cov2=None)
+
+
+def output_mask(mask: Array, other: Array, spec: Contraction, joint: bool = False) -> Array:
   """The output's mask from the kernel's ``(n, *spatial, c)`` input mask: an output entry is
-  masked unless some unmasked input entry meets a nonzero operand entry."""
+  masked unless some unmasked input entry meets a nonzero operand entry. ``joint``: the
+  batch holds ``x1``'s examples then ``x2``'s (:func:`~jaxtheory.kernels.analytic.joint_batch`),
+  each half mixed on its own."""
   kept = (~masking.whole_positions(mask, "DotGeneral")[..., 0]).astype(jnp.float32)
-  kl, ol, _, out = spec.einsum_args(1, True)
-  hit = jnp.einsum(kept, kl, (other != 0).astype(jnp.float32), ol, out)
-  return (hit == 0)[..., None]
+  o = (other != 0).astype(jnp.float32)
+  if not spec.contracts_batch:
+    kl, ol, _, out = spec.einsum_args(1, True)
+    if joint and spec.batch_axis in spec.x_batch:
+      o = jnp.concatenate([o, o], axis=spec.o_batch[spec.x_batch.index(spec.batch_axis)])
+    return (jnp.einsum(kept, kl, o, ol, out) == 0)[..., None]
+  kl, ol, _, out = spec.batch_contraction_args(1, True)
+  if not joint:
+    return (jnp.einsum(kept, kl, o, ol, out) == 0)[..., None]
+  hit = jnp.einsum(analytic.halves(kept, (0,)), [_HALF1, *kl], o, ol, [_HALF1, *out])
+  return (hit.reshape((-1,) + hit.shape[2:]) == 0)[..., None]
 
 
 def apply_mask(mask: Array, shape: Sequence[int], other: Array, dimension_numbers,

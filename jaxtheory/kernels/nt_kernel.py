@@ -244,6 +244,46 @@ def _inputs(x1, x2, diagonal_batch, diagonal_spatial, compute_ntk, mask_constant
   return k12, k11, k22, same, eq
 
 
+def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant):
+  """The kernel of a network that mixes examples, for ``x1`` against a different ``x2``:
+  both computed as one batch (``x1``'s examples, then ``x2``'s), whose blocks are the
+  kernel of ``x1`` with ``x2`` and the full covariances of each with itself
+  (:class:`~jaxtheory.kernels.analytic.NeedsJointBatch`)."""
+  if any(is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)):
+    raise ValueError(f"{why} mixes examples: its kernel for two batches needs the inputs "
+                     "themselves, not a Kernel; pass the arrays x1 and x2")
+  if pattern is not None:
+    raise ValueError(f"{why} mixes examples, which graph patterns do not support; compute "
+                     "the kernel of x1 and x2 without pattern")
+  leaves1, tree = jax.tree.flatten(x1)
+  leaves2 = jax.tree.leaves(x2, is_leaf=lambda v: v is None)
+  if any(b is None or jnp.shape(a) != jnp.shape(b) for a, b in zip(leaves1, leaves2)):
+    raise ValueError(f"{why} mixes each batch's examples, so x1 and x2 must have the same "
+                     "shape (got " + ", ".join(
+                         f"{jnp.shape(a)} and {None if b is None else jnp.shape(b)}"
+                         for a, b in zip(leaves1, leaves2)) + ")")
+  both = jax.tree.unflatten(tree, [jnp.concatenate([a, b]) for a, b in zip(leaves1, leaves2)])
+  k, _, _, _, _ = _inputs(both, None, True, diagonal_spatial, want_ntk, mask_constant)
+  c = analytic.ctx_with(analytic.ctx_with(ctx, "diagonal_batch", False), "joint_batch", True)
+  out = layer.kernel(k, c)
+  eq = x1_is_x2(leaves1[0], leaves2[0])
+  return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
+                      is_leaf=lambda a: isinstance(a, analytic.Kernel))
+
+
+def _halves_kernel(a: analytic.Kernel, eq) -> Kernel:
+  """The NT kernel of ``x1`` with ``x2`` (full batch layout) from a joint batch's kernel."""
+  m = a.nngp.shape[0] // 2
+  ntk = a.ntk if a.ntk is None or a.ntk.ndim < 2 else a.ntk[:m, m:]
+  shape = _shape(a, m)
+  return Kernel(nngp=a.nngp[:m, m:], ntk=ntk, cov1=a.nngp[:m, :m], cov2=a.nngp[m:, m:],
+                x1_is_x2=jnp.asarray(eq, bool), is_gaussian=a.is_gaussian, is_reversed=False,
+                is_input=False, diagonal_batch=False, diagonal_spatial=a.diagonal_spatial,
+                shape1=shape, shape2=shape, batch_axis=0, channel_axis=len(shape) - 1,
+                mask1=None if a.mask1 is None else a.mask1[:m],
+                mask2=None if a.mask1 is None else a.mask1[m:])
+
+
 def _flags(tree_of_inputs):
   """Static description of the inputs (part of the compilation cache key)."""
   leaves, tree = jax.tree.flatten(tree_of_inputs, is_leaf=is_kernel)
@@ -327,7 +367,10 @@ def kernel_fn(layer, ctx) -> Callable:
     # A layer that can only follow NT's full-batch layout (resizing the batch axis) reads it.
     c12, c11, c22 = _pattern_ctxs(analytic.ctx_with(ctx, "diagonal_batch", diagonal_batch),
                                   pattern, all(jax.tree.leaves(same)))
-    out12 = layer.kernel(k12, c12)
+    try:
+      out12 = layer.kernel(k12, c12)
+    except analytic.NeedsJointBatch as e:
+      return _joint(layer, ctx, e, x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant)
     out11 = None if k11 is None else layer.kernel(k11, c11)
     out22 = None if k22 is None else layer.kernel(k22, c22)
     # Outputs and inputs may be different pytrees (fan-out, fan-in); the flags of

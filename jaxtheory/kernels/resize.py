@@ -14,9 +14,11 @@ Resizing the batch axis makes each new example an interpolation of old ones
 is exact. The variances of the new examples are too when the resize only selects
 examples (nearest), or when ``x2`` is ``x1`` (then the NNGP holds every covariance
 between the examples, and the variances are its diagonal); a linear resize of ``x1``
-against a different ``x2`` would need the covariances among ``x1``'s own examples,
-which that kernel does not hold, and is refused. Through ``kernel_fn`` resizing the
-batch axis also needs ``diagonal_batch=False``, as in neural-tangents.
+against a different ``x2`` needs the covariances among ``x1``'s own examples, which that
+kernel does not hold (:class:`~jaxtheory.kernels.analytic.NeedsJointBatch`): neural-tangents'
+``kernel_fn`` then computes both as one batch and resizes each half on its own. Through
+``kernel_fn`` resizing the batch axis also needs ``diagonal_batch=False``, as in
+neural-tangents.
 """
 
 from __future__ import annotations
@@ -51,22 +53,27 @@ def _check_method(method: jax.image.ResizeMethod) -> None:
 
 
 def resize_batch(k: analytic.Kernel, size1: int, size2: int, method, antialias: bool = True,
-                 precision=lax.Precision.HIGHEST) -> analytic.Kernel:
+                 precision=lax.Precision.HIGHEST, joint: bool = False) -> analytic.Kernel:
   """``k`` after resizing the batch axis of ``x1`` to ``size1`` examples and of ``x2`` to
-  ``size2`` (see the module's docstring for when this is exact, and the refusal)."""
+  ``size2`` (see the module's docstring for when this is exact). ``joint``: the batch holds
+  ``x1``'s examples then ``x2``'s (:func:`~jaxtheory.kernels.analytic.joint_batch`), each
+  half resized on its own to ``size1``."""
   method = method_of(method)
   _check_method(method)
   same = k.cov2 is None
   nearest = method == jax.image.ResizeMethod.NEAREST
-  if not (nearest or same):
-    raise NotImplementedError(
-        "ImageResize: a linear resize of the batch axis mixes examples, and the variance of "
-        "a mixed example needs the covariances among x1's own examples, which the kernel of "
-        "x1 against a different x2 does not hold; use method='nearest', or x2=None")
+  if not (nearest or same):  # a mixed example's variance needs x1's own covariances
+    raise analytic.NeedsJointBatch("ImageResize (a linear resize of the batch axis)")
 
   def resize(m, sizes):
     if m is None or m.ndim < len(sizes):  # a scalar NTK placeholder
       return m
+    if joint:  # each half alone: (2, n) per batch axis, the half axes kept at 2
+      axes = tuple(range(len(sizes)))
+      r = jax.image.resize(analytic.halves(m, axes),
+                           tuple(x for s in sizes for x in (2, s)) + m.shape[len(sizes):],
+                           method, antialias=antialias, precision=precision)
+      return r.reshape(tuple(2 * s for s in sizes) + m.shape[len(sizes):])
     return jax.image.resize(m, tuple(sizes) + m.shape[len(sizes):], method,
                             antialias=antialias, precision=precision)
 

@@ -371,8 +371,10 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
       activation laid out with ``batch_axis`` and ``channel_axis``.
     precision: ``lax.dot_general``'s.
     batch_axis: the input's batch axis; it may be paired with an operand axis
-      (per-example constants) but not contracted (the output would have no
-      batch axis: a ``ValueError``).
+      (per-example constants) or contracted (examples mixed: the output's first
+      axis, the channel axis aside, becomes its batch, as in neural-tangents;
+      ``kernel_fn`` then needs ``diagonal_batch=False``, and computes ``x1`` and
+      a different ``x2``, of equal shapes, as one batch).
     channel_axis: the input's channel axis; it can be neither contracted nor
       batched (a ``ValueError``).
 
@@ -409,7 +411,7 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
     return kdot.apply_mask(m, shape, other, dimension_numbers, is_lhs, channel_axis)
 
   def kernel_mask_fn(m, ctx):  # the kernel's (n, *spatial, c) mask, channels last
-    return kdot.output_mask(m, other, spec(m.ndim, ctx))
+    return kdot.output_mask(m, other, spec(m.ndim, ctx), analytic.joint_batch(ctx))
 
   return _Triple(core.Layer(init, apply, kdot.kernel_map(other, spec)),
                  (batch_axis, channel_axis),
@@ -487,7 +489,8 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     if shape[b] != -1:
       if getattr(ctx, "diagonal_batch", False):
         raise analytic.NeedsFullBatch("ImageResize (resizing the batch axis)")
-      k = kresize.resize_batch(k, shape[b], shape[b], method, antialias, precision)
+      k = kresize.resize_batch(k, shape[b], shape[b], method, antialias, precision,
+                               analytic.joint_batch(ctx))
     return base(k, ctx)
 
   def mask_fn(m, in_shape):
