@@ -489,17 +489,33 @@ def stored_jit(fn, static_argnames: tuple[str, ...] = ()):
   @functools.wraps(fn)
   def call(*args, **kwargs):
     static = {k: kwargs.pop(k) for k in static_argnames if k in kwargs}
-    leaves, tree = jax.tree.flatten((args, kwargs))
-    if not executables_enabled() or any(isinstance(l, jax.core.Tracer) for l in leaves):
-      return jitted(*args, **kwargs, **static)
-    avals = [(a.shape, str(a.dtype), a.weak_type) for a in map(jax.typeof, leaves)]
-    key = hashlib.sha256(repr([environment(), name, str(tree), avals,
-                               sorted(static.items())]).encode()).hexdigest()
-    if key not in programs:
-      programs[key] = start_build(key, name, lambda: jitted.lower(*args, **kwargs, **static))()[0]
-    return programs[key](*args, **kwargs)
+    return stored_call(jitted, name, sorted(static.items()), programs, args, kwargs, static)
 
   return call
+
+
+def stored_call(jitted, name: str, key: Any, programs: dict, args: tuple, kwargs: dict,
+                static: dict | None = None):
+  """``jitted(*args, **kwargs, **static)``, its program from the executable store when there.
+
+  The store key is ``name``, ``key`` (which must determine the computation
+  together with :func:`environment`, which holds jaxtheory's own source: never
+  a closure that varies, and the ``static`` arguments' values) and the
+  arguments' tree and shapes. ``programs`` (a dict) keeps the programs made in
+  this process. With the store off, or a tracer among the arguments, it is
+  ``jitted(*args, **kwargs, **static)``.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  static = static or {}
+  leaves, tree = jax.tree.flatten((args, kwargs))
+  if not executables_enabled() or any(isinstance(l, jax.core.Tracer) for l in leaves):
+    return jitted(*args, **kwargs, **static)
+  avals = [(a.shape, str(a.dtype), a.weak_type) for a in map(jax.typeof, leaves)]
+  digest = hashlib.sha256(repr([environment(), name, str(tree), avals, key]).encode()).hexdigest()
+  if digest not in programs:
+    programs[digest] = start_build(digest, name,
+                                   lambda: jitted.lower(*args, **kwargs, **static))()[0]
+  return programs[digest](*args, **kwargs)
 
 
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken

@@ -209,8 +209,9 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
   for g in groups:
     # The lazy prediction of every run of the group, from its own kernel at initialization:
     # the train and test rows against the train columns, as one kernel (one trace).
-    th = over_runs(lambda prm, c: training_ntk(g.model, prm, c, x_all, x_tr, implementation),
-                   g.params, g.ctx, chunk=1)
+    th = over_runs(lambda prm, c, xa, xt: training_ntk(g.model, prm, c, xa, xt, implementation),
+                   g.params, g.ctx, x_all, x_tr, in_axes=(0, 0, None, None), chunk=1,
+                   store_key=None if g.key is None else (g.key, "training_ntk", implementation))
     th_trtr, th_tetr = th[:, :n], th[:, n:]
     lrs = _lrs(p, g.runs)
     for j, r in enumerate(g.runs):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -296,3 +297,37 @@ def test_an_option_this_jaxlib_does_not_know_is_dropped_not_fatal(monkeypatch):
   # An option the caller chose is the caller's to get right: its error is not swallowed.
   with pytest.raises(Exception, match="No such compile option"):
     compile_cache.compile_lowered(lowered, {"xla_also_unknown": 1})
+
+
+# A probe mapped over a sweep's runs (probes.over_runs with store_key) in a fresh process: a
+# second process loads it from the store, untraced; another key is another program.
+OVER_RUNS = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxtheory import compile_cache
+from jaxtheory.probes import over_runs
+w = jax.random.normal(jax.random.key(0), (3, 4, 2))
+x = jnp.arange(20.0).reshape(5, 4) / 10
+power = int(sys.argv[1])
+out = over_runs(lambda wi, xs: jnp.sum((xs @ wi) ** power, 0), w, x, in_axes=(0, None),
+                store_key=("a probe", power))
+print(json.dumps(dict(store=dict(compile_cache.stats), out=np.asarray(out).tolist())))
+"""
+
+
+def test_a_probe_over_runs_with_a_store_key_loads_from_the_store_in_a_later_process(tmp_path):
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+  env.pop("JAXTHEORY_EXECUTABLE_STORE", None)
+  runs = []
+  for power in ("2", "2", "3"):
+    res = subprocess.run([sys.executable, "-c", OVER_RUNS, power], env=env, text=True,
+                         capture_output=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+  first, second, other = runs
+  assert first["store"] == {"misses": 1, "stored": 1}
+  assert second["store"] == {"hits": 1} and second["out"] == first["out"]  # bit for bit
+  assert other["store"] == {"misses": 1, "stored": 1} and other["out"] != first["out"]
+  w = np.asarray(jax.random.normal(jax.random.key(0), (3, 4, 2)))  # as the child draws it
+  x = np.arange(20.0).reshape(5, 4) / 10
+  np.testing.assert_allclose(first["out"], [np.sum((x @ wi) ** 2, 0) for wi in w], rtol=1e-5)

@@ -18,11 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtheory import compile_cache
 from jaxtheory.metric import after
 
 
+_PROGRAMS: dict = {}  # over_runs' programs from the executable store, in this process
+
+
 def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
-              chunk: int | None = None) -> Any:
+              chunk: int | None = None, store_key: Any = None) -> Any:
   """``fn`` applied to every run stacked on the leading ``batch_dims`` axes.
 
   Args:
@@ -35,6 +39,13 @@ def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
     chunk: ``None`` vectorises every run at once; an integer ``c`` maps
       sequentially over groups of ``c`` runs (``lax.map`` with that batch
       size), trading speed for memory; ``1`` is a plain sequential map.
+    store_key: names ``fn`` for the executable store
+      (:func:`jaxtheory.compile_cache.stored_call`), so that a later process
+      loads the compiled program instead of tracing and compiling it again:
+      a value whose ``repr`` determines what ``fn`` computes (e.g. a sweep
+      group's :attr:`~jaxtheory.sweep.RunGroup.key` and the probe's
+      settings). ``fn`` must then close over no arrays (pass them as shared
+      arguments). ``None``: compiled in this process only.
 
   Returns:
     The outputs of ``fn`` with the ``batch_dims`` run axes in front.
@@ -87,7 +98,11 @@ def over_runs(fn: Callable, *args: Any, batch_dims: int = 1, in_axes: Any = 0,
       out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), head, tail)
     return jax.tree.map(lambda a: jnp.reshape(a, lead + a.shape[1:]), out)
 
-  return jax.jit(program)(per_run, traced)
+  if store_key is None or static:
+    return jax.jit(program)(per_run, traced)
+  return compile_cache.stored_call(jax.jit(program), "over_runs",
+                                   [store_key, batch_dims, chunk, axes], _PROGRAMS,
+                                   (per_run, traced), {})
 
 
 def _is_array(x) -> bool:

@@ -44,12 +44,17 @@ class RunGroup(NamedTuple):
     ctx: the runs' contexts stacked on a leading axis (active width, gamma, ...):
       ``model.apply(params[i], x, ctx[i])`` is run ``i``'s network.
     params: the runs' parameters stacked on a leading axis (numpy).
+    key: what names the group's network for the executable store (its bucket's
+      computation: the model's and trainer's programs), or ``None`` when the
+      store is off; a probe of the network alone can be stored under it
+      (:func:`jaxtheory.probes.over_runs`'s ``store_key``).
   """
   runs: np.ndarray
   coords: dict[str, np.ndarray]
   model: Model
   ctx: Ctx
   params: Any
+  key: str | None = None
 
   def apply(self, params, x, ctx):
     """One run's network output (``params``, ``ctx`` of one run); ``jax.vmap`` it over runs."""
@@ -266,7 +271,7 @@ class _Bucket:
     take = lambda a: np.asarray(a)[:n]
     ctx = jax.vmap(self.tr.ctx)(jax.tree.map(lambda a: jnp.asarray(a)[:n], hps))
     return RunGroup(np.asarray(runs), {k: v[runs] for k, v in p.flat.items()}, self.tr.model,
-                    ctx, jax.tree.map(take, params))
+                    ctx, jax.tree.map(take, params), self.key)
 
   def per_run(self, st, hp, d, iv):
     self.traces[0] += 1  # runs at trace time only: counts compilations
