@@ -8,7 +8,8 @@ A run writes ``results.nc`` (open with ``jaxtheory.sweep.load`` or
 ``xarray.open_dataset(..., engine='h5netcdf')``), ``config.json`` and PNG
 figures into its output folder, then prints a summary table. Mistakes in the
 input (an unknown experiment or setting, a malformed or invalid value) print
-one line ``error: ...`` to stderr and exit with status 2.
+one line ``error: ...`` to stderr and exit with status 2. A run whose
+signature checks print FAIL exits with status 0, or 1 with ``--strict``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from jaxtheory.sweep import STRATEGIES, outdir
 from jaxtheory.errors import ConfigError, JaxtheoryError
 
 USAGE_ERROR = 2
+CHECK_FAILED = 1  # with --strict: a signature check failed (its results are written)
 
 
 def _first_line(obj) -> str:
@@ -166,8 +168,11 @@ def list_experiments():
 @click.option("--compilation-cache", metavar="DIR|off", default=None,
               help="Folder of compiled programs reused across runs, or 'off' "
                    "[default: $JAXTHEORY_COMPILATION_CACHE or ~/.cache/jaxtheory/jax-cache].")
+@click.option("--strict", is_flag=True,
+              help=f"Exit with status {CHECK_FAILED} when a signature check FAILs (the results "
+                   "and figures are written first), e.g. in a script or CI.")
 def run_experiment(experiment, sets, preset, out, strategy, no_plots, resume, checkpoint_every,
-                   memory_budget, compilation_cache):
+                   memory_budget, compilation_cache, strict):
   """Runs EXPERIMENT and saves results.nc, config.json and figures.
 
   `jaxtheory run EXPERIMENT --help` lists its settings; `jaxtheory list`, the experiments.
@@ -220,7 +225,10 @@ def run_experiment(experiment, sets, preset, out, strategy, no_plots, resume, ch
     if created:
       _remove_if_unused(out)
     raise
-  _print_summary(module, ds, experiment, [results, config, *figures])
+  failed = _print_summary(module, ds, experiment, [results, config, *figures])
+  if strict and failed:
+    click.echo(f"{failed} signature check{'s' * (failed != 1)} failed (--strict)", err=True)
+    sys.exit(CHECK_FAILED)
 
 
 def _claim(out: str, resume: bool, settings: dict) -> bool:
@@ -280,7 +288,9 @@ def _run_with_progress(module, cfg, name: str, engine: dict):
     return module.run(cfg, progress=report, **engine)
 
 
-def _print_summary(module, ds, name: str, paths) -> None:
+def _print_summary(module, ds, name: str, paths) -> int:
+  """Prints the summary table, the signature checks and the files written; returns how many
+  checks failed."""
   console = Console()
   seeds = ds.sizes.get("seed", 1)
   # Closed-form parts (e.g. random-features regression) have no step axis.
@@ -296,12 +306,16 @@ def _print_summary(module, ds, name: str, paths) -> None:
     # Text, not markup: a measured "[3]" or "[not collapsed]" is text, not a style tag.
     table.add_row(Text(label), Text(value))
   console.print(table)
+  failed = 0
   for check in getattr(module, "signature", lambda ds: [])(ds):
-    style = "yellow" if getattr(check, "skipped", False) else "green" if check.passed else "red"
+    skipped = getattr(check, "skipped", False)
+    failed += not (skipped or check.passed)
+    style = "yellow" if skipped else "green" if check.passed else "red"
     # markup=False: a measured "[not collapsed]" is text, not a style tag for rich to eat.
     console.print(check.line(), style=style, highlight=False, markup=False, soft_wrap=True)
   for p in paths:
     console.print(f"wrote {p}", highlight=False, markup=False, soft_wrap=True)
+  return failed
 
 
 @cli.command("show")
