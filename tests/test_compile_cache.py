@@ -251,12 +251,16 @@ print(json.dumps(dict(store=dict(compile_cache.stats), out=np.asarray(out).tolis
 """
 
 
-def test_predictor_factorizations_load_from_the_store_in_a_later_process(tmp_path):
+def _stored_then_loaded_then_another(script: str, args: tuple[str, str], tmp_path) -> dict:
+  """Runs ``script`` in three fresh processes sharing one cache, with ``args[0]``, ``args[0]``
+  again and ``args[1]``: the first stores its one program, the second loads it whole (same
+  output, bit for bit), the third (another program) stores its own. Returns the first's
+  record."""
   env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
   env.pop("JAXTHEORY_EXECUTABLE_STORE", None)
   runs = []
-  for mode in ("relative", "relative", "absolute"):
-    res = subprocess.run([sys.executable, "-c", PREDICT, mode], env=env, text=True,
+  for arg in (args[0], args[0], args[1]):
+    res = subprocess.run([sys.executable, "-c", script, arg], env=env, text=True,
                          capture_output=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -264,6 +268,11 @@ def test_predictor_factorizations_load_from_the_store_in_a_later_process(tmp_pat
   assert first["store"] == {"misses": 1, "stored": 1}
   assert second["store"] == {"hits": 1} and second["out"] == first["out"]  # bit for bit
   assert other["store"] == {"misses": 1, "stored": 1} and other["out"] != first["out"]
+  return first
+
+
+def test_predictor_factorizations_load_from_the_store_in_a_later_process(tmp_path):
+  _stored_then_loaded_then_another(PREDICT, ("relative", "absolute"), tmp_path)
 
 
 def test_programs_that_run_once_get_the_cpu_options_unless_turned_off(monkeypatch):
@@ -316,18 +325,7 @@ print(json.dumps(dict(store=dict(compile_cache.stats), out=np.asarray(out).tolis
 
 
 def test_a_probe_over_runs_with_a_store_key_loads_from_the_store_in_a_later_process(tmp_path):
-  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-  env.pop("JAXTHEORY_EXECUTABLE_STORE", None)
-  runs = []
-  for power in ("2", "2", "3"):
-    res = subprocess.run([sys.executable, "-c", OVER_RUNS, power], env=env, text=True,
-                         capture_output=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stderr
-    runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-  first, second, other = runs
-  assert first["store"] == {"misses": 1, "stored": 1}
-  assert second["store"] == {"hits": 1} and second["out"] == first["out"]  # bit for bit
-  assert other["store"] == {"misses": 1, "stored": 1} and other["out"] != first["out"]
+  first = _stored_then_loaded_then_another(OVER_RUNS, ("2", "3"), tmp_path)
   w = np.asarray(jax.random.normal(jax.random.key(0), (3, 4, 2)))  # as the child draws it
   x = np.arange(20.0).reshape(5, 4) / 10
   np.testing.assert_allclose(first["out"], [np.sum((x @ wi) ** 2, 0) for wi in w], rtol=1e-5)
