@@ -130,3 +130,35 @@ def test_batch_resize_with_blocks_or_per_example_kernels_is_refused_clearly():
   assert not out.diagonal_batch and out.cov1.shape[:2] == (2, 2)
   np.testing.assert_allclose(out.nngp, kfn(x1, None, "nngp", diagonal_spatial=False),
                              rtol=1e-12)
+
+
+def test_a_joint_batch_keeps_each_side_its_own_masks_dropout_and_refuses_batch_wide_layers():
+  # Against a different x2 a linear batch resize computes x1 and x2 as one batch: each side's
+  # covariances must equal its kernel with itself (the network's output on x1 does not depend
+  # on x2), masks and dropout's same-example entries included.
+  x1 = jax.random.normal(jax.random.key(0), (4, 3, 2)).at[0, 1].set(10.0)
+  x2 = jax.random.normal(jax.random.key(1), (4, 3, 2))
+  full = dict(diagonal_batch=False, diagonal_spatial=False)
+  resize = lambda: stax.ImageResize((5, -1, -1), "linear")
+  for net in (stax.serial(stax.Dense(3), resize()),
+              stax.serial(stax.Dense(3), stax.Dropout(0.5), resize()),
+              stax.serial(stax.Dense(3), resize(), stax.Dropout(0.5))):
+    kfn = net[2]
+    for mc in (None, 10.0):
+      k = kfn(x1, x2, ("nngp", "cov1", "cov2"), mask_constant=mc, **full)
+      np.testing.assert_allclose(k.cov1, kfn(x1, None, "nngp", mask_constant=mc, **full),
+                                 rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(k.cov2, kfn(x2, None, "nngp", mask_constant=mc, **full),
+                                 rtol=1e-12, atol=1e-12)
+    # The same inputs passed twice: the same kernel as x2=None (dropout's masks are shared).
+    np.testing.assert_allclose(kfn(x2, x2 + 0.0, "nngp", **full), kfn(x2, None, "nngp", **full),
+                               rtol=1e-12, atol=1e-12)
+  # Layers that act on the whole batch would mix x1's half with x2's: refused, clearly
+  # (with x1 alone they work).
+  for net in (stax.serial(stax.Dense(3), stax.Index(stax.Slice[:3]), resize()),
+              stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(3), stax.Dense(3)),
+                          stax.FanInConcat(axis=0), resize()),
+              stax.serial(stax.Dense(3), stax.LayerNorm(axis=(0, 1, 2)), resize())):
+    net[2](x1, None, "nngp", **full)
+    with pytest.raises(ValueError, match="acts across the whole batch"):
+      net[2](x1, x2, "nngp", **full)

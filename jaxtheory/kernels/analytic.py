@@ -132,8 +132,9 @@ def ctx_with(ctx, name: str, value):
 
 
 class NeedsFullBatch(Exception):
-  """Raised by a layer that mixes examples (resizing the batch axis) when ``kernel_fn`` was
-  asked for per-example covariances (``diagonal_batch=True``, read from the context).
+  """Raised by a layer that mixes examples (resizing or contracting the batch axis) when
+  ``kernel_fn`` was asked for per-example covariances (``diagonal_batch=True``, read from
+  the context).
 
   neural-tangents' ``kernel_fn`` then computes with ``diagonal_batch=False`` when
   the caller did not choose, and raises ``ValueError`` when they chose ``True``.
@@ -155,6 +156,15 @@ def joint_batch(ctx) -> bool:
   """Whether the kernel's batch holds ``x1``'s examples then ``x2``'s, equally many, each
   half to be mixed on its own (see :class:`NeedsJointBatch`)."""
   return bool(getattr(ctx, "joint_batch", False))
+
+
+def refuse_joint(ctx, what: str) -> None:
+  """Raises a ``ValueError`` in a joint batch (:func:`joint_batch`): ``what`` acts across the
+  batch axis as a whole, which would mix ``x1``'s half with ``x2``'s."""
+  if joint_batch(ctx):
+    raise ValueError(f"{what} acts across the whole batch, which kernel_fn cannot combine with a "
+                     "layer that mixes examples (a contraction or linear resize of the batch "
+                     "axis) for a different x2; compute the kernel of x1 with itself (x2=None)")
 
 
 def halves(a: Array, axes: Sequence[int]) -> Array:
@@ -582,6 +592,8 @@ def layer_norm(eps: float = 1e-12, affine: bool = False, *,
     if not k.is_gaussian:
       raise ValueError("layer_norm needs a centred Gaussian input (a dense or conv layer "
                        "right before it); its kernel after a nonlinearity has no closed form")
+    if over_batch:
+      refuse_joint(ctx, "layer_norm over the batch axis")
     if affine and k.ntk is not None:
       _check_ntk_allowed(k, parametrization(ctx), "layer_norm")
     ds = k.diagonal_spatial

@@ -14,6 +14,7 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from jaxtheory.kernels import analytic
 from jaxtheory.kernels.analytic import Kernel, KernelMap
 
 
@@ -101,7 +102,6 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
   """
 
   def kernel(ks, ctx) -> Kernel:
-    del ctx
     ks = tuple(ks)
     k0 = ks[0]
     ndim = k0.nspatial + 2
@@ -109,6 +109,7 @@ def fan_in_concat(axis: int = -1) -> KernelMap:
     if len({_layout(k) for k in ks}) != 1 or len({k.nspatial for k in ks}) != 1:
       raise ValueError("fan_in_concat needs kernels of one layout")
     if ax == 0:
+      analytic.refuse_joint(ctx, "fan_in_concat along the batch axis")
       return _concat_batch(ks)
     ntks = None if any(k.ntk is None for k in ks) else [k.ntk for k in ks]
     if ax == ndim - 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxtheory.kernels import analytic
 from jaxtheory.kernels.analytic import Kernel, KernelMap
 
 Array = jax.Array
@@ -46,7 +47,6 @@ def dropout(rate: float) -> KernelMap:
   factor = 1.0 / rate
 
   def kernel(k: Kernel, ctx) -> Kernel:
-    del ctx
     sp1 = k.cov1.shape[1:]
     diag1 = _spatial_diagonal(sp1, k.diagonal_spatial)
     scale1 = jnp.where(diag1, factor, 1.0).astype(k.cov1.dtype)
@@ -54,7 +54,18 @@ def dropout(rate: float) -> KernelMap:
     cov2 = None if k.cov2 is None else k.cov2 * scale1.reshape((1,) + sp1)
     n1, n2 = k.nngp.shape[:2]
     same = (k.cov2 is None) if k.x1_is_x2 is None else k.x1_is_x2
-    if n1 == n2:
+    if analytic.joint_batch(ctx):
+      # x1's examples then x2's: each is itself (the diagonal); x1's i is x2's i when the
+      # batches are the same inputs (x1_is_x2 then says whether x1 is x2).
+      h = n1 // 2
+      cross = jnp.eye(n1, k=h, dtype=bool) | jnp.eye(n1, k=-h, dtype=bool)
+      batch_eye = (jnp.eye(n1, dtype=bool) | (cross & jnp.asarray(same, bool))).reshape(
+          (n1, n1) + (1,) * len(sp1))
+      where = batch_eye & diag1.reshape((1, 1) + sp1)
+      scale = jnp.where(where, factor, 1.0).astype(k.nngp.dtype)
+      nngp = k.nngp * scale
+      ntk = None if k.ntk is None else k.ntk * scale
+    elif n1 == n2:
       batch_eye = jnp.eye(n1, dtype=bool).reshape((n1, n1) + (1,) * len(sp1))
       where = batch_eye & diag1.reshape((1, 1) + sp1) & jnp.asarray(same, bool)
       scale = jnp.where(where, factor, 1.0).astype(k.nngp.dtype)

@@ -13,7 +13,8 @@ kernel map on arrays or on :class:`Kernel` objects and answers in NT's layout:
 * ``diagonal_batch=True``: ``cov1`` holds :math:`K(x_i, x_i)`, shape
   ``(n1, *S)``; ``False``: the full :math:`K(x_i, x_j)`, ``(n1, n1, *S)`` (the
   NNGP of ``x1`` with itself), likewise ``cov2``; unset (the default): ``True``
-  unless a layer mixes examples (resizing the batch axis), which needs ``False``;
+  unless a layer mixes examples (resizing or contracting the batch axis), which needs
+  ``False``;
 * ``diagonal_spatial``: see :func:`jaxtheory.kernels.analytic.kernel_fn`.
 """
 
@@ -265,8 +266,11 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
   both = jax.tree.unflatten(tree, [jnp.concatenate([a, b]) for a, b in zip(leaves1, leaves2)])
   k, _, _, _, _ = _inputs(both, None, True, diagonal_spatial, want_ntk, mask_constant)
   c = analytic.ctx_with(analytic.ctx_with(ctx, "diagonal_batch", False), "joint_batch", True)
-  out = layer.kernel(k, c)
   eq = x1_is_x2(leaves1[0], leaves2[0])
+  # In a joint batch x1_is_x2 says whether x1's example i is x2's example i (dropout's
+  # same-example entries); each example is itself anyway.
+  out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq), k,
+                                  is_leaf=lambda a: isinstance(a, analytic.Kernel)), c)
   return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
                       is_leaf=lambda a: isinstance(a, analytic.Kernel))
 
@@ -364,7 +368,7 @@ def kernel_fn(layer, ctx) -> Callable:
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
                                       mask_constant)
-    # A layer that can only follow NT's full-batch layout (resizing the batch axis) reads it.
+    # A layer that can only follow NT's full-batch layout (resizing or contracting the batch axis) reads it.
     c12, c11, c22 = _pattern_ctxs(analytic.ctx_with(ctx, "diagonal_batch", diagonal_batch),
                                   pattern, all(jax.tree.leaves(same)))
     try:
@@ -471,8 +475,8 @@ def kernel_fn(layer, ctx) -> Callable:
     diagonal_batch = None if diagonal_batch is None else bool(diagonal_batch)
     if batch_size is not None and not from_kernel and needs_full_batch(
         x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant):
-      raise ValueError("kernel_fn(batch_size=...): a layer mixes examples (ImageResize of the "
-                       "batch axis), so the kernel cannot be computed in blocks of examples; "
+      raise ValueError("kernel_fn(batch_size=...): a layer mixes examples (ImageResize or "
+                       "DotGeneral of the batch axis), so the kernel cannot be computed in blocks of examples; "
                        "call kernel_fn without batch_size")
     try:
       if batch_size is not None and not from_kernel:

@@ -445,7 +445,8 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     shape: the output's shape, one entry per axis of the input, ``-1`` keeping
       that axis (the channel axis must be kept for ``kernel_fn``). Resizing
       the batch axis interpolates examples: ``kernel_fn`` needs
-      ``diagonal_batch=False`` for it, and a linear one ``x2=None`` too
+      ``diagonal_batch=False`` for it, and computes a different ``x2`` (of
+      ``x1``'s shape) with ``x1`` as one batch
       (:func:`jaxtheory.kernels.resize.resize_batch`).
     method: ``'linear'`` (``'bilinear'``, ...), ``'nearest'``, or for ``apply_fn``
       only ``'cubic'``, ``'lanczos3'``, ``'lanczos5'`` (a ``jax.image.ResizeMethod``
@@ -503,8 +504,14 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     return ~resize(~jnp.broadcast_to(m, tuple(in_shape[:c]) + (m.shape[c],) +
                                      tuple(in_shape[c + 1:])), tuple(to)).astype(bool)
 
+  def kernel_mask_fn(m, ctx):  # a joint batch resizes each half's masks on its own
+    if shape[b] == -1 or not analytic.joint_batch(ctx):
+      return mask_fn(m, None)
+    out = jax.vmap(lambda half: mask_fn(half, None))(analytic.halves(m, (0,)))
+    return out.reshape((-1,) + out.shape[2:])
+
   return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
-                 mask=masking.Rule(mask_fn, remask=True))
+                 mask=masking.Rule(mask_fn, remask=True, kernel_mask_fn=kernel_mask_fn))
 
 
 class _Slice:
@@ -542,10 +549,11 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> _Triple:
     return x[idx], feat
 
   def kernel(k, ctx):
-    del ctx
     ndim = k.nspatial + 2
     full = canonicalize_idx(idx, ndim)
     b, c = batch_axis % ndim, channel_axis % ndim
+    if full[b] != slice(None):
+      analytic.refuse_joint(ctx, "Index on the batch axis")
     if full[c] != slice(None):
       raise NotImplementedError(f"Index: indexing the channel axis {channel_axis} (infinite in "
                                 f"the kernel) is not supported, got {idx}")
