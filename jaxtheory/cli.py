@@ -9,7 +9,8 @@ A run writes ``results.nc`` (open with ``jaxtheory.sweep.load`` or
 figures into its output folder, then prints a summary table. Mistakes in the
 input (an unknown experiment or setting, a malformed or invalid value) print
 one line ``error: ...`` to stderr and exit with status 2. A run whose
-signature checks print FAIL exits with status 0, or 1 with ``--strict``.
+signature checks print FAIL exits with status 0, or 3 with ``--strict`` (a crash
+exits 1).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from jaxtheory.sweep import STRATEGIES, outdir
 from jaxtheory.errors import ConfigError, JaxtheoryError
 
 USAGE_ERROR = 2
-CHECK_FAILED = 1  # with --strict: a signature check failed (its results are written)
+CHECK_FAILED = 3  # with --strict: a signature check failed (its results are written); a crash is 1
 
 
 def _first_line(obj) -> str:

@@ -267,12 +267,13 @@ def test_summary_and_checks_print_brackets_as_text(capsys):
 
 def test_strict_exits_1_when_a_check_fails_after_writing_the_results(tmp_path):
   # Two steps cannot converge: matrix-completion's checks FAIL. Without --strict that is a
-  # finding (status 0); with it, status 1 for scripts and CI, the results written first.
+  # finding (status 0); with it, status 3 for scripts and CI (a crash is 1), the results written
+  # first.
   sets = ["--set", "steps=2", "--set", "depths=1,2", "--no-plots"]
   plain = _invoke("run", "matrix-completion", "--out", str(tmp_path / "a"), *sets)
   assert plain.exit_code == 0, plain.output
   assert "FAIL" in plain.output
   strict = _invoke("run", "matrix-completion", "--out", str(tmp_path / "b"), "--strict", *sets)
-  assert strict.exit_code == 1, strict.output
+  assert strict.exit_code == 3, strict.output
   assert "signature check" in strict.stderr and "failed (--strict)" in strict.stderr
   assert (tmp_path / "b" / "results.nc").exists()
