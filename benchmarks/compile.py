@@ -17,7 +17,7 @@ on the second invocation, is a load from the cache). Printed per experiment:
   jaxtheory's executable store (entries loaded whole: bucket programs and
   decisions, never traced or lowered).
 
-    python benchmarks/compile.py                          # all seven (~20 min on 2 CPU cores)
+    python benchmarks/compile.py                          # every experiment (over an hour on 2 CPU cores)
     python benchmarks/compile.py matrix-completion width-sweep
     python benchmarks/compile.py --no-plots --set steps=100 width-sweep
     python benchmarks/compile.py --where kernel-limit     # and where each run's time goes
@@ -90,8 +90,10 @@ print("COMPILE_JSON " + json.dumps(dict(
     where=sorted(([s, e, w] for (e, w), s in where.items()), reverse=True)[:12])))
 """
 
-EXPERIMENTS = ("width-sweep", "kernel-limit", "double-descent", "grokking", "neural-collapse",
-               "matrix-completion", "edge-of-stability")
+def experiment_names() -> list[str]:
+  """Every experiment ``jaxtheory list`` shows (imported here, not in the measured children)."""
+  from jaxtheory.experiments import EXPERIMENTS  # pylint: disable=import-outside-toplevel
+  return list(EXPERIMENTS)
 
 
 def invoke(name: str, cache: str, out: str, extra: list[str], where: bool = False) -> dict:
@@ -111,7 +113,8 @@ def invoke(name: str, cache: str, out: str, extra: list[str], where: bool = Fals
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("names", nargs="*", default=list(EXPERIMENTS))
+  ap.add_argument("names", nargs="*", default=None,
+                  help="experiments to measure (default: every one)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="passed to every run (e.g. steps=100 for a quick look)")
   ap.add_argument("--no-plots", action="store_true")
@@ -120,6 +123,7 @@ def main() -> None:
                        "call sites (innermost first) of its largest trace, lowering and XLA "
                        "events")
   args = ap.parse_args()
+  args.names = args.names or experiment_names()
   extra = [a for kv in args.set for a in ("--set", kv)] + ["--no-plots"] * args.no_plots
   head = (f"{'experiment':<19}{'trace':>7}{'lower':>7}{'xla':>7}{'compile 1st':>13}"
           f"{'trace':>7}{'lower':>7}{'load':>7}{'compile 2nd':>13}{'2nd/1st':>9}{'wall 1st':>10}{'share':>7}{'wall 2nd':>10}"
