@@ -265,7 +265,7 @@ def test_summary_and_checks_print_brackets_as_text(capsys):
     assert text in out, out
 
 
-def test_strict_exits_1_when_a_check_fails_after_writing_the_results(tmp_path):
+def test_strict_exits_3_when_a_check_fails_after_writing_the_results(tmp_path):
   # Two steps cannot converge: matrix-completion's checks FAIL. Without --strict that is a
   # finding (status 0); with it, status 3 for scripts and CI (a crash is 1), the results written
   # first.
