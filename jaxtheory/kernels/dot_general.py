@@ -115,7 +115,10 @@ class Contraction:
 
     ``n_batch``: the kernel's batch axes (2: ``nngp``, 1: ``cov1``). With ``n_batch=1``
     and ``diagonal``, ``einsum(a, K_labels, o, o_left, out)`` maps a single
-    activation-like array ``(n, *spatial)`` (masks) instead of a covariance.
+    activation-like array ``(n, *spatial)`` (masks) instead of a covariance. When the
+    batch axis is contracted (:attr:`contracts_batch`) its labels are contracted with the
+    operand's axis, and the output's first axis (the channel axis aside) takes their
+    place, as a pair of labels (``x1``'s side, ``x2``'s side) for ``n_batch=2``.
     """
     sp = self.x_spatial
     nsp = len(sp)
@@ -131,10 +134,9 @@ class Contraction:
     def o_labels(side_map, free_map, b):
       labels = []
       for a in range(self.ndim_o):
-        if a in self.o_contract:
-          labels.append(side_map[self.x_contract[self.o_contract.index(a)]])
-        elif a in self.o_batch:
-          xa = self.x_batch[self.o_batch.index(a)]
+        if a in self.o_contract + self.o_batch:  # paired with an input axis, the batch's too
+          xa = (self.x_contract[self.o_contract.index(a)] if a in self.o_contract
+                else self.x_batch[self.o_batch.index(a)])
           labels.append(b if xa == self.batch_axis else side_map[xa])
         else:
           labels.append(free_map[a])
@@ -142,57 +144,19 @@ class Contraction:
 
     k_labels = list(batch[:n_batch]) + [l for a in sp for l in
                                         ((left[a],) if diagonal else (left[a], right[a]))]
-    out = list(batch[:n_batch])
+    # A contracted batch leaves no batch labels: the first output axis becomes the batch.
+    out = [] if self.contracts_batch else list(batch[:n_batch])
     for kind, a in self.output_axes():
       if kind == "x" and a in (self.batch_axis, self.channel_axis):
         continue
       l, r = (left[a], right[a]) if kind == "x" else (free_l[a], free_r[a])
-      out += [l] if diagonal else [l, r]
+      new_batch = not out and n_batch == 2  # only with a contracted batch
+      out += [l] if diagonal and not new_batch else [l, r]
     o_left = o_labels(left, free_l, batch[0])
     o_right = o_labels(right, free_r, batch[1] if n_batch == 2 else batch[0])
     return k_labels, o_left, o_right, out
 
 
-  def batch_contraction_args(self, n_batch: int, diagonal: bool):
-    """:meth:`einsum_args` when the batch axis is contracted (:attr:`contracts_batch`).
-
-    The input's batch labels are contracted with the operand's axis; the output's first
-    axis (the channel axis aside) takes the batch labels' place, as a pair of labels
-    (``x1``'s side, ``x2``'s side). ``n_batch=1`` with ``diagonal``: a mask, one label per
-    axis.
-    """
-    sp = self.x_spatial
-    first = 2
-    left = {a: first + 2 * d for d, a in enumerate(sp)}
-    right = {a: first + 2 * d + (0 if diagonal else 1) for d, a in enumerate(sp)}
-    free0 = first + 2 * len(sp)
-    o_free = [a for a in range(self.ndim_o) if a not in self.o_contract + self.o_batch]
-    free_l = {a: free0 + 2 * i for i, a in enumerate(o_free)}
-    free_r = {a: free0 + 2 * i + (0 if diagonal else 1) for i, a in enumerate(o_free)}
-    axes = [(kind, a) for kind, a in self.output_axes()
-            if not (kind == "x" and a == self.channel_axis)]
-
-    def o_labels(side_map, free_map, b):
-      labels = []
-      for a in range(self.ndim_o):
-        if a in self.o_contract:
-          xa = self.x_contract[self.o_contract.index(a)]
-          labels.append(b if xa == self.batch_axis else side_map[xa])
-        elif a in self.o_batch:
-          labels.append(side_map[self.x_batch[self.o_batch.index(a)]])
-        else:
-          labels.append(free_map[a])
-      return labels
-
-    k_labels = [0, 1][:n_batch] + [l for a in sp for l in
-                                   ((left[a],) if diagonal else (left[a], right[a]))]
-    out = []
-    for i, (kind, a) in enumerate(axes):
-      l, r = (left[a], right[a]) if kind == "x" else (free_l[a], free_r[a])
-      out += [l, r] if (i == 0 and n_batch == 2) or not diagonal else [l]
-    o_left = o_labels(left, free_l, 0)
-    o_right = o_labels(right, free_r, 1 if n_batch == 2 else 0)
-    return k_labels, o_left, o_right, out
 
 
 def axis_after_dot(axis: int, contracting_dims: Sequence[int], batch_dims: Sequence[int],
@@ -240,11 +204,7 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     contracts_space = any(a != spec_.batch_axis for a in spec_.x_contract)
     if k.diagonal_spatial and contracts_space and k.nspatial:
       raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
-    o = other.astype(k.nngp.dtype)
-    if analytic.joint_batch(ctx) and spec_.batch_axis in spec_.x_batch:
-      # Per-example constants: x1's examples then x2's meet the same ones.
-      ax = spec_.o_batch[spec_.x_batch.index(spec_.batch_axis)]
-      o = jnp.concatenate([o, o], axis=ax)
+    o = _per_example(other.astype(k.nngp.dtype), spec_, analytic.joint_batch(ctx))
 
     def apply(m, bn):
       if m is None or m.ndim < bn:  # a scalar NTK placeholder
@@ -255,6 +215,15 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     return analytic._map(k, apply)
 
   return kernel
+
+
+def _per_example(o: Array, spec: Contraction, joint: bool) -> Array:
+  """The operand for a joint batch (:func:`~jaxtheory.kernels.analytic.joint_batch`): with
+  the batch axis paired with one of its axes (per-example constants), that axis repeated,
+  since x1's examples then x2's meet the same constants; else ``o``."""
+  if not (joint and spec.batch_axis in spec.x_batch):
+    return o
+  return jnp.concatenate([o, o], axis=spec.o_batch[spec.x_batch.index(spec.batch_axis)])
 
 
 _HALF1, _HALF2 = 10_000, 10_001  # einsum labels of the halves of a joint batch
@@ -273,7 +242,7 @@ def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> ana
     raise analytic.NeedsFullSpatial(what)
   if k.cov2 is not None:  # x1 against a different x2: x1's own covariances are not here
     raise analytic.NeedsJointBatch(what)
-  kl, ol, orr, out = spec.batch_contraction_args(2, k.diagonal_spatial)
+  kl, ol, orr, out = spec.einsum_args(2, k.diagonal_spatial)
   joint = analytic.joint_batch(ctx)
 
   def contract(m):
@@ -297,14 +266,9 @@ def output_mask(mask: Array, other: Array, spec: Contraction, joint: bool = Fals
   each half mixed on its own."""
   kept = (~masking.whole_positions(mask, "DotGeneral")[..., 0]).astype(jnp.float32)
   o = (other != 0).astype(jnp.float32)
-  if not spec.contracts_batch:
-    kl, ol, _, out = spec.einsum_args(1, True)
-    if joint and spec.batch_axis in spec.x_batch:
-      o = jnp.concatenate([o, o], axis=spec.o_batch[spec.x_batch.index(spec.batch_axis)])
-    return (jnp.einsum(kept, kl, o, ol, out) == 0)[..., None]
-  kl, ol, _, out = spec.batch_contraction_args(1, True)
-  if not joint:
-    return (jnp.einsum(kept, kl, o, ol, out) == 0)[..., None]
+  kl, ol, _, out = spec.einsum_args(1, True)
+  if not (joint and spec.contracts_batch):
+    return (jnp.einsum(kept, kl, _per_example(o, spec, joint), ol, out) == 0)[..., None]
   hit = jnp.einsum(analytic.halves(kept, (0,)), [_HALF1, *kl], o, ol, [_HALF1, *out])
   return (hit.reshape((-1,) + hit.shape[2:]) == 0)[..., None]
 

@@ -54,25 +54,24 @@ def dropout(rate: float) -> KernelMap:
     cov2 = None if k.cov2 is None else k.cov2 * scale1.reshape((1,) + sp1)
     n1, n2 = k.nngp.shape[:2]
     same = (k.cov2 is None) if k.x1_is_x2 is None else k.x1_is_x2
+    # Which pairs of examples are one example (same-example entries change).
     if analytic.joint_batch(ctx):
-      # x1's examples then x2's: each is itself (the diagonal); x1's i is x2's i when the
-      # batches are the same inputs (x1_is_x2 then says whether x1 is x2).
+      # x1's examples then x2's: each is itself; x1's i is x2's i when the batches are the
+      # same inputs (x1_is_x2 then says whether x1 is x2).
       h = n1 // 2
       cross = jnp.eye(n1, k=h, dtype=bool) | jnp.eye(n1, k=-h, dtype=bool)
-      batch_eye = (jnp.eye(n1, dtype=bool) | (cross & jnp.asarray(same, bool))).reshape(
-          (n1, n1) + (1,) * len(sp1))
-      where = batch_eye & diag1.reshape((1, 1) + sp1)
-      scale = jnp.where(where, factor, 1.0).astype(k.nngp.dtype)
-      nngp = k.nngp * scale
-      ntk = None if k.ntk is None else k.ntk * scale
+      one = jnp.eye(n1, dtype=bool) | (cross & jnp.asarray(same, bool))
     elif n1 == n2:
-      batch_eye = jnp.eye(n1, dtype=bool).reshape((n1, n1) + (1,) * len(sp1))
-      where = batch_eye & diag1.reshape((1, 1) + sp1) & jnp.asarray(same, bool)
+      one = jnp.eye(n1, dtype=bool) & jnp.asarray(same, bool)
+    else:
+      one = None
+    if one is None:
+      nngp, ntk = k.nngp, k.ntk
+    else:
+      where = one.reshape((n1, n1) + (1,) * len(sp1)) & diag1.reshape((1, 1) + sp1)
       scale = jnp.where(where, factor, 1.0).astype(k.nngp.dtype)
       nngp = k.nngp * scale
       ntk = None if k.ntk is None else k.ntk * scale
-    else:
-      nngp, ntk = k.nngp, k.ntk
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
   return kernel

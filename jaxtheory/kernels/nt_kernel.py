@@ -368,7 +368,8 @@ def kernel_fn(layer, ctx) -> Callable:
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
                                       mask_constant)
-    # A layer that can only follow NT's full-batch layout (resizing or contracting the batch axis) reads it.
+    # A layer that can only follow NT's full-batch layout (resizing or contracting the batch
+    # axis) reads it.
     c12, c11, c22 = _pattern_ctxs(analytic.ctx_with(ctx, "diagonal_batch", diagonal_batch),
                                   pattern, all(jax.tree.leaves(same)))
     try:
@@ -476,8 +477,8 @@ def kernel_fn(layer, ctx) -> Callable:
     if batch_size is not None and not from_kernel and needs_full_batch(
         x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant):
       raise ValueError("kernel_fn(batch_size=...): a layer mixes examples (ImageResize or "
-                       "DotGeneral of the batch axis), so the kernel cannot be computed in blocks of examples; "
-                       "call kernel_fn without batch_size")
+                       "DotGeneral of the batch axis), so the kernel cannot be computed in "
+                       "blocks of examples; call kernel_fn without batch_size")
     try:
       if batch_size is not None and not from_kernel:
         out = batching.batch(

@@ -26,8 +26,8 @@ and muP under Adam and under SGD, and Muon (Jordan et al. 2024;
 measured without a pass/fail: does steepest descent in the spectral norm
 transfer its learning rate without muP's multipliers (Bernstein & Newhouse
 2024)? By default only the MLP trains Muon (``muon_models``; the
-transformer's Muon sweep took 83 s, a quarter of its time). Learning rates are ``2^(lo + k/per_octave)`` over each optimizer's
-range. The best learning rate of a width is the argmin of the seed-mean of the
+transformer's Muon sweep took 83 s, a quarter of its time). Learning rates
+are ``2^(lo + k/per_octave)`` over each optimizer's range. The best learning rate of a width is the argmin of the seed-mean of the
 final training loss (the geometric mean of the records in the last 20% of
 training, so one noisy record does not decide), averaged over 2/3 of an
 octave on either side of each learning rate (see below); a diverged run
