@@ -147,7 +147,7 @@ def test_contracting_the_batch_axis_is_exact_against_itself_and_another_x2(lhs, 
     kfn(x1, x2, "nngp", diagonal_spatial=True, diagonal_batch=False)
   with pytest.raises(ValueError, match="use diagonal_batch=False"):
     kfn(x1, x2, "nngp", diagonal_spatial=False, diagonal_batch=True)
-  with pytest.raises(ValueError, match="same shape"):
+  with pytest.raises(ValueError, match="must each have 3 examples \\(got 3 and 2\\)"):
     kfn(x1, x2[:2], "nngp", **full)
   # Left unset, diagonal_batch becomes False (as for every layer that mixes examples).
   np.testing.assert_allclose(kfn(x1, x2, "nngp", diagonal_spatial=False), exact(x1, x2),

@@ -86,8 +86,8 @@ def test_nearest_resize_of_the_batch_axis_is_exact_against_another_x2(size):
 def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_another_x2(size):
   # Linear mixes examples: exact against x1 itself (the NNGP holds all their covariances,
   # so the new variances are its diagonal, and the ReLU after it reads them), and against
-  # a different x2 of the same shape (computed with x1 as one batch, each half resized
-  # on its own).
+  # a different x2, of as many examples or not (computed with x1 as one batch, each part
+  # resized on its own).
   x1 = jax.random.normal(jax.random.key(0), (5, 4, 2))
   init, apply, kfn = _batch_resized(size, "linear")
   _, params = init(jax.random.key(2), x1.shape)
@@ -110,8 +110,24 @@ def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_another_x2(siz
   np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
   np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, x2, x2), rtol=1e-9,
                              atol=1e-12)
-  with pytest.raises(ValueError, match="same shape"):
-    kfn(x1, x2[:3], "nngp", **full)
+  x3 = x2[:3]  # fewer examples: x1's 5 and x3's 3 each resized to `size`
+  k = kfn(x1, x3, ("nngp", "ntk", "cov1", "cov2"), **full)
+  np.testing.assert_allclose(k.nngp, jacobian_kernel(apply, params, x1, x3), rtol=1e-9,
+                             atol=1e-12)
+  np.testing.assert_allclose(k.ntk, k.nngp, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, x3, x3), rtol=1e-9,
+                             atol=1e-12)
+  # A ReLU after it reads each side's own new variances: the arc-cosine formula.
+  relu = stax.serial(_batch_resized(size, "linear"), stax.Relu())[2](x1, x3, "nngp", **full)
+  var = lambda x: np.einsum("aapp->ap", np.asarray(jacobian_kernel(apply, params, x, x)))
+  norm = np.sqrt(var(x1)[:, None, :, None] * var(x3)[None, :, None, :])
+  cos = np.clip(np.asarray(k.nngp) / norm, -1, 1)
+  theta = np.arccos(cos)
+  np.testing.assert_allclose(relu, norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi),
+                             rtol=1e-8, atol=1e-12)
+  with pytest.raises(ValueError, match="must agree beyond the batch axis"):
+    kfn(x1, x2[:, :3], "nngp", **full)
 
 
 def test_batch_resize_with_blocks_or_per_example_kernels_is_refused_clearly():
@@ -140,15 +156,19 @@ def test_a_joint_batch_keeps_each_side_its_own_masks_dropout_and_refuses_batch_w
   x2 = jax.random.normal(jax.random.key(1), (4, 3, 2))
   full = dict(diagonal_batch=False, diagonal_spatial=False)
   resize = lambda: stax.ImageResize((5, -1, -1), "linear")
+  # x2 of as many examples as x1 or fewer; two resizes in a row (the second one's halves
+  # are the first one's output, of equal length).
   for net in (stax.serial(stax.Dense(3), resize()),
               stax.serial(stax.Dense(3), stax.Dropout(0.5), resize()),
-              stax.serial(stax.Dense(3), resize(), stax.Dropout(0.5))):
+              stax.serial(stax.Dense(3), resize(), stax.Dropout(0.5)),
+              stax.serial(stax.Dense(3), resize(), stax.Relu(),
+                          stax.ImageResize((3, -1, -1), "linear"))):
     kfn = net[2]
-    for mc in (None, 10.0):
-      k = kfn(x1, x2, ("nngp", "cov1", "cov2"), mask_constant=mc, **full)
+    for mc, b in ((None, x2), (10.0, x2), (None, x2[:3]), (10.0, x2[:3])):
+      k = kfn(x1, b, ("nngp", "cov1", "cov2"), mask_constant=mc, **full)
       np.testing.assert_allclose(k.cov1, kfn(x1, None, "nngp", mask_constant=mc, **full),
                                  rtol=1e-12, atol=1e-12)
-      np.testing.assert_allclose(k.cov2, kfn(x2, None, "nngp", mask_constant=mc, **full),
+      np.testing.assert_allclose(k.cov2, kfn(b, None, "nngp", mask_constant=mc, **full),
                                  rtol=1e-12, atol=1e-12)
     # The same inputs passed twice: the same kernel as x2=None (dropout's masks are shared).
     np.testing.assert_allclose(kfn(x2, x2 + 0.0, "nngp", **full), kfn(x2, None, "nngp", **full),

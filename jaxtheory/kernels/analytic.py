@@ -85,6 +85,8 @@ class Kernel:
     mask2: the same for ``x2`` (``None``: unmasked, or ``x2`` is ``x1``).
     white: static; distinct positions are known not to covary (right after a
       locally connected layer), so pooling can read the diagonal layout exactly.
+    joint_split: static; in a joint batch (:class:`NeedsJointBatch`) whose halves
+      differ in length, how many of the examples are ``x1``'s (``None``: half).
   """
   nngp: Array
   ntk: Array | None
@@ -98,6 +100,7 @@ class Kernel:
   mask1: Any = None
   mask2: Any = None
   white: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  joint_split: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
   def replace(self, **kw) -> "Kernel":
     return dataclasses.replace(self, **kw)
@@ -148,14 +151,22 @@ class NeedsJointBatch(Exception):
 
   neural-tangents' ``kernel_fn`` then computes ``x1`` and ``x2`` as one batch, ``x1``'s
   examples first, with :func:`joint_batch` true in the context: such a layer mixes each
-  half on its own, and the halves stay equally long.
+  half on its own (:func:`by_halves`) into halves of equal length.
   """
 
 
 def joint_batch(ctx) -> bool:
-  """Whether the kernel's batch holds ``x1``'s examples then ``x2``'s, equally many, each
-  half to be mixed on its own (see :class:`NeedsJointBatch`)."""
+  """Whether the kernel's batch holds ``x1``'s examples then ``x2``'s, each half to be mixed
+  on its own (see :class:`NeedsJointBatch`)."""
   return bool(getattr(ctx, "joint_batch", False))
+
+
+def joint_split(k: Kernel, ctx) -> int | None:
+  """In a joint batch (:func:`joint_batch`), how many of ``k``'s examples are ``x1``'s;
+  ``None`` outside one."""
+  if not joint_batch(ctx):
+    return None
+  return k.nngp.shape[0] // 2 if k.joint_split is None else k.joint_split
 
 
 def refuse_joint(ctx, what: str) -> None:
@@ -167,12 +178,15 @@ def refuse_joint(ctx, what: str) -> None:
                      "axis) for a different x2; compute the kernel of x1 with itself (x2=None)")
 
 
-def halves(a: Array, axes: Sequence[int]) -> Array:
-  """``a`` with each of ``axes`` (a joint batch axis) split into ``(2, n)``: the half, then
-  the example in it; the split axes keep their order, each half axis right before its own."""
-  for ax in sorted(axes, reverse=True):
-    a = a.reshape(a.shape[:ax] + (2, a.shape[ax] // 2) + a.shape[ax + 1:])
-  return a
+def by_halves(fn: Callable[[Array], Array], a: Array, axes: Sequence[int], split: int) -> Array:
+  """``fn`` of each block of ``a`` cut along ``axes`` (joint batch axes) after ``split``
+  examples (``x1``'s, then ``x2``'s), the results joined again along the same axes: how a
+  layer that mixes examples mixes each half on its own. ``fn`` keeps the axes' positions."""
+  if not axes:
+    return fn(a)
+  ax, rest = axes[0], tuple(axes[1:])
+  return jnp.concatenate([by_halves(fn, part, rest, split)
+                          for part in jnp.split(a, [split], axis=ax)], axis=ax)
 
 
 class NeedsFullSpatial(Exception):

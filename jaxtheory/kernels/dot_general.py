@@ -204,7 +204,7 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     contracts_space = any(a != spec_.batch_axis for a in spec_.x_contract)
     if k.diagonal_spatial and contracts_space and k.nspatial:
       raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
-    o = _per_example(other.astype(k.nngp.dtype), spec_, analytic.joint_batch(ctx))
+    o = _per_example(other.astype(k.nngp.dtype), spec_, analytic.joint_split(k, ctx))
 
     def apply(m, bn):
       if m is None or m.ndim < bn:  # a scalar NTK placeholder
@@ -217,16 +217,19 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
   return kernel
 
 
-def _per_example(o: Array, spec: Contraction, joint: bool) -> Array:
-  """The operand for a joint batch (:func:`~jaxtheory.kernels.analytic.joint_batch`): with
-  the batch axis paired with one of its axes (per-example constants), that axis repeated,
-  since x1's examples then x2's meet the same constants; else ``o``."""
-  if not (joint and spec.batch_axis in spec.x_batch):
+def _per_example(o: Array, spec: Contraction, split: int | None) -> Array:
+  """The operand for a joint batch whose first ``split`` examples are ``x1``'s
+  (:func:`~jaxtheory.kernels.analytic.joint_split`): with the batch axis paired with one of
+  its axes (per-example constants), that axis repeated, since x1's examples then x2's meet
+  the same constants; else ``o``."""
+  if split is None or spec.batch_axis not in spec.x_batch:
     return o
-  return jnp.concatenate([o, o], axis=spec.o_batch[spec.x_batch.index(spec.batch_axis)])
-
-
-_HALF1, _HALF2 = 10_000, 10_001  # einsum labels of the halves of a joint batch
+  axis = spec.o_batch[spec.x_batch.index(spec.batch_axis)]
+  if split != o.shape[axis]:
+    raise ValueError(f"DotGeneral pairs the batch axis with the operand's axis {axis} "
+                     f"({o.shape[axis]} examples), so x1 and x2 must both have that many "
+                     "examples")
+  return jnp.concatenate([o, o], axis=axis)
 
 
 def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> analytic.Kernel:
@@ -243,34 +246,38 @@ def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> ana
   if k.cov2 is not None:  # x1 against a different x2: x1's own covariances are not here
     raise analytic.NeedsJointBatch(what)
   kl, ol, orr, out = spec.einsum_args(2, k.diagonal_spatial)
-  joint = analytic.joint_batch(ctx)
+  split = analytic.joint_split(k, ctx)
+  axis = spec.o_contract[spec.x_contract.index(spec.batch_axis)]
+  n = k.nngp.shape[0]
+  sizes = (n,) if split is None else (split, n - split)
+  if any(s != o.shape[axis] for s in sizes):
+    raise ValueError(f"{what} sums the examples against the operand's axis {axis} "
+                     f"({o.shape[axis]} entries), so x1 and x2 must each have "
+                     f"{o.shape[axis]} examples (got {' and '.join(map(str, sizes))})")
 
   def contract(m):
     if m is None or m.ndim < 2:  # a scalar NTK placeholder
       return m
-    if not joint:
-      return jnp.einsum(m, kl, o, ol, o, orr, out, precision=lax.Precision.HIGHEST)
-    r = jnp.einsum(analytic.halves(m, (0, 1)), [_HALF1, kl[0], _HALF2, *kl[1:]], o, ol, o, orr,
-                   [_HALF1, out[0], _HALF2, *out[1:]], precision=lax.Precision.HIGHEST)
-    return r.reshape((2 * r.shape[1], 2 * r.shape[3]) + r.shape[4:])
+    one = lambda b: jnp.einsum(b, kl, o, ol, o, orr, out, precision=lax.Precision.HIGHEST)
+    return one(m) if split is None else analytic.by_halves(one, m, (0, 1), split)
 
   nngp = contract(k.nngp)
   cov1 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0)
-  return k.replace(nngp=nngp, ntk=contract(k.ntk), cov1=cov1, cov2=None)
+  return k.replace(nngp=nngp, ntk=contract(k.ntk), cov1=cov1, cov2=None, joint_split=None)
 
 
-def output_mask(mask: Array, other: Array, spec: Contraction, joint: bool = False) -> Array:
+def output_mask(mask: Array, other: Array, spec: Contraction, split: int | None = None) -> Array:
   """The output's mask from the kernel's ``(n, *spatial, c)`` input mask: an output entry is
-  masked unless some unmasked input entry meets a nonzero operand entry. ``joint``: the
-  batch holds ``x1``'s examples then ``x2``'s (:func:`~jaxtheory.kernels.analytic.joint_batch`),
-  each half mixed on its own."""
+  masked unless some unmasked input entry meets a nonzero operand entry. ``split``: the
+  batch holds ``x1``'s first ``split`` examples then ``x2``'s
+  (:func:`~jaxtheory.kernels.analytic.joint_split`), each part mixed on its own."""
   kept = (~masking.whole_positions(mask, "DotGeneral")[..., 0]).astype(jnp.float32)
   o = (other != 0).astype(jnp.float32)
   kl, ol, _, out = spec.einsum_args(1, True)
-  if not (joint and spec.contracts_batch):
-    return (jnp.einsum(kept, kl, _per_example(o, spec, joint), ol, out) == 0)[..., None]
-  hit = jnp.einsum(analytic.halves(kept, (0,)), [_HALF1, *kl], o, ol, [_HALF1, *out])
-  return (hit.reshape((-1,) + hit.shape[2:]) == 0)[..., None]
+  if split is None or not spec.contracts_batch:
+    return (jnp.einsum(kept, kl, _per_example(o, spec, split), ol, out) == 0)[..., None]
+  hit = analytic.by_halves(lambda h: jnp.einsum(h, kl, o, ol, out), kept, (0,), split)
+  return (hit == 0)[..., None]
 
 
 def apply_mask(mask: Array, shape: Sequence[int], other: Array, dimension_numbers,

@@ -55,10 +55,10 @@ def dropout(rate: float) -> KernelMap:
     n1, n2 = k.nngp.shape[:2]
     same = (k.cov2 is None) if k.x1_is_x2 is None else k.x1_is_x2
     # Which pairs of examples are one example (same-example entries change).
-    if analytic.joint_batch(ctx):
+    h = analytic.joint_split(k, ctx)
+    if h is not None:
       # x1's examples then x2's: each is itself; x1's i is x2's i when the batches are the
       # same inputs (x1_is_x2 then says whether x1 is x2).
-      h = n1 // 2
       cross = jnp.eye(n1, k=h, dtype=bool) | jnp.eye(n1, k=-h, dtype=bool)
       one = jnp.eye(n1, dtype=bool) | (cross & jnp.asarray(same, bool))
     elif n1 == n2:

@@ -258,18 +258,23 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
                      "the kernel of x1 and x2 without pattern")
   leaves1, tree = jax.tree.flatten(x1)
   leaves2 = jax.tree.leaves(x2, is_leaf=lambda v: v is None)
-  if any(b is None or jnp.shape(a) != jnp.shape(b) for a, b in zip(leaves1, leaves2)):
+  n1 = {jnp.shape(a)[0] for a in leaves1}
+  if (len(n1) != 1 or any(b is None or jnp.shape(b)[0] != jnp.shape(leaves2[0])[0]
+                          or jnp.shape(a)[1:] != jnp.shape(b)[1:]
+                          for a, b in zip(leaves1, leaves2))):
     raise ValueError(f"{why} mixes each batch's examples, so x1 and x2 must have the same "
-                     "shape (got " + ", ".join(
+                     "shape but for the number of examples (got " + ", ".join(
                          f"{jnp.shape(a)} and {None if b is None else jnp.shape(b)}"
                          for a, b in zip(leaves1, leaves2)) + ")")
+  n1, n2 = n1.pop(), jnp.shape(leaves2[0])[0]
   both = jax.tree.unflatten(tree, [jnp.concatenate([a, b]) for a, b in zip(leaves1, leaves2)])
   k, _, _, _, _ = _inputs(both, None, True, diagonal_spatial, want_ntk, mask_constant)
   c = analytic.ctx_with(analytic.ctx_with(ctx, "diagonal_batch", False), "joint_batch", True)
   eq = x1_is_x2(leaves1[0], leaves2[0])
   # In a joint batch x1_is_x2 says whether x1's example i is x2's example i (dropout's
   # same-example entries); each example is itself anyway.
-  out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq), k,
+  split = None if n1 == n2 else n1
+  out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq, joint_split=split), k,
                                   is_leaf=lambda a: isinstance(a, analytic.Kernel)), c)
   return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
                       is_leaf=lambda a: isinstance(a, analytic.Kernel))
@@ -277,13 +282,13 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
 
 def _halves_kernel(a: analytic.Kernel, eq) -> Kernel:
   """The NT kernel of ``x1`` with ``x2`` (full batch layout) from a joint batch's kernel."""
-  m = a.nngp.shape[0] // 2
+  m = a.nngp.shape[0] // 2 if a.joint_split is None else a.joint_split
   ntk = a.ntk if a.ntk is None or a.ntk.ndim < 2 else a.ntk[:m, m:]
-  shape = _shape(a, m)
+  shape1, shape2 = _shape(a, m), _shape(a, a.nngp.shape[0] - m)
   return Kernel(nngp=a.nngp[:m, m:], ntk=ntk, cov1=a.nngp[:m, :m], cov2=a.nngp[m:, m:],
                 x1_is_x2=jnp.asarray(eq, bool), is_gaussian=a.is_gaussian, is_reversed=False,
                 is_input=False, diagonal_batch=False, diagonal_spatial=a.diagonal_spatial,
-                shape1=shape, shape2=shape, batch_axis=0, channel_axis=len(shape) - 1,
+                shape1=shape1, shape2=shape2, batch_axis=0, channel_axis=len(shape1) - 1,
                 mask1=None if a.mask1 is None else a.mask1[:m],
                 mask2=None if a.mask1 is None else a.mask1[m:])
 

@@ -53,11 +53,11 @@ def _check_method(method: jax.image.ResizeMethod) -> None:
 
 
 def resize_batch(k: analytic.Kernel, size1: int, size2: int, method, antialias: bool = True,
-                 precision=lax.Precision.HIGHEST, joint: bool = False) -> analytic.Kernel:
+                 precision=lax.Precision.HIGHEST, split: int | None = None) -> analytic.Kernel:
   """``k`` after resizing the batch axis of ``x1`` to ``size1`` examples and of ``x2`` to
-  ``size2`` (see the module's docstring for when this is exact). ``joint``: the batch holds
-  ``x1``'s examples then ``x2``'s (:func:`~jaxtheory.kernels.analytic.joint_batch`), each
-  half resized on its own to ``size1``."""
+  ``size2`` (see the module's docstring for when this is exact). ``split``: the batch holds
+  ``x1``'s first ``split`` examples then ``x2``'s (a joint batch,
+  :func:`~jaxtheory.kernels.analytic.joint_split`), each part resized on its own to ``size1``."""
   method = method_of(method)
   _check_method(method)
   same = k.cov2 is None
@@ -68,21 +68,20 @@ def resize_batch(k: analytic.Kernel, size1: int, size2: int, method, antialias: 
   def resize(m, sizes):
     if m is None or m.ndim < len(sizes):  # a scalar NTK placeholder
       return m
-    if joint:  # each half alone: (2, n) per batch axis, the half axes kept at 2
-      axes = tuple(range(len(sizes)))
-      r = jax.image.resize(analytic.halves(m, axes),
-                           tuple(x for s in sizes for x in (2, s)) + m.shape[len(sizes):],
-                           method, antialias=antialias, precision=precision)
-      return r.reshape(tuple(2 * s for s in sizes) + m.shape[len(sizes):])
-    return jax.image.resize(m, tuple(sizes) + m.shape[len(sizes):], method,
-                            antialias=antialias, precision=precision)
+    to = lambda p, sizes: jax.image.resize(p, tuple(sizes) + p.shape[len(sizes):], method,
+                                           antialias=antialias, precision=precision)
+    if split is None:
+      return to(m, sizes)
+    return analytic.by_halves(lambda p: to(p, (size1,) * len(sizes)), m,
+                              tuple(range(len(sizes))), split)
 
   nngp = resize(k.nngp, (size1, size2))
   if nearest:
     cov1, cov2 = resize(k.cov1, (size1,)), resize(k.cov2, (size2,))
   else:  # x2 is x1: the new variances are the diagonal of the new NNGP
     cov1, cov2 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0), None
-  return k.replace(nngp=nngp, ntk=resize(k.ntk, (size1, size2)), cov1=cov1, cov2=cov2)
+  return k.replace(nngp=nngp, ntk=resize(k.ntk, (size1, size2)), cov1=cov1, cov2=cov2,
+                   joint_split=None)
 
 
 def image_resize(spatial_shape: Sequence[int], method, antialias: bool = True,
@@ -97,11 +96,13 @@ def image_resize(spatial_shape: Sequence[int], method, antialias: bool = True,
     if len(spatial_shape) != k.nspatial:
       raise ValueError(f"ImageResize: {len(spatial_shape)} spatial sizes for a kernel of "
                        f"{k.nspatial} spatial axes")
+    if all(s == -1 for s in spatial_shape):
+      return k
+    if k.diagonal_spatial:  # even a resize to the same size, as neural-tangents
+      raise analytic.NeedsFullSpatial("ImageResize")
     new = tuple(k.spatial_shape[a] if s == -1 else s for a, s in enumerate(spatial_shape))
     if new == tuple(k.spatial_shape):
       return k
-    if k.diagonal_spatial:
-      raise analytic.NeedsFullSpatial("ImageResize")
     per_axis = tuple(s for s in new for _ in range(2))
 
     def resize(m, bn):

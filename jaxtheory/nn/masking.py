@@ -86,8 +86,9 @@ class Rule(NamedTuple):
     apply: ``apply(params, x, mask, feat, ctx)``, for a layer whose
       computation depends on the mask (``None``: the layer's own ``apply`` on
       the zeroed input).
-    kernel_mask_fn: ``kernel_mask_fn(mask, ctx)``, the output's mask in a kernel
-      map when it depends on the run context (``None``: ``mask_fn(mask, None)``).
+    kernel_mask_fn: ``kernel_mask_fn(mask, k, ctx)``, the output's mask in a kernel
+      map when it depends on the layer's input kernel ``k`` or the run context
+      (``None``: ``mask_fn(mask, None)``).
   """
   mask_fn: Callable
   remask: bool = False
@@ -140,7 +141,7 @@ def masked(layer: core.Layer, rule: Rule | None, name: str) -> core.Layer:
     m1 = jax.tree.map(lambda l: l.mask1, k, is_leaf=is_k)
     m2 = jax.tree.map(lambda l: l.mask2, k, is_leaf=is_k)
     fn = (rule.mask_fn if rule.kernel_mask_fn is None
-          else lambda m, shapes: rule.kernel_mask_fn(m, ctx))
+          else lambda m, shapes: rule.kernel_mask_fn(m, k, ctx))
     out = out.replace(mask1=_map_masks(fn, m1, None), mask2=_map_masks(fn, m2, None))
     return kmasking.remask(out, name) if rule.remask else out
 

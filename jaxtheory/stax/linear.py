@@ -410,8 +410,8 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
   def mask_fn(m, shape):
     return kdot.apply_mask(m, shape, other, dimension_numbers, is_lhs, channel_axis)
 
-  def kernel_mask_fn(m, ctx):  # the kernel's (n, *spatial, c) mask, channels last
-    return kdot.output_mask(m, other, spec(m.ndim, ctx), analytic.joint_batch(ctx))
+  def kernel_mask_fn(m, k, ctx):  # the kernel's (n, *spatial, c) mask, channels last
+    return kdot.output_mask(m, other, spec(m.ndim, ctx), analytic.joint_split(k, ctx))
 
   return _Triple(core.Layer(init, apply, kdot.kernel_map(other, spec)),
                  (batch_axis, channel_axis),
@@ -491,7 +491,7 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
       if getattr(ctx, "diagonal_batch", False):
         raise analytic.NeedsFullBatch("ImageResize (resizing the batch axis)")
       k = kresize.resize_batch(k, shape[b], shape[b], method, antialias, precision,
-                               analytic.joint_batch(ctx))
+                               analytic.joint_split(k, ctx))
     return base(k, ctx)
 
   def mask_fn(m, in_shape):
@@ -504,11 +504,11 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     return ~resize(~jnp.broadcast_to(m, tuple(in_shape[:c]) + (m.shape[c],) +
                                      tuple(in_shape[c + 1:])), tuple(to)).astype(bool)
 
-  def kernel_mask_fn(m, ctx):  # a joint batch resizes each half's masks on its own
-    if shape[b] == -1 or not analytic.joint_batch(ctx):
+  def kernel_mask_fn(m, k, ctx):  # a joint batch resizes each half's masks on its own
+    split = analytic.joint_split(k, ctx)
+    if shape[b] == -1 or split is None:
       return mask_fn(m, None)
-    out = jax.vmap(lambda half: mask_fn(half, None))(analytic.halves(m, (0,)))
-    return out.reshape((-1,) + out.shape[2:])
+    return analytic.by_halves(lambda half: mask_fn(half, None), m, (0,), split)
 
   return _Triple(core.Layer(init, apply, kernel), (batch_axis, channel_axis),
                  mask=masking.Rule(mask_fn, remask=True, kernel_mask_fn=kernel_mask_fn))
