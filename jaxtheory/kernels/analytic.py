@@ -198,6 +198,16 @@ class NeedsFullSpatial(Exception):
   """
 
 
+class BatchFromSpatial(NeedsFullSpatial):
+  """Raised in the diagonal layout by a layer whose new batch axis is an old spatial one
+  (contracting the batch axis): the kernel between its examples needs both sides' positions.
+
+  neural-tangents' ``kernel_fn(..., diagonal_spatial=True)`` then returns the same-position
+  entries of the full layout's kernel with the new batch pair among them (only each new
+  example against its own counterpart).
+  """
+
+
 def _map(k: Kernel, fn, with_ntk=True) -> Kernel:
   """Applies ``fn(mat, batch_ndim)`` to every covariance (and the NTK if asked)."""
   return k.replace(

@@ -239,10 +239,11 @@ def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> ana
   if getattr(ctx, "diagonal_batch", False):
     raise analytic.NeedsFullBatch(what)
   if k.diagonal_spatial:
-    # The new batch pair needs both sides' positions of the axis that becomes it (and a
-    # contracted spatial axis needs all pairs anyway). neural-tangents returns a kernel
-    # whose batch axis holds only same-position pairs here; this refuses.
-    raise analytic.NeedsFullSpatial(what)
+    # The new batch pair needs both sides' positions of the axis that becomes it; a
+    # contracted spatial axis needs all pairs (refused in the diagonal layout, as NT).
+    if any(a != spec.batch_axis for a in spec.x_contract):
+      raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
+    raise analytic.BatchFromSpatial(what)
   if k.cov2 is not None:  # x1 against a different x2: x1's own covariances are not here
     raise analytic.NeedsJointBatch(what)
   kl, ol, orr, out = spec.einsum_args(2, k.diagonal_spatial)

@@ -491,7 +491,13 @@ def kernel_fn(layer, ctx) -> Callable:
                                            diagonal_spatial, mask_constant),
             batch_size, 0)(x1, x2, pattern=pattern)
       else:
-        out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
+        try:
+          out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
+        except analytic.BatchFromSpatial:
+          if from_kernel:
+            raise
+          out = _same_positions(run(x1, x2, pattern, want_ntk, diagonal_batch, False,
+                                    mask_constant))
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
@@ -507,6 +513,24 @@ def kernel_fn(layer, ctx) -> Callable:
     return select(out, get)
 
   return fn
+
+
+def _same_positions(k):
+  """The same-position entries of full-layout kernels whose batch pair came from a spatial
+  pair (:class:`~jaxtheory.kernels.analytic.BatchFromSpatial`): every pair of axes, the
+  batch pair included, reduced to its diagonal, as neural-tangents' diagonal layout holds
+  them."""
+  def diag(a):
+    if a is None or jnp.ndim(a) < 2:  # a scalar NTK placeholder
+      return a
+    pairs = jnp.ndim(a) // 2
+    return jnp.einsum(a, [i for i in range(pairs) for _ in "ab"], list(range(pairs)))
+
+  def one(kk):
+    return dataclasses.replace(kk, nngp=diag(kk.nngp), ntk=diag(kk.ntk), cov1=diag(kk.cov1),
+                               cov2=diag(kk.cov2), diagonal_spatial=True)
+
+  return jax.tree.map(one, k, is_leaf=is_kernel)
 
 
 def laid_out(k, axes):
