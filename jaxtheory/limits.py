@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +123,8 @@ def _rel(a, b, axes):
 
 
 def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
-            analytic_kernel: bool | None = None, **engine) -> xr.Dataset:
+            analytic_kernel: bool | None = None, kernel_key: Any = None,
+            **engine) -> xr.Dataset:
   """Runs ``s`` and sets each run beside its kernel predictions (see the module doc).
 
   :func:`execute` does the same and also returns the runs' final parameters.
@@ -138,6 +140,11 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
     analytic_kernel: also compare with the infinite-width NTK (default: the
       runs in NTK parametrization, where the network has one; ``dev_ntk`` is
       NaN for the others).
+    kernel_key: ``None``, or a value that determines the model's kernel map
+      (the settings it is built from; never for a kernel the user wrote): a
+      later invocation then loads the analytic kernels' programs from the
+      executable store (``store_key`` of
+      :func:`jaxtheory.kernels.analytic.kernel_fn`).
     **engine: execution options of :func:`jaxtheory.sweep.run`.
 
   Returns:
@@ -145,11 +152,12 @@ def compare(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
     comparison variables added.
   """
   return execute(s, n_probe=n_probe, implementation=implementation,
-                 analytic_kernel=analytic_kernel, **engine).dataset
+                 analytic_kernel=analytic_kernel, kernel_key=kernel_key, **engine).dataset
 
 
 def execute(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
-            analytic_kernel: bool | None = None, **engine) -> SweepResult:
+            analytic_kernel: bool | None = None, kernel_key: Any = None,
+            **engine) -> SweepResult:
   """:func:`compare`, also returning every run's final parameters.
 
   Args: as :func:`compare`.
@@ -171,7 +179,7 @@ def execute(s: Sweep, *, n_probe: int = 16, implementation: str = "auto",
   res, groups = execute_sweep(dataclasses.replace(s, metrics=metrics), **engine)
   with jax.enable_x64(s.dtype == "float64"):
     init = initial_params(s, planned=p)
-    _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype)
+    _add_predictions(res, s, p, init, implementation, analytic_kernel, dtype, kernel_key)
     _add_kernel_dynamics(res, s, n_probe, dtype)
     _add_weight_movement(res, p, init, groups)
   return SweepResult(res, groups)
@@ -183,7 +191,8 @@ def _lrs(p, runs):
   return np.full(len(runs), p.fixed["lr"])
 
 
-def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic_kernel, dtype):
+def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic_kernel, dtype,
+                     kernel_key=None):
   """Adds ``dev_linear`` (and ``dev_ntk``, ``ntk_init_error``) per run and step."""
   d = data_arrays(s.data, dtype)
   x_tr, x_te = d["x_train"], d["x_test"]
@@ -204,7 +213,8 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
   kernels = {}
   for i, name in enumerate(names):
     if analytic_kernel or (analytic_kernel is None and name == "ntk"):
-      k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(name))
+      k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(name),
+                                store_key=kernel_key)
       kernels[i] = (k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk"))
   for g in groups:
     # The lazy prediction of every run of the group, from its own kernel at initialization:

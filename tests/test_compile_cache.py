@@ -6,8 +6,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from jaxtheory import nn
+from jaxtheory.kernels import analytic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -329,3 +333,27 @@ def test_a_probe_over_runs_with_a_store_key_loads_from_the_store_in_a_later_proc
   w = np.asarray(jax.random.normal(jax.random.key(0), (3, 4, 2)))  # as the child draws it
   x = np.arange(20.0).reshape(5, 4) / 10
   np.testing.assert_allclose(first["out"], [np.sum((x @ wi) ** 2, 0) for wi in w], rtol=1e-5)
+
+
+# An analytic kernel with a store_key (what kernel-limit passes) in fresh processes: the
+# second loads it whole, untraced (its layout chosen while the first traced it); another
+# key (here another depth) is another program.
+ANALYTIC = """
+import json, sys
+import jax.numpy as jnp, numpy as np
+from jaxtheory import compile_cache, nn
+from jaxtheory.kernels import analytic
+depth = int(sys.argv[1])
+m = nn.mlp((3,), 8, depth, 1, nn.activation("relu"))
+x = jnp.arange(12.0).reshape(4, 3) / 10
+k = analytic.kernel_fn(m, nn.Ctx("ntk"), store_key=("an mlp", depth))(x, None, "ntk")
+print(json.dumps(dict(store=dict(compile_cache.stats), out=np.asarray(k).tolist())))
+"""
+
+
+def test_an_analytic_kernel_with_a_store_key_loads_from_the_store_in_a_later_process(tmp_path):
+  first = _stored_then_loaded_then_another(ANALYTIC, ("2", "3"), tmp_path)
+  m = nn.mlp((3,), 8, 2, 1, nn.activation("relu"))
+  x = jnp.arange(12.0).reshape(4, 3) / 10
+  np.testing.assert_allclose(first["out"], analytic.kernel_fn(m, nn.Ctx("ntk"))(x, None, "ntk"),
+                             rtol=1e-6)

@@ -117,13 +117,15 @@ def run(cfg: Config, progress=None, **engine) -> xr.Dataset:
   ds = data.teacher_student(n_train=cfg.n_train, n_test=cfg.n_test, input_dim=cfg.input_dim,
                             seed=0)
   act = nn.activation(cfg.activation)
-  model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, act, b_std=0.1)
+  b_std = 0.1
+  model = lambda w: nn.mlp(ds.input_shape, w, cfg.depth, ds.out_dim, act, b_std=b_std)
   grid = dict(seed=seed_list(cfg.seeds), width=list(cfg.widths))
   # NTK and mean-field parametrization share the kernel comparison's program (a
   # parametrization axis; each run is compared with its own limit).
   kern = _drop_probe(limits.compare(sweep.Sweep(
       model, ds, dict(parametrization=["ntk", cfg.rich], **grid), "sgd", dict(lr=cfg.lr),
       steps=cfg.steps, record="log:15", loss="mse", max_waste=float("inf"), name="kernel-limit"),
+      kernel_key=("nn.mlp", ds.input_shape, cfg.depth, ds.out_dim, cfg.activation, b_std),
       progress=progress, **engine))
   # SP and muP share the coordinate check's program (a parametrization axis).
   opts = dict(engine)

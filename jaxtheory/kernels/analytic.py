@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxtheory import compile_cache
 from jaxtheory.kernels import masking, padding as pad
 from jaxtheory.kernels._spatial import (conv_average as _conv_average,
                                         conv_transpose_average as _conv_transpose_average,
@@ -698,7 +699,7 @@ def _normalize_get(get):
   return names, single
 
 
-def kernel_fn(model_or_layer, ctx: RunCtx | None = None) -> Callable:
+def kernel_fn(model_or_layer, ctx: RunCtx | None = None, store_key: Any = None) -> Callable:
   r"""NT's ``kernel_fn`` for a :class:`~jaxtheory.nn.Model` or a layer.
 
   Args:
@@ -709,6 +710,11 @@ def kernel_fn(model_or_layer, ctx: RunCtx | None = None) -> Callable:
       (standard parametrization). Its ``parametrization`` picks NT's
       ``'standard'`` (``'sp'``) or ``'ntk'`` convention; ``'mup'``/``'mf'``
       allow only the NNGP.
+    store_key: ``None``, or a value that determines the layer's kernel map (e.g.
+      the settings an experiment builds its model from; never for a kernel the
+      user wrote): the compiled kernels then go to the executable store
+      (:func:`jaxtheory.compile_cache.stored_call`), and a later process loads
+      them without tracing.
 
   Returns:
     ``fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size=None)``. ``x1`` is
@@ -760,13 +766,22 @@ def kernel_fn(model_or_layer, ctx: RunCtx | None = None) -> Callable:
     return all(d["nngp"].ndim == 2 for d in jax.tree.leaves(
         out, is_leaf=lambda d: isinstance(d, dict)))
 
+  programs = {}  # the stored ones made in this process
+
   def block_fn(x1, x2, names, diagonal_spatial=None):
     key = (jax.tree.structure(x1), tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(x1)),
            None if x2 is None else tuple(a.shape for a in jax.tree.leaves(x2)), names,
            diagonal_spatial)
     if key not in compiled:
-      diag = True if diagonal_spatial else choose_layout(x1, x2, names)
-      compiled[key] = jax.jit(lambda a, b: compute(a, b, names, diag))
+      if store_key is None:
+        diag = True if diagonal_spatial else choose_layout(x1, x2, names)
+        compiled[key] = jax.jit(lambda a, b: compute(a, b, names, diag))
+      else:  # the layout is chosen while tracing, which a stored program skips
+        jitted = jax.jit(lambda a, b: compute(
+            a, b, names, True if diagonal_spatial else choose_layout(a, b, names)))
+        what = (store_key, repr(ctx), names, diagonal_spatial)
+        compiled[key] = lambda a, b: compile_cache.stored_call(
+            jitted, "jaxtheory.kernels.analytic.kernel_fn", what, programs, (a, b), {})
     return compiled[key]
 
   def fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size: int | None = None,
