@@ -213,8 +213,9 @@ def _add_predictions(res, s, p, groups: list[RunGroup], implementation, analytic
   kernels = {}
   for i, name in enumerate(names):
     if analytic_kernel or (analytic_kernel is None and name == "ntk"):
-      k_fn = analytic.kernel_fn(s.model(int(max(p.grid["width"]))), Ctx(name),
-                                store_key=kernel_key)
+      width = int(max(p.grid["width"]))  # a standard parametrization's NTK depends on it
+      k_fn = analytic.kernel_fn(s.model(width), Ctx(name),
+                                store_key=None if kernel_key is None else (kernel_key, width))
       kernels[i] = (k_fn(x_tr, None, "ntk"), k_fn(x_te, x_tr, "ntk"))
   for g in groups:
     # The lazy prediction of every run of the group, from its own kernel at initialization:

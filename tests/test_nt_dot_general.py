@@ -193,3 +193,25 @@ def test_zip_axes_interleaves_the_two_copies():
   np.testing.assert_array_equal(z[1, 2, 3, 1, 4], x[1, 2, 1, 3, 4])
   np.testing.assert_array_equal(nt.unzip_axes(z, 1, 5), x)
   assert nt.unzip_axes(jnp.zeros((2, 3, 3, 4, 4)), 1).shape == (2, 3, 4, 3, 4)
+
+
+def test_the_same_position_kernel_of_a_batch_contraction_refuses_what_it_cannot_hold():
+  # diagonal_spatial=True keeps the new batch pair like a position pair (NT's kernel), which
+  # only a network's output can be: a layer after the contraction, or another output that
+  # keeps its batch pair, is refused clearly; per-example constants of the wrong count too.
+  x1 = jax.random.normal(jax.random.key(0), (3, 4, 5, 2))
+  dg = lambda: stax.DotGeneral(rhs=_O(3, 6), dimension_numbers=(((0,), (0,)), ((), ())))
+  conv = lambda: stax.Conv(3, (2, 2), padding="SAME")
+  diag = dict(diagonal_spatial=True, diagonal_batch=False)
+  for net, match in (
+      (stax.serial(conv(), dg(), stax.AvgPool((2, 2), padding="SAME")), "no layer may follow"),
+      (stax.serial(conv(), dg(), stax.Relu()), "no layer may follow"),
+      (stax.serial(conv(), stax.FanOut(2), stax.parallel(dg(), stax.Identity())),
+       "every output of the network")):
+    with pytest.raises(ValueError, match=match):
+      net[2](x1, x1 + 1.0, "nngp", **diag)
+    assert jax.tree.leaves(net[2](x1, x1 + 1.0, "nngp", diagonal_spatial=False))  # works
+  assert stax.serial(conv(), dg())[2](x1, None, "nngp", **diag).shape == (4, 5, 6)
+  per_example = stax.DotGeneral(rhs=_O(3, 4), dimension_numbers=(((), ()), ((0,), (0,))))
+  with pytest.raises(ValueError, match="must each have 3 examples \\(got 3 and 2\\)"):
+    stax.serial(conv(), per_example)[2](x1, x1[:2], "nngp", diagonal_batch=False)

@@ -182,3 +182,36 @@ def test_a_joint_batch_keeps_each_side_its_own_masks_dropout_and_refuses_batch_w
     net[2](x1, None, "nngp", **full)
     with pytest.raises(ValueError, match="acts across the whole batch"):
       net[2](x1, x2, "nngp", **full)
+
+
+def test_a_joint_batch_of_unequal_halves_keeps_its_split_through_user_layers_and_branches():
+  # x1 of 5 examples, x2 of 3: a layer written in NT's protocol, and an output branch that
+  # never mixes examples, keep the cut at x1's count (each side's covariances equal its
+  # kernel with itself); branches cut at different places are not summed.
+  x1 = jax.random.normal(jax.random.key(0), (5, 4, 2))
+  x3 = jax.random.normal(jax.random.key(1), (3, 4, 2))
+  full = dict(diagonal_batch=False, diagonal_spatial=False)
+
+  @stax.layer
+  def Scale2():
+    def kernel_fn(k, **kw):
+      del kw
+      return k.replace(nngp=4 * k.nngp, ntk=None if k.ntk is None else 4 * k.ntk,
+                       cov1=4 * k.cov1, cov2=None if k.cov2 is None else 4 * k.cov2)
+    return (lambda key, s: (s, ())), (lambda p, x, **kw: 2.0 * x), kernel_fn
+
+  resize = lambda: stax.ImageResize((4, -1, -1), "linear")
+  for net in (stax.serial(stax.Dense(3), Scale2(), resize()),
+              stax.serial(stax.Dense(3), stax.FanOut(2), stax.parallel(resize(), Scale2()))):
+    kfn = net[2]
+    k = jax.tree.leaves(kfn(x1, x3, ("nngp", "cov1", "cov2"), **full))
+    alone1, alone3 = (jax.tree.leaves(kfn(x, None, "nngp", **full)) for x in (x1, x3))
+    for nngp, cov1, cov2, a1, a3 in zip(k[0::3], k[1::3], k[2::3], alone1, alone3):
+      assert nngp.shape[:2] == (a1.shape[0], a3.shape[0])
+      np.testing.assert_allclose(cov1, a1, rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(cov2, a3, rtol=1e-12, atol=1e-12)
+  net = stax.serial(stax.Dense(3), stax.FanOut(2),
+                    stax.parallel(stax.serial(resize(), stax.Dense(3)), stax.Dense(3)),
+                    stax.FanInSum())
+  with pytest.raises(ValueError, match="hold different numbers of examples"):
+    net[2](x1, x3, "nngp", **full)

@@ -88,6 +88,9 @@ class Kernel:
       locally connected layer), so pooling can read the diagonal layout exactly.
     joint_split: static; in a joint batch (:class:`NeedsJointBatch`) whose halves
       differ in length, how many of the examples are ``x1``'s (``None``: half).
+    batch_from_spatial: static; the output of a contraction of the batch axis in
+      the pass that gives neural-tangents' diagonal layout (:class:`BatchFromSpatial`),
+      which no layer may follow.
   """
   nngp: Array
   ntk: Array | None
@@ -102,6 +105,7 @@ class Kernel:
   mask2: Any = None
   white: bool = dataclasses.field(default=False, metadata=dict(static=True))
   joint_split: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+  batch_from_spatial: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
   def replace(self, **kw) -> "Kernel":
     return dataclasses.replace(self, **kw)

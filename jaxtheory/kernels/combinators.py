@@ -28,6 +28,10 @@ def _same_shapes(ks, where: str) -> tuple:
   ks = tuple(ks)
   if len({k.nngp.shape for k in ks}) != 1 or len({_layout(k) for k in ks}) != 1:
     raise ValueError(f"{where} needs kernels of one shape, got {[k.nngp.shape for k in ks]}")
+  if len({k.joint_split for k in ks}) != 1:  # x1's and x2's examples cut at different places
+    raise ValueError(f"{where} needs branches of one shape, but for x1 and x2 together they "
+                     "hold different numbers of examples (a branch resizes or contracts the "
+                     "batch axis)")
   return ks
 
 

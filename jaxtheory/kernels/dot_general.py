@@ -204,7 +204,16 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     contracts_space = any(a != spec_.batch_axis for a in spec_.x_contract)
     if k.diagonal_spatial and contracts_space and k.nspatial:
       raise analytic.NeedsFullSpatial("DotGeneral (contracting a spatial axis)")
-    o = _per_example(other.astype(k.nngp.dtype), spec_, analytic.joint_split(k, ctx))
+    split = analytic.joint_split(k, ctx)
+    if spec_.batch_axis in spec_.x_batch:  # per-example constants: one per example
+      axis = spec_.o_batch[spec_.x_batch.index(spec_.batch_axis)]
+      n = k.nngp.shape[0]
+      sizes = k.nngp.shape[:2] if split is None else (split, n - split)
+      if any(s != other.shape[axis] for s in sizes):
+        raise ValueError(f"DotGeneral pairs the batch axis with the operand's axis {axis} "
+                         f"({other.shape[axis]} entries), so x1 and x2 must each have "
+                         f"{other.shape[axis]} examples (got {' and '.join(map(str, sizes))})")
+    o = _per_example(other.astype(k.nngp.dtype), spec_, split)
 
     def apply(m, bn):
       if m is None or m.ndim < bn:  # a scalar NTK placeholder
@@ -224,12 +233,7 @@ def _per_example(o: Array, spec: Contraction, split: int | None) -> Array:
   the same constants; else ``o``."""
   if split is None or spec.batch_axis not in spec.x_batch:
     return o
-  axis = spec.o_batch[spec.x_batch.index(spec.batch_axis)]
-  if split != o.shape[axis]:
-    raise ValueError(f"DotGeneral pairs the batch axis with the operand's axis {axis} "
-                     f"({o.shape[axis]} examples), so x1 and x2 must both have that many "
-                     "examples")
-  return jnp.concatenate([o, o], axis=axis)
+  return jnp.concatenate([o, o], axis=spec.o_batch[spec.x_batch.index(spec.batch_axis)])
 
 
 def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> analytic.Kernel:
@@ -264,7 +268,8 @@ def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> ana
 
   nngp = contract(k.nngp)
   cov1 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0)
-  return k.replace(nngp=nngp, ntk=contract(k.ntk), cov1=cov1, cov2=None, joint_split=None)
+  return k.replace(nngp=nngp, ntk=contract(k.ntk), cov1=cov1, cov2=None, joint_split=None,
+                   batch_from_spatial=bool(getattr(ctx, "batch_from_spatial", False)))
 
 
 def output_mask(mask: Array, other: Array, spec: Contraction, split: int | None = None) -> Array:

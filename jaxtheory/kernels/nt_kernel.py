@@ -276,6 +276,7 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
   split = None if n1 == n2 else n1
   out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq, joint_split=split), k,
                                   is_leaf=lambda a: isinstance(a, analytic.Kernel)), c)
+  _check_from_spatial(out, ctx)
   return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
                       is_leaf=lambda a: isinstance(a, analytic.Kernel))
 
@@ -369,8 +370,18 @@ def kernel_fn(layer, ctx) -> Callable:
   if layer.kernel is None:
     raise analytic.no_kernel_error(layer)
   compiled = {}
+  from_spatial = set()  # signatures whose kernel is NT's same-position one (SAME_POSITIONS)
 
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
+    if diagonal_spatial == SAME_POSITIONS:
+      c = analytic.ctx_with(ctx, "batch_from_spatial", True)
+      return _same_positions(compute_in(c, x1, x2, pattern, want_ntk, diagonal_batch, False,
+                                        mask_constant))
+    return compute_in(ctx, x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial,
+                      mask_constant)
+
+  def compute_in(ctx, x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial,
+                 mask_constant):
     k12, k11, k22, same, eq = _inputs(x1, x2, diagonal_batch, diagonal_spatial, want_ntk,
                                       mask_constant)
     # A layer that can only follow NT's full-batch layout (resizing or contracting the batch
@@ -381,6 +392,7 @@ def kernel_fn(layer, ctx) -> Callable:
       out12 = layer.kernel(k12, c12)
     except analytic.NeedsJointBatch as e:
       return _joint(layer, ctx, e, x1, x2, pattern, want_ntk, diagonal_spatial, mask_constant)
+    _check_from_spatial(out12, ctx)
     out11 = None if k11 is None else layer.kernel(k11, c11)
     out22 = None if k22 is None else layer.kernel(k22, c22)
     # Outputs and inputs may be different pytrees (fan-out, fan-in); the flags of
@@ -444,9 +456,13 @@ def kernel_fn(layer, ctx) -> Callable:
       diagonal_batch = not full_batch[sig]
     key = (_flags(x1), None if x2 is None else _flags(x2), _flags(pattern), want_ntk,
            diagonal_batch, diagonal_spatial, _flags(mask_constant))
+    if diagonal_spatial is True and key in from_spatial:
+      return run(x1, x2, pattern, want_ntk, diagonal_batch, SAME_POSITIONS, mask_constant)
     if key not in compiled:
       if diagonal_spatial is None:
         diag = choose_layout(x1, x2, pattern, diagonal_batch, mask_constant)
+      elif diagonal_spatial == SAME_POSITIONS:
+        diag = SAME_POSITIONS
       else:
         diag = bool(diagonal_spatial)
       compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
@@ -494,10 +510,11 @@ def kernel_fn(layer, ctx) -> Callable:
         try:
           out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
         except analytic.BatchFromSpatial:
-          if from_kernel:
+          if from_kernel or diagonal_spatial is not True:
             raise
-          out = _same_positions(run(x1, x2, pattern, want_ntk, diagonal_batch, False,
-                                    mask_constant))
+          out = run(x1, x2, pattern, want_ntk, diagonal_batch, SAME_POSITIONS, mask_constant)
+          from_spatial.add((_flags(x1), None if x2 is None else _flags(x2), _flags(pattern),
+                            want_ntk, diagonal_batch, True, _flags(mask_constant)))
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
@@ -513,6 +530,21 @@ def kernel_fn(layer, ctx) -> Callable:
     return select(out, get)
 
   return fn
+
+
+SAME_POSITIONS = "same positions"  # run's diagonal_spatial for analytic.BatchFromSpatial
+
+
+def _check_from_spatial(out, ctx) -> None:
+  """In the pass for :class:`~jaxtheory.kernels.analytic.BatchFromSpatial`, every output must
+  come straight from a contraction of the batch axis, as in neural-tangents (its diagonal
+  layout has no place for the batch pair of any other output)."""
+  if getattr(ctx, "batch_from_spatial", False) and not all(
+      k.batch_from_spatial for k in jax.tree.leaves(
+          out, is_leaf=lambda a: isinstance(a, analytic.Kernel))):
+    raise ValueError("diagonal_spatial=True: with DotGeneral contracting the batch axis, every "
+                     "output of the network must be such a contraction's (its new batch pair "
+                     "is kept like a position pair); use diagonal_spatial=False")
 
 
 def _same_positions(k):
@@ -587,6 +619,9 @@ def foreign_kernel_map(kernel_fn: Callable) -> analytic.KernelMap:
     if not is_kernel(out):
       raise TypeError(f"a layer's kernel_fn must return a Kernel, got {type(out).__name__}")
     k12, _, _ = _to_analytic(out)
-    return k12.replace(wide=k.wide)
+    if k.joint_split is not None and k12.nngp.shape[0] != k.nngp.shape[0]:
+      raise ValueError("a layer written with stax.layer changed the number of examples, which "
+                       "kernel_fn cannot follow while it computes x1 and x2 as one batch")
+    return k12.replace(wide=k.wide, joint_split=k.joint_split)
 
   return kernel

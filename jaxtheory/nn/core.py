@@ -254,7 +254,16 @@ def _kernel_of(layer: Layer) -> Callable:
   """``layer.kernel``, or a clear error naming a layer without an infinite-width limit."""
   if layer.kernel is None:
     raise analytic.no_kernel_error(layer)
-  return layer.kernel
+
+  def kernel(k, ctx):
+    if any(getattr(l, "batch_from_spatial", False) for l in jax.tree.leaves(
+        k, is_leaf=lambda a: isinstance(a, analytic.Kernel))):
+      raise ValueError("diagonal_spatial=True: no layer may follow DotGeneral contracting the "
+                       "batch axis (as in neural-tangents; its new batch pair is kept like a "
+                       "position pair); use diagonal_spatial=False")
+    return layer.kernel(k, ctx)
+
+  return kernel
 
 
 def _fold_keys(key, n: int) -> list:
