@@ -53,7 +53,7 @@ def test_curvature_probe_matches_the_dense_hessian():
     p = m.init(jax.random.key(0), ctx)
     x = jax.random.normal(jax.random.key(1), (12, 5))
     y = jax.nn.one_hot(jnp.arange(12) % 3, 3)
-    top, tr = jax.jit(SH.curvature_probe(m, x, y, 3, 30, 100))(p, ctx)
+    top, tr = jax.jit(SH.curvature_probe(m, 30, 100))(p, ctx, x, y)
     flat, unravel = ravel_pytree(p)
     H = jax.hessian(lambda v: mse(m.apply(unravel(v), x, ctx), y, jnp.ones(12)))(flat)
     ev = np.linalg.eigvalsh(np.asarray(H))

@@ -186,9 +186,10 @@ def _pair_paths(groups, cfg: Config, ds: data.Dataset, alphas) -> dict[int, tupl
       b = np.array([idx[2 * i + 1] for i in range(cfg.pairs)])
       take = lambda t, rows: jax.tree.map(lambda v: jnp.asarray(v)[rows], t)
       keys = jax.random.split(jax.random.key(int(w)), cfg.pairs)
-      fn = lambda A, B, ctx, key, g=g: _paths(g.model, x, y, A, B, ctx, alphas, key)
+      # The data are arguments, not constants of the program (smaller to compile and load).
+      fn = lambda A, B, ctx, key, xs, ys, g=g: _paths(g.model, xs, ys, A, B, ctx, alphas, key)
       out[int(w)] = over_runs(fn, take(g.params, a), take(g.params, b), take(g.ctx, a), keys,
-                              chunk=1)
+                              x, y, in_axes=(0, 0, 0, 0, None, None), chunk=1)
   return out
 
 

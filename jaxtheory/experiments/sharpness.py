@@ -132,19 +132,18 @@ def load_data(cfg: Config) -> data.Dataset:
   return data.balanced(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.data_seed)
 
 
-def curvature_probe(model: nn.Model, x: jax.Array, y: jax.Array, num_classes: int,
-                    lanczos_iters: int, trace_probes: int) -> Callable:
-  """``probe(params, ctx) -> (top eigenvalue, trace)`` of the MSE training-loss Hessian of one run."""
-  w = jnp.ones(x.shape[:1], jnp.float32)
+def curvature_probe(model: nn.Model, lanczos_iters: int, trace_probes: int) -> Callable:
+  """``probe(params, ctx, x, y) -> (top eigenvalue, trace)`` of the MSE loss Hessian of one run
+  on inputs ``x`` with one-hot targets ``y`` (arguments, so that the program holds no data)."""
 
-  def probe(params, ctx):
+  def probe(params, ctx, x, y):
+    w = jnp.ones(x.shape[:1], jnp.float32)
     loss = lambda p: mse(model.apply(p, x, ctx), y, w)
     op = curvature.hessian(loss, params)
     top = curvature.top_eigenvalues(op, jax.random.key(0), 1, lanczos_iters)[0]
     tr, _ = curvature.hutchinson_trace(op, jax.random.key(1), trace_probes)
     return top, tr
 
-  del num_classes
   return probe
 
 
@@ -185,8 +184,10 @@ def run(cfg: Config, progress: Callable[[int, int, str], None] | None = None,
   tr = top.copy()
   for bs, gs in groups.items():
     for g in gs:
-      probe = curvature_probe(g.model, x, y, C, cfg.lanczos_iters, cfg.trace_probes)
-      t, h = probes.over_runs(probe, g.params, g.ctx)
+      probe = curvature_probe(g.model, cfg.lanczos_iters, cfg.trace_probes)
+      t, h = probes.over_runs(probe, g.params, g.ctx, x, y, in_axes=(0, 0, None, None),
+                              store_key=None if g.key is None else (
+                                  g.key, "curvature_probe", cfg.lanczos_iters, cfg.trace_probes))
       for i in range(len(g.runs)):
         sel = dict(batch_size=bs, seed=g.coords["seed"][i], lr=g.coords["lr"][i],
                    rho=g.coords["rho"][i])
