@@ -103,21 +103,15 @@ def test_linear_resize_of_the_batch_axis_is_exact_with_itself_and_another_x2(siz
   np.testing.assert_allclose(diag(np.diagonal(relu, 0, 0, 1).transpose(2, 0, 1)),
                              diag(var) / 2, rtol=1e-9)
   x2 = jax.random.normal(jax.random.key(1), (5, 4, 2))
-  k = kfn(x1, x2, ("nngp", "ntk", "cov1", "cov2"), **full)
-  np.testing.assert_allclose(k.nngp, jacobian_kernel(apply, params, x1, x2), rtol=1e-9,
-                             atol=1e-12)
-  np.testing.assert_allclose(k.ntk, k.nngp, rtol=1e-9, atol=1e-12)
-  np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
-  np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, x2, x2), rtol=1e-9,
-                             atol=1e-12)
   x3 = x2[:3]  # fewer examples: x1's 5 and x3's 3 each resized to `size`
-  k = kfn(x1, x3, ("nngp", "ntk", "cov1", "cov2"), **full)
-  np.testing.assert_allclose(k.nngp, jacobian_kernel(apply, params, x1, x3), rtol=1e-9,
-                             atol=1e-12)
-  np.testing.assert_allclose(k.ntk, k.nngp, rtol=1e-9, atol=1e-12)
-  np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
-  np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, x3, x3), rtol=1e-9,
-                             atol=1e-12)
+  for b in (x2, x3):
+    k = kfn(x1, b, ("nngp", "ntk", "cov1", "cov2"), **full)
+    np.testing.assert_allclose(k.nngp, jacobian_kernel(apply, params, x1, b), rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(k.ntk, k.nngp, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(k.cov1, exact, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(k.cov2, jacobian_kernel(apply, params, b, b), rtol=1e-9,
+                               atol=1e-12)
   # A ReLU after it reads each side's own new variances: the arc-cosine formula.
   relu = stax.serial(_batch_resized(size, "linear"), stax.Relu())[2](x1, x3, "nngp", **full)
   var = lambda x: np.einsum("aapp->ap", np.asarray(jacobian_kernel(apply, params, x, x)))
