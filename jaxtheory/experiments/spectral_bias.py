@@ -192,7 +192,10 @@ def ntk_modes(cfg: Config, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     :math:`u_k^\top\Theta u_k/u_k^\top u_k` for :math:`u_k = \sin 2\pi k x` at
     every target frequency.
   """
-  K = kernels.kernel_fn(_mlp(cfg, cfg.width), nn.Ctx("ntk"))(jnp.asarray(x), get="ntk")
+  # _mlp's settings determine its kernel map: a later invocation loads the program.
+  K = kernels.kernel_fn(_mlp(cfg, cfg.width), nn.Ctx("ntk"),
+                        store_key=("spectral_bias._mlp", cfg.depth, cfg.width))(
+                            jnp.asarray(x), get="ntk")
   K = np.asarray(K, np.float64)
   lam, V = np.linalg.eigh(K)
   t = np.asarray(x, np.float64)[:, 0]
