@@ -207,12 +207,8 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     split = analytic.joint_split(k, ctx)
     if spec_.batch_axis in spec_.x_batch:  # per-example constants: one per example
       axis = spec_.o_batch[spec_.x_batch.index(spec_.batch_axis)]
-      n = k.nngp.shape[0]
-      sizes = k.nngp.shape[:2] if split is None else (split, n - split)
-      if any(s != other.shape[axis] for s in sizes):
-        raise ValueError(f"DotGeneral pairs the batch axis with the operand's axis {axis} "
-                         f"({other.shape[axis]} entries), so x1 and x2 must each have "
-                         f"{other.shape[axis]} examples (got {' and '.join(map(str, sizes))})")
+      _check_examples(k, split, other.shape[axis],
+                      f"DotGeneral pairs the batch axis with the operand's axis {axis}")
     o = _per_example(other.astype(k.nngp.dtype), spec_, split)
 
     def apply(m, bn):
@@ -224,6 +220,17 @@ def kernel_map(other: Array, spec: Callable[[int, Any], Contraction]) -> analyti
     return analytic._map(k, apply)
 
   return kernel
+
+
+def _check_examples(k: analytic.Kernel, split: int | None, size: int, what: str) -> None:
+  """A ``ValueError`` unless ``x1`` and ``x2`` (the halves of a joint batch cut at ``split``,
+  or the kernel's two batch axes) each have ``size`` examples, one per entry of the operand's
+  axis that ``what`` pairs with the batch."""
+  n = k.nngp.shape[0]
+  sizes = tuple(dict.fromkeys(k.nngp.shape[:2] if split is None else (split, n - split)))
+  if any(s != size for s in sizes):
+    raise ValueError(f"{what} ({size} entries), so x1 and x2 must each have {size} examples "
+                     f"(got {' and '.join(map(str, sizes))})")
 
 
 def _per_example(o: Array, spec: Contraction, split: int | None) -> Array:
@@ -253,12 +260,8 @@ def _contract_batch(k: analytic.Kernel, ctx, o: Array, spec: Contraction) -> ana
   kl, ol, orr, out = spec.einsum_args(2, k.diagonal_spatial)
   split = analytic.joint_split(k, ctx)
   axis = spec.o_contract[spec.x_contract.index(spec.batch_axis)]
-  n = k.nngp.shape[0]
-  sizes = (n,) if split is None else (split, n - split)
-  if any(s != o.shape[axis] for s in sizes):
-    raise ValueError(f"{what} sums the examples against the operand's axis {axis} "
-                     f"({o.shape[axis]} entries), so x1 and x2 must each have "
-                     f"{o.shape[axis]} examples (got {' and '.join(map(str, sizes))})")
+  _check_examples(k, split, o.shape[axis], f"{what} sums the examples against the operand's "
+                  f"axis {axis}")
 
   def contract(m):
     if m is None or m.ndim < 2:  # a scalar NTK placeholder

@@ -372,6 +372,10 @@ def kernel_fn(layer, ctx) -> Callable:
   compiled = {}
   from_spatial = set()  # signatures whose kernel is NT's same-position one (SAME_POSITIONS)
 
+  def has_kernel(x1) -> bool:  # kernel_fn's input is a Kernel (pytree), not arrays
+    return is_kernel(x1) or (not hasattr(x1, "shape") and any(
+        is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)))
+
   def compute(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant=None):
     if diagonal_spatial == SAME_POSITIONS:
       c = analytic.ctx_with(ctx, "batch_from_spatial", True)
@@ -468,7 +472,13 @@ def kernel_fn(layer, ctx) -> Callable:
       compiled[key] = jax.jit(functools.partial(compute, want_ntk=want_ntk,
                                                 diagonal_batch=diagonal_batch,
                                                 diagonal_spatial=diag))
-    return compiled[key](x1, x2, pattern, mask_constant=mask_constant)
+    try:
+      return compiled[key](x1, x2, pattern, mask_constant=mask_constant)
+    except analytic.BatchFromSpatial:
+      if diagonal_spatial is not True or has_kernel(x1):
+        raise
+      from_spatial.add(key)
+      return run(x1, x2, pattern, want_ntk, diagonal_batch, SAME_POSITIONS, mask_constant)
 
   def fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
          diagonal_spatial: bool | None = None, batch_size: int | None = None,
@@ -487,8 +497,7 @@ def kernel_fn(layer, ctx) -> Callable:
     pattern = _pattern_pair(pattern)
     names, single = (None, False) if get is None else _normalize_get(get)
     want_ntk = names is None or "ntk" in names
-    from_kernel = is_kernel(x1) or (not hasattr(x1, "shape") and any(
-        is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)))
+    from_kernel = has_kernel(x1)
     if not from_kernel:
       x1 = jax.tree.map(jnp.asarray, x1)
       x2 = None if x2 is None else jax.tree.map(jnp.asarray, x2)
@@ -507,14 +516,7 @@ def kernel_fn(layer, ctx) -> Callable:
                                            diagonal_spatial, mask_constant),
             batch_size, 0)(x1, x2, pattern=pattern)
       else:
-        try:
-          out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
-        except analytic.BatchFromSpatial:
-          if from_kernel or diagonal_spatial is not True:
-            raise
-          out = run(x1, x2, pattern, want_ntk, diagonal_batch, SAME_POSITIONS, mask_constant)
-          from_spatial.add((_flags(x1), None if x2 is None else _flags(x2), _flags(pattern),
-                            want_ntk, diagonal_batch, True, _flags(mask_constant)))
+        out = run(x1, x2, pattern, want_ntk, diagonal_batch, diagonal_spatial, mask_constant)
     except analytic.NeedsFullSpatial as e:
       raise ValueError(f"diagonal_spatial=True: {e} needs the covariances of all pairs of "
                        "positions; use diagonal_spatial=False") from None
