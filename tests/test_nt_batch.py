@@ -43,7 +43,8 @@ def test_batch_analytic_equals_unbatched(batch_size, store_on_device, same):
 
 
 def test_batch_calls_kernel_fn_on_blocks_only():
-  """Memory: the kernel function only ever sees ``batch_size`` rows of x1 and of x2."""
+  """Memory: the kernel function only ever sees ``batch_size`` rows of x1 (and one more of an
+  x2 that is not x1, so that no block of x2 can equal one of x1)."""
   _, _, kernel_fn = _net()
   x1, x2 = _xs(n1=11, n2=6)
   seen = []
@@ -54,7 +55,7 @@ def test_batch_calls_kernel_fn_on_blocks_only():
 
   k = nt.batch(spy, batch_size=4, device_count=0)(x1, x2, "nngp")
   chex.assert_trees_all_close(k, kernel_fn(x1, x2, "nngp"), rtol=1e-12, atol=1e-12)
-  assert set(seen) == {(4, 4)}
+  assert set(seen) == {(4, 5)}
   assert len(seen) == 1  # traced once: every block reuses one compiled function
   nt_batched = nt.batch(spy, batch_size=4, device_count=0)
   for _ in range(2):
@@ -127,6 +128,18 @@ def test_batch_over_devices():
         got, want = block(block(x1[:8], b)), two(x1[:8], b)
         np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-12)
         assert got.shape2 == want.shape2
+      # Dropout's train-mode kernel scales the diagonal where x1 is x2: blocks must keep every
+      # diagonal entry on an aligned square block, split over devices, in blocks, or both.
+      _, _, drop_fn = stax.serial(stax.Dense(2, W_std=2.), stax.Dropout(0.9, mode="train"),
+                                  stax.Dense(1, W_std=2.))
+      drop_fn = jax.jit(drop_fn, static_argnums=2)
+      for n in (8, 6):
+        for b in (None, x1[:n] + 0., x1[5:5 + n]):
+          want = drop_fn(x1[:n], b, "ntk")
+          for bs in (2, 3):
+            for f in (batching._parallel(batching._serial(drop_fn, bs)),
+                      batching._serial(batching._parallel(drop_fn), bs), batching._parallel(drop_fn)):
+              np.testing.assert_allclose(f(x1[:n], b, "ntk"), want, rtol=1e-12)
       f = batching._jit_or_pmap_broadcast(lambda a, b, p: [a @ b, p], device_count=2)
       out = f(jnp.ones((2, 5)), jnp.ones(5), jnp.ones(3))
       assert out[0].shape == (2,) and out[1].shape == (2, 3)

@@ -56,7 +56,11 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       ``(n1, n2, ...)`` arrays (fields ``cov1``/``cov2``: ``(n1, ...)`` /
       ``(n2, ...)``).
     batch_size: examples of ``x1`` and of ``x2`` per block; ``0`` means one
-      block per device along ``x1`` and all of ``x2``.
+      block per device along ``x1`` and all of ``x2`` (blocks of ``x1``'s size
+      when ``x2`` is ``x1``). Where ``x2`` is not ``x1``, blocks of ``x2`` hold
+      one example more than those of ``x1`` (a padding copy): a kernel that
+      compares its two inputs (dropout in train mode) then never mistakes a
+      block of ``x2`` for one of ``x1``.
     device_count: devices to spread the rows of blocks over; ``-1`` all local
       devices, ``0`` none (plain ``jit`` on the default device).
     store_on_device: ``False`` moves finished blocks to host memory (the CPU)
@@ -101,7 +105,14 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     if x2 is None and (by_position or kwargs.get("rng") is not None):
       n_dev, size = 1, 0
     b1 = size or -(-n1 // n_dev)
-    b2 = size or n2
+    # A kernel that treats x1 and x2 as the same examples when they are equal (dropout's
+    # shared mask on the diagonal) decides it per block. Where x2 is x1, blocks are aligned
+    # squares, so the diagonal's entries lie on their own blocks' diagonals; where it is not,
+    # no block is square, so no block of columns can equal one of rows.
+    same = _same_inputs(x1_in, x2_in)
+    b2 = size or (b1 if same is not False else n2)
+    if same is False and b2 == b1:
+      b2 += 1
     n_dev = min(n_dev, -(-n1 // b1))
     if n_dev == 1 and b1 >= n1 and b2 >= n2:  # one block: no padding, no copies
       out = _cached(compiled, None if key is None else (key, 1),
@@ -125,10 +136,22 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     out = _concat(rows, axis=0, store_on_device=store_on_device)
     if x2 is None:
       out = _drop_cov2(out)
-    out = _set_x1_is_x2(_fix_shapes(out), x1_in, x2_in)
+    out = _set_x1_is_x2(_fix_shapes(out), same)
     return out if store_on_device else _to_host(out)
 
   return batched_kernel_fn
+
+
+def _same_inputs(x1, x2):
+  """Whether ``x2`` is ``x1`` (``None`` or equal): ``True``, ``False``, or a traced boolean
+  where ``batch`` is called under ``jit`` with inputs of the same shapes."""
+  if x2 is None:
+    return True
+  l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
+  if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
+    return False
+  eq = jnp.all(jnp.asarray([jnp.all(jnp.asarray(a) == jnp.asarray(b)) for a, b in zip(l1, l2)]))
+  return eq if isinstance(eq, jax.core.Tracer) else bool(eq)
 
 
 def _with_pairs(kernel_fn, x1, x2, kwargs):
@@ -166,18 +189,12 @@ def _with_pairs(kernel_fn, x1, x2, kwargs):
   return x1, x2, fn, rest, names
 
 
-def _set_x1_is_x2(out, x1, x2):
+def _set_x1_is_x2(out, same):
   """Blocks compare row blocks with column blocks; NT's ``x1_is_x2`` compares the wholes."""
   if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
-    return type(out)(_set_x1_is_x2(o, x1, x2) for o in out)
+    return type(out)(_set_x1_is_x2(o, same) for o in out)
   if not hasattr(out, "x1_is_x2") or not hasattr(out, "replace"):
     return out
-  if x2 is None:
-    same = True
-  else:
-    l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
-    same = all(jnp.shape(a) == jnp.shape(b) for a, b in zip(l1, l2)) and all(
-        bool(jnp.all(jnp.asarray(a) == jnp.asarray(b))) for a, b in zip(l1, l2))
   return out.replace(x1_is_x2=jnp.asarray(same))
 
 
