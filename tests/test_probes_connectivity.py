@@ -94,6 +94,9 @@ def test_permuted_copy_same_function_and_matching_recovers_it(name):
   chex.assert_trees_all_close(apply(b, x), apply(a, x), atol=1e-5)
   wm = jax.jit(lmc.weight_matching)(a, b)
   assert _same_tree(lmc.apply_permutation(b, wm, spec), a)
+  # Outside jit it runs on the host directly, with the same result.
+  eager = lmc.weight_matching(a, b)
+  assert all(isinstance(p, jax.Array) and np.array_equal(p, w) for p, w in zip(eager, wm))
   if name != "cnn_pool":  # activation matching swaps two channels of this net (not diagnosed)
     am = jax.jit(lambda a, b: lmc.activation_matching(model, a, b, x))(a, b)
     assert _same_tree(lmc.apply_permutation(b, am), a)

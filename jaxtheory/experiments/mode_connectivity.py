@@ -157,8 +157,9 @@ def network(cfg: Config, input_shape, num_classes: int) -> Callable[[int], nn.Mo
   return lambda w: nn.mlp(input_shape, w, cfg.depth, num_classes)
 
 
-def _paths(model, x, y, A, B, ctx, alphas, key):
-  """Training loss and error along the line A -> B: naive, weight-matched, randomly permuted.
+def _paths(model, x, y, A, B, perms, ctx, alphas, key):
+  """Training loss and error along the line A -> B: naive, matched by ``perms``, randomly
+  permuted.
 
   ONE pair (``over_runs`` maps it over pairs): returns ``(3, alphas)`` arrays.
   """
@@ -169,7 +170,7 @@ def _paths(model, x, y, A, B, ctx, alphas, key):
     return cross_entropy(f, y, w), 1 - accuracy(f, y, w)
 
   spec = C.permutation_spec(A)
-  matched = C.apply_permutation(B, C.weight_matching(A, B, spec, width=ctx.width), spec)
+  matched = C.apply_permutation(B, perms, spec)
   shuffled = C.apply_permutation(B, C.random_permutation(key, B, spec, width=ctx.width), spec)
   out = [C.path(fn, A, b, alphas=alphas) for b in (B, matched, shuffled)]
   return jnp.stack([o[0] for o in out]), jnp.stack([o[1] for o in out])
@@ -186,10 +187,19 @@ def _pair_paths(groups, cfg: Config, ds: data.Dataset, alphas) -> dict[int, tupl
       b = np.array([idx[2 * i + 1] for i in range(cfg.pairs)])
       take = lambda t, rows: jax.tree.map(lambda v: jnp.asarray(v)[rows], t)
       keys = jax.random.split(jax.random.key(int(w)), cfg.pairs)
+      A, B, ctx = take(g.params, a), take(g.params, b), take(g.ctx, a)
+      # Weight matching runs on the host (scipy's assignment), pair by pair, outside the
+      # program: a program holding a host callback cannot be stored for a later process.
+      perms = [C.weight_matching(*(jax.tree.map(lambda v: v[i], t) for t in (A, B)),
+                                 width=None if ctx.width is None else ctx.width[i])
+               for i in range(cfg.pairs)]
+      perms = jax.tree.map(lambda *p: jnp.stack(p), *perms)
       # The data are arguments, not constants of the program (smaller to compile and load).
-      fn = lambda A, B, ctx, key, xs, ys, g=g: _paths(g.model, xs, ys, A, B, ctx, alphas, key)
-      out[int(w)] = over_runs(fn, take(g.params, a), take(g.params, b), take(g.ctx, a), keys,
-                              x, y, in_axes=(0, 0, 0, 0, None, None), chunk=1)
+      fn = lambda A, B, P, ctx, key, xs, ys, g=g: _paths(g.model, xs, ys, A, B, P, ctx, alphas,
+                                                          key)
+      out[int(w)] = over_runs(fn, A, B, perms, ctx, keys, x, y,
+                              in_axes=(0, 0, 0, 0, 0, None, None), chunk=1,
+                              store_key=None if g.key is None else (g.key, "paths", len(alphas)))
   return out
 
 

@@ -328,6 +328,10 @@ def _assign(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _host(fn, spec, *args):
+  """``fn(*args)`` on the host: called directly on concrete arrays (no program to compile),
+  through ``jax.pure_callback`` under ``jit``/``vmap``."""
+  if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)):
+    return tuple(jnp.asarray(p) for p in fn(*args))
   out = tuple(jax.ShapeDtypeStruct((g.size,), jnp.int32) for g in spec)
   return jax.pure_callback(fn, out, *args, vmap_method="sequential")
 
