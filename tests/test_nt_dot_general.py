@@ -150,6 +150,9 @@ def test_contracting_the_batch_axis_is_exact_against_itself_and_another_x2(lhs, 
     kd = kfn(x1, x2, ("nngp", "cov1", "cov2"), diagonal_spatial=True, diagonal_batch=False)
     for got, want in zip(kd, (exact(x1, x2), exact(x1, x1), exact(x2, x2))):
       np.testing.assert_allclose(got, same_positions(want), rtol=1e-9, atol=1e-12)
+    # It holds no (n1, n2) pair of batch axes, so another kernel_fn refuses it as its input.
+    with pytest.raises(ValueError, match="cannot be an input"):
+      stax.Relu()[2](kfn(x1, x2, diagonal_spatial=True, diagonal_batch=False))
   else:
     with pytest.raises(ValueError, match="all pairs of positions"):
       kfn(x1, x2, "nngp", diagonal_spatial=True, diagonal_batch=False)

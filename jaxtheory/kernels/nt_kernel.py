@@ -133,12 +133,32 @@ def _channels(k: Kernel):
   return k.shape1[k.channel_axis] if k.shape1 else 1
 
 
+def _check_layout(k: Kernel) -> None:
+  """An input ``Kernel``'s ``nngp`` must have its layout's axes: ``(n1, n2)`` and one
+  (``diagonal_spatial``) or two per spatial axis."""
+  if not k.shape1 or k.nngp is None:
+    return
+  nsp = len(k.shape1) - 2
+  want = 2 + (nsp if k.diagonal_spatial else 2 * nsp)
+  n1 = k.shape1[k.batch_axis % len(k.shape1)]
+  n2 = n1 if not k.shape2 else k.shape2[k.batch_axis % len(k.shape2)]
+  if jnp.ndim(k.nngp) != want or tuple(jnp.shape(k.nngp)[:2]) != (n1, n2):
+    raise ValueError(
+        f"this Kernel cannot be an input: its nngp has shape {tuple(jnp.shape(k.nngp))} where "
+        f"its layout (diagonal_spatial={k.diagonal_spatial}, {nsp} spatial axes, {n1} and {n2} "
+        f"examples) needs {want} axes starting ({n1}, {n2}). A kernel whose batch pair came "
+        "from a spatial pair (DotGeneral contracting the batch axis with "
+        "diagonal_spatial=True) keeps same-position entries only; compute it with "
+        "diagonal_spatial=False to continue from it")
+
+
 def _to_analytic(k: Kernel) -> tuple[analytic.Kernel, analytic.Kernel | None,
                                     analytic.Kernel | None]:
   """``(k12, k11, k22)``: the analytic kernel and, for ``diagonal_batch=False``,
   those of each batch with itself (``k22`` is ``None`` when ``x2`` is ``x1``)."""
   if k.is_reversed:
     raise ValueError("kernels with reversed spatial axes are not supported")
+  _check_layout(k)
   if k.diagonal_batch:
     v1, v2 = k.cov1, k.cov2
   else:
