@@ -63,7 +63,9 @@ after a new jaxtheory version (a new source digest, every store key new),
 every program whose computation did not change would come from JAX's cache
 in every invocation, traced and lowered each time. Programs bound for the
 store are therefore compiled with an option that changes nothing compiled but
-JAX's cache key, once per version (:func:`fresh_options`).
+JAX's cache key, once per version and store key (:func:`fresh_options`); the
+same program under a second store key in one process (two sweeps sharing an
+initialisation) is taken from the first, not compiled again.
 """
 
 from __future__ import annotations
@@ -324,7 +326,6 @@ def store_executable(key: str, values: dict[str, Any],
   from jax.experimental import serialize_executable  # pylint: disable=import-outside-toplevel
   if any(not _portable(v) for v in executables.values()):
     return False
-  tmp = None
   try:
     payloads = {k: serialize_executable.serialize(v) for k, v in executables.items()}
     if not all(_self_contained(p[0]) for p in payloads.values()):
@@ -333,7 +334,18 @@ def store_executable(key: str, values: dict[str, Any],
     if not _trees_round_trip(payloads):
       stats["not_picklable"] += 1
       return False
-    entry = {"values": dict(values), "executables": payloads}
+  except Exception:  # pylint: disable=broad-except
+    return False
+  if not _write_entry(folder, key, {"values": dict(values), "executables": payloads}):
+    return False
+  stats["stored"] += 1
+  return True
+
+
+def _write_entry(folder: str, key: str, entry: dict) -> bool:
+  """Writes a store entry atomically (a whole file or none); bounds the folder."""
+  tmp = None
+  try:
     blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -344,7 +356,6 @@ def store_executable(key: str, values: dict[str, Any],
     if tmp is not None and os.path.exists(tmp):
       os.remove(tmp)
     return False
-  stats["stored"] += 1
   _bound(folder, EXECUTABLES_MAX_BYTES)
   return True
 
@@ -376,20 +387,24 @@ def run_once_options(options: dict | None = None) -> dict | None:
 FRESH_OPTION = "xla_debug_buffer_assignment_show_max"
 
 
-def fresh_options(options: dict | None = None) -> dict | None:
-  """``options`` for a program bound for the executable store, which JAX's cache never serves.
+def fresh_options(options: dict | None = None, key: str = "") -> dict | None:
+  """``options`` for a program bound for the executable store under ``key``, which JAX's
+  cache never serves.
 
   A program JAX loads from its own cache cannot be stored (on CPU it is
   written back without its machine code), so a program that missed the store
   but that JAX's cache holds under its usual key would never reach the store:
-  after every new jaxtheory version, each invocation would trace, lower and
-  load it again. Compiled with :data:`FRESH_OPTION` set to a value drawn from
-  jaxtheory's source digest, its key in JAX's cache is new with every version,
-  so XLA compiles it (once per version) and the store takes it.
+  after every new jaxtheory version, or for a second store key whose program
+  another key's compiled (a sweep whose initialisation another sweep shares),
+  each invocation would trace, lower and load it again. Compiled with
+  :data:`FRESH_OPTION` set to a value drawn from jaxtheory's source digest and
+  ``key``, its key in JAX's cache is its own, so XLA compiles it (once per
+  version and store key) and the store takes it.
   """
   if FRESH_OPTION in _UNKNOWN:
     return options
-  return {**(options or {}), FRESH_OPTION: 1000 + int(_source_digest()[:6], 16)}
+  value = hashlib.sha256((_source_digest() + key).encode()).hexdigest()
+  return {**(options or {}), FRESH_OPTION: 1000 + int(value[:6], 16)}
 
 
 def compile_lowered(lowered, options: dict | None = None):
@@ -441,16 +456,27 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
   x64 = jax.config.jax_enable_x64  # this thread's setting
 
   store = key is not None and executables_enabled()
-  options = fresh_options(compiler_options) if store else compiler_options
+  options = fresh_options(compiler_options, key) if store else compiler_options
 
   def build():
+    # The same program under another key (another sweep with the same step), compiled
+    # earlier in this process: taken as it is (FRESH_OPTION changes nothing compiled).
+    same = None
+    if store:
+      rest = sorted((k, v) for k, v in (options or {}).items() if k != FRESH_OPTION)
+      # (The text holds the arguments' and results' pytree paths, which a loaded program keeps.)
+      same = hashlib.sha256(repr([lowered.as_text(), rest, x64]).encode()).hexdigest()
+      exe = _stored_again(same, key, name)
+      if exe is not None:
+        return exe, False
     with _watch_cache_hits() as hits, jax.enable_x64(x64):
       exe = compile_lowered(lowered, options)
     if key is not None:
       if hits[0]:
         stats["from_jax_cache"] += 1
       else:
-        store_executable(key, {}, {name: exe})
+        if store_executable(key, {}, {name: exe}) and same is not None:
+          _STORED_HERE[same] = (key, name)
     return exe, False
 
   if pool is None:
@@ -519,6 +545,27 @@ def stored_call(jitted, name: str, key: Any, programs: dict, args: tuple, kwargs
 
 
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
+# Programs this process compiled and stored: digest of their lowered text -> (store key, name).
+_STORED_HERE: dict[str, tuple[str, str]] = {}
+
+
+def _stored_again(same: str, key: str, name: str):
+  """The program stored earlier in this process with the digest ``same``, stored under
+  ``key`` as ``name`` too and loaded; ``None`` if there is none (or it cannot be read)."""
+  if same not in _STORED_HERE:
+    return None
+  first_key, first_name = _STORED_HERE[same]
+  folder = _executables_dir()
+  try:
+    with open(os.path.join(folder, first_key + ".pkl"), "rb") as f:
+      payload = pickle.load(f)["executables"][first_name]
+  except Exception:  # pylint: disable=broad-except
+    return None
+  exe = Stored({}, {name: payload}).executable(name)
+  if exe is None or not _write_entry(folder, key, {"values": {}, "executables": {name: payload}}):
+    return None
+  stats["same_program"] += 1
+  return exe
 _POOL: list = []
 _QUEUED: set = set()  # compilations on the pool, not yet finished
 

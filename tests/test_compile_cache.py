@@ -107,10 +107,39 @@ def test_a_changed_computation_never_loads_a_stored_program(tmp_path):
   relu, _ = _run(cache, tmp_path, "relu")
   tanh, _ = _run(cache, tmp_path, "tanh")  # same shapes, another model: its own programs
   assert tanh["loaded"] == 0 and tanh["traces"] == 2
-  # Its decisions and training programs are stored; its initialisations are relu's programs
-  # (the activation is not in them), which JAX loads from its cache, and are not stored again.
-  assert tanh["store"]["stored"] == 2 * 2 and tanh["store"]["from_jax_cache"] == 2
+  # Its initialisations are relu's programs (the activation is not in them) under new store
+  # keys: compiled afresh (JAX's cache would serve them without machine code) and stored, so
+  # that a later tanh run loads everything from the store.
+  assert tanh["store"]["stored"] == 2 * 3 and tanh["store"].get("from_jax_cache", 0) == 0
   assert tanh["loss"] != relu["loss"]
+  again, _ = _run(cache, tmp_path, "tanh")
+  assert again["traces"] == 0 and again["store"] == {"hits": 2 * 3}
+  assert again["loss"] == tanh["loss"]
+
+
+def test_one_program_under_two_store_keys_is_compiled_once_and_stored_twice(tmp_path):
+  # A relu and a tanh sweep in one process are different computations (other store keys) with
+  # the same initialisation programs (the activation is not in them): the second takes the
+  # first's compiled ones, and a later process loads every program of both from the store.
+  cache = str(tmp_path / "cache")
+  code = SCRIPT.replace("res = sweep.run(s, progress=False)",
+                        "relu = sweep.run(s, progress=False)\n"
+                        "import dataclasses\n"
+                        "tanh = lambda w: nn.mlp((4,), w, 1, 3, activation=nn.activation('tanh'))\n"
+                        "res = sweep.run(dataclasses.replace(s, model=tanh), progress=False)")
+  env = dict(os.environ, JAXTHEORY_COMPILATION_CACHE=cache, JAX_PLATFORMS="cpu")
+  for k in ("TF_CPP_MIN_LOG_LEVEL", "JAXTHEORY_EXECUTABLE_STORE"):
+    env.pop(k, None)
+  runs = []
+  for _ in range(2):
+    res = subprocess.run([sys.executable, "-c", code, "relu"], env=env, cwd=tmp_path, text=True,
+                         capture_output=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+  first, second = runs
+  assert first["store"]["same_program"] == 2 and first["store"]["stored"] == 2 * 2 * 3 - 2
+  assert second["store"] == {"hits": 2 * 2 * 3} and second["traces"] == 0
+  assert second["loss"] == first["loss"]
 
 
 def test_store_is_on_with_the_cache_and_off_when_asked(tmp_path):
