@@ -20,6 +20,7 @@ SMALL = dict(models=("mlp",), settings=("sp-adam", "mup-adam"), widths=(16, 64, 
              steps=30, adam_lr=(-9.0, -1.0), n_train=256, per_octave=2)
 TINY = dict(models=("mlp",), settings=("sp-adam", "mup-adam"), widths=(8, 16), seeds=1, steps=6,
             coord_steps=2, adam_lr=(-6.0, -4.0), per_octave=1, n_train=32)
+TINY_T = dict(TINY, transformer_widths=(8, 16), transformer_seeds=1, transformer_steps=6)
 
 
 def test_registered():
@@ -341,7 +342,7 @@ def test_a_model_outside_muon_models_skips_muon_and_is_read_without_it(tmp_path)
   # the results keep the settings' order, NaN where a model did not train a setting, and
   # the reading (summary, checks, figures) passes over it.
   assert M.Config().muon_models == ("mlp",)
-  cfg = M.Config(**dict(TINY, models=("mlp", "transformer"), p=5, transformer_steps=6,
+  cfg = M.Config(**dict(TINY_T, models=("mlp", "transformer"), p=5, transformer_steps=6,
                         settings=("sp-muon", "mup-adam"), muon_lr=(-6.0, -4.0)))
   ds = M.run(cfg)
   assert ds.setting.values.tolist() == ["sp-muon", "mup-adam"]
@@ -356,16 +357,16 @@ def test_a_model_outside_muon_models_skips_muon_and_is_read_without_it(tmp_path)
   assert len(M.signature(ds)) == 6
   assert len(M.figures(ds, tmp_path)) == 3
   with pytest.raises(ConfigError, match="the transformer trains no setting"):
-    M.run(M.Config(**dict(TINY, models=("transformer",), settings=("sp-muon",))))
+    M.run(M.Config(**dict(TINY_T, models=("transformer",), settings=("sp-muon",))))
   with pytest.raises(ConfigError, match="no model trains the Muon settings"):
-    M.run(M.Config(**dict(TINY, models=("transformer",), settings=("mup-adam", "sp-muon"))))
+    M.run(M.Config(**dict(TINY_T, models=("transformer",), settings=("mup-adam", "sp-muon"))))
   # The first model need not train every setting: each setting's grid is read from its runs.
-  swapped = M.run(M.Config(**dict(TINY, models=("transformer", "mlp"), p=5, steps=4,
+  swapped = M.run(M.Config(**dict(TINY_T, models=("transformer", "mlp"), p=5, steps=4,
                                   settings=("sp-muon", "mup-adam"), muon_lr=(-6.0, -5.0))))
   assert swapped.log2_lr.sel(setting="sp-muon").values[:2].tolist() == [-6.0, -5.0]
   assert sorted(M.transfer(swapped)) == [("mlp", "mup-adam"), ("mlp", "sp-muon"),
                                          ("transformer", "mup-adam")]
-  both = M.run(M.Config(**dict(TINY, models=("transformer",), p=5, settings=("sp-muon",),
+  both = M.run(M.Config(**dict(TINY_T, models=("transformer",), p=5, settings=("sp-muon",),
                                muon_lr=(-6.0, -5.0), muon_models=("mlp", "transformer"))))
   assert M.settings_of(both, "transformer") == ["sp-muon"]
 
