@@ -142,6 +142,33 @@ def test_batch_resize_with_blocks_or_per_example_kernels_is_refused_clearly():
                              rtol=1e-12)
 
 
+def test_a_kernel_of_two_batches_continues_through_layers_that_mix_examples():
+  # A Kernel of x1 against a different x2 (diagonal_batch=False) holds each side's covariances
+  # among its own examples: a network continued from it through a batch resize or a batch
+  # contraction equals the whole network on the inputs (x2 with as many examples and fewer),
+  # NTK and masks included.
+  x1 = jax.random.normal(jax.random.key(0), (3, 4, 5, 2)).at[0, 1].set(10.0)
+  x2 = jax.random.normal(jax.random.key(1), (3, 4, 5, 2)).at[2, 3, 1].set(10.0)
+  head = stax.serial(stax.Conv(3, (2, 2), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu())
+  contract = stax.DotGeneral(rhs=jax.random.normal(jax.random.key(3), (3, 6)),
+                             dimension_numbers=(((0,), (0,)), ((), ())))
+  tails = [stax.serial(contract, stax.Dense(4), stax.Relu(), stax.Flatten(), stax.Dense(1)),
+           stax.serial(stax.ImageResize((5, 4, 5, -1), "linear"), stax.Dense(3), stax.Relu(),
+                       stax.Dense(2), stax.GlobalAvgPool())]
+  get = ("nngp", "ntk", "cov1", "cov2")
+  full = dict(diagonal_spatial=False, diagonal_batch=False)
+  for i, tail in enumerate(tails):
+    for b in ((x2, x2[:2]) if i else (x2,)):  # a contraction needs as many examples
+      for mask in (None, 10.0):
+        want = stax.serial(head, tail)[2](x1, b, get, mask_constant=mask, **full)
+        k = head[2](x1, b, mask_constant=mask, **full)
+        got = tail[2](k, None, get, **full)
+        for g, w in zip(got, want):
+          np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-13)
+  with pytest.raises(ValueError, match="compute it with diagonal_batch=False"):
+    tails[1][2](head[2](x1, x2, diagonal_spatial=False), None, "nngp", diagonal_spatial=False)
+
+
 def test_a_joint_batch_keeps_each_side_its_own_masks_dropout_and_refuses_batch_wide_layers():
   # Against a different x2 a linear batch resize computes x1 and x2 as one batch: each side's
   # covariances must equal its kernel with itself (the network's output on x1 does not depend

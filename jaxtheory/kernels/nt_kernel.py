@@ -270,12 +270,69 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
   both computed as one batch (``x1``'s examples, then ``x2``'s), whose blocks are the
   kernel of ``x1`` with ``x2`` and the full covariances of each with itself
   (:class:`~jaxtheory.kernels.analytic.NeedsJointBatch`)."""
-  if any(is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)):
-    raise ValueError(f"{why} mixes examples: its kernel for two batches needs the inputs "
-                     "themselves, not a Kernel; pass the arrays x1 and x2")
   if pattern is not None:
     raise ValueError(f"{why} mixes examples, which graph patterns do not support; compute "
                      "the kernel of x1 and x2 without pattern")
+  if any(is_kernel(l) for l in jax.tree.leaves(x1, is_leaf=is_kernel)):
+    k, n1, n2, eq = _joint_of_kernels(x1, why)
+  else:
+    k, n1, n2, eq = _joint_of_inputs(x1, x2, why, want_ntk, diagonal_spatial, mask_constant)
+  c = analytic.ctx_with(analytic.ctx_with(ctx, "diagonal_batch", False), "joint_batch", True)
+  # In a joint batch x1_is_x2 says whether x1's example i is x2's example i (dropout's
+  # same-example entries); each example is itself anyway.
+  split = None if n1 == n2 else n1
+  out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq, joint_split=split), k,
+                                  is_leaf=lambda a: isinstance(a, analytic.Kernel)), c)
+  _check_from_spatial(out, ctx)
+  return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
+                      is_leaf=lambda a: isinstance(a, analytic.Kernel))
+
+
+def _joint_of_kernels(ks, why):
+  """The joint batch's analytic kernels from NT ``Kernel`` inputs of ``x1`` against ``x2``
+  computed with ``diagonal_batch=False``: ``[[cov1, nngp], [nngp^T, cov2]]``.
+
+  The NTK's blocks of each batch with itself are not in an NT ``Kernel``; they are zeros
+  here, which reach only the output's blocks of each batch with itself (every layer maps
+  the blocks of a joint batch on their own), and those keep no NTK.
+  """
+  leaves = jax.tree.leaves(ks, is_leaf=is_kernel)
+  if any(k.diagonal_batch for k in leaves):
+    raise ValueError(f"{why} mixes examples: an input Kernel must hold the covariances among "
+                     "each batch's examples; compute it with diagonal_batch=False")
+  first = leaves[0]
+  n1, n2 = first.cov1.shape[0], first.cov2.shape[0]
+
+  def joint(k: Kernel) -> analytic.Kernel:
+    k12, k11, k22 = _to_analytic(k)
+    pairs = (k12.nngp.ndim - 2) // (1 if k.diagonal_spatial else 2)
+
+    def swap(a):  # (n1, n2, S) -> (n2, n1, S'): the pair of every axis the other way round
+      if k.diagonal_spatial:
+        return jnp.swapaxes(a, 0, 1)
+      return jnp.transpose(a, [1, 0] + [2 + 2 * i + j for i in range(pairs) for j in (1, 0)])
+
+    def blocks(a11, a12, a22):
+      return jnp.concatenate([jnp.concatenate([a11, a12], 1),
+                              jnp.concatenate([swap(a12), a22], 1)], 0)
+
+    ntk = None if k12.ntk is None else blocks(jnp.zeros_like(k11.nngp), k12.ntk,
+                                               jnp.zeros_like(k22.nngp))
+    masks = (k.mask1, k.mask2)
+    mask = None
+    if any(m is not None for m in masks):
+      like = next(m for m in masks if m is not None)
+      mask = jnp.concatenate([jnp.zeros((n,) + like.shape[1:], bool) if m is None else m
+                              for m, n in zip(masks, (n1, n2))])
+    return analytic.Kernel(blocks(k11.nngp, k12.nngp, k22.nngp), ntk,
+                           jnp.concatenate([k12.cov1, k12.cov2]), None, k12.channels,
+                           k.diagonal_spatial, k.is_gaussian, False, jnp.asarray(True), mask)
+
+  return jax.tree.map(joint, ks, is_leaf=is_kernel), n1, n2, first.x1_is_x2
+
+
+def _joint_of_inputs(x1, x2, why, want_ntk, diagonal_spatial, mask_constant):
+  """The joint batch's analytic kernels of the arrays ``x1`` and ``x2``."""
   leaves1, tree = jax.tree.flatten(x1)
   leaves2 = jax.tree.leaves(x2, is_leaf=lambda v: v is None)
   n1 = {jnp.shape(a)[0] for a in leaves1}
@@ -289,16 +346,7 @@ def _joint(layer, ctx, why, x1, x2, pattern, want_ntk, diagonal_spatial, mask_co
   n1, n2 = n1.pop(), jnp.shape(leaves2[0])[0]
   both = jax.tree.unflatten(tree, [jnp.concatenate([a, b]) for a, b in zip(leaves1, leaves2)])
   k, _, _, _, _ = _inputs(both, None, True, diagonal_spatial, want_ntk, mask_constant)
-  c = analytic.ctx_with(analytic.ctx_with(ctx, "diagonal_batch", False), "joint_batch", True)
-  eq = x1_is_x2(leaves1[0], leaves2[0])
-  # In a joint batch x1_is_x2 says whether x1's example i is x2's example i (dropout's
-  # same-example entries); each example is itself anyway.
-  split = None if n1 == n2 else n1
-  out = layer.kernel(jax.tree.map(lambda a: a.replace(x1_is_x2=eq, joint_split=split), k,
-                                  is_leaf=lambda a: isinstance(a, analytic.Kernel)), c)
-  _check_from_spatial(out, ctx)
-  return jax.tree.map(lambda a: _halves_kernel(a, eq), out,
-                      is_leaf=lambda a: isinstance(a, analytic.Kernel))
+  return k, n1, n2, x1_is_x2(leaves1[0], leaves2[0])
 
 
 def _halves_kernel(a: analytic.Kernel, eq) -> Kernel:
