@@ -243,3 +243,15 @@ def test_empirical_ntk_fn_any_vmap_axes_gives_the_same_kernel():
   for axes in (0, (0, 0, {}), ([0], 0), (1, 0), (0, None, {})):
     got = nt.empirical_ntk_fn(apply_fn, vmap_axes=axes)(x1, x2, params)
     chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_of_dropout_tells_x2_is_x1_as_the_kernel_does():
+  # Dropout's train-mode kernel scales the diagonal where x2 is x1, which the kernel tells by
+  # value (NaN padding equal to NaN): batched, x2 given as x1 itself or as an equal copy keeps it.
+  _, _, kfn = stax.serial(stax.Conv(3, (2,), padding="SAME"), stax.Relu(),
+                          stax.Dropout(0.8, mode="train"), stax.Flatten(), stax.Dense(1))
+  x = jax.random.normal(jax.random.key(0), (6, 5, 2)).at[1, 3:].set(jnp.nan)
+  for b in (None, x, x + 0.0):
+    want = kfn(x, b, "nngp", mask_constant=jnp.nan)
+    got = nt.batch(kfn, 2, 0)(x, b, "nngp", mask_constant=jnp.nan)
+    np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -60,7 +60,12 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       when ``x2`` is ``x1``). Where ``x2`` is not ``x1``, blocks of ``x2`` hold
       one example more than those of ``x1`` (a padding copy): a kernel that
       compares its two inputs (dropout in train mode) then never mistakes a
-      block of ``x2`` for one of ``x1``.
+      block of ``x2`` for one of ``x1``. Such a kernel still takes two blocks
+      of equal entries for the same examples where ``x1`` repeats a whole
+      block of examples at another block's place (tiled data), and, called
+      under ``jit``, where a different ``x2`` of ``x1``'s size shares a block
+      with it; there compute it unbatched or with a ``batch_size`` that does
+      not align the repeats.
     device_count: devices to spread the rows of blocks over; ``-1`` all local
       devices, ``0`` none (plain ``jit`` on the default device).
     store_on_device: ``False`` moves finished blocks to host memory (the CPU)
@@ -142,15 +147,23 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
   return batched_kernel_fn
 
 
-def _same_inputs(x1, x2):
-  """Whether ``x2`` is ``x1`` (``None`` or equal): ``True``, ``False``, or a traced boolean
-  where ``batch`` is called under ``jit`` with inputs of the same shapes."""
-  if x2 is None:
+def _same_inputs(x1, x2, eps: float = 1e-12):
+  """Whether ``x2`` is ``x1`` as a kernel function tells (``None``, the same object, or
+  entries equal up to ``eps``, NaN padding equal to NaN): ``True``, ``False``, or a traced
+  boolean where ``batch`` is called under ``jit`` with inputs of the same shapes."""
+  if x2 is None or x2 is x1:
     return True
   l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
   if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
     return False
-  eq = jnp.all(jnp.asarray([jnp.all(jnp.asarray(a) == jnp.asarray(b)) for a, b in zip(l1, l2)]))
+
+  def equal(a, b):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+      return jnp.all(a == b)
+    return jnp.all((jnp.abs(a - b) < eps) | (jnp.isnan(a) & jnp.isnan(b)))
+
+  eq = jnp.all(jnp.asarray([equal(a, b) for a, b in zip(l1, l2)]))
   return eq if isinstance(eq, jax.core.Tracer) else bool(eq)
 
 
