@@ -461,11 +461,8 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
   def build():
     # The same program under another key (another sweep with the same step), compiled
     # earlier in this process: taken as it is (FRESH_OPTION changes nothing compiled).
-    same = None
-    if store:
-      rest = sorted((k, v) for k, v in (options or {}).items() if k != FRESH_OPTION)
-      # (The text holds the arguments' and results' pytree paths, which a loaded program keeps.)
-      same = hashlib.sha256(repr([lowered.as_text(), rest, x64]).encode()).hexdigest()
+    same = _program_digest(lowered, options, x64) if store else None
+    if same is not None:
       exe = _stored_again(same, key, name)
       if exe is not None:
         return exe, False
@@ -547,6 +544,25 @@ def stored_call(jitted, name: str, key: Any, programs: dict, args: tuple, kwargs
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
 # Programs this process compiled and stored: digest of their lowered text -> (store key, name).
 _STORED_HERE: dict[str, tuple[str, str]] = {}
+
+
+def _program_digest(lowered, options: dict | None, x64: bool) -> str | None:
+  """What makes two lowered programs one executable: the program text, the compiler options
+  (but :data:`FRESH_OPTION`, which changes nothing compiled), and the calling convention a
+  loaded executable keeps, which the text does not show (the argument and result pytrees,
+  weak types, donations and which unused arguments were dropped). ``None`` where JAX does
+  not say which arguments it kept: then the program is not shared."""
+  import jax  # pylint: disable=import-outside-toplevel
+  kept = getattr(getattr(lowered, "_lowering", None), "compile_args", {}).get("kept_var_idx")
+  if kept is None:
+    return None
+  args = [(a.shape, str(a.dtype), getattr(getattr(a, "_aval", None), "weak_type", None),
+           a.donated) for a in jax.tree.leaves(lowered.args_info)]
+  outs = [(o.shape, str(o.dtype), getattr(o, "weak_type", None))
+          for o in jax.tree.leaves(lowered.out_info)]
+  rest = sorted((k, v) for k, v in (options or {}).items() if k != FRESH_OPTION)
+  return hashlib.sha256(repr([lowered.as_text(), rest, x64, str(lowered.in_tree),
+                              str(lowered.out_tree), args, outs, sorted(kept)]).encode()).hexdigest()
 
 
 def _stored_again(same: str, key: str, name: str):

@@ -386,3 +386,25 @@ def test_an_analytic_kernel_with_a_store_key_loads_from_the_store_in_a_later_pro
   x = jnp.arange(12.0).reshape(4, 3) / 10
   np.testing.assert_allclose(first["out"], analytic.kernel_fn(m, nn.Ctx("ntk"))(x, None, "ntk"),
                              rtol=1e-6)
+
+
+def test_programs_alike_in_text_but_not_in_calling_convention_are_not_shared():
+  # Two probes that each ignore a different argument lower to the same text (JAX drops the
+  # unused argument, which the loaded executable remembers): each is compiled for itself.
+  # Probes alike in everything share one compiled program.
+  from jaxtheory import compile_cache
+  from jaxtheory.probes import over_runs
+  if not compile_cache.executables_enabled():
+    pytest.skip("the executable store is off")
+  tag = os.urandom(8).hex()  # store keys of this run only
+  a = jnp.arange(6.0).reshape(2, 3)
+  b = a + 10
+  np.testing.assert_array_equal(over_runs(lambda p, q: jnp.sum(p), a, b, store_key=(tag, "p")),
+                                [3.0, 12.0])
+  np.testing.assert_array_equal(over_runs(lambda p, q: jnp.sum(q), a, b, store_key=(tag, "q")),
+                                [33.0, 42.0])
+  shared = compile_cache.stats["same_program"]
+  outs = [over_runs(lambda p, q: [jnp.sum(q) * 2], a, b, store_key=(tag, name))
+          for name in ("r", "s")]
+  assert compile_cache.stats["same_program"] == shared + 1
+  assert all(isinstance(o, list) and np.array_equal(o[0], [66.0, 84.0]) for o in outs)
