@@ -223,10 +223,14 @@ def initial_sharpness(s: sweep.Sweep, metric) -> np.ndarray:
   per width bucket, with the same ``metric`` the sweep records."""
   d = data_arrays(s.data)
   d["w_train"] = jnp.ones(d["y_train"].shape[:1], d["x_train"].dtype)
+  # A metric the sweep records is in its groups' store keys: the probe's program is stored.
+  recorded = any(m is metric for m in s.metrics.values())
   out = []
   for g in sweep.initial_params(s):
-    out.append(over_runs(lambda prm, c, g=g: metric(prm, lambda p, x: g.model.apply(p, x, c), d),
-                         g.params, g.ctx))
+    probe = lambda prm, c, d, g=g: metric(prm, lambda p, x: g.model.apply(p, x, c), d)
+    out.append(over_runs(probe, g.params, g.ctx, d, in_axes=(0, 0, None),
+                         store_key=None if g.key is None or not recorded
+                         else (g.key, "initial_sharpness")))
   return np.concatenate([np.asarray(v) for v in out])
 
 
