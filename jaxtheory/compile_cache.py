@@ -471,9 +471,8 @@ def start_build(key: str | None, name: str, lower, compiler_options: dict | None
     if key is not None:
       if hits[0]:
         stats["from_jax_cache"] += 1
-      else:
-        if store_executable(key, {}, {name: exe}) and same is not None:
-          _STORED_HERE[same] = (key, name)
+      elif store_executable(key, {}, {name: exe}) and same is not None:
+        _STORED_HERE[same] = (key, name)
     return exe, False
 
   if pool is None:
@@ -542,6 +541,8 @@ def stored_call(jitted, name: str, key: Any, programs: dict, args: tuple, kwargs
 
 
 _AHEAD: dict[str, Any] = {}  # programs started ahead of their sweep, by key, until taken
+_POOL: list = []
+_QUEUED: set = set()  # compilations on the pool, not yet finished
 # Programs this process compiled and stored: digest of their lowered text -> (store key, name).
 _STORED_HERE: dict[str, tuple[str, str]] = {}
 
@@ -582,8 +583,6 @@ def _stored_again(same: str, key: str, name: str):
     return None
   stats["same_program"] += 1
   return exe
-_POOL: list = []
-_QUEUED: set = set()  # compilations on the pool, not yet finished
 
 
 def cancel_queued() -> None:
